@@ -1,0 +1,52 @@
+"""Command-line interface: a thin layer over the Python API.
+
+Each stage owns one module here with a ``register(commands, bench)`` function that adds its
+sub-commands; handlers import the heavy stage modules lazily so ``andersonn --help`` stays fast.
+User errors (:class:`andersonn.errors.AndersonnError`) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from andersonn import __version__
+from andersonn.errors import AndersonnError
+
+_STAGE_MODULES = ("engine", "images", "data", "train", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full ``andersonn`` argument parser."""
+    import importlib
+
+    parser = argparse.ArgumentParser(
+        prog="andersonn",
+        description="Anderson-accelerated deep equilibrium classifiers for molecules and materials.",
+    )
+    parser.add_argument("--version", action="version", version=f"andersonn {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    bench_parser = commands.add_parser("bench", help="benchmarks (solvers, featurize, speedup, memory)")
+    bench = bench_parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    for name in _STAGE_MODULES:
+        importlib.import_module(f"andersonn.cli.{name}").register(commands, bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``andersonn`` command; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AndersonnError as exc:
+        print(f"andersonn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("andersonn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

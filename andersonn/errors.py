@@ -1,0 +1,23 @@
+"""User-facing error types.
+
+An :class:`AndersonnError` carries a one-line message that names the offending input and the
+reason; the command-line interface prints it without a traceback and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class AndersonnError(Exception):
+    """An error the user can act on; its message is shown as is, on one line."""
+
+
+class InputError(AndersonnError, ValueError):
+    """Bad user input: an unreadable structure, an unknown option, a malformed file."""
+
+
+class ConfigError(AndersonnError, ValueError):
+    """An unknown, misspelt or inconsistent option."""
+
+
+class SolverDivergence(AndersonnError, FloatingPointError):
+    """A fixed-point solve produced NaN or Inf."""
