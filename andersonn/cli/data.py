@@ -1,9 +1,142 @@
-"""Command-line commands of the data stage (placeholder until the stage lands)."""
+"""Command-line commands of the data stage: ``andersonn data build`` and ``andersonn data info``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+from typing import Any
+
+_TASKS = ("polarity", "mof-pore", "crystal-gap")
+_THRESHOLDS = (  # (flag, dest, task key, help)
+    ("--dipole-threshold", "dipole", "polarity", "polarity: strongly polar if dipole >= D (2.5)"),
+    ("--small-lcd", "small", "mof-pore", "mof-pore: small if LCD < this many Å (6)"),
+    ("--large-lcd", "large", "mof-pore", "mof-pore: large if LCD >= this many Å (12)"),
+    ("--metal-gap", "metal", "crystal-gap", "crystal-gap: metal if gap <= this eV (0)"),
+    ("--insulator-gap", "insulator", "crystal-gap", "crystal-gap: insulator if gap > eV (3)"),
+)
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add this stage's sub-commands to the top-level and bench parsers."""
+    data = commands.add_parser("data", help="build and inspect the cached DFT datasets")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    build = sub.add_parser("build", help="fetch, verify, label, featurise, split and cache a task")
+    build.add_argument("task", choices=_TASKS)
+    build.add_argument("--limit", type=int, default=None,
+                       help="stratified, seeded subset of N entries taken before featurising")
+    build.add_argument("--source", metavar="DIR", default=None,
+                       help="use the source archives already in DIR (no network)")
+    _common(build)
+    build.add_argument("--workers", type=int, default=None, help="featuriser processes (all cores)")
+    build.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(func=_build)
+
+    info = sub.add_parser("info", help="counts per class and split, label rule, sources, skipped")
+    info.add_argument("task", choices=_TASKS)
+    info.add_argument("--limit", type=int, default=None, help="the build made with this --limit")
+    _common(info)
+    info.add_argument("--json", action="store_true", help="print the full summary as JSON")
+    info.set_defaults(func=_info)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", metavar="DIR", default=None,
+                        help="cache root (default $ANDERSONN_CACHE, $XDG_CACHE_HOME/andersonn "
+                        "or ~/.cache/andersonn)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of subset and splits (0)")
+    for flag, dest, _task, text in _THRESHOLDS:
+        parser.add_argument(flag, dest=dest, type=float, default=None, help=text)
+    parser.add_argument("--include-fsr", action="store_true", default=None,
+                        help="mof-pore: add FSR CIFs whose refcode is not in ASR")
+
+
+def _settings(args: argparse.Namespace) -> tuple[dict[str, float | None], dict[str, Any]]:
+    from andersonn.errors import ConfigError
+
+    thresholds: dict[str, float | None] = {}
+    for flag, dest, task, _text in _THRESHOLDS:
+        value = getattr(args, dest)
+        if value is not None:
+            if task != args.task:
+                raise ConfigError(f"{flag} applies to task {task}, not {args.task}")
+            thresholds[dest] = value
+    options: dict[str, Any] = {}
+    if args.include_fsr:
+        if args.task != "mof-pore":
+            raise ConfigError(f"--include-fsr applies to task mof-pore, not {args.task}")
+        options["include_fsr"] = True
+    return thresholds, options
+
+
+def _build(args: argparse.Namespace) -> int:
+    from andersonn.data import build_dataset, dataset_info
+
+    thresholds, options = _settings(args)
+    started = time.time()
+    ds = build_dataset(
+        args.task, limit=args.limit, source_dir=args.source, cache_dir=args.cache_dir,
+        workers=args.workers, seed=args.seed or 0, thresholds=thresholds, options=options,
+        progress=not args.no_progress, force=args.force,
+    )
+    info = dataset_info(args.task, args.cache_dir, limit=ds.meta.get("limit"),
+                        seed=int(ds.meta.get("seed", 0)), thresholds=ds.meta.get("thresholds"),
+                        options=ds.meta.get("options"))
+    print(_format(info))
+    print(f"done in {time.time() - started:.1f} s (build itself: {info['build_seconds']} s)")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from andersonn.data import dataset_info
+
+    thresholds, options = _settings(args)
+    kwargs: dict[str, Any] = {"thresholds": thresholds, "options": options}
+    if args.limit is not None:
+        kwargs["limit"] = args.limit
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    info = dataset_info(args.task, args.cache_dir, **kwargs)
+    if args.json:
+        json.dump(info, sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        print(_format(info))
+    return 0
+
+
+def _format(info: dict[str, Any]) -> str:
+    classes = info["classes"]
+    width = max(12, *(len(c) + 2 for c in classes))
+    lines = [
+        f"task        {info['task']}  ({info['n']} entries, image {tuple(info['image_shape'])})",
+        f"cache       {info['directory']}",
+        f"label rule  {info['label_rule']}",
+        f"limit/seed  {info['limit']} / {info['seed']}   built {info['built_at']} "
+        f"in {info['build_seconds']} s",
+        f"featurizer  {info['featurizer_version']}",
+        "",
+        "split".ljust(8) + "".join(c.rjust(width) for c in classes) + "total".rjust(8),
+    ]
+    for split, row in [*info["counts"].items(), ("all", info["totals"])]:
+        cells = "".join(str(row[c]).rjust(width) for c in classes)
+        lines.append(split.ljust(8) + cells + str(sum(row.values())).rjust(8))
+    before = info.get("candidate_class_counts")
+    if before:
+        lines.append(
+            "labelled before subset/featurisation: "
+            + ", ".join(f"{c} {n}" for c, n in zip(classes, before, strict=False))
+            + f" (total {info.get('candidates')})"
+        )
+    lines.append("")
+    lines.append("sources")
+    for src in (info.get("sources") or {}).values():
+        lines.append(f"  {src['file']}  sha256 {src['sha256']}")
+    lines.append("")
+    lines.append(f"skipped     {info['skipped_count']} (full list: {info['report']})")
+    for item in info["skipped_first"]:
+        lines.append(f"  {item.get('id')}: [{item.get('stage')}] {item.get('reason')}")
+    return "\n".join(lines)

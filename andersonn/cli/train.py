@@ -1,9 +1,141 @@
-"""Command-line commands of the train stage (placeholder until the stage lands)."""
+"""Command-line commands of the train stage: ``train``, ``predict`` and ``demo``.
+
+``andersonn train`` also runs unchanged under ``torchrun --nproc_per_node N -m andersonn train``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+_TASKS = ("polarity", "mof-pore", "crystal-gap")
+_SOLVERS = ("anderson", "forward", "broyden")
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add this stage's sub-commands to the top-level and bench parsers."""
+    tr = commands.add_parser("train", help="train a DEQ or explicit classifier on a task",
+                             description="Train a classifier; writes checkpoints, metrics.jsonl, "
+                             "test_metrics.json and plots to the run directory. Runs unchanged "
+                             "under torchrun (DistributedDataParallel).")
+    tr.add_argument("task", choices=_TASKS)
+    tr.add_argument("--model", choices=("deq", "explicit"), default=None, help="(deq)")
+    tr.add_argument("--solver", choices=_SOLVERS, default=None, help="DEQ solver (anderson)")
+    tr.add_argument("--epochs", type=int, default=None, help="(8)")
+    tr.add_argument("--limit", type=int, default=None,
+                    help="use the dataset build with this --limit (built first if missing)")
+    tr.add_argument("--out", metavar="RUN_DIR", default=None,
+                    help="run directory (runs/TASK-MODEL[-SOLVER])")
+    tr.add_argument("--resume", action="store_true",
+                    help="continue the run in RUN_DIR after its last finished epoch")
+    tr.add_argument("--seed", type=int, default=None, help="(0)")
+    tr.add_argument("--batch-size", type=int, default=None, help="global batch size (64)")
+    tr.add_argument("--lr", type=float, default=None, help="AdamW learning rate (1e-3)")
+    tr.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
+    tr.add_argument("--config", metavar="FILE", default=None,
+                    help="JSON file of TrainConfig fields (unknown keys are errors)")
+    tr.add_argument("--device", default=None, help="auto, cpu, cuda (auto)")
+    tr.add_argument("--tol", type=float, default=None, help="forward solver tolerance (1e-3)")
+    tr.add_argument("--max-iter", type=int, default=None, help="solver iteration cap (30)")
+    tr.add_argument("--hidden", type=int, default=None, help="channels of the cell (48)")
+    tr.add_argument("--depth", type=int, default=None, help="explicit: number of cells (6)")
+    tr.add_argument("--match-params", action="store_true", default=None,
+                    help="explicit: choose the width to match the DEQ's parameter count")
+    tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
+    tr.set_defaults(func=_train)
+
+    pr = commands.add_parser("predict", help="classify structures with a trained run",
+                             description="INPUT: SMILES, structure files (xyz, sdf, mol, cif, "
+                             "POSCAR) or text files listing them one per line.")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("inputs", metavar="INPUT", nargs="+")
+    pr.add_argument("--out", metavar="FILE", default=None, help="write .json or .csv")
+    pr.add_argument("--solver", choices=_SOLVERS, default=None, help="override the DEQ solver")
+    pr.add_argument("--tol", type=float, default=None, help="override the solver tolerance")
+    pr.add_argument("--max-iter", type=int, default=None, help="override the iteration cap")
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=_predict)
+
+    de = commands.add_parser("demo", help="build polarity data, train DEQ with Anderson and with "
+                             "forward iteration, report accuracy and speed-up")
+    de.add_argument("--out", metavar="DIR", default="demo", help="(./demo)")
+    de.add_argument("--limit", type=int, default=None, help="molecules (8000)")
+    de.add_argument("--epochs", type=int, default=None, help="epochs per training (4)")
+    de.add_argument("--no-progress", action="store_true")
+    de.set_defaults(func=_demo)
+
+
+_CLI_FIELDS = {"model": "model", "solver": "solver", "epochs": "epochs", "limit": "limit",
+               "seed": "seed", "batch_size": "batch_size", "lr": "lr", "bf16": "bf16",
+               "device": "device", "tol": "tol", "max_iter": "max_iter", "hidden": "hidden",
+               "depth": "depth", "match_params": "match_params", "threads": "threads"}
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from andersonn.training import TrainConfig, train
+
+    overrides: dict[str, Any] = {f: getattr(args, a) for a, f in _CLI_FIELDS.items()
+                                 if getattr(args, a) is not None}
+    overrides["task"] = args.task
+    out = Path(args.out) if args.out else Path("runs") / "-".join(
+        [args.task, overrides.get("model", "deq")]
+        + ([overrides.get("solver", "anderson")] if overrides.get("model", "deq") == "deq" else []))
+    base: dict[str, Any] = {}
+    stored = out / "config.json"
+    if args.resume and stored.is_file():
+        base = json.loads(stored.read_text()).get("train", {})
+    if args.config:
+        cfg = TrainConfig.from_json(args.config)
+        base = {**cfg.to_dict(), **base} if base else cfg.to_dict()
+    cfg = TrainConfig.from_dict(base, **overrides)
+    result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    tm = result.test_metrics
+    if tm is not None and _is_main():
+        print(f"{cfg.task} {cfg.model}{f' ({cfg.solver})' if cfg.model == 'deq' else ''}: "
+              f"test accuracy {tm['accuracy']:.4f}, balanced {tm['balanced_accuracy']:.4f}, "
+              f"macro-F1 {tm['macro_f1']:.4f}, params {tm['params']}, "
+              f"wall {tm['train_wall_time_s']:.1f} s → {result.run_dir}")
+    return 0
+
+
+def _is_main() -> bool:
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from andersonn.predict import Classifier, format_table, write_predictions
+
+    options: dict[str, Any] = {}
+    if args.tol is not None:
+        options["tol"] = args.tol
+    if args.max_iter is not None:
+        options["max_iter"] = args.max_iter
+    clf = Classifier.load(args.run_dir, device=args.device, solver=args.solver,
+                          solver_options=options or None)
+    preds = clf.predict_inputs(args.inputs)
+    for p in preds:
+        if not p.ok:
+            print(f"andersonn: cannot predict {p.input}: {p.error}", file=sys.stderr)
+    if args.out:
+        write_predictions(args.out, preds, clf.classes_,
+                          meta={"run_dir": str(args.run_dir), "task": clf.config_.get("task")})
+        n_ok = sum(p.ok for p in preds)
+        print(f"{n_ok}/{len(preds)} predicted → {args.out}")
+    else:
+        print(format_table(preds, clf.classes_))
+    return 0 if any(p.ok for p in preds) else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from andersonn.demo import run_demo
+
+    run_demo(out_dir=args.out, limit=args.limit, epochs=args.epochs,
+             progress=not args.no_progress)
+    return 0

@@ -1,1 +1,69 @@
-"""solvers stage."""
+"""Batched fixed-point solvers for z = f(z): forward iteration, Anderson, Broyden.
+
+Every solver has one call shape::
+
+    z_star, stats = solver(f, z0, *, tol=1e-4, max_iter=50, stop_mode="rel", check_every=None,
+                           args=(), on_divergence="raise", **method_options)
+
+``z0`` is a batch (B, ...); ``f(z, *args)`` must return a tensor of z's shape and accept any
+batch size, because converged samples are dropped from the batch (rows of tensors in ``args``
+with leading dimension B are dropped with them). ``f`` must therefore be batch-independent
+(GroupNorm/LayerNorm, not BatchNorm). ``stats`` is a :class:`SolverStats`. Unknown options raise
+:class:`andersonn.errors.ConfigError`; NaN/Inf from ``f`` raises
+:class:`andersonn.errors.SolverDivergence` (or, with ``on_divergence="mark"``, flags the samples).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from andersonn.errors import ConfigError
+from andersonn.solvers.anderson import anderson
+from andersonn.solvers.base import FixedPointMap, SolverStats
+from andersonn.solvers.broyden import broyden
+from andersonn.solvers.forward import forward_iteration
+
+Solver = Callable[..., tuple[Tensor, SolverStats]]
+
+SOLVERS: dict[str, Solver] = {
+    "anderson": anderson,
+    "broyden": broyden,
+    "forward_iteration": forward_iteration,
+}
+
+_ALIASES = {"forward": "forward_iteration", "picard": "forward_iteration", "fixed_point": "forward_iteration"}
+
+
+def get_solver(name: str) -> Solver:
+    """Return the solver registered under ``name`` (aliases: forward, picard)."""
+    key = _ALIASES.get(name, name)
+    if key not in SOLVERS:
+        valid = sorted(SOLVERS)
+        close = difflib.get_close_matches(str(name), valid + sorted(_ALIASES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"unknown solver {name!r}{hint}; valid solvers: {', '.join(valid)}")
+    return SOLVERS[key]
+
+
+def solve(
+    f: FixedPointMap, z0: Tensor, solver: str = "anderson", **opts: Any
+) -> tuple[Tensor, SolverStats]:
+    """Solve z = f(z) from ``z0`` with the named solver; ``opts`` go to the solver."""
+    return get_solver(solver)(f, z0, **opts)
+
+
+__all__ = [
+    "SOLVERS",
+    "FixedPointMap",
+    "Solver",
+    "SolverStats",
+    "anderson",
+    "broyden",
+    "forward_iteration",
+    "get_solver",
+    "solve",
+]

@@ -1,0 +1,256 @@
+"""Source archives: pinned PyPI files, fetched with ``pip download``, verified, read safely.
+
+The data of the three tasks ships inside four PyPI archives (see ``DATA.md``). They are fetched
+with ``pip download --no-deps`` at pinned versions into ``<cache>/archives/``, their sha256 is
+checked before every use, and their files are read straight out of the zip / tar in memory: the
+packages are never installed, imported or executed by this module, tar members are never
+extracted to disk, and absolute paths, ``..`` components and links inside a tar are rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from andersonn.errors import AndersonnError
+
+__all__ = [
+    "ARCHIVES",
+    "ArchiveSpec",
+    "archive_dir",
+    "default_cache_dir",
+    "ensure_archive",
+    "iter_tar_members",
+    "pip_command",
+    "read_tar_member",
+    "read_zip_member",
+    "safe_member_name",
+    "sha256_file",
+]
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """One pinned source archive on PyPI."""
+
+    key: str
+    filename: str
+    requirement: str  # e.g. "qm9pack==1.0.3"
+    sha256: str
+    sdist: bool = False
+
+    @property
+    def version(self) -> str:
+        """The pinned version string."""
+        return self.requirement.split("==", 1)[1]
+
+
+ARCHIVES: dict[str, ArchiveSpec] = {
+    "qm9pack": ArchiveSpec(
+        "qm9pack",
+        "qm9pack-1.0.3-py3-none-any.whl",
+        "qm9pack==1.0.3",
+        "1d88c2988007c6778e717ee3224cf511bd60e10732ebe3b7ed500ea5af05c9f0",
+    ),
+    "core_mof": ArchiveSpec(
+        "core_mof",
+        "core_mof-2019.1-py3-none-any.whl",
+        "core_mof==2019.1",
+        "852af4c604148585eca6cfd75832c4b4967a1bded76381d4b914dcd2317f6823",
+    ),
+    "matminer": ArchiveSpec(
+        "matminer",
+        "matminer-0.4.0.tar.gz",
+        "matminer==0.4.0",
+        "1a6bdfb198b36d836bab4fbcdffb2dc4fda8a740c3dc08cbb21ea43b817fec86",
+        sdist=True,
+    ),
+    "jarvis_leaderboard": ArchiveSpec(
+        "jarvis_leaderboard",
+        "jarvis_leaderboard-2024.10.30-py2.py3-none-any.whl",
+        "jarvis_leaderboard==2024.10.30",
+        "62cd3012987e83880583801a5ed46c0b999781505f246d91554cde6fd62d81ff",
+    ),
+}
+
+
+def default_cache_dir() -> Path:
+    """``$ANDERSONN_CACHE``, else ``$XDG_CACHE_HOME/andersonn``, else ``~/.cache/andersonn``."""
+    env = os.environ.get("ANDERSONN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "andersonn"
+    return Path.home() / ".cache" / "andersonn"
+
+
+def archive_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder that keeps downloaded archives: ``<cache>/archives``."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return root / "archives"
+
+
+def pip_command(spec: ArchiveSpec, dest: str | os.PathLike[str]) -> list[str]:
+    """The ``pip download`` command that fetches ``spec`` into ``dest``."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps"]
+    cmd += ["--no-binary", ":all:"] if spec.sdist else ["--only-binary", ":all:"]
+    return [*cmd, "--dest", os.fspath(dest), spec.requirement]
+
+
+def _pip_hint(spec: ArchiveSpec, dest: Path) -> str:
+    binary = "--no-binary :all:" if spec.sdist else "--only-binary :all:"
+    return f"pip download --no-deps {binary} --dest {dest} {spec.requirement}"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure_archive(
+    key: str,
+    *,
+    source_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    fetch: bool = True,
+    runner: Callable[[list[str]], int] | None = None,
+) -> Path:
+    """Return the verified path of archive ``key``, fetching it with pip if needed.
+
+    With ``source_dir`` the archive must already be there (offline machine); nothing is fetched.
+    Otherwise ``<cache>/archives/`` is used and a missing archive is downloaded when ``fetch``.
+    A missing or corrupt archive raises a one-line :class:`AndersonnError` with the exact pip
+    command to run and the expected sha256.
+    """
+    spec = ARCHIVES[key]
+    folder = Path(source_dir).expanduser() if source_dir is not None else archive_dir(cache_dir)
+    path = folder / spec.filename
+    hint = _pip_hint(spec, folder)
+    if not path.is_file() and source_dir is None and fetch:
+        _fetch(spec, folder, runner)
+    if not path.is_file():
+        raise AndersonnError(
+            f"source archive {spec.filename} not found in {folder}; fetch it with "
+            f"`{hint}` (expected sha256 {spec.sha256})"
+        )
+    actual = sha256_file(path)
+    if actual != spec.sha256:
+        raise AndersonnError(
+            f"source archive {path} is corrupt or not the pinned file (sha256 {actual}, expected "
+            f"{spec.sha256}); delete it and fetch it again with `{hint}`"
+        )
+    return path
+
+
+def _fetch(spec: ArchiveSpec, folder: Path, runner: Callable[[list[str]], int] | None) -> None:
+    """Download ``spec`` with pip into a temp dir, then move it into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
+        cmd = pip_command(spec, tmp)
+        print(f"andersonn: fetching {spec.requirement} with pip download ...", file=sys.stderr)
+        if runner is not None:
+            status = runner(cmd)
+        else:
+            status = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL).returncode
+        got = Path(tmp) / spec.filename
+        if status != 0 or not got.is_file():
+            raise AndersonnError(
+                f"could not download {spec.requirement} (pip exit status {status}); fetch it "
+                f"with `{_pip_hint(spec, folder)}` or pass --source DIR holding {spec.filename} "
+                f"(expected sha256 {spec.sha256})"
+            )
+        shutil.move(os.fspath(got), os.fspath(folder / spec.filename))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading archive members in memory
+# ---------------------------------------------------------------------------------------------
+
+
+def read_zip_member(
+    archive: str | os.PathLike[str] | zipfile.ZipFile | io.BytesIO, name: str
+) -> bytes:
+    """Bytes of member ``name`` of a zip archive (a wheel); a missing member is an error."""
+    safe_member_name(name)
+    if isinstance(archive, zipfile.ZipFile):
+        return _zip_read(archive, name)
+    with zipfile.ZipFile(archive) as zf:
+        return _zip_read(zf, name)
+
+
+def _zip_read(zf: zipfile.ZipFile, name: str) -> bytes:
+    try:
+        return zf.read(name)
+    except KeyError:
+        label = zf.filename or "zip archive"
+        raise AndersonnError(f"{label} has no member {name}; is it the pinned archive?") from None
+
+
+def safe_member_name(name: str) -> str:
+    """Return ``name`` if it is a safe relative archive path, else raise :class:`AndersonnError`."""
+    path = PurePosixPath(name.replace("\\", "/"))
+    if not name or path.is_absolute() or name.startswith(("/", "\\")) or ".." in path.parts:
+        raise AndersonnError(f"unsafe archive member path {name!r} rejected")
+    if len(name) > 1 and name[1] == ":":  # Windows drive letter
+        raise AndersonnError(f"unsafe archive member path {name!r} rejected")
+    return name
+
+
+def _check_tar_member(member: tarfile.TarInfo) -> None:
+    safe_member_name(member.name)
+    if member.issym() or member.islnk():
+        raise AndersonnError(f"link archive member {member.name!r} rejected")
+    if not (member.isfile() or member.isdir()):
+        raise AndersonnError(f"special archive member {member.name!r} rejected")
+
+
+def iter_tar_members(
+    data: bytes | str | os.PathLike[str],
+    mode: str = "r:*",
+    want: Callable[[str], bool] | None = None,
+) -> Iterator[tuple[str, bytes]]:
+    """Yield ``(name, bytes)`` of the regular-file members of a tar archive, read in memory.
+
+    ``data`` is the archive's bytes or a path. Every member is checked (no absolute path, no
+    ``..``, no links or devices) before anything is read; ``want(name)`` selects which regular
+    members are read. Nothing is written to disk (no ``extract``/``extractall``).
+    """
+    stream_mode = mode.replace(":", "|", 1) if ":" in mode else mode
+    if isinstance(data, bytes | bytearray):
+        opener = tarfile.open(fileobj=io.BytesIO(data), mode=stream_mode)  # noqa: SIM115
+    else:
+        opener = tarfile.open(os.fspath(data), mode=stream_mode)  # noqa: SIM115
+    with opener as tf:
+        for member in tf:
+            _check_tar_member(member)
+            if not member.isfile() or (want is not None and not want(member.name)):
+                continue
+            handle = tf.extractfile(member)
+            if handle is None:  # pragma: no cover - regular files always have data
+                continue
+            yield member.name, handle.read()
+
+
+def read_tar_member(
+    data: bytes | str | os.PathLike[str], name: str, mode: str = "r:*"
+) -> bytes:
+    """Bytes of one member of a tar archive, read in memory after the safety checks."""
+    for member_name, payload in iter_tar_members(data, mode, want=lambda n: n == name):
+        if member_name == name:
+            return payload
+    raise AndersonnError(f"tar archive has no member {name}; is it the pinned archive?")

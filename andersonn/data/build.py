@@ -1,0 +1,383 @@
+"""Build, find and describe cached datasets.
+
+``build_dataset`` runs: verified archives → source rows → labels → optional ``--limit`` subset
+(stratified, seeded) → structures read for the chosen entries → ``featurize_many`` on all cores →
+stratified train/val/test split of the entries that featurised → atomic cache write. Failed
+entries are skipped and listed with their reasons in ``report.json``.
+
+Cache layout: ``<cache>/datasets/<task>/<key>/`` where ``key`` is a hash of everything that
+decides the content (source archive sha256s, ``FEATURIZER_VERSION``, image spec dict, label
+rule + thresholds, task options, limit, seed); ``<cache>/datasets/<task>/LATEST`` names the key
+of the last build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from andersonn.data.archives import ARCHIVES, default_cache_dir, ensure_archive
+from andersonn.data.cache import CachedDataset, is_complete, open_cache, write_cache
+from andersonn.data.splits import (
+    DEFAULT_FRACTIONS,
+    SPLIT_NAMES,
+    stratified_split,
+    stratified_subset,
+)
+from andersonn.data.tasks import TaskDefinition, get_task
+from andersonn.errors import AndersonnError
+from andersonn.fileio import atomic_write_text
+
+__all__ = [
+    "build_command",
+    "build_dataset",
+    "cache_key",
+    "dataset_info",
+    "datasets_root",
+    "load_dataset",
+]
+
+_UNSET: Any = object()
+CACHE_FORMAT = 1
+
+
+def _images_api() -> tuple[Mapping[str, Any], str, Any]:
+    """``(IMAGE_SPECS, FEATURIZER_VERSION, featurize_many)`` of the featuriser stage."""
+    try:
+        images = importlib.import_module("andersonn.images")
+        return images.IMAGE_SPECS, str(images.FEATURIZER_VERSION), images.featurize_many
+    except (ImportError, AttributeError) as exc:
+        raise AndersonnError(f"the featuriser andersonn.images is not available ({exc})") from None
+
+
+def _spec_dict(spec: Any) -> dict[str, Any]:
+    return dict(spec.to_dict()) if hasattr(spec, "to_dict") else dict(spec)
+
+
+def datasets_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<cache>/datasets``."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return root / "datasets"
+
+
+def _task_options(task: TaskDefinition, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    values = dict(task.options)
+    for key, value in (options or {}).items():
+        if value is None:
+            continue
+        if key not in values:
+            raise AndersonnError(f"task {task.name} has no option {key!r}")
+        values[key] = value
+    return values
+
+
+def cache_key(
+    task: TaskDefinition,
+    *,
+    thresholds: Mapping[str, float],
+    options: Mapping[str, Any],
+    limit: int | None,
+    seed: int,
+    featurizer_version: str,
+    image_spec: Mapping[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """``(key, fields)``: the 16-hex-digit hash of every input that decides a dataset's content."""
+    fields = {
+        "format": CACHE_FORMAT,
+        "task": task.name,
+        "sources": {k: ARCHIVES[k].sha256 for k in task.archives},
+        "featurizer_version": featurizer_version,
+        "image_spec": dict(image_spec),
+        "label_rule": task.rule,
+        "thresholds": dict(sorted(thresholds.items())),
+        "options": dict(sorted(options.items())),
+        "limit": limit,
+        "seed": seed,
+        "fractions": list(DEFAULT_FRACTIONS),
+    }
+    blob = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16], fields
+
+
+def build_command(
+    task: str,
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    thresholds: Mapping[str, float] | None = None,
+    options: Mapping[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> str:
+    """The ``andersonn data build`` command line that builds a dataset with these options."""
+    parts = ["andersonn", "data", "build", task]
+    if limit is not None:
+        parts += ["--limit", str(limit)]
+    if seed:
+        parts += ["--seed", str(seed)]
+    flags = {"dipole": "--dipole-threshold", "small": "--small-lcd", "large": "--large-lcd",
+             "metal": "--metal-gap", "insulator": "--insulator-gap"}
+    defaults = get_task(task).defaults
+    for key, value in (thresholds or {}).items():
+        if value is not None and float(value) != float(defaults.get(key, float("nan"))):
+            parts += [flags.get(key, f"--{key}"), f"{value:g}"]
+    if (options or {}).get("include_fsr"):
+        parts.append("--include-fsr")
+    if cache_dir is not None:
+        parts += ["--cache-dir", os.fspath(cache_dir)]
+    return " ".join(parts)
+
+
+def _resolve(
+    task_name: str,
+    thresholds: Mapping[str, float | None] | None,
+    options: Mapping[str, Any] | None,
+) -> tuple[TaskDefinition, dict[str, float], dict[str, Any], Any, str, dict[str, Any]]:
+    task = get_task(task_name)
+    values = task.thresholds(thresholds)
+    opts = _task_options(task, options)
+    specs, version, featurize = _images_api()
+    try:
+        spec = specs[task.image_spec]
+    except KeyError:
+        raise AndersonnError(f"the featuriser has no image spec for {task.image_spec!r}") from None
+    return task, values, opts, spec, version, featurize
+
+
+def build_dataset(
+    task: str,
+    limit: int | None = None,
+    source_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    *,
+    seed: int = 0,
+    thresholds: Mapping[str, float | None] | None = None,
+    options: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    force: bool = False,
+    fetch: bool = True,
+) -> CachedDataset:
+    """Build (or reuse, when an identical complete build exists) the dataset of ``task``."""
+    started = time.time()
+    task_def, values, opts, spec, version, featurize = _resolve(task, thresholds, options)
+    if limit is not None and limit <= 0:
+        raise AndersonnError(f"--limit must be a positive number of entries, got {limit}")
+    spec_dict = _spec_dict(spec)
+    key, key_fields = cache_key(
+        task_def, thresholds=values, options=opts, limit=limit, seed=seed,
+        featurizer_version=version, image_spec=spec_dict,
+    )
+    task_root = datasets_root(cache_dir) / task_def.name
+    directory = task_root / key
+    if not force and is_complete(directory):
+        atomic_write_text(task_root / "LATEST", key + "\n")
+        return open_cache(directory)
+
+    paths = {
+        k: ensure_archive(k, source_dir=source_dir, cache_dir=cache_dir, fetch=fetch)
+        for k in task_def.archives
+    }
+    source = importlib.import_module(f"andersonn.data.{task_def.source}")
+    result = source.read(paths, opts)
+    entries, result.entries = result.entries, []
+    skipped: list[dict[str, str]] = [
+        {"id": i, "stage": "read", "reason": r} for i, r in result.skipped
+    ]
+    labels_all = np.array([task_def.label(e.value, values) for e in entries], dtype=np.int64)
+    counts_all = np.bincount(labels_all, minlength=len(task_def.classes)).tolist()
+    if limit is not None and limit < len(entries):
+        chosen = stratified_subset(labels_all, limit, seed)
+        entries = [entries[i] for i in chosen]
+    bad = dict(source.materialize(paths, entries))
+    skipped += [{"id": i, "stage": "read", "reason": r} for i, r in bad.items()]
+    entries = [e for e in entries if e.id not in bad]
+    if not entries:
+        raise AndersonnError(f"no usable entries for {task_def.name}; see the skipped list")
+
+    inputs = [(e.content, e.fmt, e.id) for e in entries]
+    feat_start = time.time()
+    res = featurize(inputs, spec, workers=workers, progress=progress, desc=task_def.name)
+    feat_seconds = time.time() - feat_start
+    for _index, name, reason in res.failures:
+        skipped.append({"id": str(name), "stage": "featurize", "reason": str(reason)[:300]})
+    ok = [int(i) for i in res.ok_indices]
+    if not ok:
+        raise AndersonnError(f"every {task_def.name} structure failed to featurise; see report")
+    kept = [entries[i] for i in ok]
+    for e in entries:  # free structure text early
+        e.content = None
+    labels = np.array([task_def.label(e.value, values) for e in kept], dtype=np.int64)
+    splits = stratified_split(labels, seed=seed)
+    images = np.asarray(res.images, dtype=np.float32)
+
+    counts = {
+        name: np.bincount(labels[splits == code], minlength=len(task_def.classes)).tolist()
+        for code, name in enumerate(SPLIT_NAMES)
+    }
+    meta = {
+        "task": task_def.name,
+        "key": key,
+        "key_fields": key_fields,
+        "quantity": task_def.quantity,
+        "label_rule": task_def.describe(values),
+        "thresholds": values,
+        "options": opts,
+        "limit": limit,
+        "seed": seed,
+        "split_fractions": list(DEFAULT_FRACTIONS),
+        "featurizer_version": version,
+        "image_spec": spec_dict,
+        "sources": {
+            k: {"file": ARCHIVES[k].filename, "requirement": ARCHIVES[k].requirement,
+                "sha256": ARCHIVES[k].sha256}
+            for k in task_def.archives
+        },
+        "source_stats": {k: v for k, v in result.stats.items() if not k.endswith("_ids")},
+        "candidates": len(labels_all),
+        "candidate_class_counts": counts_all,
+        "selected": len(entries) + len(bad),
+        "class_counts": np.bincount(labels, minlength=len(task_def.classes)).tolist(),
+        "split_class_counts": counts,
+        "values": {"min": min(e.value for e in kept), "max": max(e.value for e in kept)},
+        "skipped_count": len(skipped),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.time() - started, 1),
+        "featurize_seconds": round(feat_seconds, 1),
+        "workers": workers,
+        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+    }
+    report = {
+        "task": task_def.name,
+        "skipped": skipped,
+        "extra": {k: v for k, v in result.stats.items() if k.endswith("_ids")},
+    }
+    write_cache(directory, images=images, labels=labels, ids=[e.id for e in kept], splits=splits,
+                classes=task_def.classes, meta=meta, report=report)
+    atomic_write_text(task_root / "LATEST", key + "\n")
+    return open_cache(directory)
+
+
+def load_dataset(
+    task: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    limit: int | None = _UNSET,
+    seed: int = _UNSET,
+    thresholds: Mapping[str, float | None] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> CachedDataset:
+    """Open a built dataset of ``task``.
+
+    With any of ``limit``, ``seed``, ``thresholds``, ``options`` given, the build with exactly
+    those settings (others default) is opened. With none given, the latest build of the task is
+    opened. Either way the build must match the current featuriser version, image spec and
+    pinned sources; otherwise (or when nothing is built) an :class:`AndersonnError` says which
+    ``andersonn data build`` command to run.
+    """
+    task_def, values, opts, spec, version, _ = _resolve(task, thresholds, options)
+    task_root = datasets_root(cache_dir) / task_def.name
+    explicit = (limit is not _UNSET or seed is not _UNSET or any(
+        v is not None for v in (thresholds or {}).values()) or any(
+        v is not None for v in (options or {}).values()))
+    limit_v = None if limit is _UNSET else limit
+    seed_v = 0 if seed is _UNSET else int(seed)
+    key, _ = cache_key(task_def, thresholds=values, options=opts, limit=limit_v, seed=seed_v,
+                       featurizer_version=version, image_spec=_spec_dict(spec))
+    command = build_command(task_def.name, limit=limit_v, seed=seed_v, thresholds=values,
+                            options=opts, cache_dir=cache_dir)
+    if not explicit:
+        latest = task_root / "LATEST"
+        if latest.is_file():
+            candidate = task_root / latest.read_text().strip()
+            if is_complete(candidate):
+                ds = open_cache(candidate)
+                stale = _staleness(ds.meta, task_def, version, _spec_dict(spec))
+                if stale is None:
+                    return ds
+                command = build_command(
+                    task_def.name, limit=ds.meta.get("limit"), seed=int(ds.meta.get("seed", 0)),
+                    thresholds=ds.meta.get("thresholds"), options=ds.meta.get("options"),
+                    cache_dir=cache_dir)
+                raise AndersonnError(
+                    f"the {task_def.name} dataset in {candidate} is stale ({stale}); "
+                    f"rebuild it with `{command}`")
+    directory = task_root / key
+    if is_complete(directory):
+        return open_cache(directory)
+    if directory.exists():
+        raise AndersonnError(
+            f"the {task_def.name} dataset in {directory} is incomplete (interrupted build?); "
+            f"rebuild it with `{command}`")
+    others = [p for p in task_root.glob("*") if p.is_dir() and is_complete(p)]
+    what = ("no build with these settings (featurizer version, image spec, thresholds, limit or "
+            "seed differ from the existing builds)" if others else "it has not been built")
+    raise AndersonnError(f"no {task_def.name} dataset in {task_root}: {what}; run `{command}`")
+
+
+def _staleness(meta: Mapping[str, Any], task: TaskDefinition, version: str,
+               spec: Mapping[str, Any]) -> str | None:
+    if meta.get("featurizer_version") != version:
+        return f"featurizer version {meta.get('featurizer_version')} != current {version}"
+    if meta.get("image_spec") != dict(spec):
+        return "image spec changed"
+    built = {k: v.get("sha256") for k, v in meta.get("sources", {}).items()}
+    if built != {k: ARCHIVES[k].sha256 for k in task.archives}:
+        return "source archives changed"
+    return None
+
+
+def dataset_info(
+    task: str,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    limit: int | None = _UNSET,
+    seed: int = _UNSET,
+    thresholds: Mapping[str, float | None] | None = None,
+    options: Mapping[str, Any] | None = None,
+    max_skipped: int = 10,
+) -> dict[str, Any]:
+    """Summary of a built dataset: counts per class and split, rule, sources, skipped entries."""
+    ds = load_dataset(task, cache_dir, limit=limit, seed=seed, thresholds=thresholds,
+                      options=options)
+    meta = ds.meta
+    skipped: Sequence[Mapping[str, Any]] = ds.report.get("skipped", [])
+    table = {
+        name: dict(zip(ds.classes, np.bincount(ds.labels[ds.splits == code],
+                                               minlength=len(ds.classes)).tolist(), strict=True))
+        for code, name in enumerate(SPLIT_NAMES)
+    }
+    return {
+        "task": meta.get("task"),
+        "directory": os.fspath(ds.directory),
+        "key": meta.get("key"),
+        "n": len(ds),
+        "image_shape": list(ds.images.shape[1:]),
+        "classes": ds.classes,
+        "label_rule": meta.get("label_rule"),
+        "thresholds": meta.get("thresholds"),
+        "options": meta.get("options"),
+        "limit": meta.get("limit"),
+        "seed": meta.get("seed"),
+        "counts": table,
+        "totals": dict(zip(ds.classes, np.bincount(ds.labels, minlength=len(ds.classes)).tolist(),
+                           strict=True)),
+        "candidates": meta.get("candidates"),
+        "candidate_class_counts": meta.get("candidate_class_counts"),
+        "sources": meta.get("sources"),
+        "source_stats": meta.get("source_stats"),
+        "featurizer_version": meta.get("featurizer_version"),
+        "built_at": meta.get("built_at"),
+        "build_seconds": meta.get("build_seconds"),
+        "skipped_count": len(skipped),
+        "skipped_first": list(skipped[:max_skipped]),
+        "report": os.fspath(ds.directory / "report.json"),
+    }

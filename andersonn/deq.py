@@ -1,0 +1,143 @@
+"""The implicit (deep-equilibrium) layer: z* = cell(z*, x), with implicit or approximate gradients.
+
+Forward: the fixed point is found under ``torch.no_grad`` by one of :mod:`andersonn.solvers`
+(the solver evaluates the cell only on unconverged rows and passes it the matching rows of x, so
+the cell must be batch-independent — GroupNorm, not BatchNorm — and ``x`` must be a tensor whose
+first dimension is the batch, or anything the cell accepts unchanged). Then one evaluation of the
+cell is re-attached to the graph, ``z = cell(z*, x)``, and gradients flow through it:
+
+* ``backward="implicit"`` (default): a hook on z replaces the incoming gradient v by the solution
+  g of the adjoint fixed point g = gᵀ J_f(z*) + v, solved with any solver (Anderson by default)
+  using vector–Jacobian products of one retained cell evaluation. This is the exact gradient of
+  the equilibrium; memory does not depend on the number of solver iterations.
+* ``backward="jfb"``: Jacobian-free backprop — the gradient of the last cell evaluation only.
+* ``backward="unroll"``: backprop through ``unroll_steps`` cell evaluations from z*.
+
+Statistics of the last forward and backward solves are in ``deq.stats``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from andersonn.errors import ConfigError
+from andersonn.solvers import SolverStats, get_solver
+
+BACKWARD_MODES = ("implicit", "jfb", "unroll")
+
+_DEFAULT_FORWARD = {"tol": 1e-4, "max_iter": 50}
+_DEFAULT_BACKWARD = {"tol": 1e-6, "max_iter": 50}
+
+
+class DEQ(nn.Module):
+    """Deep equilibrium layer around ``cell(z, x) -> tensor shaped like z``.
+
+    ``solver_options`` apply in training mode; ``eval_options`` (if given) replace them in
+    eval mode. ``backward_solver``/``backward_options`` default to the forward solver and
+    ``{"tol": 1e-6, "max_iter": 50}`` merged with nothing else.
+    """
+
+    def __init__(
+        self,
+        cell: nn.Module,
+        solver: str = "anderson",
+        solver_options: dict[str, Any] | None = None,
+        backward: str = "implicit",
+        backward_solver: str | None = None,
+        backward_options: dict[str, Any] | None = None,
+        unroll_steps: int = 1,
+        eval_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if backward not in BACKWARD_MODES:
+            raise ConfigError(
+                f"option backward={backward!r} is not valid; choose one of: "
+                + ", ".join(BACKWARD_MODES)
+            )
+        if int(unroll_steps) < 1:
+            raise ConfigError(f"option unroll_steps={unroll_steps!r} must be at least 1")
+        self.cell = cell
+        self.solver = solver
+        self.backward_mode = backward
+        self.backward_solver = backward_solver or solver
+        get_solver(self.solver)
+        get_solver(self.backward_solver)
+        self.solver_options = {**_DEFAULT_FORWARD, **(solver_options or {})}
+        self.eval_options = (
+            {**_DEFAULT_FORWARD, **eval_options} if eval_options is not None else None
+        )
+        self.backward_options = {**_DEFAULT_BACKWARD, **(backward_options or {})}
+        self.unroll_steps = int(unroll_steps)
+        self.stats: dict[str, SolverStats | None] = {"forward": None, "backward": None}
+
+    def _forward_options(self) -> dict[str, Any]:
+        if not self.training and self.eval_options is not None:
+            return self.eval_options
+        return self.solver_options
+
+    def forward(self, x: Any, z0: Tensor | None = None) -> Tensor:
+        """Return the equilibrium z* (with gradients per ``backward``); ``z0`` warm-starts."""
+        if z0 is None:
+            if not isinstance(x, Tensor):
+                raise ConfigError("DEQ needs z0 when x is not a tensor shaped like z")
+            z0 = torch.zeros_like(x)
+        cell = self.cell
+        x_solve = x.detach() if isinstance(x, Tensor) else x
+        with torch.no_grad():
+            z_star, fstats = get_solver(self.solver)(
+                cell, z0.detach(), args=(x_solve,), **self._forward_options()
+            )
+        self.stats = {"forward": fstats, "backward": None}
+        if not torch.is_grad_enabled():
+            return z_star
+
+        if self.backward_mode == "unroll":
+            z = z_star
+            for _ in range(self.unroll_steps):
+                z = cell(z, x)
+            return z
+        z = cell(z_star, x)
+        if self.backward_mode == "jfb" or not z.requires_grad:
+            return z
+
+        # implicit differentiation: one retained evaluation at z* for vector–Jacobian products
+        z_leaf = z_star.detach().requires_grad_()
+        with torch.enable_grad():
+            f_leaf = cell(z_leaf, x_solve)
+        solver = get_solver(self.backward_solver)
+        options = self.backward_options
+        stats = self.stats
+
+        def hook(grad: Tensor | None) -> Tensor | None:
+            if grad is None:
+                return None
+            batch = grad.shape[0]
+            rows = torch.arange(batch, device=grad.device)
+            full_rows = grad.new_zeros(grad.shape)
+
+            def adjoint(g: Tensor, v: Tensor, idx: Tensor) -> Tensor:
+                if g.shape[0] == batch:
+                    gin = g.to(f_leaf.dtype)
+                else:  # compacted: the cell is batch-independent, so zero rows give zero vjp
+                    gin = full_rows.to(f_leaf.dtype).index_copy(0, idx, g.to(f_leaf.dtype))
+                with torch.enable_grad():
+                    (vjp,) = torch.autograd.grad(f_leaf, z_leaf, gin, retain_graph=True)
+                if g.shape[0] != batch:
+                    vjp = vjp.index_select(0, idx)
+                return vjp.to(g.dtype) + v
+
+            g, bstats = solver(adjoint, grad.detach(), args=(grad.detach(), rows), **options)
+            stats["backward"] = bstats
+            return g.to(grad.dtype)
+
+        z.register_hook(hook)
+        return z
+
+    def extra_repr(self) -> str:
+        return (
+            f"solver={self.solver!r}, backward={self.backward_mode!r}, "
+            f"options={self.solver_options}"
+        )

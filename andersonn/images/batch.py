@@ -1,0 +1,134 @@
+"""Parallel batch featurisation: many (content, fmt, name) inputs -> stacked images.
+
+Bad entries never stop a batch: they are skipped and listed as (index, name, reason).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from andersonn.errors import AndersonnError
+from andersonn.images.encode import encode
+from andersonn.images.spec import ImageSpec, get_spec
+
+_SPEC: ImageSpec | None = None
+
+
+@dataclass
+class FeaturizeResult:
+    """Outcome of :func:`featurize_many`.
+
+    images: (n_ok, C, H, W) float32; ok_indices: input index of each image;
+    failures: (index, name, reason) of every skipped input; seconds: wall time.
+    """
+
+    images: np.ndarray
+    ok_indices: list[int] = field(default_factory=list)
+    failures: list[tuple[int, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_ok(self) -> int:
+        """Number of images produced."""
+        return len(self.ok_indices)
+
+
+def featurize_one(content: Any, fmt: str, name: str, spec: ImageSpec | str) -> np.ndarray:
+    """Parse and encode one in-memory input (raises InputError on bad input)."""
+    from andersonn.structures.readers import parse_structure
+
+    s = parse_structure(content, fmt, name, bonds=False)
+    return encode(s, spec)
+
+
+def _init_worker(spec: ImageSpec) -> None:
+    global _SPEC
+    _SPEC = spec
+    import warnings
+
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    warnings.simplefilter("ignore")
+    try:  # keep one BLAS thread per worker process
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _work(item: tuple[int, Any, str, str]) -> tuple[int, np.ndarray | None, str]:
+    index, content, fmt, name = item
+    assert _SPEC is not None
+    try:
+        return index, featurize_one(content, fmt, name, _SPEC), ""
+    except AndersonnError as exc:
+        return index, None, str(exc)
+    except Exception as exc:  # a bug or library crash on one input must not stop the batch
+        return index, None, f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, str, str]],
+                   spec: ImageSpec | str, workers: int | None = None, progress: bool = True,
+                   desc: str = "", chunksize: int | None = None) -> FeaturizeResult:
+    """Featurise ``inputs`` (each ``(content, fmt, name)``) with a process pool.
+
+    ``workers=None`` uses ``os.cpu_count()``; ``workers=1`` runs in-process. Results keep input
+    order; failures are reported, not raised.
+    """
+    spec = get_spec(spec)
+    items = [(k, c, f, str(nm)) for k, (c, f, nm) in enumerate(inputs)]
+    n = len(items)
+    workers = os.cpu_count() or 1 if workers is None else max(1, int(workers))
+    workers = min(workers, max(1, n))
+    if chunksize is None:
+        chunksize = max(1, min(256, n // (workers * 8) or 1))
+    t0 = time.perf_counter()
+    images: list[np.ndarray | None] = [None] * n
+    failures: list[tuple[int, str, str]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, desc=desc or f"featurize {spec.name}", unit="struct",
+                   smoothing=0.1, mininterval=0.5)
+    try:
+        if workers == 1:
+            _init_worker(spec)
+            results: Iterable[tuple[int, np.ndarray | None, str]] = map(_work, items)
+            _consume(results, images, failures, items, bar)
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
+                _consume(pool.imap(_work, items, chunksize=chunksize), images, failures, items,
+                         bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    ok = [k for k in range(n) if images[k] is not None]
+    stack = (np.stack([images[k] for k in ok]).astype(np.float32, copy=False) if ok
+             else np.zeros((0, *spec.shape), dtype=np.float32))
+    failures.sort()
+    return FeaturizeResult(images=stack, ok_indices=ok, failures=failures,
+                           seconds=time.perf_counter() - t0)
+
+
+def _consume(results: Iterable[tuple[int, np.ndarray | None, str]],
+             images: list[np.ndarray | None], failures: list[tuple[int, str, str]],
+             items: list[tuple[int, Any, str, str]], bar: Any) -> None:
+    for index, img, reason in results:
+        if img is None:
+            failures.append((index, items[index][3], reason))
+        else:
+            images[index] = img
+        if bar is not None:
+            bar.update(1)

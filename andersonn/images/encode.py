@@ -1,0 +1,263 @@
+"""Node-neighbour graph images: one row per atom (or distinct environment), one column per
+neighbour slot, channels carrying chemistry and geometry. See docs/graph-images.md.
+
+Invariances by construction:
+- every value is a distance, a scalar element property or a projection onto a direction defined
+  by the structure itself, so rigid rotations/translations do not change the image;
+- rows are ordered canonically (lexicographic order of their rounded content) and neighbour
+  slots by (distance, element, partial charge), so atom order does not matter;
+- crystals: rows are the distinct local environments, each with the fraction of atoms it stands
+  for (``atom_mult``), so primitive, conventional and super-cells give the same image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from andersonn.errors import InputError
+from andersonn.images.physics import (
+    DEBYE_PER_EA,
+    centre_of_mass,
+    eem_charges,
+    void_descriptors,
+)
+from andersonn.images.spec import CHANNELS, ImageSpec, get_spec
+from andersonn.structures.elements import (
+    COVALENT_RADIUS,
+    ELECTRONEGATIVITY,
+    GROUP,
+    PERIOD,
+    SYMBOLS,
+    VALENCE,
+)
+from andersonn.structures.network import BOND_TOLERANCE, nearest_neighbours, pauling_order
+from andersonn.structures.structure import Structure
+
+KEY_DECIMALS = 3  # rounding used for canonical ordering and environment de-duplication
+IMAGE_DECIMALS = 4  # stored images are quantised to 1e-4 (kills float noise of invariance)
+
+_ATOM_TABLES = {
+    "atom_en": ELECTRONEGATIVITY / 4, "atom_radius": COVALENT_RADIUS / 2,
+    "atom_period": PERIOD / 7, "atom_group": GROUP / 18, "atom_valence": VALENCE / 12,
+}
+_NBR_TABLES = {
+    "nbr_en": ELECTRONEGATIVITY / 4, "nbr_radius": COVALENT_RADIUS / 2,
+    "nbr_valence": VALENCE / 12, "nbr_group": GROUP / 18,
+}
+
+
+def encode(structure: Structure, spec: ImageSpec | str) -> np.ndarray:
+    """Encode ``structure`` as a float32 image of shape ``spec.shape`` (C, H, W)."""
+    return encode_labelled(structure, spec)[0]
+
+
+def encode_labelled(structure: Structure, spec: ImageSpec | str) -> tuple[np.ndarray, list[str]]:
+    """Like :func:`encode`, also returning the element symbol of each row ("" for padding)."""
+    spec = get_spec(spec)
+    s = structure
+    n = s.n_atoms
+    if n > spec.max_atoms:
+        raise InputError(f"{s.name}: {n} atoms, too large for the chosen image "
+                         f"{spec.name!r} (max_atoms={spec.max_atoms})")
+    feats = _features(s, spec)
+    rows = feats["rows"]  # (n, C, W) float64, without atom_mult and global channels
+    numbers = s.numbers
+    weight = np.ones(n)
+    # crystals: collapse identical environments (unit-cell invariance); molecules only if needed
+    if s.periodic or n > spec.rows:
+        rows, numbers, weight = _deduplicate(rows, numbers, weight)
+    if len(rows) > spec.rows:
+        rows, numbers, weight = _reduce(rows, numbers, weight, spec, s.name)
+    order = _canonical_order(rows, numbers)
+    rows, numbers, weight = rows[order], numbers[order], weight[order]
+    c, h, w = spec.shape
+    img = np.zeros((c, h, w), dtype=np.float64)
+    k = len(rows)
+    img[:, :k, :] = np.transpose(rows, (1, 0, 2))
+    for ci, name in enumerate(spec.channels):
+        level = CHANNELS[name][0]
+        if name == "atom_mult":
+            img[ci, :k, :] = (weight / n)[:, None]
+        elif level == "global":
+            img[ci, :, :] = feats["global"][name]
+    img = np.round(img, IMAGE_DECIMALS).astype(np.float32)
+    labels = [SYMBOLS[int(z)] for z in numbers] + [""] * (h - k)
+    return img, labels
+
+
+# ------------------------------------------------------------------------ features
+def _features(s: Structure, spec: ImageSpec) -> dict:
+    need = set(spec.channels)
+    n = s.n_atoms
+    z = s.numbers
+    K = spec.slots
+    nbr_idx = np.full((n, K), -1, dtype=np.int64)
+    nbr_d = np.zeros((n, K))
+    nbr_bo = np.zeros((n, K))
+    atom: dict[str, np.ndarray] = {}
+    glob: dict[str, float] = {}
+    charges = np.zeros(n)
+    if not s.periodic:
+        pos = s.positions
+        diff = pos[:, None, :] - pos[None, :, :]
+        dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        bo = np.zeros((n, n))
+        if len(s.bonds):
+            bo[s.bonds[:, 0], s.bonds[:, 1]] = s.bond_orders
+            bo[s.bonds[:, 1], s.bonds[:, 0]] = s.bond_orders
+        if need & {"atom_charge", "nbr_charge", "atom_dipole_proj", "g_dipole"}:
+            charges = eem_charges(z, dist)
+        com = centre_of_mass(z, pos)
+        rel = pos - com
+        dip = (charges[:, None] * rel).sum(0)  # e·Å
+        dnorm = float(np.linalg.norm(dip))
+        atom["atom_r_com"] = np.linalg.norm(rel, axis=1) / 5
+        atom["atom_dipole_proj"] = rel @ dip / max(dnorm, 0.1) / 5
+        glob["g_dipole"] = dnorm * DEBYE_PER_EA / 5
+        dmask = dist + np.eye(n) * 1e9
+        bonded = bo > 0
+        atom["atom_degree"] = bonded.sum(1) / 6
+        atom["atom_n6"] = ((dmask < 6.0).sum(1)) / 100
+        nb = np.where(bonded, np.inf, dmask)
+        dnb = nb.min(1) if n > 1 else np.zeros(1)
+        atom["atom_d_nonbonded"] = np.where(np.isfinite(dnb) & (dnb < 1e8), dnb, 0) / 6
+        if n > 1:
+            q_key = np.round(np.broadcast_to(charges[None, :], (n, n)), KEY_DECIMALS)
+            z_key = np.broadcast_to(z[None, :], (n, n))
+            order = np.lexsort((q_key, z_key, np.round(dmask, KEY_DECIMALS)), axis=-1)
+            kk = min(K, n - 1)
+            sel = order[:, :kk]
+            nbr_idx[:, :kk] = sel
+            nbr_d[:, :kk] = np.take_along_axis(dist, sel, 1)
+            nbr_bo[:, :kk] = np.take_along_axis(bo, sel, 1)
+        glob["g_n_atoms"] = n / 30
+    else:
+        extra = K + 8  # candidates beyond the K slots: tie-breaks, degree, nearest non-bonded
+        jn, dn, n_reach = nearest_neighbours(s.positions, s.cell, extra, spec.cutoff)
+        valid = jn >= 0
+        zj = np.where(valid, z[np.maximum(jn, 0)], 0)
+        dkey = np.where(valid, np.round(dn, KEY_DECIMALS), np.inf)
+        order = np.lexsort((zj, dkey), axis=-1)
+        jn, dn, zj, valid = (np.take_along_axis(a, order, 1) for a in (jn, dn, zj, valid))
+        rsum = COVALENT_RADIUS[z][:, None] + COVALENT_RADIUS[zj]
+        bonded = valid & (dn < BOND_TOLERANCE * rsum) & (dn > 0.1)
+        nbr_idx[:] = np.where(valid[:, :K], jn[:, :K], -1)
+        nbr_d[:] = np.where(valid[:, :K], dn[:, :K], 0.0)
+        nbr_bo[:] = np.where(bonded[:, :K],
+                             pauling_order(z[:, None], zj[:, :K], np.where(valid, dn, 9)[:, :K]), 0)
+        atom["atom_degree"] = bonded.sum(1) / 6
+        atom["atom_n6"] = n_reach / 100  # spec.cutoff is 6 Å in the presets
+        dnb = np.where(valid & ~bonded, dn, np.inf).min(1)
+        atom["atom_d_nonbonded"] = np.where(np.isfinite(dnb), dnb, spec.cutoff) / 6
+        vol = float(s.volume or 0.0)
+        glob["g_density"] = float(s.density or 0.0) / 3
+        glob["g_vol_per_atom"] = vol / n / 30
+        if need & {"g_void_diameter", "g_void_fraction"}:
+            diam, vf = void_descriptors(z, s.positions, s.cell, spacing=spec.void_spacing)
+            glob["g_void_diameter"] = diam / 20
+            glob["g_void_fraction"] = vf
+    present = np.unique(z)
+    glob["g_en_range"] = float(ELECTRONEGATIVITY[present].max()
+                               - ELECTRONEGATIVITY[present].min()) / 3
+    for name in ("g_dipole", "g_n_atoms", "g_density", "g_vol_per_atom", "g_void_diameter",
+                 "g_void_fraction"):
+        glob.setdefault(name, 0.0)
+    for name, table in _ATOM_TABLES.items():
+        atom[name] = table[z]
+    atom["atom_charge"] = charges
+    for name in ("atom_r_com", "atom_dipole_proj"):
+        atom.setdefault(name, np.zeros(n))
+
+    valid = nbr_idx >= 0
+    jj = np.where(valid, nbr_idx, 0)
+    nbr: dict[str, np.ndarray] = {}
+    for name, table in _NBR_TABLES.items():
+        nbr[name] = np.where(valid, table[z[jj]], 0.0)
+    nbr["nbr_charge"] = np.where(valid, charges[jj], 0.0)
+    nbr["en_diff"] = np.where(valid, (ELECTRONEGATIVITY[z[jj]] - ELECTRONEGATIVITY[z][:, None]) / 2,
+                              0.0)
+    nbr["bond_order"] = nbr_bo / 3
+    nbr["inv_distance"] = np.where(valid, 1.0 / np.maximum(nbr_d, 1e-6), 0.0)
+
+    rows = np.zeros((n, len(spec.channels), K))
+    for ci, name in enumerate(spec.channels):
+        level = CHANNELS[name][0]
+        if level == "atom" and name != "atom_mult":
+            rows[:, ci, :] = atom[name][:, None]
+        elif level == "neighbour":
+            rows[:, ci, :] = nbr[name]
+    return {"rows": rows, "global": glob}
+
+
+# ------------------------------------------------------------------------ rows
+def _row_keys(rows: np.ndarray) -> np.ndarray:
+    return np.round(rows.reshape(len(rows), -1), KEY_DECIMALS) + 0.0  # +0.0 folds -0.0
+
+
+def _deduplicate(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge rows with identical rounded content (symmetry-equivalent environments)."""
+    keys = np.concatenate([numbers[:, None].astype(np.float64), _row_keys(rows)], axis=1)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    w = np.bincount(inverse, weights=weight, minlength=len(first))
+    return rows[first], numbers[first], w
+
+
+def _canonical_order(rows: np.ndarray, numbers: np.ndarray) -> np.ndarray:
+    """Heavier elements first, then lexicographic order of the rounded row content."""
+    keys = _row_keys(rows)
+    return np.lexsort(tuple(keys.T[::-1]) + (-numbers,))
+
+
+def _reduce(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray, spec: ImageSpec,
+            name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified deterministic selection of ``spec.rows`` distinct environments.
+
+    Every element keeps at least one row; the remaining rows are shared among the elements in
+    proportion to their number of distinct environments (largest remainder, ties by atomic
+    number); within an element, rows are picked by farthest-point sampling in feature space
+    starting from the most frequent environment. Each dropped environment adds its weight to
+    the nearest kept row of its element, so ``atom_mult`` still sums to 1.
+    """
+    h = spec.rows
+    elements = np.unique(numbers)[::-1]  # heavy first
+    if len(elements) > h:
+        raise InputError(f"{name}: {len(elements)} elements, too large for the chosen image "
+                         f"{spec.name!r} ({h} rows)")
+    feats = rows.reshape(len(rows), -1)
+    groups = [np.flatnonzero(numbers == e) for e in elements]
+    # canonical order within each group for deterministic tie-breaks
+    groups = [g[_canonical_order(rows[g], numbers[g])] for g in groups]
+    sizes = np.array([len(g) for g in groups], dtype=np.float64)
+    quota = np.ones(len(groups), dtype=int)
+    spare = h - len(groups)
+    while spare > 0:
+        room = sizes - quota
+        if room.sum() <= 0:
+            break
+        share = np.where(room > 0, sizes, 0.0)
+        ideal = spare * share / share.sum()
+        add = np.minimum(np.floor(ideal).astype(int), room.astype(int))
+        if add.sum() == 0:
+            rem = np.where(room > 0, ideal - np.floor(ideal), -1.0)
+            add[int(np.argmax(rem))] = 1
+        quota += add
+        spare -= int(add.sum())
+    keep_rows, keep_num, keep_w = [], [], []
+    for g, q in zip(groups, quota):
+        f = feats[g]
+        chosen = [int(np.argmax(weight[g]))]
+        mind = np.linalg.norm(f - f[chosen[0]], axis=1)
+        while len(chosen) < q:
+            nxt = int(np.argmax(mind))
+            chosen.append(nxt)
+            mind = np.minimum(mind, np.linalg.norm(f - f[nxt], axis=1))
+        chosen_arr = np.array(chosen)
+        dist = np.linalg.norm(f[:, None, :] - f[None, chosen_arr, :], axis=2)
+        owner = dist.argmin(1)
+        w = np.bincount(owner, weights=weight[g], minlength=len(chosen_arr))
+        keep_rows.append(rows[g[chosen_arr]])
+        keep_num.append(numbers[g[chosen_arr]])
+        keep_w.append(w)
+    return np.concatenate(keep_rows), np.concatenate(keep_num), np.concatenate(keep_w)

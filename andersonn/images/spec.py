@@ -1,0 +1,131 @@
+"""Image specifications: channel set, rows (atoms/environments), neighbour slots, limits.
+
+``IMAGE_SPECS`` holds one preset per task ("polarity", "mof-pore", "crystal-gap").
+Bump ``FEATURIZER_VERSION`` whenever a change alters any image (the data cache checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from andersonn.errors import ConfigError
+
+FEATURIZER_VERSION = "1.0.0"
+
+#: channel name -> (level, description). level: "atom" (constant along a row), "neighbour"
+#: (one value per neighbour slot) or "global" (constant over the whole image).
+CHANNELS: dict[str, tuple[str, str]] = {
+    "atom_en": ("atom", "Pauling electronegativity / 4"),
+    "atom_radius": ("atom", "covalent radius / 2 Å"),
+    "atom_period": ("atom", "period / 7"),
+    "atom_group": ("atom", "group / 18"),
+    "atom_valence": ("atom", "valence electrons / 12"),
+    "atom_charge": ("atom", "charge-equilibration (QEq/EEM) partial charge, e"),
+    "atom_r_com": ("atom", "distance from the centre of mass / 5 Å"),
+    "atom_dipole_proj": ("atom", "(r - r_com) · dipole / max(|dipole|, 0.1 eÅ), / 5 Å"),
+    "atom_degree": ("atom", "number of bonded neighbours / 6"),
+    "atom_mult": ("atom", "fraction of the structure's atoms this row stands for"),
+    "atom_n6": ("atom", "atoms within 6 Å / 100"),
+    "atom_d_nonbonded": ("atom", "distance to the nearest non-bonded atom / 6 Å"),
+    "nbr_en": ("neighbour", "neighbour electronegativity / 4"),
+    "nbr_radius": ("neighbour", "neighbour covalent radius / 2 Å"),
+    "nbr_valence": ("neighbour", "neighbour valence electrons / 12"),
+    "nbr_group": ("neighbour", "neighbour group / 18"),
+    "nbr_charge": ("neighbour", "neighbour partial charge, e"),
+    "en_diff": ("neighbour", "(EN neighbour - EN atom) / 2"),
+    "bond_order": ("neighbour", "bond order / 3 (0 = not bonded)"),
+    "inv_distance": ("neighbour", "1 / distance, Å^-1"),
+    "g_dipole": ("global", "crude dipole |sum q (r - r_com)| from the partial charges / 5 D"),
+    "g_n_atoms": ("global", "number of atoms / 30"),
+    "g_density": ("global", "density / 3 g cm^-3"),
+    "g_vol_per_atom": ("global", "cell volume per atom / 30 Å^3"),
+    "g_void_diameter": ("global", "largest empty-sphere diameter (vdW surfaces, grid) / 20 Å"),
+    "g_void_fraction": ("global", "fraction of the cell outside all vdW spheres"),
+    "g_en_range": ("global", "max - min electronegativity / 3"),
+}
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """A node-neighbour image layout: ``channels`` x ``rows`` x ``slots``.
+
+    rows: atoms (molecules) or distinct local environments (crystals) kept, canonically ordered.
+    slots: nearest neighbours per row, sorted by distance then element.
+    cutoff: neighbour search radius in Å for periodic structures.
+    max_atoms: beyond this many atoms (in the given cell) the input is refused as
+        "too large for the chosen image".
+    """
+
+    name: str
+    channels: tuple[str, ...]
+    rows: int
+    slots: int
+    cutoff: float = 6.0
+    max_atoms: int = 20000
+    void_spacing: float = 1.0
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.channels if c not in CHANNELS]
+        if unknown:
+            raise ConfigError(f"image spec {self.name!r}: unknown channels {unknown}")
+        if self.rows < 1 or self.slots < 1:
+            raise ConfigError(f"image spec {self.name!r}: rows and slots must be >= 1")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images."""
+        return (len(self.channels), self.rows, self.slots)
+
+    @property
+    def channel_names(self) -> list[str]:
+        """Channel names in order."""
+        return list(self.channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON dict (includes the featurizer version)."""
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["featurizer_version"] = FEATURIZER_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageSpec:
+        """Inverse of :meth:`to_dict` (the featurizer version key is ignored)."""
+        fields = {k: v for k, v in d.items() if k != "featurizer_version"}
+        fields["channels"] = tuple(fields["channels"])
+        return cls(**fields)
+
+
+IMAGE_SPECS: dict[str, ImageSpec] = {
+    "polarity": ImageSpec(
+        name="polarity",
+        channels=("atom_en", "atom_valence", "atom_charge", "atom_r_com", "atom_dipole_proj",
+                  "atom_degree", "nbr_en", "nbr_charge", "bond_order", "inv_distance",
+                  "g_dipole"),
+        rows=29, slots=10, cutoff=6.0, max_atoms=400),
+    "mof-pore": ImageSpec(
+        name="mof-pore",
+        channels=("atom_en", "atom_radius", "atom_degree", "atom_mult", "atom_n6",
+                  "atom_d_nonbonded", "nbr_en", "bond_order", "inv_distance", "g_density",
+                  "g_vol_per_atom", "g_void_diameter", "g_void_fraction"),
+        rows=48, slots=12, cutoff=6.0, max_atoms=20000, void_spacing=1.0),
+    "crystal-gap": ImageSpec(
+        name="crystal-gap",
+        channels=("atom_en", "atom_radius", "atom_period", "atom_group", "atom_valence",
+                  "atom_mult", "atom_degree", "nbr_en", "nbr_valence", "nbr_group", "en_diff",
+                  "bond_order", "inv_distance", "g_density", "g_vol_per_atom", "g_en_range"),
+        rows=32, slots=12, cutoff=6.0, max_atoms=5000),
+}
+
+#: default task per structure kind (CLI ``image`` without ``--task``)
+DEFAULT_TASK = {"molecule": "polarity", "crystal": "crystal-gap"}
+
+
+def get_spec(spec: ImageSpec | str) -> ImageSpec:
+    """An :class:`ImageSpec` from itself or a preset name."""
+    if isinstance(spec, ImageSpec):
+        return spec
+    if spec not in IMAGE_SPECS:
+        raise ConfigError(f"unknown image spec {spec!r} (choose from {', '.join(IMAGE_SPECS)})")
+    return IMAGE_SPECS[spec]

@@ -1,0 +1,160 @@
+"""The ``deq`` and ``explicit`` graph-image classifiers.
+
+Both share: per-channel input normalisation (buffers, saved with the weights) → stem
+(``1×k`` conv + GroupNorm) → body → GroupNorm → mean+max pooling over atoms (kept per neighbour
+slot) → linear head. The ``deq`` body is one :class:`~andersonn.models.cells.ResidualCell` solved
+to its fixed point by :class:`andersonn.deq.DEQ`; the ``explicit`` body stacks ``depth`` such
+cells, each with its own weights (the conventional network the paper compares against).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from andersonn.models.cells import ResidualCell, fit_groups
+
+__all__ = ["DEQClassifier", "ExplicitClassifier", "GraphImageClassifier"]
+
+
+class GraphImageClassifier(nn.Module):
+    """Shared stem, normalisation, pooling and head; subclasses provide :meth:`body`."""
+
+    model_name = "base"
+
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
+                 hidden: int = 48, kernel: int = 3, groups: int = 8) -> None:
+        super().__init__()
+        self.in_channels, self.height, self.width = int(in_channels), int(height), int(width)
+        self.num_classes, self.hidden, self.kernel = int(num_classes), int(hidden), int(kernel)
+        self.groups = fit_groups(self.hidden, int(groups))
+        self.register_buffer("in_mean", torch.zeros(self.in_channels))
+        self.register_buffer("in_std", torch.ones(self.in_channels))
+        self.stem = nn.Conv2d(self.in_channels, self.hidden, (1, self.kernel),
+                              padding=(0, self.kernel // 2), bias=False)
+        self.stem_norm = nn.GroupNorm(self.groups, self.hidden)
+        self.out_norm = nn.GroupNorm(self.groups, self.hidden)
+        self.head = nn.Linear(2 * self.hidden * self.width, self.num_classes)
+
+    # -- hooks for subclasses ---------------------------------------------------------------
+    def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def solver_stats(self) -> dict[str, Any]:
+        """Solver statistics of the last pass: ``{"forward": ..., "backward": ...}``."""
+        return {"forward": None, "backward": None}
+
+    def set_solver(self, solver: str | None = None, solver_options: dict | None = None) -> None:
+        """Swap the fixed-point solver (DEQ only; a no-op for explicit networks)."""
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """Plain-JSON hyper-parameters: ``build_model(**hparams)`` rebuilds this model."""
+        return {"name": self.model_name, "in_channels": self.in_channels, "height": self.height,
+                "width": self.width, "num_classes": self.num_classes, "hidden": self.hidden,
+                "kernel": self.kernel, "groups": self.groups}
+
+    # -- shared ------------------------------------------------------------------------------
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Set the per-channel input mean/std (computed on the train split)."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1).clamp_min(1e-6)
+        self.in_mean.copy_(mean)
+        self.in_std.copy_(std)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised input → stem embedding (the DEQ's injection)."""
+        x = (x - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)
+        return self.stem_norm(self.stem(x))
+
+    def classify(self, z: torch.Tensor) -> torch.Tensor:
+        """Body output → logits (permutation-robust mean+max pooling over atoms)."""
+        z = self.out_norm(z)
+        pooled = torch.cat([z.mean(dim=2), z.amax(dim=2)], dim=1)  # (B, 2d, W)
+        return self.head(pooled.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.body(self.embed(x)))
+
+
+class DEQClassifier(GraphImageClassifier):
+    """Deep equilibrium classifier: one residual cell solved to its fixed point."""
+
+    model_name = "deq"
+
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
+                 hidden: int = 48, kernel: int = 3, groups: int = 8, solver: str = "anderson",
+                 solver_options: dict | None = None, backward: str = "implicit",
+                 backward_options: dict | None = None, **_: Any) -> None:
+        super().__init__(in_channels, height, width, num_classes, hidden, kernel, groups)
+        self.cell = ResidualCell(self.hidden, self.kernel, self.groups)
+        self.backward_mode = backward
+        self.backward_options = dict(backward_options or {})
+        self.solver_name = solver
+        self.solver_options = dict(solver_options or {"tol": 1e-3, "max_iter": 30})
+        self._make_deq()
+
+    def _make_deq(self) -> None:
+        from andersonn.deq import DEQ
+
+        deq = DEQ(self.cell, solver=self.solver_name, solver_options=dict(self.solver_options),
+                  backward=self.backward_mode,
+                  backward_options=dict(self.backward_options) or None)
+        if isinstance(deq, nn.Module):
+            deq.train(self.training)
+        # Kept out of the module registry so the cell's weights are registered only once.
+        self.__dict__["_deq"] = deq
+
+    def set_solver(self, solver: str | None = None, solver_options: dict | None = None) -> None:
+        if solver is not None:
+            self.solver_name = solver
+        if solver_options is not None:
+            self.solver_options = {**self.solver_options, **solver_options}
+        self._make_deq()
+
+    def train(self, mode: bool = True) -> DEQClassifier:
+        super().train(mode)
+        deq = self.__dict__.get("_deq")
+        if isinstance(deq, nn.Module):
+            deq.train(mode)
+        return self
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.__dict__["_deq"](x)
+
+    def solver_stats(self) -> dict[str, Any]:
+        stats = getattr(self.__dict__["_deq"], "stats", None) or {}
+        return {"forward": stats.get("forward"), "backward": stats.get("backward")}
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {**super().hparams, "solver": self.solver_name,
+                "solver_options": dict(self.solver_options), "backward": self.backward_mode,
+                "backward_options": dict(self.backward_options)}
+
+
+class ExplicitClassifier(GraphImageClassifier):
+    """Conventional network: ``depth`` residual cells with separate weights, ``z₀ = 0``."""
+
+    model_name = "explicit"
+
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
+                 hidden: int = 48, kernel: int = 3, groups: int = 8, depth: int = 6,
+                 **_: Any) -> None:
+        super().__init__(in_channels, height, width, num_classes, hidden, kernel, groups)
+        self.depth = int(depth)
+        self.cells = nn.ModuleList(
+            ResidualCell(self.hidden, self.kernel, self.groups, init_std=0.05)
+            for _ in range(self.depth))
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.zeros_like(x)
+        for cell in self.cells:
+            z = cell(z, x)
+        return z
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        return {**super().hparams, "depth": self.depth}

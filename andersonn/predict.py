@@ -1,0 +1,337 @@
+"""A scikit-learn-like classifier over trained runs: ``fit``, ``predict``, ``predict_proba``.
+
+``Classifier.load(run_dir)`` reads a finished run (safetensors weights + ``config.json``) and
+refuses one whose featuriser version differs from the installed one, because its images would
+mean something else. Inputs are images ``(N, C, H, W)`` or structures: SMILES strings, structure
+files (xyz, sdf, mol, cif, POSCAR), :class:`andersonn.structures.Structure` objects, or text
+files listing such inputs one per line. ``Scientist`` is another name for ``Classifier``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from andersonn.errors import AndersonnError, InputError
+from andersonn.fileio import atomic_write_json, atomic_write_text
+
+__all__ = ["Classifier", "Prediction", "Scientist", "expand_inputs", "format_table",
+           "write_predictions"]
+
+LIST_SUFFIXES = {".txt", ".lst", ".list", ".smi", ".smiles"}
+
+
+@dataclasses.dataclass
+class Prediction:
+    """The outcome for one input: its class and probabilities, or why it failed."""
+
+    input: str
+    ok: bool
+    label: str | None = None
+    probabilities: dict[str, float] | None = None
+    iterations: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": self.input, "ok": self.ok, "class": self.label,
+                "probabilities": self.probabilities, "iterations": self.iterations,
+                "error": self.error}
+
+
+def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
+    """Expand text files that list inputs (one per line; ``#`` comments, blank lines skipped).
+
+    A ``.txt``/``.lst``/``.list``/``.smi`` file is a list; its relative paths are resolved
+    against the list's folder when such a file exists there.
+    """
+    out: list[Any] = []
+    for item in inputs:
+        if isinstance(item, (str, os.PathLike)):
+            path = Path(item)
+            if path.suffix.lower() in LIST_SUFFIXES and path.is_file():
+                for line in path.read_text().splitlines():
+                    line = line.strip()
+                    if not line or line.startswith("#"):
+                        continue
+                    token = line.split()[0] if path.suffix.lower() in {".smi", ".smiles"} else line
+                    candidate = path.parent / token
+                    out.append(str(candidate) if candidate.is_file() else token)
+                continue
+            out.append(os.fspath(item) if isinstance(item, os.PathLike) else item)
+        else:
+            out.append(item)
+    return out
+
+
+def _input_name(item: Any) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return os.fspath(item)
+    return str(getattr(item, "name", None) or type(item).__name__)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+class Classifier:
+    """Train, load and apply a DEQ (or explicit) graph-image classifier.
+
+    ``Classifier(**train_config)`` takes any :class:`andersonn.training.TrainConfig` field
+    (``model="deq"``, ``solver="anderson"``, ``epochs``, ``hidden``, ...).
+    Fitted attributes: ``model_``, ``classes_``, ``config_`` (the run config), ``spec_``.
+    """
+
+    def __init__(self, **config: Any) -> None:
+        from andersonn.training import TrainConfig
+
+        self.train_config = TrainConfig.from_dict({}, **config)
+        self.model_: torch.nn.Module | None = None
+        self.classes_: list[str] = []
+        self.config_: dict[str, Any] = {}
+        self.spec_: Any = None
+        self.device = torch.device("cpu")
+        self.batch_size = 256
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu", solver: str | None = None,
+             solver_options: dict[str, Any] | None = None) -> Classifier:
+        """Load a finished run; refuse a featuriser-version mismatch (AndersonnError)."""
+        from andersonn.training import TrainConfig, load_run
+
+        model, run_config = load_run(run_dir, device=device)
+        version = run_config.get("featurizer_version")
+        if version is not None:
+            from andersonn.images import FEATURIZER_VERSION
+
+            if str(version) != str(FEATURIZER_VERSION):
+                raise AndersonnError(
+                    f"{run_dir}: trained with featuriser version {version}, but version "
+                    f"{FEATURIZER_VERSION} is installed; its images would differ — retrain the "
+                    "model (or install the matching andersonn)")
+        self = cls.__new__(cls)
+        try:
+            self.train_config = TrainConfig.from_dict(run_config.get("train", {}))
+        except AndersonnError:
+            self.train_config = TrainConfig()
+        self.model_, self.config_ = model, run_config
+        self.classes_ = [str(c) for c in run_config.get("classes", [])]
+        self.spec_ = None
+        self.device = torch.device(device)
+        self.batch_size = 256
+        if solver is not None or solver_options is not None:
+            model.set_solver(solver, solver_options)
+        return self
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(self, X: Any, y: Sequence[Any], classes: Sequence[str] | None = None,
+            val: tuple[Any, Sequence[Any]] | None = None, out_dir: str | Path | None = None,
+            progress: bool = False) -> Classifier:
+        """Train on images ``X`` (N, C, H, W) with labels ``y`` (class indices or names).
+
+        Without ``val``, a stratified 15 % of ``X`` (seeded) is held out for model selection.
+        """
+        from andersonn.training import train
+
+        x = np.asarray(X, dtype=np.float32)
+        if x.ndim != 4:
+            raise InputError(f"fit expects images of shape (N, C, H, W), got {x.shape}")
+        labels, names = self._encode_labels(y, classes)
+        if val is not None:
+            xv = np.asarray(val[0], dtype=np.float32)
+            yv, _ = self._encode_labels(val[1], names)
+            images = np.concatenate([x, xv])
+            all_labels = np.concatenate([labels, yv])
+            splits = np.concatenate([np.zeros(len(x), np.int8), np.ones(len(xv), np.int8)])
+        else:
+            rng = np.random.default_rng(self.train_config.seed)
+            splits = np.zeros(len(x), np.int8)
+            for c in range(len(names)):
+                idx = rng.permutation(np.flatnonzero(labels == c))
+                splits[idx[:max(1, round(0.15 * len(idx)))] if len(idx) > 1 else []] = 1
+            images, all_labels = x, labels
+        ds = _ArrayDataset(images, all_labels, splits, names)
+        cfg = dataclasses.replace(self.train_config, evaluate_test=False, plots=False)
+        with tempfile.TemporaryDirectory(prefix="andersonn-fit-") as tmp:
+            result = train(cfg, out_dir if out_dir is not None else tmp, dataset=ds,
+                           progress=progress)
+        self.model_, self.config_ = result.model, result.run_config
+        self.classes_ = names
+        return self
+
+    @staticmethod
+    def _encode_labels(y: Sequence[Any], classes: Sequence[str] | None
+                       ) -> tuple[np.ndarray, list[str]]:
+        arr = np.asarray(y)
+        if arr.dtype.kind in "iu":
+            names = [str(c) for c in classes] if classes is not None else \
+                [str(i) for i in range(int(arr.max()) + 1)]
+            return arr.astype(np.int64), names
+        names = [str(c) for c in classes] if classes is not None else \
+            sorted({str(v) for v in arr})
+        index = {n: i for i, n in enumerate(names)}
+        try:
+            return np.array([index[str(v)] for v in arr], dtype=np.int64), names
+        except KeyError as exc:
+            raise InputError(f"label {exc.args[0]!r} is not one of the classes {names}") from None
+
+    # -- featurisation -----------------------------------------------------------------------
+    def _spec(self) -> Any:
+        if self.spec_ is None:
+            from andersonn.images import IMAGE_SPECS, ImageSpec
+
+            raw = self.config_.get("image_spec")
+            if raw is None:
+                raise AndersonnError("this model was trained on raw images (no image spec); "
+                                     "pass images, not structures")
+            self.spec_ = IMAGE_SPECS[raw] if isinstance(raw, str) else ImageSpec.from_dict(raw)
+        return self.spec_
+
+    def featurize(self, inputs: Sequence[Any]) -> tuple[np.ndarray, list[int], list[str]]:
+        """Images of the inputs that could be read; returns (images, ok_indices, errors) where
+        ``errors[i]`` is the one-line reason input ``i`` failed ("" when it did not)."""
+        from andersonn.images import encode
+        from andersonn.structures import read_structure
+
+        spec = self._spec()
+        images, ok, errors = [], [], []
+        for i, item in enumerate(inputs):
+            try:
+                structure = item if hasattr(item, "elements") or not isinstance(
+                    item, (str, os.PathLike)) else read_structure(item)
+                img = np.asarray(encode(structure, spec), dtype=np.float32)
+                if tuple(img.shape) != tuple(self.config_.get("image_shape", img.shape)):
+                    raise InputError(f"image shape {img.shape} does not fit the model")
+                images.append(img)
+                ok.append(i)
+                errors.append("")
+            except Exception as exc:  # every failure is reported per input, the rest go on
+                errors.append(_one_line(exc))
+        shape = tuple(self.config_.get("image_shape", (0, 0, 0)))
+        arr = np.stack(images) if images else np.zeros((0, *shape), np.float32)
+        return arr, ok, errors
+
+    # -- inference ---------------------------------------------------------------------------
+    def _check_fitted(self) -> torch.nn.Module:
+        if self.model_ is None:
+            raise AndersonnError("this Classifier is not fitted; call fit() or Classifier.load()")
+        return self.model_
+
+    @torch.no_grad()
+    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (N, K), solver iterations per sample (N,))."""
+        model = self._check_fitted()
+        model.eval()
+        probs, iters = [], []
+        x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+        for start in range(0, x.shape[0], self.batch_size):
+            xb = x[start:start + self.batch_size].to(self.device)
+            probs.append(torch.softmax(model(xb).float(), dim=1).cpu())
+            stats = model.solver_stats()["forward"]
+            nfev = getattr(stats, "nfev", None) if stats is not None else None
+            iters.append(torch.as_tensor(nfev).double().cpu().reshape(-1) if nfev is not None
+                         else torch.zeros(xb.shape[0], dtype=torch.float64))
+        if not probs:
+            return np.zeros((0, len(self.classes_))), np.zeros(0)
+        return torch.cat(probs).numpy(), torch.cat(iters).numpy()
+
+    def _as_images(self, X: Any) -> np.ndarray:
+        if isinstance(X, (np.ndarray, torch.Tensor)) and np.ndim(X) == 4:
+            return np.asarray(X, dtype=np.float32)
+        items = expand_inputs([X] if isinstance(X, (str, os.PathLike)) else X)
+        images, _ok, errors = self.featurize(items)
+        bad = [f"{_input_name(items[i])}: {e}" for i, e in enumerate(errors) if e]
+        if bad:
+            raise InputError(f"{len(bad)} input(s) could not be featurised: {'; '.join(bad[:5])}")
+        return images
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (N, K) for images or structure inputs (all must be readable)."""
+        return self._infer(self._as_images(X))[0]
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class names (N,) for images or structure inputs."""
+        probs = self.predict_proba(X)
+        return np.array([self.classes_[i] for i in probs.argmax(axis=1)], dtype=object)
+
+    def predict_inputs(self, inputs: Sequence[Any]) -> list[Prediction]:
+        """Predict each input; unreadable ones get ``ok=False`` and a one-line ``error``."""
+        items = expand_inputs(inputs)
+        images, ok, errors = self.featurize(items)
+        probs, iters = self._infer(images) if ok else (np.zeros((0, 0)), np.zeros(0))
+        out = [Prediction(_input_name(item), False, error=errors[i])
+               for i, item in enumerate(items)]
+        for row, i in enumerate(ok):
+            p = probs[row]
+            out[i] = Prediction(_input_name(items[i]), True, self.classes_[int(p.argmax())],
+                                {c: float(v) for c, v in zip(self.classes_, p, strict=False)},
+                                float(iters[row]))
+        return out
+
+
+Scientist = Classifier
+
+
+class _ArrayDataset:
+    """In-memory dataset with the attributes the trainer reads."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, splits: np.ndarray,
+                 classes: list[str]) -> None:
+        self.images, self.labels, self.splits, self.classes = images, labels, splits, classes
+        self.ids = [str(i) for i in range(len(labels))]
+        self.meta: dict[str, Any] = {"task": "custom"}
+
+
+# -- output ----------------------------------------------------------------------------------
+def format_table(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
+    """A plain-text table of predictions (for the terminal)."""
+    rows = [["input", "class", *[f"p({c})" for c in classes], "iterations"]]
+    for p in preds:
+        if p.ok and p.probabilities is not None:
+            rows.append([p.input, str(p.label), *[f"{p.probabilities[c]:.3f}" for c in classes],
+                         f"{p.iterations:.1f}" if p.iterations is not None else "-"])
+        else:
+            rows.append([p.input, "ERROR", *["-"] * len(classes), "-"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    widths[0] = min(widths[0], 60)
+    lines = []
+    for r in rows:
+        first = r[0] if len(r[0]) <= 60 else "…" + r[0][-59:]
+        lines.append("  ".join([first.ljust(widths[0])] +
+                               [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]))
+    return "\n".join(lines)
+
+
+def write_predictions(path: str | Path, preds: Sequence[Prediction], classes: Sequence[str],
+                      meta: dict[str, Any] | None = None) -> None:
+    """Write predictions atomically as JSON (``.json``) or CSV (``.csv``)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        atomic_write_json(path, {**(meta or {}), "classes": list(classes),
+                                 "predictions": [p.to_dict() for p in preds]})
+    elif suffix == ".csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["input", "status", "class", *[f"p_{c}" for c in classes],
+                         "iterations", "error"])
+        for p in preds:
+            probs = [f"{p.probabilities[c]:.6f}" for c in classes] if p.probabilities else \
+                [""] * len(classes)
+            writer.writerow([p.input, "ok" if p.ok else "error", p.label or "", *probs,
+                             "" if p.iterations is None else f"{p.iterations:.2f}",
+                             p.error or ""])
+        atomic_write_text(path, buf.getvalue())
+    else:
+        raise InputError(f"{path}: --out must end in .json or .csv")
+

@@ -1,0 +1,323 @@
+"""Shared machinery of the batched fixed-point solvers: the driver loop, statistics, options.
+
+Every solver finds z* = f(z*) for a batch z of shape (B, ...). The driver in :func:`run` owns
+everything that is common to all methods, so a method only says how to propose the next iterate
+and how to absorb an evaluated one:
+
+* the batch is flattened to (B, n) and kept in a *history dtype* (float64 for float64 input,
+  float32 otherwise — also when ``f`` runs in bf16/fp16 or under autocast);
+* convergence is checked only every ``check_every`` iterations (one host sync per check), and
+  at each check the samples that reached ``tol`` (or produced NaN/Inf) are retired and the state
+  is compacted, so ``f`` is evaluated only on the still-active rows from then on. ``f`` must be
+  batch-independent (row i of f(z) depends on row i of z only: GroupNorm, not BatchNorm);
+* per-sample bookkeeping: f evaluations, final and lowest residual, converged / diverged flags,
+  residual trace, safeguard rejections; the best iterate per sample is returned;
+* safeguarding (for the accelerated methods): an iterate whose residual is more than
+  ``safeguard_factor`` times the best one so far (or not finite) is rejected, and the method
+  restarts that sample's history from its best iterate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from andersonn.errors import ConfigError, InputError, SolverDivergence
+
+FixedPointMap = Callable[..., Tensor]
+
+STOP_MODES = ("rel", "abs")
+DIVERGENCE_MODES = ("raise", "mark")
+
+
+@dataclass
+class SolverStats:
+    """Per-sample statistics of one batched solve (tensors of shape (B,) on the CPU).
+
+    ``residual`` is the residual of the last iterate a sample saw, ``lowest_residual`` that of
+    the returned (best) iterate; ``trace`` is (B, iterations) with NaN after a sample retired.
+    Residuals are relative (‖f(z) − z‖ / (‖f(z)‖ + eps)) or absolute as ``stop_mode`` says.
+    """
+
+    solver: str
+    stop_mode: str
+    tol: float
+    nfev: Tensor
+    residual: Tensor
+    lowest_residual: Tensor
+    converged: Tensor
+    diverged: Tensor
+    rejected: Tensor
+    trace: Tensor
+    wall_time: float
+    iterations: int
+    history_dtype: str
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples B."""
+        return int(self.nfev.shape[0])
+
+    def summary(self) -> dict[str, Any]:
+        """A plain-JSON dict: means and extremes over the batch, plus wall time."""
+        low = self.lowest_residual.double()
+        finite = low[torch.isfinite(low)]
+        return {
+            "solver": self.solver,
+            "stop_mode": self.stop_mode,
+            "tol": float(self.tol),
+            "batch_size": self.batch_size,
+            "iterations": int(self.iterations),
+            "nfev_mean": float(self.nfev.double().mean()) if self.batch_size else 0.0,
+            "nfev_max": int(self.nfev.max()) if self.batch_size else 0,
+            "nfev_total": int(self.nfev.sum()),
+            "converged_fraction": float(self.converged.double().mean()) if self.batch_size else 1.0,
+            "diverged": int(self.diverged.sum()),
+            "rejected_steps": int(self.rejected.sum()),
+            "residual_mean": float(finite.mean()) if finite.numel() else None,
+            "residual_max": float(finite.max()) if finite.numel() else None,
+            "wall_time": float(self.wall_time),
+            "history_dtype": self.history_dtype,
+            "messages": list(self.messages),
+        }
+
+
+def check_options(solver: str, unknown: dict[str, Any], valid: Sequence[str]) -> None:
+    """Raise :class:`ConfigError` for the first unknown option, suggesting the closest name."""
+    if not unknown:
+        return
+    name = sorted(unknown)[0]
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(
+        f"unknown option {name!r} for solver {solver!r}{hint}; valid options: "
+        + ", ".join(sorted(valid))
+    )
+
+
+def _check_choice(option: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"option {option}={value!r} is not valid; choose one of: "
+            + ", ".join(repr(c) for c in choices)
+        )
+
+
+class Method(Protocol):
+    """What a solver method implements; the driver calls these on the active rows only."""
+
+    uses_safeguard: bool
+
+    def init(self, z: Tensor, fz: Tensor) -> None:
+        """Start from the first evaluated pair (z0, f(z0)), both (b, n)."""
+
+    def propose(self) -> Tensor:
+        """Return the next iterate to evaluate, (b, n)."""
+
+    def accept(self, z: Tensor, fz: Tensor, restart: Tensor | None) -> None:
+        """Absorb an evaluated pair; rows with ``restart`` True drop their history and restart
+        from this pair (the driver then passes the sample's best iterate instead)."""
+
+    def select(self, keep: Tensor) -> None:
+        """Keep only the rows where the boolean mask ``keep`` is True."""
+
+
+@contextlib.contextmanager
+def _autocast_off(device_type: str) -> Iterator[tuple[bool, torch.dtype | None]]:
+    """Disable autocast for the solver's own arithmetic; yield the caller's autocast state."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        dtype = torch.get_autocast_dtype(device_type) if enabled else None
+    except (RuntimeError, TypeError):  # pragma: no cover - device without autocast support
+        yield False, None
+        return
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield enabled, dtype
+
+
+def history_dtype_for(dtype: torch.dtype) -> torch.dtype:
+    """float64 input keeps float64; everything else (fp32, bf16, fp16) is kept in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def run(
+    name: str,
+    method: Method,
+    f: FixedPointMap,
+    z0: Tensor,
+    *,
+    tol: float,
+    max_iter: int,
+    stop_mode: str,
+    check_every: int | None,
+    eps: float,
+    args: Sequence[Any],
+    on_divergence: str,
+    safeguard: bool,
+    safeguard_factor: float,
+) -> tuple[Tensor, SolverStats]:
+    """Drive ``method`` on ``f`` from ``z0``; see the module docstring for the contract."""
+    start = time.perf_counter()
+    _check_choice("stop_mode", stop_mode, STOP_MODES)
+    _check_choice("on_divergence", on_divergence, DIVERGENCE_MODES)
+    if not isinstance(z0, Tensor) or z0.dim() < 1:
+        raise InputError("z0 must be a tensor with a leading batch dimension (B, ...)")
+    if int(max_iter) < 1:
+        raise ConfigError(f"option max_iter={max_iter!r} must be at least 1")
+    if not float(tol) >= 0:
+        raise ConfigError(f"option tol={tol!r} must be a non-negative number")
+    if check_every is None:
+        check_every = 1 if z0.device.type == "cpu" else 5
+    if int(check_every) < 1:
+        raise ConfigError(f"option check_every={check_every!r} must be at least 1")
+    check_every, max_iter = int(check_every), int(max_iter)
+    tol = float(tol)
+
+    device, in_dtype = z0.device, z0.dtype
+    batch, shape = z0.shape[0], tuple(z0.shape[1:])
+    hdtype = history_dtype_for(in_dtype)
+    args = tuple(args)
+    row_args = [isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch for a in args]
+
+    with torch.no_grad(), _autocast_off(device.type) as (ac_enabled, ac_dtype):
+
+        def call(z: Tensor, active_args: tuple[Any, ...]) -> Tensor:
+            zin = z.view(z.shape[0], *shape).to(in_dtype)
+            if ac_enabled:
+                with torch.autocast(device_type=device.type, dtype=ac_dtype):
+                    out = f(zin, *active_args)
+            else:
+                out = f(zin, *active_args)
+            if not isinstance(out, Tensor) or tuple(out.shape) != tuple(zin.shape):
+                got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise InputError(
+                    f"{name}: f must return a tensor of the shape of z {tuple(zin.shape)}, got {got}"
+                )
+            return out.reshape(z.shape[0], -1).to(hdtype)
+
+        def residual(z: Tensor, fz: Tensor) -> Tensor:
+            r = (fz - z).norm(dim=1)
+            if stop_mode == "rel":
+                r = r / (fz.norm(dim=1) + eps)
+            return r
+
+        z0_flat = z0.detach().reshape(batch, -1).to(hdtype)
+        n = z0_flat.shape[1]
+        out = torch.empty(batch, n, dtype=hdtype, device=device)
+        res_out = torch.full((batch,), float("inf"), dtype=hdtype, device=device)
+        low_out = res_out.clone()
+        nfev_out = torch.zeros(batch, dtype=torch.int64, device=device)
+        conv_out = torch.zeros(batch, dtype=torch.bool, device=device)
+        div_out = torch.zeros(batch, dtype=torch.bool, device=device)
+        rej_out = torch.zeros(batch, dtype=torch.int64, device=device)
+        trace = torch.full((batch, max_iter), float("nan"), dtype=hdtype, device=device)
+        messages: list[str] = []
+
+        idx: Tensor | None = None  # global rows of the active set; None = all rows
+        active_args = args
+        z = z0_flat
+        fz = call(z, active_args)
+        res = residual(z, fz)
+        trace[:, 0] = res
+        best_z, best_fz, best_res = z.clone(), fz.clone(), res.clone()
+        bad = ~torch.isfinite(res)
+        rejected = torch.zeros(batch, dtype=torch.int64, device=device)
+        method.init(z, fz)
+        use_guard = safeguard and method.uses_safeguard
+        restarted = torch.zeros(batch, dtype=torch.bool, device=device)
+        k = 1  # f evaluations so far for every active row
+
+        while True:
+            if k % check_every == 0 or k >= max_iter:
+                done = best_res <= tol
+                retire = done | bad if k < max_iter else torch.ones_like(done)
+                if bool(retire.any()):
+                    n_bad = int(bad.sum())
+                    rows = torch.arange(batch, device=device) if idx is None else idx
+                    if n_bad:
+                        bad_rows = rows[bad].tolist()
+                        msg = (
+                            f"{name}: f returned NaN/Inf for {n_bad} of {batch} samples "
+                            f"(rows {bad_rows[:8]}{'...' if n_bad > 8 else ''}) by iteration {k}"
+                        )
+                        if on_divergence == "raise":
+                            raise SolverDivergence(
+                                msg + "; lower the step (beta/damping), check the cell, or pass "
+                                "on_divergence='mark' to keep the other samples"
+                            )
+                        messages.append(msg)
+                    r = rows[retire]
+                    value = best_fz[retire]
+                    finite_rows = torch.isfinite(value).all(dim=1, keepdim=True)
+                    value = torch.where(finite_rows, value, z0_flat[r])
+                    out[r] = value
+                    res_out[r] = res[retire]
+                    low_out[r] = best_res[retire]
+                    nfev_out[r] = k
+                    conv_out[r] = done[retire] & ~bad[retire]
+                    div_out[r] = bad[retire]
+                    rej_out[r] = rejected[retire]
+                    keep = ~retire
+                    if not bool(keep.any()):
+                        break
+                    idx = rows[keep]
+                    best_z, best_fz, best_res = best_z[keep], best_fz[keep], best_res[keep]
+                    res, bad, rejected = res[keep], bad[keep], rejected[keep]
+                    restarted = restarted[keep]
+                    active_args = tuple(
+                        a[idx] if is_row else a for a, is_row in zip(args, row_args, strict=True)
+                    )
+                    method.select(keep)
+
+            z = method.propose()
+            fz = call(z, active_args)
+            res = residual(z, fz)
+            if idx is None:
+                trace[:, k] = res
+            else:
+                trace[idx, k] = res
+            k += 1
+            finite = torch.isfinite(res)
+            # with the safeguard, a non-finite value at an extrapolated iterate is just rejected;
+            # it counts as divergence only at the first iterate (z0), without the safeguard, or
+            # when the Picard step from the best iterate right after a restart fails too.
+            bad |= ~finite if not use_guard else ~finite & restarted
+            improved = res < best_res
+            best_res = torch.where(improved, res, best_res)
+            best_z = torch.where(improved[:, None], z, best_z)
+            best_fz = torch.where(improved[:, None], fz, best_fz)
+            restart = None
+            if use_guard:
+                restart = (res > safeguard_factor * best_res) | ~finite
+                restarted = restart
+                rejected += restart
+                z = torch.where(restart[:, None], best_z, z)
+                fz = torch.where(restart[:, None], best_fz, fz)
+            method.accept(z, fz, restart)
+
+    iterations = k
+    stats = SolverStats(
+        solver=name,
+        stop_mode=stop_mode,
+        tol=tol,
+        nfev=nfev_out.cpu(),
+        residual=res_out.cpu(),
+        lowest_residual=low_out.cpu(),
+        converged=conv_out.cpu(),
+        diverged=div_out.cpu(),
+        rejected=rej_out.cpu(),
+        trace=trace[:, :iterations].cpu(),
+        wall_time=time.perf_counter() - start,
+        iterations=iterations,
+        history_dtype=str(hdtype).replace("torch.", ""),
+        messages=messages,
+    )
+    return out.view(batch, *shape).to(in_dtype), stats

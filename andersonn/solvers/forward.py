@@ -1,0 +1,73 @@
+"""Forward (Picard) iteration z ← (1 − damping)·f(z) + damping·z, batched, per-sample stopping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from andersonn.solvers.base import FixedPointMap, SolverStats, check_options, run
+
+
+class _Forward:
+    uses_safeguard = False
+
+    def __init__(self, damping: float) -> None:
+        self.damping = float(damping)
+
+    def init(self, z: Tensor, fz: Tensor) -> None:
+        self.z, self.fz = z, fz
+
+    def propose(self) -> Tensor:
+        if self.damping == 0.0:
+            return self.fz
+        return self.fz.lerp(self.z, self.damping)
+
+    def accept(self, z: Tensor, fz: Tensor, restart: Tensor | None) -> None:
+        self.z, self.fz = z, fz
+
+    def select(self, keep: Tensor) -> None:
+        self.z, self.fz = self.z[keep], self.fz[keep]
+
+
+def forward_iteration(
+    f: FixedPointMap,
+    z0: Tensor,
+    *,
+    tol: float = 1e-4,
+    max_iter: int = 50,
+    stop_mode: str = "rel",
+    check_every: int | None = None,
+    damping: float = 0.0,
+    eps: float = 1e-9,
+    args: Sequence[Any] = (),
+    on_divergence: str = "raise",
+    **unknown: Any,
+) -> tuple[Tensor, SolverStats]:
+    """Plain fixed-point iteration; ``damping`` in [0, 1) mixes in the previous iterate.
+
+    ``f(z, *args)`` gets the active rows of z and of every tensor in ``args`` with leading
+    dimension B. Returns (z*, stats); see :mod:`andersonn.solvers` for the common options.
+    """
+    check_options("forward_iteration", unknown, FORWARD_OPTIONS)
+    return run(
+        "forward_iteration",
+        _Forward(damping),
+        f,
+        z0,
+        tol=tol,
+        max_iter=max_iter,
+        stop_mode=stop_mode,
+        check_every=check_every,
+        eps=eps,
+        args=args,
+        on_divergence=on_divergence,
+        safeguard=False,
+        safeguard_factor=1.0,
+    )
+
+
+FORWARD_OPTIONS = (
+    "tol", "max_iter", "stop_mode", "check_every", "damping", "eps", "args", "on_divergence",
+)

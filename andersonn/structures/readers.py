@@ -1,0 +1,427 @@
+"""Structure readers: files, SMILES and in-memory content -> :class:`Structure`.
+
+Formats: ``smiles``, ``xyz``, ``sdf``, ``mol`` (RDKit), ``cif`` (fast P1 reader with pymatgen
+fallback), ``poscar`` (VASP POSCAR/CONTCAR/.vasp, pymatgen) and ``pymatgen-dict`` (a
+``Structure.as_dict()``/``Molecule.as_dict()`` dict). The format comes from the extension or
+the content and can be overridden. Every failure raises :class:`andersonn.errors.InputError`
+with a one-line message naming the input and the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from andersonn.errors import InputError
+from andersonn.structures.elements import symbol_to_z
+from andersonn.structures.network import molecular_bonds, periodic_bonds
+from andersonn.structures.structure import Structure
+
+FORMATS = ("smiles", "xyz", "sdf", "mol", "cif", "poscar", "pymatgen-dict")
+_ALIASES = {"smi": "smiles", "vasp": "poscar", "contcar": "poscar", "mdl": "mol", "sd": "sdf",
+            "json": "pymatgen-dict", "pymatgen": "pymatgen-dict", "dict": "pymatgen-dict"}
+_EXTENSIONS = {".smi": "smiles", ".smiles": "smiles", ".xyz": "xyz", ".sdf": "sdf", ".sd": "sdf",
+               ".mol": "mol", ".cif": "cif", ".vasp": "poscar", ".poscar": "poscar",
+               ".contcar": "poscar", ".json": "pymatgen-dict"}
+CONFORMER_SEED = 0xA11CE
+MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+def _fail(name: str, reason: str) -> InputError:
+    reason = " ".join(str(reason).split())
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    return InputError(f"{name}: {reason}")
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence RDKit's logger and Python warnings (pymatgen) inside readers."""
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+
+def normalise_format(fmt: str, name: str = "input") -> str:
+    """Canonical format name; raises InputError for an unsupported one."""
+    f = fmt.strip().lower().lstrip(".")
+    f = _ALIASES.get(f, f)
+    if f not in FORMATS:
+        raise _fail(name, f"unsupported format {fmt!r} (supported: {', '.join(FORMATS)})")
+    return f
+
+
+def format_from_path(path: str | os.PathLike[str]) -> str | None:
+    """Format implied by a file name (extension, or POSCAR/CONTCAR names); None if unknown."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    stem = p.name.upper()
+    if stem.startswith(("POSCAR", "CONTCAR")):
+        return "poscar"
+    return None
+
+
+def sniff_format(text: str) -> str | None:
+    """Guess the format from content; None if nothing matches."""
+    head = text.lstrip()[:4000]
+    if not head:
+        return None
+    if head.startswith("{") and ("'@class'" in head or '"@class"' in head or "'sites'" in head
+                                 or '"sites"' in head):
+        return "pymatgen-dict"
+    if re.search(r"^\s*data_", head, re.M) or "_cell_length_a" in head or "_atom_site_" in head:
+        return "cif"
+    if "V2000" in head or "V3000" in head:
+        return "sdf" if "$$$$" in text else "mol"
+    lines = head.splitlines()
+    if lines and lines[0].strip().isdigit():
+        return "xyz"
+    if len(lines) >= 7:
+        try:
+            float(lines[1].split()[0])
+            for ln in lines[2:5]:
+                vals = [float(v) for v in ln.split()[:3]]
+                if len(vals) != 3:
+                    raise ValueError
+            return "poscar"
+        except (ValueError, IndexError):
+            pass
+    if len(lines) == 1 and " " not in head.strip():
+        return "smiles"
+    return None
+
+
+def read_structure(source: str | os.PathLike[str], fmt: str | None = None,
+                   name: str | None = None, *, bonds: bool = True) -> Structure:
+    """Read a structure from a file path or a SMILES string.
+
+    ``fmt`` overrides the format (else: extension, then content). ``name`` defaults to the
+    file name or the SMILES. Raises :class:`InputError` on any bad input.
+    """
+    src = os.fspath(source)
+    path = Path(src)
+    is_file = False
+    with contextlib.suppress(OSError, ValueError):
+        is_file = len(src) < 4096 and "\n" not in src and path.is_file()
+    if not is_file:
+        looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
+        if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
+            raise _fail(src, "no such file")
+        if fmt is None or normalise_format(fmt, src) == "smiles":
+            return parse_structure(src, "smiles", name or src, bonds=bonds)
+        return parse_structure(src, fmt, name or "input", bonds=bonds)
+    name = name or path.name
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise _fail(name, f"file too large ({size} bytes)")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _fail(name, f"cannot read file ({exc.strerror or exc})") from None
+    text = _decode(data, name)
+    if fmt is not None:
+        fmt = normalise_format(fmt, name)
+    else:
+        fmt = format_from_path(path) or sniff_format(text)
+        if fmt is None:
+            raise _fail(name, f"unknown structure format (extension {path.suffix or 'none'!r}; "
+                              "use --format)")
+    if fmt == "smiles":
+        tokens = text.split()
+        if not tokens:
+            raise _fail(name, "empty file")
+        text = tokens[0]
+    return parse_structure(text, fmt, name, bonds=bonds)
+
+
+def _decode(data: bytes, name: str) -> str:
+    if not data.strip():
+        raise _fail(name, "empty file")
+    if b"\x00" in data[:65536]:
+        raise _fail(name, "binary data, not a structure file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = data.decode("latin-1")
+        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+            raise _fail(name, "binary data, not a structure file") from None
+    bad = sum(1 for ch in text[:65536] if ord(ch) < 32 and ch not in "\r\n\t\f")
+    if bad > 0.01 * min(len(text), 65536) + 2:
+        raise _fail(name, "binary data, not a structure file")
+    return text
+
+
+def parse_structure(content: Any, fmt: str, name: str = "input", *,
+                    bonds: bool = True, optimize: bool = False) -> Structure:
+    """Parse in-memory content of format ``fmt`` into a :class:`Structure`.
+
+    ``content`` is text for smiles/xyz/sdf/mol/cif/poscar and a dict (or its JSON text) for
+    pymatgen-dict. ``bonds=False`` skips the crystal bond search (the image encoder derives
+    bonds from its own neighbour list). ``optimize`` runs MMFF after SMILES embedding.
+    """
+    name = str(name)
+    fmt = normalise_format(fmt, name)
+    if isinstance(content, bytes):
+        content = _decode(content, name)
+    if fmt != "pymatgen-dict":
+        if not isinstance(content, str):
+            raise _fail(name, f"expected text for format {fmt}, got {type(content).__name__}")
+        if not content.strip():
+            raise _fail(name, "empty input")
+    try:
+        with quiet():
+            if fmt == "smiles":
+                s = _from_smiles(content.strip(), name, optimize)
+            elif fmt == "xyz":
+                s = _from_xyz(content, name)
+            elif fmt in ("sdf", "mol"):
+                s = _from_molblock(content, fmt, name, optimize)
+            elif fmt == "cif":
+                s = _from_cif(content, name)
+            elif fmt == "poscar":
+                s = _from_poscar(content, name)
+            else:
+                s = _from_pymatgen_dict(content, name)
+    except InputError:
+        raise
+    except Exception as exc:  # library errors become one-line input errors
+        raise _fail(name, f"cannot parse as {fmt}: {type(exc).__name__}: {exc}") from None
+    s.fmt = fmt
+    _check_atoms(s, name)
+    if s.periodic and bonds and len(s.bonds) == 0:
+        s.bonds, s.bond_orders, s.bond_lengths = periodic_bonds(s.numbers, s.positions, s.cell)
+    return s
+
+
+def _check_atoms(s: Structure, name: str) -> None:
+    if s.n_atoms == 0:
+        raise _fail(name, "no atoms")
+    if (s.numbers <= 0).any():
+        raise _fail(name, "unknown element")
+    if not np.isfinite(s.positions).all():
+        raise _fail(name, "non-finite coordinates")
+    if s.cell is not None:
+        vol = abs(np.linalg.det(s.cell))
+        if not np.isfinite(vol) or vol < 1e-3:
+            raise _fail(name, "degenerate cell (zero volume)")
+
+
+# ---------------------------------------------------------------- molecules (RDKit)
+def _from_rdkit(mol: Any, name: str) -> Structure:
+    conf = mol.GetConformer()
+    pos = np.asarray(conf.GetPositions(), dtype=np.float64)
+    numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+    pairs, orders = [], []
+    for b in mol.GetBonds():
+        i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+        pairs.append((min(i, j), max(i, j)))
+        orders.append(b.GetBondTypeAsDouble())
+    bonds = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    lengths = (np.linalg.norm(pos[bonds[:, 0]] - pos[bonds[:, 1]], axis=1) if len(bonds)
+               else np.zeros(0))
+    return Structure(name=name, numbers=numbers, positions=pos, bonds=bonds,
+                     bond_orders=np.asarray(orders, dtype=np.float64), bond_lengths=lengths)
+
+
+def _embed(mol: Any, name: str, optimize: bool) -> Any:
+    from rdkit.Chem import AllChem
+
+    params = AllChem.ETKDGv3()
+    params.randomSeed = CONFORMER_SEED
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        params.useRandomCoords = True
+        if AllChem.EmbedMolecule(mol, params) != 0:
+            raise _fail(name, "cannot generate a 3-D conformer")
+    if optimize:
+        with contextlib.suppress(Exception):
+            AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
+    return mol
+
+
+def _from_smiles(smiles: str, name: str, optimize: bool) -> Structure:
+    from rdkit import Chem
+
+    if not smiles or len(smiles.split()) != 1:
+        raise _fail(name, "not a SMILES string")
+    mol = Chem.MolFromSmiles(smiles)
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise _fail(name, "unparsable SMILES")
+    mol = Chem.AddHs(mol)
+    return _from_rdkit(_embed(mol, name, optimize), name)
+
+
+def _from_molblock(text: str, fmt: str, name: str, optimize: bool) -> Structure:
+    from rdkit import Chem
+
+    if fmt == "sdf":
+        block = text.split("$$$$")[0]
+    else:
+        block = text
+    mol = Chem.MolFromMolBlock(block, removeHs=False, sanitize=True)
+    if mol is None:
+        raise _fail(name, f"unparsable {fmt} block")
+    if mol.GetNumAtoms() == 0:
+        raise _fail(name, "no atoms")
+    if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
+        mol = Chem.AddHs(mol)
+        mol.RemoveAllConformers()
+        mol = _embed(mol, name, optimize)
+    else:
+        mol = Chem.AddHs(mol, addCoords=True)
+    return _from_rdkit(mol, name)
+
+
+def _from_xyz(text: str, name: str) -> Structure:
+    lines = text.splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    try:
+        n = int(lines[0].split()[0])
+    except (ValueError, IndexError):
+        raise _fail(name, "xyz: first line must be the number of atoms") from None
+    if n <= 0:
+        raise _fail(name, "no atoms")
+    comment = lines[1] if len(lines) > 1 else ""
+    body = lines[2:2 + n]
+    if len(body) < n:
+        raise _fail(name, f"truncated xyz: {len(body)} of {n} atom lines")
+    numbers = np.empty(n, dtype=np.int64)
+    pos = np.empty((n, 3))
+    for k, line in enumerate(body):
+        parts = line.split()
+        if len(parts) < 4:
+            raise _fail(name, f"xyz atom line {k + 1} is malformed")
+        sym = parts[0]
+        z = int(sym) if sym.isdigit() else symbol_to_z(sym)
+        if z <= 0:
+            raise _fail(name, f"unknown element {sym!r} on xyz atom line {k + 1}")
+        numbers[k] = z
+        try:
+            pos[k] = [float(v.replace("*^", "e")) for v in parts[1:4]]
+        except ValueError:
+            raise _fail(name, f"xyz atom line {k + 1} has bad coordinates") from None
+    m = re.search(r'Lattice="([^"]+)"', comment)
+    if m:
+        cell = np.array([float(v) for v in m.group(1).split()]).reshape(3, 3)
+        return Structure(name=name, numbers=numbers, positions=pos, cell=cell)
+    b, o, d = molecular_bonds(numbers, pos)
+    return Structure(name=name, numbers=numbers, positions=pos, bonds=b, bond_orders=o,
+                     bond_lengths=d)
+
+
+# ---------------------------------------------------------------- crystals
+def _from_pymatgen(struct: Any, name: str) -> Structure:
+    if not struct.is_ordered:
+        # disordered sites: take the majority species of each site (deterministic)
+        numbers = np.array([max(site.species.items(), key=lambda kv: (kv[1], -kv[0].Z))[0].Z
+                            for site in struct], dtype=np.int64)
+    else:
+        numbers = np.array([site.specie.Z for site in struct], dtype=np.int64)
+    lattice = getattr(struct, "lattice", None)
+    cell = None if lattice is None else np.array(lattice.matrix, dtype=np.float64)
+    s = Structure(name=name, numbers=numbers, positions=np.array(struct.cart_coords, dtype=float),
+                  cell=cell)
+    if cell is None:
+        s.bonds, s.bond_orders, s.bond_lengths = molecular_bonds(s.numbers, s.positions)
+    return s
+
+
+def _from_cif(text: str, name: str) -> Structure:
+    from andersonn.structures.cif import CifError, read_p1_cif
+
+    if "_atom_site" not in text and "_cell_length" not in text:
+        raise _fail(name, "not a CIF (no _cell_length/_atom_site data)")
+    try:
+        fast = read_p1_cif(text)
+    except CifError as exc:
+        raise _fail(name, f"bad CIF: {exc}") from None
+    if fast is not None:
+        numbers, pos, cell = fast
+        return Structure(name=name, numbers=numbers, positions=pos, cell=cell)
+    if "_atom_site" not in text:
+        raise _fail(name, "CIF has no atoms")
+    from pymatgen.io.cif import CifParser
+
+    parser = CifParser(io.StringIO(text))
+    try:
+        structs = parser.parse_structures(primitive=False)
+    except (ValueError, KeyError, IndexError) as exc:
+        raise _fail(name, f"bad CIF: {exc}") from None
+    if not structs:
+        raise _fail(name, "CIF has no atoms")
+    return _from_pymatgen(structs[0], name)
+
+
+def _from_poscar(text: str, name: str) -> Structure:
+    from pymatgen.io.vasp import Poscar
+
+    lines = [ln for ln in text.splitlines()]
+    if len(lines) < 7:
+        raise _fail(name, "truncated POSCAR")
+    try:
+        poscar = Poscar.from_str(text)
+    except Exception as exc:
+        raise _fail(name, f"bad POSCAR: {type(exc).__name__}: {exc}") from None
+    return _from_pymatgen(poscar.structure, name)
+
+
+def _from_pymatgen_dict(content: Any, name: str) -> Structure:
+    if isinstance(content, str):
+        try:
+            content = json.loads(content)
+        except json.JSONDecodeError:
+            import ast
+
+            try:
+                content = ast.literal_eval(content)
+            except (ValueError, SyntaxError):
+                raise _fail(name, "pymatgen-dict: not a dict literal") from None
+    if not isinstance(content, dict):
+        raise _fail(name, f"pymatgen-dict: expected a dict, got {type(content).__name__}")
+    if not content.get("sites"):
+        raise _fail(name, "no atoms")
+    if "lattice" in content:
+        from pymatgen.core import Structure as PmgStructure
+
+        struct = PmgStructure.from_dict(content)
+    else:
+        from pymatgen.core import Molecule
+
+        struct = Molecule.from_dict(content)
+    return _from_pymatgen(struct, name)
+
+
+def structure_from_arrays(numbers: Any, positions: Any, cell: Any = None,
+                          name: str = "input") -> Structure:
+    """Build a :class:`Structure` (with bonds) from atomic numbers/symbols, Å positions, cell."""
+    nums = np.array([symbol_to_z(z) if isinstance(z, str) else int(z) for z in numbers],
+                    dtype=np.int64)
+    pos = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    if len(nums) != len(pos):
+        raise _fail(name, "numbers and positions differ in length")
+    c = None if cell is None else np.asarray(cell, dtype=np.float64).reshape(3, 3)
+    s = Structure(name=name, numbers=nums, positions=pos, cell=c)
+    _check_atoms(s, name)
+    if c is None:
+        s.bonds, s.bond_orders, s.bond_lengths = molecular_bonds(nums, pos)
+    else:
+        s.bonds, s.bond_orders, s.bond_lengths = periodic_bonds(nums, pos, c)
+    return s

@@ -1,0 +1,130 @@
+"""Training configuration: one flat dataclass, loadable from JSON (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from andersonn.errors import ConfigError
+
+__all__ = ["SOLVER_NAMES", "TrainConfig"]
+
+SOLVER_NAMES = ("anderson", "forward", "broyden")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run needs; every field is plain JSON."""
+
+    task: str = "polarity"
+    model: str = "deq"
+    # DEQ solver (training); eval_* default to the training values when None
+    solver: str = "anderson"
+    tol: float = 1e-3
+    max_iter: int = 30
+    solver_options: dict = dataclasses.field(default_factory=dict)
+    backward: str = "implicit"
+    backward_tol: float | None = None
+    backward_max_iter: int | None = None
+    eval_tol: float | None = None
+    eval_max_iter: int | None = None
+    # architecture
+    hidden: int = 48
+    kernel: int = 3
+    groups: int = 8
+    depth: int = 6
+    match_params: bool = False
+    # optimisation
+    epochs: int = 8
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    class_weights: str = "auto"
+    grad_clip: float | None = 1.0
+    seed: int = 0
+    bf16: bool = False
+    device: str = "auto"
+    limit: int | None = None
+    threads: int | None = None
+    evaluate_test: bool = True
+    plots: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on an inconsistent option."""
+        if self.model not in ("deq", "explicit"):
+            raise ConfigError(f"unknown model {self.model!r}; choose deq or explicit")
+        if self.solver not in SOLVER_NAMES:
+            raise ConfigError(f"unknown solver {self.solver!r}; choose one of "
+                              f"{', '.join(SOLVER_NAMES)}")
+        if self.class_weights not in ("auto", "none"):
+            raise ConfigError("class_weights must be 'auto' or 'none'")
+        if not isinstance(self.solver_options, dict):
+            raise ConfigError("solver_options must be a JSON object")
+        for name in ("epochs", "batch_size", "eval_batch_size", "hidden", "kernel", "groups",
+                     "depth", "max_iter"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.lr <= 0 or self.tol <= 0:
+            raise ConfigError("lr and tol must be positive")
+
+    # -- derived ---------------------------------------------------------------------------
+    def forward_options(self, *, evaluation: bool = False) -> dict[str, Any]:
+        """Options passed to the forward solver (training or evaluation)."""
+        opts = dict(self.solver_options)
+        opts["tol"] = self.eval_tol if (evaluation and self.eval_tol is not None) else self.tol
+        opts["max_iter"] = (self.eval_max_iter if (evaluation and self.eval_max_iter is not None)
+                            else self.max_iter)
+        return opts
+
+    def backward_options(self) -> dict[str, Any]:
+        """Options of the implicit backward solve."""
+        return {"tol": self.backward_tol if self.backward_tol is not None else self.tol,
+                "max_iter": (self.backward_max_iter if self.backward_max_iter is not None
+                             else self.max_iter)}
+
+    # -- (de)serialisation ----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """Build from a dict; unknown keys raise :class:`ConfigError`; ``overrides`` win
+        (``None`` values in overrides are ignored)."""
+        if not isinstance(data, dict):
+            raise ConfigError("a training config must be a JSON object")
+        known = set(cls.field_names())
+        unknown = sorted(set(data) - known) + sorted(set(overrides) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s): {', '.join(unknown)} "
+                              f"(known: {', '.join(sorted(known))})")
+        merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+        try:
+            return cls(**merged)
+        except TypeError as exc:
+            raise ConfigError(f"bad training config: {exc}") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Load a JSON config file (``--config FILE``)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        try:
+            return cls.from_dict(data, **overrides)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None

@@ -1,0 +1,76 @@
+"""Distributed helpers: one code path for one process or ``torchrun --nproc_per_node N``.
+
+``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``;
+:func:`setup` initialises the process group from them (gloo on CPU, NCCL on CUDA) and is a no-op
+when they are absent. Only rank 0 writes files, logs and progress bars.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_object", "cleanup", "setup"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    """Where this process stands: rank, world size, local rank, and whether it is the main one."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized_here: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: torch.device) -> DistInfo:
+    """Initialise the default process group if launched by torchrun (or already initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(),
+                        int(os.environ.get("LOCAL_RANK", dist.get_rank())), False)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return DistInfo()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(),
+                    int(os.environ.get("LOCAL_RANK", "0")), True)
+
+
+def cleanup(info: DistInfo) -> None:
+    """Destroy the process group if :func:`setup` created it."""
+    if info.initialized_here and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``tensor`` over ranks (in place; returns it). No-op on one process."""
+    if info.distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every rank."""
+    if info.distributed:
+        dist.barrier()
+
+
+def broadcast_object(obj: object, info: DistInfo) -> object:
+    """Broadcast a picklable object from rank 0 (internal values only, never file content)."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,45 @@
+"""Classification metrics from a confusion matrix (numpy only)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["classification_report", "confusion_matrix"]
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """``cm[i, j]`` = number of samples of true class ``i`` predicted as ``j``."""
+    y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
+    return np.bincount(y_true * num_classes + y_pred,
+                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def classification_report(cm: np.ndarray, classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1 and per-class precision/recall/F1 from ``cm``."""
+    cm = np.asarray(cm, dtype=np.float64)
+    k = cm.shape[0]
+    names = list(classes) if classes is not None else [str(i) for i in range(k)]
+    tp = np.diag(cm)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    total = cm.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+        recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+        f1 = np.where(precision + recall > 0,
+                      2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    present = support > 0
+    return {
+        "accuracy": float(tp.sum() / total) if total else 0.0,
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "per_class": {names[i]: {"precision": float(precision[i]), "recall": float(recall[i]),
+                                 "f1": float(f1[i]), "support": int(support[i])}
+                      for i in range(k)},
+        "confusion_matrix": cm.astype(np.int64).tolist(),
+        "n": int(total),
+    }

@@ -1,0 +1,640 @@
+"""The training loop: AdamW + cosine schedule, per-epoch metrics, atomic checkpoints, DDP.
+
+One code path serves one process and ``torchrun --nproc_per_node N``: the global batch
+(``batch_size``) is split evenly over ranks with a :class:`DistributedSampler` (so the union of
+the ranks' batches is the single-process batch), gradients are averaged by
+:class:`DistributedDataParallel`, metrics are all-reduced, and only rank 0 writes files, logs and
+the progress bar. Whole splits are held in memory as tensors: per-batch Python overhead is one
+index, one forward, one backward.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from andersonn import __version__
+from andersonn.errors import AndersonnError, ConfigError
+from andersonn.fileio import atomic_write_json, atomic_write_text
+from andersonn.models import build_model, count_parameters
+from andersonn.training import checkpoint as ckpt
+from andersonn.training.config import TrainConfig
+from andersonn.training.distributed import DistInfo, all_reduce_sum, barrier, cleanup, setup
+from andersonn.training.metrics import classification_report
+
+__all__ = ["TrainResult", "evaluate", "load_run", "meta_value", "train"]
+
+_SPLITS = {"train": 0, "val": 1, "test": 2}
+# Fields that define the model/data: a resumed run must agree on them.
+_RESUME_KEYS = ("task", "model", "hidden", "kernel", "groups", "depth", "match_params", "seed",
+                "batch_size", "limit")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns."""
+
+    run_dir: Path
+    model: nn.Module
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    test_metrics: dict[str, Any] | None
+    run_config: dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def meta_value(meta: dict[str, Any], *names: str, default: Any = None) -> Any:
+    """First of ``names`` present in a dataset's ``meta`` (tolerant of key spelling)."""
+    for name in names:
+        if name in meta and meta[name] is not None:
+            return meta[name]
+    return default
+
+
+def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
+    """``auto`` → CUDA (this rank's GPU) when available, else CPU."""
+    local = info.local_rank if info else int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda requested but no CUDA device is available")
+        return torch.device("cuda", local % torch.cuda.device_count())
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}") from None
+
+
+def _set_threads(cfg: TrainConfig) -> None:
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+        return
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
+
+
+def _split_tensors(ds: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = np.flatnonzero(np.asarray(ds.splits) == _SPLITS[split])
+    images = torch.from_numpy(np.ascontiguousarray(np.asarray(ds.images[idx], dtype=np.float32)))
+    labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64)[idx].copy())
+    return images, labels
+
+
+def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None) -> Any:
+    """Load ``cfg.task`` (building it first, on rank 0, when missing or stale)."""
+    from andersonn.data import build_dataset, load_dataset
+
+    info = info or DistInfo()
+    kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
+    if info.is_main:
+        try:
+            ds = load_dataset(cfg.task, **kwargs)
+        except AndersonnError as exc:
+            print(f"andersonn: {exc}; building dataset {cfg.task!r}"
+                  f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
+            ds = build_dataset(cfg.task, limit=cfg.limit)
+    barrier(info)
+    if not info.is_main:
+        ds = load_dataset(cfg.task, **kwargs)
+    return ds
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+    mean = flat.mean(dim=1)
+    std = flat.std(dim=1).clamp_min(1e-6)
+    std = torch.where(std < 1e-6, torch.ones_like(std), std)
+    return mean.float(), std.float()
+
+
+def _class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor | None:
+    if mode == "none" or labels.numel() == 0:
+        return None
+    counts = torch.bincount(labels, minlength=k).double().clamp_min(1)
+    if counts.max() / counts.min() < 1.5:
+        return None
+    return (counts.sum() / (k * counts)).float()
+
+
+def _stat_values(stats: Any) -> tuple[float, float, float]:
+    """(mean nfev, max nfev, mean final residual) of a SolverStats, zeros when absent."""
+    if stats is None:
+        return 0.0, 0.0, 0.0
+    nfev = getattr(stats, "nfev", None)
+    res = getattr(stats, "residual", None)
+    if nfev is None:
+        return 0.0, 0.0, 0.0
+    nfev = torch.as_tensor(nfev).double()
+    res_mean = (float(torch.as_tensor(res).double().nan_to_num(0.0).mean())
+                if res is not None else 0.0)
+    if nfev.numel() == 0:
+        return 0.0, 0.0, res_mean
+    return float(nfev.mean()), float(nfev.max()), res_mean
+
+
+def _mean_trace(stats: Any) -> np.ndarray | None:
+    trace = getattr(stats, "trace", None) if stats is not None else None
+    if trace is None:
+        return None
+    t = torch.as_tensor(trace).detach().double().cpu().numpy()
+    if t.ndim == 1:
+        return t
+    if t.size == 0:
+        return None
+    t = np.where(np.isfinite(t) & (t > 0), t, np.nan)
+    with np.errstate(all="ignore"), contextlib.suppress(Exception):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = np.nanmean(t, axis=0)
+        return m[np.isfinite(m)]
+    return None
+
+
+def _autocast(enabled: bool, device: torch.device) -> Any:
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def _eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int,
+               device: torch.device, info: DistInfo, bf16: bool = False,
+               weight: torch.Tensor | None = None, traces: bool = False,
+               return_probs: bool = False) -> dict[str, Any]:
+    """Sharded evaluation: each rank takes every world-th sample; sums are all-reduced."""
+    was_training = model.training
+    model.eval()
+    idx = torch.arange(info.rank, x.shape[0], info.world_size)
+    cm = torch.zeros(k, k, dtype=torch.float64)
+    sums = torch.zeros(6, dtype=torch.float64)  # loss, n, nfev, nfev_max, residual, batches
+    trace_list: list[np.ndarray] = []
+    probs: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    for start in range(0, idx.numel(), batch_size):
+        b = idx[start:start + batch_size]
+        xb, yb = x[b].to(device, non_blocking=True), y[b].to(device, non_blocking=True)
+        with _autocast(bf16, device):
+            logits = model(xb)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, yb, weight=weight, reduction="sum")
+        pred = logits.argmax(dim=1)
+        cm += torch.bincount((yb * k + pred).cpu(), minlength=k * k).reshape(k, k).double()
+        fwd = model.solver_stats()["forward"] if hasattr(model, "solver_stats") else None
+        nf, nfmax, res = _stat_values(fwd)
+        sums += torch.tensor([float(loss), b.numel(), nf * b.numel(), nfmax, res * b.numel(), 1.0],
+                             dtype=torch.float64)
+        if traces:
+            tr = _mean_trace(fwd)
+            if tr is not None:
+                trace_list.append(tr)
+        if return_probs:
+            probs.append(torch.softmax(logits, dim=1).cpu())
+    wall = time.perf_counter() - t0
+    all_reduce_sum(cm, info)
+    all_reduce_sum(sums, info)
+    model.train(was_training)
+    n = max(sums[1].item(), 1.0)
+    out = classification_report(cm.numpy())
+    out.update({"loss": sums[0].item() / n, "fwd_nfev": sums[2].item() / n,
+                "fwd_nfev_max": sums[3].item() / max(sums[5].item(), 1.0),
+                "fwd_residual": sums[4].item() / n, "wall_time_s": wall,
+                "samples_per_s": n / wall if wall > 0 else 0.0})
+    if traces and trace_list:
+        width = max(t.size for t in trace_list)
+        padded = np.full((len(trace_list), width), np.nan)
+        for i, t in enumerate(trace_list):
+            padded[i, :t.size] = t
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out["residual_trace"] = [float(v) for v in np.nanmean(padded, axis=0)]
+    if return_probs:
+        out["probabilities"] = torch.cat(probs) if probs else torch.zeros(0, k)
+    return out
+
+
+def evaluate(model: nn.Module, images: Any, labels: Any, classes: Sequence[str] | None = None,
+             batch_size: int = 256, solver: str | None = None,
+             solver_options: dict[str, Any] | None = None, device: str | torch.device = "cpu",
+             traces: bool = False, bf16: bool = False) -> dict[str, Any]:
+    """Evaluate ``model`` on ``images``/``labels`` (optionally with another solver/tolerance).
+
+    Returns accuracy, balanced_accuracy, macro_f1, per_class, confusion_matrix, loss, fwd_nfev
+    (mean per sample), fwd_nfev_max (mean per batch), fwd_residual, wall_time_s, samples_per_s,
+    and ``residual_trace`` when ``traces``. The model's own solver is restored afterwards.
+    """
+    dev = torch.device(device)
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    k = int(getattr(model, "num_classes", int(y.max()) + 1))
+    old = (getattr(model, "solver_name", None), dict(getattr(model, "solver_options", {}) or {}))
+    changed = (solver is not None or solver_options is not None) and hasattr(model, "set_solver")
+    if changed:
+        model.set_solver(solver, solver_options)
+    try:
+        out = _eval_pass(model, x, y, k, batch_size, dev, DistInfo(), bf16=bf16, traces=traces)
+    finally:
+        if changed:
+            model.solver_options = {}
+            model.set_solver(old[0], old[1])
+    if classes is not None:
+        out["per_class"] = dict(zip(classes, out["per_class"].values(), strict=False))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------
+def _build(cfg: TrainConfig, shape: Sequence[int], k: int) -> nn.Module:
+    c, h, w = (int(v) for v in shape)
+    common = {"in_channels": c, "height": h, "width": w, "num_classes": k, "kernel": cfg.kernel,
+              "groups": cfg.groups}
+    if cfg.model == "deq":
+        return build_model("deq", hidden=cfg.hidden, solver=cfg.solver,
+                           solver_options=cfg.forward_options(), backward=cfg.backward,
+                           backward_options=cfg.backward_options(), **common)
+    match = None
+    if cfg.match_params:
+        probe = build_model("deq", hidden=cfg.hidden, solver=cfg.solver,
+                            solver_options=cfg.forward_options(), **common)
+        match = count_parameters(probe)
+    return build_model("explicit", hidden=cfg.hidden, depth=cfg.depth, match_params=match,
+                       **common)
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def fn(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return fn
+
+
+def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
+                mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor | None,
+                info: DistInfo) -> dict[str, Any]:
+    meta = dict(getattr(ds, "meta", {}) or {})
+    return {
+        "task": meta_value(meta, "task", default=cfg.task),
+        "classes": classes,
+        "label_rule": meta_value(meta, "label_rule", "rule", "label"),
+        "thresholds": meta_value(meta, "thresholds"),
+        "featurizer_version": meta_value(meta, "featurizer_version", "featurizer"),
+        "image_spec": meta_value(meta, "image_spec", "spec"),
+        "image_shape": [model.in_channels, model.height, model.width],
+        "model": model.hparams,
+        "params": count_parameters(model),
+        "solver": {"name": cfg.solver if cfg.model == "deq" else None,
+                   "train": cfg.forward_options() if cfg.model == "deq" else None,
+                   "eval": cfg.forward_options(evaluation=True) if cfg.model == "deq" else None,
+                   "backward": cfg.backward if cfg.model == "deq" else None},
+        "normalization": {"mean": mean.tolist(), "std": std.tolist()},
+        "class_weights": weight.tolist() if weight is not None else None,
+        "train": cfg.to_dict(),
+        "dataset": {"n": len(ds.labels), "sources": meta_value(meta, "sources"),
+                    "cache_key": meta_value(meta, "cache_key")},
+        "world_size": info.world_size,
+        "andersonn_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+
+
+def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
+          dataset: Any = None, progress: bool = True,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.task`` (or ``dataset``); see docs/training.md."""
+    cfg.validate()
+    info = setup(resolve_device(cfg.device) if cfg.device != "auto" else
+                 torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        return _train(cfg, out_dir, resume, dataset, progress, on_epoch, info)
+    finally:
+        cleanup(info)
+
+
+def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: Any,
+           progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
+           info: DistInfo) -> TrainResult:
+    device = resolve_device(cfg.device, info)
+    _set_threads(cfg)
+    run_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.task}-{cfg.model}"
+    if info.is_main and not resume and (run_dir / ckpt.POINTER).exists():
+        raise AndersonnError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                             "choose another --out")
+    barrier(info)
+
+    ds = dataset if dataset is not None else load_task_dataset(cfg, info)
+    classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
+    k = len(classes) if classes else int(np.max(ds.labels)) + 1
+    classes = classes or [str(i) for i in range(k)]
+    xtr, ytr = _split_tensors(ds, "train")
+    xva, yva = _split_tensors(ds, "val")
+    if xtr.shape[0] == 0 or xva.shape[0] == 0:
+        raise AndersonnError(f"dataset {cfg.task!r} has an empty train or val split")
+    mean, std = _channel_stats(xtr)
+    weight = _class_weights(ytr, k, cfg.class_weights)
+
+    torch.manual_seed(cfg.seed)
+    model = _build(cfg, xtr.shape[1:], k)
+    model.set_normalization(mean, std)
+    model.to(device)
+    run_config = _run_config(cfg, model, ds, classes, mean, std, weight, info)
+    wdev = weight.to(device) if weight is not None else None
+
+    if info.world_size > 1 and cfg.batch_size % info.world_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the world size "
+                          f"{info.world_size}")
+    local_bs = cfg.batch_size // info.world_size
+    sampler = DistributedSampler(range(xtr.shape[0]), num_replicas=info.world_size,
+                                 rank=info.rank, shuffle=True, seed=cfg.seed)
+    steps_per_epoch = math.ceil(len(sampler) / local_bs)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or "norm" in name else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch))
+
+    history: list[dict[str, Any]] = []
+    start_epoch, best_val, best_epoch, wall_total = 0, -1.0, 0, 0.0
+    best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
+    folder = ckpt.latest_checkpoint(run_dir) if resume else None
+    if folder is not None:
+        saved = ckpt.load_checkpoint(folder)
+        old_cfg = saved["state"].get("config", {})
+        diff = [key for key in _RESUME_KEYS if key in old_cfg and old_cfg[key] != getattr(cfg, key)]
+        if diff:
+            raise ConfigError(f"cannot resume {run_dir}: it was trained with different "
+                              f"{', '.join(diff)}")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        best_state = {k_: v.to(device) for k_, v in saved["best"].items()}
+        st = saved["state"]
+        start_epoch, best_val = int(st["epoch"]), float(st["best_val"])
+        best_epoch, wall_total = int(st["best_epoch"]), float(st["wall_time_s"])
+        history = list(st["history"])
+        if info.is_main and progress:
+            print(f"andersonn: resuming {run_dir} after epoch {start_epoch}", file=sys.stderr)
+        if cfg.epochs > int(st.get("config", {}).get("epochs", cfg.epochs)):
+            # training extended: re-plan the cosine schedule over the new total
+            scheduler.lr_lambdas[0] = _lr_lambda(cfg.epochs * steps_per_epoch,
+                                                 cfg.warmup_epochs * steps_per_epoch)
+    elif resume and info.is_main and progress:
+        print(f"andersonn: no checkpoint in {run_dir}; starting a new run", file=sys.stderr)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "config.json", run_config)
+
+    net: nn.Module = model
+    if info.distributed:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False)
+
+    show = progress and info.is_main
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        model.train()
+        sums = torch.zeros(9, dtype=torch.float64)
+        # loss, correct, n, fwd_nfev*n, fwd_nfev_max, bwd_nfev*n, bwd_nfev_max, fwd_res*n, batches
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                       dynamic_ncols=True, file=sys.stderr)
+        t0 = time.perf_counter()
+        for step in range(steps_per_epoch):
+            b = order[step * local_bs:(step + 1) * local_bs]
+            xb, yb = xtr[b].to(device, non_blocking=True), ytr[b].to(device, non_blocking=True)
+            with _autocast(cfg.bf16, device):
+                logits = net(xb)
+            loss = F.cross_entropy(logits.float(), yb, weight=wdev,
+                                   label_smoothing=cfg.label_smoothing)
+            fwd_stats = model.solver_stats()["forward"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            n = b.numel()
+            nf, nfmax, res = _stat_values(fwd_stats)
+            bf, bfmax, _ = _stat_values(model.solver_stats()["backward"])
+            lval = float(loss.detach())
+            if not math.isfinite(lval):
+                raise AndersonnError(f"training diverged at epoch {epoch} step {step} (loss "
+                                     f"{lval}); try a smaller --lr or a tighter solver tol")
+            correct = float((logits.detach().argmax(1) == yb).sum())
+            sums += torch.tensor([lval * n, correct, n, nf * n, nfmax, bf * n, bfmax, res * n, 1],
+                                 dtype=torch.float64)
+            if bar is not None:
+                bar.update(1)
+                if step % 5 == 0 or step == steps_per_epoch - 1:
+                    bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}",
+                                    it=f"{sums[3] / sums[2]:.1f}", refresh=False)
+        train_time = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        all_reduce_sum(sums, info)
+        t1 = time.perf_counter()
+        if cfg.model == "deq":
+            model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
+        val = _eval_pass(model, xva, yva, k, cfg.eval_batch_size, device, info, cfg.bf16, wdev)
+        if cfg.model == "deq":
+            model.set_solver(cfg.solver, cfg.forward_options())
+        val_time = time.perf_counter() - t1
+        epoch_time = time.perf_counter() - t0
+        wall_total += epoch_time
+        n_all, batches = max(sums[2].item(), 1.0), max(sums[8].item(), 1.0)
+        improved = val["accuracy"] > best_val + 1e-12
+        if improved:
+            best_val, best_epoch = val["accuracy"], epoch
+            best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
+        record = {
+            "epoch": epoch, "train_loss": sums[0].item() / n_all,
+            "train_acc": sums[1].item() / n_all, "val_loss": val["loss"],
+            "val_acc": val["accuracy"], "val_balanced_acc": val["balanced_accuracy"],
+            "val_macro_f1": val["macro_f1"], "lr": optimizer.param_groups[0]["lr"],
+            "train_time_s": train_time, "val_time_s": val_time, "epoch_time_s": epoch_time,
+            "wall_time_s": wall_total, "fwd_nfev": sums[3].item() / n_all,
+            "fwd_nfev_max": sums[4].item() / batches, "bwd_nfev": sums[5].item() / n_all,
+            "bwd_nfev_max": sums[6].item() / batches, "fwd_residual": sums[7].item() / n_all,
+            "val_fwd_nfev": val["fwd_nfev"], "samples_per_s": n_all / max(train_time, 1e-9),
+            "best": improved,
+        }
+        history.append(record)
+        if info.is_main:
+            state = {"best_val": best_val, "best_epoch": best_epoch, "wall_time_s": wall_total,
+                     "history": history, "config": cfg.to_dict()}
+            ckpt.save_checkpoint(run_dir, epoch, model_state=model.state_dict(),
+                                 best_state=best_state, optimizer=optimizer.state_dict(),
+                                 scheduler=scheduler.state_dict(), state=state)
+            _write_jsonl(run_dir / "metrics.jsonl", history)
+            if progress:
+                print(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
+                      f"acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}  "
+                      f"val_bal {record['val_balanced_acc']:.4f}  fwd_it {record['fwd_nfev']:.1f}"
+                      f"  bwd_it {record['bwd_nfev']:.1f}  {epoch_time:.1f}s"
+                      f"{'  *' if improved else ''}", file=sys.stderr)
+            if on_epoch is not None:
+                on_epoch(record)
+        barrier(info)
+
+    # -- final: best-val weights, test metrics, plots -------------------------------------
+    model.load_state_dict(best_state)
+    model.eval()
+    if cfg.model == "deq":
+        model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
+    test_metrics = None
+    if cfg.evaluate_test:
+        xte, yte = _split_tensors(ds, "test")
+        if xte.shape[0]:
+            test_metrics = _test_metrics(model, cfg, xte, yte, k, classes, device, info, wdev,
+                                         best_epoch, best_val, history)
+    if info.is_main:
+        ckpt.save_weights(run_dir / "model.safetensors", model.state_dict(),
+                          metadata={"format": "andersonn", "task": str(run_config["task"])})
+        run_config["best_epoch"], run_config["best_val_acc"] = best_epoch, best_val
+        atomic_write_json(run_dir / "config.json", run_config)
+        if test_metrics is not None:
+            atomic_write_json(run_dir / "test_metrics.json", test_metrics)
+        if cfg.plots:
+            _plots(run_dir, history, test_metrics, classes, cfg)
+    barrier(info)
+    return TrainResult(run_dir, model, cfg, history, test_metrics, run_config)
+
+
+def _test_metrics(model: nn.Module, cfg: TrainConfig, xte: torch.Tensor, yte: torch.Tensor,
+                  k: int, classes: list[str], device: torch.device, info: DistInfo,
+                  weight: torch.Tensor | None, best_epoch: int, best_val: float,
+                  history: list[dict[str, Any]]) -> dict[str, Any]:
+    test = _eval_pass(model, xte, yte, k, cfg.eval_batch_size, device, info, cfg.bf16, weight,
+                      traces=True)
+    test["per_class"] = dict(zip(classes, test["per_class"].values(), strict=False))
+    solver: dict[str, Any] = {"name": cfg.solver if cfg.model == "deq" else None,
+                              "fwd_nfev": test.pop("fwd_nfev"),
+                              "fwd_nfev_max": test.pop("fwd_nfev_max"),
+                              "fwd_residual": test.pop("fwd_residual"),
+                              "residual_trace": test.pop("residual_trace", None)}
+    if history:
+        last = history[-1]
+        solver.update({"train_fwd_nfev": last["fwd_nfev"], "train_bwd_nfev": last["bwd_nfev"],
+                       "train_fwd_residual": last["fwd_residual"]})
+    if cfg.model == "deq" and info.is_main:
+        solver["comparison"] = _solver_comparison(model, cfg, xte[:64].to(device))
+    return {"task": cfg.task, "model": cfg.model, "classes": classes, **test,
+            "solver": solver, "best_epoch": best_epoch, "best_val_acc": best_val,
+            "params": count_parameters(model), "epochs": len(history),
+            "train_wall_time_s": history[-1]["wall_time_s"] if history else 0.0}
+
+
+@torch.no_grad()
+def _solver_comparison(model: nn.Module, cfg: TrainConfig, xb: torch.Tensor) -> dict[str, Any]:
+    """Residual trace of each solver on one test batch at a tight tolerance (for the plot)."""
+    out: dict[str, Any] = {}
+    saved = (model.solver_name, dict(model.solver_options))
+    for name in ("anderson", "forward"):
+        try:
+            model.set_solver(name, {"tol": 1e-6, "max_iter": max(cfg.max_iter, 30)})
+            model(xb)
+            stats = model.solver_stats()["forward"]
+            nf, _, res = _stat_values(stats)
+            trace = _mean_trace(stats)
+            out[name] = {"nfev": nf, "residual": res,
+                         "trace": [float(v) for v in trace] if trace is not None else []}
+        except Exception as exc:  # a comparison must never sink the run
+            out[name] = {"error": str(exc)}
+    model.solver_options = {}
+    model.set_solver(*saved)
+    return out
+
+
+def _plots(run_dir: Path, history: list[dict[str, Any]], test: dict[str, Any] | None,
+           classes: list[str], cfg: TrainConfig) -> None:
+    from andersonn.training import plots
+
+    pdir = run_dir / "plots"
+    try:
+        if history:
+            plots.plot_learning_curves(history, pdir / "learning_curves.png",
+                                       title=f"{cfg.task} · {cfg.model}"
+                                       f"{f' · {cfg.solver}' if cfg.model == 'deq' else ''}")
+        if test is not None:
+            plots.plot_confusion(test["confusion_matrix"], classes, pdir / "confusion_matrix.png")
+            traces = {}
+            comp = test["solver"].get("comparison") or {}
+            for name, item in comp.items():
+                if item.get("trace"):
+                    traces[f"{name} (tol 1e-6)"] = item["trace"]
+            if test["solver"].get("residual_trace"):
+                traces[f"{cfg.solver} (eval, test mean)"] = test["solver"]["residual_trace"]
+            if traces:
+                plots.plot_residuals(traces, pdir / "residuals.png")
+    except Exception as exc:  # plots are a by-product; never lose a finished run over them
+        print(f"andersonn: warning: plotting failed: {exc}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# loading a finished run
+# --------------------------------------------------------------------------------------------
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
+             ) -> tuple[nn.Module, dict[str, Any]]:
+    """The best-val model of a finished run (eval mode) and its ``config.json``."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise AndersonnError(f"{run_dir}: not a training run (no config.json)")
+    try:
+        run_config = json.loads(cfg_path.read_text())
+        hparams = dict(run_config["model"])
+    except (ValueError, KeyError, TypeError):
+        raise AndersonnError(f"{cfg_path}: damaged run config") from None
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        folder = ckpt.latest_checkpoint(run_dir)
+        if folder is None:
+            raise AndersonnError(f"{run_dir}: no model.safetensors (training not finished?)")
+        weights = folder / "best.safetensors"
+    name = hparams.pop("name", "deq")
+    model = build_model(name, **hparams)
+    try:
+        model.load_state_dict(ckpt.load_weights(weights))
+    except RuntimeError as exc:
+        raise AndersonnError(f"{weights}: weights do not fit the model in config.json "
+                             f"({str(exc).splitlines()[0]})") from None
+    model.to(torch.device(device)).eval()
+    return model, run_config
