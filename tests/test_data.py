@@ -562,6 +562,21 @@ def test_real_featuriser_on_tiny_inputs(tmp_path: Path) -> None:
         assert len(res.ok_indices) + len(res.failures) == 1
 
 
+def test_real_featuriser_builds_fixture_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = _real_images()
+    paths = make_archives(tmp_path / "src")
+    _pin(monkeypatch, paths)
+    for task, n in (("crystal-gap", 7), ("polarity", 12), ("mof-pore", 6)):
+        ds = build_dataset(task, source_dir=tmp_path / "src", cache_dir=tmp_path / "c",
+                           workers=1, progress=False)
+        assert ds.report["skipped"] == [] and len(ds) == n
+        assert ds.images.shape[1:] == tuple(images.IMAGE_SPECS[task].shape)
+        assert ds.meta["featurizer_version"] == images.FEATURIZER_VERSION
+        assert np.isfinite(ds.images).all()
+
+
 @pytest.mark.network
 @pytest.mark.slow
 def test_real_crystal_gap_build(tmp_path: Path) -> None:

@@ -1,9 +1,113 @@
-"""Command-line commands of the bench stage (placeholder until the stage lands)."""
+"""Command-line commands of the headline benchmarks: ``bench speedup`` and ``bench memory``.
+
+Both write ``<bench>.json``, ``<bench>.md`` and PNG plots into a results folder (``--out DIR``,
+default ``results/<bench>-<task>``) and print the markdown tables. See docs/benchmarks.md.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
+
+_TASKS = ("polarity", "mof-pore", "crystal-gap")
+
+
+def _depths(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--depths must be comma-separated integers, got {text!r}"
+                                         ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--depths must be positive integers, got {text!r}")
+    return tuple(sorted(set(values)))
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add this stage's sub-commands to the top-level and bench parsers."""
+    """Add ``bench speedup`` and ``bench memory`` to the bench parser."""
+    sp = bench.add_parser(
+        "speedup", help="forward vs Anderson vs Broyden DEQ training/inference, explicit net",
+        description="Train the DEQ with forward iteration, Anderson and Broyden and the "
+        "parameter-matched explicit network in lockstep on the same data, seed, cell and "
+        "tolerance; report time per epoch, f-evaluations per batch, time to a common "
+        "validation accuracy, test accuracy, inference time at matched residual and the "
+        "residual-vs-time crossover.")
+    sp.add_argument("task", choices=_TASKS)
+    sp.add_argument("--quick", action="store_true",
+                    help="smoke-sized run (a few minutes on 2 CPU cores)")
+    sp.add_argument("--epochs", type=int, default=None, help="(5; quick 3)")
+    sp.add_argument("--limit", type=int, default=None,
+                    help="seeded random subset of N structures of the cached dataset "
+                    "(quick: 800); builds the task with this limit if none is cached")
+    sp.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    sp.add_argument("--seed", type=int, default=None, help="(0)")
+    sp.add_argument("--out", metavar="DIR", default=None, help="(results/speedup-TASK)")
+    sp.add_argument("--batch-size", type=int, default=None, help="(64)")
+    sp.add_argument("--hidden", type=int, default=None, help="cell channels (48; quick 32)")
+    sp.add_argument("--tol", type=float, default=None, help="training solver tolerance (1e-3)")
+    sp.add_argument("--max-iter", type=int, default=None, help="training iteration cap (30)")
+    sp.add_argument("--evals-per-epoch", type=int, default=None,
+                    help="validation passes per epoch (4; quick 3)")
+    sp.add_argument("--threads", type=int, default=None, help="torch threads (1)")
+    sp.add_argument("--no-progress", action="store_true")
+    sp.set_defaults(func=_speedup)
+
+    mem = bench.add_parser(
+        "memory", help="peak training memory of the DEQ vs the explicit network in depth",
+        description="Peak memory of one forward+backward step of the DEQ (solver forced to "
+        "`depth` iterations, implicit backward) and of an explicit network of `depth` cells, "
+        "each in a fresh subprocess; largest depth within --budget-mb.")
+    mem.add_argument("--depths", type=_depths, default=None, help="(4,8,16,32,64)")
+    mem.add_argument("--budget-mb", type=float, default=None, help="memory budget (1024 MB)")
+    mem.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    mem.add_argument("--quick", action="store_true", help="batch 32 instead of 64")
+    mem.add_argument("--task", choices=_TASKS, default="crystal-gap",
+                     help="image shape of this task's graph images (crystal-gap)")
+    mem.add_argument("--batch-size", type=int, default=None, help="(64; quick 32)")
+    mem.add_argument("--hidden", type=int, default=None, help="cell channels (48)")
+    mem.add_argument("--repeats", type=int, default=None, help="fresh processes per point (1)")
+    mem.add_argument("--out", metavar="DIR", default=None, help="(results/memory-TASK)")
+    mem.add_argument("--no-progress", action="store_true")
+    mem.set_defaults(func=_memory)
+
+
+def _speedup(args: argparse.Namespace) -> int:
+    from andersonn.bench.speedup import SpeedupSettings, run_speedup
+
+    overrides: dict[str, Any] = {
+        "epochs": args.epochs, "limit": args.limit, "device": args.device, "seed": args.seed,
+        "batch_size": args.batch_size, "hidden": args.hidden, "tol": args.tol,
+        "max_iter": args.max_iter, "evals_per_epoch": args.evals_per_epoch,
+        "threads": args.threads}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    settings = (SpeedupSettings.quick(**overrides) if args.quick
+                else SpeedupSettings(**overrides))
+    result = run_speedup(args.task, settings, out=args.out, progress=not args.no_progress)
+    from andersonn.bench.speedup import speedup_markdown
+
+    sys.stdout.write(speedup_markdown(result))
+    print(f"\nresults: {result['out_dir']}")
+    return 0
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from andersonn.bench.memory import MemorySettings, run_memory
+    from andersonn.data import TASKS
+    from andersonn.images import IMAGE_SPECS
+
+    task = TASKS[args.task]
+    overrides: dict[str, Any] = {
+        "depths": args.depths, "budget_mb": args.budget_mb, "device": args.device,
+        "batch_size": args.batch_size, "hidden": args.hidden, "repeats": args.repeats,
+        "image_shape": tuple(int(v) for v in IMAGE_SPECS[task.image_spec].shape),
+        "num_classes": len(task.classes)}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    settings = (MemorySettings.quick(**overrides) if args.quick
+                else MemorySettings(**overrides))
+    result = run_memory(settings, out=args.out, progress=not args.no_progress, task=args.task)
+    from andersonn.bench.memory import memory_markdown
+
+    sys.stdout.write(memory_markdown(result))
+    print(f"\nresults: {result['out_dir']}")
+    return 0

@@ -1,4 +1,4 @@
-"""Command-line commands of the engine stage (placeholder until the stage lands)."""
+"""Command-line commands of the engine stage: ``andersonn bench solvers``."""
 
 from __future__ import annotations
 
@@ -7,3 +7,33 @@ import argparse
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add this stage's sub-commands to the top-level and bench parsers."""
+    p = bench.add_parser(
+        "solvers",
+        help="fixed-point solvers on a convolutional DEQ cell (f evals, wall time, overhead)",
+        description="Solve the same conv-DEQ fixed points with forward iteration, Anderson, "
+        "Broyden and (if installed) torchdeq's Anderson at tolerances 1e-2..1e-5; print a "
+        "table and write solvers.json.",
+    )
+    p.add_argument("--out", default=None, help="directory for the JSON result (default: none)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes; finishes in seconds")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--channels", type=int, default=None, help="override channels (32)")
+    p.add_argument("--size", type=int, default=None, help="override image side (16)")
+    p.add_argument("--batch", type=int, default=None, help="override batch size (128)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_bench_solvers)
+
+
+def _bench_solvers(args: argparse.Namespace) -> int:
+    from andersonn.bench.solvers import main
+
+    main(
+        out=args.out,
+        quick=args.quick,
+        device=args.device,
+        progress=not args.no_progress,
+        channels=args.channels,
+        size=args.size,
+        batch=args.batch,
+    )
+    return 0

@@ -18,6 +18,7 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -182,6 +183,7 @@ def build_dataset(
         atomic_write_text(task_root / "LATEST", key + "\n")
         return open_cache(directory)
 
+    _remove_stale_temps(task_root, key)
     paths = {
         k: ensure_archive(k, source_dir=source_dir, cache_dir=cache_dir, fetch=fetch)
         for k in task_def.archives
@@ -264,6 +266,19 @@ def build_dataset(
                 classes=task_def.classes, meta=meta, report=report)
     atomic_write_text(task_root / "LATEST", key + "\n")
     return open_cache(directory)
+
+
+def _remove_stale_temps(task_root: Path, key: str, age_s: float = 3600.0) -> None:
+    """Delete temp dirs that interrupted builds of ``key`` left (older than ``age_s``)."""
+    if not task_root.is_dir():
+        return
+    now = time.time()
+    for tmp in task_root.glob(f".{key}.*"):
+        try:
+            if tmp.is_dir() and now - tmp.stat().st_mtime > age_s:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            continue
 
 
 def load_dataset(

@@ -25,13 +25,15 @@ class FeaturizeResult:
     """Outcome of :func:`featurize_many`.
 
     images: (n_ok, C, H, W) float32; ok_indices: input index of each image;
-    failures: (index, name, reason) of every skipped input; seconds: wall time.
+    failures: (index, name, reason) of every skipped input; seconds: wall time;
+    cpu_seconds: CPU time spent on the items, summed over workers (load-independent cost).
     """
 
     images: np.ndarray
     ok_indices: list[int] = field(default_factory=list)
     failures: list[tuple[int, str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @property
     def n_ok(self) -> int:
@@ -45,6 +47,13 @@ def featurize_one(content: Any, fmt: str, name: str, spec: ImageSpec | str) -> n
 
     s = parse_structure(content, fmt, name, bonds=False)
     return encode(s, spec)
+
+
+def _preload() -> None:
+    import rdkit.Chem  # noqa: F401
+    import scipy.spatial  # noqa: F401
+
+    import andersonn.structures.readers  # noqa: F401
 
 
 def _init_worker(spec: ImageSpec) -> None:
@@ -64,15 +73,17 @@ def _init_worker(spec: ImageSpec) -> None:
         pass
 
 
-def _work(item: tuple[int, Any, str, str]) -> tuple[int, np.ndarray | None, str]:
+def _work(item: tuple[int, Any, str, str]) -> tuple[int, np.ndarray | None, str, float]:
     index, content, fmt, name = item
     assert _SPEC is not None
+    t0 = time.process_time()
     try:
-        return index, featurize_one(content, fmt, name, _SPEC), ""
+        img, reason = featurize_one(content, fmt, name, _SPEC), ""
     except AndersonnError as exc:
-        return index, None, str(exc)
+        img, reason = None, str(exc)
     except Exception as exc:  # a bug or library crash on one input must not stop the batch
-        return index, None, f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        img, reason = None, f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return index, img, reason, time.process_time() - t0
 
 
 def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, str, str]],
@@ -89,9 +100,10 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
     workers = os.cpu_count() or 1 if workers is None else max(1, int(workers))
     workers = min(workers, max(1, n))
     if chunksize is None:
-        chunksize = max(1, min(256, n // (workers * 8) or 1))
+        chunksize = max(1, min(256, n // (workers * 24) or 1))
     t0 = time.perf_counter()
     images: list[np.ndarray | None] = [None] * n
+    cpu = 0.0
     failures: list[tuple[int, str, str]] = []
     bar = None
     if progress:
@@ -102,15 +114,16 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
     try:
         if workers == 1:
             _init_worker(spec)
-            results: Iterable[tuple[int, np.ndarray | None, str]] = map(_work, items)
-            _consume(results, images, failures, items, bar)
+            cpu = _consume(map(_work, items), images, failures, items, bar)
         else:
             import multiprocessing as mp
 
+            _preload()  # import heavy modules once, before forking the workers
+
             ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
             with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
-                _consume(pool.imap(_work, items, chunksize=chunksize), images, failures, items,
-                         bar)
+                cpu = _consume(pool.imap(_work, items, chunksize=chunksize), images, failures,
+                               items, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -119,16 +132,19 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
              else np.zeros((0, *spec.shape), dtype=np.float32))
     failures.sort()
     return FeaturizeResult(images=stack, ok_indices=ok, failures=failures,
-                           seconds=time.perf_counter() - t0)
+                           seconds=time.perf_counter() - t0, cpu_seconds=cpu)
 
 
-def _consume(results: Iterable[tuple[int, np.ndarray | None, str]],
+def _consume(results: Iterable[tuple[int, np.ndarray | None, str, float]],
              images: list[np.ndarray | None], failures: list[tuple[int, str, str]],
-             items: list[tuple[int, Any, str, str]], bar: Any) -> None:
-    for index, img, reason in results:
+             items: list[tuple[int, Any, str, str]], bar: Any) -> float:
+    cpu = 0.0
+    for index, img, reason, seconds in results:
+        cpu += seconds
         if img is None:
             failures.append((index, items[index][3], reason))
         else:
             images[index] = img
         if bar is not None:
             bar.update(1)
+    return cpu

@@ -29,6 +29,7 @@ from andersonn.structures.elements import (
     PERIOD,
     SYMBOLS,
     VALENCE,
+    VDW_RADIUS,
 )
 from andersonn.structures.network import BOND_TOLERANCE, nearest_neighbours, pauling_order
 from andersonn.structures.structure import Structure
@@ -152,15 +153,15 @@ def _features(s: Structure, spec: ImageSpec) -> dict:
         vol = float(s.volume or 0.0)
         glob["g_density"] = float(s.density or 0.0) / 3
         glob["g_vol_per_atom"] = vol / n / 30
-        if need & {"g_void_diameter", "g_void_fraction"}:
-            diam, vf = void_descriptors(z, s.positions, s.cell, spacing=spec.void_spacing)
+        glob["g_packing"] = float((4.0 / 3.0 * np.pi * VDW_RADIUS[z] ** 3).sum() / vol)
+        if "g_void_diameter" in need:
+            diam, _ = void_descriptors(z, s.positions, s.cell, spacing=spec.void_spacing)
             glob["g_void_diameter"] = diam / 20
-            glob["g_void_fraction"] = vf
     present = np.unique(z)
     glob["g_en_range"] = float(ELECTRONEGATIVITY[present].max()
                                - ELECTRONEGATIVITY[present].min()) / 3
     for name in ("g_dipole", "g_n_atoms", "g_density", "g_vol_per_atom", "g_void_diameter",
-                 "g_void_fraction"):
+                 "g_packing"):
         glob.setdefault(name, 0.0)
     for name, table in _ATOM_TABLES.items():
         atom[name] = table[z]
@@ -197,8 +198,13 @@ def _row_keys(rows: np.ndarray) -> np.ndarray:
 def _deduplicate(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge rows with identical rounded content (symmetry-equivalent environments)."""
-    keys = np.concatenate([numbers[:, None].astype(np.float64), _row_keys(rows)], axis=1)
-    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    # exact integer hash of the rounded rows (64-bit, wrap-around arithmetic): fast 1-D unique
+    ints = np.rint(rows.reshape(len(rows), -1) * 10**KEY_DECIMALS).astype(np.int64)
+    mult = np.random.default_rng(12345).integers(1, 2**62, size=ints.shape[1] + 1,
+                                                    dtype=np.int64) | 1
+    with np.errstate(over="ignore"):
+        h = (ints * mult[1:]).sum(1) + numbers.astype(np.int64) * mult[0]
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     w = np.bincount(inverse, weights=weight, minlength=len(first))
     return rows[first], numbers[first], w
@@ -207,7 +213,7 @@ def _deduplicate(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray
 def _canonical_order(rows: np.ndarray, numbers: np.ndarray) -> np.ndarray:
     """Heavier elements first, then lexicographic order of the rounded row content."""
     keys = _row_keys(rows)
-    return np.lexsort(tuple(keys.T[::-1]) + (-numbers,))
+    return np.lexsort((*tuple(keys.T[::-1]), -numbers))
 
 
 def _reduce(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray, spec: ImageSpec,
@@ -225,7 +231,7 @@ def _reduce(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray, spec: Ima
     if len(elements) > h:
         raise InputError(f"{name}: {len(elements)} elements, too large for the chosen image "
                          f"{spec.name!r} ({h} rows)")
-    feats = rows.reshape(len(rows), -1)
+    feats = _row_keys(rows)  # rounded: exact, reproducible distances and tie-breaks
     groups = [np.flatnonzero(numbers == e) for e in elements]
     # canonical order within each group for deterministic tie-breaks
     groups = [g[_canonical_order(rows[g], numbers[g])] for g in groups]
@@ -245,7 +251,7 @@ def _reduce(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray, spec: Ima
         quota += add
         spare -= int(add.sum())
     keep_rows, keep_num, keep_w = [], [], []
-    for g, q in zip(groups, quota):
+    for g, q in zip(groups, quota, strict=False):
         f = feats[g]
         chosen = [int(np.argmax(weight[g]))]
         mind = np.linalg.norm(f - f[chosen[0]], axis=1)

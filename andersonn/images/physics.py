@@ -51,7 +51,7 @@ def void_descriptors(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarra
 
     A grid over the cell (about ``spacing`` Å, at most ``max_points`` points) is scored by the
     distance to the nearest van der Waals surface (KD-tree over the atoms and their images within
-    ``reach`` Å); the best points are refined by a shrinking local search. Distances beyond
+    ``reach`` Å); the 6 best points are refined by a pattern search to 1e-3 Å. Distances beyond
     ``reach`` are lower-bounded by it, enough to place any pore in the small/medium/large classes.
     The void fraction is the share of grid points outside every vdW sphere.
     """
@@ -63,7 +63,7 @@ def void_descriptors(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarra
     rep_num = numbers[owner]
     tree = cKDTree(rep)
     radii = VDW_RADIUS[rep_num]
-    kq = min(6, len(rep_num))
+    kq = min(4, len(rep_num))
 
     def surface_distance(points: np.ndarray) -> np.ndarray:
         d, idx = tree.query(points, k=kq)
@@ -81,15 +81,24 @@ def void_descriptors(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarra
     pts = grid @ cell
     sd = surface_distance(pts)
     void_fraction = float((sd > 0).mean())
-    top = pts[np.argsort(-sd, kind="stable")[:8]]
-    step = 0.5 * float(np.max(lengths / counts))
+    # refine the best grid points by a pattern search (26 directions, step halved when stuck)
+    top = pts[np.argsort(-sd, kind="stable")[:6]]
+    val = surface_distance(top)
+    step = np.full(len(top), 0.5 * float(np.max(lengths / counts)))
     offs = np.stack(np.meshgrid(*([np.array([-1.0, 0.0, 1.0])] * 3), indexing="ij"),
                     -1).reshape(-1, 3)
-    best = float(sd.max())
-    for _ in range(5):
-        cand = (top[:, None, :] + step * offs[None, :, :]).reshape(-1, 3)
-        cd = surface_distance(cand).reshape(len(top), len(offs))
-        top = cand.reshape(len(top), len(offs), 3)[np.arange(len(top)), cd.argmax(1)]
-        best = max(best, float(cd.max()))
-        step *= 0.5
+    offs = offs[np.abs(offs).sum(1) > 0]
+    offs = offs / np.linalg.norm(offs, axis=1)[:, None]
+    for _ in range(60):
+        active = step > 1e-3
+        if not active.any():
+            break
+        cand = top[:, None, :] + step[:, None, None] * offs[None, :, :]
+        cd = surface_distance(cand.reshape(-1, 3)).reshape(len(top), len(offs))
+        k = cd.argmax(1)
+        better = active & (cd[np.arange(len(top)), k] > val + 1e-9)
+        top[better] = cand[better, k[better]]
+        val[better] = cd[better, k[better]]
+        step[active & ~better] *= 0.5
+    best = max(float(sd.max()), float(val.max()))
     return max(0.0, 2.0 * best), void_fraction

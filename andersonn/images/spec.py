@@ -41,7 +41,7 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "g_density": ("global", "density / 3 g cm^-3"),
     "g_vol_per_atom": ("global", "cell volume per atom / 30 Å^3"),
     "g_void_diameter": ("global", "largest empty-sphere diameter (vdW surfaces, grid) / 20 Å"),
-    "g_void_fraction": ("global", "fraction of the cell outside all vdW spheres"),
+    "g_packing": ("global", "sum of atomic vdW sphere volumes / cell volume (overlaps counted)"),
     "g_en_range": ("global", "max - min electronegativity / 3"),
 }
 
@@ -108,7 +108,7 @@ IMAGE_SPECS: dict[str, ImageSpec] = {
         name="mof-pore",
         channels=("atom_en", "atom_radius", "atom_degree", "atom_mult", "atom_n6",
                   "atom_d_nonbonded", "nbr_en", "bond_order", "inv_distance", "g_density",
-                  "g_vol_per_atom", "g_void_diameter", "g_void_fraction"),
+                  "g_vol_per_atom", "g_void_diameter", "g_packing"),
         rows=48, slots=12, cutoff=6.0, max_atoms=20000, void_spacing=1.0),
     "crystal-gap": ImageSpec(
         name="crystal-gap",

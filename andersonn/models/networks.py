@@ -34,9 +34,11 @@ class GraphImageClassifier(nn.Module):
         self.register_buffer("in_std", torch.ones(self.in_channels))
         self.stem = nn.Conv2d(self.in_channels, self.hidden, (1, self.kernel),
                               padding=(0, self.kernel // 2), bias=False)
-        self.stem_norm = nn.GroupNorm(self.groups, self.hidden)
+        # one group: a per-sample constant channel (a global descriptor) survives the norm
+        self.stem_norm = nn.GroupNorm(1, self.hidden)
         self.out_norm = nn.GroupNorm(self.groups, self.hidden)
-        self.head = nn.Linear(2 * self.hidden * self.width, self.num_classes)
+        self.head = nn.Linear(2 * self.hidden * self.width + 2 * self.in_channels,
+                              self.num_classes)
 
     # -- hooks for subclasses ---------------------------------------------------------------
     def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -64,19 +66,25 @@ class GraphImageClassifier(nn.Module):
         self.in_mean.copy_(mean)
         self.in_std.copy_(std)
 
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-channel standardisation with the train-split statistics."""
+        return (x - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised input → stem embedding (the DEQ's injection)."""
-        x = (x - self.in_mean.view(1, -1, 1, 1)) / self.in_std.view(1, -1, 1, 1)
         return self.stem_norm(self.stem(x))
 
-    def classify(self, z: torch.Tensor) -> torch.Tensor:
-        """Body output → logits (permutation-robust mean+max pooling over atoms)."""
+    def classify(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Body output → logits: permutation-robust mean+max pooling over atoms (kept per
+        neighbour slot), plus the input's per-channel mean and max (a global-descriptor skip)."""
         z = self.out_norm(z)
-        pooled = torch.cat([z.mean(dim=2), z.amax(dim=2)], dim=1)  # (B, 2d, W)
-        return self.head(pooled.flatten(1))
+        pooled = torch.cat([z.mean(dim=2), z.amax(dim=2)], dim=1).flatten(1)  # (B, 2d·W)
+        glob = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 2C)
+        return self.head(torch.cat([pooled, glob], dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.body(self.embed(x)))
+        x = self.normalize(x)
+        return self.classify(self.body(self.embed(x)), x)
 
 
 class DEQClassifier(GraphImageClassifier):

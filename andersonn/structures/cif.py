@@ -125,9 +125,12 @@ def read_p1_cif(text: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         raise CifError("missing cell parameters")
     cell = cell_from_parameters(*(cell_vals[key] for key in _CELL_KEYS))
     ix, iy, iz = (site_cols.index(f"_atom_site_fract_{a}") for a in "xyz")
-    isym = site_cols.index("_atom_site_type_symbol") if "_atom_site_type_symbol" in site_cols else -1
-    ilab = site_cols.index("_atom_site_label") if "_atom_site_label" in site_cols else -1
-    iocc = site_cols.index("_atom_site_occupancy") if "_atom_site_occupancy" in site_cols else -1
+
+    def col(key: str) -> int:
+        return site_cols.index(key) if key in site_cols else -1
+
+    isym, ilab = col("_atom_site_type_symbol"), col("_atom_site_label")
+    iocc = col("_atom_site_occupancy")
     ncol = len(site_cols)
     numbers = np.empty(len(site_rows), dtype=np.int64)
     frac = np.empty((len(site_rows), 3))

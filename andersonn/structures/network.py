@@ -34,7 +34,9 @@ def molecular_bonds(numbers: np.ndarray, positions: np.ndarray,
     if n <= 400:
         diff = positions[:, None, :] - positions[None, :, :]
         dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
-        i, j = np.triu_indices(n, 1)
+        r = COVALENT_RADIUS[numbers]
+        close = dist < tolerance * (r[:, None] + r[None, :])
+        i, j = np.nonzero(np.triu(close, 1))
         d = dist[i, j]
     else:
         from scipy.spatial import cKDTree

@@ -170,12 +170,13 @@ def _decode(data: bytes, name: str) -> str:
 
 
 def parse_structure(content: Any, fmt: str, name: str = "input", *,
-                    bonds: bool = True, optimize: bool = False) -> Structure:
+                    bonds: bool = True, optimize: bool = True) -> Structure:
     """Parse in-memory content of format ``fmt`` into a :class:`Structure`.
 
     ``content`` is text for smiles/xyz/sdf/mol/cif/poscar and a dict (or its JSON text) for
     pymatgen-dict. ``bonds=False`` skips the crystal bond search (the image encoder derives
-    bonds from its own neighbour list). ``optimize`` runs MMFF after SMILES embedding.
+    bonds from its own neighbour list). ``optimize`` runs MMFF (if parameters exist) after the
+    deterministic ETKDG embedding of SMILES / 2-D mol blocks (seed ``CONFORMER_SEED``).
     """
     name = str(name)
     fmt = normalise_format(fmt, name)
@@ -187,7 +188,7 @@ def parse_structure(content: Any, fmt: str, name: str = "input", *,
         if not content.strip():
             raise _fail(name, "empty input")
     try:
-        with quiet():
+        with quiet() if fmt not in ("xyz", "cif") else contextlib.nullcontext():
             if fmt == "smiles":
                 s = _from_smiles(content.strip(), name, optimize)
             elif fmt == "xyz":
@@ -271,10 +272,7 @@ def _from_smiles(smiles: str, name: str, optimize: bool) -> Structure:
 def _from_molblock(text: str, fmt: str, name: str, optimize: bool) -> Structure:
     from rdkit import Chem
 
-    if fmt == "sdf":
-        block = text.split("$$$$")[0]
-    else:
-        block = text
+    block = text.split("$$$$")[0] if fmt == "sdf" else text
     mol = Chem.MolFromMolBlock(block, removeHs=False, sanitize=True)
     if mol is None:
         raise _fail(name, f"unparsable {fmt} block")
@@ -360,11 +358,13 @@ def _from_cif(text: str, name: str) -> Structure:
         raise _fail(name, "CIF has no atoms")
     from pymatgen.io.cif import CifParser
 
-    parser = CifParser(io.StringIO(text))
-    try:
-        structs = parser.parse_structures(primitive=False)
-    except (ValueError, KeyError, IndexError) as exc:
-        raise _fail(name, f"bad CIF: {exc}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parser = CifParser(io.StringIO(text))
+        try:
+            structs = parser.parse_structures(primitive=False)
+        except (ValueError, KeyError, IndexError) as exc:
+            raise _fail(name, f"bad CIF: {exc}") from None
     if not structs:
         raise _fail(name, "CIF has no atoms")
     return _from_pymatgen(structs[0], name)

@@ -74,13 +74,16 @@ class Structure:
         counts: dict[str, int] = {}
         for s in self.symbols:
             counts[s] = counts.get(s, 0) + 1
-        keys = sorted(counts, key=lambda s: (s != "C", s != "H", s)) if "C" in counts else sorted(counts)
+        keys = sorted(counts)
+        if "C" in counts:
+            keys = sorted(counts, key=lambda s: (s != "C", s != "H", s))
         return "".join(f"{k}{counts[k] if counts[k] > 1 else ''}" for k in keys)
 
     def neighbours(self, i: int) -> list[tuple[int, float, float]]:
         """Bonded neighbours of atom ``i`` as (j, bond order, length), sorted by length."""
         out = []
-        for (a, b), order, length in zip(self.bonds, self.bond_orders, self.bond_lengths):
+        triples = zip(self.bonds, self.bond_orders, self.bond_lengths, strict=True)
+        for (a, b), order, length in triples:
             if a == i:
                 out.append((int(b), float(order), float(length)))
             elif b == i:

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,8 +161,6 @@ def _mean_trace(stats: Any) -> np.ndarray | None:
         return None
     t = np.where(np.isfinite(t) & (t > 0), t, np.nan)
     with np.errstate(all="ignore"), contextlib.suppress(Exception):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m = np.nanmean(t, axis=0)
@@ -226,8 +225,6 @@ def _eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch
         padded = np.full((len(trace_list), width), np.nan)
         for i, t in enumerate(trace_list):
             padded[i, :t.size] = t
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out["residual_trace"] = [float(v) for v in np.nanmean(padded, axis=0)]
@@ -419,9 +416,11 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
 
     net: nn.Module = model
     if info.distributed:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False)
+        with warnings.catch_warnings():  # buffers are identical on every rank: no sync needed
+            warnings.simplefilter("ignore", FutureWarning)
+            net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False)
 
     show = progress and info.is_main
     for epoch in range(start_epoch + 1, cfg.epochs + 1):

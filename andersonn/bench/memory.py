@@ -1,0 +1,388 @@
+"""Training-memory benchmark (``andersonn bench memory``): DEQ vs explicit network in depth.
+
+For each effective depth d (default 4, 8, 16, 32, 64) one training step (forward + backward, no
+optimiser step) at a fixed batch is measured for
+
+* ``deq``: the DEQ classifier with the solver forced to run exactly d iterations (tol 0,
+  max_iter d) and implicit backward (its adjoint solve also tol 0, max_iter d);
+* ``explicit``: the explicit classifier with d stacked cells of the same width.
+
+Each configuration runs in a fresh Python subprocess (``python -m andersonn.bench.memory
+--worker``) so no allocator state leaks between measurements; inputs are random images of the
+task's image shape (memory does not depend on the values). The number reported is the step's
+**peak memory above the process's memory just before the step**:
+
+* CPU: the kernel's high-water mark of resident memory. Just before the step the worker resets
+  it to the current RSS (``echo 5 > /proc/self/clear_refs``, Linux ≥ 4.0) and reads ``VmHWM``
+  from ``/proc/self/status`` after the step; peak − RSS-before is the step's memory. Where
+  ``clear_refs`` is not available the worker falls back to ``getrusage(RUSAGE_SELF).ru_maxrss``
+  after the step minus RSS before it (an upper bound if importing torch peaked higher);
+* CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus the
+  memory allocated before the step.
+
+As a noise-free cross-check the worker also sums the bytes autograd saves for backward
+(``torch.autograd.graph.saved_tensors_hooks``, distinct storages). Memory is then fitted
+linearly in depth (least squares), and the largest depth that fits a budget is read off the
+measured points, or extrapolated from the fit beyond the measured range (marked as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from andersonn.bench.report import (
+    fmt,
+    machine_info,
+    markdown_table,
+    new_figure,
+    results_dir,
+    save_figure,
+    write_results,
+)
+from andersonn.errors import AndersonnError, ConfigError
+
+__all__ = ["DEFAULT_DEPTHS", "MemorySettings", "fit_budget", "measure_step", "run_memory"]
+
+DEFAULT_DEPTHS = (4, 8, 16, 32, 64)
+MODELS = ("deq", "explicit")
+_MARK = "ANDERSONN_MEMORY "
+MB = 1024.0 * 1024.0
+
+
+@dataclasses.dataclass
+class MemorySettings:
+    """What the memory benchmark measures; ``quick()`` gives the smoke-sized version."""
+
+    depths: tuple[int, ...] = DEFAULT_DEPTHS
+    batch_size: int = 64
+    hidden: int = 48
+    image_shape: tuple[int, int, int] = (16, 32, 12)  # crystal-gap graph images (C, atoms, slots)
+    num_classes: int = 3
+    solver: str = "anderson"
+    budget_mb: float = 1024.0
+    device: str = "cpu"
+    repeats: int = 1
+    seed: int = 0
+    timeout_s: float = 600.0
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> MemorySettings:
+        """Smaller batch; same depths."""
+        base: dict[str, Any] = {"batch_size": 32}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+    def validate(self) -> None:
+        if not self.depths or any(int(d) < 1 for d in self.depths):
+            raise ConfigError(f"depths must be positive integers (got {list(self.depths)})")
+        if self.batch_size < 1 or self.hidden < 1 or self.repeats < 1:
+            raise ConfigError("batch size, hidden and repeats must be >= 1")
+        if self.budget_mb <= 0:
+            raise ConfigError(f"--budget-mb must be positive (got {self.budget_mb})")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; choose cpu or cuda")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError("--device cuda requested but no CUDA device is available")
+
+
+# --------------------------------------------------------------------------------------------
+# the worker (runs in a fresh subprocess)
+# --------------------------------------------------------------------------------------------
+def _status_kb(field: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^{field}:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _maxrss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def measure_step(config: dict[str, Any]) -> dict[str, Any]:
+    """Measure one forward+backward step of ``config`` in *this* process (use a fresh one)."""
+    import gc
+
+    import torch
+    import torch.nn.functional as F
+
+    from andersonn.models import build_model, count_parameters
+
+    torch.set_num_threads(1)
+    torch.manual_seed(int(config.get("seed", 0)))
+    c, h, w = (int(v) for v in config["image_shape"])
+    depth, kind = int(config["depth"]), str(config["model"])
+    device = torch.device(config.get("device", "cpu"))
+    common = {"in_channels": c, "height": h, "width": w, "num_classes": int(config["num_classes"]),
+              "hidden": int(config["hidden"])}
+    if kind == "deq":
+        forced = {"tol": 0.0, "max_iter": depth}
+        model = build_model("deq", solver=config.get("solver", "anderson"),
+                            solver_options=forced, backward="implicit",
+                            backward_options=dict(forced), **common)
+    else:
+        model = build_model("explicit", depth=depth, **common)
+    model.to(device).train()
+    b = int(config["batch_size"])
+    x = torch.randn(b, c, h, w, device=device)
+    y = torch.randint(0, int(config["num_classes"]), (b,), device=device)
+
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        try:
+            key = t.untyped_storage().data_ptr()
+            saved[key] = max(saved.get(key, 0), t.untyped_storage().nbytes())
+        except RuntimeError:  # pragma: no cover - tensors without storage
+            pass
+        return t
+
+    # warm-up on 2 samples: one-off library initialisation (kernel selection, thread pools,
+    # allocator arenas) must not be charged to the measured step
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        F.cross_entropy(model(x[:2]), y[:2]).backward()
+    model.zero_grad(set_to_none=False)
+    gc.collect()
+    out: dict[str, Any] = {"model": kind, "depth": depth, "params": count_parameters(model)}
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        method = "cuda.max_memory_allocated"
+    else:
+        rss_kb = _status_kb("VmRSS")
+        before = rss_kb * 1024 if rss_kb is not None else 0
+        method = "VmHWM after clear_refs" if (_reset_hwm() and rss_kb is not None) \
+            else "ru_maxrss - rss_before"
+    t0 = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        hwm = _status_kb("VmHWM") if method.startswith("VmHWM") else None
+        peak = hwm * 1024 if hwm is not None else _maxrss_bytes()
+    out.update({"step_time_s": time.perf_counter() - t0, "method": method,
+                "before_bytes": int(before), "peak_bytes": int(peak),
+                "step_peak_mb": max(0, int(peak) - int(before)) / MB,
+                "autograd_saved_mb": sum(saved.values()) / MB})
+    stats = model.solver_stats()
+    if stats.get("forward") is not None:
+        out["fwd_iterations"] = int(stats["forward"].nfev.max())
+    if stats.get("backward") is not None:
+        out["bwd_iterations"] = int(stats["backward"].nfev.max())
+    return out
+
+
+def _run_worker(config: dict[str, Any], timeout: float) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "andersonn.bench.memory", "--worker", json.dumps(config)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise AndersonnError(f"memory worker timed out after {timeout:.0f}s on "
+                             f"{config['model']} depth {config['depth']}") from None
+    for line in proc.stdout.splitlines():
+        if line.startswith(_MARK):
+            return json.loads(line[len(_MARK):])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise AndersonnError(f"memory worker failed on {config['model']} depth {config['depth']} "
+                         f"(exit {proc.returncode}): {tail}")
+
+
+# --------------------------------------------------------------------------------------------
+# analysis
+# --------------------------------------------------------------------------------------------
+def fit_budget(depths: list[int], mb: list[float], budget_mb: float) -> dict[str, Any]:
+    """Linear fit mb ≈ a + b·depth and the largest depth within ``budget_mb``.
+
+    Within the measured range the answer is the last measured depth under budget (interpolated
+    to the crossing point); beyond it, the fit is extrapolated and ``extrapolated`` is True. A
+    fit that grows by at most 5 % of its intercept over the measured range (or has a slope ≤ 0)
+    counts as flat within measurement noise: ``max_depth`` is None and ``unbounded`` True.
+    """
+    d = np.asarray(depths, dtype=np.float64)
+    m = np.asarray(mb, dtype=np.float64)
+    slope, intercept = (np.polyfit(d, m, 1) if len(d) >= 2 else (0.0, float(m[0])))
+    slope, intercept = float(slope), float(intercept)
+    out: dict[str, Any] = {"slope_mb_per_layer": slope, "intercept_mb": intercept,
+                           "budget_mb": budget_mb}
+    over = [i for i, v in enumerate(m) if v > budget_mb]
+    if over:
+        i = over[0]
+        if i == 0:
+            out.update({"max_depth": 0, "extrapolated": False, "unbounded": False,
+                        "note": f"over budget already at depth {int(d[0])}"})
+            return out
+        d0, d1, m0, m1 = d[i - 1], d[i], m[i - 1], m[i]
+        cross = d0 + (budget_mb - m0) * (d1 - d0) / (m1 - m0) if m1 > m0 else d0
+        out.update({"max_depth": int(cross), "extrapolated": False, "unbounded": False,
+                    "note": "interpolated between measured depths"})
+        return out
+    flat = slope <= 0 or slope * float(d.max()) <= 0.05 * max(abs(intercept), 1e-9)
+    if flat:
+        out.update({"max_depth": None, "extrapolated": True, "unbounded": True,
+                    "note": "flat in depth: no depth limit within the budget"})
+        return out
+    out.update({"max_depth": int((budget_mb - intercept) / slope), "extrapolated": True,
+                "unbounded": False, "note": "extrapolated linearly beyond the measured depths"})
+    return out
+
+
+def run_memory(settings: MemorySettings | None = None, *, out: str | Path | None = None,
+               progress: bool = True, task: str | None = None) -> dict[str, Any]:
+    """Run the memory benchmark; write JSON, markdown and a plot; return the result dict."""
+    s = settings or MemorySettings()
+    s.validate()
+    out_dir = results_dir("memory", task, out)
+    rows: list[dict[str, Any]] = []
+    for depth in s.depths:
+        for kind in MODELS:
+            cfg = {"model": kind, "depth": int(depth), "batch_size": s.batch_size,
+                   "hidden": s.hidden, "image_shape": list(s.image_shape),
+                   "num_classes": s.num_classes, "solver": s.solver, "device": s.device,
+                   "seed": s.seed}
+            reps = [_run_worker(cfg, s.timeout_s) for _ in range(s.repeats)]
+            best = min(reps, key=lambda r: r["step_peak_mb"])
+            best["step_peak_mb_repeats"] = [r["step_peak_mb"] for r in reps]
+            rows.append(best)
+            if progress:
+                print(f"  {kind:8s} depth {depth:3d}: {best['step_peak_mb']:8.1f} MB peak, "
+                      f"{best['autograd_saved_mb']:8.1f} MB saved by autograd, "
+                      f"{best['step_time_s']:.2f}s", file=sys.stderr, flush=True)
+    fits: dict[str, Any] = {}
+    for kind in MODELS:
+        pts = [r for r in rows if r["model"] == kind]
+        fits[kind] = fit_budget([r["depth"] for r in pts], [r["step_peak_mb"] for r in pts],
+                                s.budget_mb)
+    deepest = max(s.depths)
+    deq_top = next(r for r in rows if r["model"] == "deq" and r["depth"] == deepest)
+    exp_top = next(r for r in rows if r["model"] == "explicit" and r["depth"] == deepest)
+    deq_pts = [r["step_peak_mb"] for r in rows if r["model"] == "deq"]
+    ratio_top = deq_top["step_peak_mb"] / exp_top["step_peak_mb"] if exp_top["step_peak_mb"] \
+        else None
+    growth = (max(deq_pts) - min(deq_pts)) / max(min(deq_pts), 1e-9)
+    result: dict[str, Any] = {
+        "bench": "memory", "settings": {**dataclasses.asdict(s), "depths": list(s.depths),
+                                        "image_shape": list(s.image_shape)},
+        "machine": {**machine_info(s.device), "torch_threads": 1},
+        "rows": rows, "fits": fits,
+        "deq_vs_explicit_at_max_depth": ratio_top, "max_depth": deepest,
+        "deq_relative_spread": growth,
+        "targets_met": {
+            "deq_flat": {"value": growth, "met": bool(fits["deq"]["unbounded"]
+                                                      or growth <= 0.25)},
+            "tenth_at_max_depth": {"value": ratio_top,
+                                   "met": bool(ratio_top is not None and ratio_top <= 0.1)}},
+    }
+    markdown = memory_markdown(result)
+    write_results(out_dir, "memory", result, markdown)
+    _plot(result, out_dir)
+    result["out_dir"] = str(out_dir)
+    return result
+
+
+def memory_markdown(res: dict[str, Any]) -> str:
+    """The memory tables as markdown."""
+    s, m = res["settings"], res["machine"]
+    by = {(r["model"], r["depth"]): r for r in res["rows"]}
+    lines = ["## bench memory\n",
+             f"Machine: {m.get('processor')}, {m.get('cpu_count')} CPU cores, torch "
+             f"{m.get('torch')}, device {m.get('device')}{', ' + m['gpu'] if m.get('gpu') else ''}"
+             f". One forward+backward step, batch {s['batch_size']}, hidden {s['hidden']}, "
+             f"images {tuple(s['image_shape'])}; DEQ: {s['solver']}, tol 0, max_iter = depth, "
+             f"implicit backward. Method: {res['rows'][0]['method']} (peak minus memory just "
+             "before the step), fresh process per row.\n"]
+    rows = []
+    for d in s["depths"]:
+        deq, exp = by[("deq", d)], by[("explicit", d)]
+        rows.append([d, deq["step_peak_mb"], exp["step_peak_mb"],
+                     fmt(deq["step_peak_mb"] / exp["step_peak_mb"]) if exp["step_peak_mb"]
+                     else "–", deq["autograd_saved_mb"], exp["autograd_saved_mb"],
+                     deq["params"], exp["params"]])
+    lines.append(markdown_table(
+        ["depth", "DEQ peak MB", "explicit peak MB", "DEQ / explicit", "DEQ autograd-saved MB",
+         "explicit autograd-saved MB", "DEQ params", "explicit params"], rows))
+    fit_rows = []
+    for kind in MODELS:
+        f = res["fits"][kind]
+        if f["unbounded"]:
+            md = "unbounded (flat)"
+        else:
+            md = f"{f['max_depth']}" + (" (extrapolated)" if f["extrapolated"] else "")
+        fit_rows.append([kind, f["slope_mb_per_layer"], f["intercept_mb"], md])
+    lines.append(f"\nLargest depth within {s['budget_mb']:g} MB (linear fit in depth):\n")
+    lines.append(markdown_table(["model", "MB / layer", "intercept MB", "max depth"], fit_rows))
+    tm = res["targets_met"]
+    lines.append(f"\nTargets: DEQ memory flat in depth (spread "
+                 f"{fmt(tm['deq_flat']['value'])} of its minimum): "
+                 f"**{'met' if tm['deq_flat']['met'] else 'not met'}**; DEQ ≤ 1/10 of explicit at "
+                 f"depth {res['max_depth']}: "
+                 f"**{'met' if tm['tenth_at_max_depth']['met'] else 'not met'}** "
+                 f"(ratio {fmt(tm['tenth_at_max_depth']['value'])}).\n")
+    return "\n".join(lines)
+
+
+def _plot(res: dict[str, Any], out_dir: Path) -> None:
+    try:
+        fig, ax = new_figure()
+        for kind in MODELS:
+            pts = sorted((r["depth"], r["step_peak_mb"], r["autograd_saved_mb"])
+                         for r in res["rows"] if r["model"] == kind)
+            d = [p[0] for p in pts]
+            line = ax.plot(d, [p[1] for p in pts], marker="o", label=f"{kind} (peak)")[0]
+            ax.plot(d, [p[2] for p in pts], ls=":", marker="x", color=line.get_color(),
+                    label=f"{kind} (autograd-saved)")
+        ax.axhline(res["settings"]["budget_mb"], color="grey", ls="--", lw=1, label="budget")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("effective depth (solver iterations / stacked cells)")
+        ax.set_ylabel("training-step memory (MB)")
+        ax.set_title("peak training memory vs depth")
+        ax.legend()
+        save_figure(fig, out_dir / "memory_vs_depth.png")
+    except Exception as exc:  # plots are a by-product
+        print(f"andersonn: warning: plotting failed: {exc}", file=sys.stderr)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m andersonn.bench.memory")
+    parser.add_argument("--worker", required=True, help="JSON config of one measurement")
+    args = parser.parse_args(argv)
+    result = measure_step(json.loads(args.worker))
+    print(_MARK + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - subprocess entry point
+    sys.exit(_main())

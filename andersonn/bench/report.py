@@ -1,0 +1,135 @@
+"""Shared helpers of the headline benchmarks (``bench speedup``, ``bench memory``).
+
+A benchmark writes into one results folder (``results/<bench>-<task>`` unless ``--out`` says
+otherwise): ``<bench>.json`` (every number, plus the machine it ran on), ``<bench>.md`` (the
+markdown tables that are also printed) and PNG plots. Every file is written atomically
+(:mod:`andersonn.fileio`), so an interrupted run never leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from andersonn.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "fmt",
+    "machine_info",
+    "markdown_table",
+    "new_figure",
+    "ratio",
+    "results_dir",
+    "save_figure",
+    "set_threads",
+    "write_results",
+]
+
+
+def results_dir(bench: str, task: str | None = None, out: str | os.PathLike[str] | None = None
+                ) -> Path:
+    """The results folder: ``out`` when given, else ``results/<bench>[-<task>]``; created."""
+    path = Path(out) if out is not None else Path("results") / (f"{bench}-{task}" if task
+                                                                else bench)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads (``None``: 1) and return the number in use.
+
+    One thread is the default: on a shared, oversubscribed CPU, OpenMP threads spin-wait on
+    each other and a step can be ~10× slower with 2 threads than with 1, which would swamp the
+    solver differences being measured.
+    """
+    n = max(1, int(threads)) if threads else 1
+    torch.set_num_threads(n)
+    return n
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """Where a benchmark ran: platform, CPU count, torch version and threads, GPU name."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+    }
+    with contextlib.suppress(OSError):  # not on every platform
+        info["load_average"] = list(os.getloadavg())
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """``num / den``, or ``None`` when either is missing or ``den`` is not positive."""
+    if num is None or den is None or not den > 0 or not math.isfinite(num):
+        return None
+    return float(num) / float(den)
+
+
+def fmt(value: Any, digits: int = 3, suffix: str = "") -> str:
+    """Compact human formatting for tables: ``None`` → ``–``, floats to ``digits`` significant."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value}{suffix}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return f"{value}"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e6):
+            return f"{value:.{max(1, digits - 1)}e}{suffix}"
+        return f"{value:.{digits}g}{suffix}"
+    return f"{value}{suffix}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table; cells that are not strings go through :func:`fmt`."""
+    def cell(v: Any) -> str:
+        return (v if isinstance(v, str) else fmt(v)).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir: Path, name: str, data: dict[str, Any], markdown: str) -> None:
+    """Write ``<name>.json`` and ``<name>.md`` into ``out_dir`` atomically."""
+    atomic_write_json(out_dir / f"{name}.json", data)
+    atomic_write_text(out_dir / f"{name}.md", markdown)
+
+
+def new_figure(width: float = 6.4, height: float = 4.2) -> tuple[Any, Any]:
+    """A matplotlib (figure, axes) pair on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110)
+    ax = fig.add_subplot(1, 1, 1)
+    return fig, ax
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Render ``fig`` to PNG and write it atomically to ``path``."""
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return path

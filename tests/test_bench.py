@@ -1,0 +1,136 @@
+"""Smoke and unit tests of the headline benchmarks (``bench speedup``, ``bench memory``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from andersonn.bench.memory import MemorySettings, fit_budget, run_memory
+from andersonn.bench.report import fmt, markdown_table, ratio
+from andersonn.bench.speedup import SpeedupSettings, crossover, run_speedup, time_to_target
+from andersonn.cli import build_parser
+from andersonn.errors import ConfigError
+
+
+def _tiny_dataset(n: int = 96, seed: int = 0) -> types.SimpleNamespace:
+    """Separable 2-class graph-image-shaped data: class shifts channel 0."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.normal(size=(n, 4, 8, 6)).astype(np.float32)
+    images[:, 0] += 1.5 * labels[:, None, None]
+    splits = np.zeros(n, dtype=np.int8)
+    splits[int(0.7 * n):int(0.85 * n)] = 1
+    splits[int(0.85 * n):] = 2
+    return types.SimpleNamespace(images=images, labels=labels.astype(np.int64), splits=splits,
+                                 classes=["a", "b"], meta={"task": "tiny"})
+
+
+def test_speedup_smoke(tmp_path: Path) -> None:
+    s = SpeedupSettings.quick(hidden=8, groups=4, epochs=2, batch_size=16, limit=None,
+                              repeats=1, trace_iters=15, inference_limit=16, trace_batch=8,
+                              inference_max_iter=200)
+    run_speedup("tiny", s, dataset=_tiny_dataset(), out=tmp_path, progress=False)
+    for name in ("speedup.json", "speedup.md", "val_acc_vs_time.png", "residual_vs_time.png",
+                 "inference_time.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    data = json.loads((tmp_path / "speedup.json").read_text())
+    v = data["variants"]
+    assert set(v) == {"forward", "anderson", "broyden", "explicit"}
+    # same cell, same tolerance: Anderson needs fewer f evaluations than forward iteration
+    assert v["anderson"]["fwd_nfev"] < v["forward"]["fwd_nfev"]
+    assert v["anderson"]["bwd_nfev"] < v["forward"]["bwd_nfev"]
+    assert v["explicit"]["fwd_nfev"] == 0.0
+    for n in v:
+        assert v[n]["time_per_epoch_s"] > 0
+        assert 0.0 <= v[n]["test_acc"] <= 1.0
+    # parameter-matched explicit network (within one width step)
+    assert abs(v["explicit"]["params"] - v["anderson"]["params"]) < 0.5 * v["anderson"]["params"]
+    # the common accuracy is reached by every DEQ variant by definition
+    for n in ("forward", "anderson", "broyden"):
+        assert data["time_to_target"]["common"][n]["reached"]
+    # inference at matched residual: achieved residuals really are at the tolerance
+    assert len(data["inference"]) == 9
+    for row in data["inference"]:
+        assert row["matched"], row
+        assert row["residual_max"] <= row["tol"] * (1 + 1e-6)
+    at = {(r["tol"], r["solver"]): r for r in data["inference"]}
+    assert at[(1e-4, "anderson")]["nfev_mean"] < at[(1e-4, "forward")]["nfev_mean"]
+    tr = data["residual_traces"]
+    assert len(tr["anderson"]["time_s"]) == len(tr["anderson"]["residual"]) == 15
+    times = tr["forward"]["time_s"]
+    assert times == sorted(times)
+    md = (tmp_path / "speedup.md").read_text()
+    assert "common" in md and "matched" in md and "Targets" in md
+
+
+@pytest.mark.parametrize("device", ["cpu"])
+def test_memory_smoke(tmp_path: Path, device: str) -> None:
+    s = MemorySettings(depths=(4, 64), batch_size=16, hidden=16, image_shape=(4, 16, 8),
+                       num_classes=2, device=device, budget_mb=64)
+    res = run_memory(s, out=tmp_path, progress=False)
+    for name in ("memory.json", "memory.md", "memory_vs_depth.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    rows = {(r["model"], r["depth"]): r for r in res["rows"]}
+    assert rows[("deq", 64)]["step_peak_mb"] < rows[("explicit", 64)]["step_peak_mb"]
+    # autograd keeps the same bytes for the DEQ at any depth; the explicit net grows
+    assert math.isclose(rows[("deq", 4)]["autograd_saved_mb"],
+                        rows[("deq", 64)]["autograd_saved_mb"], rel_tol=1e-6)
+    assert rows[("explicit", 64)]["autograd_saved_mb"] > 8 * rows[("explicit", 4)][
+        "autograd_saved_mb"]
+    assert rows[("deq", 64)]["fwd_iterations"] == 64
+    assert res["fits"]["explicit"]["slope_mb_per_layer"] > 0
+
+
+def test_fit_budget() -> None:
+    lin = fit_budget([4, 8, 16], [40.0, 80.0, 160.0], 400.0)
+    assert lin["extrapolated"] and lin["max_depth"] == 40
+    inside = fit_budget([4, 8, 16], [40.0, 80.0, 160.0], 120.0)
+    assert not inside["extrapolated"] and inside["max_depth"] == 12
+    flat = fit_budget([4, 8, 16, 64], [100.0, 101.0, 99.0, 100.5], 400.0)
+    assert flat["unbounded"] and flat["max_depth"] is None
+    over = fit_budget([4, 8], [500.0, 900.0], 400.0)
+    assert over["max_depth"] == 0
+
+
+def test_time_to_target_and_crossover() -> None:
+    curve = [{"val_acc": 0.5, "train_time_s": 0.0}, {"val_acc": 0.7, "train_time_s": 2.0},
+             {"val_acc": 0.8, "train_time_s": 3.0}]
+    assert time_to_target(curve, 0.7)["train_time_s"] == 2.0
+    assert time_to_target(curve, 0.9) is None
+    fwd = {"time_s": [1.0, 2.0, 3.0, 4.0], "best_residual": [1.0, 0.5, 0.25, 0.125]}
+    anderson = {"time_s": [1.5, 3.0, 4.5], "best_residual": [1.0, 0.1, 0.001]}
+    cross = crossover(anderson, fwd)
+    assert cross is not None and cross["time_s"] == 3.0 and cross["anderson_iteration"] == 2
+    slow = {"time_s": [10.0], "best_residual": [0.5]}
+    assert crossover(slow, fwd) is None
+
+
+def test_report_helpers() -> None:
+    assert ratio(4.0, 2.0) == 2.0 and ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
+    assert fmt(None) == "–" and fmt(0.5) == "0.5" and fmt(3) == "3"
+    table = markdown_table(["a", "b"], [[1, 0.25], ["x|y", None]])
+    assert table.splitlines()[1] == "|---|---|" and "x\\|y" in table
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ConfigError):
+        SpeedupSettings(epochs=0).validate()
+    with pytest.raises(ConfigError):
+        MemorySettings(depths=(0,)).validate()
+    with pytest.raises(ConfigError):
+        MemorySettings(budget_mb=-1).validate()
+
+
+def test_cli_registration() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["bench", "speedup", "crystal-gap", "--quick", "--epochs", "2"])
+    assert args.quick and args.epochs == 2 and callable(args.func)
+    args = parser.parse_args(["bench", "memory", "--depths", "8,4", "--budget-mb", "256"])
+    assert args.depths == (4, 8) and args.budget_mb == 256.0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "memory", "--depths", "a,b"])

@@ -1,0 +1,161 @@
+"""Tests of the implicit layer andersonn.deq.DEQ: gradients, modes, warm start, stats."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from andersonn.deq import DEQ
+from andersonn.errors import ConfigError
+from andersonn.solvers import SolverStats
+
+F64 = torch.float64
+TIGHT = {"tol": 1e-13, "max_iter": 300, "stop_mode": "abs"}
+
+
+class TanhCell(nn.Module):
+    """f(z, x) = tanh(W z + x + b), contractive (‖W‖ ≈ 0.5)."""
+
+    def __init__(self, dim: int = 4, dtype: torch.dtype = F64, scale: float = 0.5) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(dim, dim, generator=gen, dtype=dtype)
+        self.weight = nn.Parameter(scale * w / torch.linalg.matrix_norm(w, 2))
+        self.bias = nn.Parameter(0.1 * torch.randn(dim, generator=gen, dtype=dtype))
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(z @ self.weight.T + x + self.bias)
+
+
+def _x(batch: int = 3, dim: int = 4, dtype: torch.dtype = F64) -> torch.Tensor:
+    return torch.randn(batch, dim, generator=torch.Generator().manual_seed(1), dtype=dtype)
+
+
+@pytest.mark.parametrize("solver", ["anderson", "broyden", "forward_iteration"])
+def test_gradcheck_wrt_input(solver):
+    deq = DEQ(TanhCell(), solver=solver, solver_options=TIGHT, backward_options=TIGHT)
+    x = _x().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: deq(x), (x,), atol=1e-6)
+
+
+def test_gradcheck_wrt_cell_parameters():
+    cell = TanhCell()
+    deq = DEQ(cell, solver_options=TIGHT, backward_options=TIGHT)
+    x = _x()
+    names = [n for n, _ in cell.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in cell.parameters())
+
+    def fn(*ps):
+        return torch.func.functional_call(deq, dict(zip(names, ps, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(fn, params, atol=1e-6)
+
+
+def test_implicit_gradient_matches_long_unroll_and_stats_exposed():
+    cell = TanhCell()
+    x = _x()
+    deq = DEQ(cell, solver_options=TIGHT, backward_options=TIGHT)
+    deq(x).square().sum().backward()
+    implicit = cell.weight.grad.clone()
+    assert isinstance(deq.stats["forward"], SolverStats)
+    assert isinstance(deq.stats["backward"], SolverStats)
+    assert bool(deq.stats["backward"].converged.all())
+    cell.zero_grad()
+    DEQ(cell, solver_options=TIGHT, backward="unroll", unroll_steps=80)(x).square().sum().backward()
+    torch.testing.assert_close(implicit, cell.weight.grad, atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("mode, steps", [("jfb", 1), ("unroll", 3)])
+def test_jfb_and_unroll_give_gradients(mode, steps):
+    cell = TanhCell()
+    x = _x().requires_grad_()
+    deq = DEQ(cell, solver_options=TIGHT, backward=mode, unroll_steps=steps)
+    deq(x).square().sum().backward()
+    approx = cell.weight.grad.clone()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    assert float(approx.abs().sum()) > 0 and deq.stats["backward"] is None
+    cell.zero_grad()
+    DEQ(cell, solver_options=TIGHT, backward_options=TIGHT)(x).square().sum().backward()
+    assert not torch.allclose(approx, cell.weight.grad, atol=1e-6)  # an approximation
+
+
+def test_warm_start_and_train_eval_options():
+    cell = TanhCell()
+    x = _x()
+    deq = DEQ(cell, solver_options={"tol": 1e-10}, eval_options={"tol": 1e-3})
+    with torch.no_grad():
+        z = deq(x)
+        cold = deq.stats["forward"].nfev
+        deq(x, z0=z)
+        warm = deq.stats["forward"].nfev
+        assert int(warm.max()) <= 2 < int(cold.min())
+        deq.eval()
+        deq(x)
+        assert float(deq.stats["forward"].tol) == 1e-3
+        deq.train()
+        deq(x)
+        assert float(deq.stats["forward"].tol) == 1e-10
+
+
+def test_per_sample_compaction_passes_matching_rows_of_x():
+    cell = TanhCell(scale=0.95)
+    x = _x(5)
+    x[1] = x[1] * 50  # saturated tanh: converges in a few steps
+    deq = DEQ(cell, solver_options=TIGHT)
+    with torch.no_grad():
+        z = deq(x)
+        nfev = deq.stats["forward"].nfev
+        assert int(nfev[1]) < int(nfev[0])
+        for i in range(5):
+            torch.testing.assert_close(deq(x[i:i + 1]), z[i:i + 1], atol=1e-12, rtol=0)
+
+
+def test_memory_does_not_grow_with_iterations():
+    cell = TanhCell()
+    x = _x().requires_grad_()
+    sizes = []
+    for iters in (5, 40):
+        saved = []
+        deq = DEQ(cell, solver_options={"tol": 0.0, "max_iter": iters})
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: saved.append(t.numel()) or t, lambda t: t
+        ):
+            out = deq(x)
+        out.sum().backward()
+        sizes.append(sum(saved))
+    assert sizes[0] == sizes[1]
+
+
+class LinTanhCell(nn.Module):
+    def __init__(self, lin: nn.Linear) -> None:
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.lin(z) + x)
+
+
+def test_autocast_bf16_on_cpu():
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 16)
+    with torch.no_grad():
+        lin.weight.mul_(0.5)
+    deq = DEQ(LinTanhCell(lin), solver_options={"tol": 1e-2}, backward_options={"tol": 1e-2})
+    x = torch.randn(4, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = deq(x)
+    z.float().sum().backward()
+    assert bool(torch.isfinite(x.grad).all()) and lin.weight.grad is not None
+    assert deq.stats["forward"].history_dtype == "float32"
+    assert bool(deq.stats["forward"].converged.all())
+
+
+def test_bad_configuration_raises_config_error():
+    with pytest.raises(ConfigError, match="backward"):
+        DEQ(TanhCell(), backward="implict")
+    with pytest.raises(ConfigError, match="did you mean 'anderson'"):
+        DEQ(TanhCell(), solver="andersen")
+    deq = DEQ(TanhCell(), solver_options={"tolerance": 1e-3})
+    with pytest.raises(ConfigError, match="tolerance"):
+        deq(_x())

@@ -1,0 +1,78 @@
+"""DistributedDataParallel: two CPU processes (gloo) train the same model as one process."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from andersonn.data.cache import open_cache, write_cache
+from andersonn.training import TrainConfig, train
+
+CFG = {"task": "toy", "model": "deq", "epochs": 2, "hidden": 8, "batch_size": 16, "lr": 1e-2,
+       "threads": 1, "seed": 3, "plots": False, "class_weights": "none", "tol": 1e-4,
+       "max_iter": 40}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _make_cache(directory: Path, n: int = 192) -> Path:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, n)
+    images = rng.normal(size=(n, 3, 5, 4)).astype(np.float32)
+    images[:, 0, :2, :] += 3.0 * (labels[:, None, None] - 0.5)
+    splits = np.zeros(n, np.int8)
+    splits[128:160] = 1
+    splits[160:] = 2
+    return write_cache(directory, images=images, labels=labels, ids=[str(i) for i in range(n)],
+                       splits=splits, classes=["a", "b"], meta={"task": "toy"})
+
+
+def _worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world)})
+    result = train(TrainConfig(**CFG), Path(out) / "run", dataset=open_cache(cache),
+                   progress=False)
+    state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
+    save_file(state, str(Path(out) / f"rank{rank}.safetensors"))
+    if rank == 0:
+        torch.save(torch.tensor([result.history[-1]["train_loss"],
+                                 result.test_metrics["accuracy"]]), Path(out) / "metrics.pt")
+
+
+def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
+    cache = _make_cache(tmp_path / "cache")
+    mp.spawn(_worker, args=(2, _free_port(), str(cache), str(tmp_path)), nprocs=2, join=True)
+    r0 = load_file(tmp_path / "rank0.safetensors")
+    r1 = load_file(tmp_path / "rank1.safetensors")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks ended with different weights"
+    # only rank 0 wrote the run
+    run = tmp_path / "run"
+    assert (run / "model.safetensors").is_file() and (run / "metrics.jsonl").is_file()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+    torch.set_num_threads(1)
+    single = train(TrainConfig(**CFG), tmp_path / "single", dataset=open_cache(cache),
+                   progress=False)
+    ddp_loss, ddp_acc = torch.load(tmp_path / "metrics.pt", weights_only=True).tolist()
+    s = single.model.state_dict()
+    # same global batches → same model up to solver tolerance and float summation order
+    # (Adam magnifies the noise of parameters whose gradient is ~0, hence the abs bound)
+    for k, v in s.items():
+        assert float((v - r0[k]).abs().max()) < 2e-2, k
+    flat_s = torch.cat([v.flatten() for v in s.values()])
+    flat_d = torch.cat([r0[k].flatten() for k in s])
+    assert float((flat_s - flat_d).norm() / flat_s.norm()) < 5e-3
+    assert single.history[-1]["train_loss"] == pytest.approx(ddp_loss, rel=1e-2)
+    assert single.test_metrics["accuracy"] == pytest.approx(ddp_acc, abs=0.05)

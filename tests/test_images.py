@@ -1,0 +1,205 @@
+"""Node-neighbour images: shapes, invariances, the reduction rule, batch featurisation, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from andersonn.errors import InputError
+from andersonn.images import (
+    FEATURIZER_VERSION,
+    IMAGE_SPECS,
+    ImageSpec,
+    encode,
+    encode_labelled,
+    featurize_many,
+)
+from andersonn.structures import Structure, parse_structure, read_structure, structure_from_arrays
+
+FIX = Path(__file__).parent / "fixtures" / "structures"
+ATOL = 2e-3  # images are quantised to 1e-4; canonical keys round to 1e-3
+
+
+def _rotation(seed: int) -> np.ndarray:
+    q, r = np.linalg.qr(np.random.default_rng(seed).normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def _moved(s: Structure, seed: int) -> Structure:
+    """The same structure with atoms permuted, rigidly rotated and translated."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(s.n_atoms)
+    rot = _rotation(seed)
+    pos = s.positions[perm] @ rot.T + rng.normal(size=3) * 5
+    cell = None if s.cell is None else s.cell @ rot.T
+    if cell is not None:
+        return structure_from_arrays(s.numbers[perm], pos, cell, name=s.name)
+    inv = np.argsort(perm)  # keep the original (e.g. RDKit) bond orders, renumbered
+    return Structure(name=s.name, numbers=s.numbers[perm], positions=pos,
+                     bonds=np.sort(inv[s.bonds], axis=1), bond_orders=s.bond_orders.copy(),
+                     bond_lengths=s.bond_lengths.copy())
+
+
+def _supercell(s: Structure, reps: tuple[int, int, int]) -> Structure:
+    shifts = np.array([(a, b, c) for a in range(reps[0]) for b in range(reps[1])
+                       for c in range(reps[2])], dtype=float)
+    pos = (s.positions[None, :, :] + (shifts @ s.cell)[:, None, :]).reshape(-1, 3)
+    cell = s.cell * np.array(reps)[:, None]
+    return structure_from_arrays(np.tile(s.numbers, len(shifts)), pos, cell, name=s.name)
+
+
+def test_spec_presets_shapes_and_roundtrip():
+    assert FEATURIZER_VERSION
+    for name, spec in IMAGE_SPECS.items():
+        c, h, w = spec.shape
+        assert spec.name == name and len(spec.channel_names) == c
+        assert 200 <= h * w <= 4000  # affordable on CPUs
+        assert ImageSpec.from_dict(spec.to_dict()) == spec
+    assert IMAGE_SPECS["polarity"].rows == 29
+
+
+@pytest.mark.parametrize("source",
+                         ["benzene.sdf", "ethanol.mol", "water.xyz", "CC(=O)NC1=CC=CC=C1"])
+def test_molecule_image_invariant_to_order_rotation_translation(source):
+    s = read_structure(FIX / source if source[0].islower() else source)
+    img = encode(s, "polarity")
+    assert img.dtype == np.float32 and img.shape == IMAGE_SPECS["polarity"].shape
+    for seed in range(3):
+        assert np.allclose(encode(_moved(s, seed), "polarity"), img, atol=ATOL)
+
+
+def test_polarity_physics_channels():
+    spec = IMAGE_SPECS["polarity"]
+    ch = spec.channels.index
+    water, labels = encode_labelled(read_structure(FIX / "water.xyz"), spec)
+    benzene = encode(read_structure(FIX / "benzene.sdf"), spec)
+    assert labels[:3] == ["O", "H", "H"] and labels[3] == ""
+    q = water[ch("atom_charge"), :3, 0]
+    assert q[0] < 0 < q[1] and abs(q.sum()) < 1e-3
+    assert water[ch("g_dipole"), 0, 0] * 5 > 1.0  # Debye
+    assert benzene[ch("g_dipole"), 0, 0] * 5 < 0.1
+    assert np.all(water[:, 3:, :] == 0) or np.all(water[ch("atom_en"), 3:, :] == 0)
+
+
+@pytest.mark.parametrize("spec", ["crystal-gap", "mof-pore"])
+def test_crystal_image_invariant_to_unit_cell(spec):
+    conv = read_structure(FIX / "NaCl.cif")
+    images = [encode(s, spec) for s in (conv, read_structure(FIX / "NaCl_primitive.vasp"),
+                                        read_structure(FIX / "NaCl_221.cif"),
+                                        _supercell(conv, (2, 2, 1)), _moved(conv, 3))]
+    for img in images[1:]:
+        assert np.allclose(img, images[0], atol=ATOL)
+    si = [encode(read_structure(FIX / f), spec) for f in ("POSCAR_Si", "Si_conventional.cif")]
+    assert np.allclose(si[0], si[1], atol=ATOL)
+    assert not np.allclose(si[0], images[0], atol=ATOL)
+
+
+def test_nacl_rows_are_distinct_environments():
+    spec = IMAGE_SPECS["crystal-gap"]
+    img, labels = encode_labelled(read_structure(FIX / "NaCl_221.cif"), spec)
+    assert labels[:2] == ["Cl", "Na"] and labels[2] == ""  # 32 atoms -> 2 environments
+    mult = img[spec.channels.index("atom_mult"), :2, 0]
+    assert np.allclose(mult, 0.5)
+    inv_d = img[spec.channels.index("inv_distance"), 1, :]
+    assert np.allclose(inv_d[:6], 1 / 2.82, atol=1e-3) and inv_d[6] < inv_d[5]
+
+
+def test_mof_invariance_and_void_diameter():
+    spec = IMAGE_SPECS["mof-pore"]
+    s = read_structure(FIX / "mof_ABAVIJ_clean.cif")
+    img = encode(s, spec)
+    assert np.allclose(encode(_supercell(s, (2, 1, 1)), spec), img, atol=ATOL)
+    assert np.allclose(encode(_moved(s, 1), spec), img, atol=ATOL)
+    ch = spec.channels.index("g_void_diameter")
+    # CoRE MOF 2019 largest cavity diameters (Zeo++): KECRAL10 7.14, ABAVIJ 4.46, BIWSEG 29.7
+    for name, lcd in (("mof_KECRAL10_clean.cif", 7.14), ("mof_ABAVIJ_clean.cif", 4.46),
+                      ("mof_BIWSEG_ion_b.cif", 29.74)):
+        est = encode(read_structure(FIX / name), spec)[ch, 0, 0] * 20
+        assert abs(est - lcd) < 0.8, (name, est)
+
+
+def _chain(n_carbon: int) -> Structure:
+    return read_structure("C" * (n_carbon - 1) + "O")
+
+
+def test_reduction_keeps_every_element_and_weights():
+    spec = ImageSpec(name="tiny", channels=("atom_en", "atom_mult", "inv_distance", "bond_order"),
+                     rows=6, slots=4)
+    s = read_structure("NCCCCCCCCCCO")  # 38 atoms, 4 elements, many environments
+    img, labels = encode_labelled(s, spec)
+    assert img.shape == (4, 6, 4)
+    assert {"N", "O", "C", "H"} <= set(labels)
+    mult = img[1, :, 0]
+    assert np.isclose(mult.sum(), 1.0, atol=1e-3) and (mult > 0).all()
+    assert np.allclose(encode(_moved(s, 5), spec), img, atol=ATOL)  # deterministic
+    big = _chain(14)  # 44 atoms > 29 rows for polarity: reduced, not truncated
+    _pol, lab = encode_labelled(big, "polarity")
+    assert all(lab) and {"C", "H", "O"} <= set(lab)
+
+
+def test_too_large_raises():
+    spec = ImageSpec(name="small", channels=("atom_en", "inv_distance"), rows=2, slots=2,
+                     max_atoms=1000)
+    with pytest.raises(InputError, match="too large for the chosen image"):
+        encode(read_structure("NCO"), spec)  # 3 elements > 2 rows
+    spec2 = ImageSpec(name="small2", channels=("atom_en",), rows=8, slots=2, max_atoms=5)
+    with pytest.raises(InputError, match=r"^CCO: .*too large for the chosen image"):
+        encode(read_structure("CCO"), spec2)
+
+
+def test_featurize_many_skips_bad_items():
+    items = [
+        ((FIX / "water.xyz").read_text(), "xyz", "water"),
+        ("C1CC((", "smiles", "bad-smiles"),
+        ((FIX / "Si_conventional.cif").read_text(), "cif", "si"),
+        ("", "cif", "empty"),
+        ((FIX / "truncated.cif").read_text(), "cif", "trunc"),
+        ("CCO", "smiles", "ethanol"),
+        ("x", "nope", "unsupported"),
+    ]
+    for workers in (1, 2):
+        res = featurize_many(items, "polarity", workers=workers, progress=False)
+        assert res.ok_indices == [0, 2, 5]
+        assert res.images.shape == (3, *IMAGE_SPECS["polarity"].shape)
+        assert res.images.dtype == np.float32
+        assert [(i, n) for i, n, _ in res.failures] == [(1, "bad-smiles"), (3, "empty"),
+                                                        (4, "trunc"), (6, "unsupported")]
+        assert all(reason.startswith(name + ":") for _, name, reason in res.failures)
+        ref = encode(parse_structure(items[0][0], "xyz", "water"), "polarity")
+        assert np.allclose(res.images[0], ref)
+    empty = featurize_many([], "mof-pore", progress=False)
+    assert empty.images.shape == (0, *IMAGE_SPECS["mof-pore"].shape)
+
+
+def test_cli_image_writes_png_and_npy(tmp_path, capsys):
+    from andersonn.cli import main
+
+    out = tmp_path / "img" / "nacl"
+    assert main(["image", str(FIX / "NaCl.cif"), "--out", str(out)]) == 0
+    arr = np.load(str(out) + ".npy")
+    assert arr.shape == IMAGE_SPECS["crystal-gap"].shape
+    assert (tmp_path / "img" / "nacl.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["image", "CCO", "--out", str(tmp_path / "e"), "--task", "mof-pore"]) == 0
+    assert np.load(tmp_path / "e.npy").shape == IMAGE_SPECS["mof-pore"].shape
+    assert main(["image", str(FIX / "water.dat.missing"), "--out", str(tmp_path / "w"),
+                 "--format", "xyz"]) == 2
+    capsys.readouterr()
+    for bad in (str(FIX / "truncated.cif"), "C1CC((", str(FIX / "junk.bin")):
+        assert main(["image", bad, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("andersonn: error: ")
+        assert Path(bad).name in err[0] or bad in err[0]
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_cli_bench_missing_archives(tmp_path, capsys):
+    from andersonn.cli import main
+
+    assert main(["bench", "featurize", "--quick", "--archives", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pip download" in err and "qm9pack" in err

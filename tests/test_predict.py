@@ -1,0 +1,121 @@
+"""Prediction: Classifier.load / predict on structure files and SMILES, bad inputs, CLI,
+featuriser-version refusal, fit on arrays."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from andersonn.cli import main
+from andersonn.data.cache import open_cache, write_cache
+from andersonn.errors import AndersonnError
+from andersonn.images import FEATURIZER_VERSION, IMAGE_SPECS, encode
+from andersonn.predict import Classifier, Scientist, expand_inputs
+from andersonn.structures import read_structure
+from andersonn.training import TrainConfig, train
+
+torch.set_num_threads(1)
+FIXTURES = Path(__file__).parent / "fixtures" / "structures"
+SMILES = ["CCO", "CC", "CCC", "CO", "CCN", "CCCC", "OCCO", "C=C", "CC(=O)O", "CCCCC", "NCCN",
+          "C1CCCCC1", "CC#N", "CCOC", "C(Cl)Cl", "CCCO", "CN", "CC(C)C", "O=CO", "CCCCCC"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = IMAGE_SPECS["polarity"]
+    images = np.stack([encode(read_structure(s), spec) for s in SMILES])
+    labels = np.array([int(any(a in s for a in "NO")) for s in SMILES])
+    splits = np.array([0] * 12 + [1] * 4 + [2] * 4, np.int8)
+    root = tmp_path_factory.mktemp("predict")
+    cache = write_cache(root / "cache", images=images, labels=labels, ids=SMILES, splits=splits,
+                        classes=["weakly polar", "strongly polar"],
+                        meta={"task": "polarity", "featurizer_version": FEATURIZER_VERSION,
+                              "image_spec": spec.to_dict(), "label_rule": "has N or O"})
+    cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False)
+    train(cfg, root / "run", dataset=open_cache(cache), progress=False)
+    return root / "run"
+
+
+def test_predict_files_and_smiles(run_dir: Path) -> None:
+    clf = Classifier.load(run_dir)
+    assert Scientist is Classifier
+    inputs = ["CCO", str(FIXTURES / "acetonitrile.xyz"), str(FIXTURES / "benzene.sdf"),
+              str(FIXTURES / "ethanol.mol")]
+    labels = clf.predict(inputs)
+    assert len(labels) == 4 and set(labels) <= set(clf.classes_)
+    proba = clf.predict_proba(inputs)
+    assert proba.shape == (4, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    preds = clf.predict_inputs(inputs)
+    assert all(p.ok and p.iterations and p.iterations >= 1 for p in preds)
+
+
+def test_bad_inputs_listed_rest_predicted(run_dir: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"# a list\nCCO\n\n{FIXTURES / 'water.xyz'}\nnot_a_smiles((\n")
+    out = tmp_path / "pred.json"
+    rc = main(["predict", str(run_dir), str(listing), str(FIXTURES / "truncated.xyz"),
+               str(FIXTURES / "bad.smi"), "--out", str(out)])
+    assert rc == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    bad = [line for line in err if "cannot predict" in line]
+    assert len(bad) == 3, err
+    assert any("truncated.xyz" in line for line in bad)
+    assert any("not_a_smiles((" in line for line in bad)
+    data = json.loads(out.read_text())
+    rows = data["predictions"]
+    assert [r["ok"] for r in rows] == [True, True, False, False, False]
+    assert rows[0]["class"] in data["classes"] and rows[2]["error"]
+    csv_out = tmp_path / "pred.csv"
+    assert main(["predict", str(run_dir), "CCO", "CC", "--out", str(csv_out)]) == 0
+    table = list(csv.DictReader(csv_out.open()))
+    assert [r["status"] for r in table] == ["ok", "ok"]
+    assert float(table[0]["iterations"]) >= 1
+
+
+def test_all_bad_exits_nonzero_and_table(run_dir: Path, capsys: pytest.CaptureFixture[str]
+                                         ) -> None:
+    assert main(["predict", str(run_dir), "((", str(FIXTURES / "junk.bin")]) == 1
+    assert main(["predict", str(run_dir), "CCO", "--solver", "forward", "--tol", "1e-4"]) == 0
+    out = capsys.readouterr().out
+    assert "CCO" in out and "iterations" in out
+
+
+def test_featurizer_mismatch_refused(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "old-run"
+    shutil.copytree(run_dir, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["featurizer_version"] = "0.0.1"
+    (copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AndersonnError, match="featuriser version 0.0.1"):
+        Classifier.load(copy)
+    assert main(["predict", str(copy), "CCO"]) == 2
+
+
+def test_expand_inputs(tmp_path: Path) -> None:
+    (tmp_path / "mol.xyz").write_text((FIXTURES / "water.xyz").read_text())
+    listing = tmp_path / "list.txt"
+    listing.write_text("mol.xyz\nCCO\n# comment\n")
+    assert expand_inputs([str(listing), "CC"]) == [str(tmp_path / "mol.xyz"), "CCO", "CC"]
+
+
+def test_fit_predict_on_arrays() -> None:
+    rng = np.random.default_rng(0)
+    y = np.array(["neg", "pos"] * 60)
+    x = rng.normal(size=(120, 3, 4, 4)).astype(np.float32)
+    x[:, 0] += np.where(y == "pos", 3.0, -3.0)[:, None, None]
+    clf = Classifier(model="explicit", epochs=4, hidden=8, depth=2, batch_size=16, lr=1e-2,
+                     threads=1)
+    clf.fit(x, y)
+    assert clf.classes_ == ["neg", "pos"]
+    assert (clf.predict(x) == y).mean() > 0.9
+    assert clf.predict_proba(x[:5]).shape == (5, 2)
+    with pytest.raises(AndersonnError):
+        clf.predict(["CCO"])  # trained on raw images: no image spec to featurise with

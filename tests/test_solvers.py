@@ -1,0 +1,215 @@
+"""Tests of the batched fixed-point solvers (andersonn.solvers) and the solver benchmark."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from andersonn.errors import ConfigError, SolverDivergence
+from andersonn.solvers import SOLVERS, SolverStats, get_solver, solve
+
+ALL = sorted(SOLVERS)
+F64 = torch.float64
+
+
+def linear_problem(batch: int, n: int, radius: float, seed: int = 0, spread: bool = True):
+    """z = A z + b with symmetric A (eigenvalues in [0, radius]); returns f, args, solution."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(batch, n, n, generator=gen, dtype=F64))
+    ev = torch.linspace(0, radius, n, dtype=F64) if spread else torch.full((n,), radius, dtype=F64)
+    a = q @ torch.diag_embed(ev.expand(batch, n)) @ q.transpose(1, 2)
+    b = torch.randn(batch, n, generator=gen, dtype=F64)
+    exact = torch.linalg.solve(torch.eye(n, dtype=F64) - a, b)
+
+    def f(z, a, b):
+        return torch.bmm(a, z.unsqueeze(2)).squeeze(2) + b
+
+    return f, (a, b), exact
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_linear_contraction_matches_linalg_solve(name):
+    f, args, exact = linear_problem(3, 20, 0.8)
+    z, stats = solve(f, torch.zeros(3, 20, dtype=F64), name, tol=1e-14, max_iter=400, args=args)
+    assert isinstance(stats, SolverStats)
+    assert bool(stats.converged.all())
+    torch.testing.assert_close(z, exact, atol=1e-8, rtol=0)
+
+
+def test_anderson_needs_ten_times_fewer_evaluations_on_slow_map():
+    f, args, exact = linear_problem(2, 64, 0.99)
+    z0 = torch.zeros(2, 64, dtype=F64)
+    _, fwd = solve(f, z0, "forward_iteration", tol=1e-8, max_iter=5000, args=args)
+    za, and_ = solve(f, z0, "anderson", tol=1e-8, max_iter=5000, args=args)
+    assert bool(fwd.converged.all()) and bool(and_.converged.all())
+    assert float(fwd.nfev.min()) >= 10 * float(and_.nfev.max())
+    torch.testing.assert_close(za, exact, atol=1e-4, rtol=1e-6)
+
+
+def _sinh_map():
+    # contractive near its fixed point (f' ≈ 0.3) but explosive far away: the first secant /
+    # Anderson extrapolation lands near z ≈ 90, where sinh overflows on the next step.
+    b = 1 + 0.1 * torch.rand(3, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+
+    def f(z, b):
+        return 0.99 * z + b - 1e-3 * torch.sinh(z)
+
+    return f, (b,)
+
+
+@pytest.mark.parametrize("name", ["anderson", "broyden"])
+def test_safeguard_rescues_a_diverging_extrapolation(name):
+    f, args = _sinh_map()
+    z0 = torch.zeros(3, 4, dtype=F64)
+    with pytest.raises(SolverDivergence, match="NaN/Inf"):
+        solve(f, z0, name, tol=1e-12, max_iter=200, args=args, safeguard=False)
+    _, off = solve(f, z0, name, tol=1e-12, max_iter=200, args=args, safeguard=False,
+                   on_divergence="mark")
+    assert bool(off.diverged.all()) and not bool(off.converged.any())
+    z, on = solve(f, z0, name, tol=1e-12, max_iter=200, args=args, safeguard=True)
+    assert bool(on.converged.all()) and int(on.rejected.sum()) > 0
+    assert float((f(z, *args) - z).abs().max()) < 1e-9
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_easy_samples_stop_early_and_match_solo_solves(name, check_every):
+    f, (a, b), exact = linear_problem(4, 16, 0.9, seed=1)
+    a = a * torch.tensor([0.05, 1.0, 0.1, 1.0], dtype=F64).view(4, 1, 1)  # rows 0, 2 easy
+    opts = dict(tol=1e-12, max_iter=600, check_every=check_every)
+    z, stats = solve(f, torch.zeros(4, 16, dtype=F64), name, args=(a, b), **opts)
+    assert int(stats.nfev[0]) < int(stats.nfev[1]) and int(stats.nfev[2]) < int(stats.nfev[3])
+    if check_every > 1:
+        assert all(int(n) % check_every == 0 for n in stats.nfev)
+    for i in range(4):
+        zi, si = solve(f, torch.zeros(1, 16, dtype=F64), name, args=(a[i:i + 1], b[i:i + 1]),
+                       **opts)
+        assert int(si.nfev[0]) == int(stats.nfev[i])
+        torch.testing.assert_close(z[i:i + 1], zi, atol=1e-12, rtol=0)
+    assert stats.trace.shape == (4, stats.iterations)
+    assert bool(torch.isnan(stats.trace[0, -1]))  # retired early: trace padded with NaN
+
+
+def test_shapes_any_rank_and_abs_stop_mode():
+    z0 = torch.zeros(2, 3, 4, 5, dtype=F64)
+    target = torch.arange(120, dtype=F64).view(2, 3, 4, 5) / 100
+
+    def f(z, t):
+        return 0.5 * z + 0.5 * t
+
+    for mode in ("abs", "rel"):
+        z, stats = solve(f, z0, tol=1e-10, stop_mode=mode, max_iter=200, args=(target,))
+        assert z.shape == z0.shape
+        torch.testing.assert_close(z, target, atol=1e-9, rtol=0)
+        assert bool((stats.lowest_residual <= 1e-10).all())
+
+
+def test_unknown_options_and_names_raise_config_error():
+    f = lambda z: 0.5 * z  # noqa: E731
+    z0 = torch.ones(2, 3)
+    with pytest.raises(ConfigError, match=r"'max_iters'.*did you mean 'max_iter'.*valid options"):
+        solve(f, z0, "anderson", max_iters=3)
+    with pytest.raises(ConfigError, match="did you mean 'lam'"):
+        solve(f, z0, "anderson", lamb=1e-3)
+    with pytest.raises(ConfigError, match="did you mean 'broyden'"):
+        get_solver("broyden_")
+    with pytest.raises(ConfigError, match="stop_mode"):
+        solve(f, z0, "forward_iteration", stop_mode="relative")
+    with pytest.raises(ConfigError, match="damping"):
+        solve(f, z0, "forward_iteration", dampening=0.5)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_nan_in_f_is_reported_as_divergence(name):
+    def f(z, poisoned):  # sample 1 always returns NaN
+        return torch.where(poisoned[:, None], float("nan"), 0.5 * z + 1)
+
+    z0 = torch.zeros(3, 4)
+    args = (torch.tensor([False, True, False]),)
+    with pytest.raises(SolverDivergence, match=r"NaN/Inf.*rows \[1\]"):
+        solve(f, z0, name, tol=1e-6, max_iter=50, args=args)
+    z, stats = solve(f, z0, name, tol=1e-6, max_iter=50, on_divergence="mark", args=args)
+    assert stats.diverged.tolist() == [False, True, False]
+    assert stats.converged.tolist() == [True, False, True]
+    assert bool(torch.isfinite(z).all())
+    assert stats.messages and "NaN/Inf" in stats.messages[0]
+
+
+@pytest.mark.parametrize("lam", [0.0, 1e-4])
+def test_singular_history_does_not_crash(lam):
+    const = torch.randn(2, 6, dtype=F64)
+    z, stats = solve(lambda z: const.clone(), torch.zeros(2, 6, dtype=F64), "anderson",
+                     tol=1e-12, lam=lam, max_iter=20)
+    assert bool(stats.converged.all())
+    torch.testing.assert_close(z, const)
+    # repeated iterates: f(z) = z exactly on the first coordinates, contraction on the rest
+    z, stats = solve(lambda z: torch.cat([z[:, :3], 0.5 * z[:, 3:]], 1),
+                     torch.ones(2, 6, dtype=F64), "anderson", tol=1e-12, lam=lam, max_iter=200)
+    assert bool(torch.isfinite(z).all()) and bool(stats.converged.all())
+    z, stats = solve(lambda z: torch.cat([z[:, :3], 0.5 * z[:, 3:]], 1),
+                     torch.ones(2, 6, dtype=F64), "broyden", tol=1e-12, max_iter=200)
+    assert bool(torch.isfinite(z).all()) and bool(stats.converged.all())
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_bf16_f_keeps_float32_history(name):
+    w = torch.randn(8, 8, generator=torch.Generator().manual_seed(0)) * 0.1
+
+    def f(z):
+        assert z.dtype == torch.bfloat16 or z.dtype == torch.float32
+        return torch.tanh(z.bfloat16() @ w.bfloat16().T + 1)
+
+    z, stats = solve(f, torch.zeros(4, 8), name, tol=1e-2, max_iter=50)
+    assert z.dtype == torch.float32 and stats.history_dtype == "float32"
+    assert bool(stats.converged.all())
+    zb, stats = solve(f, torch.zeros(4, 8, dtype=torch.bfloat16), name, tol=1e-2, max_iter=50)
+    assert zb.dtype == torch.bfloat16 and stats.history_dtype == "float32"
+
+
+def test_autocast_does_not_lower_history_precision():
+    lin = torch.nn.Linear(8, 8)
+    with torch.no_grad():
+        lin.weight.mul_(0.3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, stats = solve(lambda z: torch.tanh(lin(z)), torch.zeros(4, 8), tol=1e-2)
+    assert stats.history_dtype == "float32" and bool(stats.converged.all())
+
+
+def test_stats_summary_is_plain_json():
+    f, args, _ = linear_problem(3, 10, 0.5)
+    _, stats = solve(f, torch.zeros(3, 10, dtype=F64), "anderson", tol=1e-10, args=args)
+    summary = json.loads(json.dumps(stats.summary()))
+    assert summary["solver"] == "anderson" and summary["batch_size"] == 3
+    assert summary["converged_fraction"] == 1.0 and summary["nfev_max"] >= 2
+    assert stats.wall_time > 0
+
+
+def test_max_iter_returns_best_iterate_unconverged():
+    f, args, exact = linear_problem(2, 30, 0.99, spread=False)
+    z, stats = solve(f, torch.zeros(2, 30, dtype=F64), "forward_iteration", tol=1e-12,
+                     max_iter=10, args=args)
+    assert not bool(stats.converged.any()) and stats.nfev.tolist() == [10, 10]
+    assert torch.equal(stats.lowest_residual, stats.trace.min(dim=1).values)
+
+
+def test_bench_quick_smoke(tmp_path):
+    from andersonn.bench.solvers import main
+
+    result = main(out=tmp_path, quick=True, progress=False, channels=4, size=4, batch=4,
+                  tolerances=(1e-2, 1e-3), solvers=("forward_iteration", "anderson"))
+    data = json.loads((tmp_path / "solvers_quick.json").read_text())
+    assert len(data["results"]) == 2 * 2 * 2 and data["results"] == json.loads(
+        json.dumps(result["results"]))
+    assert all(r["converged_fraction"] == 1.0 for r in data["results"])
+    mem = data["memory"]
+    assert mem[0]["implicit_saved_bytes"] == mem[-1]["implicit_saved_bytes"]
+    assert mem[-1]["unroll_saved_bytes"] > mem[0]["unroll_saved_bytes"]
+
+
+def test_cli_registers_bench_solvers():
+    from andersonn.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "solvers", "--quick", "--out", "x"])
+    assert args.quick and args.out == "x" and callable(args.func)

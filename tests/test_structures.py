@@ -1,0 +1,196 @@
+"""Structure readers and atom-bond networks: known structures, formats and every error path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from andersonn.errors import InputError
+from andersonn.structures import (
+    Structure,
+    format_from_path,
+    parse_structure,
+    read_structure,
+    sniff_format,
+    structure_from_arrays,
+)
+
+FIX = Path(__file__).parent / "fixtures" / "structures"
+
+
+def _bond_types(s: Structure) -> dict[tuple[str, str, float], int]:
+    out: dict[tuple[str, str, float], int] = {}
+    sym = s.symbols
+    for (i, j), order in zip(s.bonds, s.bond_orders, strict=True):
+        key = (*sorted((sym[i], sym[j])), float(order))
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def test_benzene_sdf_bonds():
+    s = read_structure(FIX / "benzene.sdf")
+    assert s.kind == "molecule" and s.formula == "C6H6" and s.n_atoms == 12
+    assert _bond_types(s) == {("C", "C", 1.5): 6, ("C", "H", 1.0): 6}
+    cc = s.bond_lengths[s.bond_orders == 1.5]
+    assert np.allclose(cc, 1.39, atol=0.03)
+
+
+def test_benzene_smiles_deterministic_conformer():
+    a = read_structure("c1ccccc1")
+    b = parse_structure("c1ccccc1", "smiles", "benzene")
+    assert _bond_types(a) == {("C", "C", 1.5): 6, ("C", "H", 1.0): 6}
+    assert np.array_equal(a.positions, b.positions)  # fixed seed
+    centred = a.positions - a.positions.mean(0)
+    assert np.linalg.svd(centred, compute_uv=False)[-1] < 0.05  # planar after MMFF
+
+
+def test_water_xyz_bond_length():
+    s = read_structure(FIX / "water.xyz")
+    assert s.formula == "H2O"
+    assert len(s.bonds) == 2
+    assert np.allclose(s.bond_lengths, 0.9572, atol=1e-4)
+    assert np.allclose(s.bond_orders, 1.0, atol=0.15)
+
+
+def test_xyz_bond_perception_and_orders():
+    s = read_structure(FIX / "acetonitrile.xyz")
+    types = _bond_types(s)
+    assert sum(types.values()) == 5  # C-C, C#N, 3 C-H
+    cn = [o for (i, j), o in zip(s.bonds, s.bond_orders, strict=True)
+          if {s.symbols[i], s.symbols[j]} == {"C", "N"}]
+    assert len(cn) == 1 and cn[0] > 2.3  # triple bond from Pauling's relation
+
+
+def test_mol_and_sdf_formats():
+    s = read_structure(FIX / "ethanol.mol")
+    assert s.formula == "C2H6O" and s.fmt == "mol" and len(s.bonds) == 8
+
+
+def test_nacl_six_cl_neighbours_at_half_a():
+    for name in ("NaCl.cif", "NaCl_primitive.vasp", "NaCl_221.cif"):
+        s = read_structure(FIX / name)
+        assert s.kind == "crystal"
+        na = next(k for k, z in enumerate(s.numbers) if z == 11)
+        nb = s.neighbours(na)
+        assert len(nb) == 6, name
+        assert all(s.symbols[j] == "Cl" for j, _, _ in nb)
+        assert np.allclose([d for _, _, d in nb], 5.64 / 2, atol=1e-3)
+
+
+def test_silicon_poscar_and_cif():
+    p = read_structure(FIX / "POSCAR_Si")
+    c = read_structure(FIX / "Si_conventional.cif")
+    assert p.n_atoms == 2 and c.n_atoms == 8
+    assert np.isclose(p.density, c.density) and np.isclose(c.density, 2.33, atol=0.02)
+    # every Si has 4 bonds at sqrt(3)/4 a
+    deg = np.bincount(c.bonds.ravel(), minlength=8)
+    assert (deg == 4).all()
+    assert np.allclose(c.bond_lengths, np.sqrt(3) / 4 * 5.431, atol=1e-3)
+
+
+def test_mof_p1_fast_path_matches_pymatgen():
+    from pymatgen.io.cif import CifParser
+
+    path = FIX / "mof_ABAVIJ_clean.cif"
+    s = read_structure(path)
+    ref = CifParser(str(path)).parse_structures(primitive=False)[0]
+    assert s.n_atoms == len(ref) == 108
+    assert np.allclose(np.linalg.norm(s.cell, axis=1), ref.lattice.abc, atol=1e-6)
+    assert np.isclose(s.volume, ref.volume)
+    assert sorted(s.numbers.tolist()) == sorted(site.specie.Z for site in ref)
+    # same structure whichever reader: identical image (orientation-independent encoding)
+    from andersonn.images import encode
+
+    via_pmg = parse_structure(ref.as_dict(), "pymatgen-dict", "abavij")
+    assert np.allclose(encode(s, "mof-pore"), encode(via_pmg, "mof-pore"), atol=2e-3)
+
+
+def test_in_memory_formats():
+    text = (FIX / "Si_conventional.cif").read_text()
+    a = parse_structure(text, "cif", "si")
+    b = parse_structure((FIX / "POSCAR_Si").read_text(), "poscar", "si-p")
+    from pymatgen.core import Structure as Pmg
+
+    d = Pmg.from_str(text, fmt="cif").as_dict()
+    c = parse_structure(d, "pymatgen-dict", "si-d")
+    e = parse_structure(str(d), "pymatgen-dict", "si-s")  # dict literal text
+    assert a.n_atoms == c.n_atoms == e.n_atoms == 8 and b.n_atoms == 2
+    x = parse_structure((FIX / "water.xyz").read_text(), "xyz", "w")
+    assert x.n_atoms == 3
+    arr = structure_from_arrays(["O", "H", "H"], x.positions)
+    assert len(arr.bonds) == 2
+
+
+def test_format_detection_and_override(tmp_path):
+    assert format_from_path("x/CONTCAR") == "poscar"
+    assert format_from_path("a.vasp") == "poscar"
+    assert sniff_format((FIX / "NaCl.cif").read_text()) == "cif"
+    assert sniff_format((FIX / "POSCAR_Si").read_text()) == "poscar"
+    assert sniff_format((FIX / "water.xyz").read_text()) == "xyz"
+    odd = tmp_path / "water.dat"
+    odd.write_text((FIX / "water.xyz").read_text())
+    assert read_structure(odd).formula == "H2O"  # from content
+    assert read_structure(odd, fmt="xyz").formula == "H2O"
+    with pytest.raises(InputError, match=r"water\.dat: not a CIF"):
+        read_structure(odd, fmt="cif")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("empty.cif", "empty file"),
+        ("truncated.cif", "bad CIF"),
+        ("no_atoms.cif", "no atom"),
+        ("junk.bin", "binary"),
+        ("junk.cif", "binary"),
+        ("bad.smi", "unparsable SMILES"),
+        ("truncated.xyz", "truncated xyz"),
+        ("structure.txt", "unknown structure format"),
+    ],
+)
+def test_bad_files_raise_input_error(name, reason):
+    with pytest.raises(InputError) as info:
+        read_structure(FIX / name)
+    msg = str(info.value)
+    assert msg.startswith(name + ":") and reason in msg and "\n" not in msg
+
+
+def test_bad_in_memory_inputs():
+    cases = [("C1CC((", "smiles", "unparsable SMILES"), ("", "xyz", "empty"),
+             ("{'sites': []}", "pymatgen-dict", "no atoms"), ("3\n\nO 0 0 0\n", "xyz", "truncated"),
+             ("data_x\n_cell_length_a 3\n", "cif", "no atoms"), ("hello", "pdb", "unsupported"),
+             ("Xx 0 0 0", "poscar", "POSCAR")]
+    for content, fmt, reason in cases:
+        with pytest.raises(InputError) as info:
+            parse_structure(content, fmt, "item-7")
+        msg = str(info.value)
+        assert msg.startswith("item-7:") and reason.lower() in msg.lower(), msg
+        assert "\n" not in msg
+
+
+def test_missing_file_and_smiles_with_path_chars():
+    with pytest.raises(InputError, match="no such file"):
+        read_structure("does/not/exist.cif")
+    assert read_structure("C(=O)O").formula == "CH2O2"
+
+
+def test_rdkit_logging_is_silenced(capfd):
+    with pytest.raises(InputError):
+        read_structure("C1CC((N")
+    assert capfd.readouterr().err == ""
+
+
+def test_large_periodic_bond_search_is_fast():
+    import time
+
+    rng = np.random.default_rng(0)
+    cell = np.eye(3) * 27.0  # ~2,000 atoms at MOF-like density
+    n = 2000
+    frac = rng.random((n, 3))
+    numbers = rng.choice([1, 6, 8, 30], size=n)
+    t0 = time.perf_counter()
+    s = structure_from_arrays(numbers, frac @ cell, cell)
+    assert time.perf_counter() - t0 < 1.0
+    assert s.n_atoms == n

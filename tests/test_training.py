@@ -1,0 +1,184 @@
+"""Training: learning a separable toy set, checkpoints, resume after kill -9, metrics, config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from andersonn.cli import main
+from andersonn.data.cache import open_cache, write_cache
+from andersonn.errors import AndersonnError, ConfigError
+from andersonn.training import TrainConfig, evaluate, load_run, train
+from andersonn.training.checkpoint import latest_checkpoint, load_checkpoint
+from andersonn.training.metrics import classification_report, confusion_matrix
+
+torch.set_num_threads(1)
+
+
+def make_cache(directory: Path, n: int = 400, k: int = 2, seed: int = 0, signal: float = 3.0
+               ) -> Path:
+    """A tiny separable dataset (class shifts channel 0 of a few atoms) written as a cache."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    images = rng.normal(size=(n, 3, 5, 4)).astype(np.float32)
+    images[:, 0, :2, :] += signal * (labels[:, None, None] - (k - 1) / 2)
+    splits = np.zeros(n, np.int8)
+    splits[int(0.7 * n):int(0.85 * n)] = 1
+    splits[int(0.85 * n):] = 2
+    return write_cache(directory, images=images, labels=labels, ids=[f"m{i}" for i in range(n)],
+                       splits=splits, classes=[f"class{i}" for i in range(k)],
+                       meta={"task": "toy", "featurizer_version": None, "image_spec": None,
+                             "label_rule": "toy rule"})
+
+
+def cfg(**kw: object) -> TrainConfig:
+    base = {"task": "toy", "epochs": 3, "hidden": 8, "batch_size": 16, "lr": 1e-2, "threads": 1,
+            "seed": 1, "plots": False}
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory: pytest.TempPathFactory) -> object:
+    return open_cache(make_cache(tmp_path_factory.mktemp("toy") / "cache"))
+
+
+@pytest.mark.parametrize("model", ["deq", "explicit"])
+def test_learns_separable_toy_set(toy: object, tmp_path: Path, model: str) -> None:
+    result = train(cfg(model=model, depth=3, plots=True), tmp_path / "run", dataset=toy,
+                   progress=False)
+    assert result.test_metrics["accuracy"] >= 0.9
+    run = tmp_path / "run"
+    for name in ("config.json", "model.safetensors", "metrics.jsonl", "test_metrics.json",
+                 "plots/learning_curves.png", "plots/confusion_matrix.png"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "val_balanced_acc", "lr",
+                "epoch_time_s", "wall_time_s", "fwd_nfev", "bwd_nfev", "fwd_residual"):
+        assert key in lines[0]
+    tm = json.loads((run / "test_metrics.json").read_text())
+    assert set(tm["per_class"]) == {"class0", "class1"}
+    assert np.array(tm["confusion_matrix"]).sum() == tm["n"]
+    if model == "deq":
+        assert lines[0]["fwd_nfev"] > 1 and lines[0]["bwd_nfev"] > 0
+        assert tm["solver"]["fwd_nfev"] > 1
+        assert (run / "plots/residuals.png").is_file()
+    loaded, rc = load_run(run)
+    assert rc["classes"] == ["class0", "class1"] and rc["label_rule"] == "toy rule"
+    x = torch.from_numpy(np.array(toy.images[:8]))
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), result.model(x), atol=1e-4)
+
+
+def test_evaluate_other_solver_restores(toy: object, tmp_path: Path) -> None:
+    result = train(cfg(epochs=1), tmp_path / "run", dataset=toy, progress=False,)
+    model = result.model
+    before = (model.solver_name, dict(model.solver_options))
+    test = np.flatnonzero(toy.splits == 2)
+    m = evaluate(model, toy.images[test], toy.labels[test], solver="forward",
+                 solver_options={"tol": 1e-4, "max_iter": 80})
+    assert 0.0 <= m["accuracy"] <= 1.0 and m["fwd_nfev"] > 1 and m["samples_per_s"] > 0
+    assert (model.solver_name, model.solver_options) == before
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run / "model.safetensors")
+
+
+_KILL_SCRIPT = """
+import os, signal, sys
+from andersonn.data.cache import open_cache
+from andersonn.training import TrainConfig, train
+cfg = TrainConfig(**{cfg!r})
+def stop(record):
+    if record["epoch"] == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+train(cfg, {run!r}, dataset=open_cache({cache!r}), progress=False, on_epoch=stop)
+"""
+
+
+def test_resume_after_kill9_equals_uninterrupted(toy: object, tmp_path: Path) -> None:
+    c = cfg(epochs=4)
+    full = train(c, tmp_path / "full", dataset=toy, progress=False)
+    run = tmp_path / "killed"
+    script = _KILL_SCRIPT.format(cfg=c.to_dict(), run=str(run), cache=str(toy.directory))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert latest_checkpoint(run).name == "epoch-0002"
+    assert not (run / "model.safetensors").exists()
+    saved = load_checkpoint(latest_checkpoint(run))
+    assert saved["state"]["epoch"] == 2 and len(saved["state"]["history"]) == 2
+    with pytest.raises(AndersonnError, match="--resume"):
+        train(c, run, dataset=toy, progress=False)
+    resumed = train(c, run, resume=True, dataset=toy, progress=False)
+    a, b = _weights(tmp_path / "full"), _weights(run)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    strip = ("train_time_s", "val_time_s", "epoch_time_s", "wall_time_s", "samples_per_s")
+    assert ([{k: v for k, v in r.items() if k not in strip} for r in full.history]
+            == [{k: v for k, v in r.items() if k not in strip} for r in resumed.history])
+    assert full.test_metrics["accuracy"] == resumed.test_metrics["accuracy"]
+
+
+def test_same_seed_repeatable(toy: object, tmp_path: Path) -> None:
+    r1 = train(cfg(epochs=1, model="explicit"), tmp_path / "a", dataset=toy, progress=False)
+    r2 = train(cfg(epochs=1, model="explicit"), tmp_path / "b", dataset=toy, progress=False)
+    assert r1.history[0]["train_loss"] == r2.history[0]["train_loss"]
+
+
+def test_config_unknown_key_and_values(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"epochs": 2, "learning_rate": 0.1}))
+    with pytest.raises(ConfigError, match="learning_rate"):
+        TrainConfig.from_json(bad)
+    assert main(["train", "polarity", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"epochs": 2, "solver": "broyden"}))
+    c = TrainConfig.from_json(good, epochs=5)
+    assert (c.epochs, c.solver) == (5, "broyden")
+    with pytest.raises(ConfigError):
+        TrainConfig(solver="newton")
+    with pytest.raises(ConfigError):
+        TrainConfig(model="transformer")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{")
+    with pytest.raises(ConfigError):
+        TrainConfig.from_json(broken)
+
+
+def test_metrics_from_confusion_matrix() -> None:
+    cm = confusion_matrix(np.array([0, 0, 1, 1, 2, 2]), np.array([0, 1, 1, 1, 2, 0]), 3)
+    rep = classification_report(cm, ["a", "b", "c"])
+    assert rep["accuracy"] == pytest.approx(4 / 6)
+    assert rep["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
+    assert rep["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert rep["per_class"]["b"]["f1"] == pytest.approx(0.8)
+
+
+def test_cli_train_writes_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = make_cache(tmp_path / "cache", n=120)
+    import andersonn.training.trainer as trainer
+
+    monkeypatch.setattr(trainer, "load_task_dataset", lambda c, info=None: open_cache(cache))
+    out = tmp_path / "run"
+    rc = main(["train", "polarity", "--model", "explicit", "--epochs", "1", "--out", str(out),
+               "--batch-size", "16", "--hidden", "8", "--threads", "1", "--no-progress"])
+    assert rc == 0
+    assert json.loads((out / "config.json").read_text())["train"]["batch_size"] == 16
+    rc = main(["train", "polarity", "--epochs", "2", "--out", str(out), "--resume",
+               "--no-progress"])
+    assert rc == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    assert os.path.exists(out / "test_metrics.json")
