@@ -8,8 +8,9 @@ cell is re-attached to the graph, ``z = cell(z*, x)``, and gradients flow throug
 
 * ``backward="implicit"`` (default): a hook on z replaces the incoming gradient v by the solution
   g of the adjoint fixed point g = gᵀ J_f(z*) + v, solved with any solver (Anderson by default)
-  using vector–Jacobian products of one retained cell evaluation. This is the exact gradient of
-  the equilibrium; memory does not depend on the number of solver iterations.
+  using vector–Jacobian products through the same re-attached cell evaluation (z* enters it as
+  a detached leaf). This is the exact gradient of the equilibrium; memory is that of one cell
+  evaluation, whatever the number of solver iterations.
 * ``backward="jfb"``: Jacobian-free backprop — the gradient of the last cell evaluation only.
 * ``backward="unroll"``: backprop through ``unroll_steps`` cell evaluations from z*.
 
@@ -99,14 +100,17 @@ class DEQ(nn.Module):
             for _ in range(self.unroll_steps):
                 z = cell(z, x)
             return z
-        z = cell(z_star, x)
-        if self.backward_mode == "jfb" or not z.requires_grad:
-            return z
+        if self.backward_mode == "jfb":
+            return cell(z_star, x)
 
-        # implicit differentiation: one retained evaluation at z* for vector–Jacobian products
+        # implicit differentiation: the re-attached evaluation z = f(z*, x) also serves the
+        # vector–Jacobian products y ↦ yᵀ ∂f/∂z at z* (its graph is retained while the hook runs)
         z_leaf = z_star.detach().requires_grad_()
-        with torch.enable_grad():
-            f_leaf = cell(z_leaf, x_solve)
+        f_leaf = cell(z_leaf, x)
+        if not f_leaf.requires_grad:
+            return f_leaf
+        # the hook sits on a view, so the closure (which holds f_leaf) creates no reference cycle
+        z = f_leaf.view_as(f_leaf)
         solver = get_solver(self.backward_solver)
         options = self.backward_options
         stats = self.stats
@@ -125,6 +129,7 @@ class DEQ(nn.Module):
                     gin = full_rows.to(f_leaf.dtype).index_copy(0, idx, g.to(f_leaf.dtype))
                 with torch.enable_grad():
                     (vjp,) = torch.autograd.grad(f_leaf, z_leaf, gin, retain_graph=True)
+                del gin
                 if g.shape[0] != batch:
                     vjp = vjp.index_select(0, idx)
                 return vjp.to(g.dtype) + v

@@ -11,6 +11,16 @@ from andersonn.errors import ConfigError
 from andersonn.solvers import SolverStats
 
 F64 = torch.float64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscription on a shared CPU."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
 TIGHT = {"tol": 1e-13, "max_iter": 300, "stop_mode": "abs"}
 
 
@@ -116,11 +126,14 @@ def test_memory_does_not_grow_with_iterations():
     x = _x().requires_grad_()
     sizes = []
     for iters in (5, 40):
-        saved = []
+        saved: list[int] = []
+
+        def pack(t, saved=saved):
+            saved.append(t.numel())
+            return t
+
         deq = DEQ(cell, solver_options={"tol": 0.0, "max_iter": iters})
-        with torch.autograd.graph.saved_tensors_hooks(
-            lambda t: saved.append(t.numel()) or t, lambda t: t
-        ):
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = deq(x)
         out.sum().backward()
         sizes.append(sum(saved))
@@ -159,3 +172,25 @@ def test_bad_configuration_raises_config_error():
     deq = DEQ(TanhCell(), solver_options={"tolerance": 1e-3})
     with pytest.raises(ConfigError, match="tolerance"):
         deq(_x())
+
+
+def test_implicit_graph_is_freed_without_garbage_collector():
+    import gc
+    import weakref
+
+    class Marker:
+        pass
+
+    deq = DEQ(TanhCell(), solver_options={"tol": 1e-8})
+    gc.disable()
+    try:
+        out = deq(_x())
+        marker = Marker()
+        out.grad_fn.register_hook(lambda *_, m=marker: None)  # the graph keeps marker alive
+        ref = weakref.ref(marker)
+        del marker
+        out.sum().backward()
+        del out
+        assert ref() is None  # no reference cycle through the backward hook
+    finally:
+        gc.enable()

@@ -94,7 +94,7 @@ def test_featurizer_mismatch_refused(run_dir: Path, tmp_path: Path) -> None:
     cfg = json.loads((copy / "config.json").read_text())
     cfg["featurizer_version"] = "0.0.1"
     (copy / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(AndersonnError, match="featuriser version 0.0.1"):
+    with pytest.raises(AndersonnError, match=r"featuriser version 0\.0\.1"):
         Classifier.load(copy)
     assert main(["predict", str(copy), "CCO"]) == 2
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 import resource
@@ -247,7 +248,8 @@ def fit_budget(depths: list[int], mb: list[float], budget_mb: float) -> dict[str
             return out
         d0, d1, m0, m1 = d[i - 1], d[i], m[i - 1], m[i]
         cross = d0 + (budget_mb - m0) * (d1 - d0) / (m1 - m0) if m1 > m0 else d0
-        out.update({"max_depth": int(cross), "extrapolated": False, "unbounded": False,
+        out.update({"max_depth": math.floor(cross + 1e-9), "extrapolated": False,
+                    "unbounded": False,
                     "note": "interpolated between measured depths"})
         return out
     flat = slope <= 0 or slope * float(d.max()) <= 0.05 * max(abs(intercept), 1e-9)
@@ -255,7 +257,8 @@ def fit_budget(depths: list[int], mb: list[float], budget_mb: float) -> dict[str
         out.update({"max_depth": None, "extrapolated": True, "unbounded": True,
                     "note": "flat in depth: no depth limit within the budget"})
         return out
-    out.update({"max_depth": int((budget_mb - intercept) / slope), "extrapolated": True,
+    out.update({"max_depth": math.floor((budget_mb - intercept) / slope + 1e-9),
+                "extrapolated": True,
                 "unbounded": False, "note": "extrapolated linearly beyond the measured depths"})
     return out
 

@@ -10,7 +10,7 @@ Two versions are solved:
 * ``init``: the cell as initialised (strongly contractive: forward iteration converges fast);
 * ``weak``: the second convolution's weights are scaled up by a factor s found by bisection so
   that the asymptotic contraction rate of forward iteration is close to
-  ``target_rate`` (0.98 by default) for the slowest of the first 16 samples: the spectral radius
+  ``target_rate`` (0.98 by default) for the slowest of the first 32 samples: the spectral radius
   of ∂f/∂z at z* (power iteration with central differences in float64) is close to 1.
 
 Each (cell, tolerance, solver) combination is solved once on the same batch; f evaluations per
@@ -43,7 +43,7 @@ from andersonn.solvers import get_solver
 TOLERANCES = (1e-2, 1e-3, 1e-4, 1e-5)
 SOLVER_NAMES = ("forward_iteration", "anderson", "broyden", "torchdeq_anderson")
 
-PROBE = 16
+PROBE = 32
 FULL = {"channels": 32, "size": 16, "batch": 128, "groups": 8}
 QUICK = {"channels": 8, "size": 8, "batch": 16, "groups": 4}
 
@@ -64,7 +64,7 @@ class ConvDEQCell(nn.Module):
         return self.norm2(x + self.conv2(self.norm1(F.relu(self.conv1(z)))))
 
 
-def contraction_rates(cell: nn.Module, x: Tensor, iterations: int = 30) -> Tensor:
+def contraction_rates(cell: nn.Module, x: Tensor, iterations: int = 24) -> Tensor:
     """Spectral radius of the cell's Jacobian ∂f/∂z at its fixed point (power iteration).
 
     The fixed point is found with Anderson (in float64); then v ← J v / ‖J v‖ with J v from
@@ -76,7 +76,7 @@ def contraction_rates(cell: nn.Module, x: Tensor, iterations: int = 30) -> Tenso
     x64 = x.detach().double()
     with torch.no_grad():
         z, _ = get_solver("anderson")(
-            cell64, torch.zeros_like(x64), tol=1e-8, max_iter=200, args=(x64,),
+            cell64, torch.zeros_like(x64), tol=1e-8, max_iter=100, args=(x64,),
             on_divergence="mark",
         )
         gen = torch.Generator().manual_seed(1)
@@ -262,8 +262,37 @@ def run_benchmark(
     target_rate: float = 0.98,
     seed: int = 0,
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
-    """Run the whole benchmark; returns the JSON-ready result (see module docstring)."""
+    """Run the whole benchmark; returns the JSON-ready result (see module docstring).
+
+    ``threads`` sets torch's intra-op thread count for the run (restored afterwards); on a shared
+    CPU one thread avoids oversubscription, which otherwise slows small convolutions ~10×.
+    """
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run(quick=quick, device=device, channels=channels, size=size, batch=batch,
+                    tolerances=tolerances, solvers=solvers, target_rate=target_rate, seed=seed,
+                    progress=progress)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(
+    *,
+    quick: bool,
+    device: str,
+    channels: int | None,
+    size: int | None,
+    batch: int | None,
+    tolerances: Sequence[float],
+    solvers: Sequence[str],
+    target_rate: float,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     if device == "cuda" and not torch.cuda.is_available():
@@ -295,13 +324,17 @@ def run_benchmark(
     with torch.no_grad():
         probe = x[: min(PROBE, shape[0])]
         rates = contraction_rates(cell, probe)
-        cells["init"] = {"scale": 1.0, "rate": float(rates.max()), "rate_mean": float(rates.mean())}
+        cells["init"] = {
+            "scale": 1.0, "rate": float(rates.max()), "rate_mean": float(rates.mean())
+        }
         init_state = {k: v.clone() for k, v in cell.state_dict().items()}
         weak_cell = ConvDEQCell(dims["channels"], dims["groups"]).to(dev)
         weak_cell.load_state_dict(init_state)
-        scale, _ = make_weakly_contractive(weak_cell, probe, target_rate)
+        scale, _ = make_weakly_contractive(weak_cell, probe, target_rate, 6 if quick else 10)
         rates = contraction_rates(weak_cell, probe)
-        cells["weak"] = {"scale": scale, "rate": float(rates.max()), "rate_mean": float(rates.mean())}
+        cells["weak"] = {
+            "scale": scale, "rate": float(rates.max()), "rate_mean": float(rates.mean())
+        }
     jobs = [(c, t, s) for c in ("init", "weak") for t in tolerances for s in solvers]
     bar = tqdm(jobs, desc="bench solvers", disable=not progress, leave=False)
     for cell_name, tol, solver in bar:
@@ -389,8 +422,9 @@ def format_table(result: dict[str, Any]) -> str:
         )
     lines.append("autograd bytes saved per DEQ forward (implicit vs unrolled backward):")
     for m in result["memory"]:
-        lines.append(f"  {m['iterations']:>4} iterations: implicit {m['implicit_saved_bytes']:>12,d}"
-                     f"   unroll {m['unroll_saved_bytes']:>12,d}")
+        lines.append(f"  {m['iterations']:>4} iterations: "
+                     f"implicit {m['implicit_saved_bytes']:>12,d}   "
+                     f"unroll {m['unroll_saved_bytes']:>12,d}")
     t = result["targets"]
     if "nfev_ratio_forward_over_anderson_weak_1e-4" in t:
         lines.append(f"target nfev(forward)/nfev(anderson) >= 10 on weak cell at 1e-4: "

@@ -24,6 +24,17 @@ def _depths(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
+                                         ) from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"tolerances must be positive, got {text!r}")
+    return tuple(sorted(set(values), reverse=True))
+
+
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add ``bench speedup`` and ``bench memory`` to the bench parser."""
     sp = bench.add_parser(
@@ -49,6 +60,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     sp.add_argument("--max-iter", type=int, default=None, help="training iteration cap (30)")
     sp.add_argument("--evals-per-epoch", type=int, default=None,
                     help="validation passes per epoch (4; quick 3)")
+    sp.add_argument("--inference-tols", type=_floats, default=None,
+                    help="relative residuals for the inference comparison (1e-2,1e-3,1e-4)")
     sp.add_argument("--threads", type=int, default=None, help="torch threads (1)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(func=_speedup)
@@ -79,7 +92,7 @@ def _speedup(args: argparse.Namespace) -> int:
         "epochs": args.epochs, "limit": args.limit, "device": args.device, "seed": args.seed,
         "batch_size": args.batch_size, "hidden": args.hidden, "tol": args.tol,
         "max_iter": args.max_iter, "evals_per_epoch": args.evals_per_epoch,
-        "threads": args.threads}
+        "threads": args.threads, "inference_tols": args.inference_tols}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = (SpeedupSettings.quick(**overrides) if args.quick
                 else SpeedupSettings(**overrides))

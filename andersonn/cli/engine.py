@@ -20,6 +20,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--channels", type=int, default=None, help="override channels (32)")
     p.add_argument("--size", type=int, default=None, help="override image side (16)")
     p.add_argument("--batch", type=int, default=None, help="override batch size (128)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for the run (1 avoids oversubscription on shared CPUs)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_bench_solvers)
 
@@ -35,5 +37,6 @@ def _bench_solvers(args: argparse.Namespace) -> int:
         channels=args.channels,
         size=args.size,
         batch=args.batch,
+        threads=args.threads,
     )
     return 0

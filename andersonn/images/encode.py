@@ -107,13 +107,24 @@ def _features(s: Structure, spec: ImageSpec) -> dict:
             bo[s.bonds[:, 0], s.bonds[:, 1]] = s.bond_orders
             bo[s.bonds[:, 1], s.bonds[:, 0]] = s.bond_orders
         if need & {"atom_charge", "nbr_charge", "atom_dipole_proj", "g_dipole"}:
-            charges = eem_charges(z, dist)
+            charges = eem_charges(z, dist, float(s.charge))
         com = centre_of_mass(z, pos)
         rel = pos - com
         dip = (charges[:, None] * rel).sum(0)  # e·Å
         dnorm = float(np.linalg.norm(dip))
         atom["atom_r_com"] = np.linalg.norm(rel, axis=1) / 5
         atom["atom_dipole_proj"] = rel @ dip / max(dnorm, 0.1) / 5
+        atom["atom_dipole_contrib"] = charges * (rel @ dip) / max(dnorm, 1e-9)
+        # a structure-defined frame: e1 along the dipole, e2 along the part of the charge-
+        # magnitude centroid normal to it, e3 = e1 x e2; weights fade out degenerate axes
+        e1 = dip / dnorm if dnorm > 1e-9 else np.zeros(3)
+        c = (np.abs(charges)[:, None] * rel).sum(0)
+        perp = c - (c @ e1) * e1
+        pn = float(np.linalg.norm(perp))
+        e2 = perp / pn if pn > 1e-9 else np.zeros(3)
+        wgt = min(1.0, pn / 0.1) * min(1.0, dnorm / 0.1)
+        atom["atom_frame_y"] = wgt * (rel @ e2) / 5
+        atom["atom_frame_z"] = wgt * (rel @ np.cross(e1, e2)) / 5
         glob["g_dipole"] = dnorm * DEBYE_PER_EA / 5
         dmask = dist + np.eye(n) * 1e9
         bonded = bo > 0
@@ -166,7 +177,8 @@ def _features(s: Structure, spec: ImageSpec) -> dict:
     for name, table in _ATOM_TABLES.items():
         atom[name] = table[z]
     atom["atom_charge"] = charges
-    for name in ("atom_r_com", "atom_dipole_proj"):
+    for name in ("atom_r_com", "atom_dipole_proj", "atom_dipole_contrib", "atom_frame_y",
+                 "atom_frame_z"):
         atom.setdefault(name, np.zeros(n))
 
     valid = nbr_idx >= 0

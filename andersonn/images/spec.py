@@ -11,7 +11,7 @@ from typing import Any
 
 from andersonn.errors import ConfigError
 
-FEATURIZER_VERSION = "1.0.0"
+FEATURIZER_VERSION = "1.1.0"
 
 #: channel name -> (level, description). level: "atom" (constant along a row), "neighbour"
 #: (one value per neighbour slot) or "global" (constant over the whole image).
@@ -24,6 +24,10 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "atom_charge": ("atom", "charge-equilibration (QEq/EEM) partial charge, e"),
     "atom_r_com": ("atom", "distance from the centre of mass / 5 Å"),
     "atom_dipole_proj": ("atom", "(r - r_com) · dipole / max(|dipole|, 0.1 eÅ), / 5 Å"),
+    "atom_dipole_contrib": ("atom", "q (r - r_com) · dipole unit vector, e·Å (sums to |dipole|)"),
+    "atom_frame_y": ("atom", "(r - r_com) · e2 / 5 Å; e2 = part of sum |q| (r - r_com) normal to "
+                             "the dipole, weighted by min(1, |that part| / 0.1 eÅ)"),
+    "atom_frame_z": ("atom", "(r - r_com) · (dipole unit vector × e2) / 5 Å, same weighting"),
     "atom_degree": ("atom", "number of bonded neighbours / 6"),
     "atom_mult": ("atom", "fraction of the structure's atoms this row stands for"),
     "atom_n6": ("atom", "atoms within 6 Å / 100"),
@@ -101,8 +105,8 @@ IMAGE_SPECS: dict[str, ImageSpec] = {
     "polarity": ImageSpec(
         name="polarity",
         channels=("atom_en", "atom_valence", "atom_charge", "atom_r_com", "atom_dipole_proj",
-                  "atom_degree", "nbr_en", "nbr_charge", "bond_order", "inv_distance",
-                  "g_dipole"),
+                  "atom_dipole_contrib", "atom_frame_y", "atom_frame_z", "atom_degree", "nbr_en",
+                  "nbr_charge", "bond_order", "inv_distance", "g_dipole"),
         rows=29, slots=10, cutoff=6.0, max_atoms=400),
     "mof-pore": ImageSpec(
         name="mof-pore",

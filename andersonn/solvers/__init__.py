@@ -35,7 +35,11 @@ SOLVERS: dict[str, Solver] = {
     "forward_iteration": forward_iteration,
 }
 
-_ALIASES = {"forward": "forward_iteration", "picard": "forward_iteration", "fixed_point": "forward_iteration"}
+_ALIASES = {
+    "forward": "forward_iteration",
+    "picard": "forward_iteration",
+    "fixed_point": "forward_iteration",
+}
 
 
 def get_solver(name: str) -> Solver:

@@ -8,8 +8,8 @@ solved in closed form per sample: w = (G Gᵀ + λ̃ I)⁻¹ 1, α = w / Σw, on
 float64 (Cholesky, batched, no host sync). λ̃ = λ · mean_i ‖g_i‖² makes the Tikhonov term scale-free,
 so tight tolerances stay reachable. Where the factorisation fails (singular or non-finite
 history) that sample falls back to a plain Picard step from its newest iterate. History buffers
-(B, m, n) are preallocated in float32 (float64 for float64 input); G Gᵀ is updated one row per
-iteration instead of recomputed.
+(B, m, n) of f(x_i) and g_i are preallocated in float32 (float64 for float64 input); G Gᵀ is
+updated one row per iteration instead of recomputed.
 """
 
 from __future__ import annotations
@@ -32,17 +32,16 @@ class _Anderson:
 
     def init(self, z: Tensor, fz: Tensor) -> None:
         b, n = z.shape
-        self.X = z.new_zeros(b, self.m, n)
+        self.F = z.new_zeros(b, self.m, n)
         self.G = z.new_zeros(b, self.m, n)
         self.GG = torch.zeros(b, self.m, self.m, dtype=torch.float64, device=z.device)
         self.valid = torch.zeros(b, self.m, dtype=torch.bool, device=z.device)
         self.pos = 0
-        self._insert(z, fz)
+        self._insert(fz, fz - z)
 
-    def _insert(self, z: Tensor, fz: Tensor) -> None:
+    def _insert(self, fz: Tensor, g: Tensor) -> None:
         s = self.pos % self.m
-        g = fz - z
-        self.X[:, s] = z
+        self.F[:, s] = fz
         self.G[:, s] = g
         row = torch.bmm(self.G, g.unsqueeze(2)).squeeze(2).to(torch.float64)
         self.GG[:, s, :] = row
@@ -68,17 +67,20 @@ class _Anderson:
         ok = (info == 0) & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0)
         picard = torch.zeros_like(alpha)
         picard[:, self.last] = 1.0
-        alpha = torch.where(ok.unsqueeze(1), alpha, picard).to(self.X.dtype).unsqueeze(1)
-        z = torch.bmm(alpha, self.X).squeeze(1)
-        return z.add_(torch.bmm(alpha, self.G).squeeze(1), alpha=self.beta)
+        alpha = torch.where(ok.unsqueeze(1), alpha, picard).to(self.F.dtype).unsqueeze(1)
+        # Σα x + β Σα g = Σα f − (1 − β) Σα g  (x = f − g): one batched product when β = 1
+        z = torch.bmm(alpha, self.F).squeeze(1)
+        if self.beta != 1.0:
+            z.sub_(torch.bmm(alpha, self.G).squeeze(1), alpha=1.0 - self.beta)
+        return z
 
-    def accept(self, z: Tensor, fz: Tensor, restart: Tensor | None) -> None:
+    def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
         if restart is not None:
             self.valid &= ~restart.unsqueeze(1)
-        self._insert(z, fz)
+        self._insert(fz, g)
 
     def select(self, keep: Tensor) -> None:
-        self.X, self.G = self.X[keep], self.G[keep]
+        self.F, self.G = self.F[keep], self.G[keep]
         self.GG, self.valid = self.GG[keep], self.valid[keep]
 
 

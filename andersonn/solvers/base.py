@@ -122,9 +122,10 @@ class Method(Protocol):
     def propose(self) -> Tensor:
         """Return the next iterate to evaluate, (b, n)."""
 
-    def accept(self, z: Tensor, fz: Tensor, restart: Tensor | None) -> None:
-        """Absorb an evaluated pair; rows with ``restart`` True drop their history and restart
-        from this pair (the driver then passes the sample's best iterate instead)."""
+    def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
+        """Absorb an evaluated pair (g = fz − z); rows with ``restart`` True drop their history
+        and restart from this pair (the driver then passes the sample's best iterate instead).
+        The tensors may be kept by reference but must not be modified in place."""
 
     def select(self, keep: Tensor) -> None:
         """Keep only the rows where the boolean mask ``keep`` is True."""
@@ -199,15 +200,19 @@ def run(
             if not isinstance(out, Tensor) or tuple(out.shape) != tuple(zin.shape):
                 got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
                 raise InputError(
-                    f"{name}: f must return a tensor of the shape of z {tuple(zin.shape)}, got {got}"
+                    f"{name}: f must return a tensor shaped like z {tuple(zin.shape)}, got {got}"
                 )
             return out.reshape(z.shape[0], -1).to(hdtype)
 
-        def residual(z: Tensor, fz: Tensor) -> Tensor:
-            r = (fz - z).norm(dim=1)
+        def residual(g: Tensor, fz: Tensor) -> Tensor:
+            r = torch.linalg.vector_norm(g, dim=1)
             if stop_mode == "rel":
-                r = r / (fz.norm(dim=1) + eps)
+                r = r / (torch.linalg.vector_norm(fz, dim=1) + eps)
             return r
+
+        # On the CPU a host sync is free, so cheap data-dependent shortcuts avoid full-size
+        # copies; on accelerators the loop never syncs between checks.
+        cheap_sync = device.type == "cpu"
 
         z0_flat = z0.detach().reshape(batch, -1).to(hdtype)
         n = z0_flat.shape[1]
@@ -225,11 +230,13 @@ def run(
         active_args = args
         z = z0_flat
         fz = call(z, active_args)
-        res = residual(z, fz)
+        res = residual(fz - z, fz)
         trace[:, 0] = res
         best_z, best_fz, best_res = z.clone(), fz.clone(), res.clone()
         bad = ~torch.isfinite(res)
         rejected = torch.zeros(batch, dtype=torch.int64, device=device)
+        alive = torch.ones(batch, dtype=torch.bool, device=device)  # active rows not yet retired
+        n_alive = batch
         method.init(z, fz)
         use_guard = safeguard and method.uses_safeguard
         restarted = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -238,10 +245,11 @@ def run(
         while True:
             if k % check_every == 0 or k >= max_iter:
                 done = best_res <= tol
-                retire = done | bad if k < max_iter else torch.ones_like(done)
+                bad &= alive
+                retire = (done | bad) & alive if k < max_iter else alive
+                rows = torch.arange(batch, device=device) if idx is None else idx
                 if bool(retire.any()):
                     n_bad = int(bad.sum())
-                    rows = torch.arange(batch, device=device) if idx is None else idx
                     if n_bad:
                         bad_rows = rows[bad].tolist()
                         msg = (
@@ -265,9 +273,16 @@ def run(
                     conv_out[r] = done[retire] & ~bad[retire]
                     div_out[r] = bad[retire]
                     rej_out[r] = rejected[retire]
-                    keep = ~retire
-                    if not bool(keep.any()):
+                    alive = alive & ~retire
+                    n_alive = int(alive.sum())
+                    if n_alive == 0:
                         break
+                # Retired rows are recorded at once and dropped from the batch (a copy of all
+                # solver state) once they are >= 1/8 of it: f never spends more than 1/8 of its
+                # work on retired rows, and compaction stays rare.
+                if (alive.numel() - n_alive) * 8 >= alive.numel():
+                    keep = alive
+                    alive = alive[keep]
                     idx = rows[keep]
                     best_z, best_fz, best_res = best_z[keep], best_fz[keep], best_res[keep]
                     res, bad, rejected = res[keep], bad[keep], rejected[keep]
@@ -279,11 +294,13 @@ def run(
 
             z = method.propose()
             fz = call(z, active_args)
-            res = residual(z, fz)
+            g = fz - z
+            res = residual(g, fz)
+            traced = res if n_alive == alive.numel() else torch.where(alive, res, float("nan"))
             if idx is None:
-                trace[:, k] = res
+                trace[:, k] = traced
             else:
-                trace[idx, k] = res
+                trace[idx, k] = traced
             k += 1
             finite = torch.isfinite(res)
             # with the safeguard, a non-finite value at an extrapolated iterate is just rejected;
@@ -292,16 +309,23 @@ def run(
             bad |= ~finite if not use_guard else ~finite & restarted
             improved = res < best_res
             best_res = torch.where(improved, res, best_res)
-            best_z = torch.where(improved[:, None], z, best_z)
-            best_fz = torch.where(improved[:, None], fz, best_fz)
+            if cheap_sync and bool(improved.all()):
+                best_z, best_fz = z, fz  # by reference: nothing modifies them in place
+            elif not cheap_sync or bool(improved.any()):
+                best_z = torch.where(improved[:, None], z, best_z)
+                best_fz = torch.where(improved[:, None], fz, best_fz)
             restart = None
             if use_guard:
                 restart = (res > safeguard_factor * best_res) | ~finite
                 restarted = restart
                 rejected += restart
-                z = torch.where(restart[:, None], best_z, z)
-                fz = torch.where(restart[:, None], best_fz, fz)
-            method.accept(z, fz, restart)
+                if not cheap_sync or bool(restart.any()):
+                    z = torch.where(restart[:, None], best_z, z)
+                    fz = torch.where(restart[:, None], best_fz, fz)
+                    g = fz - z
+                else:
+                    restart = None
+            method.accept(z, fz, g, restart)
 
     iterations = k
     stats = SolverStats(

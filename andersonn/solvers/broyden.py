@@ -49,8 +49,7 @@ class _Broyden:
     def propose(self) -> Tensor:
         return self.z - self._apply(self.g)
 
-    def accept(self, z: Tensor, fz: Tensor, restart: Tensor | None) -> None:
-        g = fz - z
+    def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
         s = z - self.z
         y = g - self.g
         hy = self._apply(y)

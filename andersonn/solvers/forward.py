@@ -24,7 +24,7 @@ class _Forward:
             return self.fz
         return self.fz.lerp(self.z, self.damping)
 
-    def accept(self, z: Tensor, fz: Tensor, restart: Tensor | None) -> None:
+    def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
         self.z, self.fz = z, fz
 
     def select(self, keep: Tensor) -> None:

@@ -238,8 +238,10 @@ def _from_rdkit(mol: Any, name: str) -> Structure:
     bonds = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     lengths = (np.linalg.norm(pos[bonds[:, 0]] - pos[bonds[:, 1]], axis=1) if len(bonds)
                else np.zeros(0))
+    charge = int(sum(a.GetFormalCharge() for a in mol.GetAtoms()))
     return Structure(name=name, numbers=numbers, positions=pos, bonds=bonds,
-                     bond_orders=np.asarray(orders, dtype=np.float64), bond_lengths=lengths)
+                     bond_orders=np.asarray(orders, dtype=np.float64), bond_lengths=lengths,
+                     charge=charge)
 
 
 def _embed(mol: Any, name: str, optimize: bool) -> Any:

@@ -24,6 +24,7 @@ class Structure:
             crystals, see :mod:`andersonn.structures.network`).
         bond_lengths: bond lengths in Å, shape (M,).
         fmt: the format it was read from.
+        charge: net charge in e (sum of formal charges for RDKit inputs; 0 for xyz/crystals).
     """
 
     name: str
@@ -34,6 +35,7 @@ class Structure:
     bond_orders: np.ndarray = field(default_factory=lambda: np.zeros(0))
     bond_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0))
     fmt: str = ""
+    charge: int = 0
 
     @property
     def periodic(self) -> bool:
