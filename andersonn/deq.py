@@ -19,6 +19,7 @@ Statistics of the last forward and backward solves are in ``deq.stats``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -43,7 +44,7 @@ class DEQ(nn.Module):
 
     def __init__(
         self,
-        cell: nn.Module,
+        cell: nn.Module | Callable[..., Tensor],
         solver: str = "anderson",
         solver_options: dict[str, Any] | None = None,
         backward: str = "implicit",

@@ -134,3 +134,22 @@ def test_cli_registration() -> None:
     assert args.depths == (4, 8) and args.budget_mb == 256.0
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "memory", "--depths", "a,b"])
+
+
+def test_bench_build_keeps_latest_pointer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                          ) -> None:
+    """A benchmark's small build must not replace the cache's LATEST build."""
+    import andersonn.data.build as build_mod
+    from andersonn.bench import speedup
+
+    root = tmp_path / "datasets"
+    (root / "tiny").mkdir(parents=True)
+    (root / "tiny" / "LATEST").write_text("fullbuild\n")
+    monkeypatch.setattr(build_mod, "datasets_root", lambda cache_dir=None: root)
+
+    def fake_build(task: str, limit: int | None = None) -> str:
+        (root / task / "LATEST").write_text(f"limit{limit}\n")
+        return f"{task}:{limit}"
+
+    assert speedup._build_keeping_latest("tiny", 100, fake_build) == "tiny:100"
+    assert (root / "tiny" / "LATEST").read_text() == "fullbuild\n"

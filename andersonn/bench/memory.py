@@ -342,6 +342,8 @@ def memory_markdown(res: dict[str, Any]) -> str:
         f = res["fits"][kind]
         if f["unbounded"]:
             md = "unbounded (flat)"
+        elif f["max_depth"] == 0:
+            md = f"< {min(s['depths'])} (over budget at every measured depth)"
         else:
             md = f"{f['max_depth']}" + (" (extrapolated)" if f["extrapolated"] else "")
         fit_rows.append([kind, f["slope_mb_per_layer"], f["intercept_mb"], md])

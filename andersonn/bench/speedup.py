@@ -90,6 +90,8 @@ class SpeedupSettings:
     evals_per_epoch: int = 4
     target_fraction: float = 0.95
     limit: int | None = None
+    train_limit: int | None = None
+    build_limit: int | None = None
     val_limit: int | None = 1024
     inference_tols: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
     inference_max_iter: int = 500
@@ -105,7 +107,8 @@ class SpeedupSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> SpeedupSettings:
         """Small enough for a few minutes on a 2-core CPU."""
-        base: dict[str, Any] = {"epochs": 3, "hidden": 32, "limit": 640, "evals_per_epoch": 3,
+        base: dict[str, Any] = {"epochs": 3, "hidden": 32, "train_limit": 512,
+                                "build_limit": 1000, "evals_per_epoch": 3,
                                 "val_limit": 256, "inference_limit": 64, "repeats": 2,
                                 "trace_iters": 30, "inference_max_iter": 300}
         base.update({k: v for k, v in overrides.items() if v is not None})
@@ -129,17 +132,36 @@ class SpeedupSettings:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-def load_task(task: str, limit: int | None = None) -> Any:
-    """The latest cached build of ``task``; built (with ``limit``) when none exists."""
+def load_task(task: str, limit: int | None = None, build_limit: int | None = None) -> Any:
+    """The latest cached build of ``task``; when there is none (or it is stale), the build with
+    ``limit`` (else ``build_limit``) is opened, or built first."""
     from andersonn.data import build_dataset, load_dataset
 
     try:
         return load_dataset(task)
     except AndersonnError as exc:
-        if limit is None:
-            raise
-        print(f"andersonn: {exc}; building dataset {task!r} (limit {limit})", file=sys.stderr)
-        return build_dataset(task, limit=limit)
+        n = limit if limit is not None else build_limit
+        try:
+            return load_dataset(task, limit=n)
+        except AndersonnError:
+            pass
+        print(f"andersonn: {exc}; building dataset {task!r}"
+              f"{f' (limit {n})' if n is not None else ''}", file=sys.stderr)
+        return _build_keeping_latest(task, n, build_dataset)
+
+
+def _build_keeping_latest(task: str, limit: int | None, build: Callable[..., Any]) -> Any:
+    """Build ``task``; a benchmark's (sub-)build must not become the cache's ``LATEST`` build
+    that ``andersonn train`` picks up, so a previous pointer is put back afterwards."""
+    from andersonn.data.build import datasets_root
+    from andersonn.fileio import atomic_write_text
+
+    pointer = datasets_root() / task / "LATEST"
+    before = pointer.read_text() if pointer.is_file() else None
+    ds = build(task, limit=limit)
+    if before is not None and limit is not None:
+        atomic_write_text(pointer, before)
+    return ds
 
 
 def split_tensors(ds: Any, limit: int | None, seed: int) -> dict[str, tuple[Tensor, Tensor]]:
@@ -475,10 +497,14 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     log: Callable[[str], None] = (lambda msg: print(msg, file=sys.stderr, flush=True)) \
         if progress else (lambda msg: None)
 
-    ds = dataset if dataset is not None else load_task(task, s.limit)
+    ds = dataset if dataset is not None else load_task(task, s.limit, s.build_limit)
     data = split_tensors(ds, s.limit, s.seed)
     xtr, ytr = data["train"]
     xva, yva = data["val"]
+    if s.train_limit is not None and xtr.shape[0] > s.train_limit:
+        keep = torch.from_numpy(np.sort(np.random.default_rng(s.seed + 2).choice(
+            xtr.shape[0], s.train_limit, replace=False)))
+        xtr, ytr = xtr[keep], ytr[keep]
     if s.val_limit is not None and xva.shape[0] > s.val_limit:
         keep = torch.from_numpy(np.sort(np.random.default_rng(s.seed + 1).choice(
             xva.shape[0], s.val_limit, replace=False)))

@@ -49,8 +49,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     help="smoke-sized run (a few minutes on 2 CPU cores)")
     sp.add_argument("--epochs", type=int, default=None, help="(5; quick 3)")
     sp.add_argument("--limit", type=int, default=None,
-                    help="seeded random subset of N structures of the cached dataset "
-                    "(quick: 800); builds the task with this limit if none is cached")
+                    help="seeded random subset of N structures of the cached dataset (each "
+                    "keeps its split); if no current build exists, the task is built with "
+                    "this limit (quick: 1000)")
+    sp.add_argument("--train-limit", type=int, default=None,
+                    help="at most N training structures (seeded subset; quick: 512)")
     sp.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     sp.add_argument("--seed", type=int, default=None, help="(0)")
     sp.add_argument("--out", metavar="DIR", default=None, help="(results/speedup-TASK)")
@@ -89,7 +92,8 @@ def _speedup(args: argparse.Namespace) -> int:
     from andersonn.bench.speedup import SpeedupSettings, run_speedup
 
     overrides: dict[str, Any] = {
-        "epochs": args.epochs, "limit": args.limit, "device": args.device, "seed": args.seed,
+        "epochs": args.epochs, "limit": args.limit, "train_limit": args.train_limit,
+        "device": args.device, "seed": args.seed,
         "batch_size": args.batch_size, "hidden": args.hidden, "tol": args.tol,
         "max_iter": args.max_iter, "evals_per_epoch": args.evals_per_epoch,
         "threads": args.threads, "inference_tols": args.inference_tols}

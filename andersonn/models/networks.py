@@ -25,8 +25,10 @@ class GraphImageClassifier(nn.Module):
     model_name = "base"
 
     def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
-                 hidden: int = 48, kernel: int = 3, groups: int = 8) -> None:
+                 hidden: int = 48, kernel: int = 3, groups: int = 8,
+                 product_pool: bool = True) -> None:
         super().__init__()
+        self.product_pool = bool(product_pool)
         self.in_channels, self.height, self.width = int(in_channels), int(height), int(width)
         self.num_classes, self.hidden, self.kernel = int(num_classes), int(hidden), int(kernel)
         self.groups = fit_groups(self.hidden, int(groups))
@@ -37,7 +39,15 @@ class GraphImageClassifier(nn.Module):
         # one group: a per-sample constant channel (a global descriptor) survives the norm
         self.stem_norm = nn.GroupNorm(1, self.hidden)
         self.out_norm = nn.GroupNorm(self.groups, self.hidden)
-        self.head = nn.Linear(2 * self.hidden * self.width + 2 * self.in_channels,
+        extra = 0
+        if self.product_pool:
+            # second-order pooling: mean over atoms and slots of (A z) ⊙ (B z), so sums of
+            # products of per-atom quantities (e.g. charge × position, i.e. dipoles) are linear
+            # in the pooled features
+            self.pool_a = nn.Conv2d(self.hidden, self.hidden, 1, bias=False)
+            self.pool_b = nn.Conv2d(self.hidden, self.hidden, 1, bias=False)
+            extra = self.hidden
+        self.head = nn.Linear(2 * self.hidden * self.width + 2 * self.in_channels + extra,
                               self.num_classes)
 
     # -- hooks for subclasses ---------------------------------------------------------------
@@ -56,7 +66,7 @@ class GraphImageClassifier(nn.Module):
         """Plain-JSON hyper-parameters: ``build_model(**hparams)`` rebuilds this model."""
         return {"name": self.model_name, "in_channels": self.in_channels, "height": self.height,
                 "width": self.width, "num_classes": self.num_classes, "hidden": self.hidden,
-                "kernel": self.kernel, "groups": self.groups}
+                "kernel": self.kernel, "groups": self.groups, "product_pool": self.product_pool}
 
     # -- shared ------------------------------------------------------------------------------
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -80,7 +90,10 @@ class GraphImageClassifier(nn.Module):
         z = self.out_norm(z)
         pooled = torch.cat([z.mean(dim=2), z.amax(dim=2)], dim=1).flatten(1)  # (B, 2d·W)
         glob = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 2C)
-        return self.head(torch.cat([pooled, glob], dim=1))
+        parts = [pooled, glob]
+        if self.product_pool:
+            parts.append((self.pool_a(z) * self.pool_b(z)).mean(dim=(2, 3)))
+        return self.head(torch.cat(parts, dim=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.normalize(x)
@@ -95,8 +108,10 @@ class DEQClassifier(GraphImageClassifier):
     def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
                  hidden: int = 48, kernel: int = 3, groups: int = 8, solver: str = "anderson",
                  solver_options: dict | None = None, backward: str = "implicit",
-                 backward_options: dict | None = None, **_: Any) -> None:
-        super().__init__(in_channels, height, width, num_classes, hidden, kernel, groups)
+                 backward_options: dict | None = None, product_pool: bool = True,
+                 **_: Any) -> None:
+        super().__init__(in_channels, height, width, num_classes, hidden, kernel, groups,
+                         product_pool)
         self.cell = ResidualCell(self.hidden, self.kernel, self.groups)
         self.backward_mode = backward
         self.backward_options = dict(backward_options or {})
@@ -150,8 +165,9 @@ class ExplicitClassifier(GraphImageClassifier):
 
     def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
                  hidden: int = 48, kernel: int = 3, groups: int = 8, depth: int = 6,
-                 **_: Any) -> None:
-        super().__init__(in_channels, height, width, num_classes, hidden, kernel, groups)
+                 product_pool: bool = True, **_: Any) -> None:
+        super().__init__(in_channels, height, width, num_classes, hidden, kernel, groups,
+                         product_pool)
         self.depth = int(depth)
         self.cells = nn.ModuleList(
             ResidualCell(self.hidden, self.kernel, self.groups, init_std=0.05)

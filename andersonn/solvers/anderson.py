@@ -32,28 +32,30 @@ class _Anderson:
 
     def init(self, z: Tensor, fz: Tensor) -> None:
         b, n = z.shape
-        self.F = z.new_zeros(b, self.m, n)
-        self.G = z.new_zeros(b, self.m, n)
+        # uninitialised on purpose: only the first ``used`` slots are ever read
+        self.F = z.new_empty(b, self.m, n)
+        self.G = z.new_empty(b, self.m, n)
         self.GG = torch.zeros(b, self.m, self.m, dtype=torch.float64, device=z.device)
         self.valid = torch.zeros(b, self.m, dtype=torch.bool, device=z.device)
-        self.pos = 0
+        self.pos = self.used = 0
         self._insert(fz, fz - z)
 
     def _insert(self, fz: Tensor, g: Tensor) -> None:
         s = self.pos % self.m
         self.F[:, s] = fz
         self.G[:, s] = g
-        row = torch.bmm(self.G, g.unsqueeze(2)).squeeze(2).to(torch.float64)
-        self.GG[:, s, :] = row
-        self.GG[:, :, s] = row
+        self.pos += 1
+        u = self.used = min(self.pos, self.m)
+        row = torch.bmm(self.G[:, :u], g.unsqueeze(2)).squeeze(2).to(torch.float64)
+        self.GG[:, s, :u] = row
+        self.GG[:, :u, s] = row
         self.valid[:, s] = True
         self.last = s
-        self.pos += 1
 
     def propose(self) -> Tensor:
         valid = self.valid
         vf = valid.to(torch.float64)
-        diag = torch.diagonal(self.GG, dim1=1, dim2=2) * vf
+        diag = torch.where(valid, torch.diagonal(self.GG, dim1=1, dim2=2), 0.0)
         scale = diag.sum(1) / vf.sum(1).clamp(min=1.0)
         reg = self.lam * scale + torch.finfo(torch.float64).tiny ** 0.5
         pair = valid.unsqueeze(2) & valid.unsqueeze(1)
@@ -67,11 +69,12 @@ class _Anderson:
         ok = (info == 0) & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0)
         picard = torch.zeros_like(alpha)
         picard[:, self.last] = 1.0
-        alpha = torch.where(ok.unsqueeze(1), alpha, picard).to(self.F.dtype).unsqueeze(1)
+        u = self.used
+        alpha = torch.where(ok.unsqueeze(1), alpha, picard)[:, :u].to(self.F.dtype).unsqueeze(1)
         # Σα x + β Σα g = Σα f − (1 − β) Σα g  (x = f − g): one batched product when β = 1
-        z = torch.bmm(alpha, self.F).squeeze(1)
+        z = torch.bmm(alpha, self.F[:, :u]).squeeze(1)
         if self.beta != 1.0:
-            z.sub_(torch.bmm(alpha, self.G).squeeze(1), alpha=1.0 - self.beta)
+            z.sub_(torch.bmm(alpha, self.G[:, :u]).squeeze(1), alpha=1.0 - self.beta)
         return z
 
     def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
@@ -80,7 +83,15 @@ class _Anderson:
         self._insert(fz, g)
 
     def select(self, keep: Tensor) -> None:
-        self.F, self.G = self.F[keep], self.G[keep]
+        u = self.used
+        if u < self.m:  # copy only the slots in use; the rest stay uninitialised
+            f_new = self.F.new_empty(int(keep.sum()), self.m, self.F.shape[2])
+            g_new = torch.empty_like(f_new)
+            f_new[:, :u] = self.F[keep, :u]
+            g_new[:, :u] = self.G[keep, :u]
+            self.F, self.G = f_new, g_new
+        else:
+            self.F, self.G = self.F[keep], self.G[keep]
         self.GG, self.valid = self.GG[keep], self.valid[keep]
 
 

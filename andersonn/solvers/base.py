@@ -232,7 +232,7 @@ def run(
         fz = call(z, active_args)
         res = residual(fz - z, fz)
         trace[:, 0] = res
-        best_z, best_fz, best_res = z.clone(), fz.clone(), res.clone()
+        best_z, best_fz, best_res = z, fz, res  # never modified in place: no copies needed
         bad = ~torch.isfinite(res)
         rejected = torch.zeros(batch, dtype=torch.int64, device=device)
         alive = torch.ones(batch, dtype=torch.bool, device=device)  # active rows not yet retired

@@ -37,14 +37,20 @@ class _Broyden:
         self.z, self.g = z, fz - z
 
     def _apply(self, x: Tensor) -> Tensor:
-        """H x = −x + U^T (valid ⊙ V x)."""
-        coef = torch.bmm(self.V, x.unsqueeze(2)).squeeze(2) * self.valid
-        return torch.bmm(coef.unsqueeze(1), self.U).squeeze(1) - x
+        """H x = −x + U^T (valid ⊙ V x) over the slots in use."""
+        u = min(self.pos, self.m)
+        if u == 0:
+            return -x
+        coef = torch.bmm(self.V[:, :u], x.unsqueeze(2)).squeeze(2) * self.valid[:, :u]
+        return torch.bmm(coef.unsqueeze(1), self.U[:, :u]).squeeze(1) - x
 
     def _apply_t(self, x: Tensor) -> Tensor:
-        """Hᵀ x = −x + V^T (valid ⊙ U x)."""
-        coef = torch.bmm(self.U, x.unsqueeze(2)).squeeze(2) * self.valid
-        return torch.bmm(coef.unsqueeze(1), self.V).squeeze(1) - x
+        """Hᵀ x = −x + V^T (valid ⊙ U x) over the slots in use."""
+        u = min(self.pos, self.m)
+        if u == 0:
+            return -x
+        coef = torch.bmm(self.U[:, :u], x.unsqueeze(2)).squeeze(2) * self.valid[:, :u]
+        return torch.bmm(coef.unsqueeze(1), self.V[:, :u]).squeeze(1) - x
 
     def propose(self) -> Tensor:
         return self.z - self._apply(self.g)
@@ -80,7 +86,7 @@ def broyden(
     max_iter: int = 50,
     stop_mode: str = "rel",
     check_every: int | None = None,
-    m: int = 20,
+    m: int = 8,
     safeguard: bool = True,
     safeguard_factor: float = 10.0,
     eps: float = 1e-9,

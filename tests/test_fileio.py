@@ -1,0 +1,38 @@
+"""Atomic writes: a failure mid-write leaves the old file intact and no temporary file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from andersonn.fileio import atomic_open, atomic_write_json, atomic_write_text
+
+
+def test_failed_write_keeps_previous_content(tmp_path):
+    target = tmp_path / "metrics.json"
+    atomic_write_json(target, {"epoch": 1})
+    with pytest.raises(RuntimeError), atomic_open(target) as handle:
+        handle.write('{"epoch": 2, "trunc')
+        raise RuntimeError("crash in the middle of a write")
+    assert json.loads(target.read_text()) == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_written_file_gets_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a" / "b.txt", "hello")
+    finally:
+        os.umask(old)
+    path = tmp_path / "a" / "b.txt"
+    assert path.read_text() == "hello"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_json_handles_numpy_values(tmp_path):
+    np = pytest.importorskip("numpy")
+    atomic_write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.arange(3)})
+    assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1.5, "b": [0, 1, 2]}
