@@ -30,10 +30,10 @@ def count_parameters(model: nn.Module) -> int:
 def explicit_width_for(target_params: int, *, depth: int = 6, in_channels: int,
                        width: int, num_classes: int, kernel: int = 3, groups: int = 8,
                        height: int = 1) -> int:
-    """Hidden width (a multiple of 4) of an explicit network whose parameter count is closest
+    """Hidden width of an explicit network whose parameter count is closest
     to ``target_params``."""
-    best, best_err = 4, None
-    for hidden in range(4, 513, 4):
+    best, best_err = 2, None
+    for hidden in range(2, 513):
         model = ExplicitClassifier(in_channels, height, width, num_classes, hidden=hidden,
                                    kernel=kernel, groups=groups, depth=depth)
         err = abs(count_parameters(model) - target_params)

@@ -53,6 +53,7 @@ class TrainConfig:
     threads: int | None = None
     evaluate_test: bool = True
     plots: bool = True
+    max_time_s: float | None = None  # stop after the epoch that passes this cumulative time
 
     def __post_init__(self) -> None:
         self.validate()

@@ -512,6 +512,11 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             if on_epoch is not None:
                 on_epoch(record)
         barrier(info)
+        if cfg.max_time_s is not None and wall_total >= cfg.max_time_s and epoch < cfg.epochs:
+            if info.is_main and progress:
+                print(f"andersonn: time limit {cfg.max_time_s:g} s reached after epoch {epoch}; "
+                      "stopping", file=sys.stderr)
+            break
 
     # -- final: best-val weights, test metrics, plots -------------------------------------
     model.load_state_dict(best_state)
