@@ -23,11 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="andersonn",
-        description="Anderson-accelerated deep equilibrium classifiers for molecules and materials.",
+        description="Anderson-accelerated deep equilibrium classifiers for molecules and "
+        "materials.",
     )
     parser.add_argument("--version", action="version", version=f"andersonn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    bench_parser = commands.add_parser("bench", help="benchmarks (solvers, featurize, speedup, memory)")
+    bench_parser = commands.add_parser(
+        "bench", help="benchmarks (solvers, featurize, speedup, memory)"
+    )
     bench = bench_parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     for name in _STAGE_MODULES:
         importlib.import_module(f"andersonn.cli.{name}").register(commands, bench)
