@@ -591,3 +591,41 @@ def test_real_crystal_gap_build(tmp_path: Path) -> None:
             assert (tmp_path / "archives" / ARCHIVES[name].filename).is_file()
     assert os.fspath(tmp_path) in os.fspath(ds.directory)
     assert sys.modules.get("matminer") is None and sys.modules.get("jarvis_leaderboard") is None
+
+
+class _FakeResponse(io.BytesIO):
+    def __enter__(self) -> _FakeResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def test_sdist_is_taken_from_the_index_without_running_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import json as _json
+    from dataclasses import replace
+
+    payload = b"not really a tarball"
+    spec = replace(ARCHIVES["matminer"], sha256=hashlib.sha256(payload).hexdigest())
+    urls: list[str] = []
+
+    def opener(request: object, timeout: float = 0) -> _FakeResponse:
+        url = getattr(request, "full_url", request)
+        urls.append(str(url))
+        if str(url).endswith("/matminer/"):
+            listing = {"files": [{"filename": spec.filename, "url": "https://files/m.tar.gz"}]}
+            return _FakeResponse(_json.dumps(listing).encode())
+        return _FakeResponse(payload)
+
+    got = archives_mod.fetch_sdist_from_index(spec, tmp_path, index_url="https://idx/simple",
+                                              opener=opener)
+    assert got.read_bytes() == payload and urls[0] == "https://idx/simple/matminer/"
+    bad = replace(spec, sha256="0" * 64)
+    (tmp_path / spec.filename).unlink()
+    with pytest.raises(AndersonnError, match="expected 0000"):
+        archives_mod.fetch_sdist_from_index(bad, tmp_path, index_url="https://idx/simple",
+                                            opener=opener)
+    assert list(tmp_path.iterdir()) == []  # no half-written file left behind

@@ -1,7 +1,9 @@
 """Source archives: pinned PyPI files, fetched with ``pip download``, verified, read safely.
 
-The data of the three tasks ships inside four PyPI archives (see ``DATA.md``). They are fetched
-with ``pip download --no-deps`` at pinned versions into ``<cache>/archives/``, their sha256 is
+The data of the three tasks ships inside four PyPI archives (see ``DATA.md``). The wheels are
+fetched with ``pip download --no-deps --only-binary :all:`` at pinned versions into
+``<cache>/archives/``; the one sdist (matminer) is downloaded as a file from the same package
+index, because ``pip download`` of an sdist runs its ``setup.py``. Their sha256 is
 checked before every use, and their files are read straight out of the zip / tar in memory: the
 packages are never installed, imported or executed by this module, tar members are never
 extracted to disk, and absolute paths, ``..`` components and links inside a tar are rejected.
@@ -21,6 +23,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from andersonn.errors import AndersonnError
 
@@ -30,6 +33,7 @@ __all__ = [
     "archive_dir",
     "default_cache_dir",
     "ensure_archive",
+    "fetch_sdist_from_index",
     "iter_tar_members",
     "pip_command",
     "read_tar_member",
@@ -158,8 +162,16 @@ def ensure_archive(
 
 
 def _fetch(spec: ArchiveSpec, folder: Path, runner: Callable[[list[str]], int] | None) -> None:
-    """Download ``spec`` with pip into a temp dir, then move it into ``folder``."""
+    """Download ``spec`` into a temp dir, then move it into ``folder``.
+
+    Wheels come with ``pip download --only-binary``, which runs nothing. An sdist would make pip
+    run the package's ``setup.py`` to read its metadata, so it is taken straight from the
+    package index instead (:func:`fetch_sdist_from_index`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    if spec.sdist and runner is None:
+        fetch_sdist_from_index(spec, folder)
+        return
     with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
         cmd = pip_command(spec, tmp)
         print(f"andersonn: fetching {spec.requirement} with pip download ...", file=sys.stderr)
@@ -175,6 +187,75 @@ def _fetch(spec: ArchiveSpec, folder: Path, runner: Callable[[list[str]], int] |
                 f"(expected sha256 {spec.sha256})"
             )
         shutil.move(os.fspath(got), os.fspath(folder / spec.filename))
+
+
+def package_index_url() -> str:
+    """The index pip uses (``$PIP_INDEX_URL`` or ``pip config``), else PyPI's simple index."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+                check=False, capture_output=True, text=True, timeout=60,
+            )
+            url = out.stdout.strip() if out.returncode == 0 else ""
+        except (OSError, subprocess.SubprocessError):
+            url = ""
+    return (url or "https://pypi.org/simple").rstrip("/")
+
+
+def fetch_sdist_from_index(
+    spec: ArchiveSpec,
+    folder: Path,
+    *,
+    index_url: str | None = None,
+    opener: Callable[..., Any] | None = None,
+) -> Path:
+    """Download the pinned sdist file itself from the package index (PEP 691 JSON API).
+
+    Nothing of the package is run: the file is streamed to a temp file, its sha256 checked
+    against the pin, then renamed into ``folder``.
+    """
+    import json
+    import urllib.request
+
+    open_url = opener or urllib.request.urlopen
+    name = spec.requirement.split("==", 1)[0]
+    index = (index_url or package_index_url()).rstrip("/")
+    hint = _pip_hint(spec, folder)
+    print(f"andersonn: fetching {spec.filename} from {index} ...", file=sys.stderr)
+    try:
+        request = urllib.request.Request(
+            f"{index}/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+        with open_url(request, timeout=120) as response:
+            listing = json.load(response)
+        url = next(f["url"] for f in listing.get("files", []) if f.get("filename") == spec.filename)
+        fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=folder)
+        digest = hashlib.sha256()
+        try:
+            with os.fdopen(fd, "wb") as out, open_url(url, timeout=600) as response:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != spec.sha256:
+                raise AndersonnError(
+                    f"downloaded {spec.filename} has sha256 {digest.hexdigest()}, expected "
+                    f"{spec.sha256}; fetch it with `{hint}`"
+                )
+            os.replace(tmp_name, folder / spec.filename)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+    except AndersonnError:
+        raise
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        raise AndersonnError(
+            f"could not download {spec.filename} from {index} ({type(exc).__name__}: {exc}); "
+            f"fetch it with `{hint}` or pass --source DIR holding it (expected sha256 "
+            f"{spec.sha256})"
+        ) from None
+    return folder / spec.filename
 
 
 # ---------------------------------------------------------------------------------------------
