@@ -23,7 +23,7 @@ def fmt(v: float | None) -> str:
     """A speed-up ratio as text."""
     return f"{v:.2f}×" if v else "n/a"
 
-DEMO_DEFAULTS: dict[str, Any] = {"limit": 8000, "epochs": 4, "hidden": 32, "batch_size": 64,
+DEMO_DEFAULTS: dict[str, Any] = {"limit": 8000, "epochs": 6, "hidden": 32, "batch_size": 64,
                                  "lr": 2e-3, "tol": 1e-3, "max_iter": 30, "seed": 0,
                                  "max_time_s": 300.0}
 

@@ -239,3 +239,104 @@ def test_cli_registers_bench_solvers():
 
     args = build_parser().parse_args(["bench", "solvers", "--quick", "--out", "x"])
     assert args.quick and args.out == "x" and callable(args.func)
+
+
+def _naive_anderson(f, z0, m, lam, max_iter):
+    """Textbook type-II Anderson on one sample (no ring buffer, Gram recomputed): reference."""
+    xs, fs = [z0], [f(z0)]
+    trace = [float((fs[0] - xs[0]).norm() / (fs[0].norm() + 1e-9))]
+    for _ in range(max_iter - 1):
+        xh, fh = torch.stack(xs[-m:]), torch.stack(fs[-m:])
+        g = fh - xh
+        gg = g @ g.T
+        reg = lam * float(torch.diagonal(gg).mean()) + torch.finfo(F64).tiny ** 0.5
+        w = torch.linalg.solve(gg + reg * torch.eye(len(xh), dtype=F64),
+                               torch.ones(len(xh), dtype=F64))
+        z = (w / w.sum()) @ fh
+        xs.append(z)
+        fs.append(f(z))
+        trace.append(float((fs[-1] - z).norm() / (fs[-1].norm() + 1e-9)))
+    return torch.tensor(trace, dtype=F64)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5])
+def test_anderson_ring_buffer_matches_textbook_anderson_after_wraparound(m):
+    # 25 iterations: the ring of m slots wraps around several times
+    f, (a, b), _ = linear_problem(2, 30, 0.95, seed=4)
+    _, stats = solve(f, torch.zeros(2, 30, dtype=F64), "anderson", m=m, tol=0.0, max_iter=25,
+                     args=(a, b), safeguard=False)
+    for i in range(2):
+        ref = _naive_anderson(lambda z, i=i: a[i] @ z + b[i], torch.zeros(30, dtype=F64), m,
+                              1e-4, 25)
+        # residuals fall by many orders: compare where they are well above rounding
+        keep = ref > 1e-9
+        torch.testing.assert_close(stats.trace[i][keep], ref[keep], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("m", [1, 3, 5])
+def test_anderson_after_wraparound_and_compaction_matches_solve_and_solo(m):
+    f, (a, b), exact = linear_problem(9, 24, 0.97, seed=5)
+    a = a * torch.linspace(0.3, 1.0, 9, dtype=F64).view(9, 1, 1)  # staggered retirement
+    opts = dict(m=m, tol=1e-13, max_iter=3000)
+    z, stats = solve(f, torch.zeros(9, 24, dtype=F64), "anderson", args=(a, b), **opts)
+    exact = torch.linalg.solve(torch.eye(24, dtype=F64) - a, b)
+    assert bool(stats.converged.all()) and int(stats.nfev.max()) > 3 * m
+    assert len(set(stats.nfev.tolist())) > 2  # rows retired at different times
+    torch.testing.assert_close(z, exact, atol=1e-8, rtol=0)
+    for i in (0, 4, 8):
+        zi, si = solve(f, torch.zeros(1, 24, dtype=F64), "anderson", args=(a[i:i + 1],
+                       b[i:i + 1]), **opts)
+        assert int(si.nfev[0]) == int(stats.nfev[i])
+        torch.testing.assert_close(z[i:i + 1], zi, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_anderson_recycled_buffers_do_not_change_results(monkeypatch, dtype):
+    # safeguard restarts and non-monotone residuals: the best iterate is often an old one,
+    # so a recycled iterate buffer that was still referenced would corrupt the result
+    from andersonn.solvers.anderson import _Anderson
+
+    f, args = _sinh_map()
+    args = tuple(t.to(dtype) for t in args)
+    z0 = torch.zeros(3, 4, dtype=dtype)
+    opts = dict(tol=1e-12 if dtype == F64 else 1e-6, max_iter=200, args=args)
+    z1, s1 = solve(f, z0, "anderson", **opts)
+    assert int(s1.rejected.sum()) > 0
+    monkeypatch.setattr(_Anderson, "POOL", 0)
+    z2, s2 = solve(f, z0, "anderson", **opts)
+    assert torch.equal(z1, z2) and torch.equal(s1.nfev, s2.nfev)
+    assert torch.equal(torch.nan_to_num(s1.trace), torch.nan_to_num(s2.trace))
+
+
+def test_bench_forward_counts_from_one_trace_equal_separate_runs():
+    from andersonn.bench.solvers import forward_by_tolerance
+
+    f, (a, b), _ = linear_problem(6, 16, 0.9, seed=6)
+    a = a * torch.linspace(0.2, 1.0, 6, dtype=F64).view(6, 1, 1)
+    z0 = torch.zeros(6, 16, dtype=F64)
+    tols, max_iter = (1e-2, 1e-5, 1e-9, 1e-13), 120
+    _, once = solve(f, z0, "forward_iteration", tol=min(tols), max_iter=max_iter, args=(a, b))
+    assert not bool(once.converged.all())  # includes a sample stopped by max_iter
+    for rec in forward_by_tolerance(once, tols, max_iter):
+        _, sep = solve(f, z0, "forward_iteration", tol=rec["tol"], max_iter=max_iter,
+                       args=(a, b))
+        assert rec["nfev_mean"] == float(sep.nfev.double().mean())
+        assert rec["nfev_max"] == float(sep.nfev.max())
+        assert rec["converged_fraction"] == float(sep.converged.double().mean())
+
+
+def test_bench_spectral_radius_of_a_linear_cell():
+    from andersonn.bench.solvers import contraction_rates
+
+    _, (a, _), _ = linear_problem(1, 12, 0.9, seed=7)
+    for scale in (0.5, 1.0):
+        mat = scale * a[0]
+
+        def cell(z, x, mat=mat):
+            return z @ mat.T + x
+
+        x = torch.randn(2, 12, generator=torch.Generator().manual_seed(0), dtype=F64)
+        rates, converged = contraction_rates(cell, x, iterations=200)
+        assert bool(converged.all())
+        torch.testing.assert_close(rates, torch.full((2,), 0.9 * scale, dtype=F64), atol=5e-3,
+                                   rtol=0)

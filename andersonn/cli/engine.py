@@ -17,8 +17,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--out", default=None, help="directory for the JSON result (default: none)")
     p.add_argument("--quick", action="store_true", help="tiny sizes; finishes in seconds")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--channels", type=int, default=None, help="override channels (32)")
-    p.add_argument("--size", type=int, default=None, help="override image side (16)")
+    p.add_argument("--channels", type=int, default=None, help="override channels (48)")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="override the cell's hidden width (64; 4/3 x --channels when that is set)")
+    p.add_argument("--size", type=int, default=None, help="override image side (32)")
     p.add_argument("--batch", type=int, default=None, help="override batch size (128)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for the run (1 avoids oversubscription on shared CPUs)")
@@ -35,6 +37,7 @@ def _bench_solvers(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         channels=args.channels,
+        hidden=args.hidden,
         size=args.size,
         batch=args.batch,
         threads=args.threads,

@@ -63,7 +63,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                              "forward iteration, report accuracy and speed-up")
     de.add_argument("--out", metavar="DIR", default="demo", help="(./demo)")
     de.add_argument("--limit", type=int, default=None, help="molecules (8000)")
-    de.add_argument("--epochs", type=int, default=None, help="epochs per training (4)")
+    de.add_argument("--epochs", type=int, default=None, help="epochs per training (6)")
     de.add_argument("--no-progress", action="store_true")
     de.set_defaults(func=_demo)
 

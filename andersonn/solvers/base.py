@@ -130,6 +130,10 @@ class Method(Protocol):
     def select(self, keep: Tensor) -> None:
         """Keep only the rows where the boolean mask ``keep`` is True."""
 
+    # Optional: ``residual_buffer() -> Tensor`` returns a (b, n) tensor the driver may write
+    # g = f(z) − z into (with ``out=``) before calling ``accept``; the method must not rely on
+    # its old contents after ``propose``.
+
 
 @contextlib.contextmanager
 def _autocast_off(device_type: str) -> Iterator[tuple[bool, torch.dtype | None]]:
@@ -238,6 +242,9 @@ def run(
         alive = torch.ones(batch, dtype=torch.bool, device=device)  # active rows not yet retired
         n_alive = batch
         method.init(z, fz)
+        # a method that does not keep g by reference may name a buffer to write it into
+        # (Anderson: its next history slot), saving an allocation and a copy per iteration
+        g_buffer = getattr(method, "residual_buffer", None)
         use_guard = safeguard and method.uses_safeguard
         restarted = torch.zeros(batch, dtype=torch.bool, device=device)
         k = 1  # f evaluations so far for every active row
@@ -294,7 +301,7 @@ def run(
 
             z = method.propose()
             fz = call(z, active_args)
-            g = fz - z
+            g = torch.sub(fz, z, out=g_buffer()) if g_buffer is not None else fz - z
             res = residual(g, fz)
             traced = res if n_alive == alive.numel() else torch.where(alive, res, float("nan"))
             if idx is None:
@@ -322,7 +329,7 @@ def run(
                 if not cheap_sync or bool(restart.any()):
                     z = torch.where(restart[:, None], best_z, z)
                     fz = torch.where(restart[:, None], best_fz, fz)
-                    g = fz - z
+                    g = torch.sub(fz, z, out=g) if g_buffer is not None else fz - z
                 else:
                     restart = None
             method.accept(z, fz, g, restart)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from andersonn.solvers.base import FixedPointMap, SolverStats, check_options, run
@@ -18,6 +19,13 @@ class _Forward:
 
     def init(self, z: Tensor, fz: Tensor) -> None:
         self.z, self.fz = z, fz
+        self.scratch: Tensor | None = None
+
+    def residual_buffer(self) -> Tensor:
+        """Scratch for g = f(z) − z (only its norm is used: nothing keeps it)."""
+        if self.scratch is None or self.scratch.shape != self.fz.shape:
+            self.scratch = torch.empty_like(self.fz)
+        return self.scratch
 
     def propose(self) -> Tensor:
         if self.damping == 0.0:
@@ -29,6 +37,7 @@ class _Forward:
 
     def select(self, keep: Tensor) -> None:
         self.z, self.fz = self.z[keep], self.fz[keep]
+        self.scratch = None
 
 
 def forward_iteration(

@@ -43,6 +43,8 @@ def setup(device: torch.device) -> DistInfo:
     if world <= 1 or not dist.is_available():
         return DistInfo()
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(),
                     int(os.environ.get("LOCAL_RANK", "0")), True)
@@ -57,7 +59,12 @@ def cleanup(info: DistInfo) -> None:
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum ``tensor`` over ranks (in place; returns it). No-op on one process."""
     if info.distributed:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        if dist.get_backend() == "nccl" and not tensor.is_cuda:  # NCCL reduces GPU tensors only
+            buf = tensor.cuda()
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            tensor.copy_(buf.cpu())
+        else:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
