@@ -92,8 +92,11 @@ def contraction_rates(cell: nn.Module, x: Tensor, iterations: int = 60,
     Finds z* with Anderson (rel. tol ``tol``), then iterates v ← Jv/‖Jv‖ with exact
     Jacobian–vector products; the radius is the geometric mean of ‖Jv‖ over the second half of
     the iterations (with a clustered spectrum this converges from below: an estimate).
-    Returns (radius, converged), CPU tensors of shape (B,); where the fixed point was not
-    found the radius is not meaningful (treat as ≥ 1).
+    Returns (radius, located), CPU tensors of shape (B,): ``located`` is False where z* was not
+    found to a relative residual ≤ 10·tol (there the radius is not meaningful: treat as ≥ 1).
+    10·tol because Anderson stagnates slightly above tol on a few samples of the weak cell,
+    where forward iteration does converge; a z* to 1e-3 changes the estimate by far less than
+    the power iteration's own error.
     """
     with warnings.catch_warnings():
         # torch's first forward-mode AD call loads jvp decompositions via the deprecated
@@ -123,7 +126,8 @@ def _power_iteration(cell: Callable[..., Tensor], x: Tensor, jvp: Callable[..., 
             if k >= iterations // 2:
                 logs.append(norm.log())
             v = jv / norm.view(view)
-    return torch.stack(logs).mean(0).exp().cpu(), stats.converged
+    located = stats.lowest_residual <= 10 * tol
+    return torch.stack(logs).mean(0).exp().cpu(), located
 
 
 def rate_summary(rates: Tensor) -> dict[str, Any]:
@@ -473,16 +477,16 @@ def _run(
             f"{8 if quick else 4}] with median "
             f"rho <= {target_median} and max rho <= {target_max} on the first "
             f"{probe.shape[0]} samples; then x0.98 while any of all {shape[0]} samples had "
-            "rho >= target_max or no fixed point)"
+            "rho >= target_max or z* not located to rel. residual 1e-3)"
         ),
         "scale": construction["scale"] * factor,
         "probe": construction["probe"],
-        "rho_converged_fraction": float(conv.double().mean()),
+        "rho_located_fraction": float(conv.double().mean()),
         "rho": rate_summary(rates),
     }
     rates, conv = contraction_rates(cell, probe)  # uniform at init: the probe suffices
     cells["init"] = {"construction": "as initialised (conv weights N(0, 0.01))", "scale": 1.0,
-                     "rho_converged_fraction": float(conv.double().mean()),
+                     "rho_located_fraction": float(conv.double().mean()),
                      "rho": rate_summary(rates)}
     cells = {"init": cells["init"], "weak": cells["weak"]}
     setup_time = time.perf_counter() - began
