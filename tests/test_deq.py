@@ -12,15 +12,6 @@ from andersonn.solvers import SolverStats
 
 F64 = torch.float64
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 TIGHT = {"tol": 1e-13, "max_iter": 300, "stop_mode": "abs"}
 
 

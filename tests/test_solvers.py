@@ -12,15 +12,6 @@ from andersonn.solvers import SOLVERS, SolverStats, get_solver, solve
 
 ALL = sorted(SOLVERS)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 F64 = torch.float64
 
 
