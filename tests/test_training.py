@@ -183,3 +183,15 @@ def test_cli_train_writes_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
     assert os.path.exists(out / "test_metrics.json")
+
+
+def test_metal_vs_nonmetal_balanced_accuracy_from_three_classes() -> None:
+    from andersonn.training.metrics import classification_report
+
+    cm = [[191, 37, 5], [65, 203, 25], [2, 12, 87]]  # metal, semiconductor, insulator
+    report = classification_report(cm, ["metal", "semiconductor", "insulator"])
+    metal_recall = 191 / 233
+    nonmetal_recall = (203 + 25 + 12 + 87) / (293 + 101)
+    expected = (metal_recall + nonmetal_recall) / 2
+    assert abs(report["metal_vs_nonmetal_balanced_accuracy"] - expected) < 1e-12
+    assert "metal_vs_nonmetal_balanced_accuracy" not in classification_report(cm, ["a", "b", "c"])
