@@ -13,3 +13,12 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """No test reads or writes the user's dataset cache: each session gets an empty one."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ANDERSONN_CACHE", str(tmp_path_factory.mktemp("andersonn-cache")))
+    yield
+    mp.undo()
