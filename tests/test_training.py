@@ -195,3 +195,15 @@ def test_metal_vs_nonmetal_balanced_accuracy_from_three_classes() -> None:
     expected = (metal_recall + nonmetal_recall) / 2
     assert abs(report["metal_vs_nonmetal_balanced_accuracy"] - expected) < 1e-12
     assert "metal_vs_nonmetal_balanced_accuracy" not in classification_report(cm, ["a", "b", "c"])
+
+
+def test_constant_channel_is_not_blown_up_by_normalisation() -> None:
+    import torch
+
+    from andersonn.training.trainer import channel_stats
+
+    x = torch.randn(16, 3, 4, 5)
+    x[:, 1] = 0.25  # constant over the training split
+    mean, std = channel_stats(x)
+    assert torch.allclose(mean[1], torch.tensor(0.25)) and std[1] == 1.0
+    assert torch.allclose(std[0], x[:, 0].double().std().float(), rtol=1e-5)

@@ -63,6 +63,7 @@ from andersonn.bench.report import (
     write_results,
 )
 from andersonn.errors import AndersonnError, ConfigError
+from andersonn.training.trainer import channel_stats, class_weights
 
 __all__ = ["DEQ_SOLVERS", "SpeedupSettings", "run_speedup"]
 
@@ -181,21 +182,6 @@ def split_tensors(ds: Any, limit: int | None, seed: int) -> dict[str, tuple[Tens
     if out["train"][0].shape[0] == 0 or out["val"][0].shape[0] == 0:
         raise AndersonnError("the dataset has an empty train or val split (raise --limit)")
     return out
-
-
-def _channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
-    std = flat.std(dim=1)
-    std = torch.where(std < 1e-6, torch.ones_like(std), std)
-    return flat.mean(dim=1).float(), std.float()
-
-
-def _class_weights(labels: Tensor, k: int) -> Tensor | None:
-    """Inverse-frequency weights when the classes are imbalanced (≥1.5×), as the trainer does."""
-    counts = torch.bincount(labels, minlength=k).double().clamp_min(1)
-    if counts.max() / counts.min() < 1.5:
-        return None
-    return (counts.sum() / (k * counts)).float()
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,10 +503,10 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     from andersonn.models import count_parameters
 
     models = build_variants(s, shape, k)
-    mean, std = _channel_stats(xtr)
+    mean, std = channel_stats(xtr)
     for m in models.values():
         m.set_normalization(mean, std)
-    weight = _class_weights(ytr, k)
+    weight = class_weights(ytr, k)
     steps_per_epoch = math.ceil(xtr.shape[0] / s.batch_size)
     total = steps_per_epoch * s.epochs
     runs = {name: _Run(name, models[name], s, total, weight, device) for name in VARIANTS}

@@ -117,15 +117,17 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None) -> Any:
     return ds
 
 
-def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of images (N, C, ...); a (near-)constant channel gets std 1."""
     flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
     mean = flat.mean(dim=1)
-    std = flat.std(dim=1).clamp_min(1e-6)
+    std = flat.std(dim=1)
     std = torch.where(std < 1e-6, torch.ones_like(std), std)
     return mean.float(), std.float()
 
 
-def _class_weights(labels: torch.Tensor, k: int, mode: str) -> torch.Tensor | None:
+def class_weights(labels: torch.Tensor, k: int, mode: str = "auto") -> torch.Tensor | None:
+    """Inverse-frequency class weights when classes are imbalanced (≥ 1.5×), else None."""
     if mode == "none" or labels.numel() == 0:
         return None
     counts = torch.bincount(labels, minlength=k).double().clamp_min(1)
@@ -357,8 +359,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     xva, yva = _split_tensors(ds, "val")
     if xtr.shape[0] == 0 or xva.shape[0] == 0:
         raise AndersonnError(f"dataset {cfg.task!r} has an empty train or val split")
-    mean, std = _channel_stats(xtr)
-    weight = _class_weights(ytr, k, cfg.class_weights)
+    mean, std = channel_stats(xtr)
+    weight = class_weights(ytr, k, cfg.class_weights)
 
     torch.manual_seed(cfg.seed)
     model = _build(cfg, xtr.shape[1:], k)
