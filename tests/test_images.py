@@ -203,3 +203,59 @@ def test_cli_bench_missing_archives(tmp_path, capsys):
     assert main(["bench", "featurize", "--quick", "--archives", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "pip download" in err and "qm9pack" in err
+
+
+def _fcc(numbers: list[int], a: float) -> Structure:
+    """Primitive fcc cell; a second atom sits at a/2 (1, 1, 1) (rock salt)."""
+    cell = a / 2 * np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
+    pos = np.array([[0.0, 0.0, 0.0], [a / 2, a / 2, a / 2]])[: len(numbers)]
+    return structure_from_arrays(np.array(numbers), pos, cell, name="fcc")
+
+
+_ELECTRONIC = ("atom_s_unfilled", "atom_p_unfilled", "atom_d_unfilled", "atom_f_unfilled",
+               "atom_metal")
+_IONIC = ("g_ox_imbalance", "g_d_partial", "g_f_partial", "g_unpaired_d", "g_ve_odd")
+
+
+@pytest.mark.parametrize(("name", "rows", "ionic"), [
+    # rows: element -> (s, p, d, f holes scaled, metal); ionic: the five global channels
+    ("NaCl", {"Cl": (0, 1 / 6, 0, 0, 0), "Na": (0.5, 0, 0, 0, 1)}, (0, 0, 0, 0, 0)),
+    ("Si", {"Si": (0, 4 / 6, 0, 0, 0)}, (1, 0, 0, 0, 0)),          # 3p2; single element
+    ("Cu", {"Cu": (0.5, 0, 0, 0, 1)}, (1, 0, 0, 0, 1)),            # 4s1 3d10, 11 e odd
+    ("NiO", {"Ni": (0, 0, 0.2, 0, 1), "O": (0, 2 / 6, 0, 0, 0)},   # Ni2+ d8: 2 unpaired
+     (0, 0.5, 0, 0.5 * 2 / 5, 0)),
+])
+def test_crystal_gap_electronic_channels_exact(name, rows, ionic):
+    spec = IMAGE_SPECS["crystal-gap"]
+    s = {"NaCl": lambda: read_structure(FIX / "NaCl.cif"),
+         "Si": lambda: read_structure(FIX / "POSCAR_Si"),
+         "Cu": lambda: _fcc([29], 3.615), "NiO": lambda: _fcc([28, 8], 4.17)}[name]()
+    img, labels = encode_labelled(s, spec)
+    for element, values in rows.items():
+        r = labels.index(element)
+        got = [img[spec.channels.index(c), r, :] for c in _ELECTRONIC]
+        for g, v in zip(got, values, strict=True):
+            assert np.allclose(g, v, atol=1e-4), (name, element, g, v)
+    for c, v in zip(_IONIC, ionic, strict=True):
+        plane = img[spec.channels.index(c)]
+        assert np.allclose(plane, v, atol=1e-4), (name, c, plane[0, 0], v)
+    # the new channels follow the cell choice, atom order and orientation like the others
+    assert np.allclose(encode(_supercell(s, (2, 1, 2)), spec), img, atol=ATOL)
+    assert np.allclose(encode(_moved(s, 4), spec), img, atol=ATOL)
+
+
+def test_oxidation_descriptors_compositions():
+    from andersonn.images.physics import oxidation_descriptors
+
+    def ox(counts: dict[int, int]) -> dict[str, float]:
+        return oxidation_descriptors(np.repeat(list(counts), list(counts.values())))
+
+    fe2o3 = ox({26: 2, 8: 3})  # Fe3+ d5, high-spin count: 5 unpaired
+    assert fe2o3 == {"ve_odd": 0.0, "imbalance": 0.0, "d_partial": 0.4, "f_partial": 0.0,
+                     "unpaired_d": 2.0}
+    assert ox({26: 4, 8: 6}) == fe2o3  # depends on the composition, not the cell
+    assert ox({22: 1, 8: 2})["d_partial"] == 0.0  # Ti4+ d0
+    assert ox({58: 1, 8: 2})["f_partial"] == 0.0  # Ce4+ f0
+    assert ox({58: 2, 8: 3})["f_partial"] == 0.4  # Ce3+ f1
+    assert ox({11: 1, 81: 1})["imbalance"] == 1.0  # NaTl: no cation/anion picture
+    assert ox({3: 1, 30: 1, 15: 1})["imbalance"] == 0.0  # LiZnP: Li+ Zn2+ P3-

@@ -19,6 +19,7 @@ from andersonn.images.physics import (
     DEBYE_PER_EA,
     centre_of_mass,
     eem_charges,
+    oxidation_descriptors,
     void_descriptors,
 )
 from andersonn.images.spec import CHANNELS, ImageSpec, get_spec
@@ -26,8 +27,10 @@ from andersonn.structures.elements import (
     COVALENT_RADIUS,
     ELECTRONEGATIVITY,
     GROUP,
+    IS_METAL,
     PERIOD,
     SYMBOLS,
+    UNFILLED,
     VALENCE,
     VDW_RADIUS,
 )
@@ -40,7 +43,14 @@ IMAGE_DECIMALS = 4  # stored images are quantised to 1e-4 (kills float noise of 
 _ATOM_TABLES = {
     "atom_en": ELECTRONEGATIVITY / 4, "atom_radius": COVALENT_RADIUS / 2,
     "atom_period": PERIOD / 7, "atom_group": GROUP / 18, "atom_valence": VALENCE / 12,
+    "atom_s_unfilled": UNFILLED[:, 0] / 2, "atom_p_unfilled": UNFILLED[:, 1] / 6,
+    "atom_d_unfilled": UNFILLED[:, 2] / 10, "atom_f_unfilled": UNFILLED[:, 3] / 14,
+    "atom_metal": IS_METAL,
 }
+#: global channel -> (key of physics.oxidation_descriptors, scale)
+_OX_CHANNELS = {"g_ox_imbalance": ("imbalance", 1.0), "g_d_partial": ("d_partial", 1.0),
+                "g_f_partial": ("f_partial", 1.0), "g_unpaired_d": ("unpaired_d", 5.0),
+                "g_ve_odd": ("ve_odd", 1.0)}
 _NBR_TABLES = {
     "nbr_en": ELECTRONEGATIVITY / 4, "nbr_radius": COVALENT_RADIUS / 2,
     "nbr_valence": VALENCE / 12, "nbr_group": GROUP / 18,
@@ -171,8 +181,12 @@ def _features(s: Structure, spec: ImageSpec) -> dict:
     present = np.unique(z)
     glob["g_en_range"] = float(ELECTRONEGATIVITY[present].max()
                                - ELECTRONEGATIVITY[present].min()) / 3
+    if need & set(_OX_CHANNELS):
+        ox = oxidation_descriptors(z)
+        for name, (key, scale) in _OX_CHANNELS.items():
+            glob[name] = ox[key] / scale
     for name in ("g_dipole", "g_n_atoms", "g_density", "g_vol_per_atom", "g_void_diameter",
-                 "g_packing"):
+                 "g_packing", *_OX_CHANNELS):
         glob.setdefault(name, 0.0)
     for name, table in _ATOM_TABLES.items():
         atom[name] = table[z]

@@ -1,14 +1,25 @@
-"""Structure-only physics used by the images: charge equilibration and void descriptors."""
+"""Structure-only physics used by the images: charge equilibration, void descriptors and an
+oxidation-state (ionic) picture of the composition."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from andersonn.structures.elements import MASS, QEQ_CHI, QEQ_J, VDW_RADIUS
+from andersonn.structures.elements import (
+    COMMON_OXIDATION_STATES,
+    ELECTRONEGATIVITY,
+    GROUP,
+    MASS,
+    QEQ_CHI,
+    QEQ_J,
+    VALENCE,
+    VDW_RADIUS,
+)
 
 COULOMB_EV_A = 14.399645  # e^2 / (4 pi eps0) in eV·Å
 EEM_SHIELD = 2.620  # Å, shielding length of the Coulomb kernel (fitted with the H/C/N/O/F EEM)
 DEBYE_PER_EA = 4.80320
+MAX_OX_COMBINATIONS = 100_000  # oxidation-state assignments tried per composition
 
 
 def eem_charges(numbers: np.ndarray, dist: np.ndarray, total_charge: float = 0.0) -> np.ndarray:
@@ -102,3 +113,55 @@ def void_descriptors(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarra
         step[active & ~better] *= 0.5
     best = max(float(sd.max()), float(val.max()))
     return max(0.0, 2.0 * best), void_fraction
+
+
+def _d_f_counts(zs: np.ndarray, ox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """d and f electrons left on each element at oxidation state ``ox`` (group - ox for the
+    d block, the coordination-chemistry convention; 4f/5f count for lanthanides/actinides)."""
+    d = np.where((GROUP[zs] >= 3) & (GROUP[zs] <= 12) & ((zs < 57) | (zs > 71)) & (zs < 89),
+                 np.clip(GROUP[zs] - ox, 0, 10), 0.0)
+    f = np.where((zs >= 57) & (zs <= 71), np.clip(zs - 54 - ox, 0, 14),
+                 np.where(zs >= 89, np.clip(zs - 86 - ox, 0, 14), 0.0))
+    return d, f
+
+
+def oxidation_descriptors(numbers: np.ndarray) -> dict[str, float]:
+    """Ionic picture of a composition from its element counts alone (so cell-choice invariant).
+
+    Tries every assignment of one common oxidation state per element (pymatgen's list; 0 for
+    elements without one) and keeps the best by (|net charge|, number of element pairs whose
+    states contradict their electronegativity order, sum of |state|). Returns
+
+    - ``imbalance``: |net charge| per atom of the best assignment, clipped to 1; 1 for a single
+      element (no ionic picture) or a composition with too many combinations;
+    - ``d_partial`` / ``f_partial``: fraction of atoms that are d-block (f-block) atoms with a
+      partly filled d (f) shell at their assigned state (d^1..d^9; f^1..f^13);
+    - ``unpaired_d``: mean over atoms of min(d, 10 - d) for the partly filled d shells;
+    - ``ve_odd``: 1 if the valence electrons (group-based count) per reduced formula unit are odd.
+    """
+    zs, cnt = np.unique(np.asarray(numbers, dtype=np.int64), return_counts=True)
+    frac = cnt / cnt.sum()
+    reduced = cnt // np.gcd.reduce(cnt)
+    out = {"ve_odd": float(round(float((reduced * VALENCE[zs]).sum())) % 2)}
+    opts = [COMMON_OXIDATION_STATES[z] or (0,) for z in zs]
+    n_comb = int(np.prod([len(o) for o in opts], dtype=np.float64))
+    if len(zs) == 1 or n_comb > MAX_OX_COMBINATIONS:
+        best = np.zeros(len(zs))
+        out["imbalance"] = 1.0
+    else:
+        grid = np.stack(np.meshgrid(*[np.asarray(o, dtype=np.int64) for o in opts],
+                                    indexing="ij"), -1).reshape(-1, len(zs))
+        net = np.abs(grid @ cnt)
+        en = ELECTRONEGATIVITY[zs]
+        a, b = np.nonzero(en[:, None] > en[None, :] + 0.1)
+        wrong = (grid[:, a] > grid[:, b]).sum(1)
+        size = np.abs(grid) @ cnt
+        k = int(np.lexsort((size, wrong, net))[0])
+        best = grid[k].astype(np.float64)
+        out["imbalance"] = min(1.0, float(net[k]) / float(cnt.sum()))
+    d, f = _d_f_counts(zs, best)
+    part_d = (d > 0) & (d < 10)
+    out["d_partial"] = float((frac * part_d).sum())
+    out["f_partial"] = float((frac * ((f > 0) & (f < 14))).sum())
+    out["unpaired_d"] = float((frac * np.where(part_d, np.minimum(d, 10 - d), 0)).sum())
+    return out

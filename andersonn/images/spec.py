@@ -11,7 +11,7 @@ from typing import Any
 
 from andersonn.errors import ConfigError
 
-FEATURIZER_VERSION = "1.1.0"
+FEATURIZER_VERSION = "1.2.0"
 
 #: channel name -> (level, description). level: "atom" (constant along a row), "neighbour"
 #: (one value per neighbour slot) or "global" (constant over the whole image).
@@ -21,6 +21,11 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "atom_period": ("atom", "period / 7"),
     "atom_group": ("atom", "group / 18"),
     "atom_valence": ("atom", "valence electrons / 12"),
+    "atom_s_unfilled": ("atom", "holes in the valence s shell / 2 (0 if the shell is empty)"),
+    "atom_p_unfilled": ("atom", "holes in the valence p shell / 6 (0 if the shell is empty)"),
+    "atom_d_unfilled": ("atom", "holes in the (n-1) d shell / 10 (0 if the shell is empty)"),
+    "atom_f_unfilled": ("atom", "holes in the (n-2) f shell / 14 (0 if the shell is empty)"),
+    "atom_metal": ("atom", "1 for a metallic element (pymatgen Element.is_metal), else 0"),
     "atom_charge": ("atom", "charge-equilibration (QEq/EEM) partial charge, e"),
     "atom_r_com": ("atom", "distance from the centre of mass / 5 Å"),
     "atom_dipole_proj": ("atom", "(r - r_com) · dipole / max(|dipole|, 0.1 eÅ), / 5 Å"),
@@ -47,6 +52,14 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "g_void_diameter": ("global", "largest empty-sphere diameter (vdW surfaces, grid) / 20 Å"),
     "g_packing": ("global", "sum of atomic vdW sphere volumes / cell volume (overlaps counted)"),
     "g_en_range": ("global", "max - min electronegativity / 3"),
+    "g_ox_imbalance": ("global", "|net charge| per atom of the best assignment of one common "
+                                 "oxidation state per element, clipped to 1 (1: single element)"),
+    "g_d_partial": ("global", "fraction of atoms that are d-block atoms with a partly filled d "
+                              "shell (group - oxidation state in 1..9) in that assignment"),
+    "g_f_partial": ("global", "fraction of atoms that are f-block atoms with a partly filled 4f/5f "
+                              "shell in that assignment"),
+    "g_unpaired_d": ("global", "mean over atoms of min(d, 10 - d) for partly filled d shells / 5"),
+    "g_ve_odd": ("global", "1 if the valence electrons per reduced formula unit are odd"),
 }
 
 
@@ -117,8 +130,11 @@ IMAGE_SPECS: dict[str, ImageSpec] = {
     "crystal-gap": ImageSpec(
         name="crystal-gap",
         channels=("atom_en", "atom_radius", "atom_period", "atom_group", "atom_valence",
-                  "atom_mult", "atom_degree", "nbr_en", "nbr_valence", "nbr_group", "en_diff",
-                  "bond_order", "inv_distance", "g_density", "g_vol_per_atom", "g_en_range"),
+                  "atom_mult", "atom_degree", "atom_s_unfilled", "atom_p_unfilled",
+                  "atom_d_unfilled", "atom_f_unfilled", "atom_metal", "nbr_en", "nbr_valence",
+                  "nbr_group", "en_diff", "bond_order", "inv_distance", "g_density",
+                  "g_vol_per_atom", "g_en_range", "g_ox_imbalance", "g_d_partial", "g_f_partial",
+                  "g_unpaired_d", "g_ve_odd"),
         rows=32, slots=12, cutoff=6.0, max_atoms=5000),
 }
 

@@ -1,7 +1,9 @@
 """Element property tables (indexed by atomic number) used by readers, networks and images.
 
 Values: Pauling electronegativity (0 where undefined), covalent radius (Cordero, via ASE),
-van der Waals radius (ASE, with a fallback), atomic mass, period, group and valence electrons.
+van der Waals radius (ASE, with a fallback), atomic mass, period, group and valence electrons;
+common oxidation states, unfilled s/p/d/f valence orbitals and metal flags (from pymatgen,
+written out as tables).
 Plain numpy arrays so worker processes do not need to import pymatgen.
 """
 
@@ -77,6 +79,45 @@ _EEM_FIT = {1: (0.0, 6.280), 6: (0.2422, 5.566), 7: (0.4207, 5.831), 8: (0.5282,
             9: (6.212, 61.81)}
 for _z, (_dchi, _j) in _EEM_FIT.items():
     QEQ_CHI[_z], QEQ_J[_z] = 4.528 + _dchi, _j
+
+
+# Common oxidation states (pymatgen ``Element.common_oxidation_states``, pymatgen 2026.10.24),
+# H (Z = 1) to Lr; "" = none (noble gases). Written out so that importing needs no pymatgen.
+_COMMON_OX = (
+    "-1 1", "", "1", "2", "3", "-4 -3 -2 -1 0 1 2 3 4", "-3 3 5", "-2", "-1", "", "1", "2",
+    "3", "-4 4", "-3 3 5", "-2 2 4 6", "-1 1 3 5 7", "", "1", "2", "3", "4", "5", "3 6",
+    "2 4 7", "2 3", "2 3", "2", "2", "2", "3", "-4 2 4", "-3 3 5", "-2 2 4 6", "-1 1 3 5", "2",
+    "1", "2", "3", "4", "5", "4 6", "4 7", "3 4", "3", "2 4", "1", "2", "3", "-4 2 4",
+    "-3 3 5", "-2 2 4 6", "-1 1 3 5 7", "2 4 6", "1", "2", "3", "3 4", "3", "3", "3", "3",
+    "2 3", "3", "3", "3", "3", "3", "3", "3", "3", "4", "5", "4 6", "4 7", "4", "3 4", "2 4",
+    "3", "1 2", "1 3", "2 4", "3", "-2 2 4", "-1 1", "", "1", "2", "3", "4", "5", "6", "5",
+    "4", "3", "3", "3", "3", "3", "3", "3", "3", "3",
+)
+COMMON_OXIDATION_STATES: list[tuple[int, ...]] = [()] + [
+    tuple(int(v) for v in f.split()) for f in _COMMON_OX]
+
+# Unfilled valence orbitals, Z = 1..103, four hex digits "s p d f" each: holes in the outermost
+# s and p shells (principal number = period), in the (period - 1) d and the (period - 2) f shell;
+# an empty shell counts 0 (Magpie's NsUnfilled ... NfUnfilled). From pymatgen 2026.10.24
+# ``Element.full_electronic_structure`` (so e.g. Cr 4s1 3d5 -> "1050", Pd 4d10 -> "0000").
+_UNFILLED = (
+    "1000 0000 1000 0000 0500 0400 0300 0200 0100 0000 1000 0000 0500 0400 0300 0200 0100 0000 "
+    "1000 0000 0090 0080 0070 1050 0050 0040 0030 0020 1000 0000 0500 0400 0300 0200 0100 0000 "
+    "1000 0000 0090 0080 1060 1050 0050 1030 1020 0000 1000 0000 0500 0400 0300 0200 0100 0000 "
+    "1000 0000 0090 009D 000B 000A 0009 0008 0007 0097 0005 0004 0003 0002 0001 0000 0090 0080 "
+    "0070 0060 0050 0040 0030 1010 1000 0000 0500 0400 0300 0200 0100 0000 1000 0000 0090 0080 "
+    "009C 009B 009A 0008 0007 0097 0005 0004 0003 0002 0001 0000 0500"
+)
+#: (MAX_Z + 1, 4) holes in the s, p, d, f valence shells
+UNFILLED = np.zeros((MAX_Z + 1, 4))
+for _z, _code in enumerate(_UNFILLED.split(), start=1):
+    UNFILLED[_z] = [int(c, 16) for c in _code]
+
+# 1 where pymatgen's ``Element.is_metal`` is true (alkali, alkaline-earth, transition and
+# post-transition metals, lanthanides, actinides; not B, Si, Ge, As, Sb, Te, Po), Z = 1..103.
+_METAL = ("00110000001110000011111111111110000011111111111111000011111111111111111111111111"
+          "11100011111111111111111")
+IS_METAL = np.array([0.0] + [float(c) for c in _METAL])
 
 
 def symbol_to_z(symbol: str) -> int:
