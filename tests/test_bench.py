@@ -1,4 +1,5 @@
-"""Smoke and unit tests of the headline benchmarks (``bench speedup``, ``bench memory``)."""
+"""Smoke and unit tests of the headline benchmarks (``bench speedup``, ``bench memory``,
+``bench spectrum``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ import pytest
 
 from andersonn.bench.memory import MemorySettings, fit_budget, run_memory
 from andersonn.bench.report import fmt, markdown_table, ratio
+from andersonn.bench.spectrum import (
+    arnoldi,
+    best_disk,
+    interval_rate,
+    predicted_ratio,
+    ritz_values,
+)
+from andersonn.bench.spectrum import run_benchmark as run_spectrum
 from andersonn.bench.speedup import SpeedupSettings, crossover, run_speedup, time_to_target
 from andersonn.cli import build_parser
 from andersonn.errors import ConfigError
@@ -134,6 +143,8 @@ def test_cli_registration() -> None:
     assert args.depths == (4, 8) and args.budget_mb == 256.0
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "memory", "--depths", "a,b"])
+    args = parser.parse_args(["bench", "spectrum", "--quick", "--threads", "1"])
+    assert args.quick and args.threads == 1 and callable(args.func)
 
 
 def test_bench_build_keeps_latest_pointer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -153,3 +164,91 @@ def test_bench_build_keeps_latest_pointer(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert speedup._build_keeping_latest("tiny", 100, fake_build) == "tiny:100"
     assert (root / "tiny" / "LATEST").read_text() == "fullbuild\n"
+
+
+@pytest.mark.parametrize("kind", ["diagonal", "random"])
+def test_arnoldi_full_steps_recovers_eigenvalues(kind: str) -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(3)
+    n = 20
+    if kind == "diagonal":
+        A = torch.diag(torch.linspace(-0.9, 0.95, n, dtype=torch.float64))
+    else:
+        A = torch.randn(n, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    v0 = torch.randn(2, n, generator=gen, dtype=torch.float64)
+    Q, H = arnoldi(lambda v: v @ A.T, v0, n)
+    # the Arnoldi relation A Q_k = Q_{k+1} H and orthonormality
+    k = H.shape[-1]
+    assert torch.allclose(Q[:, :k] @ A.T, H.transpose(1, 2) @ Q, atol=1e-10)
+    eye = torch.eye(k, dtype=torch.float64)
+    assert torch.allclose(Q[:, :k] @ Q[:, :k].transpose(1, 2), eye.expand(2, k, k), atol=1e-12)
+    exact = torch.linalg.eigvals(A)
+    for ritz in ritz_values(H):
+        dist = (ritz[:, None] - exact[None, :]).abs()
+        assert float(dist.min(1).values.max()) < 1e-8
+        assert float(dist.min(0).values.max()) < 1e-8
+
+
+def test_arnoldi_breakdown_keeps_ritz_values_in_spectrum() -> None:
+    import torch
+
+    A = torch.diag(torch.tensor([0.5, 0.2, -0.3, 0.9], dtype=torch.float64))
+    v0 = torch.tensor([[1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)  # invariant 2-d subspace
+    _, H = arnoldi(lambda v: v @ A.T, v0, 4)
+    ritz = ritz_values(H)[0]
+    assert torch.isfinite(ritz).all()
+    exact = torch.diagonal(A).to(torch.complex128)
+    assert float((ritz[:, None] - exact[None, :]).abs().min(1).values.max()) < 1e-8
+
+
+def test_disk_fit_and_rates() -> None:
+    import torch
+
+    circle = 0.9 * torch.exp(1j * torch.linspace(0, 2 * math.pi, 401, dtype=torch.float64))
+    d = best_disk(circle)
+    assert abs(d["center"]) < 1e-3 and abs(d["rate"] - 0.9) < 1e-3
+    assert math.isclose(predicted_ratio(0.9, d["rate"]), 1.0, rel_tol=1e-2)
+    # a disk of centre 0.5, radius 0.4: q = 0.8 against rho = 0.9
+    shifted = 0.5 + 0.4 * torch.exp(1j * torch.linspace(0, 2 * math.pi, 401,
+                                                         dtype=torch.float64))
+    d = best_disk(shifted)
+    assert abs(d["center"] - 0.5) < 1e-3 and abs(d["rate"] - 0.8) < 1e-3
+    assert math.isclose(predicted_ratio(0.9, 0.8), math.log(0.8) / math.log(0.9))
+    small = best_disk(shifted, objective="radius")
+    assert abs(small["radius"] - 0.4) < 1e-3
+    assert math.isclose(interval_rate(-0.98, 0.98), (math.sqrt(99) - 1) / (math.sqrt(99) + 1))
+
+
+def test_spectrum_quick_smoke(tmp_path: Path) -> None:
+    res = run_spectrum(quick=True, out=tmp_path, progress=False, threads=1)
+    for name in ("spectrum.json", "spectrum.md", "ritz_values.png", "linear_spectra.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    data = json.loads((tmp_path / "spectrum.json").read_text())
+    assert set(data["jacobian"]) == {"init", "weak"}
+    steps = data["settings"]["arnoldi_steps"]
+    for sp in data["jacobian"].values():
+        assert len(sp["samples"]) == data["settings"]["ritz_samples"]
+        for smp in sp["samples"]:
+            assert len(smp["ritz_real"]) == len(smp["ritz_imag"]) == steps
+            assert 0.0 < smp["rho_ritz"] < 1.0 and 0.0 < smp["rho_power"] < 1.0
+            assert 0.0 < smp["disk"]["rate"] <= smp["rho_ritz"] + 1e-9
+            assert math.isfinite(smp["predicted_ratio"]) and smp["predicted_ratio"] >= 1 - 1e-6
+            assert smp["rel_residual_zstar_float64"] < 1e-4
+        assert sp["union_predicted_ratio"] > 0
+    sweep = data["window_sweep"]
+    assert [(r["cell"], r["m"]) for r in sweep] == [
+        (c, m) for c in ("weak", "init") for m in (None, 5, 10, 20)]
+    for r in sweep:
+        assert 0.0 <= r["converged_fraction"] <= 1.0 and r["nfev_mean"] > 0
+        if r["m"]:
+            assert r["ratio_forward_over"] > 0
+    assert len(data["linear"]) == 4
+    for r in data["linear"]:
+        for key in ("ratio_m5", "ratio_m20", "predicted_ratio_disk"):
+            assert math.isfinite(r[key]) and r[key] > 0, key
+        assert r["forward"]["converged_fraction"] == 1.0
+    # bulk + slow modes: Anderson clearly beats forward iteration
+    assert data["linear"][2]["ratio_m20"] > 3
+    assert math.isfinite(data["total_seconds"]) and res["total_seconds"] < 60
+    assert "Window sweep" in (tmp_path / "spectrum.md").read_text()

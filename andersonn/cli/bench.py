@@ -1,7 +1,9 @@
-"""Command-line commands of the headline benchmarks: ``bench speedup`` and ``bench memory``.
+"""Command-line commands of the headline benchmarks: ``bench speedup``, ``bench memory`` and
+``bench spectrum``.
 
-Both write ``<bench>.json``, ``<bench>.md`` and PNG plots into a results folder (``--out DIR``,
-default ``results/<bench>-<task>``) and print the markdown tables. See docs/benchmarks.md.
+Each writes ``<bench>.json``, ``<bench>.md`` and PNG plots into a results folder (``--out DIR``,
+default ``results/<bench>-<task>``, ``results/spectrum`` for ``bench spectrum``) and print the
+markdown tables. See docs/benchmarks.md (speedup, memory) and docs/engine.md (spectrum).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add ``bench speedup`` and ``bench memory`` to the bench parser."""
+    """Add ``bench speedup``, ``bench memory`` and ``bench spectrum`` to the bench parser."""
     sp = bench.add_parser(
         "speedup", help="forward vs Anderson vs Broyden DEQ training/inference, explicit net",
         description="Train the DEQ with forward iteration, Anderson and Broyden and the "
@@ -87,6 +89,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     mem.add_argument("--no-progress", action="store_true")
     mem.set_defaults(func=_memory)
 
+    spec = bench.add_parser(
+        "spectrum", help="Jacobian spectrum of the conv DEQ cell and Krylov limits of Anderson",
+        description="Arnoldi Ritz values of df/dz at z* of the init and weak conv cells with a "
+        "disk fit and the best Krylov rate it implies; an Anderson window sweep on the weak "
+        "cell; forward vs Anderson on linear maps with known spectra. Writes spectrum.json, "
+        "spectrum.md and PNG plots. See docs/engine.md.")
+    spec.add_argument("--quick", action="store_true", help="tiny sizes (a few seconds)")
+    spec.add_argument("--out", metavar="DIR", default=None, help="(results/spectrum)")
+    spec.add_argument("--threads", type=int, default=None, help="torch threads (1)")
+    spec.add_argument("--seed", type=int, default=None, help="(0)")
+    spec.add_argument("--no-progress", action="store_true")
+    spec.set_defaults(func=_spectrum)
+
 
 def _speedup(args: argparse.Namespace) -> int:
     from andersonn.bench.speedup import SpeedupSettings, run_speedup
@@ -127,4 +142,12 @@ def _memory(args: argparse.Namespace) -> int:
 
     sys.stdout.write(memory_markdown(result))
     print(f"\nresults: {result['out_dir']}")
+    return 0
+
+
+def _spectrum(args: argparse.Namespace) -> int:
+    from andersonn.bench.spectrum import main
+
+    main(out=args.out, quick=args.quick, threads=args.threads,
+         seed=0 if args.seed is None else args.seed, progress=not args.no_progress)
     return 0
