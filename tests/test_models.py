@@ -113,3 +113,56 @@ def test_deq_gradients_reach_cell() -> None:
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     assert model.cell.conv1.conv.weight.grad.abs().sum() > 0
+
+
+def _framed_images(n: int = 3, c: int = 6, h: int = 9, w: int = 4, atoms: int = 7
+                   ) -> torch.Tensor:
+    """Random images whose channels 1..3 hold per-atom frame coordinates (same in every slot),
+    with zero padding rows below ``atoms``."""
+    torch.manual_seed(3)
+    x = torch.randn(n, c, h, w)
+    x[:, 1:4] = x[:, 1:4, :, :1].expand(-1, -1, -1, w)
+    x[:, :, atoms:] = 0
+    return x
+
+
+def test_vector_readout_is_a_charge_weighted_sum_and_invariant() -> None:
+    model = build_model("deq", in_channels=6, height=9, width=4, num_classes=2, hidden=8,
+                        vector_channels=[1, 2, 3], vector_heads=2).eval()
+    x = _framed_images()
+    with torch.no_grad():
+        xn = model.normalize(x)
+        z = model.out_norm(model.body(model.embed(xn)))
+        got = model.vector_norms(z, xn, x)
+        # reference: explicit per-atom charges from the head, summed with the coordinates
+        q = model.charge_head(torch.cat([z.mean(3), xn.mean(3)], 1).transpose(1, 2))
+        want = torch.stack([(q[b, :, :, None] * x[b, 1:4, :, 0].T[:, None, :]).sum(0).norm(dim=-1)
+                            for b in range(x.shape[0])])
+        assert torch.allclose(got, want, atol=1e-4)
+        # a rotation/reflection of the frame leaves the norms unchanged
+        rot, _ = torch.linalg.qr(torch.randn(3, 3))
+        turned = x.clone()
+        turned[:, 1:4] = torch.einsum("uv,bvhw->buhw", rot, x[:, 1:4])
+        assert torch.allclose(model.vector_norms(z, xn, turned), got, atol=1e-5)
+        # atom order does not matter for the logits
+        perm = torch.randperm(7)
+        shuffled = x.clone()
+        shuffled[:, :, :7] = x[:, :, perm]
+        assert torch.allclose(model(shuffled), model(x), atol=1e-4)
+    rebuilt = build_model(**model.hparams)
+    assert rebuilt.vector_channels == [1, 2, 3] and rebuilt.vector_heads == 2
+
+
+def test_vector_channels_found_by_name_and_validated() -> None:
+    from andersonn.models import FRAME_CHANNELS, vector_channels_for
+
+    names = ["atom_en", *reversed(FRAME_CHANNELS), "g_dipole"]
+    assert vector_channels_for(names) == [3, 2, 1]
+    assert vector_channels_for(["atom_en", "atom_frame_y"]) == []
+    assert vector_channels_for(None) == []
+    with pytest.raises(ValueError, match="vector_channels"):
+        build_model("deq", in_channels=3, height=4, width=2, num_classes=2,
+                    vector_channels=[0, 1, 5], vector_heads=2)
+    plain = build_model("deq", in_channels=3, height=4, width=2, num_classes=2,
+                        vector_channels=[], vector_heads=4)
+    assert plain.vector_heads == 0 and not hasattr(plain, "charge_head")

@@ -43,6 +43,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--depth", type=int, default=None, help="explicit: number of cells (6)")
     tr.add_argument("--match-params", action="store_true", default=None,
                     help="explicit: choose the width to match the DEQ's parameter count")
+    tr.add_argument("--vector-heads", type=int, default=None,
+                    help="learned-charge |Σ q r| readouts where the image has frame "
+                    "coordinates, e.g. polarity (4; 0 = off)")
     tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
     tr.set_defaults(func=_train)
@@ -71,7 +74,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 _CLI_FIELDS = {"model": "model", "solver": "solver", "epochs": "epochs", "limit": "limit",
                "seed": "seed", "batch_size": "batch_size", "lr": "lr", "bf16": "bf16",
                "device": "device", "tol": "tol", "max_iter": "max_iter", "hidden": "hidden",
-               "depth": "depth", "match_params": "match_params", "threads": "threads"}
+               "depth": "depth", "match_params": "match_params", "threads": "threads",
+               "vector_heads": "vector_heads"}
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -2,13 +2,22 @@
 
 Both share: per-channel input normalisation (buffers, saved with the weights) → stem
 (``1×k`` conv + GroupNorm) → body → GroupNorm → mean+max pooling over atoms (kept per neighbour
-slot) → linear head. The ``deq`` body is one :class:`~andersonn.models.cells.ResidualCell` solved
-to its fixed point by :class:`andersonn.deq.DEQ`; the ``explicit`` body stacks ``depth`` such
-cells, each with its own weights (the conventional network the paper compares against).
+slot) → linear head, optionally with a *vector readout* (below). The ``deq`` body is one
+:class:`~andersonn.models.cells.ResidualCell` solved to its fixed point by
+:class:`andersonn.deq.DEQ`; the ``explicit`` body stacks ``depth`` such cells, each with its
+own weights (the conventional network the paper compares against).
+
+Vector readout (``vector_channels``, ``vector_heads``): where the image carries each atom's
+coordinates in a structure-defined orthonormal frame (three atom channels, e.g. polarity's
+``atom_dipole_proj, atom_frame_y, atom_frame_z``), the network predicts ``vector_heads`` learned
+per-atom charges q from each atom's features and feeds the norms |Σ_atoms q r| to the head. This
+is how a dipole moment is made (charges at positions); the norm does not depend on the choice
+of frame, and the sum over atoms does not depend on atom order, so the output stays invariant.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,7 +35,8 @@ class GraphImageClassifier(nn.Module):
 
     def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
                  hidden: int = 48, kernel: int = 3, groups: int = 8,
-                 product_pool: bool = True) -> None:
+                 product_pool: bool = True, vector_channels: Sequence[int] | None = None,
+                 vector_heads: int = 0) -> None:
         super().__init__()
         self.product_pool = bool(product_pool)
         self.in_channels, self.height, self.width = int(in_channels), int(height), int(width)
@@ -47,6 +57,15 @@ class GraphImageClassifier(nn.Module):
             self.pool_a = nn.Conv2d(self.hidden, self.hidden, 1, bias=False)
             self.pool_b = nn.Conv2d(self.hidden, self.hidden, 1, bias=False)
             extra = self.hidden
+        self.vector_channels = [int(i) for i in (vector_channels or [])]
+        self.vector_heads = int(vector_heads) if self.vector_channels else 0
+        if self.vector_heads:
+            if len(self.vector_channels) != 3 or not all(
+                    0 <= i < self.in_channels for i in self.vector_channels):
+                raise ValueError(f"vector_channels must be 3 channel indices below "
+                                 f"{self.in_channels}, got {self.vector_channels}")
+            self.charge_head = nn.Linear(self.hidden + self.in_channels, self.vector_heads)
+            extra += self.vector_heads
         self.head = nn.Linear(2 * self.hidden * self.width + 2 * self.in_channels + extra,
                               self.num_classes)
 
@@ -66,7 +85,8 @@ class GraphImageClassifier(nn.Module):
         """Plain-JSON hyper-parameters: ``build_model(**hparams)`` rebuilds this model."""
         return {"name": self.model_name, "in_channels": self.in_channels, "height": self.height,
                 "width": self.width, "num_classes": self.num_classes, "hidden": self.hidden,
-                "kernel": self.kernel, "groups": self.groups, "product_pool": self.product_pool}
+                "kernel": self.kernel, "groups": self.groups, "product_pool": self.product_pool,
+                "vector_channels": list(self.vector_channels), "vector_heads": self.vector_heads}
 
     # -- shared ------------------------------------------------------------------------------
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -84,20 +104,39 @@ class GraphImageClassifier(nn.Module):
         """Normalised input → stem embedding (the DEQ's injection)."""
         return self.stem_norm(self.stem(x))
 
-    def classify(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def classify(self, z: torch.Tensor, x: torch.Tensor,
+                 raw: torch.Tensor | None = None) -> torch.Tensor:
         """Body output → logits: permutation-robust mean+max pooling over atoms (kept per
-        neighbour slot), plus the input's per-channel mean and max (a global-descriptor skip)."""
+        neighbour slot), plus the input's per-channel mean and max (a global-descriptor skip),
+        plus the vector readout when configured (``raw``: the unnormalised image)."""
         z = self.out_norm(z)
         pooled = torch.cat([z.mean(dim=2), z.amax(dim=2)], dim=1).flatten(1)  # (B, 2d·W)
         glob = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 2C)
         parts = [pooled, glob]
         if self.product_pool:
             parts.append((self.pool_a(z) * self.pool_b(z)).mean(dim=(2, 3)))
+        if self.vector_heads:
+            parts.append(self.vector_norms(z, x, raw if raw is not None else self.denormalize(x)))
         return self.head(torch.cat(parts, dim=1))
 
+    def vector_norms(self, z: torch.Tensor, x: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """(B, vector_heads): |Σ_atoms q_k(atom) r(atom)| with learned per-atom charges q_k.
+
+        Padding rows have zero coordinates, so they add nothing whatever their q."""
+        atoms = torch.cat([z.mean(dim=3), x.mean(dim=3)], dim=1).transpose(1, 2)  # (B, H, d+C)
+        q = self.charge_head(atoms)  # (B, H, K)
+        r = raw[:, self.vector_channels, :, 0].to(q.dtype)  # (B, 3, H): atom channels
+        mu = torch.einsum("bhk,bvh->bkv", q, r)
+        return torch.sqrt(mu.pow(2).sum(-1) + 1e-6)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize`."""
+        return x * self.in_std.view(1, -1, 1, 1) + self.in_mean.view(1, -1, 1, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = x
         x = self.normalize(x)
-        return self.classify(self.body(self.embed(x)), x)
+        return self.classify(self.body(self.embed(x)), x, raw)
 
 
 class DEQClassifier(GraphImageClassifier):
@@ -109,9 +148,10 @@ class DEQClassifier(GraphImageClassifier):
                  hidden: int = 48, kernel: int = 3, groups: int = 8, solver: str = "anderson",
                  solver_options: dict | None = None, backward: str = "implicit",
                  backward_options: dict | None = None, product_pool: bool = True,
+                 vector_channels: Sequence[int] | None = None, vector_heads: int = 0,
                  **_: Any) -> None:
         super().__init__(in_channels, height, width, num_classes, hidden, kernel, groups,
-                         product_pool)
+                         product_pool, vector_channels, vector_heads)
         self.cell = ResidualCell(self.hidden, self.kernel, self.groups)
         self.backward_mode = backward
         self.backward_options = dict(backward_options or {})
@@ -165,9 +205,10 @@ class ExplicitClassifier(GraphImageClassifier):
 
     def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
                  hidden: int = 48, kernel: int = 3, groups: int = 8, depth: int = 6,
-                 product_pool: bool = True, **_: Any) -> None:
+                 product_pool: bool = True, vector_channels: Sequence[int] | None = None,
+                 vector_heads: int = 0, **_: Any) -> None:
         super().__init__(in_channels, height, width, num_classes, hidden, kernel, groups,
-                         product_pool)
+                         product_pool, vector_channels, vector_heads)
         self.depth = int(depth)
         self.cells = nn.ModuleList(
             ResidualCell(self.hidden, self.kernel, self.groups, init_std=0.05)

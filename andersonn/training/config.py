@@ -36,6 +36,8 @@ class TrainConfig:
     groups: int = 8
     depth: int = 6
     match_params: bool = False
+    # learned-charge vector readout (|Σ q r|) where the image has frame coordinates; 0 = off
+    vector_heads: int = 4
     # optimisation
     epochs: int = 8
     batch_size: int = 64
@@ -73,6 +75,8 @@ class TrainConfig:
                      "depth", "max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if int(self.vector_heads) < 0:
+            raise ConfigError(f"vector_heads must be >= 0 (got {self.vector_heads})")
         if self.lr <= 0 or self.tol <= 0:
             raise ConfigError("lr and tol must be positive")
 

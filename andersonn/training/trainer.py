@@ -31,7 +31,7 @@ from torch.utils.data import DistributedSampler
 from andersonn import __version__
 from andersonn.errors import AndersonnError, ConfigError
 from andersonn.fileio import atomic_write_json, atomic_write_text
-from andersonn.models import build_model, count_parameters
+from andersonn.models import build_model, count_parameters, vector_channels_for
 from andersonn.training import checkpoint as ckpt
 from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import DistInfo, all_reduce_sum, barrier, cleanup, setup
@@ -267,10 +267,14 @@ def evaluate(model: nn.Module, images: Any, labels: Any, classes: Sequence[str] 
 # --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
-def _build(cfg: TrainConfig, shape: Sequence[int], k: int) -> nn.Module:
+def _build(cfg: TrainConfig, shape: Sequence[int], k: int,
+           channels: Sequence[str] | None = None) -> nn.Module:
     c, h, w = (int(v) for v in shape)
     common = {"in_channels": c, "height": h, "width": w, "num_classes": k, "kernel": cfg.kernel,
               "groups": cfg.groups}
+    vector = vector_channels_for(channels) if cfg.vector_heads else []
+    if vector:
+        common.update(vector_channels=vector, vector_heads=cfg.vector_heads)
     if cfg.model == "deq":
         return build_model("deq", hidden=cfg.hidden, solver=cfg.solver,
                            solver_options=cfg.forward_options(), backward=cfg.backward,
@@ -363,7 +367,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     weight = class_weights(ytr, k, cfg.class_weights)
 
     torch.manual_seed(cfg.seed)
-    model = _build(cfg, xtr.shape[1:], k)
+    spec = meta_value(dict(getattr(ds, "meta", {}) or {}), "image_spec", "spec") or {}
+    model = _build(cfg, xtr.shape[1:], k, spec.get("channels") if isinstance(spec, dict) else None)
     model.set_normalization(mean, std)
     model.to(device)
     run_config = _run_config(cfg, model, ds, classes, mean, std, weight, info)
