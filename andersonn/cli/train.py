@@ -45,7 +45,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     help="explicit: choose the width to match the DEQ's parameter count")
     tr.add_argument("--vector-heads", type=int, default=None,
                     help="learned-charge |Σ q r| readouts where the image has frame "
-                    "coordinates, e.g. polarity (4; 0 = off)")
+                    "coordinates, e.g. polarity (0 = off, the default)")
     tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
     tr.set_defaults(func=_train)

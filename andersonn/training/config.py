@@ -37,7 +37,7 @@ class TrainConfig:
     depth: int = 6
     match_params: bool = False
     # learned-charge vector readout (|Σ q r|) where the image has frame coordinates; 0 = off
-    vector_heads: int = 4
+    vector_heads: int = 0
     # optimisation
     epochs: int = 8
     batch_size: int = 64
