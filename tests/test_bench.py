@@ -73,8 +73,13 @@ def test_speedup_smoke(tmp_path: Path) -> None:
     assert len(tr["anderson"]["time_s"]) == len(tr["anderson"]["residual"]) == 15
     times = tr["forward"]["time_s"]
     assert times == sorted(times)
+    spec = data["trained_cell_spectrum"]
+    assert spec["n"] == 4 and len(spec["rho_power"]) == 4
+    for rho, rate, pred in zip(spec["rho_power"], spec["krylov_rate"], spec["predicted_ratio"],
+                               strict=True):
+        assert 0.0 < rho < 1.0 and 0.0 < rate <= 1.0 and pred >= 1.0
     md = (tmp_path / "speedup.md").read_text()
-    assert "common" in md and "matched" in md and "Targets" in md
+    assert "common" in md and "matched" in md and "Targets" in md and "Spectrum" in md
 
 
 @pytest.mark.parametrize("device", ["cpu"])

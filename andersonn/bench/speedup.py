@@ -30,6 +30,10 @@ and timed separately):
   residual (worst sample's returned-iterate relative residual) and the converged fraction are
   checked, and the time per structure (median over interleaved repeats) and f evaluations are
   compared;
+* **spectrum of the trained cell**: for a few test structures, the spectral radius ρ of
+  ∂f/∂z at z* (power iteration) and the Ritz values of 40 Arnoldi steps fitted with a disk
+  (:mod:`andersonn.bench.spectrum`), giving the best forward / Krylov f-evaluation ratio any
+  Anderson-type method can reach on these weights — the ceiling of the inference speed-up;
 * **residual vs time** on one batch: each solver runs with tol 0 while every f evaluation is
   time-stamped; the crossover is the first time after which Anderson's best residual stays below
   forward iteration's at equal wall time (Anderson's extra cost per iteration has been repaid).
@@ -37,11 +41,13 @@ and timed separately):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +107,8 @@ class SpeedupSettings:
     repeats: int = 3
     trace_batch: int = 32
     trace_iters: int = 60
+    spectrum_samples: int = 4
+    spectrum_steps: int = 40
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
@@ -402,6 +410,33 @@ def inference_at_tolerances(model: nn.Module, x: Tensor, y: Tensor, s: SpeedupSe
     return rows
 
 
+def trained_cell_spectrum(model: nn.Module, x: Tensor, steps: int, device: torch.device
+                          ) -> dict[str, Any] | None:
+    """ρ(∂f/∂z) at z* and the disk (Krylov) bound on the forward/Anderson f-evaluation ratio
+    for the DEQ cell of ``model`` on the structures ``x`` (None for a model without a cell)."""
+    from andersonn.bench.spectrum import jacobian_spectrum
+
+    cell = getattr(model, "cell", None)
+    if cell is None or x.shape[0] == 0 or steps < 2:
+        return None
+    model.eval()
+    with torch.no_grad():
+        inj = model.embed(model.normalize(x.to(device))).cpu()
+    # on the CPU in float64-capable form: a few structures, the cost is negligible
+    with warnings.catch_warnings():
+        # forward-mode AD loads its decompositions via the deprecated torch.jit.script
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*",
+                                category=DeprecationWarning)
+        spec = jacobian_spectrum(copy.deepcopy(cell).cpu(), inj, steps)
+    samples = spec["samples"]
+    return {"n": len(samples), "arnoldi_steps": steps,
+            "rho_power": [s["rho_power"] for s in samples],
+            "rho_ritz": [s["rho_ritz"] for s in samples],
+            "krylov_rate": [s["disk"]["rate"] for s in samples],
+            "predicted_ratio": [s["predicted_ratio"] for s in samples],
+            "union_predicted_ratio": spec["union_predicted_ratio"]}
+
+
 @torch.no_grad()
 def residual_traces(model: nn.Module, xb: Tensor, s: SpeedupSettings, device: torch.device
                     ) -> dict[str, dict[str, list[float]]]:
@@ -568,6 +603,9 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     if s.inference_limit is not None and xin.shape[0] > s.inference_limit:
         xin, yin = xin[: s.inference_limit], yin[: s.inference_limit]
     inference = inference_at_tolerances(runs["anderson"].model, xin, yin, s, device)
+    log("  spectrum of the trained cell ...")
+    spectrum = trained_cell_spectrum(runs["anderson"].model, xte[: s.spectrum_samples],
+                                     s.spectrum_steps, device)
     log("  residual-vs-time traces ...")
     traces = residual_traces(runs["anderson"].model, xte[: s.trace_batch], s, device)
     cross = crossover(traces["anderson"], traces["forward"])
@@ -590,7 +628,8 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
             for n in ("anderson", "broyden")},
         "epoch_time_speedup": {n: ratio(fwd_epoch, summaries[n]["time_per_epoch_s"])
                                for n in VARIANTS},
-        "inference": inference, "residual_traces": traces, "crossover": cross,
+        "inference": inference, "trained_cell_spectrum": spectrum,
+        "residual_traces": traces, "crossover": cross,
         "anderson_cost_per_iteration_vs_forward": penalty,
     }
     result["targets_met"] = _targets_met(result)
@@ -714,6 +753,18 @@ def speedup_markdown(res: dict[str, Any]) -> str:
         ["tol", "solver", "ms / structure", "f-evals (mean)", "max residual", "converged",
          "matched", "accuracy", "speed-up vs forward", "compute saved (time / f-evals)"],
         inf_rows))
+    spec = res.get("trained_cell_spectrum")
+    if spec:
+        lines.append(
+            f"\nSpectrum of the Anderson-trained cell ({spec['n']} test structures, "
+            f"{spec['arnoldi_steps']} Arnoldi steps): ρ(∂f/∂z) at z* "
+            f"{min(spec['rho_power']):.3f}–{max(spec['rho_power']):.3f} (forward iteration "
+            f"needs ≈ log(tol)/log ρ evaluations); best Krylov rate of the fitted disk "
+            f"{min(spec['krylov_rate']):.3f}–{max(spec['krylov_rate']):.3f}, so no "
+            f"Anderson-type method can need fewer than about 1/"
+            f"{max(spec['predicted_ratio']):.1f} of forward iteration's f evaluations at a "
+            f"small tolerance (predicted ratio {min(spec['predicted_ratio']):.1f}–"
+            f"{max(spec['predicted_ratio']):.1f}×; see `andersonn bench spectrum`).\n")
     cross = res["crossover"]
     pen = res["anderson_cost_per_iteration_vs_forward"]
     lines.append("\nResidual vs time (one batch, tol 0): Anderson costs "
