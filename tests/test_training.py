@@ -207,3 +207,15 @@ def test_constant_channel_is_not_blown_up_by_normalisation() -> None:
     mean, std = channel_stats(x)
     assert torch.allclose(mean[1], torch.tensor(0.25)) and std[1] == 1.0
     assert torch.allclose(std[0], x[:, 0].double().std().float(), rtol=1e-5)
+
+
+def test_mean_residual_trace_keeps_stopped_samples_at_their_last_value() -> None:
+    from types import SimpleNamespace
+
+    from andersonn.training.trainer import _mean_trace
+
+    nan = float("nan")
+    trace = torch.tensor([[1.0, 0.1, nan, nan], [1.0, 0.5, 0.2, 0.05]])
+    got = _mean_trace(SimpleNamespace(trace=trace))
+    assert np.allclose(got, [1.0, 0.3, 0.15, 0.075])
+    assert bool((np.diff(got) <= 0).all())  # never rises when a sample stops

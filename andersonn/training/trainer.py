@@ -153,6 +153,9 @@ def _stat_values(stats: Any) -> tuple[float, float, float]:
 
 
 def _mean_trace(stats: Any) -> np.ndarray | None:
+    """Mean relative residual per iteration over *all* samples: a sample that has stopped keeps
+    its last residual (its row is NaN after it stops), so easy samples leaving the active set
+    do not make the curve jump up."""
     trace = getattr(stats, "trace", None) if stats is not None else None
     if trace is None:
         return None
@@ -162,12 +165,14 @@ def _mean_trace(stats: Any) -> np.ndarray | None:
     if t.size == 0:
         return None
     t = np.where(np.isfinite(t) & (t > 0), t, np.nan)
-    with np.errstate(all="ignore"), contextlib.suppress(Exception):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            m = np.nanmean(t, axis=0)
-        return m[np.isfinite(m)]
-    return None
+    # forward-fill each row along the iterations
+    idx = np.where(np.isfinite(t), np.arange(t.shape[1])[None, :], 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    filled = t[np.arange(t.shape[0])[:, None], idx]
+    started = np.isfinite(filled).all(axis=0)  # iterations where every sample has a value
+    if not started.any():
+        return None
+    return filled[:, started].mean(axis=0)
 
 
 def _autocast(enabled: bool, device: torch.device) -> Any:
