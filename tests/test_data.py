@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tarfile
+import time
 import zipfile
 import zlib
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from andersonn.cli import main
 from andersonn.data import TASKS, build_dataset, dataset_info, load_dataset, open_cache, write_cache
 from andersonn.data import archives as archives_mod
 from andersonn.data import build as build_mod
+from andersonn.data import clean as clean_mod
 from andersonn.data.archives import ARCHIVES, ensure_archive, iter_tar_members, read_tar_member
 from andersonn.data.cache import is_complete
 from andersonn.data.materials_project import GAPS_MEMBER, parse_structure_dict
@@ -238,9 +240,11 @@ def test_cache_dir_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_pinned_archives_match_data_sources() -> None:
     assert ARCHIVES["matminer"].sdist and ARCHIVES["matminer"].filename == "matminer-0.4.0.tar.gz"
     assert ARCHIVES["qm9pack"].sha256.startswith("1d88c298")
-    cmd = archives_mod.pip_command(ARCHIVES["matminer"], "/d")
-    assert cmd[3:] == ["download", "--no-deps", "--no-binary", ":all:", "--dest", "/d",
-                       "matminer==0.4.0"]
+    cmd = archives_mod.pip_command(ARCHIVES["qm9pack"], "/d")
+    assert cmd[3:] == ["download", "--no-deps", "--only-binary", ":all:", "--dest", "/d",
+                       ARCHIVES["qm9pack"].requirement]
+    with pytest.raises(AndersonnError, match="sdist"):  # pip would run its setup.py
+        archives_mod.pip_command(ARCHIVES["matminer"], "/d")
 
 
 def test_sha256_mismatch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,12 +260,43 @@ def test_sha256_mismatch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
     assert "pip download --no-deps" in msg and "core_mof==2019.1" in msg
 
 
-def test_missing_archive_names_the_pip_command(tmp_path: Path) -> None:
-    with pytest.raises(AndersonnError) as err:
+def test_missing_archive_hint_names_data_fetch_never_an_sdist_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(AndersonnError) as err:  # the sdist: only `andersonn data fetch`
         ensure_archive("matminer", source_dir=tmp_path)
     msg = str(err.value)
-    assert "pip download --no-deps --no-binary :all:" in msg and "matminer==0.4.0" in msg
+    assert "`andersonn data fetch crystal-gap --dest DIR`" in msg and "PyPI access" in msg
+    assert f"copy DIR/matminer-0.4.0.tar.gz into {tmp_path}" in msg
+    assert "pip download" not in msg and "--no-binary" not in msg
     assert ARCHIVES["matminer"].sha256 in msg and "\n" not in msg
+
+    with pytest.raises(AndersonnError) as err:  # a wheel: also the equivalent pip line
+        ensure_archive("core_mof", source_dir=tmp_path)
+    msg = str(err.value)
+    assert "`andersonn data fetch mof-pore --dest DIR`" in msg
+    assert "`pip download --no-deps --only-binary :all: --dest DIR core_mof==2019.1`" in msg
+    assert "--no-binary" not in msg and "\n" not in msg
+
+    (tmp_path / "matminer-0.4.0.tar.gz").write_bytes(b"not the pinned file")
+    with pytest.raises(AndersonnError, match="corrupt") as err:
+        ensure_archive("matminer", source_dir=tmp_path)
+    assert "andersonn data fetch crystal-gap" in str(err.value)
+    assert "pip download" not in str(err.value)
+
+    def broken(request: object, timeout: float = 0) -> Any:
+        raise OSError("no network")
+
+    spec = ARCHIVES["matminer"]
+    with pytest.raises(AndersonnError, match="could not download") as err:
+        archives_mod.fetch_sdist_from_index(spec, tmp_path / "x", index_url="https://idx/simple",
+                                            opener=broken)
+    assert "andersonn data fetch crystal-gap" in str(err.value)
+    assert "--no-binary" not in str(err.value)
+    with pytest.raises(AndersonnError, match="pip exit status 1") as err:  # a wheel pip fails on
+        ensure_archive("qm9pack", cache_dir=tmp_path / "c", runner=lambda cmd: 1)
+    msg = str(err.value)
+    assert "andersonn data fetch polarity" in msg and "--only-binary :all:" in msg
 
 
 def test_fetch_uses_pip_download_into_cache(
@@ -629,3 +664,334 @@ def test_sdist_is_taken_from_the_index_without_running_it(
         archives_mod.fetch_sdist_from_index(bad, tmp_path, index_url="https://idx/simple",
                                             opener=opener)
     assert list(tmp_path.iterdir()) == []  # no half-written file left behind
+
+
+# --------------------------------------------------------------------------------------------
+# andersonn data fetch: archives for an offline machine
+# --------------------------------------------------------------------------------------------
+
+
+def _fake_pip(built: dict[str, Path], calls: list[list[str]]) -> Any:
+    """A stand-in for ``pip download``: copies the fixture wheel named by the requirement."""
+    by_req = {ARCHIVES[k].requirement: path for k, path in built.items()}
+
+    def runner(cmd: list[str]) -> int:
+        calls.append(list(cmd))
+        assert "--only-binary" in cmd and "--no-binary" not in cmd
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        (dest / by_req[cmd[-1]].name).write_bytes(by_req[cmd[-1]].read_bytes())
+        return 0
+
+    return runner
+
+
+def test_fetch_archives_fetched_then_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from andersonn.data import fetch_archives
+
+    built = make_archives(tmp_path / "upstream")
+    _pin(monkeypatch, built)
+    calls: list[list[str]] = []
+    runner = _fake_pip(built, calls)
+    seen: list[tuple[str, str]] = []
+    dest = tmp_path / "offline"
+    paths = fetch_archives(["polarity", "mof-pore"], dest=dest, runner=runner,
+                           on_archive=lambda spec, path, status: seen.append((path.name, status)))
+    assert paths == [dest / ARCHIVES["qm9pack"].filename, dest / ARCHIVES["core_mof"].filename]
+    assert seen == [(p.name, "fetched") for p in paths] and len(calls) == 2
+    assert all(_sha(p) == ARCHIVES[k].sha256 for p, k in zip(paths, ("qm9pack", "core_mof"),
+                                                             strict=True))
+    seen.clear()
+    assert fetch_archives("mof-pore", dest=dest, runner=runner,
+                          on_archive=lambda spec, path, status: seen.append((path.name, status)))
+    assert seen == [(ARCHIVES["core_mof"].filename, "present")] and len(calls) == 2
+    assert sorted(p.name for p in dest.iterdir()) == sorted(p.name for p in paths)  # no temps
+
+    # default dest: the cache's archives folder
+    got = fetch_archives("polarity", cache_dir=tmp_path / "c", runner=runner)
+    assert got == [tmp_path / "c" / "archives" / ARCHIVES["qm9pack"].filename]
+    with pytest.raises(AndersonnError, match="unknown task"):
+        fetch_archives(["nope"], dest=dest, runner=runner)
+
+
+def test_fetch_archives_sha_mismatch_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from andersonn.data import fetch_archives
+
+    built = make_archives(tmp_path / "upstream")
+    _pin(monkeypatch, built)
+
+    def runner(cmd: list[str]) -> int:  # serves a different file under the pinned name
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        (dest / ARCHIVES["qm9pack"].filename).write_bytes(b"tampered")
+        return 0
+
+    with pytest.raises(AndersonnError) as err:
+        fetch_archives("polarity", dest=tmp_path / "d", runner=runner)
+    msg = str(err.value)
+    assert "\n" not in msg and "corrupt" in msg and ARCHIVES["qm9pack"].sha256 in msg
+    assert "andersonn data fetch polarity --dest DIR" in msg
+
+
+def _offline_fetch_paths(
+    monkeypatch: pytest.MonkeyPatch, built: dict[str, Path]
+) -> dict[str, list[Any]]:
+    """Patch the two real fetch paths (pip for wheels, the index for the sdist): no network."""
+    log: dict[str, list[Any]] = {"pip": [], "index": []}
+    runner = _fake_pip(built, log["pip"])
+
+    def run(cmd: list[str], check: bool = False, **kwargs: Any) -> Any:
+        import subprocess
+
+        return subprocess.CompletedProcess(cmd, runner(cmd))
+
+    def from_index(spec: Any, folder: Path, **kwargs: Any) -> Path:
+        log["index"].append(spec.filename)
+        (folder / spec.filename).write_bytes(built[spec.key].read_bytes())
+        return folder / spec.filename
+
+    monkeypatch.setattr(archives_mod.subprocess, "run", run)
+    monkeypatch.setattr(archives_mod, "fetch_sdist_from_index", from_index)
+    return log
+
+
+def test_fetch_archives_all_takes_the_sdist_from_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from andersonn.data import fetch_archives
+
+    built = make_archives(tmp_path / "upstream")
+    _pin(monkeypatch, built)
+    log = _offline_fetch_paths(monkeypatch, built)
+    paths = fetch_archives("all", dest=tmp_path / "d")
+    assert [p.name for p in paths] == [ARCHIVES[k].filename for k in
+                                       ("qm9pack", "core_mof", "matminer", "jarvis_leaderboard")]
+    assert log["index"] == ["matminer-0.4.0.tar.gz"]  # the sdist never goes through pip
+    assert [c[-1] for c in log["pip"]] == ["qm9pack==1.0.3", "core_mof==2019.1",
+                                           "jarvis_leaderboard==2024.10.30"]
+
+
+def test_cli_fetch_then_offline_build(
+    env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    log = _offline_fetch_paths(monkeypatch, env["paths"])
+    dest = tmp_path / "offline"
+    assert main(["data", "fetch", "crystal-gap", "--dest", str(dest)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    for line, key in zip(out, ("matminer", "jarvis_leaderboard"), strict=False):
+        path = dest / ARCHIVES[key].filename
+        assert line.startswith("fetched ") and str(path) in line
+        assert f"({path.stat().st_size} bytes)" in line and ARCHIVES[key].sha256 in line
+    assert "--source DIR" in out[-1] and len(out) == 3
+    assert main(["data", "fetch", "crystal-gap", "--dest", str(dest)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[:2]] == ["present", "present"]
+    assert len(log["index"]) == 1 and len(log["pip"]) == 1
+    # the copied folder is all an offline build needs
+    assert main(["data", "build", "crystal-gap", "--source", str(dest), "--no-progress"]) == 0
+    assert "metal" in capsys.readouterr().out
+    assert main(["data", "fetch", "polarity", "--cache-dir", str(tmp_path / "c")]) == 0
+    assert str(tmp_path / "c" / "archives" / ARCHIVES["qm9pack"].filename) in (
+        capsys.readouterr().out)
+
+
+# --------------------------------------------------------------------------------------------
+# andersonn data clean
+# --------------------------------------------------------------------------------------------
+
+
+def _fake_build(cache: Path, task: str, name: str, *, version: str = "fake-1") -> Path:
+    """A tiny complete build of ``task`` named ``name``, as made by featuriser ``version``."""
+    meta = {"task": task, "featurizer_version": version, "image_spec": FakeSpec(task).to_dict(),
+            "sources": {k: {"sha256": ARCHIVES[k].sha256} for k in TASKS[task].archives}}
+    return write_cache(cache / "datasets" / task / name, images=np.ones((2, 2, 4, 4), np.float32),
+                       labels=[0, 1], ids=["a", "b"], splits=[0, 1],
+                       classes=TASKS[task].classes, meta=meta)
+
+
+def _temp_dir(task_root: Path, name: str, age_s: float) -> Path:
+    tmp = task_root / name
+    tmp.mkdir(parents=True)
+    (tmp / "images.npy").write_bytes(b"x" * 100)
+    then = time.time() - age_s
+    os.utime(tmp, (then, then))
+    return tmp
+
+
+def _messy_cache(cache: Path) -> dict[str, Path]:
+    """crystal-gap builds: current, stale, incomplete, damaged, old and young temps, LATEST."""
+    root = cache / "datasets" / "crystal-gap"
+    dirs = {
+        "current": _fake_build(cache, "crystal-gap", "aaaa"),
+        "stale": _fake_build(cache, "crystal-gap", "bbbb", version="fake-0"),
+        "incomplete": _fake_build(cache, "crystal-gap", "cccc"),
+        "damaged": _fake_build(cache, "crystal-gap", "dddd"),
+        "other_task": _fake_build(cache, "polarity", "eeee", version="fake-0"),
+    }
+    (dirs["incomplete"] / "COMPLETE").unlink()
+    with open(dirs["damaged"] / "images.npy", "r+b") as handle:
+        handle.truncate(10)
+    dirs["old_tmp"] = _temp_dir(root, ".ffff.x1.tmp", age_s=7200)
+    dirs["young_tmp"] = _temp_dir(root, ".ffff.x2.tmp", age_s=60)
+    (root / "LATEST").write_text("bbbb\n")
+    (root / "notes.txt").write_text("not a build")
+    (cache / "archives").mkdir(parents=True)
+    (cache / "archives" / ARCHIVES["matminer"].filename).write_bytes(b"archive")
+    return dirs
+
+
+def test_clean_removes_stale_and_incomplete_keeps_current(
+    tmp_path: Path, fake: FakeFeaturizer
+) -> None:
+    from andersonn.data import clean_datasets
+
+    cache = tmp_path / "cache"
+    dirs = _messy_cache(cache)
+    root = cache / "datasets" / "crystal-gap"
+    stale_size = sum(p.stat().st_size for p in dirs["stale"].iterdir())
+    records = clean_datasets(["crystal-gap"], cache_dir=cache)
+    by_name = {r["name"]: r for r in records}
+    assert set(by_name) == {"bbbb", "cccc", "dddd", ".ffff.x1.tmp", ".ffff.x2.tmp", "LATEST"}
+    assert by_name["bbbb"] == {
+        "task": "crystal-gap", "name": "bbbb", "path": str(dirs["stale"]), "action": "removed",
+        "reason": "stale: featurizer version fake-0 != current fake-1", "bytes": stale_size}
+    assert "incomplete" in by_name["cccc"]["reason"]
+    assert "damaged" in by_name["dddd"]["reason"]
+    assert by_name[".ffff.x1.tmp"]["action"] == "removed"
+    assert by_name[".ffff.x2.tmp"]["action"] == "kept"  # a build may be writing it
+    assert by_name["LATEST"]["action"] == "removed"
+    for key in ("stale", "incomplete", "damaged", "old_tmp"):
+        assert not dirs[key].exists()
+    assert is_complete(dirs["current"]) and dirs["young_tmp"].is_dir()
+    assert not (root / "LATEST").exists() and (root / "notes.txt").is_file()
+    assert is_complete(dirs["other_task"])  # only the named task
+    assert (cache / "archives" / ARCHIVES["matminer"].filename).read_bytes() == b"archive"
+
+    again = clean_datasets(cache_dir=cache)  # every task by default, in TASKS order
+    assert [(r["task"], r["action"]) for r in again] == [("polarity", "removed"),
+                                                         ("crystal-gap", "kept")]
+    assert not dirs["other_task"].exists()
+    assert clean_datasets(cache_dir=tmp_path / "nothing-here") == []
+
+
+def test_clean_dry_run_deletes_nothing(tmp_path: Path, fake: FakeFeaturizer) -> None:
+    from andersonn.data import clean_datasets
+
+    cache = tmp_path / "cache"
+    dirs = _messy_cache(cache)
+    before = sorted(str(p) for p in cache.rglob("*"))
+    dry = clean_datasets("crystal-gap", cache_dir=cache, dry_run=True)
+    assert sorted(str(p) for p in cache.rglob("*")) == before
+    assert {r["action"] for r in dry} == {"would remove", "kept"}
+    real = clean_datasets("crystal-gap", cache_dir=cache)
+    assert [(r["name"], r["bytes"]) for r in dry] == [(r["name"], r["bytes"]) for r in real]
+    assert not dirs["stale"].exists()
+
+
+def test_clean_all_removes_every_build(tmp_path: Path, fake: FakeFeaturizer) -> None:
+    from andersonn.data import clean_datasets
+
+    cache = tmp_path / "cache"
+    dirs = _messy_cache(cache)
+    root = cache / "datasets" / "crystal-gap"
+    (root / "LATEST").write_text("aaaa\n")
+    fake.version = "unavailable"  # --all needs no featuriser
+    records = clean_datasets("crystal-gap", cache_dir=cache, all_builds=True)
+    assert {r["name"] for r in records if r["action"] == "removed"} == {
+        "aaaa", "bbbb", "cccc", "dddd", ".ffff.x1.tmp", "LATEST"}
+    assert sorted(p.name for p in root.iterdir()) == [".ffff.x2.tmp", "notes.txt"]
+    assert is_complete(dirs["other_task"]) and (cache / "archives").is_dir()
+
+
+def test_clean_latest_kept_when_its_build_is_kept(tmp_path: Path, fake: FakeFeaturizer) -> None:
+    from andersonn.data import clean_datasets
+
+    cache = tmp_path / "cache"
+    _messy_cache(cache)
+    latest = cache / "datasets" / "crystal-gap" / "LATEST"
+    latest.write_text("aaaa\n")
+    records = clean_datasets("crystal-gap", cache_dir=cache)
+    assert "LATEST" not in {r["name"] for r in records}
+    assert latest.read_text() == "aaaa\n"
+
+
+def test_clean_never_follows_symlinks(tmp_path: Path, fake: FakeFeaturizer) -> None:
+    from andersonn.data import clean_datasets
+
+    cache = tmp_path / "cache"
+    outside = _fake_build(tmp_path / "elsewhere", "crystal-gap", "stale", version="fake-0")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    stale = _fake_build(cache, "crystal-gap", "bbbb", version="fake-0")
+    (stale / "link-to-victim").symlink_to(victim)
+    (stale / "dir-link").symlink_to(outside, target_is_directory=True)
+    root = cache / "datasets" / "crystal-gap"
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "LATEST").symlink_to(tmp_path / "victim.txt")
+    (cache / "datasets" / "polarity").symlink_to(outside.parent, target_is_directory=True)
+
+    for all_builds in (False, True):
+        records = clean_datasets(cache_dir=cache, all_builds=all_builds)
+        kept = {r["name"]: r["reason"] for r in records if r["action"] == "kept"}
+        assert kept == {"linked": "symlink: never followed", "polarity": "symlink: never followed"}
+        assert (root / "linked").is_symlink() and (cache / "datasets" / "polarity").is_symlink()
+    assert not stale.exists()
+    assert victim.read_text() == "keep me" and is_complete(outside)
+    assert (root / "LATEST").is_symlink()
+    with pytest.raises(AndersonnError, match="refusing"):
+        clean_mod._remove_tree(root / "linked", root)
+
+
+def test_clean_keeps_a_build_a_process_has_mapped(env: dict[str, Any]) -> None:
+    import gc
+
+    from andersonn.data import clean_datasets
+
+    ds = build_dataset("crystal-gap", source_dir=env["source"], progress=False)
+    directory = ds.directory
+    env["fake"].version = "fake-2"  # the build is stale now, but this process maps its images
+    records = clean_datasets("crystal-gap")
+    assert [r["action"] for r in records] == ["kept"]
+    assert f"memory-mapped by running process {os.getpid()}" in records[0]["reason"]
+    assert is_complete(directory)
+    del ds
+    gc.collect()
+    records = clean_datasets("crystal-gap")
+    assert [(r["name"], r["action"]) for r in records] == [(directory.name, "removed"),
+                                                          ("LATEST", "removed")]
+    with pytest.raises(AndersonnError, match="has not been built"):
+        load_dataset("crystal-gap")
+    fresh = build_dataset("crystal-gap", source_dir=env["source"], progress=False)
+    assert fresh.meta["featurizer_version"] == "fake-2"
+    assert clean_datasets("crystal-gap") == []  # the current build stays
+
+
+def test_cli_clean(
+    tmp_path: Path, fake: FakeFeaturizer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    dirs = _messy_cache(cache)
+    args = ["data", "clean", "--cache-dir", str(cache)]
+    assert main([*args, "crystal-gap", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("would remove") and str(dirs["stale"]) in line
+               and "stale: featurizer version fake-0" in line for line in out)
+    assert any(line.startswith("kept") and str(dirs["young_tmp"]) in line for line in out)
+    assert out[-1].startswith("would free ") and "nothing deleted" in out[-1]
+    assert dirs["stale"].is_dir()
+
+    assert main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    removed = [line for line in out if line.startswith("removed")]
+    assert len(removed) == 6 and any(str(dirs["other_task"]) in line for line in removed)
+    assert out[-1].startswith("freed ") and "6 item(s) removed" in out[-1]
+    assert not dirs["stale"].exists() and is_complete(dirs["current"])
+
+    assert main([*args, "all", "--all"]) == 0
+    assert not dirs["current"].exists() and dirs["young_tmp"].is_dir()
+    assert capsys.readouterr().out.splitlines()[-1].startswith("freed ")
+    assert main([*args, "nope"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err

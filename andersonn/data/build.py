@@ -268,17 +268,25 @@ def build_dataset(
     return open_cache(directory)
 
 
-def _remove_stale_temps(task_root: Path, key: str, age_s: float = 3600.0) -> None:
+TEMP_MAX_AGE_S = 3600.0  # a temp build dir younger than this may belong to a running build
+
+
+def _is_old_temp(path: Path, age_s: float = TEMP_MAX_AGE_S) -> bool:
+    """Whether ``path`` is a real (not symlinked) directory last modified over ``age_s`` ago."""
+    try:
+        return path.is_dir() and not path.is_symlink() and (
+            time.time() - path.lstat().st_mtime > age_s)
+    except OSError:
+        return False
+
+
+def _remove_stale_temps(task_root: Path, key: str, age_s: float = TEMP_MAX_AGE_S) -> None:
     """Delete temp dirs that interrupted builds of ``key`` left (older than ``age_s``)."""
     if not task_root.is_dir():
         return
-    now = time.time()
     for tmp in task_root.glob(f".{key}.*"):
-        try:
-            if tmp.is_dir() and now - tmp.stat().st_mtime > age_s:
-                shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            continue
+        if _is_old_temp(tmp, age_s):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_dataset(
