@@ -219,3 +219,18 @@ def test_mean_residual_trace_keeps_stopped_samples_at_their_last_value() -> None
     got = _mean_trace(SimpleNamespace(trace=trace))
     assert np.allclose(got, [1.0, 0.3, 0.15, 0.075])
     assert bool((np.diff(got) <= 0).all())  # never rises when a sample stops
+
+
+def test_evaluate_reports_metal_vs_nonmetal_for_named_crystal_classes() -> None:
+    from andersonn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("explicit", in_channels=3, height=4, width=5, num_classes=3, hidden=8,
+                        depth=1)
+    x, y = torch.randn(12, 3, 4, 5), torch.arange(12) % 3
+    named = evaluate(model, x, y, classes=["metal", "semiconductor", "insulator"])
+    assert set(named["per_class"]) == {"metal", "semiconductor", "insulator"}
+    assert 0.0 <= named["metal_vs_nonmetal_balanced_accuracy"] <= 1.0
+    plain = evaluate(model, x, y, classes=["a", "b", "c"])
+    assert "metal_vs_nonmetal_balanced_accuracy" not in plain
+    assert plain["accuracy"] == named["accuracy"]

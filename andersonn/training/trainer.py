@@ -265,7 +265,9 @@ def evaluate(model: nn.Module, images: Any, labels: Any, classes: Sequence[str] 
             model.solver_options = {}
             model.set_solver(old[0], old[1])
     if classes is not None:
-        out["per_class"] = dict(zip(classes, out["per_class"].values(), strict=False))
+        named = classification_report(np.asarray(out["confusion_matrix"]), list(classes))
+        out["per_class"] = named["per_class"]
+        out.update({k: v for k, v in named.items() if k not in out})  # task extras
     return out
 
 
