@@ -265,10 +265,16 @@ def evaluate(model: nn.Module, images: Any, labels: Any, classes: Sequence[str] 
             model.solver_options = {}
             model.set_solver(old[0], old[1])
     if classes is not None:
-        named = classification_report(np.asarray(out["confusion_matrix"]), list(classes))
-        out["per_class"] = named["per_class"]
-        out.update({k: v for k, v in named.items() if k not in out})  # task extras
+        _name_classes(out, classes)
     return out
+
+
+def _name_classes(out: dict[str, Any], classes: Sequence[str]) -> None:
+    """Key per-class scores by class name and add the task's extra scores (e.g. metal vs
+    non-metal balanced accuracy for crystal-gap), which need the names."""
+    named = classification_report(np.asarray(out["confusion_matrix"]), list(classes))
+    out["per_class"] = named["per_class"]
+    out.update({k: v for k, v in named.items() if k not in out})
 
 
 # --------------------------------------------------------------------------------------------
@@ -562,7 +568,7 @@ def _test_metrics(model: nn.Module, cfg: TrainConfig, xte: torch.Tensor, yte: to
                   history: list[dict[str, Any]]) -> dict[str, Any]:
     test = _eval_pass(model, xte, yte, k, cfg.eval_batch_size, device, info, cfg.bf16, weight,
                       traces=True)
-    test["per_class"] = dict(zip(classes, test["per_class"].values(), strict=False))
+    _name_classes(test, classes)
     solver: dict[str, Any] = {"name": cfg.solver if cfg.model == "deq" else None,
                               "fwd_nfev": test.pop("fwd_nfev"),
                               "fwd_nfev_max": test.pop("fwd_nfev_max"),
