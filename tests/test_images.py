@@ -259,3 +259,28 @@ def test_oxidation_descriptors_compositions():
     assert ox({58: 2, 8: 3})["f_partial"] == 0.4  # Ce3+ f1
     assert ox({11: 1, 81: 1})["imbalance"] == 1.0  # NaTl: no cation/anion picture
     assert ox({3: 1, 30: 1, 15: 1})["imbalance"] == 0.0  # LiZnP: Li+ Zn2+ P3-
+
+
+def test_mmff_charges_known_values_invariance_and_fallback() -> None:
+    from andersonn.images.physics import eem_charges, mmff_charges, molecule_charges
+    from andersonn.structures import read_structure
+
+    water = read_structure("O", fmt="smiles")
+    assert np.allclose(mmff_charges(water.numbers, water.positions), [-0.86, 0.43, 0.43])
+    ion = read_structure("C[NH3+]", fmt="smiles")
+    q_ion = mmff_charges(ion.numbers, ion.positions, ion.charge)
+    assert q_ion is not None and abs(q_ion.sum() - 1.0) < 1e-9
+    rng = np.random.default_rng(0)
+    for smiles in ("c1ccccc1[N+](=O)[O-]", "CC(=O)N", "OC(=O)c1ccncc1"):
+        s = read_structure(smiles, fmt="smiles")
+        q = mmff_charges(s.numbers, s.positions)
+        assert q is not None and abs(q.sum()) < 1e-9
+        perm = rng.permutation(len(q))
+        rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        moved = mmff_charges(s.numbers[perm], s.positions[perm] @ rot.T + 2.0)
+        assert np.allclose(moved, q[perm], atol=1e-9), smiles
+    # no MMFF type for a noble-gas dimer: charge equilibration takes over
+    numbers, positions = np.array([54, 54]), np.array([[0.0, 0, 0], [4.0, 0, 0]])
+    assert mmff_charges(numbers, positions) is None
+    dist = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    assert np.allclose(molecule_charges(numbers, positions, dist), eem_charges(numbers, dist))

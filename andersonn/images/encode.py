@@ -18,7 +18,7 @@ from andersonn.errors import InputError
 from andersonn.images.physics import (
     DEBYE_PER_EA,
     centre_of_mass,
-    eem_charges,
+    molecule_charges,
     oxidation_descriptors,
     void_descriptors,
 )
@@ -117,7 +117,7 @@ def _features(s: Structure, spec: ImageSpec) -> dict:
             bo[s.bonds[:, 0], s.bonds[:, 1]] = s.bond_orders
             bo[s.bonds[:, 1], s.bonds[:, 0]] = s.bond_orders
         if need & {"atom_charge", "nbr_charge", "atom_dipole_proj", "g_dipole"}:
-            charges = eem_charges(z, dist, float(s.charge))
+            charges = molecule_charges(z, pos, dist, float(s.charge))
         com = centre_of_mass(z, pos)
         rel = pos - com
         dip = (charges[:, None] * rel).sum(0)  # e·Å

@@ -1,5 +1,5 @@
-"""Structure-only physics used by the images: charge equilibration, void descriptors and an
-oxidation-state (ionic) picture of the composition."""
+"""Structure-only physics used by the images: partial charges (MMFF94, or charge
+equilibration), void descriptors and an oxidation-state (ionic) picture of the composition."""
 
 from __future__ import annotations
 
@@ -20,6 +20,57 @@ COULOMB_EV_A = 14.399645  # e^2 / (4 pi eps0) in eV·Å
 EEM_SHIELD = 2.620  # Å, shielding length of the Coulomb kernel (fitted with the H/C/N/O/F EEM)
 DEBYE_PER_EA = 4.80320
 MAX_OX_COMBINATIONS = 100_000  # oxidation-state assignments tried per composition
+
+
+#: above this many atoms MMFF94 typing is not attempted (bond perception from geometry grows
+#: quickly with size); charge equilibration is used instead
+MMFF_MAX_ATOMS = 200
+
+
+def mmff_charges(numbers: np.ndarray, positions: np.ndarray, total_charge: int = 0
+                 ) -> np.ndarray | None:
+    """MMFF94 partial charges of a molecule, or None where they cannot be assigned.
+
+    Bonds and bond orders are perceived from the geometry alone (RDKit ``DetermineBonds``),
+    so the charges depend on the structure, not on how it was written down. MMFF94's bond-charge
+    increments were fitted to ab initio dipole moments: on QM9 the resulting dipole correlates
+    with the DFT dipole at r ≈ 0.92 (electronegativity equalisation fitted to Mulliken
+    charges: 0.76). None when perception or MMFF atom typing fails (≈ 5 % of QM9).
+    """
+    n = len(numbers)
+    if n < 2 or n > MMFF_MAX_ATOMS:
+        return None
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds, rdForceFieldHelpers
+    from rdkit.Geometry import Point3D
+
+    from andersonn.structures.readers import quiet
+
+    mol = Chem.RWMol()
+    conf = Chem.Conformer(n)
+    for i, z in enumerate(numbers):
+        mol.AddAtom(Chem.Atom(int(z)))
+        x, y, w = (float(v) for v in positions[i])
+        conf.SetAtomPosition(i, Point3D(x, y, w))
+    mol.AddConformer(conf, assignId=True)
+    try:
+        with quiet():
+            rdDetermineBonds.DetermineBonds(mol, charge=int(total_charge))
+            Chem.SanitizeMol(mol)
+            props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
+    except Exception:  # perception or sanitisation failed: the caller falls back
+        return None
+    if props is None:
+        return None
+    q = np.array([props.GetMMFFPartialCharge(i) for i in range(n)], dtype=np.float64)
+    return q if np.isfinite(q).all() else None
+
+
+def molecule_charges(numbers: np.ndarray, positions: np.ndarray, dist: np.ndarray,
+                     total_charge: float = 0.0) -> np.ndarray:
+    """MMFF94 charges where they can be assigned, else electronegativity equalisation."""
+    q = mmff_charges(numbers, positions, round(total_charge))
+    return q if q is not None else eem_charges(numbers, dist, total_charge)
 
 
 def eem_charges(numbers: np.ndarray, dist: np.ndarray, total_charge: float = 0.0) -> np.ndarray:

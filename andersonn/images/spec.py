@@ -11,7 +11,7 @@ from typing import Any
 
 from andersonn.errors import ConfigError
 
-FEATURIZER_VERSION = "1.2.0"
+FEATURIZER_VERSION = "1.3.0"
 
 #: channel name -> (level, description). level: "atom" (constant along a row), "neighbour"
 #: (one value per neighbour slot) or "global" (constant over the whole image).
@@ -26,7 +26,8 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "atom_d_unfilled": ("atom", "holes in the (n-1) d shell / 10 (0 if the shell is empty)"),
     "atom_f_unfilled": ("atom", "holes in the (n-2) f shell / 14 (0 if the shell is empty)"),
     "atom_metal": ("atom", "1 for a metallic element (pymatgen Element.is_metal), else 0"),
-    "atom_charge": ("atom", "charge-equilibration (QEq/EEM) partial charge, e"),
+    "atom_charge": ("atom", "partial charge, e: MMFF94 (bonds perceived from the geometry), "
+                    "electronegativity equalisation where MMFF typing fails"),
     "atom_r_com": ("atom", "distance from the centre of mass / 5 Å"),
     "atom_dipole_proj": ("atom", "(r - r_com) · dipole / max(|dipole|, 0.1 eÅ), / 5 Å"),
     "atom_dipole_contrib": ("atom", "q (r - r_com) · dipole unit vector, e·Å (sums to |dipole|)"),
