@@ -257,3 +257,24 @@ def test_spectrum_quick_smoke(tmp_path: Path) -> None:
     assert data["linear"][2]["ratio_m20"] > 3
     assert math.isfinite(data["total_seconds"]) and res["total_seconds"] < 60
     assert "Window sweep" in (tmp_path / "spectrum.md").read_text()
+
+
+def test_charge_probe_scores_models_on_given_molecules(tmp_path: Path) -> None:
+    from andersonn.bench.charges import charge_dipole, charges_markdown, run_probe
+    from andersonn.errors import ConfigError
+    from andersonn.structures import read_structure
+
+    mols = []
+    for smiles in ("O", "C", "CC(=O)N", "c1ccncc1", "CO", "C#N", "CCO", "FC(F)F"):
+        s = read_structure(smiles, fmt="smiles")
+        mols.append((s.numbers, s.positions, charge_dipole(s.numbers, s.positions, "mmff")))
+    # the "DFT" dipole is the MMFF one here, so MMFF must correlate perfectly
+    result = run_probe(mols)
+    by = {r["model"]: r for r in result["results"]}
+    assert set(by) == {"mmff", "images", "eem", "gasteiger"}
+    assert by["mmff"]["n"] == len(mols) and by["mmff"]["failed"] == 0
+    assert by["mmff"]["pearson_r"] > 0.999 and by["mmff"]["mae_debye"] < 1e-9
+    assert abs(charge_dipole(mols[1][0], mols[1][1], "eem")) < 1e-6  # methane: no dipole
+    assert "Pearson" in charges_markdown(result)
+    with pytest.raises(ConfigError, match="unknown charge model"):
+        charge_dipole(mols[0][0], mols[0][1], "magic")

@@ -1,5 +1,5 @@
-"""Command-line commands of the headline benchmarks: ``bench speedup``, ``bench memory`` and
-``bench spectrum``.
+"""Command-line commands of the headline benchmarks: ``bench speedup``, ``bench memory``,
+``bench spectrum`` and ``bench charges``.
 
 Each writes ``<bench>.json``, ``<bench>.md`` and PNG plots into a results folder (``--out DIR``,
 default ``results/<bench>-<task>``, ``results/spectrum`` for ``bench spectrum``) and print the
@@ -38,7 +38,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add ``bench speedup``, ``bench memory`` and ``bench spectrum`` to the bench parser."""
+    """Add ``bench speedup``, ``bench memory``, ``bench spectrum`` and ``bench charges``."""
     sp = bench.add_parser(
         "speedup", help="forward vs Anderson vs Broyden DEQ training/inference, explicit net",
         description="Train the DEQ with forward iteration, Anderson and Broyden and the "
@@ -102,6 +102,18 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     spec.add_argument("--no-progress", action="store_true")
     spec.set_defaults(func=_spectrum)
 
+    ch = bench.add_parser(
+        "charges", help="how well each partial-charge model predicts QM9 dipoles",
+        description="Charge dipole |sum q (r - r_com)| of MMFF94, the images' charges, "
+        "electronegativity equalisation and Gasteiger against the DFT dipole on a seeded QM9 "
+        "sample: Pearson r, MAE and the held-out accuracy of one threshold for the polarity "
+        "label. Writes charges.json and charges.md. See docs/graph-images.md.")
+    ch.add_argument("--molecules", type=int, default=3000, help="sample size (3000)")
+    ch.add_argument("--seed", type=int, default=0, help="(0)")
+    ch.add_argument("--cache-dir", metavar="DIR", default=None, help="cache root (archives)")
+    ch.add_argument("--out", metavar="DIR", default=None, help="(results/charges)")
+    ch.set_defaults(func=_charges)
+
 
 def _speedup(args: argparse.Namespace) -> int:
     from andersonn.bench.speedup import SpeedupSettings, run_speedup
@@ -142,6 +154,13 @@ def _memory(args: argparse.Namespace) -> int:
 
     sys.stdout.write(memory_markdown(result))
     print(f"\nresults: {result['out_dir']}")
+    return 0
+
+
+def _charges(args: argparse.Namespace) -> int:
+    from andersonn.bench.charges import main
+
+    main(out=args.out, n=args.molecules, seed=args.seed, cache_dir=args.cache_dir)
     return 0
 
 

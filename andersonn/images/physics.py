@@ -3,6 +3,8 @@ equilibration), void descriptors and an oxidation-state (ionic) picture of the c
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from andersonn.structures.elements import (
@@ -27,21 +29,15 @@ MAX_OX_COMBINATIONS = 100_000  # oxidation-state assignments tried per compositi
 MMFF_MAX_ATOMS = 200
 
 
-def mmff_charges(numbers: np.ndarray, positions: np.ndarray, total_charge: int = 0
-                 ) -> np.ndarray | None:
-    """MMFF94 partial charges of a molecule, or None where they cannot be assigned.
-
-    Bonds and bond orders are perceived from the geometry alone (RDKit ``DetermineBonds``),
-    so the charges depend on the structure, not on how it was written down. MMFF94's bond-charge
-    increments were fitted to ab initio dipole moments: on QM9 the resulting dipole correlates
-    with the DFT dipole at r ≈ 0.92 (electronegativity equalisation fitted to Mulliken
-    charges: 0.76). None when perception or MMFF atom typing fails (≈ 5 % of QM9).
-    """
+def perceive_molecule(numbers: np.ndarray, positions: np.ndarray, total_charge: int = 0
+                      ) -> Any | None:
+    """An RDKit molecule with bonds and bond orders perceived from the geometry alone (RDKit
+    ``DetermineBonds``), sanitised; None where perception fails or the molecule is too big."""
     n = len(numbers)
     if n < 2 or n > MMFF_MAX_ATOMS:
         return None
     from rdkit import Chem
-    from rdkit.Chem import rdDetermineBonds, rdForceFieldHelpers
+    from rdkit.Chem import rdDetermineBonds
     from rdkit.Geometry import Point3D
 
     from andersonn.structures.readers import quiet
@@ -57,12 +53,34 @@ def mmff_charges(numbers: np.ndarray, positions: np.ndarray, total_charge: int =
         with quiet():
             rdDetermineBonds.DetermineBonds(mol, charge=int(total_charge))
             Chem.SanitizeMol(mol)
-            props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
     except Exception:  # perception or sanitisation failed: the caller falls back
         return None
+    return mol
+
+
+def mmff_charges(numbers: np.ndarray, positions: np.ndarray, total_charge: int = 0
+                 ) -> np.ndarray | None:
+    """MMFF94 partial charges of a molecule, or None where they cannot be assigned.
+
+    Bonds and bond orders are perceived from the geometry (:func:`perceive_molecule`), so the
+    charges depend on the structure, not on how it was written down. MMFF94's bond-charge
+    increments were fitted to ab initio dipole moments: on QM9 the resulting dipole correlates
+    with the DFT dipole at r ≈ 0.92 (electronegativity equalisation fitted to Mulliken
+    charges: 0.76; ``andersonn bench charges``). None when perception or MMFF atom typing fails
+    (≈ 5 % of QM9).
+    """
+    mol = perceive_molecule(numbers, positions, total_charge)
+    if mol is None:
+        return None
+    from rdkit.Chem import rdForceFieldHelpers
+
+    from andersonn.structures.readers import quiet
+
+    with quiet():
+        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
     if props is None:
         return None
-    q = np.array([props.GetMMFFPartialCharge(i) for i in range(n)], dtype=np.float64)
+    q = np.array([props.GetMMFFPartialCharge(i) for i in range(len(numbers))], dtype=np.float64)
     return q if np.isfinite(q).all() else None
 
 
