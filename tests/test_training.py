@@ -234,3 +234,33 @@ def test_evaluate_reports_metal_vs_nonmetal_for_named_crystal_classes() -> None:
     plain = evaluate(model, x, y, classes=["a", "b", "c"])
     assert "metal_vs_nonmetal_balanced_accuracy" not in plain
     assert plain["accuracy"] == named["accuracy"]
+
+
+def test_demo_trains_both_solvers_and_writes_the_report(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's main job, on a tiny stand-in dataset (the real one needs the QM9 archive)."""
+    import types
+
+    from andersonn import demo
+
+    rng = np.random.default_rng(0)
+    n = 64
+    labels = np.arange(n) % 2
+    images = rng.normal(size=(n, 4, 6, 5)).astype(np.float32)
+    images[:, 0] += 1.5 * labels[:, None, None]
+    splits = np.zeros(n, dtype=np.int8)
+    splits[44:54], splits[54:] = 1, 2
+    tiny = types.SimpleNamespace(images=images, labels=labels.astype(np.int64), splits=splits,
+                                 classes=["weakly polar", "strongly polar"],
+                                 meta={"task": "polarity"})
+    monkeypatch.setattr(demo, "_load_or_build", lambda limit, progress: tiny)
+    report = demo.run_demo(tmp_path / "demo", epochs=2, progress=False, hidden=8,
+                           batch_size=16, threads=1)
+    assert set(report["runs"]) == {"anderson", "forward"}
+    for run in report["runs"].values():
+        assert 0.0 <= run["test_accuracy"] <= 1.0 and run["epochs"] == 2
+    assert report["speedup"]["total_nfev"] > 1.0  # Anderson needs fewer f evaluations
+    text = (tmp_path / "demo" / "report.md").read_text()
+    assert "Anderson speed-up" in text
+    saved = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert saved["settings"]["threads"] == 1

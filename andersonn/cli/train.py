@@ -67,6 +67,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     de.add_argument("--out", metavar="DIR", default="demo", help="(./demo)")
     de.add_argument("--limit", type=int, default=None, help="molecules (8000)")
     de.add_argument("--epochs", type=int, default=None, help="epochs per training (6)")
+    de.add_argument("--threads", type=int, default=None,
+                    help="torch threads (all cores); 1 on a machine shared with other jobs")
     de.add_argument("--no-progress", action="store_true")
     de.set_defaults(func=_demo)
 
@@ -140,6 +142,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from andersonn.demo import run_demo
 
+    extra = {"threads": args.threads} if args.threads is not None else {}
     run_demo(out_dir=args.out, limit=args.limit, epochs=args.epochs,
-             progress=not args.no_progress)
+             progress=not args.no_progress, **extra)
     return 0
