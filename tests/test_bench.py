@@ -1,5 +1,5 @@
 """Smoke and unit tests of the headline benchmarks (``bench speedup``, ``bench memory``,
-``bench spectrum``)."""
+``bench spectrum``, ``bench charges``)."""
 
 from __future__ import annotations
 
@@ -150,6 +150,8 @@ def test_cli_registration() -> None:
         parser.parse_args(["bench", "memory", "--depths", "a,b"])
     args = parser.parse_args(["bench", "spectrum", "--quick", "--threads", "1"])
     assert args.quick and args.threads == 1 and callable(args.func)
+    args = parser.parse_args(["bench", "charges", "--molecules", "50", "--seed", "3"])
+    assert args.molecules == 50 and args.seed == 3 and callable(args.func)
 
 
 def test_bench_build_keeps_latest_pointer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
