@@ -188,8 +188,10 @@ def _autocast(enabled: bool, device: torch.device) -> Any:
 def _eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int,
                device: torch.device, info: DistInfo, bf16: bool = False,
                weight: torch.Tensor | None = None, traces: bool = False,
-               return_probs: bool = False) -> dict[str, Any]:
-    """Sharded evaluation: each rank takes every world-th sample; sums are all-reduced."""
+               return_probs: bool = False, classes: Sequence[str] | None = None
+               ) -> dict[str, Any]:
+    """Sharded evaluation: each rank takes every world-th sample; sums are all-reduced.
+    ``classes`` names the per-class scores and enables task extras (e.g. metal vs non-metal)."""
     was_training = model.training
     model.eval()
     idx = torch.arange(info.rank, x.shape[0], info.world_size)
@@ -222,7 +224,7 @@ def _eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch
     all_reduce_sum(sums, info)
     model.train(was_training)
     n = max(sums[1].item(), 1.0)
-    out = classification_report(cm.numpy())
+    out = classification_report(cm.numpy(), list(classes) if classes is not None else None)
     out.update({"loss": sums[0].item() / n, "fwd_nfev": sums[2].item() / n,
                 "fwd_nfev_max": sums[3].item() / max(sums[5].item(), 1.0),
                 "fwd_residual": sums[4].item() / n, "wall_time_s": wall,
@@ -259,22 +261,13 @@ def evaluate(model: nn.Module, images: Any, labels: Any, classes: Sequence[str] 
     if changed:
         model.set_solver(solver, solver_options)
     try:
-        out = _eval_pass(model, x, y, k, batch_size, dev, DistInfo(), bf16=bf16, traces=traces)
+        out = _eval_pass(model, x, y, k, batch_size, dev, DistInfo(), bf16=bf16, traces=traces,
+                         classes=classes)
     finally:
         if changed:
             model.solver_options = {}
             model.set_solver(old[0], old[1])
-    if classes is not None:
-        _name_classes(out, classes)
     return out
-
-
-def _name_classes(out: dict[str, Any], classes: Sequence[str]) -> None:
-    """Key per-class scores by class name and add the task's extra scores (e.g. metal vs
-    non-metal balanced accuracy for crystal-gap), which need the names."""
-    named = classification_report(np.asarray(out["confusion_matrix"]), list(classes))
-    out["per_class"] = named["per_class"]
-    out.update({k: v for k, v in named.items() if k not in out})
 
 
 # --------------------------------------------------------------------------------------------
@@ -567,8 +560,7 @@ def _test_metrics(model: nn.Module, cfg: TrainConfig, xte: torch.Tensor, yte: to
                   weight: torch.Tensor | None, best_epoch: int, best_val: float,
                   history: list[dict[str, Any]]) -> dict[str, Any]:
     test = _eval_pass(model, xte, yte, k, cfg.eval_batch_size, device, info, cfg.bf16, weight,
-                      traces=True)
-    _name_classes(test, classes)
+                      traces=True, classes=classes)
     solver: dict[str, Any] = {"name": cfg.solver if cfg.model == "deq" else None,
                               "fwd_nfev": test.pop("fwd_nfev"),
                               "fwd_nfev_max": test.pop("fwd_nfev_max"),
