@@ -35,15 +35,11 @@ from andersonn.images.physics import (
     molecule_charges,
     perceive_molecule,
 )
+from andersonn.structures.network import distance_matrix
 
 DEBYE_PER_E_ANGSTROM = 4.80320
 THRESHOLD_D = 2.5
 MODELS = ("mmff", "images", "eem", "gasteiger")
-
-
-def _distances(positions: np.ndarray) -> np.ndarray:
-    diff = positions[:, None, :] - positions[None, :, :]
-    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
 
 
 def _gasteiger(numbers: np.ndarray, positions: np.ndarray) -> np.ndarray | None:
@@ -59,8 +55,8 @@ def _gasteiger(numbers: np.ndarray, positions: np.ndarray) -> np.ndarray | None:
 
 CHARGE_MODELS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray | None]] = {
     "mmff": mmff_charges,
-    "images": lambda z, pos: molecule_charges(z, pos, _distances(pos)),
-    "eem": lambda z, pos: eem_charges(z, _distances(pos)),
+    "images": lambda z, pos: molecule_charges(z, pos, distance_matrix(pos)),
+    "eem": lambda z, pos: eem_charges(z, distance_matrix(pos)),
     "gasteiger": _gasteiger,
 }
 

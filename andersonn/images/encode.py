@@ -34,7 +34,12 @@ from andersonn.structures.elements import (
     VALENCE,
     VDW_RADIUS,
 )
-from andersonn.structures.network import BOND_TOLERANCE, nearest_neighbours, pauling_order
+from andersonn.structures.network import (
+    BOND_TOLERANCE,
+    distance_matrix,
+    nearest_neighbours,
+    pauling_order,
+)
 from andersonn.structures.structure import Structure
 
 KEY_DECIMALS = 3  # rounding used for canonical ordering and environment de-duplication
@@ -110,8 +115,7 @@ def _features(s: Structure, spec: ImageSpec) -> dict:
     charges = np.zeros(n)
     if not s.periodic:
         pos = s.positions
-        diff = pos[:, None, :] - pos[None, :, :]
-        dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        dist = distance_matrix(pos)
         bo = np.zeros((n, n))
         if len(s.bonds):
             bo[s.bonds[:, 0], s.bonds[:, 1]] = s.bond_orders

@@ -25,6 +25,12 @@ def pauling_order(numbers_i: np.ndarray, numbers_j: np.ndarray, dist: np.ndarray
     return np.clip(np.exp((r0 - dist) / PAULING_B), 0.5, 3.0)
 
 
+def distance_matrix(positions: np.ndarray) -> np.ndarray:
+    """(N, N) Euclidean distances between the rows of ``positions`` (N, 3), in their units."""
+    diff = positions[:, None, :] - positions[None, :, :]
+    return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+
+
 def molecular_bonds(numbers: np.ndarray, positions: np.ndarray,
                     tolerance: float = BOND_TOLERANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bonds of a finite molecule from covalent radii: (pairs (M,2), orders (M,), lengths (M,))."""
@@ -32,8 +38,7 @@ def molecular_bonds(numbers: np.ndarray, positions: np.ndarray,
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0), np.zeros(0)
     if n <= 400:
-        diff = positions[:, None, :] - positions[None, :, :]
-        dist = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
+        dist = distance_matrix(positions)
         r = COVALENT_RADIUS[numbers]
         close = dist < tolerance * (r[:, None] + r[None, :])
         i, j = np.nonzero(np.triu(close, 1))
