@@ -37,12 +37,13 @@ as the number of solver iterations grows (saved-tensor hooks), against unrolled 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import platform
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +99,20 @@ def contraction_rates(cell: nn.Module, x: Tensor, iterations: int = 60,
     where forward iteration does converge; a z* to 1e-3 changes the estimate by far less than
     the power iteration's own error.
     """
-    with warnings.catch_warnings():
-        # torch's first forward-mode AD call loads jvp decompositions via the deprecated
-        # torch.jit.script (an internal DeprecationWarning, nothing to act on)
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*",
-                                category=DeprecationWarning)
+    with quiet_jvp():
         from torch.func import jvp
 
         return _power_iteration(cell, x, jvp, iterations, tol, max_iter)
+
+
+@contextlib.contextmanager
+def quiet_jvp() -> Iterator[None]:
+    """Silence the DeprecationWarning torch's first forward-mode AD call raises (it loads jvp
+    decompositions via the deprecated torch.jit.script: internal, nothing to act on)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.script.*",
+                                category=DeprecationWarning)
+        yield
 
 
 def _power_iteration(cell: Callable[..., Tensor], x: Tensor, jvp: Callable[..., Any],

@@ -63,7 +63,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +84,7 @@ from andersonn.bench.solvers import (
     ConvDEQCell,
     contraction_rates,
     make_weakly_contractive,
+    quiet_jvp,
     settle_scale,
 )
 from andersonn.bench.solvers import QUICK as SOLVERS_QUICK
@@ -221,16 +221,6 @@ def interval_rate(lo: float, hi: float) -> float:
 
 # --------------------------------------------------------------------------- section 1
 
-def _jvp() -> Callable[..., Any]:
-    with warnings.catch_warnings():
-        # torch's first forward-mode AD call loads jvp decompositions via the deprecated
-        # torch.jit.script (an internal DeprecationWarning, nothing to act on)
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*",
-                                category=DeprecationWarning)
-        from torch.func import jvp
-    return jvp
-
-
 def _rel_residual(cell: nn.Module, z: Tensor, x: Tensor) -> Tensor:
     fz = cell(z, x)
     return (fz - z).flatten(1).norm(dim=1) / (fz.flatten(1).norm(dim=1) + 1e-30)
@@ -238,6 +228,13 @@ def _rel_residual(cell: nn.Module, z: Tensor, x: Tensor) -> Tensor:
 
 def jacobian_spectrum(cell: nn.Module, x: Tensor, steps: int) -> dict[str, Any]:
     """Ritz values of ∂f/∂z at z* for each sample of ``x`` (see module docstring)."""
+    with quiet_jvp():
+        return _jacobian_spectrum(cell, x, steps)
+
+
+def _jacobian_spectrum(cell: nn.Module, x: Tensor, steps: int) -> dict[str, Any]:
+    from torch.func import jvp
+
     anderson = get_solver("anderson")
     with torch.no_grad():
         z32, st32 = anderson(cell, torch.zeros_like(x), tol=1e-5, max_iter=300, args=(x,),
@@ -249,7 +246,6 @@ def jacobian_spectrum(cell: nn.Module, x: Tensor, steps: int) -> dict[str, Any]:
         res64 = _rel_residual(cell64, z64, x64)
         zs = z64.to(x.dtype)
         res32 = _rel_residual(cell, zs, x)
-    jvp = _jvp()
     shape = x.shape
 
     def matvec(v: Tensor) -> Tensor:

@@ -47,7 +47,6 @@ import math
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -423,11 +422,7 @@ def trained_cell_spectrum(model: nn.Module, x: Tensor, steps: int, device: torch
     with torch.no_grad():
         inj = model.embed(model.normalize(x.to(device))).cpu()
     # on the CPU in float64-capable form: a few structures, the cost is negligible
-    with warnings.catch_warnings():
-        # forward-mode AD loads its decompositions via the deprecated torch.jit.script
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*",
-                                category=DeprecationWarning)
-        spec = jacobian_spectrum(copy.deepcopy(cell).cpu(), inj, steps)
+    spec = jacobian_spectrum(copy.deepcopy(cell).cpu(), inj, steps)
     samples = spec["samples"]
     return {"n": len(samples), "arnoldi_steps": steps,
             "rho_power": [s["rho_power"] for s in samples],
