@@ -111,14 +111,17 @@ class Classifier:
 
         model, run_config = load_run(run_dir, device=device)
         version = run_config.get("featurizer_version")
-        if version is not None:
-            from andersonn.images import FEATURIZER_VERSION
+        raw_spec = run_config.get("image_spec")
+        if version is not None and raw_spec is not None:
+            from andersonn.images import IMAGE_SPECS, ImageSpec
 
-            if str(version) != str(FEATURIZER_VERSION):
+            spec = IMAGE_SPECS[raw_spec] if isinstance(raw_spec, str) else \
+                ImageSpec.from_dict(raw_spec)
+            if str(version) != spec.featurizer_version:
                 raise AndersonnError(
-                    f"{run_dir}: trained with featuriser version {version}, but version "
-                    f"{FEATURIZER_VERSION} is installed; its images would differ — retrain the "
-                    "model (or install the matching andersonn)")
+                    f"{run_dir}: trained on {spec.name} images of featuriser version {version}, "
+                    f"but this andersonn makes version {spec.featurizer_version}; its images "
+                    "would differ — retrain the model (or install the matching andersonn)")
         self = cls.__new__(cls)
         try:
             self.train_config = TrainConfig.from_dict(run_config.get("train", {}))

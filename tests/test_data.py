@@ -608,7 +608,7 @@ def test_real_featuriser_builds_fixture_datasets(
                            workers=1, progress=False)
         assert ds.report["skipped"] == [] and len(ds) == n
         assert ds.images.shape[1:] == tuple(images.IMAGE_SPECS[task].shape)
-        assert ds.meta["featurizer_version"] == images.FEATURIZER_VERSION
+        assert ds.meta["featurizer_version"] == images.IMAGE_SPECS[task].featurizer_version
         assert np.isfinite(ds.images).all()
 
 

@@ -284,3 +284,72 @@ def test_mmff_charges_known_values_invariance_and_fallback() -> None:
     assert mmff_charges(numbers, positions) is None
     dist = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
     assert np.allclose(molecule_charges(numbers, positions, dist), eem_charges(numbers, dist))
+
+
+def test_strained_molecule_perceived_by_hueckel_retry(capfd) -> None:
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+
+    from andersonn.images.physics import DEBYE_PER_EA, centre_of_mass, mmff_charges
+    from andersonn.structures import read_structure
+
+    s = read_structure(FIX / "qm9_strained.xyz")
+    plain = Chem.RWMol(Chem.MolFromXYZBlock((FIX / "qm9_strained.xyz").read_text()))
+    with pytest.raises(ValueError, match="valence"):  # the fixture really needs the retry
+        rdDetermineBonds.DetermineBonds(plain, charge=0)
+    capfd.readouterr()
+    q = mmff_charges(s.numbers, s.positions)
+    assert q is not None and abs(q.sum()) < 1e-9
+    dipole = np.linalg.norm((q[:, None] * (s.positions - centre_of_mass(s.numbers,
+                                                                          s.positions))).sum(0))
+    assert abs(dipole * DEBYE_PER_EA - 4.0894) < 0.5  # DFT dipole 4.09 D; MMFF94 gives 4.36 D
+    out = capfd.readouterr()
+    assert "Warning" not in out.out + out.err  # the Hückel code's chatter is silenced
+
+
+def test_silent_c_output_restores_streams(capfd) -> None:
+    import os
+
+    from andersonn.images.physics import silent_c_output
+
+    with silent_c_output():
+        os.write(1, b"hidden-out\n")
+        os.write(2, b"hidden-err\n")
+    os.write(1, b"shown\n")
+    out = capfd.readouterr()
+    assert "hidden" not in out.out + out.err and "shown" in out.out
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
+
+
+def test_per_preset_featurizer_versions() -> None:
+    import dataclasses
+
+    from andersonn.images.spec import PRESET_VERSIONS
+
+    assert set(PRESET_VERSIONS) == set(IMAGE_SPECS)
+    for name, spec in IMAGE_SPECS.items():
+        assert _version_tuple(spec.featurizer_version) <= _version_tuple(FEATURIZER_VERSION)
+        assert spec.to_dict()["featurizer_version"] == PRESET_VERSIONS[name]
+        assert ImageSpec.from_dict(spec.to_dict()).featurizer_version == PRESET_VERSIONS[name]
+        custom = dataclasses.replace(spec, rows=spec.rows + 1)  # not the preset any more
+        assert custom.featurizer_version == FEATURIZER_VERSION
+    assert max(map(_version_tuple, PRESET_VERSIONS.values())) == _version_tuple(FEATURIZER_VERSION)
+
+
+@pytest.mark.parametrize("preset", sorted(IMAGE_SPECS))
+def test_preset_images_match_their_version(preset: str) -> None:
+    """A preset's images change only together with its version (see tests/image_fixtures.py)."""
+    from image_fixtures import INPUTS, encode_inputs, fixture_path
+
+    path = fixture_path(preset)
+    assert path.exists(), f"no reference images for {preset} at its version: {path}"
+    with np.load(path) as stored:
+        assert sorted(stored.files) == sorted(INPUTS[preset])
+        current = encode_inputs(preset)
+        for name in INPUTS[preset]:
+            assert np.allclose(current[name], stored[name], atol=ATOL), (
+                f"{preset} images of {name} changed: bump PRESET_VERSIONS[{preset!r}] and "
+                "FEATURIZER_VERSION, then run `python tests/image_fixtures.py`")

@@ -14,7 +14,7 @@ import torch
 from andersonn.cli import main
 from andersonn.data.cache import open_cache, write_cache
 from andersonn.errors import AndersonnError
-from andersonn.images import FEATURIZER_VERSION, IMAGE_SPECS, encode
+from andersonn.images import IMAGE_SPECS, encode
 from andersonn.predict import Classifier, Scientist, expand_inputs
 from andersonn.structures import read_structure
 from andersonn.training import TrainConfig, train
@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("predict")
     cache = write_cache(root / "cache", images=images, labels=labels, ids=SMILES, splits=splits,
                         classes=["weakly polar", "strongly polar"],
-                        meta={"task": "polarity", "featurizer_version": FEATURIZER_VERSION,
+                        meta={"task": "polarity", "featurizer_version": spec.featurizer_version,
                               "image_spec": spec.to_dict(), "label_rule": "has N or O"})
     cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False)
     train(cfg, root / "run", dataset=open_cache(cache), progress=False)

@@ -52,7 +52,8 @@ CACHE_FORMAT = 1
 
 
 def _images_api() -> tuple[Mapping[str, Any], str, Any]:
-    """``(IMAGE_SPECS, FEATURIZER_VERSION, featurize_many)`` of the featuriser stage."""
+    """``(IMAGE_SPECS, FEATURIZER_VERSION, featurize_many)`` of the featuriser stage (a spec's
+    own ``featurizer_version``, where it has one, overrides the global version)."""
     try:
         images = importlib.import_module("andersonn.images")
         return images.IMAGE_SPECS, str(images.FEATURIZER_VERSION), images.featurize_many
@@ -150,6 +151,8 @@ def _resolve(
         spec = specs[task.image_spec]
     except KeyError:
         raise AndersonnError(f"the featuriser has no image spec for {task.image_spec!r}") from None
+    # a preset spec carries the version at which its own images last changed
+    version = str(getattr(spec, "featurizer_version", version))
     return task, values, opts, spec, version, featurize
 
 

@@ -1,7 +1,11 @@
 """Image specifications: channel set, rows (atoms/environments), neighbour slots, limits.
 
 ``IMAGE_SPECS`` holds one preset per task ("polarity", "mof-pore", "crystal-gap").
-Bump ``FEATURIZER_VERSION`` whenever a change alters any image (the data cache checks it).
+Versions: ``FEATURIZER_VERSION`` is the featuriser as a whole — bump it whenever a change alters
+any image. Each preset also carries the version at which *its* images last changed
+(``PRESET_VERSIONS``), so a change to one task's channels does not invalidate the data caches and
+trained runs of the others. Custom specs use ``FEATURIZER_VERSION``. The data cache and
+``predict`` check :meth:`ImageSpec.featurizer_version`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,15 @@ from typing import Any
 
 from andersonn.errors import ConfigError
 
-FEATURIZER_VERSION = "1.3.0"
+FEATURIZER_VERSION = "1.4.0"
+
+#: preset name -> featuriser version at which that preset's images last changed (keep each
+#: <= FEATURIZER_VERSION; tests check a preset's images against fixtures of its version)
+PRESET_VERSIONS: dict[str, str] = {
+    "polarity": "1.4.0",     # 1.4.0: Hückel-connectivity retry gives MMFF94 charges to all of QM9
+    "mof-pore": "1.1.0",
+    "crystal-gap": "1.2.0",  # 1.2.0: oxidation-state and shell-filling channels
+}
 
 #: channel name -> (level, description). level: "atom" (constant along a row), "neighbour"
 #: (one value per neighbour slot) or "global" (constant over the whole image).
@@ -100,11 +112,20 @@ class ImageSpec:
         """Channel names in order."""
         return list(self.channels)
 
+    @property
+    def featurizer_version(self) -> str:
+        """The version of this spec's images: the preset's own where this spec *is* a preset,
+        else the featuriser's."""
+        preset = IMAGE_SPECS.get(self.name)
+        if preset == self and self.name in PRESET_VERSIONS:
+            return PRESET_VERSIONS[self.name]
+        return FEATURIZER_VERSION
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON dict (includes the featurizer version)."""
         d = asdict(self)
         d["channels"] = list(self.channels)
-        d["featurizer_version"] = FEATURIZER_VERSION
+        d["featurizer_version"] = self.featurizer_version
         return d
 
     @classmethod
