@@ -331,3 +331,46 @@ def test_bench_spectral_radius_of_a_linear_cell():
         assert bool(converged.all())
         torch.testing.assert_close(rates, torch.full((2,), 0.9 * scale, dtype=F64), atol=5e-3,
                                    rtol=0)
+
+
+def test_anderson_workspace_is_reused_and_never_leaks_between_solves():
+    from andersonn.solvers import release_workspace
+    from andersonn.solvers.anderson import _WORKSPACE
+
+    f, (a, b), _ = linear_problem(6, 40, 0.97, seed=8)
+    f2, (a2, b2), exact2 = linear_problem(6, 40, 0.9, seed=9)
+    opts = dict(tol=1e-12, max_iter=500)
+    release_workspace()
+    fresh, fresh_stats = solve(f2, torch.zeros(6, 40, dtype=F64), "anderson", args=(a2, b2),
+                               **opts)
+    solve(f, torch.zeros(6, 40, dtype=F64), "anderson", args=(a, b), **opts)  # dirties it
+    storage = _WORKSPACE.storage
+    assert storage is not None and not _WORKSPACE.busy
+    again, again_stats = solve(f2, torch.zeros(6, 40, dtype=F64), "anderson", args=(a2, b2),
+                               **opts)
+    assert _WORKSPACE.storage.data_ptr() == storage.data_ptr()  # reused, not reallocated
+    assert torch.equal(again, fresh) and torch.equal(again_stats.nfev, fresh_stats.nfev)
+    torch.testing.assert_close(again, exact2, atol=1e-9, rtol=0)
+    release_workspace()
+    assert _WORKSPACE.storage is None
+
+
+def test_anderson_nested_in_f_does_not_share_the_workspace():
+    # f itself runs an Anderson solve (a DEQ inside a DEQ): the inner solve must not overwrite
+    # the outer solve's history
+    f_in, (a_in, b_in), _ = linear_problem(4, 12, 0.8, seed=10)
+    f_out, (a_out, b_out), exact = linear_problem(4, 12, 0.9, seed=11)
+
+    def outer(z, a, b):
+        inner, _ = solve(f_in, torch.zeros(4, 12, dtype=F64), "anderson", args=(a_in, b_in),
+                         tol=1e-12,
+                         max_iter=300)
+        return f_out(z, a, b) + 0.0 * inner.sum()
+
+    z, stats = solve(outer, torch.zeros(4, 12, dtype=F64), "anderson", args=(a_out, b_out),
+                     tol=1e-12, max_iter=300)
+    ref, ref_stats = solve(f_out, torch.zeros(4, 12, dtype=F64), "anderson",
+                           args=(a_out, b_out), tol=1e-12, max_iter=300)
+    assert torch.equal(stats.nfev, ref_stats.nfev)
+    torch.testing.assert_close(z, exact, atol=1e-9, rtol=0)
+    torch.testing.assert_close(z, ref, atol=0, rtol=0)

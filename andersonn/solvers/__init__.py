@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor
 
 from andersonn.errors import ConfigError
-from andersonn.solvers.anderson import anderson
+from andersonn.solvers.anderson import anderson, release_workspace
 from andersonn.solvers.base import FixedPointMap, SolverStats
 from andersonn.solvers.broyden import broyden
 from andersonn.solvers.forward import forward_iteration
@@ -69,5 +69,6 @@ __all__ = [
     "broyden",
     "forward_iteration",
     "get_solver",
+    "release_workspace",
     "solve",
 ]

@@ -9,12 +9,15 @@ float64 (Cholesky, batched, no host sync). λ̃ = λ · mean_i ‖g_i‖² makes
 so tight tolerances stay reachable. Where the factorisation fails (singular or non-finite
 history) that sample falls back to a plain Picard step from its newest iterate. History buffers
 (B, m, n) of f(x_i) and g_i are preallocated in float32 (float64 for float64 input); G Gᵀ is
-updated one row per iteration instead of recomputed.
+updated one row per iteration instead of recomputed. On the CPU the history storage is kept per
+thread between solves (:func:`release_workspace` frees it): a fresh 100-MB buffer costs tens of ms
+of page faults on first touch, a sizeable share of a loose-tolerance solve.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +46,26 @@ def _unshared(buf: Tensor, python_refs: int) -> bool:
         return False
 
 
+class _Workspace(threading.local):
+    """Per-thread CPU storage for the history buffers, reused by the next solve on the thread.
+
+    ``busy`` is set while a solve holds it, so a solve nested inside f (or a re-entrant call)
+    allocates its own buffers instead of overwriting the outer solve's history."""
+
+    def __init__(self) -> None:
+        self.busy = False
+        self.storage: Tensor | None = None
+
+
+_WORKSPACE = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free the history storage the CPU Anderson solver keeps for this thread's next solve."""
+    if not _WORKSPACE.busy:
+        _WORKSPACE.storage = None
+
+
 class _Anderson:
     """Ring buffer of the last ``m`` pairs (f(x_i), g_i) in two preallocated (b, m, n) buffers.
 
@@ -57,9 +80,13 @@ class _Anderson:
 
     def __init__(self, m: int, lam: float, beta: float) -> None:
         self.m, self.lam, self.beta = m, lam, beta
+        self.workspace: _Workspace | None = None
 
     def init(self, z: Tensor, fz: Tensor) -> None:
         b, n = z.shape
+        if z.device.type == "cpu" and not _WORKSPACE.busy:
+            _WORKSPACE.busy = True
+            self.workspace = _WORKSPACE
         self._alloc(b, n, z)
         self.GG = torch.zeros(b, self.m, self.m, dtype=torch.float64, device=z.device)
         self.valid = torch.zeros(b, self.m, dtype=torch.bool, device=z.device)
@@ -68,8 +95,18 @@ class _Anderson:
 
     def _alloc(self, b: int, n: int, like: Tensor) -> None:
         # uninitialised on purpose: only the slots in use are ever read
-        self.F = like.new_empty(b, self.m, n)
-        self.G = like.new_empty(b, self.m, n)
+        size = b * self.m * n
+        ws = self.workspace
+        if ws is None:
+            self.F = like.new_empty(b, self.m, n)
+            self.G = like.new_empty(b, self.m, n)
+        else:
+            if (ws.storage is None or ws.storage.numel() < 2 * size
+                    or ws.storage.dtype != like.dtype):
+                ws.storage = None  # free the old storage before allocating the new one
+                ws.storage = like.new_empty(2 * size)
+            self.F = ws.storage[:size].view(b, self.m, n)
+            self.G = ws.storage[size:2 * size].view(b, self.m, n)
         self.recycle = like.device.type == "cpu"
         self.pool: list[Tensor] = []
 
@@ -154,12 +191,21 @@ class _Anderson:
     def select(self, keep: Tensor) -> None:
         u = self.used
         b, n = int(keep.sum()), self.F.shape[2]
-        old_f, old_g = self.F, self.G
-        self._alloc(b, n, old_f)
-        # copy only the slots in use; the rest stay uninitialised
-        self.F[:, :u] = old_f[keep, :u]
-        self.G[:, :u] = old_g[keep, :u]
+        # copy only the slots in use (the rest stay uninitialised); the indexing makes copies
+        # first, so this is safe when the new buffers reuse the old (workspace) storage
+        kept_f, kept_g = self.F[keep, :u], self.G[keep, :u]
+        self._alloc(b, n, kept_f)
+        self.F[:, :u] = kept_f
+        self.G[:, :u] = kept_g
         self.GG, self.valid = self.GG[keep], self.valid[keep]
+
+    def close(self) -> None:
+        """Hand the workspace back (the solve is over); drop references to the buffers."""
+        if self.workspace is not None:
+            self.workspace.busy = False
+            self.workspace = None
+        self.F = self.G = None  # type: ignore[assignment]
+        self.pool = []
 
 
 def anderson(
@@ -190,21 +236,25 @@ def anderson(
         raise ConfigError(f"option m={m!r} must be at least 1")
     if float(lam) < 0:
         raise ConfigError(f"option lam={lam!r} must be non-negative")
-    return run(
-        "anderson",
-        _Anderson(int(m), float(lam), float(beta)),
-        f,
-        z0,
-        tol=tol,
-        max_iter=max_iter,
-        stop_mode=stop_mode,
-        check_every=check_every,
-        eps=eps,
-        args=args,
-        on_divergence=on_divergence,
-        safeguard=safeguard,
-        safeguard_factor=float(safeguard_factor),
-    )
+    method = _Anderson(int(m), float(lam), float(beta))
+    try:
+        return run(
+            "anderson",
+            method,
+            f,
+            z0,
+            tol=tol,
+            max_iter=max_iter,
+            stop_mode=stop_mode,
+            check_every=check_every,
+            eps=eps,
+            args=args,
+            on_divergence=on_divergence,
+            safeguard=safeguard,
+            safeguard_factor=float(safeguard_factor),
+        )
+    finally:
+        method.close()
 
 
 ANDERSON_OPTIONS = (

@@ -271,8 +271,10 @@ def run(
                         messages.append(msg)
                     r = rows[retire]
                     value = best_fz[retire]
-                    finite_rows = torch.isfinite(value).all(dim=1, keepdim=True)
-                    value = torch.where(finite_rows, value, z0_flat[r])
+                    # a finite residual implies a finite f(z): scan the rows only otherwise
+                    if not cheap_sync or not bool(torch.isfinite(best_res[retire]).all()):
+                        finite_rows = torch.isfinite(value).all(dim=1, keepdim=True)
+                        value = torch.where(finite_rows, value, z0_flat[r])
                     out[r] = value
                     res_out[r] = res[retire]
                     low_out[r] = best_res[retire]
