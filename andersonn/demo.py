@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from andersonn.errors import AndersonnError
+from andersonn.errors import AndersonnError, ConfigError
 from andersonn.fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["DEMO_DEFAULTS", "run_demo"]
@@ -84,6 +84,16 @@ def _plot(out: Path, runs: dict[str, dict[str, Any]], comparison: dict[str, Any]
     return ["demo.png"]
 
 
+def _set_aside(run_dir: Path) -> Path:
+    """Rename ``run_dir`` to the first free ``<name>.old-N`` beside it; returns the new path."""
+    for i in range(1, 10_000):
+        target = run_dir.with_name(f"{run_dir.name}.old-{i}")
+        if not target.exists():
+            run_dir.rename(target)
+            return target
+    raise AndersonnError(f"{run_dir}: too many earlier runs set aside beside it; remove some")
+
+
 def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int | None = None,
              progress: bool = True, **overrides: Any) -> dict[str, Any]:
     """Run the demo; returns the report dict (also written to ``out_dir/report.json``)."""
@@ -108,7 +118,16 @@ def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int
         resume = (run_dir / "checkpoint.json").exists()
         _say(f"[demo] training the DEQ with {solver} "
              f"({cfg.epochs} epochs, tol {cfg.tol:g}, max_iter {cfg.max_iter})…")
-        result = train(cfg, run_dir, resume=resume, dataset=ds, progress=progress)
+        try:
+            result = train(cfg, run_dir, resume=resume, dataset=ds, progress=progress)
+        except ConfigError as exc:
+            if not resume:
+                raise
+            # an earlier demo's run on other data (e.g. an older featuriser) or settings: keep
+            # it, under another name, and train afresh
+            kept = _set_aside(run_dir)
+            _say(f"[demo] {exc}; moved it to {kept} and training afresh")
+            result = train(cfg, run_dir, resume=False, dataset=ds, progress=progress)
         results[solver] = result
         runs[solver] = _summary(result)
         s = runs[solver]

@@ -132,6 +132,19 @@ def test_resume_after_kill9_equals_uninterrupted(toy: object, tmp_path: Path) ->
     assert full.test_metrics["accuracy"] == resumed.test_metrics["accuracy"]
 
 
+def test_resume_refuses_a_run_on_other_data(toy: object, tmp_path: Path) -> None:
+    c = cfg(epochs=2)
+    train(c, tmp_path / "run", dataset=toy, progress=False)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config["featurizer_version"], config["dataset"]["n"] = "0.9.0", 123
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="featurizer_version, dataset n"):
+        train(c, tmp_path / "run", resume=True, dataset=toy, progress=False)
+    with pytest.raises(ConfigError, match="different hidden"):
+        train(cfg(epochs=2, hidden=4), tmp_path / "run", resume=True, dataset=toy,
+              progress=False)
+
+
 def test_same_seed_repeatable(toy: object, tmp_path: Path) -> None:
     r1 = train(cfg(epochs=1, model="explicit"), tmp_path / "a", dataset=toy, progress=False)
     r2 = train(cfg(epochs=1, model="explicit"), tmp_path / "b", dataset=toy, progress=False)
@@ -264,3 +277,11 @@ def test_demo_trains_both_solvers_and_writes_the_report(tmp_path: Path,
     assert "Anderson speed-up" in text
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert saved["settings"]["threads"] == 1
+    # a later demo on other data (here: another featuriser version) does not resume the old
+    # runs: it sets them aside and trains afresh
+    tiny.meta = {"task": "polarity", "featurizer_version": "9.9.9"}
+    again = demo.run_demo(tmp_path / "demo", epochs=2, progress=False, hidden=8,
+                          batch_size=16, threads=1)
+    assert (tmp_path / "demo" / "deq-anderson.old-1" / "config.json").exists()
+    fresh = json.loads((tmp_path / "demo" / "deq-anderson" / "config.json").read_text())
+    assert fresh["featurizer_version"] == "9.9.9" and again["runs"]["anderson"]["epochs"] == 2

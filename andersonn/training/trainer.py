@@ -43,6 +43,8 @@ _SPLITS = {"train": 0, "val": 1, "test": 2}
 # Fields that define the model/data: a resumed run must agree on them.
 _RESUME_KEYS = ("task", "model", "hidden", "kernel", "groups", "depth", "match_params", "seed",
                 "batch_size", "limit")
+# ... and on the data it was trained on (from the run's config.json)
+_RESUME_DATA_KEYS = ("featurizer_version", "image_spec", "classes", "label_rule", "thresholds")
 
 
 @dataclasses.dataclass
@@ -350,6 +352,27 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool =
         cleanup(info)
 
 
+def resume_conflicts(run_dir: str | Path, old_train: dict[str, Any], cfg: TrainConfig,
+                     run_config: dict[str, Any]) -> list[str]:
+    """Names of the settings and data properties in which the run in ``run_dir`` (its
+    checkpoint's train config ``old_train`` and its ``config.json``) differs from ``cfg`` and the
+    run config about to be written; empty when it can be resumed."""
+    diff = [key for key in _RESUME_KEYS if key in old_train and old_train[key] != getattr(cfg, key)]
+    try:
+        old_run = json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return diff
+    # compared as JSON (tuples vs lists); keys an older config.json lacks are not compared
+    diff += [key for key in _RESUME_DATA_KEYS
+             if key in old_run and old_run[key] != json.loads(json.dumps(run_config.get(key)))]
+    old_data, new_data = old_run.get("dataset") or {}, run_config.get("dataset") or {}
+    for key in ("n", "cache_key"):
+        if old_data.get(key) is not None and new_data.get(key) is not None \
+                and old_data[key] != new_data[key]:
+            diff.append(f"dataset {key}")
+    return diff
+
+
 def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: Any,
            progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
            info: DistInfo) -> TrainResult:
@@ -401,8 +424,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     folder = ckpt.latest_checkpoint(run_dir) if resume else None
     if folder is not None:
         saved = ckpt.load_checkpoint(folder)
-        old_cfg = saved["state"].get("config", {})
-        diff = [key for key in _RESUME_KEYS if key in old_cfg and old_cfg[key] != getattr(cfg, key)]
+        diff = resume_conflicts(run_dir, saved["state"].get("config", {}), cfg, run_config)
         if diff:
             raise ConfigError(f"cannot resume {run_dir}: it was trained with different "
                               f"{', '.join(diff)}")
