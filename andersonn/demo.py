@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from andersonn.errors import AndersonnError, ConfigError
+from andersonn.errors import AndersonnError, ResumeConflict
 from andersonn.fileio import atomic_write_json, atomic_write_text
 
 __all__ = ["DEMO_DEFAULTS", "run_demo"]
@@ -120,9 +120,7 @@ def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int
              f"({cfg.epochs} epochs, tol {cfg.tol:g}, max_iter {cfg.max_iter})…")
         try:
             result = train(cfg, run_dir, resume=resume, dataset=ds, progress=progress)
-        except ConfigError as exc:
-            if not resume:
-                raise
+        except ResumeConflict as exc:
             # an earlier demo's run on other data (e.g. an older featuriser) or settings: keep
             # it, under another name, and train afresh
             kept = _set_aside(run_dir)

@@ -19,5 +19,9 @@ class ConfigError(AndersonnError, ValueError):
     """An unknown, misspelt or inconsistent option."""
 
 
+class ResumeConflict(ConfigError):
+    """A run cannot be resumed: it was made with other settings or on other data."""
+
+
 class SolverDivergence(AndersonnError, FloatingPointError):
     """A fixed-point solve produced NaN or Inf."""

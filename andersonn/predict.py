@@ -110,18 +110,6 @@ class Classifier:
         from andersonn.training import TrainConfig, load_run
 
         model, run_config = load_run(run_dir, device=device)
-        version = run_config.get("featurizer_version")
-        raw_spec = run_config.get("image_spec")
-        if version is not None and raw_spec is not None:
-            from andersonn.images import IMAGE_SPECS, ImageSpec
-
-            spec = IMAGE_SPECS[raw_spec] if isinstance(raw_spec, str) else \
-                ImageSpec.from_dict(raw_spec)
-            if str(version) != spec.featurizer_version:
-                raise AndersonnError(
-                    f"{run_dir}: trained on {spec.name} images of featuriser version {version}, "
-                    f"but this andersonn makes version {spec.featurizer_version}; its images "
-                    "would differ — retrain the model (or install the matching andersonn)")
         self = cls.__new__(cls)
         try:
             self.train_config = TrainConfig.from_dict(run_config.get("train", {}))
@@ -130,6 +118,14 @@ class Classifier:
         self.model_, self.config_ = model, run_config
         self.classes_ = [str(c) for c in run_config.get("classes", [])]
         self.spec_ = None
+        version = run_config.get("featurizer_version")
+        if version is not None and run_config.get("image_spec") is not None:
+            spec = self._spec()
+            if str(version) != spec.featurizer_version:
+                raise AndersonnError(
+                    f"{run_dir}: trained on {spec.name} images of featuriser version {version}, "
+                    f"but this andersonn makes version {spec.featurizer_version}; its images "
+                    "would differ — retrain the model (or install the matching andersonn)")
         self.device = torch.device(device)
         self.batch_size = 256
         if solver is not None or solver_options is not None:

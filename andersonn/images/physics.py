@@ -63,7 +63,9 @@ def silent_c_output() -> Iterator[None]:
 def perceive_molecule(numbers: np.ndarray, positions: np.ndarray, total_charge: int = 0
                       ) -> Any | None:
     """An RDKit molecule with bonds and bond orders perceived from the geometry alone (RDKit
-    ``DetermineBonds``), sanitised; None where perception fails or the molecule is too big."""
+    ``DetermineConnectivity``, retried with extended-Hückel connectivity, then
+    ``DetermineBondOrders``), sanitised; None where perception fails or the molecule is too
+    big."""
     n = len(numbers)
     if n < 2 or n > MMFF_MAX_ATOMS:
         return None
@@ -104,8 +106,8 @@ def mmff_charges(numbers: np.ndarray, positions: np.ndarray, total_charge: int =
     Bonds and bond orders are perceived from the geometry (:func:`perceive_molecule`), so the
     charges depend on the structure, not on how it was written down. MMFF94's bond-charge
     increments were fitted to ab initio dipole moments: on QM9 the resulting dipole correlates
-    with the DFT dipole at r ≈ 0.92 (electronegativity equalisation fitted to Mulliken
-    charges: 0.76; ``andersonn bench charges``). None when perception or MMFF atom typing fails
+    with the DFT dipole at r ≈ 0.91 (electronegativity equalisation fitted to Mulliken
+    charges: 0.77; ``andersonn bench charges``). None when perception or MMFF atom typing fails
     (no QM9 molecule since the Hückel retry; e.g. unusual elements or > ``MMFF_MAX_ATOMS``).
     """
     mol = perceive_molecule(numbers, positions, total_charge)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from andersonn import __version__
-from andersonn.errors import AndersonnError, ConfigError
+from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
 from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.models import build_model, count_parameters, vector_channels_for
 from andersonn.training import checkpoint as ckpt
@@ -426,8 +426,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         saved = ckpt.load_checkpoint(folder)
         diff = resume_conflicts(run_dir, saved["state"].get("config", {}), cfg, run_config)
         if diff:
-            raise ConfigError(f"cannot resume {run_dir}: it was trained with different "
-                              f"{', '.join(diff)}")
+            raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
+                                 f"{', '.join(diff)}")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
