@@ -374,3 +374,128 @@ def test_anderson_nested_in_f_does_not_share_the_workspace():
     assert torch.equal(stats.nfev, ref_stats.nfev)
     torch.testing.assert_close(z, exact, atol=1e-9, rtol=0)
     torch.testing.assert_close(z, ref, atol=0, rtol=0)
+
+
+def _relu_norm_cells(batch: int, n: int, seed: int):
+    """Per-sample toy versions of the model's cell, f(z) = norm(relu(z + Wᵀ relu(W z) + b)).
+
+    Nonsmooth (ReLU kinks) with a skip connection: on a few samples type-II Anderson stalls for
+    good while plain forward iteration converges, as on the trained polarity cell.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(batch, n, n, generator=gen, dtype=F64)
+    scale = 0.6 + 0.39 * torch.rand(batch, 1, 1, generator=gen, dtype=F64)
+    w = w / torch.linalg.matrix_norm(w, 2)[:, None, None] * scale
+    b = torch.randn(batch, n, generator=gen, dtype=F64)
+
+    def f(z, w, b):
+        h = torch.relu(torch.bmm(w, z.unsqueeze(2)))
+        y = torch.relu(z + torch.bmm(w.transpose(1, 2), h).squeeze(2) + b)
+        y = y - y.mean(1, keepdim=True)
+        return y / (y.std(1, keepdim=True) + 1e-5)
+
+    return f, (w, b)
+
+
+@pytest.mark.parametrize("safeguard", [True, False])
+def test_anderson_stall_fallback_rescues_samples_where_anderson_stagnates(safeguard):
+    f, args = _relu_norm_cells(256, 4, seed=2)
+    z0 = torch.zeros(256, 4, dtype=F64)
+    opts = dict(tol=1e-10, max_iter=300, args=args, safeguard=safeguard)
+    _, fwd = solve(f, z0, "forward_iteration", tol=1e-10, max_iter=300, args=args)
+    z_off, off = solve(f, z0, "anderson", stall_patience=None, **opts)
+    z_on, on = solve(f, z0, "anderson", **opts)
+    # without the fallback Anderson gets stuck far above tol where forward iteration converges
+    stuck = fwd.converged & ~off.converged
+    assert int(stuck.sum()) >= 1
+    assert bool((off.lowest_residual[stuck] > 1e-3).all())
+    assert int(off.stalled.sum()) == 0
+    # with it, every sample that forward iteration solves is solved, in fewer evaluations
+    assert bool(on.converged[fwd.converged].all()) and bool((on.stalled[stuck] > 0).all())
+    assert float(on.nfev.double().mean()) < float(off.nfev.double().mean())
+    summary = json.loads(json.dumps(on.summary()))
+    assert summary["stall_fallbacks"] == int(on.stalled.sum()) > 0
+    # samples that never stall are untouched
+    calm = on.stalled == 0
+    assert int(calm.sum()) > 200
+    assert torch.equal(z_on[calm], z_off[calm]) and torch.equal(on.nfev[calm], off.nfev[calm])
+    assert torch.equal(on.trace[calm].nan_to_num(), off.trace[calm, :on.iterations].nan_to_num())
+    # per-sample state survives compaction: a stalling sample solved alone gives the same result
+    i = int(stuck.nonzero()[0])
+    zi, si = solve(f, z0[i:i + 1], "anderson", **{**opts, "args": (args[0][i:i + 1],
+                                                                    args[1][i:i + 1])})
+    assert int(si.nfev[0]) == int(on.nfev[i]) and int(si.stalled[0]) == int(on.stalled[i])
+    torch.testing.assert_close(zi, z_on[i:i + 1], atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("check_every", [1, 3])
+@pytest.mark.parametrize("m", [1, 5])
+def test_anderson_stall_fallback_changes_nothing_without_stagnation(check_every, m):
+    # staggered retirement, so the state (stall counters included) is compacted several times
+    f, (a, b), _ = linear_problem(9, 24, 0.97, seed=5)
+    a = a * torch.linspace(0.3, 1.0, 9, dtype=F64).view(9, 1, 1)
+    z0 = torch.zeros(9, 24, dtype=F64)
+    opts = dict(m=m, tol=1e-12, max_iter=1000, check_every=check_every, args=(a, b))
+    z_on, on = solve(f, z0, "anderson", **opts)
+    z_off, off = solve(f, z0, "anderson", stall_patience=None, **opts)
+    assert bool(on.converged.all()) and len(set(on.nfev.tolist())) > 2
+    assert int(on.stalled.sum()) == 0
+    assert torch.equal(z_on, z_off) and torch.equal(on.nfev, off.nfev)
+    assert torch.equal(on.trace.nan_to_num(), off.trace.nan_to_num())
+
+
+def test_anderson_stall_patience_option_is_validated():
+    f = lambda z: 0.5 * z + 1  # noqa: E731
+    z0 = torch.ones(2, 3)
+    for bad in (-1, 2.5, "10", True):
+        with pytest.raises(ConfigError, match="stall_patience"):
+            solve(f, z0, "anderson", stall_patience=bad)
+    with pytest.raises(ConfigError, match="did you mean 'stall_patience'"):
+        solve(f, z0, "anderson", stall_patiance=5)
+    with pytest.raises(ConfigError, match="'stall_patience'"):
+        solve(f, z0, "forward_iteration", stall_patience=5)
+    for off in (None, 0, 3):
+        _, stats = solve(f, z0, "anderson", stall_patience=off, tol=1e-6)
+        assert bool(stats.converged.all()) and stats.stalled.tolist() == [0, 0]
+        assert stats.summary()["stall_fallbacks"] == 0
+
+
+def test_anderson_stall_fallback_breaks_a_safeguard_loop():
+    # f(z) = −0.95 z + b: from z0 = 0 the first (Picard) step has 19× the residual of z0, so
+    # the safeguard rejects it, restarts from z0 and proposes the same step again, forever;
+    # forward iteration converges. The fallback's plain steps are unguarded, as in forward
+    # iteration, and Anderson then resumes from them.
+    b = torch.tensor([[1.0, -2.0, 0.5], [3.0, 1.0, 1.0]], dtype=F64)
+
+    def f(z, b):
+        return -0.95 * z + b
+
+    z0 = torch.zeros(2, 3, dtype=F64)
+    opts = dict(tol=1e-10, max_iter=200, args=(b,))
+    _, fwd = solve(f, z0, "forward_iteration", **{**opts, "max_iter": 1000})
+    assert bool(fwd.converged.all())
+    _, off = solve(f, z0, "anderson", stall_patience=None, **opts)
+    assert not bool(off.converged.any()) and bool((off.lowest_residual > 0.99).all())
+    z, on = solve(f, z0, "anderson", **opts)
+    assert bool(on.converged.all()) and on.stalled.tolist() == [1, 1]
+    assert int(on.nfev.max()) < 40
+    torch.testing.assert_close(z, b / 1.95, atol=1e-9, rtol=0)
+
+
+def test_stall_watch_falls_back_resumes_and_gives_up_per_sample():
+    from andersonn.solvers.base import _StallWatch
+
+    watch = _StallWatch(torch.ones(2, dtype=F64), patience=3, min_steps=2)
+    stalls, plain = [], []
+    for k in range(1, 21):
+        # row 0: flat, one fall to 0.5 at iteration 4, flat again; row 1: halves every time
+        best = torch.tensor([1.0 if k < 4 else 0.5, 0.5 ** k], dtype=F64)
+        stalls.append(watch.update(best).tolist())
+        plain.append(watch.plain.tolist())
+    # row 0 stalls after 3 flat iterations, resumes once the best fell and 2 plain steps were
+    # taken (iteration 5, not 4), stalls again 3 iterations after its last fall (7), gives the
+    # plain steps up after 3 × 3 of them without a fall (16) and never stalls again
+    assert [k for k, s in enumerate(stalls, 1) if s[0]] == [3, 7]
+    assert [k for k, p in enumerate(plain, 1) if p[0]] == [3, 4, *range(7, 16)]
+    assert not any(s[1] or p[1] for s, p in zip(stalls, plain, strict=True))
+    assert watch.stalls.tolist() == [2, 0] and watch.enabled.tolist() == [False, True]

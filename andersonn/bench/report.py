@@ -13,7 +13,7 @@ import io
 import math
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,26 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         info["load_average"] = list(os.getloadavg())
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+        info["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32,
+                        "matmul": torch.backends.cuda.matmul.allow_tf32}
     return info
+
+
+@contextlib.contextmanager
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """Allow (or forbid) TF32 in CUDA convolutions and matrix products; restored afterwards.
+
+    TF32 rounds the operands of f to a 10-bit mantissa, so f is piecewise constant at a relative
+    scale of ~5e-4 in z. Near a fixed point with spectral radius ρ that floors the attainable
+    residual at about that noise / (1 − ρ); extrapolating solvers, which difference successive
+    residuals, stall there first (measured on an H200: the weak cell's Anderson stopped at 7e-4).
+    """
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def ratio(num: float | None, den: float | None) -> float | None:

@@ -226,6 +226,33 @@ def _torchdeq_solver() -> Callable[..., Any] | None:
     return td_get_solver("anderson")
 
 
+def _call_solver(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, max_iter: int
+                 ) -> tuple[Tensor, Any]:
+    """One solve of z = f(z, x) from zeros; torchdeq returns no per-sample stats (None)."""
+    z0 = torch.zeros_like(x)
+    with torch.no_grad():
+        if solver == "torchdeq_anderson":
+            td = _torchdeq_solver()
+            if td is None:
+                raise ConfigError("torchdeq is not installed")
+            z, _, _ = td(lambda z: f(z, x), z0, max_iter=max_iter, tol=tol, stop_mode="rel",
+                         m=5, lam=1e-4, tau=1.0)
+            return z, None
+        return get_solver(solver)(f, z0, tol=tol, max_iter=max_iter, stop_mode="rel",
+                                  args=(x,), on_divergence="mark")
+
+
+def _timed_solve(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, max_iter: int
+                 ) -> tuple[Tensor, Any, float]:
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    start = time.perf_counter()
+    z, stats = _call_solver(solver, f, x, tol, max_iter)
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+    return z, stats, time.perf_counter() - start
+
+
 def solve_once(
     solver: str,
     cell: nn.Module,
@@ -233,42 +260,28 @@ def solve_once(
     tol: float,
     max_iter: int,
 ) -> tuple[dict[str, Any], Any]:
-    """One timed solve; returns (plain-JSON record, SolverStats or None for torchdeq)."""
+    """One timed solve; returns (plain-JSON record, SolverStats or None for torchdeq).
+
+    On the CPU one solve with f wrapped by the timer gives both the wall time and the time in f.
+    On CUDA the timer must synchronise around every call of f, which stops the host from
+    queueing work ahead of the GPU; there the wall time comes from a second, uninstrumented
+    solve (same iterates), and the time outside f is that wall time minus the time in f.
+    """
     device = x.device
     timed = TimedMap(cell, device)
-    z0 = torch.zeros_like(x)
     batch = x.shape[0]
-    stats = None
+    z, stats, wall = _timed_solve(solver, timed, x, tol, max_iter)
+    wall_instrumented = wall
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    if solver == "torchdeq_anderson":
-        td = _torchdeq_solver()
-        if td is None:
-            raise ConfigError("torchdeq is not installed")
-        with torch.no_grad():
-            z, _, _ = td(
-                lambda z: timed(z, x), z0, max_iter=max_iter, tol=tol, stop_mode="rel",
-                m=5, lam=1e-4, tau=1.0,
-            )
+        _, _, wall = _timed_solve(solver, cell, x, tol, max_iter)
+    if stats is None:  # torchdeq: whole-batch stopping, no per-sample counts
         nfev = torch.full((batch,), timed.calls, dtype=torch.float64)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall = time.perf_counter() - start
         with torch.no_grad():
             fz = cell(z, x)
         residual = (fz - z).flatten(1).norm(dim=1) / (fz.flatten(1).norm(dim=1) + 1e-9)
         converged = residual <= tol * 1.0001
         lowest = residual
     else:
-        with torch.no_grad():
-            z, stats = get_solver(solver)(
-                timed, z0, tol=tol, max_iter=max_iter, stop_mode="rel", args=(x,),
-                on_divergence="mark",
-            )
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        wall = time.perf_counter() - start
         nfev, converged, lowest = stats.nfev.double(), stats.converged, stats.lowest_residual
     outside = max(wall - timed.seconds, 0.0)
     record = {
@@ -282,6 +295,7 @@ def solve_once(
         "f_rows": timed.rows,
         "f_calls": timed.calls,
         "wall_time": wall,
+        "wall_time_instrumented": wall_instrumented,
         "f_time": timed.seconds,
         "overhead_fraction": outside / wall if wall > 0 else 0.0,
         "overhead_vs_f": outside / timed.seconds if timed.seconds else 0.0,
@@ -290,6 +304,47 @@ def solve_once(
         "residual_max": float(lowest.double().max().cpu()),
     }
     return record, stats
+
+
+def dispatch_counts(cell: nn.Module, x: Tensor, solvers: Sequence[str],
+                    iterations: tuple[int, int] = (10, 30)) -> dict[str, dict[str, float]]:
+    """Operator calls (and, on CUDA, kernel launches) per solver iteration, from the profiler.
+
+    Each solver runs with tol = 0 for the two iteration counts; the difference of the counts over
+    the difference of the iterations removes set-up and final statistics. Includes f's own
+    operators (``f`` row: one call of the cell). On a GPU at small sizes every launch costs
+    microseconds of host time, so these counts explain the time outside f.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if x.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+
+    def count(fn: Callable[[], Any]) -> tuple[int, int]:
+        with profile(activities=activities) as prof:
+            fn()
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
+        events = prof.events()
+        ops = sum(1 for e in events if e.cpu_parent is None and e.device_type.name == "CPU"
+                  and e.name.startswith("aten::"))
+        kernels = sum(1 for e in events if e.device_type.name == "CUDA")
+        return ops, kernels
+
+    out: dict[str, dict[str, float]] = {}
+    with torch.no_grad():
+        _call_solver("forward_iteration", cell, x, 0.0, 2)  # warm-up
+        ops, kernels = count(lambda: cell(torch.zeros_like(x), x))
+    out["f"] = {"ops": float(ops), "kernels": float(kernels)}
+    lo, hi = iterations
+    for solver in solvers:
+        _call_solver(solver, cell, x, 0.0, lo)  # warm-up
+        ops_lo, k_lo = count(lambda s=solver: _call_solver(s, cell, x, 0.0, lo))
+        ops_hi, k_hi = count(lambda s=solver: _call_solver(s, cell, x, 0.0, hi))
+        out[solver] = {"ops": (ops_hi - ops_lo) / (hi - lo),
+                       "kernels": (k_hi - k_lo) / (hi - lo)}
+    return out
 
 
 def forward_by_tolerance(stats: Any, tolerances: Sequence[float], max_iter: int
@@ -399,20 +454,28 @@ def run_benchmark(
     seed: int = 0,
     progress: bool = True,
     threads: int | None = None,
+    tf32: bool = False,
 ) -> dict[str, Any]:
     """Run the whole benchmark; returns the JSON-ready result (see module docstring).
 
     ``threads`` sets torch's intra-op thread count for the run (restored afterwards); on a shared
     CPU one thread avoids oversubscription, which otherwise slows small convolutions ~10×.
+    ``tf32``: allow TF32 convolutions on CUDA (off by default: it floors the residual every
+    solver can reach, see :func:`andersonn.bench.report.tf32_mode`).
     """
+    from andersonn.bench.report import tf32_mode
+
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(int(threads))
     try:
-        return _run(quick=quick, device=device, channels=channels, hidden=hidden, size=size,
-                    batch=batch, tolerances=tolerances, solvers=solvers,
-                    target_median=target_median, target_max=target_max, seed=seed,
-                    progress=progress)
+        with tf32_mode(tf32):
+            result = _run(quick=quick, device=device, channels=channels, hidden=hidden,
+                          size=size, batch=batch, tolerances=tolerances, solvers=solvers,
+                          target_median=target_median, target_max=target_max, seed=seed,
+                          progress=progress)
+        result["tf32"] = bool(tf32) and device == "cuda"
+        return result
     finally:
         torch.set_num_threads(old_threads)
 
@@ -535,6 +598,7 @@ def _run(
     mem_iters = (5, 10, 20) if quick else (10, 20, 40)
     mem_x = x[: min(4, shape[0])]
     memory = memory_section(weak_cell, mem_x, mem_iters)
+    dispatch = dispatch_counts(cell, x, solvers, (3, 8) if quick else (10, 30))
     return {
         "benchmark": "solvers",
         "device": device,
@@ -549,6 +613,7 @@ def _run(
         "cells": cells,
         "results": results,
         "memory": memory,
+        "dispatch_per_iteration": dispatch,
         "skipped": skipped,
         "setup_seconds": setup_time,
         "total_seconds": time.perf_counter() - began,
@@ -624,7 +689,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"solver benchmark on {result['device']} (torch {result['torch']}, "
         f"{result['threads']} threads): batch {d['batch']}, {d['channels']} channels "
-        f"(hidden {d['hidden']}), {d['size']}x{d['size']}",
+        f"(hidden {d['hidden']}), {d['size']}x{d['size']}"
+        + (f", TF32 {'on' if result.get('tf32') else 'off'}" if result["device"] == "cuda" else ""),
     ]
     for name, info in result["cells"].items():
         rho = info["rho"]
@@ -654,6 +720,12 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"  {m['iterations']:>4} iterations: "
                      f"implicit {m['implicit_saved_bytes']:>12,d}   "
                      f"unroll {m['unroll_saved_bytes']:>12,d}")
+    dispatch = result.get("dispatch_per_iteration") or {}
+    if dispatch:
+        cuda = result["device"] == "cuda"
+        lines.append("per iteration, f included (profiler): " + ", ".join(
+            f"{name} {d['ops']:.0f} ops" + (f" / {d['kernels']:.0f} kernels" if cuda else "")
+            for name, d in dispatch.items()))
     t = result["targets"]
     if "nfev_ratio_forward_over_anderson_weak_1e-4" in t:
         bound = ">= " if t["nfev_ratio_is_lower_bound"] else ""

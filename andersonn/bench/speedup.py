@@ -127,6 +127,8 @@ class SpeedupSettings:
                      "trace_batch", "trace_iters", "inference_batch", "inference_max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.inference_limit is not None and self.inference_limit < 1:
+            raise ConfigError(f"--inference-limit must be >= 1 (got {self.inference_limit})")
         if self.limit is not None and self.limit < 6:
             raise ConfigError(f"--limit must be at least 6 (got {self.limit})")
         if not 0 < self.target_fraction <= 1:

@@ -67,6 +67,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     help="validation passes per epoch (4; quick 3)")
     sp.add_argument("--inference-tols", type=_floats, default=None,
                     help="relative residuals for the inference comparison (1e-2,1e-3,1e-4)")
+    sp.add_argument("--inference-batch", type=int, default=None,
+                    help="batch size of the inference comparison (128)")
+    sp.add_argument("--inference-limit", type=int, default=None,
+                    help="test structures in the inference comparison (512; quick 64)")
     sp.add_argument("--threads", type=int, default=None, help="torch threads (1)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(func=_speedup)
@@ -123,7 +127,8 @@ def _speedup(args: argparse.Namespace) -> int:
         "device": args.device, "seed": args.seed,
         "batch_size": args.batch_size, "hidden": args.hidden, "tol": args.tol,
         "max_iter": args.max_iter, "evals_per_epoch": args.evals_per_epoch,
-        "threads": args.threads, "inference_tols": args.inference_tols}
+        "threads": args.threads, "inference_tols": args.inference_tols,
+        "inference_batch": args.inference_batch, "inference_limit": args.inference_limit}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = (SpeedupSettings.quick(**overrides) if args.quick
                 else SpeedupSettings(**overrides))

@@ -24,6 +24,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--batch", type=int, default=None, help="override batch size (128)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for the run (1 avoids oversubscription on shared CPUs)")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 convolutions on CUDA (off: TF32 floors the reachable residual)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_bench_solvers)
 
@@ -41,5 +43,6 @@ def _bench_solvers(args: argparse.Namespace) -> int:
         size=args.size,
         batch=args.batch,
         threads=args.threads,
+        tf32=args.tf32,
     )
     return 0

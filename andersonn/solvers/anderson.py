@@ -12,10 +12,21 @@ history) that sample falls back to a plain Picard step from its newest iterate. 
 updated one row per iteration instead of recomputed. On the CPU the history storage is kept per
 thread between solves (:func:`release_workspace` frees it): a fresh 100-MB buffer costs tens of ms
 of page faults on first touch, a sizeable share of a loose-tolerance solve.
+
+Stagnation fallback (``stall_patience``, default 10; ``None`` or 0 disables): on nonsmooth maps
+(ReLU cells) Anderson can stall for good on a few samples, its best residual flat while plain
+forward iteration still converges. A sample whose best residual has not fallen by 10 % in
+``stall_patience`` iterations restarts from its best iterate and takes plain steps z + βg
+(unsafeguarded, like forward iteration) until its best falls by 10 % again and at least m such
+steps were taken; then Anderson resumes with those steps as its history. If 3 × stall_patience
+plain steps bring no such fall (f is not contractive there), Anderson resumes from where they
+ended and that sample gets no further fallback. Samples that never stall are unaffected (bit for
+bit). ``SolverStats.stalled`` counts the fallbacks per sample.
 """
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 from collections.abc import Sequence
@@ -90,6 +101,7 @@ class _Anderson:
         self._alloc(b, n, z)
         self.GG = torch.zeros(b, self.m, self.m, dtype=torch.float64, device=z.device)
         self.valid = torch.zeros(b, self.m, dtype=torch.bool, device=z.device)
+        self.plain = torch.zeros(b, dtype=torch.bool, device=z.device)
         self.pos = self.used = 0
         self._insert(fz, torch.sub(fz, z, out=self.residual_buffer()))
 
@@ -171,7 +183,7 @@ class _Anderson:
         w = torch.cholesky_solve(vf.unsqueeze(2), chol).squeeze(2)
         wsum = w.sum(1, keepdim=True)
         alpha = w / wsum
-        ok = (info == 0) & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0)
+        ok = (info == 0) & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0) & ~self.plain
         picard = torch.zeros_like(alpha)
         picard[:, self.last] = 1.0
         u = self.used
@@ -182,6 +194,10 @@ class _Anderson:
         if self.beta != 1.0:
             z.sub_(torch.bmm(alpha, self.G[:, :u]).squeeze(1), alpha=1.0 - self.beta)
         return z
+
+    def plain_steps(self, rows: Tensor) -> None:
+        """Rows marked True propose the plain step z + βg from their newest pair (stagnation)."""
+        self.plain = rows
 
     def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
         if restart is not None:
@@ -197,7 +213,7 @@ class _Anderson:
         self._alloc(b, n, kept_f)
         self.F[:, :u] = kept_f
         self.G[:, :u] = kept_g
-        self.GG, self.valid = self.GG[keep], self.valid[keep]
+        self.GG, self.valid, self.plain = self.GG[keep], self.valid[keep], self.plain[keep]
 
     def close(self) -> None:
         """Hand the workspace back (the solve is over); drop references to the buffers."""
@@ -221,6 +237,7 @@ def anderson(
     beta: float = 1.0,
     safeguard: bool = True,
     safeguard_factor: float = 10.0,
+    stall_patience: int | None = 10,
     eps: float = 1e-9,
     args: Sequence[Any] = (),
     on_divergence: str = "raise",
@@ -229,13 +246,24 @@ def anderson(
     """Anderson acceleration (window ``m``, relative Tikhonov ``lam``, mixing ``beta``).
 
     ``safeguard``: reject an iterate whose residual exceeds ``safeguard_factor`` × the sample's
-    best and restart its history from the best iterate. Returns (z*, stats).
+    best and restart its history from the best iterate. ``stall_patience``: iterations without
+    a 10 % fall of a sample's best residual before it falls back to plain steps for a while
+    (module docstring); ``None`` or 0 disables. Returns (z*, stats).
     """
     check_options("anderson", unknown, ANDERSON_OPTIONS)
     if int(m) < 1:
         raise ConfigError(f"option m={m!r} must be at least 1")
     if float(lam) < 0:
         raise ConfigError(f"option lam={lam!r} must be non-negative")
+    try:
+        patience = 0 if stall_patience is None else operator.index(stall_patience)
+    except TypeError:
+        patience = -1
+    if patience < 0 or isinstance(stall_patience, bool):
+        raise ConfigError(
+            f"option stall_patience={stall_patience!r} must be a positive integer, or None or 0 "
+            "to disable the stagnation fallback"
+        )
     method = _Anderson(int(m), float(lam), float(beta))
     try:
         return run(
@@ -252,6 +280,8 @@ def anderson(
             on_divergence=on_divergence,
             safeguard=safeguard,
             safeguard_factor=float(safeguard_factor),
+            stall_patience=patience,
+            stall_min_steps=int(m),
         )
     finally:
         method.close()
@@ -259,5 +289,5 @@ def anderson(
 
 ANDERSON_OPTIONS = (
     "tol", "max_iter", "stop_mode", "check_every", "m", "lam", "beta", "safeguard",
-    "safeguard_factor", "eps", "args", "on_divergence",
+    "safeguard_factor", "stall_patience", "eps", "args", "on_divergence",
 )

@@ -14,7 +14,16 @@ and how to absorb an evaluated one:
   residual trace, safeguard rejections; the best iterate per sample is returned;
 * safeguarding (for the accelerated methods): an iterate whose residual is more than
   ``safeguard_factor`` times the best one so far (or not finite) is rejected, and the method
-  restarts that sample's history from its best iterate.
+  restarts that sample's history from its best iterate;
+* stagnation fallback (``stall_patience``, Anderson): a sample whose best residual has not
+  fallen to ``STALL_GAIN`` × its value at the last such fall for ``stall_patience`` iterations
+  restarts from its best iterate and takes plain (Picard) steps, unsafeguarded like forward
+  iteration, until its best falls by that factor again and at least ``stall_min_steps`` plain
+  steps were taken; then the method resumes from there. After ``STALL_GIVE_UP`` ×
+  ``stall_patience`` plain steps without such a fall it resumes as well and that sample gets no
+  further fallback. The watch is updated at the convergence checks (every ``check_every``
+  iterations), so patience is counted in whole check intervals. Counted per sample in
+  ``SolverStats.stalled``.
 """
 
 from __future__ import annotations
@@ -35,6 +44,8 @@ FixedPointMap = Callable[..., Tensor]
 
 STOP_MODES = ("rel", "abs")
 DIVERGENCE_MODES = ("raise", "mark")
+STALL_GAIN = 0.9  # stagnation fallback: a fall of the best residual by 10 % is progress
+STALL_GIVE_UP = 3  # ... and plain steps are given up after 3 × patience of them without progress
 
 
 @dataclass
@@ -42,7 +53,8 @@ class SolverStats:
     """Per-sample statistics of one batched solve (tensors of shape (B,) on the CPU).
 
     ``residual`` is the residual of the last iterate a sample saw, ``lowest_residual`` that of
-    the returned (best) iterate; ``trace`` is (B, iterations) with NaN after a sample retired.
+    the returned (best) iterate; ``trace`` is (B, iterations) with NaN after a sample retired;
+    ``rejected`` counts safeguard rejections, ``stalled`` stagnation fallbacks.
     Residuals are relative (‖f(z) − z‖ / (‖f(z)‖ + eps)) or absolute as ``stop_mode`` says.
     """
 
@@ -55,6 +67,7 @@ class SolverStats:
     converged: Tensor
     diverged: Tensor
     rejected: Tensor
+    stalled: Tensor
     trace: Tensor
     wall_time: float
     iterations: int
@@ -82,6 +95,7 @@ class SolverStats:
             "converged_fraction": float(self.converged.double().mean()) if self.batch_size else 1.0,
             "diverged": int(self.diverged.sum()),
             "rejected_steps": int(self.rejected.sum()),
+            "stall_fallbacks": int(self.stalled.sum()),
             "residual_mean": float(finite.mean()) if finite.numel() else None,
             "residual_max": float(finite.max()) if finite.numel() else None,
             "wall_time": float(self.wall_time),
@@ -133,6 +147,54 @@ class Method(Protocol):
     # Optional: ``residual_buffer() -> Tensor`` returns a (b, n) tensor the driver may write
     # g = f(z) − z into (with ``out=``) before calling ``accept``; the method must not rely on
     # its old contents after ``propose``.
+    # Needed for ``stall_patience``: ``plain_steps(rows)`` with a (b,) bool mask, set before
+    # every ``accept``: rows marked True propose a plain (Picard) step from their newest pair.
+
+
+class _StallWatch:
+    """Per-sample stagnation detector and fallback switch; all state is (b,) device tensors.
+
+    A row *stalls* when its best residual has not fallen to ``STALL_GAIN`` × its value at the
+    last such fall (``anchor``) for ``patience`` iterations; the driver restarts it from its best
+    iterate and it takes plain steps until the best has fallen by that factor and at least
+    ``min_steps`` plain steps were taken. A row whose plain steps bring no such fall in
+    ``STALL_GIVE_UP`` × ``patience`` steps (f is not contractive there, say) goes back to the
+    method without a restart and never stalls again.
+    """
+
+    def __init__(self, best_res: Tensor, patience: int, min_steps: int) -> None:
+        self.patience, self.min_steps = patience, min_steps
+        zeros = torch.zeros_like(best_res, dtype=torch.int64)  # never modified in place
+        self.anchor = best_res
+        self.wait = zeros  # iterations since the best last fell by the gain factor
+        self.steps = zeros  # iterations since the last stall
+        self.stalls = zeros  # stalls so far
+        self.plain = torch.zeros_like(best_res, dtype=torch.bool)  # rows taking plain steps
+        self.enabled = ~self.plain  # rows that may still stall
+
+    def update(self, best_res: Tensor, iterations: int = 1) -> Tensor:
+        """Advance ``iterations`` iterations (the driver calls this once per convergence check,
+        so on a GPU it costs a dozen small kernels per ``check_every`` iterations, not per
+        iteration); return the rows that stall now (to restart from their best)."""
+        gain = best_res <= STALL_GAIN * self.anchor
+        self.anchor = torch.where(gain, best_res, self.anchor)
+        self.wait = torch.where(gain, 0, self.wait + iterations)
+        steps = self.steps + iterations
+        fell = self.wait < steps  # the best fell since the stall (at the stall, wait >= patience)
+        resume = self.plain & fell & (steps >= self.min_steps)
+        give_up = self.plain & ~fell & (steps >= STALL_GIVE_UP * self.patience)
+        stall = (self.wait >= self.patience) & ~self.plain & self.enabled
+        self.enabled = self.enabled & ~give_up
+        self.steps = torch.where(stall, 0, steps)
+        self.stalls = self.stalls + stall
+        self.plain = (self.plain & ~(resume | give_up)) | stall
+        return stall
+
+    def select(self, keep: Tensor) -> None:
+        """Keep only the rows where ``keep`` is True."""
+        self.anchor, self.wait, self.steps = self.anchor[keep], self.wait[keep], self.steps[keep]
+        self.stalls, self.plain = self.stalls[keep], self.plain[keep]
+        self.enabled = self.enabled[keep]
 
 
 @contextlib.contextmanager
@@ -168,6 +230,8 @@ def run(
     on_divergence: str,
     safeguard: bool,
     safeguard_factor: float,
+    stall_patience: int = 0,
+    stall_min_steps: int = 1,
 ) -> tuple[Tensor, SolverStats]:
     """Drive ``method`` on ``f`` from ``z0``; see the module docstring for the contract."""
     start = time.perf_counter()
@@ -227,6 +291,7 @@ def run(
         conv_out = torch.zeros(batch, dtype=torch.bool, device=device)
         div_out = torch.zeros(batch, dtype=torch.bool, device=device)
         rej_out = torch.zeros(batch, dtype=torch.int64, device=device)
+        stall_out = torch.zeros(batch, dtype=torch.int64, device=device)
         trace = torch.full((batch, max_iter), float("nan"), dtype=hdtype, device=device)
         messages: list[str] = []
 
@@ -247,6 +312,8 @@ def run(
         g_buffer = getattr(method, "residual_buffer", None)
         use_guard = safeguard and method.uses_safeguard
         restarted = torch.zeros(batch, dtype=torch.bool, device=device)
+        watch = _StallWatch(best_res, stall_patience, stall_min_steps) if stall_patience else None
+        watched = 1  # iteration count at the stall watch's last update
         k = 1  # f evaluations so far for every active row
 
         while True:
@@ -282,6 +349,8 @@ def run(
                     conv_out[r] = done[retire] & ~bad[retire]
                     div_out[r] = bad[retire]
                     rej_out[r] = rejected[retire]
+                    if watch is not None:
+                        stall_out[r] = watch.stalls[retire]
                     alive = alive & ~retire
                     n_alive = int(alive.sum())
                     if n_alive == 0:
@@ -296,6 +365,8 @@ def run(
                     best_z, best_fz, best_res = best_z[keep], best_fz[keep], best_res[keep]
                     res, bad, rejected = res[keep], bad[keep], rejected[keep]
                     restarted = restarted[keep]
+                    if watch is not None:
+                        watch.select(keep)
                     active_args = tuple(
                         a[idx] if is_row else a for a, is_row in zip(args, row_args, strict=True)
                     )
@@ -325,9 +396,18 @@ def run(
                 best_fz = torch.where(improved[:, None], fz, best_fz)
             restart = None
             if use_guard:
-                restart = (res > safeguard_factor * best_res) | ~finite
-                restarted = restart
+                over = res > safeguard_factor * best_res
+                if watch is not None:  # plain steps go unguarded, like forward iteration
+                    over &= ~watch.plain
+                restart = over | ~finite
                 rejected += restart
+            if watch is not None and (k % check_every == 0 or k >= max_iter):
+                stall = watch.update(best_res, k - watched)
+                watched = k
+                method.plain_steps(watch.plain)  # type: ignore[attr-defined]
+                restart = stall if restart is None else restart | stall
+            if restart is not None:
+                restarted = restart
                 if not cheap_sync or bool(restart.any()):
                     z = torch.where(restart[:, None], best_z, z)
                     fz = torch.where(restart[:, None], best_fz, fz)
@@ -347,6 +427,7 @@ def run(
         converged=conv_out.cpu(),
         diverged=div_out.cpu(),
         rejected=rej_out.cpu(),
+        stalled=stall_out.cpu(),
         trace=trace[:, :iterations].cpu(),
         wall_time=time.perf_counter() - start,
         iterations=iterations,

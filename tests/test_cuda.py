@@ -1,0 +1,189 @@
+"""CUDA checks of the engine and the models: the CPU tests' exactness claims, on a GPU.
+
+Skipped where no CUDA device is present (CI). Run on a GPU machine with
+``python -m pytest -m cuda tests/test_cuda.py`` (``scripts/gpu-check.sh`` does this).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from andersonn.deq import DEQ
+from andersonn.errors import SolverDivergence
+from andersonn.solvers import SOLVERS, solve
+
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+ALL = sorted(SOLVERS)
+F64 = torch.float64
+CUDA = torch.device("cuda")
+
+
+def _linear_problem(batch: int, n: int, radius: float, seed: int = 0, device=CUDA):
+    """z = A z + b, symmetric A with eigenvalues in [0, radius]; made on the CPU, then moved."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(batch, n, n, generator=gen, dtype=F64))
+    ev = torch.linspace(0, radius, n, dtype=F64)
+    a = q @ torch.diag_embed(ev.expand(batch, n)) @ q.transpose(1, 2)
+    b = torch.randn(batch, n, generator=gen, dtype=F64)
+    exact = torch.linalg.solve(torch.eye(n, dtype=F64) - a, b)
+
+    def f(z, a, b):
+        return torch.bmm(a, z.unsqueeze(2)).squeeze(2) + b
+
+    return f, (a.to(device), b.to(device)), exact.to(device)
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("check_every", [1, 4])
+def test_linear_contraction_on_cuda_matches_linalg_solve(name, check_every):
+    f, args, exact = _linear_problem(3, 20, 0.8)
+    z, stats = solve(f, torch.zeros(3, 20, dtype=F64, device=CUDA), name, tol=1e-14,
+                     max_iter=400, args=args, check_every=check_every)
+    assert z.device.type == CUDA.type and stats.nfev.device.type == "cpu"
+    assert bool(stats.converged.all())
+    torch.testing.assert_close(z, exact, atol=1e-8, rtol=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_solve_equals_cpu_solve(name):
+    f, args, _ = _linear_problem(4, 16, 0.9, seed=3)
+    opts = dict(tol=1e-12, max_iter=300, check_every=3)
+    zc, sc = solve(f, torch.zeros(4, 16, dtype=F64, device=CUDA), name, args=args, **opts)
+    cpu_args = tuple(a.cpu() for a in args)
+    z, s = solve(f, torch.zeros(4, 16, dtype=F64), name, args=cpu_args, **opts)
+    assert torch.equal(sc.nfev, s.nfev)
+    torch.testing.assert_close(zc.cpu(), z, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_cuda_batch_result_equals_solo_solves(name):
+    f, (a, b), _ = _linear_problem(4, 16, 0.9, seed=1)
+    a = a * torch.tensor([0.05, 1.0, 0.1, 1.0], dtype=F64, device=CUDA).view(4, 1, 1)
+    opts = dict(tol=1e-12, max_iter=600, check_every=2)
+    z, stats = solve(f, torch.zeros(4, 16, dtype=F64, device=CUDA), name, args=(a, b), **opts)
+    assert int(stats.nfev[0]) < int(stats.nfev[1])
+    for i in range(4):
+        zi, si = solve(f, torch.zeros(1, 16, dtype=F64, device=CUDA), name,
+                       args=(a[i:i + 1], b[i:i + 1]), **opts)
+        assert int(si.nfev[0]) == int(stats.nfev[i])
+        torch.testing.assert_close(z[i:i + 1], zi, atol=1e-12, rtol=0)
+
+
+def test_nan_on_cuda_is_reported_as_divergence():
+    def f(z):
+        return torch.where(z > 0.5, torch.full_like(z, float("nan")), z * 0.5 + 1.0)
+
+    with pytest.raises(SolverDivergence, match="NaN/Inf"):
+        solve(f, torch.zeros(2, 3, device=CUDA), "forward_iteration", tol=1e-8, max_iter=20)
+
+
+def test_autocast_bf16_on_cuda_keeps_float32_history():
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 32).to(CUDA)
+    with torch.no_grad():
+        lin.weight.mul_(0.3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        z, stats = solve(lambda z: torch.tanh(lin(z)), torch.zeros(8, 32, device=CUDA), tol=1e-2)
+    assert z.dtype == torch.float32 and stats.history_dtype == "float32"
+    assert bool(stats.converged.all())
+
+
+def test_no_host_sync_between_convergence_checks():
+    """The driver synchronises with the host only at checks: many fewer syncs with check_every 10.
+
+    ``torch.cuda.set_sync_debug_mode("warn")`` warns once per synchronising call."""
+    f, args, _ = _linear_problem(8, 64, 0.99, seed=4)
+    z0 = torch.zeros(8, 64, dtype=F64, device=CUDA)
+    counts = {}
+    for every in (1, 10):
+        solve(f, z0, "anderson", tol=0.0, max_iter=60, args=args, check_every=every)  # warm up
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                solve(f, z0, "anderson", tol=0.0, max_iter=60, args=args, check_every=every)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts[every] = sum("synchroniz" in str(w.message) for w in caught)
+    print(f"host syncs in a 60-iteration solve: check_every=1: {counts[1]}, 10: {counts[10]}")
+    assert counts[10] <= 60 // 10 * 3 + 12
+    assert counts[10] * 3 < counts[1]
+
+
+class TanhCell(nn.Module):
+    """f(z, x) = tanh(W z + x + b), contractive (‖W‖ = 0.5)."""
+
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(dim, dim, generator=gen, dtype=F64)
+        self.weight = nn.Parameter(0.5 * w / torch.linalg.matrix_norm(w, 2))
+        self.bias = nn.Parameter(0.1 * torch.randn(dim, generator=gen, dtype=F64))
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(z @ self.weight.T + x + self.bias)
+
+
+TIGHT = {"tol": 1e-13, "max_iter": 300, "stop_mode": "abs"}
+
+
+@pytest.mark.parametrize("solver", ALL)
+def test_deq_gradcheck_on_cuda(solver):
+    deq = DEQ(TanhCell().to(CUDA), solver=solver, solver_options=TIGHT, backward_options=TIGHT)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=F64).to(CUDA)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: deq(x), (x,), atol=1e-6)
+
+
+def test_deq_cuda_memory_does_not_grow_with_iterations():
+    cell = TanhCell(dim=256).to(CUDA)
+    x = torch.randn(64, 256, dtype=F64, device=CUDA, requires_grad=True)
+    held = []
+    for iters in (5, 80):
+        deq = DEQ(cell, solver_options={"tol": 0.0, "max_iter": iters})
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        out = deq(x)
+        held.append(torch.cuda.memory_allocated() - before - out.numel() * out.element_size())
+        out.sum().backward()
+        del out
+    assert held[0] == held[1]
+
+
+def test_models_agree_on_cpu_and_cuda_and_train_in_bf16():
+    from andersonn.models import build_model
+
+    torch.manual_seed(0)
+    tight = {"tol": 1e-6, "max_iter": 200}
+    model = build_model("deq", in_channels=14, height=29, width=10, num_classes=2, hidden=32,
+                        solver_options=tight)
+    x = torch.randn(16, 14, 29, 10)
+    y = torch.randint(0, 2, (16,))
+    model.eval()
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions differ from the CPU by ~1e-3
+    try:
+        with torch.no_grad():
+            ref = model(x)
+            out = model.to(CUDA)(x.to(CUDA))
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    torch.testing.assert_close(out.cpu(), ref, atol=1e-4, rtol=1e-4)
+    model.train()
+    model.set_solver(solver_options={"tol": 1e-3, "max_iter": 30})
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = nn.functional.cross_entropy(model(x.to(CUDA)).float(), y.to(CUDA))
+    loss.backward()
+    assert bool(torch.isfinite(loss))
+    assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+    opt.step()
