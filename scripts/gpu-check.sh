@@ -63,6 +63,13 @@ for s in $steps; do
     bench_speedup_b512) step bench_speedup_b512 200 python3 -m andersonn bench speedup polarity \
         --device "$DEV" $Q --epochs 3 --batch-size 512 --inference-batch 2000 \
         --inference-limit 2000 --threads 4 --no-progress --out "$WORK/out/speedup-polarity-b512" ;;
+    # the product on CUDA: bf16 training with checkpoints, metrics and plots; DDP over NCCL
+    train_cuda) step train_cuda 150 python3 -m andersonn train polarity --limit 20000 \
+        --epochs ${QUICK:+1}${QUICK:-2} --bf16 --device "$DEV" --threads 4 --no-progress \
+        --out "$WORK/out/train-cuda" ;;
+    train_ddp) step train_ddp 150 python3 -m torch.distributed.run --nproc_per_node 1 \
+        -m andersonn train polarity --limit 20000 --epochs 1 --device "$DEV" --threads 4 \
+        --no-progress --out "$WORK/out/train-ddp" ;;
     *) echo "unknown step $s" ;;
     esac
 done
