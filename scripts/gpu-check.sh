@@ -4,9 +4,10 @@
 #   bash scripts/gpu-check.sh [CARRY_DIR] [RESULTS_DIR]
 #
 # CARRY_DIR (default .gpu/carry) holds what the machine cannot fetch: wheels (*.whl: torchdeq,
-# ase) and polcache.tar.gz, a tar of a polarity dataset cache made here with
+# ase) and *cache.tar.gz, tars of dataset caches made here, e.g. for polarity
 #   andersonn data build polarity --limit 20000 --cache-dir .gpu/cache
 #   tar -C .gpu/cache -czf .gpu/carry/polcache.tar.gz datasets
+# (crystal-gap and mof-pore images compress to 3 and 23 MB: tar their current builds as well).
 # The machine's own python3 must have torch with CUDA, numpy, scipy, matplotlib, safetensors
 # and tqdm; the package runs from this checkout (PYTHONPATH), RDKit/pymatgen are not needed.
 # Each step has its own time limit, so one slow step does not cost the rest; after every step
@@ -24,7 +25,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$WORK/site" ANDERSONN_CACHE="$WORK/ca
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" \
     "$CARRY"/*.whl || echo "wheel install failed"
-mkdir -p "$WORK/cache" && tar -C "$WORK/cache" -xzf "$CARRY/polcache.tar.gz"
+mkdir -p "$WORK/cache"
+for cache in "$CARRY"/*cache.tar.gz; do tar -C "$WORK/cache" -xzf "$cache"; done
 
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2
@@ -60,6 +62,11 @@ for s in $steps; do
     bench_speedup) step bench_speedup 180 python3 -m andersonn bench speedup polarity \
         --device "$DEV" $Q --epochs 2 --train-limit ${QUICK:+64}${QUICK:-1536} --threads 4 \
         --no-progress --out "$WORK/out/speedup-polarity" ;;
+    bench_speedup_cg | bench_speedup_mof)
+        task=crystal-gap; [ "$s" = bench_speedup_mof ] && task=mof-pore
+        step "$s" 120 python3 -m andersonn bench speedup $task --device "$DEV" $Q --epochs 2 \
+            --train-limit ${QUICK:+64}${QUICK:-1536} --threads 4 --no-progress \
+            --out "$WORK/out/speedup-$task" ;;
     bench_speedup_b512) step bench_speedup_b512 200 python3 -m andersonn bench speedup polarity \
         --device "$DEV" $Q --epochs 3 --batch-size 512 --inference-batch 2000 \
         --inference-limit 2000 --threads 4 --no-progress --out "$WORK/out/speedup-polarity-b512" ;;

@@ -481,6 +481,8 @@ def test_cache_reused_when_same_and_rebuilt_when_inputs_change(env: dict[str, An
     assert len(fake.calls) == 3 and d.directory not in (a.directory, c.directory)
     assert d.meta["featurizer_version"] == "fake-2"
     assert load_dataset("crystal-gap").directory == d.directory
+    fake.version = "fake-1"  # back to the first featuriser: LATEST (d) is stale, a is current
+    assert load_dataset("crystal-gap").directory == a.directory
 
 
 def test_half_written_cache_is_detected_and_rebuilt(env: dict[str, Any]) -> None:

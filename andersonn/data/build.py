@@ -305,8 +305,9 @@ def load_dataset(
 
     With any of ``limit``, ``seed``, ``thresholds``, ``options`` given, the build with exactly
     those settings (others default) is opened. With none given, the latest build of the task is
-    opened. Either way the build must match the current featuriser version, image spec and
-    pinned sources; otherwise (or when nothing is built) an :class:`AndersonnError` says which
+    opened, or, when that one is stale, the current build with default settings if there is one.
+    Either way the build must match the current featuriser version, image spec and pinned
+    sources; otherwise (or when nothing is built) an :class:`AndersonnError` says which
     ``andersonn data build`` command to run.
     """
     task_def, values, opts, spec, version, _ = _resolve(task, thresholds, options)
@@ -329,6 +330,8 @@ def load_dataset(
                 stale = _staleness(ds.meta, task_def, version, _spec_dict(spec))
                 if stale is None:
                     return ds
+                if is_complete(task_root / key):  # a current default build is there: use it
+                    return open_cache(task_root / key)
                 command = build_command(
                     task_def.name, limit=ds.meta.get("limit"), seed=int(ds.meta.get("seed", 0)),
                     thresholds=ds.meta.get("thresholds"), options=ds.meta.get("options"),
