@@ -223,6 +223,21 @@ def test_bench_quick_smoke(tmp_path):
     mem = data["memory"]
     assert mem[0]["implicit_saved_bytes"] == mem[-1]["implicit_saved_bytes"]
     assert mem[-1]["unroll_saved_bytes"] > mem[0]["unroll_saved_bytes"]
+    ops = {name: d["ops"] for name, d in data["dispatch_per_iteration"].items()}
+    # per iteration each solver runs f once plus its own bookkeeping; Anderson does the most
+    assert ops["anderson"] > ops["forward_iteration"] > ops["f"] > 0
+    assert data["tf32"] is False
+
+
+def test_tf32_mode_sets_and_restores_both_flags():
+    from andersonn.bench.report import tf32_mode
+
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    for enabled in (True, False):
+        with tf32_mode(enabled):
+            assert torch.backends.cudnn.allow_tf32 is enabled
+            assert torch.backends.cuda.matmul.allow_tf32 is enabled
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == flags
 
 
 def test_cli_registers_bench_solvers():
