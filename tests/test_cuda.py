@@ -16,6 +16,8 @@ from andersonn.deq import DEQ
 from andersonn.errors import SolverDivergence
 from andersonn.solvers import SOLVERS, solve
 
+from helpers import TanhCell, linear_problem
+
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
@@ -26,19 +28,10 @@ F64 = torch.float64
 CUDA = torch.device("cuda")
 
 
-def _linear_problem(batch: int, n: int, radius: float, seed: int = 0, device=CUDA):
-    """z = A z + b, symmetric A with eigenvalues in [0, radius]; made on the CPU, then moved."""
-    gen = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(batch, n, n, generator=gen, dtype=F64))
-    ev = torch.linspace(0, radius, n, dtype=F64)
-    a = q @ torch.diag_embed(ev.expand(batch, n)) @ q.transpose(1, 2)
-    b = torch.randn(batch, n, generator=gen, dtype=F64)
-    exact = torch.linalg.solve(torch.eye(n, dtype=F64) - a, b)
-
-    def f(z, a, b):
-        return torch.bmm(a, z.unsqueeze(2)).squeeze(2) + b
-
-    return f, (a.to(device), b.to(device)), exact.to(device)
+def _linear_problem(batch: int, n: int, radius: float, seed: int = 0):
+    """:func:`helpers.linear_problem`, its matrices and solution moved to the GPU."""
+    f, (a, b), exact = linear_problem(batch, n, radius, seed)
+    return f, (a.to(CUDA), b.to(CUDA)), exact.to(CUDA)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -117,20 +110,6 @@ def test_no_host_sync_between_convergence_checks():
     print(f"host syncs in a 60-iteration solve: check_every=1: {counts[1]}, 10: {counts[10]}")
     assert counts[10] <= 60 // 10 * 3 + 12
     assert counts[10] * 3 < counts[1]
-
-
-class TanhCell(nn.Module):
-    """f(z, x) = tanh(W z + x + b), contractive (‖W‖ = 0.5)."""
-
-    def __init__(self, dim: int = 4) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(0)
-        w = torch.randn(dim, dim, generator=gen, dtype=F64)
-        self.weight = nn.Parameter(0.5 * w / torch.linalg.matrix_norm(w, 2))
-        self.bias = nn.Parameter(0.1 * torch.randn(dim, generator=gen, dtype=F64))
-
-    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z @ self.weight.T + x + self.bias)
 
 
 TIGHT = {"tol": 1e-13, "max_iter": 300, "stop_mode": "abs"}

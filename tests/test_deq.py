@@ -10,23 +10,11 @@ from andersonn.deq import DEQ
 from andersonn.errors import ConfigError
 from andersonn.solvers import SolverStats
 
+from helpers import TanhCell
+
 F64 = torch.float64
 
 TIGHT = {"tol": 1e-13, "max_iter": 300, "stop_mode": "abs"}
-
-
-class TanhCell(nn.Module):
-    """f(z, x) = tanh(W z + x + b), contractive (‖W‖ ≈ 0.5)."""
-
-    def __init__(self, dim: int = 4, dtype: torch.dtype = F64, scale: float = 0.5) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(0)
-        w = torch.randn(dim, dim, generator=gen, dtype=dtype)
-        self.weight = nn.Parameter(scale * w / torch.linalg.matrix_norm(w, 2))
-        self.bias = nn.Parameter(0.1 * torch.randn(dim, generator=gen, dtype=dtype))
-
-    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z @ self.weight.T + x + self.bias)
 
 
 def _x(batch: int = 3, dim: int = 4, dtype: torch.dtype = F64) -> torch.Tensor:

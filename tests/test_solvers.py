@@ -10,24 +10,11 @@ import torch
 from andersonn.errors import ConfigError, SolverDivergence
 from andersonn.solvers import SOLVERS, SolverStats, get_solver, solve
 
+from helpers import linear_problem
+
 ALL = sorted(SOLVERS)
 
 F64 = torch.float64
-
-
-def linear_problem(batch: int, n: int, radius: float, seed: int = 0, spread: bool = True):
-    """z = A z + b with symmetric A (eigenvalues in [0, radius]); returns f, args, solution."""
-    gen = torch.Generator().manual_seed(seed)
-    q, _ = torch.linalg.qr(torch.randn(batch, n, n, generator=gen, dtype=F64))
-    ev = torch.linspace(0, radius, n, dtype=F64) if spread else torch.full((n,), radius, dtype=F64)
-    a = q @ torch.diag_embed(ev.expand(batch, n)) @ q.transpose(1, 2)
-    b = torch.randn(batch, n, generator=gen, dtype=F64)
-    exact = torch.linalg.solve(torch.eye(n, dtype=F64) - a, b)
-
-    def f(z, a, b):
-        return torch.bmm(a, z.unsqueeze(2)).squeeze(2) + b
-
-    return f, (a, b), exact
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -147,8 +147,9 @@ class Method(Protocol):
     # Optional: ``residual_buffer() -> Tensor`` returns a (b, n) tensor the driver may write
     # g = f(z) − z into (with ``out=``) before calling ``accept``; the method must not rely on
     # its old contents after ``propose``.
-    # Needed for ``stall_patience``: ``plain_steps(rows)`` with a (b,) bool mask, set before
-    # every ``accept``: rows marked True propose a plain (Picard) step from their newest pair.
+    # Needed for ``stall_patience``: ``plain_steps(rows)`` with a (b,) bool mask, set each time
+    # the stall watch updates (before the ``accept`` of a check iteration): rows marked True
+    # propose plain (Picard) steps from their newest pair until the mask changes.
 
 
 class _StallWatch:
@@ -316,8 +317,12 @@ def run(
         watched = 1  # iteration count at the stall watch's last update
         k = 1  # f evaluations so far for every active row
 
+        def is_check(k: int) -> bool:
+            """Convergence is checked (one host sync) before evaluation k + 1."""
+            return k % check_every == 0 or k >= max_iter
+
         while True:
-            if k % check_every == 0 or k >= max_iter:
+            if is_check(k):
                 done = best_res <= tol
                 bad &= alive
                 retire = (done | bad) & alive if k < max_iter else alive
@@ -401,7 +406,7 @@ def run(
                     over &= ~watch.plain
                 restart = over | ~finite
                 rejected += restart
-            if watch is not None and (k % check_every == 0 or k >= max_iter):
+            if watch is not None and is_check(k):  # updated just before each check
                 stall = watch.update(best_res, k - watched)
                 watched = k
                 method.plain_steps(watch.plain)  # type: ignore[attr-defined]
