@@ -196,6 +196,12 @@ def settle_scale(cell: ConvDEQCell, x: Tensor, target_max: float, tries: int = 2
     return rates, conv, factor
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class TimedMap:
     """Wrap f: count calls and rows, accumulate seconds spent inside f."""
 
@@ -203,15 +209,11 @@ class TimedMap:
         self.f, self.device = f, device
         self.seconds, self.calls, self.rows = 0.0, 0, 0
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def __call__(self, z: Tensor, *args: Any) -> Tensor:
-        self._sync()
+        _sync(self.device)
         t = time.perf_counter()
         out = self.f(z, *args)
-        self._sync()
+        _sync(self.device)
         self.seconds += time.perf_counter() - t
         self.calls += 1
         self.rows += z.shape[0]
@@ -244,12 +246,10 @@ def _call_solver(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, m
 
 def _timed_solve(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, max_iter: int
                  ) -> tuple[Tensor, Any, float]:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
+    _sync(x.device)
     start = time.perf_counter()
     z, stats = _call_solver(solver, f, x, tol, max_iter)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
+    _sync(x.device)
     return z, stats, time.perf_counter() - start
 
 
@@ -324,8 +324,7 @@ def dispatch_counts(cell: nn.Module, x: Tensor, solvers: Sequence[str],
     def count(fn: Callable[[], Any]) -> tuple[int, int]:
         with profile(activities=activities) as prof:
             fn()
-            if x.device.type == "cuda":
-                torch.cuda.synchronize(x.device)
+            _sync(x.device)
         events = prof.events()
         ops = sum(1 for e in events if e.cpu_parent is None and e.device_type.name == "CPU"
                   and e.name.startswith("aten::"))
