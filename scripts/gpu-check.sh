@@ -56,6 +56,19 @@ for s in $steps; do
         --device "$DEV" $Q --tf32 --no-progress --out "$WORK/out/solvers-tf32" ;;
     bench_solvers_b1024) step bench_solvers_b1024 200 python3 -m andersonn bench solvers \
         --device "$DEV" $Q --batch 1024 --no-progress --out "$WORK/out/solvers-b1024" ;;
+    # our solvers with cuda_graph=True (blocks of iterations replayed as CUDA graphs)
+    bench_solvers_graph) step bench_solvers_graph 200 python3 -m andersonn bench solvers \
+        --device "$DEV" $Q --cuda-graph --no-progress --out "$WORK/out/solvers-graph" ;;
+    bench_solvers_graph_b1024) step bench_solvers_graph_b1024 240 python3 -m andersonn bench \
+        solvers --device "$DEV" $Q --cuda-graph --batch 1024 --no-progress \
+        --out "$WORK/out/solvers-graph-b1024" ;;
+    bench_speedup_graph) step bench_speedup_graph 180 python3 -m andersonn bench speedup \
+        polarity --device "$DEV" $Q --epochs 2 --train-limit ${QUICK:+64}${QUICK:-1536} \
+        --threads 4 --cuda-graph --no-progress --out "$WORK/out/speedup-polarity-graph" ;;
+    bench_speedup_b512_graph) step bench_speedup_b512_graph 200 python3 -m andersonn bench \
+        speedup polarity --device "$DEV" $Q --epochs 3 --batch-size 512 --inference-batch 2000 \
+        --inference-limit 2000 --threads 4 --cuda-graph --no-progress \
+        --out "$WORK/out/speedup-polarity-b512-graph" ;;
     bench_memory) step bench_memory 90 python3 -m andersonn bench memory --device "$DEV" $Q \
         --no-progress --out "$WORK/out/memory" ;;
     # the CPU benchmark's settings (README), then sizes that fill a GPU better

@@ -23,6 +23,27 @@ def linear_problem(batch: int, n: int, radius: float, seed: int = 0, spread: boo
     return f, (a, b), exact
 
 
+def relu_norm_cells(batch: int, n: int, seed: int):
+    """Per-sample toy versions of the model's cell, f(z) = norm(relu(z + Wᵀ relu(W z) + b)).
+
+    Nonsmooth (ReLU kinks) with a skip connection: on a few samples type-II Anderson stalls for
+    good while plain forward iteration converges, as on the trained polarity cell.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(batch, n, n, generator=gen, dtype=F64)
+    scale = 0.6 + 0.39 * torch.rand(batch, 1, 1, generator=gen, dtype=F64)
+    w = w / torch.linalg.matrix_norm(w, 2)[:, None, None] * scale
+    b = torch.randn(batch, n, generator=gen, dtype=F64)
+
+    def f(z, w, b):
+        h = torch.relu(torch.bmm(w, z.unsqueeze(2)))
+        y = torch.relu(z + torch.bmm(w.transpose(1, 2), h).squeeze(2) + b)
+        y = y - y.mean(1, keepdim=True)
+        return y / (y.std(1, keepdim=True) + 1e-5)
+
+    return f, (w, b)
+
+
 class TanhCell(nn.Module):
     """f(z, x) = tanh(W z + x + b), contractive (‖W‖ ≈ 0.5)."""
 

@@ -16,7 +16,7 @@ from andersonn.deq import DEQ
 from andersonn.errors import SolverDivergence
 from andersonn.solvers import SOLVERS, solve
 
-from helpers import TanhCell, linear_problem
+from helpers import TanhCell, linear_problem, relu_norm_cells
 
 pytestmark = [
     pytest.mark.cuda,
@@ -166,3 +166,93 @@ def test_models_agree_on_cpu_and_cuda_and_train_in_bf16():
     assert bool(torch.isfinite(loss))
     assert all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
     opt.step()
+
+
+# --- cuda_graph=True: blocks of iterations captured and replayed as CUDA graphs ---------------
+
+
+def _same(a, b):
+    return torch.equal(a.nan_to_num(-1.0), b.nan_to_num(-1.0))
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("check_every", [1, 5])
+def test_cuda_graph_solve_equals_eager_solve(name, check_every):
+    f, (a, b), _ = _linear_problem(16, 24, 0.95, seed=4)
+    a = a * torch.linspace(0.2, 1.0, 16, dtype=F64, device=CUDA).view(16, 1, 1)
+    z0 = torch.zeros(16, 24, dtype=F64, device=CUDA)
+    opts = dict(tol=1e-11, max_iter=400, check_every=check_every, args=(a, b))
+    z, st = solve(f, z0, name, **opts)
+    zg, sg = solve(f, z0, name, cuda_graph=True, **opts)
+    assert not sg.messages, sg.messages
+    assert sg.graph_blocks > 0 and len(set(st.nfev.tolist())) > 3
+    assert torch.equal(st.nfev, sg.nfev) and _same(st.trace, sg.trace)
+    assert torch.equal(z, zg)
+
+
+def test_cuda_graph_keeps_safeguard_and_stall_fallback_state():
+    f, (w, b) = relu_norm_cells(64, 4, seed=2)
+    args = (w.to(CUDA), b.to(CUDA))
+    z0 = torch.zeros(64, 4, dtype=F64, device=CUDA)
+    opts = dict(tol=1e-10, max_iter=300, check_every=5, args=args, stall_patience=4)
+    z, st = solve(f, z0, "anderson", **opts)
+    zg, sg = solve(f, z0, "anderson", cuda_graph=True, **opts)
+    assert not sg.messages and sg.graph_blocks > 0
+    assert int(st.stalled.sum()) > 0 and int(st.rejected.sum()) > 0
+    assert torch.equal(st.nfev, sg.nfev) and torch.equal(st.stalled, sg.stalled)
+    assert torch.equal(st.rejected, sg.rejected) and torch.equal(z, zg)
+
+
+def test_cuda_graph_of_a_conv_cell_in_float32_and_bf16_autocast():
+    from andersonn.bench.solvers import ConvDEQCell
+
+    torch.manual_seed(0)
+    cell = ConvDEQCell(16, 24, 8).to(CUDA)
+    x = torch.randn(32, 16, 12, 12, device=CUDA)
+    z0 = torch.zeros_like(x)
+    for name in ALL:
+        opts = dict(tol=1e-5, max_iter=60, args=(x,))
+        z, st = solve(cell, z0, name, **opts)
+        zg, sg = solve(cell, z0, name, cuda_graph=True, **opts)
+        assert not sg.messages and sg.graph_blocks > 0, (name, sg.messages)
+        assert torch.equal(st.nfev, sg.nfev), name
+        torch.testing.assert_close(z, zg, atol=1e-6, rtol=0)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        z, st = solve(cell, z0, "anderson", tol=1e-2, max_iter=40, args=(x,), cuda_graph=True)
+    assert not st.messages and z.dtype == torch.float32 and bool(torch.isfinite(z).all())
+
+
+def test_cuda_graph_capture_failure_falls_back_to_eager():
+    f, args, exact = _linear_problem(4, 16, 0.9, seed=3)
+
+    def syncing(z, a, b):  # a host sync inside f cannot be captured
+        if float(z.abs().sum()) < 0:
+            raise AssertionError
+        return f(z, a, b)
+
+    z0 = torch.zeros(4, 16, dtype=F64, device=CUDA)
+    opts = dict(tol=1e-12, max_iter=300, check_every=4, args=args)
+    z, st = solve(syncing, z0, "anderson", **opts)
+    zg, sg = solve(syncing, z0, "anderson", cuda_graph=True, **opts)
+    assert sg.graph_blocks == 0 and any("capture failed" in m for m in sg.messages)
+    assert torch.equal(st.nfev, sg.nfev) and torch.equal(z, zg)
+    torch.testing.assert_close(zg, exact, atol=1e-9, rtol=0)
+    # the device is still usable afterwards
+    z2, s2 = solve(f, z0, "anderson", cuda_graph=True, **opts)
+    assert not s2.messages and torch.equal(z2, z)
+
+
+def test_cuda_graph_in_a_deq_forward_keeps_exact_gradients():
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, dtype=F64, device=CUDA, requires_grad=True)
+    grads = []
+    for graph in (False, True):
+        deq = DEQ(TanhCell().to(CUDA), solver_options={**TIGHT, "cuda_graph": graph,
+                                                       "check_every": 5},
+                  backward_options=TIGHT)
+        out = deq(x)
+        (g,) = torch.autograd.grad(out.square().sum(), x)
+        grads.append(g)
+        stats = deq.stats["forward"]
+        assert (stats.graph_blocks > 0) == graph and not stats.messages
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-12, rtol=0)

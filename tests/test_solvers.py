@@ -10,7 +10,7 @@ import torch
 from andersonn.errors import ConfigError, SolverDivergence
 from andersonn.solvers import SOLVERS, SolverStats, get_solver, solve
 
-from helpers import linear_problem
+from helpers import linear_problem, relu_norm_cells
 
 ALL = sorted(SOLVERS)
 
@@ -378,30 +378,9 @@ def test_anderson_nested_in_f_does_not_share_the_workspace():
     torch.testing.assert_close(z, ref, atol=0, rtol=0)
 
 
-def _relu_norm_cells(batch: int, n: int, seed: int):
-    """Per-sample toy versions of the model's cell, f(z) = norm(relu(z + Wᵀ relu(W z) + b)).
-
-    Nonsmooth (ReLU kinks) with a skip connection: on a few samples type-II Anderson stalls for
-    good while plain forward iteration converges, as on the trained polarity cell.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(batch, n, n, generator=gen, dtype=F64)
-    scale = 0.6 + 0.39 * torch.rand(batch, 1, 1, generator=gen, dtype=F64)
-    w = w / torch.linalg.matrix_norm(w, 2)[:, None, None] * scale
-    b = torch.randn(batch, n, generator=gen, dtype=F64)
-
-    def f(z, w, b):
-        h = torch.relu(torch.bmm(w, z.unsqueeze(2)))
-        y = torch.relu(z + torch.bmm(w.transpose(1, 2), h).squeeze(2) + b)
-        y = y - y.mean(1, keepdim=True)
-        return y / (y.std(1, keepdim=True) + 1e-5)
-
-    return f, (w, b)
-
-
 @pytest.mark.parametrize("safeguard", [True, False])
 def test_anderson_stall_fallback_rescues_samples_where_anderson_stagnates(safeguard):
-    f, args = _relu_norm_cells(256, 4, seed=2)
+    f, args = relu_norm_cells(256, 4, seed=2)
     z0 = torch.zeros(256, 4, dtype=F64)
     opts = dict(tol=1e-10, max_iter=300, args=args, safeguard=safeguard)
     _, fwd = solve(f, z0, "forward_iteration", tol=1e-10, max_iter=300, args=args)

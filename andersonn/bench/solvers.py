@@ -228,8 +228,8 @@ def _torchdeq_solver() -> Callable[..., Any] | None:
     return td_get_solver("anderson")
 
 
-def _call_solver(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, max_iter: int
-                 ) -> tuple[Tensor, Any]:
+def _call_solver(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, max_iter: int,
+                 cuda_graph: bool = False) -> tuple[Tensor, Any]:
     """One solve of z = f(z, x) from zeros; torchdeq returns no per-sample stats (None)."""
     z0 = torch.zeros_like(x)
     with torch.no_grad():
@@ -241,16 +241,35 @@ def _call_solver(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, m
                          m=5, lam=1e-4, tau=1.0)
             return z, None
         return get_solver(solver)(f, z0, tol=tol, max_iter=max_iter, stop_mode="rel",
-                                  args=(x,), on_divergence="mark")
+                                  args=(x,), on_divergence="mark", cuda_graph=cuda_graph)
 
 
-def _timed_solve(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, max_iter: int
-                 ) -> tuple[Tensor, Any, float]:
+def _timed_solve(solver: str, f: Callable[..., Tensor], x: Tensor, tol: float, max_iter: int,
+                 cuda_graph: bool = False) -> tuple[Tensor, Any, float]:
     _sync(x.device)
     start = time.perf_counter()
-    z, stats = _call_solver(solver, f, x, tol, max_iter)
+    z, stats = _call_solver(solver, f, x, tol, max_iter, cuda_graph)
     _sync(x.device)
     return z, stats, time.perf_counter() - start
+
+
+def graph_f_seconds_per_row(cell: nn.Module, x: Tensor, replays: int = 20) -> float:
+    """GPU time of one evaluation of f per batch row, f captured as a CUDA graph (no launch
+    cost): what f costs inside a graph-captured solve."""
+    z = torch.zeros_like(x)
+    with torch.no_grad():
+        cell(z, x)
+        _sync(x.device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            cell(z, x)
+        graph.replay()
+        _sync(x.device)
+        start = time.perf_counter()
+        for _ in range(replays):
+            graph.replay()
+        _sync(x.device)
+    return (time.perf_counter() - start) / replays / x.shape[0]
 
 
 def solve_once(
@@ -259,6 +278,7 @@ def solve_once(
     x: Tensor,
     tol: float,
     max_iter: int,
+    graph_f_per_row: float | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """One timed solve; returns (plain-JSON record, SolverStats or None for torchdeq).
 
@@ -266,14 +286,27 @@ def solve_once(
     On CUDA the timer must synchronise around every call of f, which stops the host from
     queueing work ahead of the GPU; there the wall time comes from a second, uninstrumented
     solve (same iterates), and the time outside f is that wall time minus the time in f.
+    ``graph_f_per_row`` (CUDA, seconds per row from :func:`graph_f_seconds_per_row`): our
+    solvers also run a third time with ``cuda_graph=True``; that solve's wall time is reported,
+    the eager one as ``wall_time_eager``, and the time in f is rows × the graph-captured cost.
     """
     device = x.device
     timed = TimedMap(cell, device)
     batch = x.shape[0]
     z, stats, wall = _timed_solve(solver, timed, x, tol, max_iter)
     wall_instrumented = wall
+    wall_eager = f_time = None
+    graph_blocks = 0
     if device.type == "cuda":
         _, _, wall = _timed_solve(solver, cell, x, tol, max_iter)
+        if graph_f_per_row is not None and solver != "torchdeq_anderson":
+            wall_eager = wall
+            _, gstats, wall = _timed_solve(solver, cell, x, tol, max_iter, cuda_graph=True)
+            graph_blocks = gstats.graph_blocks
+            f_time = timed.rows * graph_f_per_row
+            if gstats.messages:
+                warnings.warn("; ".join(gstats.messages), stacklevel=2)
+    f_time = timed.seconds if f_time is None else f_time
     if stats is None:  # torchdeq: whole-batch stopping, no per-sample counts
         nfev = torch.full((batch,), timed.calls, dtype=torch.float64)
         with torch.no_grad():
@@ -283,7 +316,7 @@ def solve_once(
         lowest = residual
     else:
         nfev, converged, lowest = stats.nfev.double(), stats.converged, stats.lowest_residual
-    outside = max(wall - timed.seconds, 0.0)
+    outside = max(wall - f_time, 0.0)
     record = {
         "solver": solver,
         "tol": tol,
@@ -296,9 +329,12 @@ def solve_once(
         "f_calls": timed.calls,
         "wall_time": wall,
         "wall_time_instrumented": wall_instrumented,
-        "f_time": timed.seconds,
+        "wall_time_eager": wall_eager,
+        "cuda_graph_blocks": graph_blocks,
+        "f_time": f_time,
+        "f_time_eager": timed.seconds,
         "overhead_fraction": outside / wall if wall > 0 else 0.0,
-        "overhead_vs_f": outside / timed.seconds if timed.seconds else 0.0,
+        "overhead_vs_f": outside / f_time if f_time else 0.0,
         "overhead_ms_per_call": 1000 * outside / max(timed.calls, 1),
         "converged_fraction": float(converged.double().mean()),
         "residual_max": float(lowest.double().max().cpu()),
@@ -454,13 +490,15 @@ def run_benchmark(
     progress: bool = True,
     threads: int | None = None,
     tf32: bool = False,
+    cuda_graph: bool = False,
 ) -> dict[str, Any]:
     """Run the whole benchmark; returns the JSON-ready result (see module docstring).
 
     ``threads`` sets torch's intra-op thread count for the run (restored afterwards); on a shared
     CPU one thread avoids oversubscription, which otherwise slows small convolutions ~10×.
     ``tf32``: allow TF32 convolutions on CUDA (off by default: it floors the residual every
-    solver can reach, see :func:`andersonn.bench.report.tf32_mode`).
+    solver can reach, see :func:`andersonn.bench.report.tf32_mode`). ``cuda_graph`` (CUDA):
+    our solvers' wall times come from solves with ``cuda_graph=True`` (see :func:`solve_once`).
     """
     from andersonn.bench.report import tf32_mode
 
@@ -472,7 +510,7 @@ def run_benchmark(
             result = _run(quick=quick, device=device, channels=channels, hidden=hidden,
                           size=size, batch=batch, tolerances=tolerances, solvers=solvers,
                           target_median=target_median, target_max=target_max, seed=seed,
-                          progress=progress)
+                          progress=progress, cuda_graph=cuda_graph and device == "cuda")
         result["tf32"] = bool(tf32) and device == "cuda"
         return result
     finally:
@@ -508,6 +546,7 @@ def _run(
     target_max: float,
     seed: int,
     progress: bool,
+    cuda_graph: bool = False,
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
@@ -560,9 +599,11 @@ def _run(
     cells = {"init": cells["init"], "weak": cells["weak"]}
     setup_time = time.perf_counter() - began
 
+    graph_f = {name: graph_f_seconds_per_row(c, x) for name, c in
+               (("init", cell), ("weak", weak_cell))} if cuda_graph else {}
     # warm-up: one short solve of each solver (first-call costs: allocator, oneDNN primitives)
     for solver in solvers:
-        solve_once(solver, cell, x, max(tolerances), 10)
+        solve_once(solver, cell, x, max(tolerances), 10, graph_f.get("init"))
     jobs: list[tuple[str, float | None, list[str]]] = []
     for cell_name in ("init", "weak"):
         if "forward_iteration" in solvers:
@@ -577,7 +618,8 @@ def _run(
             bar.set_postfix_str(f"{cell_name} {solver} tol={tol or min(tolerances):g}")
             if tol is None:  # forward iteration: one run at the tightest tolerance
                 mi = max_iters.get(solver, default_max)
-                record, stats = solve_once(solver, f, x, min(tolerances), mi)
+                record, stats = solve_once(solver, f, x, min(tolerances), mi,
+                                           graph_f.get(cell_name))
                 for r in forward_by_tolerance(stats, tolerances, mi):
                     if math.isclose(r["tol"], min(tolerances)):
                         r = record  # the measured run itself
@@ -588,7 +630,8 @@ def _run(
                     "median": float(tail.nanmedian()), "max": float(tail[~tail.isnan()].max())
                     if bool((~tail.isnan()).any()) else None}
                 continue
-            record, _ = solve_once(solver, f, x, tol, max_iters.get(solver, default_max))
+            record, _ = solve_once(solver, f, x, tol, max_iters.get(solver, default_max),
+                                   graph_f.get(cell_name))
             record["cell"] = cell_name
             results.append(record)
     bar.close()
@@ -605,6 +648,8 @@ def _run(
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
         "quick": quick,
+        "cuda_graph": cuda_graph,
+        "graph_f_ms_per_row": {k: 1000 * v for k, v in graph_f.items()},
         "dims": dims,
         "cell": "GN3(ReLU(z + GN2(x + conv2(GN1(ReLU(conv1(z)))))))",
         "max_iter": {"forward_iteration": max_iters.get("forward_iteration", default_max),
@@ -689,7 +734,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"solver benchmark on {result['device']} (torch {result['torch']}, "
         f"{result['threads']} threads): batch {d['batch']}, {d['channels']} channels "
         f"(hidden {d['hidden']}), {d['size']}x{d['size']}"
-        + (f", TF32 {'on' if result.get('tf32') else 'off'}" if result["device"] == "cuda" else ""),
+        + (f", TF32 {'on' if result.get('tf32') else 'off'}" if result["device"] == "cuda" else "")
+        + (", our solvers with cuda_graph=True (wall; f time = rows x graph-captured f)"
+           if result.get("cuda_graph") else ""),
     ]
     for name, info in result["cells"].items():
         rho = info["rho"]

@@ -111,6 +111,7 @@ class SpeedupSettings:
     seed: int = 0
     device: str = "cpu"
     threads: int | None = None
+    cuda_graph: bool = False  # forward solves (training and inference) as CUDA-graph blocks
 
     @classmethod
     def quick(cls, **overrides: Any) -> SpeedupSettings:
@@ -196,9 +197,11 @@ def split_tensors(ds: Any, limit: int | None, seed: int) -> dict[str, tuple[Tens
 # --------------------------------------------------------------------------------------------
 # models and lockstep training
 # --------------------------------------------------------------------------------------------
-def _solver_opts(name: str, s: SpeedupSettings, tol: float, max_iter: int) -> dict[str, Any]:
+def _solver_opts(name: str, s: SpeedupSettings, tol: float, max_iter: int,
+                 graphs: bool = True) -> dict[str, Any]:
     extra = s.solver_options if name == "anderson" else {}
-    return {**extra, "tol": tol, "max_iter": max_iter}
+    graph = {"cuda_graph": True} if graphs and s.cuda_graph else {}
+    return {**extra, **graph, "tol": tol, "max_iter": max_iter}
 
 
 def build_variants(s: SpeedupSettings, shape: tuple[int, int, int], k: int
@@ -458,7 +461,8 @@ def residual_traces(model: nn.Module, xb: Tensor, s: SpeedupSettings, device: to
                 _marks.append(time.perf_counter())
                 return out
 
-            opts = _solver_opts(name, s, 0.0, s.trace_iters)
+            # eager: the timer synchronises inside f, which a CUDA graph cannot capture
+            opts = _solver_opts(name, s, 0.0, s.trace_iters, graphs=False)
             t0 = time.perf_counter()
             _, st = get_solver(name)(timed, torch.zeros_like(inj), args=(inj,), **opts,
                                      on_divergence="mark")

@@ -72,6 +72,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     sp.add_argument("--inference-limit", type=int, default=None,
                     help="test structures in the inference comparison (512; quick 64)")
     sp.add_argument("--threads", type=int, default=None, help="torch threads (1)")
+    sp.add_argument("--cuda-graph", action="store_true", default=None,
+                    help="CUDA: run the DEQs' forward solves as CUDA-graph blocks")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(func=_speedup)
 
@@ -128,7 +130,8 @@ def _speedup(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size, "hidden": args.hidden, "tol": args.tol,
         "max_iter": args.max_iter, "evals_per_epoch": args.evals_per_epoch,
         "threads": args.threads, "inference_tols": args.inference_tols,
-        "inference_batch": args.inference_batch, "inference_limit": args.inference_limit}
+        "inference_batch": args.inference_batch, "inference_limit": args.inference_limit,
+        "cuda_graph": args.cuda_graph}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = (SpeedupSettings.quick(**overrides) if args.quick
                 else SpeedupSettings(**overrides))

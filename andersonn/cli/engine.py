@@ -26,6 +26,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                    help="torch CPU threads for the run (1 avoids oversubscription on shared CPUs)")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 convolutions on CUDA (off: TF32 floors the reachable residual)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="CUDA: also time our solvers with cuda_graph=True (reported wall time)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_bench_solvers)
 
@@ -44,5 +46,6 @@ def _bench_solvers(args: argparse.Namespace) -> int:
         batch=args.batch,
         threads=args.threads,
         tf32=args.tf32,
+        cuda_graph=args.cuda_graph,
     )
     return 0

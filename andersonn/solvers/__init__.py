@@ -3,7 +3,7 @@
 Every solver has one call shape::
 
     z_star, stats = solver(f, z0, *, tol=1e-4, max_iter=50, stop_mode="rel", check_every=None,
-                           args=(), on_divergence="raise", **method_options)
+                           args=(), on_divergence="raise", cuda_graph=False, **method_options)
 
 ``z0`` is a batch (B, ...); ``f(z, *args)`` must return a tensor of z's shape and accept any
 batch size, because converged samples are dropped from the batch (rows of tensors in ``args``
@@ -11,6 +11,10 @@ with leading dimension B are dropped with them). ``f`` must therefore be batch-i
 (GroupNorm/LayerNorm, not BatchNorm). ``stats`` is a :class:`SolverStats`. Unknown options raise
 :class:`andersonn.errors.ConfigError`; NaN/Inf from ``f`` raises
 :class:`andersonn.errors.SolverDivergence` (or, with ``on_divergence="mark"``, flags the samples).
+``cuda_graph=True`` (CUDA only, ignored elsewhere) captures each block of ``check_every``
+iterations between two convergence checks as a CUDA graph and replays it (:mod:`.graphs`): same
+results, a fraction of the kernel-launch time. ``f`` must then be capturable (no host syncs);
+if it is not, the solve goes on without graphs and says so in ``stats.messages``.
 """
 
 from __future__ import annotations

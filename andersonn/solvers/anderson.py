@@ -5,9 +5,10 @@ With history x_i and residuals g_i = f(x_i) − x_i (i over the last m iterates)
     z = Σ α_i x_i + β Σ α_i g_i,   α = argmin ‖Σ α_i g_i‖² + λ̃‖α‖²  s.t. Σ α_i = 1,
 
 solved in closed form per sample: w = (G Gᵀ + λ̃ I)⁻¹ 1, α = w / Σw, on the small (m×m) system in
-float64 (Cholesky, batched, no host sync). λ̃ = λ · mean_i ‖g_i‖² makes the Tikhonov term scale-free,
-so tight tolerances stay reachable. Where the factorisation fails (singular or non-finite
-history) that sample falls back to a plain Picard step from its newest iterate. History buffers
+float64 (batched elimination in plain tensor ops: no host sync, capturable in a CUDA graph).
+λ̃ = λ · mean_i ‖g_i‖² makes the Tikhonov term scale-free, so tight tolerances stay reachable.
+Where the elimination fails (singular or non-finite history: a pivot that is not positive)
+that sample falls back to a plain Picard step from its newest iterate. History buffers
 (B, m, n) of f(x_i) and g_i are preallocated in float32 (float64 for float64 input); G Gᵀ is
 updated one row per iteration instead of recomputed. On the CPU the history storage is kept per
 thread between solves (:func:`release_workspace` frees it): a fresh 100-MB buffer costs tens of ms
@@ -55,6 +56,26 @@ def _unshared(buf: Tensor, python_refs: int) -> bool:
         return torch._C._storage_Use_Count(buf.untyped_storage()._cdata) <= 2
     except Exception:  # pragma: no cover - API missing in this torch
         return False
+
+
+def solve_spd(a: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
+    """Solve the small systems a x = rhs, a (b, u, u) symmetric, by elimination without pivoting.
+
+    Returns x (b, u) and a (b,) flag: every pivot positive and finite, which for a symmetric
+    matrix holds exactly when it is positive definite (where elimination without pivoting is
+    stable). Plain tensor ops (4 per column) rather than LAPACK: no host sync, nothing a CUDA
+    graph cannot capture, and for u ≤ 10 no slower than a batched Cholesky factor and solve.
+    """
+    u = rhs.shape[1]
+    aug = torch.cat([a, rhs.unsqueeze(2)], dim=2)
+    lowest = aug[:, 0, 0]
+    for j in range(u):
+        pivot = aug[:, j, j : j + 1]
+        lowest = torch.minimum(lowest, pivot[:, 0])  # NaN propagates, so NaN fails the test
+        row = aug[:, j] / pivot
+        aug = torch.addcmul(aug, aug[:, :, j : j + 1], row.unsqueeze(1), value=-1.0)
+        aug[:, j] = row
+    return aug[:, :, u], (lowest > 0) & torch.isfinite(lowest)
 
 
 class _Workspace(threading.local):
@@ -179,11 +200,10 @@ class _Anderson:
         a = torch.where(pair, self.GG, 0.0) + torch.diag_embed(
             torch.where(valid, reg.unsqueeze(1), 1.0)
         )
-        chol, info = torch.linalg.cholesky_ex(a)
-        w = torch.cholesky_solve(vf.unsqueeze(2), chol).squeeze(2)
+        w, pivots_ok = solve_spd(a, vf)
         wsum = w.sum(1, keepdim=True)
         alpha = w / wsum
-        ok = (info == 0) & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0) & ~self.plain
+        ok = pivots_ok & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0) & ~self.plain
         picard = torch.zeros_like(alpha)
         picard[:, self.last] = 1.0
         u = self.used
@@ -194,6 +214,15 @@ class _Anderson:
         if self.beta != 1.0:
             z.sub_(torch.bmm(alpha, self.G[:, :u]).squeeze(1), alpha=1.0 - self.beta)
         return z
+
+    def graph_key(self) -> int | None:
+        """Position in the ring buffer once it is full (what a captured block bakes in)."""
+        return self.pos % self.m if self.used == self.m else None
+
+    def graph_advance(self, iterations: int) -> None:
+        """Advance the counters as ``iterations`` accepted iterates would (graph replay)."""
+        self.pos += iterations
+        self.last = (self.pos - 1) % self.m
 
     def plain_steps(self, rows: Tensor) -> None:
         """Rows marked True propose the plain step z + βg from their newest pair (stagnation)."""
@@ -241,6 +270,7 @@ def anderson(
     eps: float = 1e-9,
     args: Sequence[Any] = (),
     on_divergence: str = "raise",
+    cuda_graph: bool = False,
     **unknown: Any,
 ) -> tuple[Tensor, SolverStats]:
     """Anderson acceleration (window ``m``, relative Tikhonov ``lam``, mixing ``beta``).
@@ -278,6 +308,7 @@ def anderson(
             eps=eps,
             args=args,
             on_divergence=on_divergence,
+            cuda_graph=cuda_graph,
             safeguard=safeguard,
             safeguard_factor=float(safeguard_factor),
             stall_patience=patience,
@@ -289,5 +320,5 @@ def anderson(
 
 ANDERSON_OPTIONS = (
     "tol", "max_iter", "stop_mode", "check_every", "m", "lam", "beta", "safeguard",
-    "safeguard_factor", "stall_patience", "eps", "args", "on_divergence",
+    "safeguard_factor", "stall_patience", "eps", "args", "on_divergence", "cuda_graph",
 )

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from andersonn.errors import ConfigError, InputError, SolverDivergence
+from andersonn.solvers.graphs import BlockGraphs
 
 FixedPointMap = Callable[..., Tensor]
 
@@ -73,6 +74,7 @@ class SolverStats:
     iterations: int
     history_dtype: str
     messages: list[str] = field(default_factory=list)
+    graph_blocks: int = 0
 
     @property
     def batch_size(self) -> int:
@@ -100,6 +102,7 @@ class SolverStats:
             "residual_max": float(finite.max()) if finite.numel() else None,
             "wall_time": float(self.wall_time),
             "history_dtype": self.history_dtype,
+            "cuda_graph_blocks": int(self.graph_blocks),
             "messages": list(self.messages),
         }
 
@@ -150,6 +153,14 @@ class Method(Protocol):
     # Needed for ``stall_patience``: ``plain_steps(rows)`` with a (b,) bool mask, set each time
     # the stall watch updates (before the ``accept`` of a check iteration): rows marked True
     # propose plain (Picard) steps from their newest pair until the mask changes.
+
+
+class _LoopState:
+    """The tensors the driver's iterations update, one row per active sample, as attributes
+    (so a CUDA-graph block can snapshot, copy back and compare them generically)."""
+
+    def __init__(self, **tensors: Tensor) -> None:
+        vars(self).update(tensors)
 
 
 class _StallWatch:
@@ -233,6 +244,7 @@ def run(
     safeguard_factor: float,
     stall_patience: int = 0,
     stall_min_steps: int = 1,
+    cuda_graph: bool = False,
 ) -> tuple[Tensor, SolverStats]:
     """Drive ``method`` on ``f`` from ``z0``; see the module docstring for the contract."""
     start = time.perf_counter()
@@ -248,6 +260,8 @@ def run(
         check_every = 1 if z0.device.type == "cpu" else 5
     if int(check_every) < 1:
         raise ConfigError(f"option check_every={check_every!r} must be at least 1")
+    if not isinstance(cuda_graph, bool):
+        raise ConfigError(f"option cuda_graph={cuda_graph!r} must be True or False")
     check_every, max_iter = int(check_every), int(max_iter)
     tol = float(tol)
 
@@ -261,8 +275,9 @@ def run(
 
         def call(z: Tensor, active_args: tuple[Any, ...]) -> Tensor:
             zin = z.view(z.shape[0], *shape).to(in_dtype)
-            if ac_enabled:
-                with torch.autocast(device_type=device.type, dtype=ac_dtype):
+            if ac_enabled:  # no weight-cast cache in graphs: it would outlive the capture
+                with torch.autocast(device_type=device.type, dtype=ac_dtype,
+                                    cache_enabled=not cuda_graph):
                     out = f(zin, *active_args)
             else:
                 out = f(zin, *active_args)
@@ -279,9 +294,9 @@ def run(
                 r = r / (torch.linalg.vector_norm(fz, dim=1) + eps)
             return r
 
-        # On the CPU a host sync is free, so cheap data-dependent shortcuts avoid full-size
-        # copies; on accelerators the loop never syncs between checks.
-        cheap_sync = device.type == "cpu"
+        def is_check(k: int) -> bool:
+            """Convergence is checked (one host sync) before evaluation k + 1."""
+            return k % check_every == 0 or k >= max_iter
 
         z0_flat = z0.detach().reshape(batch, -1).to(hdtype)
         n = z0_flat.shape[1]
@@ -302,35 +317,92 @@ def run(
         fz = call(z, active_args)
         res = residual(fz - z, fz)
         trace[:, 0] = res
-        best_z, best_fz, best_res = z, fz, res  # never modified in place: no copies needed
-        bad = ~torch.isfinite(res)
-        rejected = torch.zeros(batch, dtype=torch.int64, device=device)
-        alive = torch.ones(batch, dtype=torch.bool, device=device)  # active rows not yet retired
-        n_alive = batch
         method.init(z, fz)
+        # everything an iteration updates, one row per active sample; best_* are never modified
+        # in place (no copies needed), the flags and counters are
+        s = _LoopState(
+            best_z=z, best_fz=fz, best_res=res, res=res,
+            bad=~torch.isfinite(res),
+            rejected=torch.zeros(batch, dtype=torch.int64, device=device),
+            restarted=torch.zeros(batch, dtype=torch.bool, device=device),
+            alive=torch.ones(batch, dtype=torch.bool, device=device),  # active, not retired
+            # residuals of the iterations since the last check, written to trace at the check
+            trace_block=trace.new_empty(batch, min(check_every, max_iter)),
+        )
+        n_alive = batch
         # a method that does not keep g by reference may name a buffer to write it into
         # (Anderson: its next history slot), saving an allocation and a copy per iteration
         g_buffer = getattr(method, "residual_buffer", None)
         use_guard = safeguard and method.uses_safeguard
-        restarted = torch.zeros(batch, dtype=torch.bool, device=device)
-        watch = _StallWatch(best_res, stall_patience, stall_min_steps) if stall_patience else None
-        watched = 1  # iteration count at the stall watch's last update
+        watch = _StallWatch(res, stall_patience, stall_min_steps) if stall_patience else None
+        graphs = BlockGraphs.for_device(device, method) if cuda_graph else None
+        graph_objs = [s, method] + ([watch] if watch is not None else [])
+        # On the CPU a host sync is free, so cheap data-dependent shortcuts avoid full-size
+        # copies; on accelerators (and in graphs) the loop never syncs between checks.
+        cheap_sync = device.type == "cpu" and graphs is None
+        epoch = 0  # compactions so far
         k = 1  # f evaluations so far for every active row
+        flushed = 1  # trace columns before this one are written
 
-        def is_check(k: int) -> bool:
-            """Convergence is checked (one host sync) before evaluation k + 1."""
-            return k % check_every == 0 or k >= max_iter
+        def iterate(j: int, watch_iterations: int, masked: bool) -> None:
+            """One iteration on the active rows; its residual goes to column j of the block.
+            ``watch_iterations`` > 0: update the stall watch (the iteration before a check)."""
+            z = method.propose()
+            fz = call(z, active_args)
+            g = torch.sub(fz, z, out=g_buffer()) if g_buffer is not None else fz - z
+            res = residual(g, fz)
+            s.trace_block[:, j] = torch.where(s.alive, res, float("nan")) if masked else res
+            finite = torch.isfinite(res)
+            # with the safeguard, a non-finite value at an extrapolated iterate is just rejected;
+            # it counts as divergence only at the first iterate (z0), without the safeguard, or
+            # when the Picard step from the best iterate right after a restart fails too.
+            s.bad |= ~finite if not use_guard else ~finite & s.restarted
+            improved = res < s.best_res
+            s.best_res = torch.where(improved, res, s.best_res)
+            if cheap_sync and bool(improved.all()):
+                s.best_z, s.best_fz = z, fz  # by reference: nothing modifies them in place
+            elif not cheap_sync or bool(improved.any()):
+                s.best_z = torch.where(improved[:, None], z, s.best_z)
+                s.best_fz = torch.where(improved[:, None], fz, s.best_fz)
+            restart = None
+            if use_guard:
+                over = res > safeguard_factor * s.best_res
+                if watch is not None:  # plain steps go unguarded, like forward iteration
+                    over &= ~watch.plain
+                restart = over | ~finite
+                s.rejected += restart
+            if watch is not None and watch_iterations:
+                stall = watch.update(s.best_res, watch_iterations)
+                method.plain_steps(watch.plain)  # type: ignore[attr-defined]
+                restart = stall if restart is None else restart | stall
+            if restart is not None:
+                s.restarted = restart
+                if not cheap_sync or bool(restart.any()):
+                    z = torch.where(restart[:, None], s.best_z, z)
+                    fz = torch.where(restart[:, None], s.best_fz, fz)
+                    g = torch.sub(fz, z, out=g) if g_buffer is not None else fz - z
+                else:
+                    restart = None
+            method.accept(z, fz, g, restart)
+            s.res = res
 
         while True:
             if is_check(k):
-                done = best_res <= tol
-                bad &= alive
-                retire = (done | bad) & alive if k < max_iter else alive
                 rows = torch.arange(batch, device=device) if idx is None else idx
+                if k > flushed:
+                    columns = s.trace_block[:, : k - flushed]
+                    if idx is None:
+                        trace[:, flushed:k] = columns
+                    else:
+                        trace[idx, flushed:k] = columns
+                    flushed = k
+                done = s.best_res <= tol
+                s.bad &= s.alive
+                retire = (done | s.bad) & s.alive if k < max_iter else s.alive.clone()
                 if bool(retire.any()):
-                    n_bad = int(bad.sum())
+                    n_bad = int(s.bad.sum())
                     if n_bad:
-                        bad_rows = rows[bad].tolist()
+                        bad_rows = rows[s.bad].tolist()
                         msg = (
                             f"{name}: f returned NaN/Inf for {n_bad} of {batch} samples "
                             f"(rows {bad_rows[:8]}{'...' if n_bad > 8 else ''}) by iteration {k}"
@@ -342,84 +414,60 @@ def run(
                             )
                         messages.append(msg)
                     r = rows[retire]
-                    value = best_fz[retire]
+                    value = s.best_fz[retire]
                     # a finite residual implies a finite f(z): scan the rows only otherwise
-                    if not cheap_sync or not bool(torch.isfinite(best_res[retire]).all()):
+                    if not cheap_sync or not bool(torch.isfinite(s.best_res[retire]).all()):
                         finite_rows = torch.isfinite(value).all(dim=1, keepdim=True)
                         value = torch.where(finite_rows, value, z0_flat[r])
                     out[r] = value
-                    res_out[r] = res[retire]
-                    low_out[r] = best_res[retire]
+                    res_out[r] = s.res[retire]
+                    low_out[r] = s.best_res[retire]
                     nfev_out[r] = k
-                    conv_out[r] = done[retire] & ~bad[retire]
-                    div_out[r] = bad[retire]
-                    rej_out[r] = rejected[retire]
+                    conv_out[r] = done[retire] & ~s.bad[retire]
+                    div_out[r] = s.bad[retire]
+                    rej_out[r] = s.rejected[retire]
                     if watch is not None:
                         stall_out[r] = watch.stalls[retire]
-                    alive = alive & ~retire
-                    n_alive = int(alive.sum())
+                    s.alive &= ~retire  # in place: a captured graph reads this tensor
+                    n_alive = int(s.alive.sum())
                     if n_alive == 0:
                         break
                 # Retired rows are recorded at once and dropped from the batch (a copy of all
                 # solver state) once they are >= 1/8 of it: f never spends more than 1/8 of its
                 # work on retired rows, and compaction stays rare.
-                if (alive.numel() - n_alive) * 8 >= alive.numel():
-                    keep = alive
-                    alive = alive[keep]
+                if (s.alive.numel() - n_alive) * 8 >= s.alive.numel():
+                    keep = s.alive
                     idx = rows[keep]
-                    best_z, best_fz, best_res = best_z[keep], best_fz[keep], best_res[keep]
-                    res, bad, rejected = res[keep], bad[keep], rejected[keep]
-                    restarted = restarted[keep]
+                    for key, value in list(vars(s).items()):
+                        setattr(s, key, value[keep])
                     if watch is not None:
                         watch.select(keep)
                     active_args = tuple(
                         a[idx] if is_row else a for a, is_row in zip(args, row_args, strict=True)
                     )
                     method.select(keep)
+                    epoch += 1
 
-            z = method.propose()
-            fz = call(z, active_args)
-            g = torch.sub(fz, z, out=g_buffer()) if g_buffer is not None else fz - z
-            res = residual(g, fz)
-            traced = res if n_alive == alive.numel() else torch.where(alive, res, float("nan"))
-            if idx is None:
-                trace[:, k] = traced
+            length = min(max_iter, (k // check_every + 1) * check_every) - k
+            watch_iterations = length if watch is not None else 0
+
+            def block(masked: bool, length: int = length, watch_iterations: int = watch_iterations
+                      ) -> None:
+                for j in range(length):
+                    iterate(j, watch_iterations if j == length - 1 else 0, masked)
+
+            masked = n_alive != s.alive.numel()
+            if graphs is None:
+                block(masked)
             else:
-                trace[idx, k] = traced
-            k += 1
-            finite = torch.isfinite(res)
-            # with the safeguard, a non-finite value at an extrapolated iterate is just rejected;
-            # it counts as divergence only at the first iterate (z0), without the safeguard, or
-            # when the Picard step from the best iterate right after a restart fails too.
-            bad |= ~finite if not use_guard else ~finite & restarted
-            improved = res < best_res
-            best_res = torch.where(improved, res, best_res)
-            if cheap_sync and bool(improved.all()):
-                best_z, best_fz = z, fz  # by reference: nothing modifies them in place
-            elif not cheap_sync or bool(improved.any()):
-                best_z = torch.where(improved[:, None], z, best_z)
-                best_fz = torch.where(improved[:, None], fz, best_fz)
-            restart = None
-            if use_guard:
-                over = res > safeguard_factor * best_res
-                if watch is not None:  # plain steps go unguarded, like forward iteration
-                    over &= ~watch.plain
-                restart = over | ~finite
-                rejected += restart
-            if watch is not None and is_check(k):  # updated just before each check
-                stall = watch.update(best_res, k - watched)
-                watched = k
-                method.plain_steps(watch.plain)  # type: ignore[attr-defined]
-                restart = stall if restart is None else restart | stall
-            if restart is not None:
-                restarted = restart
-                if not cheap_sync or bool(restart.any()):
-                    z = torch.where(restart[:, None], best_z, z)
-                    fz = torch.where(restart[:, None], best_fz, fz)
-                    g = torch.sub(fz, z, out=g) if g_buffer is not None else fz - z
-                else:
-                    restart = None
-            method.accept(z, fz, g, restart)
+                graphs.run((s.alive.numel(), epoch, length), length, graph_objs,
+                           eager=lambda m=masked: block(m), block=lambda: block(True))
+            k += length
+        graph_blocks = 0
+        if graphs is not None:
+            if graphs.failure:
+                messages.append(graphs.failure)
+            graph_blocks = graphs.replays + graphs.captures
 
     iterations = k
     stats = SolverStats(
@@ -438,5 +486,6 @@ def run(
         iterations=iterations,
         history_dtype=str(hdtype).replace("torch.", ""),
         messages=messages,
+        graph_blocks=graph_blocks,
     )
     return out.view(batch, *shape).to(in_dtype), stats

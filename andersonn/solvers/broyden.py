@@ -73,6 +73,14 @@ class _Broyden:
         self.pos += 1
         self.z, self.g = z, g
 
+    def graph_key(self) -> int | None:
+        """Position in the ring buffer once it is full (what a captured block bakes in)."""
+        return self.pos % self.m if self.pos >= self.m else None
+
+    def graph_advance(self, iterations: int) -> None:
+        """Advance the counter as ``iterations`` accepted iterates would (graph replay)."""
+        self.pos += iterations
+
     def select(self, keep: Tensor) -> None:
         self.U, self.V, self.valid = self.U[keep], self.V[keep], self.valid[keep]
         self.z, self.g = self.z[keep], self.g[keep]
@@ -92,6 +100,7 @@ def broyden(
     eps: float = 1e-9,
     args: Sequence[Any] = (),
     on_divergence: str = "raise",
+    cuda_graph: bool = False,
     **unknown: Any,
 ) -> tuple[Tensor, SolverStats]:
     """Limited-memory good Broyden with ``m`` rank-one updates. Returns (z*, stats)."""
@@ -110,6 +119,7 @@ def broyden(
         eps=eps,
         args=args,
         on_divergence=on_divergence,
+        cuda_graph=cuda_graph,
         safeguard=safeguard,
         safeguard_factor=float(safeguard_factor),
     )
@@ -117,5 +127,5 @@ def broyden(
 
 BROYDEN_OPTIONS = (
     "tol", "max_iter", "stop_mode", "check_every", "m", "safeguard", "safeguard_factor", "eps",
-    "args", "on_divergence",
+    "args", "on_divergence", "cuda_graph",
 )

@@ -35,6 +35,13 @@ class _Forward:
     def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
         self.z, self.fz = z, fz
 
+    def graph_key(self) -> int | None:
+        """Every iteration is the same (once the scratch buffer exists)."""
+        return 0 if self.scratch is not None else None
+
+    def graph_advance(self, iterations: int) -> None:
+        """No counters."""
+
     def select(self, keep: Tensor) -> None:
         self.z, self.fz = self.z[keep], self.fz[keep]
         self.scratch = None
@@ -52,6 +59,7 @@ def forward_iteration(
     eps: float = 1e-9,
     args: Sequence[Any] = (),
     on_divergence: str = "raise",
+    cuda_graph: bool = False,
     **unknown: Any,
 ) -> tuple[Tensor, SolverStats]:
     """Plain fixed-point iteration; ``damping`` in [0, 1) mixes in the previous iterate.
@@ -72,6 +80,7 @@ def forward_iteration(
         eps=eps,
         args=args,
         on_divergence=on_divergence,
+        cuda_graph=cuda_graph,
         safeguard=False,
         safeguard_factor=1.0,
     )
@@ -79,4 +88,5 @@ def forward_iteration(
 
 FORWARD_OPTIONS = (
     "tol", "max_iter", "stop_mode", "check_every", "damping", "eps", "args", "on_divergence",
+    "cuda_graph",
 )
