@@ -171,10 +171,6 @@ def test_models_agree_on_cpu_and_cuda_and_train_in_bf16():
 # --- cuda_graph=True: blocks of iterations captured and replayed as CUDA graphs ---------------
 
 
-def _same(a, b):
-    return torch.equal(a.nan_to_num(-1.0), b.nan_to_num(-1.0))
-
-
 @pytest.mark.parametrize("name", ALL)
 @pytest.mark.parametrize("check_every", [1, 5])
 def test_cuda_graph_solve_equals_eager_solve(name, check_every):
@@ -186,8 +182,10 @@ def test_cuda_graph_solve_equals_eager_solve(name, check_every):
     zg, sg = solve(f, z0, name, cuda_graph=True, **opts)
     assert not sg.messages, sg.messages
     assert sg.graph_blocks > 0 and len(set(st.nfev.tolist())) > 3
-    assert torch.equal(st.nfev, sg.nfev) and _same(st.trace, sg.trace)
-    assert torch.equal(z, zg)
+    assert torch.equal(st.nfev, sg.nfev)
+    # Anderson's small solve differs (LAPACK eagerly, plain ops in graphs): rounding only
+    torch.testing.assert_close(sg.trace, st.trace, atol=1e-14, rtol=1e-9, equal_nan=True)
+    torch.testing.assert_close(zg, z, atol=1e-12, rtol=0)
 
 
 def test_cuda_graph_keeps_safeguard_and_stall_fallback_state():
@@ -200,7 +198,8 @@ def test_cuda_graph_keeps_safeguard_and_stall_fallback_state():
     assert not sg.messages and sg.graph_blocks > 0
     assert int(st.stalled.sum()) > 0 and int(st.rejected.sum()) > 0
     assert torch.equal(st.nfev, sg.nfev) and torch.equal(st.stalled, sg.stalled)
-    assert torch.equal(st.rejected, sg.rejected) and torch.equal(z, zg)
+    assert torch.equal(st.rejected, sg.rejected)
+    torch.testing.assert_close(zg, z, atol=1e-12, rtol=0)
 
 
 def test_cuda_graph_of_a_conv_cell_in_float32_and_bf16_autocast():
@@ -235,11 +234,14 @@ def test_cuda_graph_capture_failure_falls_back_to_eager():
     z, st = solve(syncing, z0, "anderson", **opts)
     zg, sg = solve(syncing, z0, "anderson", cuda_graph=True, **opts)
     assert sg.graph_blocks == 0 and any("capture failed" in m for m in sg.messages)
-    assert torch.equal(st.nfev, sg.nfev) and torch.equal(z, zg)
+    assert torch.equal(st.nfev, sg.nfev)
+    torch.testing.assert_close(zg, z, atol=1e-12, rtol=0)
     torch.testing.assert_close(zg, exact, atol=1e-9, rtol=0)
-    # the device is still usable afterwards
+    # the device (and its random generator) is still usable afterwards
+    torch.randn(3, device=CUDA)
     z2, s2 = solve(f, z0, "anderson", cuda_graph=True, **opts)
-    assert not s2.messages and torch.equal(z2, z)
+    assert not s2.messages and s2.graph_blocks > 0
+    torch.testing.assert_close(z2, z, atol=1e-12, rtol=0)
 
 
 def test_cuda_graph_in_a_deq_forward_keeps_exact_gradients():

@@ -14,7 +14,7 @@ import torch
 import andersonn.solvers.graphs as graphs
 from andersonn.errors import ConfigError
 from andersonn.solvers import SOLVERS, solve
-from andersonn.solvers.anderson import _Anderson
+from andersonn.solvers.anderson import _Anderson, solve_spd
 from andersonn.solvers.graphs import BlockGraphs, Uncapturable, _break_aliases, _copy_back
 
 from helpers import linear_problem, relu_norm_cells
@@ -26,6 +26,9 @@ F64 = torch.float64
 @pytest.fixture
 def emulate(monkeypatch):
     monkeypatch.setattr(graphs, "EMULATE_ON_CPU", True)
+    # graph solves take Anderson's LAPACK-free small solve; eager ones here too, so that the
+    # comparisons below can be bit for bit (test_solve_spd checks that solve against LAPACK)
+    monkeypatch.setattr(_Anderson, "capturable", True)
 
 
 def _same(a, b):
@@ -134,3 +137,19 @@ def test_cuda_graph_option_is_validated_and_ignored_on_the_cpu():
     z, _ = solve(f, z0, "anderson", tol=1e-10, args=args)
     zg, sg = solve(f, z0, "anderson", tol=1e-10, args=args, cuda_graph=True)
     assert sg.graph_blocks == 0 and torch.equal(z, zg)
+
+
+def test_solve_spd_matches_linalg_and_flags_what_is_not_positive_definite():
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(64, 5, 30, generator=gen, dtype=F64)
+    a = g @ g.transpose(1, 2) + 1e-4 * torch.eye(5, dtype=F64)
+    rhs = torch.ones(64, 5, dtype=F64)
+    x, ok = solve_spd(a, rhs)
+    assert bool(ok.all())
+    torch.testing.assert_close(x, torch.linalg.solve(a, rhs), atol=1e-10, rtol=1e-10)
+    bad = a.clone()
+    bad[0] = torch.diag(torch.tensor([1.0, -1.0, 1.0, 1.0, 1.0], dtype=F64))  # indefinite
+    bad[1] = 0.0  # singular
+    bad[2, 3, 3] = float("nan")
+    x, ok = solve_spd(bad, rhs)
+    assert ok.tolist()[:4] == [False, False, False, True] and bool(ok[3:].all())

@@ -5,7 +5,8 @@ With history x_i and residuals g_i = f(x_i) − x_i (i over the last m iterates)
     z = Σ α_i x_i + β Σ α_i g_i,   α = argmin ‖Σ α_i g_i‖² + λ̃‖α‖²  s.t. Σ α_i = 1,
 
 solved in closed form per sample: w = (G Gᵀ + λ̃ I)⁻¹ 1, α = w / Σw, on the small (m×m) system in
-float64 (batched elimination in plain tensor ops: no host sync, capturable in a CUDA graph).
+float64 (batched Cholesky, no host sync; in CUDA-graph solves an elimination in plain tensor ops,
+:func:`solve_spd`, which a graph can capture).
 λ̃ = λ · mean_i ‖g_i‖² makes the Tikhonov term scale-free, so tight tolerances stay reachable.
 Where the elimination fails (singular or non-finite history: a pivot that is not positive)
 that sample falls back to a plain Picard step from its newest iterate. History buffers
@@ -63,8 +64,8 @@ def solve_spd(a: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
 
     Returns x (b, u) and a (b,) flag: every pivot positive and finite, which for a symmetric
     matrix holds exactly when it is positive definite (where elimination without pivoting is
-    stable). Plain tensor ops (4 per column) rather than LAPACK: no host sync, nothing a CUDA
-    graph cannot capture, and for u ≤ 10 no slower than a batched Cholesky factor and solve.
+    stable). Plain tensor ops (4 per column) rather than LAPACK, so a CUDA graph can capture it;
+    eagerly, a batched Cholesky launches fewer kernels.
     """
     u = rhs.shape[1]
     aug = torch.cat([a, rhs.unsqueeze(2)], dim=2)
@@ -109,6 +110,7 @@ class _Anderson:
 
     uses_safeguard = True
     POOL = 3  # recycled (b, n) iterate buffers (CPU only)
+    capturable = False  # set by the driver for CUDA-graph solves: no LAPACK in propose
 
     def __init__(self, m: int, lam: float, beta: float) -> None:
         self.m, self.lam, self.beta = m, lam, beta
@@ -200,10 +202,15 @@ class _Anderson:
         a = torch.where(pair, self.GG, 0.0) + torch.diag_embed(
             torch.where(valid, reg.unsqueeze(1), 1.0)
         )
-        w, pivots_ok = solve_spd(a, vf)
+        if self.capturable:
+            w, factored = solve_spd(a, vf)
+        else:  # fewer kernels than solve_spd, which matters for an eager GPU loop
+            chol, info = torch.linalg.cholesky_ex(a)
+            w = torch.cholesky_solve(vf.unsqueeze(2), chol).squeeze(2)
+            factored = info == 0
         wsum = w.sum(1, keepdim=True)
         alpha = w / wsum
-        ok = pivots_ok & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0) & ~self.plain
+        ok = factored & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0) & ~self.plain
         picard = torch.zeros_like(alpha)
         picard[:, self.last] = 1.0
         u = self.used

@@ -150,6 +150,10 @@ class Method(Protocol):
     # Optional: ``residual_buffer() -> Tensor`` returns a (b, n) tensor the driver may write
     # g = f(z) − z into (with ``out=``) before calling ``accept``; the method must not rely on
     # its old contents after ``propose``.
+    # For ``cuda_graph``: ``graph_key() -> Hashable | None`` (what a captured block of
+    # iterations bakes in, e.g. a ring-buffer position; None: not capturable now) and
+    # ``graph_advance(iterations)`` (advance Python-side counters as that many iterations would,
+    # after a replay); a ``capturable`` attribute, if present, is set True for such solves.
     # Needed for ``stall_patience``: ``plain_steps(rows)`` with a (b,) bool mask, set each time
     # the stall watch updates (before the ``accept`` of a check iteration): rows marked True
     # propose plain (Picard) steps from their newest pair until the mask changes.
@@ -336,6 +340,8 @@ def run(
         use_guard = safeguard and method.uses_safeguard
         watch = _StallWatch(res, stall_patience, stall_min_steps) if stall_patience else None
         graphs = BlockGraphs.for_device(device, method) if cuda_graph else None
+        if graphs is not None and hasattr(method, "capturable"):
+            method.capturable = True  # type: ignore[attr-defined]
         graph_objs = [s, method] + ([watch] if watch is not None else [])
         # On the CPU a host sync is free, so cheap data-dependent shortcuts avoid full-size
         # copies; on accelerators (and in graphs) the loop never syncs between checks.

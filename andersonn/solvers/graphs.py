@@ -146,7 +146,6 @@ class BlockGraphs:
         self.captures = 0
         if not emulate:
             self.stream = _capture_stream(device)
-            self.pool = torch.cuda.graph_pool_handle()  # shared by this solve's graphs
 
     @classmethod
     def for_device(cls, device: torch.device, method: Any) -> BlockGraphs | None:
@@ -219,7 +218,9 @@ class BlockGraphs:
         graph = torch.cuda.CUDAGraph()
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
-            graph.capture_begin(pool=self.pool, capture_error_mode="thread_local")
+            # each graph its own memory pool: a pool shared by graphs of which some are freed
+            # (old shapes, after a compaction) trips the allocator (torch 2.11)
+            graph.capture_begin(capture_error_mode="thread_local")
             try:
                 block()
                 _copy_back(objs, saved)
