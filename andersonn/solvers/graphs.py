@@ -25,6 +25,7 @@ replay checks that ``graph_advance`` predicts the counters the Python code actua
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -103,15 +104,47 @@ def _copy_back(objs: Objects, saved: list[dict[str, Any]]) -> None:
         setattr(obj, name, old)
 
 
-_STREAMS: dict[int, Any] = {}
+class _Capture(threading.local):
+    """Per thread and device: the side stream captures run on, and one memory pool that all
+    graphs share, kept alive by a tiny anchor graph.
+
+    One long-lived pool, because freed graphs' pools are only given back to the device outside
+    a capture (torch 2.11): with a pool per graph, pools of finished solves pile up until a
+    capture runs out of memory; and a pool shared by graphs that are all freed cannot be used
+    again. Sharing is safe because graphs of one thread replay one at a time and keep no state
+    in pool memory between replays (copy-back puts it in the solver's own tensors).
+    """
+
+    def __init__(self) -> None:
+        self.devices: dict[int, tuple[Any, Any, Any]] = {}
+
+    def resources(self, device: torch.device) -> tuple[Any, Any]:
+        """(stream, pool) for ``device``, created on first use."""
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if index not in self.devices:
+            stream = torch.cuda.Stream(index)
+            pool = torch.cuda.graph_pool_handle()
+            anchor = trivial_capture(stream, pool, index)
+            self.devices[index] = (stream, pool, anchor)
+        stream, pool, _ = self.devices[index]
+        return stream, pool
 
 
-def _capture_stream(device: torch.device) -> Any:
-    """One side stream per device for all captures (capture cannot use the default stream)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _STREAMS:
-        _STREAMS[index] = torch.cuda.Stream(index)
-    return _STREAMS[index]
+def trivial_capture(stream: Any, pool: Any, index: int) -> Any:
+    """Capture one tiny kernel into ``pool`` and return the graph. Also what resets the CUDA
+    random generator after a failed capture (which leaves it in capture mode)."""
+    graph = torch.cuda.CUDAGraph()
+    stream.wait_stream(torch.cuda.current_stream(index))
+    with torch.cuda.device(index), torch.cuda.stream(stream):
+        graph.capture_begin(pool=pool, capture_error_mode="thread_local")
+        try:
+            torch.zeros(1, device=f"cuda:{index}").add_(1)
+        finally:
+            graph.capture_end()
+    return graph
+
+
+_CAPTURE = _Capture()
 
 
 @dataclass
@@ -145,7 +178,9 @@ class BlockGraphs:
         self.replays = 0
         self.captures = 0
         if not emulate:
-            self.stream = _capture_stream(device)
+            self.device_index = device.index if device.index is not None else \
+                torch.cuda.current_device()
+            self.stream, self.pool = _CAPTURE.resources(device)
 
     @classmethod
     def for_device(cls, device: torch.device, method: Any) -> BlockGraphs | None:
@@ -202,6 +237,11 @@ class BlockGraphs:
             _restore(objs, saved)
             self.failure = f"cuda_graph: capture failed ({type(exc).__name__}: {exc}); " \
                            "the solve went on without graphs"
+            if not self.emulate:
+                try:  # a capture that ends in an error leaves the CUDA generator capturing
+                    trivial_capture(self.stream, self.pool, self.device_index)
+                except Exception as again:
+                    self.failure += f" (and the recovery capture failed too: {again})"
             eager()
             return
         self.cache[key] = _Captured(graph, [_tensor_attrs(obj) for obj in objs])
@@ -218,9 +258,7 @@ class BlockGraphs:
         graph = torch.cuda.CUDAGraph()
         self.stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(self.stream):
-            # each graph its own memory pool: a pool shared by graphs of which some are freed
-            # (old shapes, after a compaction) trips the allocator (torch 2.11)
-            graph.capture_begin(capture_error_mode="thread_local")
+            graph.capture_begin(pool=self.pool, capture_error_mode="thread_local")
             try:
                 block()
                 _copy_back(objs, saved)
