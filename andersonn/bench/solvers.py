@@ -296,13 +296,13 @@ def solve_once(
     z, stats, wall = _timed_solve(solver, timed, x, tol, max_iter)
     wall_instrumented = wall
     wall_eager = f_time = None
-    graph_blocks = 0
+    graph_blocks = graph_captures = 0
     if device.type == "cuda":
         _, _, wall = _timed_solve(solver, cell, x, tol, max_iter)
         if graph_f_per_row is not None and solver != "torchdeq_anderson":
             wall_eager = wall
             _, gstats, wall = _timed_solve(solver, cell, x, tol, max_iter, cuda_graph=True)
-            graph_blocks = gstats.graph_blocks
+            graph_blocks, graph_captures = gstats.graph_blocks, gstats.graph_captures
             f_time = timed.rows * graph_f_per_row
             if gstats.messages:
                 warnings.warn("; ".join(gstats.messages), stacklevel=2)
@@ -331,6 +331,7 @@ def solve_once(
         "wall_time_instrumented": wall_instrumented,
         "wall_time_eager": wall_eager,
         "cuda_graph_blocks": graph_blocks,
+        "cuda_graph_captures": graph_captures,
         "f_time": f_time,
         "f_time_eager": timed.seconds,
         "overhead_fraction": outside / wall if wall > 0 else 0.0,

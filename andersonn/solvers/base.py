@@ -74,7 +74,8 @@ class SolverStats:
     iterations: int
     history_dtype: str
     messages: list[str] = field(default_factory=list)
-    graph_blocks: int = 0
+    graph_blocks: int = 0  # cuda_graph: blocks run as graphs (captured + replayed)
+    graph_captures: int = 0  # ... of which captured (each costs an eager block and more)
 
     @property
     def batch_size(self) -> int:
@@ -103,6 +104,7 @@ class SolverStats:
             "wall_time": float(self.wall_time),
             "history_dtype": self.history_dtype,
             "cuda_graph_blocks": int(self.graph_blocks),
+            "cuda_graph_captures": int(self.graph_captures),
             "messages": list(self.messages),
         }
 
@@ -469,11 +471,12 @@ def run(
                 graphs.run((s.alive.numel(), epoch, length), length, graph_objs,
                            eager=lambda m=masked: block(m), block=lambda: block(True))
             k += length
-        graph_blocks = 0
+        graph_blocks = graph_captures = 0
         if graphs is not None:
             if graphs.failure:
                 messages.append(graphs.failure)
             graph_blocks = graphs.replays + graphs.captures
+            graph_captures = graphs.captures
 
     iterations = k
     stats = SolverStats(
@@ -493,5 +496,6 @@ def run(
         history_dtype=str(hdtype).replace("torch.", ""),
         messages=messages,
         graph_blocks=graph_blocks,
+        graph_captures=graph_captures,
     )
     return out.view(batch, *shape).to(in_dtype), stats
