@@ -45,6 +45,8 @@ FixedPointMap = Callable[..., Tensor]
 
 STOP_MODES = ("rel", "abs")
 DIVERGENCE_MODES = ("raise", "mark")
+COMPACT = 8  # retired rows are dropped from the batch once they are 1/8 of it (1/2 in graphs)
+COMPACT_GRAPH = 2
 STALL_GAIN = 0.9  # stagnation fallback: a fall of the best residual by 10 % is progress
 STALL_GIVE_UP = 3  # ... and plain steps are given up after 3 × patience of them without progress
 
@@ -349,6 +351,7 @@ def run(
         # copies; on accelerators (and in graphs) the loop never syncs between checks.
         cheap_sync = device.type == "cpu" and graphs is None
         epoch = 0  # compactions so far
+        compact = COMPACT_GRAPH if graphs is not None else COMPACT
         k = 1  # f evaluations so far for every active row
         flushed = 1  # trace columns before this one are written
 
@@ -441,9 +444,10 @@ def run(
                     if n_alive == 0:
                         break
                 # Retired rows are recorded at once and dropped from the batch (a copy of all
-                # solver state) once they are >= 1/8 of it: f never spends more than 1/8 of its
-                # work on retired rows, and compaction stays rare.
-                if (s.alive.numel() - n_alive) * 8 >= s.alive.numel():
+                # solver state) once they are >= 1/COMPACT of it: f never spends more than that
+                # share of its work on retired rows, and compaction stays rare. In graph solves
+                # each compaction costs a recapture, so they compact at 1/2.
+                if (s.alive.numel() - n_alive) * compact >= s.alive.numel():
                     keep = s.alive
                     idx = rows[keep]
                     for key, value in list(vars(s).items()):
