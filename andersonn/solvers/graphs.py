@@ -163,16 +163,10 @@ class _Captured:
 class BlockGraphs:
     """Captures and replays blocks of iterations of one solve; see the module docstring."""
 
-    # Run the first block at new shapes (after a compaction) eagerly before capturing one.
-    # Off: capture works at unseen shapes (cuBLAS/cuDNN set-up is capture-safe), and after
-    # each compaction an eager block would cost as much as the capture it precedes.
-    WARM_UP_NEW_SHAPES = False
-
     def __init__(self, device: torch.device, method: Any, emulate: bool = False) -> None:
         self.method = method
         self.emulate = emulate
         self.cache: dict[Hashable, _Captured] = {}
-        self.warm: set[Hashable] = set()
         self.failure: str | None = None
         self.shape_key: Hashable = None
         self.replays = 0
@@ -224,10 +218,6 @@ class BlockGraphs:
                     f"of the block produced {expected}"
                 )
             self.replays += 1
-            return
-        if self.WARM_UP_NEW_SHAPES and shape_key not in self.warm:
-            self.warm.add(shape_key)
-            eager()
             return
         _break_aliases(objs)
         saved = _snapshot(objs)
