@@ -472,7 +472,7 @@ def run(
             if graphs is None:
                 block(masked)
             else:
-                graphs.run((s.alive.numel(), epoch, length), length, graph_objs,
+                graphs.run((epoch, length), length, graph_objs,
                            eager=lambda m=masked: block(m), block=lambda: block(True))
             k += length
         graph_blocks = graph_captures = 0

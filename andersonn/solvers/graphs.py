@@ -197,8 +197,9 @@ class BlockGraphs:
     ) -> None:
         """Run ``length`` iterations: replay a graph, capture one, or run ``eager``.
 
-        ``shape_key`` names everything the graph bakes in besides the method's position (row
-        count, compaction epoch, block length); ``block`` is the graph-safe version of ``eager``.
+        ``shape_key`` names everything the graph bakes in besides the method's position (the
+        compaction epoch, which fixes the row count, and the block length); ``block`` is the
+        graph-safe version of ``eager``.
         """
         method_key = self.method.graph_key()
         if self.failure is not None or method_key is None:
@@ -212,11 +213,11 @@ class BlockGraphs:
         if entry is not None and entry.matches(objs):
             expected = self._replay(entry, objs)
             self.method.graph_advance(length)
-            if expected is not None and [_plain_attrs(obj) for obj in objs] != expected:
-                raise Uncapturable(
-                    f"graph_advance left {[_plain_attrs(obj) for obj in objs]}, an eager run "
-                    f"of the block produced {expected}"
-                )
+            if expected is not None:
+                advanced = [_plain_attrs(obj) for obj in objs]
+                if advanced != expected:
+                    raise Uncapturable(f"graph_advance left {advanced}, an eager run of the "
+                                       f"block produced {expected}")
             self.replays += 1
             return
         _break_aliases(objs)
