@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from andersonn.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from andersonn.runtime import cpu_allocator_tuned
 
 __all__ = [
     "fmt",
@@ -65,6 +66,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "device": device,
+        "cpu_allocator_tuned": cpu_allocator_tuned(),
     }
     with contextlib.suppress(OSError):  # not on every platform
         info["load_average"] = list(os.getloadavg())

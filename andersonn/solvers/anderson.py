@@ -242,14 +242,17 @@ class _Anderson:
 
     def select(self, keep: Tensor) -> None:
         u = self.used
-        b, n = int(keep.sum()), self.F.shape[2]
-        # copy only the slots in use (the rest stay uninitialised); the indexing makes copies
+        rows = keep.nonzero().squeeze(1)  # index_select: ~3x faster than a boolean mask
+        b, n = rows.numel(), self.F.shape[2]
+        # copy only the slots in use (the rest stay uninitialised); the selection makes copies
         # first, so this is safe when the new buffers reuse the old (workspace) storage
-        kept_f, kept_g = self.F[keep, :u], self.G[keep, :u]
+        kept_f = self.F[:, :u].index_select(0, rows)
+        kept_g = self.G[:, :u].index_select(0, rows)
         self._alloc(b, n, kept_f)
         self.F[:, :u] = kept_f
         self.G[:, :u] = kept_g
-        self.GG, self.valid, self.plain = self.GG[keep], self.valid[keep], self.plain[keep]
+        self.GG, self.valid, self.plain = (t.index_select(0, rows)
+                                           for t in (self.GG, self.valid, self.plain))
 
     def close(self) -> None:
         """Hand the workspace back (the solve is over); drop references to the buffers."""

@@ -230,6 +230,25 @@ def _autocast_off(device_type: str) -> Iterator[tuple[bool, torch.dtype | None]]
         yield enabled, dtype
 
 
+def merge_rows(best: Tensor, new: Tensor, take: Tensor, in_place: bool) -> Tensor:
+    """``best`` with the rows where ``take`` is True replaced by those of ``new`` (CPU).
+
+    In place when ``in_place`` (``best`` is the caller's own copy), else into a fresh copy of
+    whichever tensor contributes more rows. Row copies in a Python loop: on the CPU 2-5x faster
+    than ``torch.where`` over the whole (b, n) tensors, which reads both and writes a third.
+    """
+    rows = take.nonzero().squeeze(1).tolist()
+    if in_place:
+        target, source = best, new
+    elif 2 * len(rows) >= take.numel():
+        target, source, rows = new.clone(), best, (~take).nonzero().squeeze(1).tolist()
+    else:
+        target, source = best.clone(), new
+    for i in rows:
+        target[i].copy_(source[i])
+    return target
+
+
 def history_dtype_for(dtype: torch.dtype) -> torch.dtype:
     """float64 input keeps float64; everything else (fp32, bf16, fp16) is kept in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -326,8 +345,9 @@ def run(
         res = residual(fz - z, fz)
         trace[:, 0] = res
         method.init(z, fz)
-        # everything an iteration updates, one row per active sample; best_* are never modified
-        # in place (no copies needed), the flags and counters are
+        # everything an iteration updates, one row per active sample; best_* are modified in
+        # place only in eager CPU solves once they are the driver's own copies (best_owned),
+        # the flags and counters are
         s = _LoopState(
             best_z=z, best_fz=fz, best_res=res, res=res,
             bad=~torch.isfinite(res),
@@ -350,6 +370,9 @@ def run(
         # On the CPU a host sync is free, so cheap data-dependent shortcuts avoid full-size
         # copies; on accelerators (and in graphs) the loop never syncs between checks.
         cheap_sync = device.type == "cpu" and graphs is None
+        # cheap_sync: whether best_z / best_fz are the driver's own copies (updated in place
+        # row by row) rather than references to an iterate the method may hold
+        best_owned = [False]
         epoch = 0  # compactions so far
         compact = COMPACT_GRAPH if graphs is not None else COMPACT
         k = 1  # f evaluations so far for every active row
@@ -370,9 +393,16 @@ def run(
             s.bad |= ~finite if not use_guard else ~finite & s.restarted
             improved = res < s.best_res
             s.best_res = torch.where(improved, res, s.best_res)
-            if cheap_sync and bool(improved.all()):
-                s.best_z, s.best_fz = z, fz  # by reference: nothing modifies them in place
-            elif not cheap_sync or bool(improved.any()):
+            if cheap_sync:
+                n_improved = int(improved.sum())
+                if n_improved == improved.numel():
+                    s.best_z, s.best_fz = z, fz  # by reference: nothing modifies them in place
+                    best_owned[0] = False
+                elif n_improved:
+                    s.best_z = merge_rows(s.best_z, z, improved, best_owned[0])
+                    s.best_fz = merge_rows(s.best_fz, fz, improved, best_owned[0])
+                    best_owned[0] = True
+            else:
                 s.best_z = torch.where(improved[:, None], z, s.best_z)
                 s.best_fz = torch.where(improved[:, None], fz, s.best_fz)
             restart = None
@@ -424,13 +454,14 @@ def run(
                                 "on_divergence='mark' to keep the other samples"
                             )
                         messages.append(msg)
-                    r = rows[retire]
-                    value = s.best_fz[retire]
+                    retired = retire.nonzero().squeeze(1)
+                    r = rows.index_select(0, retired)
+                    value = s.best_fz.index_select(0, retired)
                     # a finite residual implies a finite f(z): scan the rows only otherwise
                     if not cheap_sync or not bool(torch.isfinite(s.best_res[retire]).all()):
                         finite_rows = torch.isfinite(value).all(dim=1, keepdim=True)
                         value = torch.where(finite_rows, value, z0_flat[r])
-                    out[r] = value
+                    out.index_copy_(0, r, value)
                     res_out[r] = s.res[retire]
                     low_out[r] = s.best_res[retire]
                     nfev_out[r] = k
@@ -449,9 +480,11 @@ def run(
                 # each compaction costs a recapture, so they compact at 1/2.
                 if (s.alive.numel() - n_alive) * compact >= s.alive.numel():
                     keep = s.alive
-                    idx = rows[keep]
+                    kept = keep.nonzero().squeeze(1)  # index_select: ~3x faster than a mask
+                    idx = rows.index_select(0, kept)
                     for key, value in list(vars(s).items()):
-                        setattr(s, key, value[keep])
+                        setattr(s, key, value.index_select(0, kept))
+                    best_owned[0] = True  # fresh copies
                     if watch is not None:
                         watch.select(keep)
                     active_args = tuple(
