@@ -10,7 +10,11 @@ cell is re-attached to the graph, ``z = cell(z*, x)``, and gradients flow throug
   g of the adjoint fixed point g = gᵀ J_f(z*) + v, solved with any solver (Anderson by default)
   using vector–Jacobian products through the same re-attached cell evaluation (z* enters it as
   a detached leaf). This is the exact gradient of the equilibrium; memory is that of one cell
-  evaluation, whatever the number of solver iterations.
+  evaluation, whatever the number of solver iterations. Per-sample convergence holds here too:
+  once the adjoint solve drops its converged rows, the cell is evaluated once more at z* on the
+  active rows only (under the forward pass's autocast) and the products use that smaller graph,
+  so a converged sample costs no more work (a trained polarity cell: 7-10 % faster training
+  steps with Anderson). The cell must therefore be deterministic (no dropout inside it).
 * ``backward="jfb"``: Jacobian-free backprop — the gradient of the last cell evaluation only.
 * ``backward="unroll"``: backprop through ``unroll_steps`` cell evaluations from z*.
 
@@ -32,6 +36,16 @@ BACKWARD_MODES = ("implicit", "jfb", "unroll")
 
 _DEFAULT_FORWARD = {"tol": 1e-4, "max_iter": 50}
 _DEFAULT_BACKWARD = {"tol": 1e-6, "max_iter": 50}
+
+
+def _autocast_state(device_type: str) -> dict[str, Any]:
+    """The caller's autocast setting, to re-enter it when the backward pass evaluates the cell."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        return {"enabled": enabled,
+                "dtype": torch.get_autocast_dtype(device_type) if enabled else None}
+    except (RuntimeError, TypeError):  # pragma: no cover - device without autocast support
+        return {"enabled": False}
 
 
 class DEQ(nn.Module):
@@ -115,23 +129,40 @@ class DEQ(nn.Module):
         solver = get_solver(self.backward_solver)
         options = self.backward_options
         stats = self.stats
+        batch = z_star.shape[0]
+        x_rows = x_solve if isinstance(x_solve, Tensor) and x_solve.dim() > 0 \
+            and x_solve.shape[0] == batch else None
+        autocast = _autocast_state(z_star.device.type)
+
+        def active_rows_graph(idx: Tensor) -> tuple[Tensor, Tensor]:
+            """The cell re-evaluated at z* on the still-active rows only (under the forward's
+            autocast), so that once the adjoint solve has compacted, a vector–Jacobian
+            product costs what those rows cost instead of the whole batch's."""
+            z_sub = z_star.index_select(0, idx).requires_grad_()
+            with torch.enable_grad(), torch.autocast(z_star.device.type, **autocast):
+                return cell(z_sub, x_rows.index_select(0, idx)), z_sub
 
         def hook(grad: Tensor | None) -> Tensor | None:
             if grad is None:
                 return None
-            batch = grad.shape[0]
             rows = torch.arange(batch, device=grad.device)
             full_rows = grad.new_zeros(grad.shape)
+            graph = {"rows": batch, "f": f_leaf, "z": z_leaf}
 
             def adjoint(g: Tensor, v: Tensor, idx: Tensor) -> Tensor:
-                if g.shape[0] == batch:
-                    gin = g.to(f_leaf.dtype)
-                else:  # compacted: the cell is batch-independent, so zero rows give zero vjp
+                n = g.shape[0]
+                if n != graph["rows"] and x_rows is not None:  # compacted: a smaller graph
+                    graph["f"] = graph["z"] = None  # free the previous one first
+                    graph["f"], graph["z"] = active_rows_graph(idx)
+                    graph["rows"] = n
+                if n == graph["rows"]:
+                    gin = g.to(graph["f"].dtype)
+                else:  # x is not row-aligned: zero rows of the full batch give zero vjp
                     gin = full_rows.to(f_leaf.dtype).index_copy(0, idx, g.to(f_leaf.dtype))
                 with torch.enable_grad():
-                    (vjp,) = torch.autograd.grad(f_leaf, z_leaf, gin, retain_graph=True)
+                    (vjp,) = torch.autograd.grad(graph["f"], graph["z"], gin, retain_graph=True)
                 del gin
-                if g.shape[0] != batch:
+                if n != graph["rows"]:
                     vjp = vjp.index_select(0, idx)
                 return vjp.to(g.dtype) + v
 

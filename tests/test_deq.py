@@ -173,3 +173,67 @@ def test_implicit_graph_is_freed_without_garbage_collector():
         assert ref() is None  # no reference cycle through the backward hook
     finally:
         gc.enable()
+
+
+class CountingCell(nn.Module):
+    """Wraps a cell and records the batch size of every evaluation made with gradients on."""
+
+    def __init__(self, cell: nn.Module) -> None:
+        super().__init__()
+        self.cell = cell
+        self.grad_batches: list[int] = []
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self.grad_batches.append(z.shape[0])
+        return self.cell(z, x)
+
+
+def test_backward_after_compaction_evaluates_only_active_rows_and_keeps_gradients_exact():
+    torch.manual_seed(3)
+    cell = CountingCell(TanhCell(dim=6, scale=0.95))
+    x = torch.randn(8, 6, dtype=F64)
+    x[::2] *= 40  # saturated rows: their adjoint converges in a few steps
+    opts = {"tol": 1e-12, "max_iter": 300, "stop_mode": "abs"}
+    deq = DEQ(cell, solver_options=opts, backward_options=opts)
+    xb = x.clone().requires_grad_()
+    deq(xb).sin().sum().backward()
+    bstats = deq.stats["backward"]
+    assert int(bstats.nfev.min()) < int(bstats.nfev.max())  # rows retired at different times
+    assert min(cell.grad_batches) < 8  # the adjoint re-evaluated the cell on the active rows
+    batch_grads = [p.grad.clone() for p in cell.parameters()]
+    # the batch gradient is the sum of the samples' own gradients, each solved alone
+    cell.zero_grad()
+    solo_x = []
+    for i in range(8):
+        xi = x[i:i + 1].clone().requires_grad_()
+        deq(xi).sin().sum().backward()
+        solo_x.append(xi.grad)
+    torch.testing.assert_close(xb.grad, torch.cat(solo_x), atol=1e-10, rtol=1e-8)
+    for got, want in zip(batch_grads, (p.grad for p in cell.parameters()), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+
+
+def test_backward_rows_graph_keeps_the_forward_autocast():
+    torch.manual_seed(0)
+    lin = nn.Linear(16, 16)
+    with torch.no_grad():
+        lin.weight.mul_(0.5)
+    dtypes: list[torch.dtype] = []
+
+    class Cell(LinTanhCell):
+        def forward(self, z, x):
+            h = self.lin(z)
+            if torch.is_grad_enabled():
+                dtypes.append(h.dtype)  # bf16 under the forward's autocast
+            return torch.tanh(h + x)
+
+    deq = DEQ(Cell(lin), solver_options={"tol": 1e-2}, backward_options={"tol": 1e-4})
+    x = torch.randn(16, 16)
+    x[::2] *= 30
+    x.requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = deq(x)
+    z.float().sum().backward()
+    assert len(dtypes) > 1 and set(dtypes) == {torch.bfloat16}
+    assert bool(torch.isfinite(x.grad).all())
