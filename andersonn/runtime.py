@@ -3,10 +3,13 @@
 PyTorch's CPU tensors come straight from ``malloc``. With glibc's defaults a freed block of
 more than a few MB goes back to the operating system (``munmap`` or a heap trim), and the next
 tensor of that size is faulted in again page by page. A DEQ cell allocates several such
-tensors per evaluation and runs tens of evaluations per batch, so on a 2-core machine the page
-faults cost a quarter of the cell's time (conv cell of ``bench solvers``, batch 128: 143–168 ms
-per evaluation → 110–116 ms with the settings below; trained polarity cell, batch 64:
-11–14 ms → 8.3–8.6 ms).
+tensors per evaluation and runs tens of evaluations per batch. Measured on the 2-core
+development machine (same session, alternating runs): median evaluation of the conv cell of
+``andersonn bench solvers`` 145–153 → 126–130 ms at batch 128 (the minimum is unchanged: the
+faults come in bursts, when glibc trims); inference to relative residual 1e-4 on a trained
+polarity cell, Anderson 6.6 → 5.6 ms and forward iteration 7.9 → 7.3 ms per structure; one
+polarity training epoch 98.4 → 95.0 s. A modest, free gain, largest where a solve allocates
+most (evaluation passes, forward iteration).
 
 :func:`tune_cpu_allocator` raises glibc's mmap threshold to its maximum (32 MB) and keeps up
 to 1 GB of freed memory in the heap instead of trimming it. The ``andersonn`` command calls it
