@@ -280,3 +280,61 @@ def test_charge_probe_scores_models_on_given_molecules(tmp_path: Path) -> None:
     assert "Pearson" in charges_markdown(result)
     with pytest.raises(ConfigError, match="unknown charge model"):
         charge_dipole(mols[0][0], mols[0][1], "magic")
+
+
+def _fake_result(speedup: float | None, inference: float) -> dict:
+    common = {"anderson": {"speedup": speedup, "compute_saved": 0.4},
+              "broyden": {"speedup": 1.0, "compute_saved": 0.0},
+              "explicit": {"speedup": None, "compute_saved": None}}
+    return {"ratios": {"common": common},
+            "epoch_time_speedup": {"anderson": 1.5},
+            "per_batch_compute_saved": {"anderson": 0.5},
+            "inference": [{"solver": "anderson", "tol": 1e-4, "speedup_vs_forward": inference},
+                          {"solver": "forward", "tol": 1e-4, "speedup_vs_forward": 1.0}],
+            "anderson_cost_per_iteration_vs_forward": 1.3, "targets": {"common": 0.9},
+            "variants": {n: {"test_acc": 0.9} for n in
+                         ("forward", "anderson", "broyden", "explicit")}}
+
+
+def test_speedup_seeds_summary_takes_median_and_range_and_skips_unreached() -> None:
+    from andersonn.bench.speedup_seeds import seeds_markdown, summarize
+
+    settings = SpeedupSettings(inference_tols=(1e-4,))
+    table = summarize([_fake_result(1.5, 1.2), _fake_result(None, 1.4),
+                       _fake_result(2.5, 1.3)], settings)
+    rows = {row["metric"]: row for row in table}
+    anderson = rows["anderson vs forward, time to common val. acc."]
+    assert anderson["values"] == [1.5, None, 2.5]
+    assert (anderson["median"], anderson["min"], anderson["max"]) == (2.0, 1.5, 2.5)
+    inference = rows["anderson vs forward, inference at 1e-04"]
+    assert (inference["median"], inference["min"], inference["max"]) == (1.3, 1.2, 1.4)
+    explicit = rows["explicit vs forward, time to common val. acc."]
+    assert explicit["values"] == [None] * 3 and explicit["median"] is None
+    md = seeds_markdown("tiny", [0, 1, 2], table)
+    assert "| seed 0 | seed 1 | seed 2 | median |" in md and "1.5 – 2.5" in md
+
+
+def test_speedup_seeds_runs_each_seed_in_its_own_folder(tmp_path: Path) -> None:
+    from andersonn.bench.speedup_seeds import run_speedup_seeds
+
+    s = SpeedupSettings.quick(hidden=8, groups=4, epochs=1, batch_size=16, limit=None,
+                              repeats=1, trace_iters=8, inference_limit=8, trace_batch=4,
+                              inference_max_iter=100, inference_tols=(1e-2,), spectrum_steps=8)
+    summary = run_speedup_seeds("tiny", s, [3, 4], dataset=_tiny_dataset(), out=tmp_path,
+                                progress=False)
+    runs = [json.loads((tmp_path / f"seed-{k}" / "speedup.json").read_text()) for k in (3, 4)]
+    assert [r["settings"]["seed"] for r in runs] == [3, 4]
+    saved = json.loads((tmp_path / "seeds.json").read_text())
+    assert saved["seeds"] == [3, 4] and saved["metrics"] == summary["metrics"]
+    per_epoch = next(m for m in saved["metrics"] if m["metric"].endswith("time per epoch"))
+    assert per_epoch["values"] == [r["epoch_time_speedup"]["anderson"] for r in runs]
+    assert (tmp_path / "seeds.md").read_text().startswith("## bench speedup over seeds: tiny")
+    with pytest.raises(ConfigError, match="distinct"):
+        run_speedup_seeds("tiny", s, [1, 1], dataset=_tiny_dataset(), out=tmp_path)
+
+
+def test_cli_speedup_seeds_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    from andersonn.cli import main
+
+    assert main(["bench", "speedup", "polarity", "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err

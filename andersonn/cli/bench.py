@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Any
 
+from andersonn.errors import ConfigError
+
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 
 
@@ -58,6 +60,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     help="at most N training structures (seeded subset; quick: 512)")
     sp.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     sp.add_argument("--seed", type=int, default=None, help="(0)")
+    sp.add_argument("--seeds", type=int, default=None, metavar="N",
+                    help="repeat the whole benchmark for seeds SEED .. SEED+N-1 (each in "
+                    "OUT/seed-K/) and write seeds.md with every ratio's median and range")
     sp.add_argument("--out", metavar="DIR", default=None, help="(results/speedup-TASK)")
     sp.add_argument("--batch-size", type=int, default=None, help="(64)")
     sp.add_argument("--hidden", type=int, default=None, help="cell channels (48; quick 32)")
@@ -135,6 +140,17 @@ def _speedup(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = (SpeedupSettings.quick(**overrides) if args.quick
                 else SpeedupSettings(**overrides))
+    if args.seeds is not None:
+        if args.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1 (got {args.seeds})")
+        from andersonn.bench.speedup_seeds import run_speedup_seeds
+
+        first = settings.seed
+        summary = run_speedup_seeds(args.task, settings, range(first, first + args.seeds),
+                                    out=args.out, progress=not args.no_progress)
+        sys.stdout.write(summary["markdown"])
+        print(f"\nresults: {summary['out_dir']}")
+        return 0
     result = run_speedup(args.task, settings, out=args.out, progress=not args.no_progress)
     from andersonn.bench.speedup import speedup_markdown
 

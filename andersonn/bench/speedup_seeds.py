@@ -1,0 +1,115 @@
+"""``bench speedup --seeds N``: the speed-up benchmark repeated over seeds, with the spread.
+
+One run of :func:`andersonn.bench.speedup.run_speedup` measures every ratio on one training
+trajectory; "time to a common validation accuracy" in particular depends on the epoch at which
+each variant first crosses it, which a different seed (training subset, validation subset,
+initial weights, batch order) moves. This runs the whole benchmark once per seed — each run in
+``OUT/seed-K/`` with its own tables and plots — and writes ``seeds.json`` / ``seeds.md`` with
+every headline ratio per seed and its median, minimum and maximum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from andersonn.bench.report import results_dir, write_results
+from andersonn.bench.speedup import SpeedupSettings, run_speedup
+from andersonn.errors import ConfigError
+
+Metric = Callable[[dict[str, Any]], float | None]
+
+
+def _inference(tol: float) -> Metric:
+    def read(res: dict[str, Any]) -> float | None:
+        return next((r["speedup_vs_forward"] for r in res["inference"]
+                     if r["solver"] == "anderson" and r["tol"] == tol), None)
+    return read
+
+
+def metrics(settings: SpeedupSettings) -> list[tuple[str, Metric]]:
+    """(name, reader) of every ratio summarised over seeds, in table order."""
+    rows: list[tuple[str, Metric]] = [
+        (f"{n} vs forward, time to common val. acc.",
+         lambda r, n=n: r["ratios"]["common"][n]["speedup"])
+        for n in ("anderson", "broyden", "explicit")]
+    rows += [
+        ("anderson vs forward, time per epoch", lambda r: r["epoch_time_speedup"]["anderson"]),
+        ("anderson: f-evaluations saved per batch (fwd + bwd)",
+         lambda r: r["per_batch_compute_saved"]["anderson"]),
+        ("anderson: training time saved to common val. acc.",
+         lambda r: r["ratios"]["common"]["anderson"]["compute_saved"]),
+    ]
+    rows += [(f"anderson vs forward, inference at {tol:.0e}", _inference(tol))
+             for tol in settings.inference_tols]
+    rows += [("anderson iteration / forward iteration",
+              lambda r: r["anderson_cost_per_iteration_vs_forward"]),
+             ("common validation accuracy", lambda r: r["targets"]["common"])]
+    rows += [(f"test accuracy, {n}", lambda r, n=n: r["variants"][n]["test_acc"])
+             for n in ("forward", "anderson", "broyden", "explicit")]
+    return rows
+
+
+def summarize(results: Sequence[dict[str, Any]], settings: SpeedupSettings
+              ) -> list[dict[str, Any]]:
+    """Per metric: the value of every seed (None where not reached) and median / min / max."""
+    table = []
+    for name, read in metrics(settings):
+        values = []
+        for res in results:
+            try:
+                value = read(res)
+            except (KeyError, TypeError):
+                value = None
+            values.append(None if value is None else float(value))
+        known = [v for v in values if v is not None]
+        table.append({"metric": name, "values": values,
+                      "median": statistics.median(known) if known else None,
+                      "min": min(known) if known else None,
+                      "max": max(known) if known else None})
+    return table
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
+def seeds_markdown(task: str, seeds: Sequence[int], table: list[dict[str, Any]]) -> str:
+    """The per-seed table as markdown."""
+    head = "| metric | " + " | ".join(f"seed {s}" for s in seeds) + " | median | min – max |"
+    lines = [f"## bench speedup over seeds: {task}\n",
+             "Each seed re-draws the training and validation subsets, the initial weights and "
+             "the batch order; per-seed tables and plots are in `seed-K/`. Ratios > 1 favour "
+             "the named solver; \"–\" = not reached.\n", head,
+             "|" + "---|" * (len(seeds) + 3)]
+    for row in table:
+        lines.append(f"| {row['metric']} | " + " | ".join(_fmt(v) for v in row["values"])
+                     + f" | {_fmt(row['median'])} | {_fmt(row['min'])} – {_fmt(row['max'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_speedup_seeds(task: str, settings: SpeedupSettings, seeds: Sequence[int], *,
+                      dataset: Any = None, out: str | Path | None = None,
+                      progress: bool = True) -> dict[str, Any]:
+    """Run the speed-up benchmark once per seed; write ``seeds.json`` and ``seeds.md``."""
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct and at least one (got {seeds})")
+    out_dir = results_dir("speedup", task, out)
+    results = []
+    for seed in seeds:
+        run = run_speedup(task, dataclasses.replace(settings, seed=seed), dataset=dataset,
+                          out=out_dir / f"seed-{seed}", progress=progress)
+        results.append(run)
+    table = summarize(results, settings)
+    summary = {"bench": "speedup-seeds", "task": task, "seeds": seeds,
+               "settings": results[0]["settings"], "machine": results[0]["machine"],
+               "metrics": table, "runs": [r["out_dir"] for r in results]}
+    markdown = seeds_markdown(task, seeds, table)
+    write_results(out_dir, "seeds", summary, markdown)
+    summary["out_dir"] = str(out_dir)
+    summary["markdown"] = markdown
+    return summary
