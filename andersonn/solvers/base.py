@@ -370,8 +370,8 @@ def run(
         # On the CPU a host sync is free, so cheap data-dependent shortcuts avoid full-size
         # copies; on accelerators (and in graphs) the loop never syncs between checks.
         cheap_sync = device.type == "cpu" and graphs is None
-        # cheap_sync: whether best_z / best_fz are the driver's own copies (updated in place
-        # row by row) rather than references to an iterate the method may hold
+        # (eager CPU solves) whether best_z / best_fz are the driver's own copies, updated in
+        # place row by row, rather than references to an iterate the method may still hold
         best_owned = [False]
         epoch = 0  # compactions so far
         compact = COMPACT_GRAPH if graphs is not None else COMPACT
