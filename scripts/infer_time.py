@@ -12,18 +12,14 @@ code versions with ``PYTHONPATH=<checkout> python scripts/infer_time.py ...``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from andersonn.data.build import load_dataset
-from andersonn.predict import Classifier
 from andersonn.runtime import tune_cpu_allocator
 from andersonn.solvers import solve
+from andersonn.training import load_run_injection
 
 SOLVERS = ("forward_iteration", "anderson")
 
@@ -40,13 +36,7 @@ def main() -> None:
     tuned = tune_cpu_allocator()
     torch.set_num_threads(args.threads)
 
-    config = json.loads((Path(args.run_dir) / "config.json").read_text())
-    model = Classifier.load(args.run_dir).model_.eval()
-    ds = load_dataset(config["task"], limit=config["train"].get("limit"))
-    idx = ds.split_indices("test")[: args.n]
-    images = torch.as_tensor(np.asarray(ds.images[idx], dtype=np.float32))
-    with torch.no_grad():
-        x = model.embed(model.normalize(images))
+    model, x, _ = load_run_injection(args.run_dir, "test", args.n)
     seconds: dict[str, list[float]] = {name: [] for name in SOLVERS}
     evals: dict[str, float] = {}
     for _ in range(args.repeats):

@@ -11,15 +11,11 @@ samples end above tol with a worse residual than forward iteration reached.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from andersonn.data.build import load_dataset
-from andersonn.predict import Classifier
 from andersonn.solvers import solve
+from andersonn.training import load_run_injection
 
 
 def main() -> None:
@@ -32,13 +28,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    config = json.loads((Path(args.run_dir) / "config.json").read_text())
-    model = Classifier.load(args.run_dir).model_.eval()
-    ds = load_dataset(config["task"], limit=config["train"].get("limit"))
-    idx = ds.split_indices("test")[: args.n]
-    images = torch.as_tensor(np.asarray(ds.images[idx], dtype=np.float32))
-    with torch.no_grad():
-        x = model.embed(model.normalize(images))
+    model, x, ds = load_run_injection(args.run_dir, "test", args.n)
     z0 = torch.zeros_like(x)
     opts = {"tol": args.tol, "max_iter": args.max_iter, "args": (x,)}
 
@@ -47,7 +37,7 @@ def main() -> None:
                                            **opts)[1],
             "anderson (default)": solve(model.cell, z0, "anderson", **opts)[1]}
     fwd = runs["forward"].lowest_residual
-    print(f"{len(idx)} test structures of {ds}, tol {args.tol:g}, max_iter {args.max_iter}")
+    print(f"{x.shape[0]} test structures of {ds}, tol {args.tol:g}, max_iter {args.max_iter}")
     print(f"{'solver':<24} {'evals':>6} {'conv.':>6} {'p90':>8} {'p99':>8} {'worst':>8} "
           f"{'worse than fwd':>14} {'fallbacks':>9}")
     for name, st in runs.items():

@@ -119,3 +119,19 @@ def test_fit_predict_on_arrays() -> None:
     assert clf.predict_proba(x[:5]).shape == (5, 2)
     with pytest.raises(AndersonnError):
         clf.predict(["CCO"])  # trained on raw images: no image spec to featurise with
+
+
+def test_load_run_injection_embeds_the_split(run_dir: Path) -> None:
+    import torch
+
+    from andersonn.training import load_run, load_run_injection
+
+    ds = open_cache(run_dir.parent / "cache")
+    model, x, got = load_run_injection(run_dir, "test", 3, dataset=ds)
+    assert got is ds and x.shape[0] == 3
+    reference, _ = load_run(run_dir)
+    images = torch.as_tensor(np.asarray(ds.images[ds.split_indices("test")[:3]]))
+    with torch.no_grad():
+        torch.testing.assert_close(x, reference.embed(reference.normalize(images)))
+    z = model.cell(torch.zeros_like(x), x)  # the probe solves this cell at this injection
+    assert z.shape == x.shape

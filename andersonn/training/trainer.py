@@ -37,7 +37,7 @@ from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import DistInfo, all_reduce_sum, barrier, cleanup, setup
 from andersonn.training.metrics import classification_report
 
-__all__ = ["TrainResult", "evaluate", "load_run", "meta_value", "train"]
+__all__ = ["TrainResult", "evaluate", "load_run", "load_run_injection", "meta_value", "train"]
 
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 # Fields that define the model/data: a resumed run must agree on them.
@@ -676,3 +676,22 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
                              f"({str(exc).splitlines()[0]})") from None
     model.to(torch.device(device)).eval()
     return model, run_config
+
+
+def load_run_injection(run_dir: str | Path, split: str = "test", n: int | None = None,
+                       dataset: Any = None) -> tuple[nn.Module, torch.Tensor, Any]:
+    """A finished DEQ run's model, the cell injection x of the first ``n`` structures of
+    ``split`` in ``dataset`` (default: the cached build the run was trained on), and that
+    dataset — what probes of the trained cell (``scripts/*.py``) solve z* = cell(z*, x) on."""
+    from andersonn.data import load_dataset
+
+    model, run_config = load_run(run_dir)
+    if not hasattr(model, "cell"):
+        raise AndersonnError(f"{run_dir}: not a DEQ run (no cell to probe)")
+    ds = dataset if dataset is not None else load_dataset(
+        run_config["task"], limit=run_config["train"].get("limit"))
+    idx = ds.split_indices(split)[:n]
+    images = torch.as_tensor(np.asarray(ds.images[idx], dtype=np.float32))
+    with torch.no_grad():
+        x = model.embed(model.normalize(images))
+    return model, x, ds
