@@ -55,3 +55,12 @@ def test_rejected_setting_is_not_reported_as_tuned(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(runtime, "_libc", lambda: FakeLibc())
     monkeypatch.delenv(runtime.ENV_SWITCH, raising=False)
     assert runtime.tune_cpu_allocator() is False
+
+
+def test_cli_tunes_before_running_a_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    import andersonn.cli as cli
+
+    calls: list[bool] = []
+    monkeypatch.setattr(cli, "tune_cpu_allocator", lambda: calls.append(True) or True)
+    assert cli.main(["bench", "speedup", "polarity", "--seeds", "0"]) == 2  # a quick error
+    assert calls == [True]
