@@ -31,21 +31,12 @@ from torch import Tensor, nn
 
 from andersonn.errors import ConfigError
 from andersonn.solvers import SolverStats, get_solver
+from andersonn.solvers.base import autocast_state
 
 BACKWARD_MODES = ("implicit", "jfb", "unroll")
 
 _DEFAULT_FORWARD = {"tol": 1e-4, "max_iter": 50}
 _DEFAULT_BACKWARD = {"tol": 1e-6, "max_iter": 50}
-
-
-def _autocast_state(device_type: str) -> dict[str, Any]:
-    """The caller's autocast setting, to re-enter it when the backward pass evaluates the cell."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-        return {"enabled": enabled,
-                "dtype": torch.get_autocast_dtype(device_type) if enabled else None}
-    except (RuntimeError, TypeError):  # pragma: no cover - device without autocast support
-        return {"enabled": False}
 
 
 class DEQ(nn.Module):
@@ -132,14 +123,16 @@ class DEQ(nn.Module):
         batch = z_star.shape[0]
         x_rows = x_solve if isinstance(x_solve, Tensor) and x_solve.dim() > 0 \
             and x_solve.shape[0] == batch else None
-        autocast = _autocast_state(z_star.device.type)
+        # the forward's autocast, re-entered when the backward evaluates the cell again
+        autocast_on, autocast_dtype = autocast_state(z_star.device.type) or (False, None)
 
         def active_rows_graph(idx: Tensor) -> tuple[Tensor, Tensor]:
             """The cell re-evaluated at z* on the still-active rows only (under the forward's
             autocast), so that once the adjoint solve has compacted, a vector–Jacobian
             product costs what those rows cost instead of the whole batch's."""
             z_sub = z_star.index_select(0, idx).requires_grad_()
-            with torch.enable_grad(), torch.autocast(z_star.device.type, **autocast):
+            with torch.enable_grad(), torch.autocast(z_star.device.type, enabled=autocast_on,
+                                                     dtype=autocast_dtype):
                 return cell(z_sub, x_rows.index_select(0, idx)), z_sub
 
         def hook(grad: Tensor | None) -> Tensor | None:
@@ -147,22 +140,22 @@ class DEQ(nn.Module):
                 return None
             rows = torch.arange(batch, device=grad.device)
             full_rows = grad.new_zeros(grad.shape)
-            graph = {"rows": batch, "f": f_leaf, "z": z_leaf}
+            graph = {"f": f_leaf, "z": z_leaf}  # the evaluation the products go through
 
             def adjoint(g: Tensor, v: Tensor, idx: Tensor) -> Tensor:
                 n = g.shape[0]
-                if n != graph["rows"] and x_rows is not None:  # compacted: a smaller graph
+                if n != graph["z"].shape[0] and x_rows is not None:  # compacted: a smaller graph
                     graph["f"] = graph["z"] = None  # free the previous one first
                     graph["f"], graph["z"] = active_rows_graph(idx)
-                    graph["rows"] = n
-                if n == graph["rows"]:
+                rows_match = n == graph["z"].shape[0]
+                if rows_match:
                     gin = g.to(graph["f"].dtype)
                 else:  # x is not row-aligned: zero rows of the full batch give zero vjp
                     gin = full_rows.to(f_leaf.dtype).index_copy(0, idx, g.to(f_leaf.dtype))
                 with torch.enable_grad():
                     (vjp,) = torch.autograd.grad(graph["f"], graph["z"], gin, retain_graph=True)
                 del gin
-                if n != graph["rows"]:
+                if not rows_match:
                     vjp = vjp.index_select(0, idx)
                 return vjp.to(g.dtype) + v
 

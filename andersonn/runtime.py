@@ -21,7 +21,6 @@ threshold), which matters little next to a training job's working set.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -42,7 +41,7 @@ def _libc() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # glibc's soname; other C libraries are skipped
     except OSError:
         return None
     if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):

@@ -217,17 +217,25 @@ class _StallWatch:
         self.enabled = self.enabled[keep]
 
 
+def autocast_state(device_type: str) -> tuple[bool, torch.dtype | None] | None:
+    """The caller's autocast setting on ``device_type`` as (enabled, dtype); None on a device
+    without autocast support."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+        return enabled, (torch.get_autocast_dtype(device_type) if enabled else None)
+    except (RuntimeError, TypeError):  # pragma: no cover - device without autocast support
+        return None
+
+
 @contextlib.contextmanager
 def _autocast_off(device_type: str) -> Iterator[tuple[bool, torch.dtype | None]]:
     """Disable autocast for the solver's own arithmetic; yield the caller's autocast state."""
-    try:
-        enabled = torch.is_autocast_enabled(device_type)
-        dtype = torch.get_autocast_dtype(device_type) if enabled else None
-    except (RuntimeError, TypeError):  # pragma: no cover - device without autocast support
+    state = autocast_state(device_type)
+    if state is None:
         yield False, None
         return
     with torch.autocast(device_type=device_type, enabled=False):
-        yield enabled, dtype
+        yield state
 
 
 def merge_rows(best: Tensor, new: Tensor, take: Tensor, in_place: bool) -> Tensor:
