@@ -156,3 +156,32 @@ def test_solve_spd_matches_linalg_and_flags_what_is_not_positive_definite():
     bad[2, 3, 3] = float("nan")
     x, ok = solve_spd(bad, rhs)
     assert ok.tolist()[:4] == [False, False, False, True] and bool(ok[3:].all())
+
+
+class _Graph:
+    """Stands in for torch.cuda.CUDAGraph: capture_end fails as for an invalidated capture."""
+
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+
+    def capture_end(self) -> None:
+        if self.fails:
+            raise RuntimeError("operation failed due to a previous error during capture")
+
+
+def test_a_failed_capture_end_stops_the_pool_recording(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool",
+                        lambda index, pool: calls.append((index, pool)), raising=False)
+    graphs.end_capture(_Graph(fails=False), (0, 7), 2)
+    assert calls == []  # a good capture_end does it itself
+    with pytest.raises(RuntimeError, match="previous error"):
+        graphs.end_capture(_Graph(fails=True), (0, 7), 2)
+    assert calls == [(2, (0, 7))]
+
+    def already_done(index, pool):
+        raise RuntimeError("endAllocatePool: not currently recording to mempool_id")
+
+    monkeypatch.setattr(torch._C, "_cuda_endAllocateToPool", already_done)
+    with pytest.raises(RuntimeError, match="previous error"):  # the capture's error, not this
+        graphs.end_capture(_Graph(fails=True), (0, 7), 2)

@@ -25,6 +25,7 @@ replay checks that ``graph_advance`` predicts the counters the Python code actua
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -129,6 +130,14 @@ class _Capture(threading.local):
         stream, pool, _ = self.devices[index]
         return stream, pool
 
+    def renew(self, index: int) -> tuple[Any, Any]:
+        """A fresh pool for ``index`` after a failed capture, which may have left the old one
+        marked as recording; its anchor capture also resets the CUDA random generator."""
+        stream = self.devices[index][0]
+        pool = torch.cuda.graph_pool_handle()
+        self.devices[index] = (stream, pool, trivial_capture(stream, pool, index))
+        return stream, pool
+
 
 def trivial_capture(stream: Any, pool: Any, index: int) -> Any:
     """Capture one tiny kernel into ``pool`` and return the graph. Also what resets the CUDA
@@ -140,8 +149,33 @@ def trivial_capture(stream: Any, pool: Any, index: int) -> Any:
         try:
             torch.zeros(1, device=f"cuda:{index}").add_(1)
         finally:
-            graph.capture_end()
+            end_capture(graph, pool, index)
     return graph
+
+
+def end_capture(graph: Any, pool: Any, index: int) -> None:
+    """``graph.capture_end()``, leaving the allocator sane when the capture failed.
+
+    When the capture was invalidated (e.g. by a host sync), ``capture_end`` raises before it
+    tells the caching allocator to stop routing this thread's allocations to ``pool`` (torch
+    2.11): every later capture into the pool is refused ("already recording to mempool_id"),
+    including the one that resets the CUDA random generator. So that step is done here where
+    torch has the binding; the solver also moves on to a fresh pool (``_Capture.renew``).
+    """
+    try:
+        graph.capture_end()
+    except Exception:
+        # the allocator may keep a filter that refers to this graph: keep it alive
+        _FAILED_GRAPHS.append(graph)
+        stop = getattr(torch._C, "_cuda_endAllocateToPool", None)
+        if stop is not None:
+            # raises if capture_end got far enough to do it itself, or on another torch
+            with contextlib.suppress(Exception):
+                stop(index, pool)
+        raise
+
+
+_FAILED_GRAPHS: list[Any] = []
 
 
 _CAPTURE = _Capture()
@@ -230,7 +264,7 @@ class BlockGraphs:
                            "the solve went on without graphs"
             if not self.emulate:
                 try:  # a capture that ends in an error leaves the CUDA generator capturing
-                    trivial_capture(self.stream, self.pool, self.device_index)
+                    self.stream, self.pool = _CAPTURE.renew(self.device_index)
                 except Exception as again:
                     self.failure += f" (and the recovery capture failed too: {again})"
             eager()
@@ -254,7 +288,7 @@ class BlockGraphs:
                 block()
                 _copy_back(objs, saved)
             finally:
-                graph.capture_end()
+                end_capture(graph, self.pool, self.device_index)
         return graph
 
     def _replay(self, entry: _Captured, objs: Objects) -> list[dict[str, Any]] | None:
