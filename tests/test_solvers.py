@@ -522,3 +522,53 @@ def test_best_iterate_merge_matches_the_where_path(name, monkeypatch):
     assert stats_where.graph_blocks > 0
     assert torch.equal(z, z_where)
     assert torch.equal(stats.lowest_residual, stats_where.lowest_residual)
+
+
+def test_stall_watch_synced_update_equals_the_full_update():
+    # the CPU shortcut skips the transitions only where they would change nothing
+    from andersonn.solvers.base import _StallWatch
+
+    gen = torch.Generator().manual_seed(3)
+    start = torch.ones(6, dtype=F64)
+    full, synced = (_StallWatch(start, patience=3, min_steps=2) for _ in range(2))
+    best = start.clone()
+    skipped = 0
+    for _ in range(60):
+        # rows fall, stay flat or fall a little, at random: stalls, resumes and give-ups happen
+        step = torch.rand(6, generator=gen, dtype=F64)
+        best = torch.minimum(best, best * torch.where(step < 0.4, 0.5, 0.97))
+        expected = full.update(best, 2)
+        got = synced.update_synced(best, 2)
+        if got is None:
+            skipped += 1
+            assert not bool(expected.any())
+        else:
+            assert torch.equal(got, expected)
+        for name in ("anchor", "wait", "steps", "stalls", "plain", "enabled"):
+            assert torch.equal(getattr(synced, name), getattr(full, name)), name
+    assert 0 < skipped < 60 and int(full.stalls.sum()) > 0
+
+
+def test_anderson_full_ring_shortcut_equals_the_general_path(monkeypatch):
+    # eager CPU solves skip the masks of the small system while every slot is valid; the
+    # weights must be the general path's bit for bit, with restarts and stalls in the batch
+    from andersonn.solvers.anderson import _Anderson
+
+    f, args = relu_norm_cells(64, 16, seed=2)
+    z0 = torch.zeros(64, 16, dtype=F64)
+    opts = dict(tol=1e-12, max_iter=200, args=args)
+    used = []
+    shortcut = _Anderson._weights_all_valid
+
+    def counted(self):
+        alpha = shortcut(self)
+        used.append(alpha is not None)
+        return alpha
+
+    monkeypatch.setattr(_Anderson, "_weights_all_valid", counted)
+    z, stats = solve(f, z0, "anderson", **opts)
+    assert sum(used) > 20 and int(stats.stalled.sum()) > 0 and int(stats.rejected.sum()) > 0
+    monkeypatch.setattr(_Anderson, "_weights_all_valid", lambda self: None)
+    z_general, general = solve(f, z0, "anderson", **opts)
+    assert torch.equal(z, z_general) and torch.equal(stats.nfev, general.nfev)
+    assert torch.equal(stats.trace.nan_to_num(), general.trace.nan_to_num())

@@ -79,6 +79,9 @@ def solve_spd(a: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
     return aug[:, :, u], (lowest > 0) & torch.isfinite(lowest)
 
 
+_TINY = torch.finfo(torch.float64).tiny ** 0.5  # keeps the regularised system positive definite
+
+
 class _Workspace(threading.local):
     """Per-thread CPU storage for the history buffers, reused by the next solve on the thread.
 
@@ -126,6 +129,12 @@ class _Anderson:
         self.valid = torch.zeros(b, self.m, dtype=torch.bool, device=z.device)
         self.plain = torch.zeros(b, dtype=torch.bool, device=z.device)
         self.pos = self.used = 0
+        # Python-side facts that let eager CPU solves skip the masking in propose: no row takes
+        # plain steps, and every slot in use is valid once pos >= dirty_until (a restart
+        # invalidates a row's older slots until m more pairs have been inserted)
+        self.synced = z.device.type == "cpu"
+        self.any_plain = False
+        self.dirty_until = 0
         self._insert(fz, torch.sub(fz, z, out=self.residual_buffer()))
 
     def _alloc(self, b: int, n: int, like: Tensor) -> None:
@@ -192,12 +201,35 @@ class _Anderson:
                 return self.pool[-1]
         return self.F.new_empty(b, n)
 
+    def _weights_all_valid(self) -> Tensor | None:
+        """α (b, m) when the ring is full, every slot is valid and no row takes plain steps: the
+        general path's system without its masks (half the operations, which matters when f is
+        cheap). None where the general path must decide (a failed factorisation, a weight sum
+        that is not positive and finite)."""
+        gg, u = self.GG, self.m
+        reg = torch.diagonal(gg, dim1=1, dim2=2).sum(1) / u * self.lam + _TINY
+        a = gg + torch.diag_embed(reg.unsqueeze(1).expand(-1, u))
+        chol, info = torch.linalg.cholesky_ex(a)
+        w = torch.cholesky_solve(a.new_ones(a.shape[0], u, 1), chol).squeeze(2)
+        wsum = w.sum(1, keepdim=True)
+        low = float(wsum.min())
+        if int(info.max()) != 0 or not 0.0 < low < float("inf"):
+            return None
+        return w / wsum
+
     def propose(self) -> Tensor:
+        # only with a full ring: then the general path computes bit for bit the same weights
+        # (the same m×m system), so a row's iterates never depend on which path its batch took
+        fast = (self.synced and not self.capturable and not self.any_plain
+                and self.used == self.m and self.pos >= self.dirty_until)
+        alpha_u = self._weights_all_valid() if fast else None
+        if alpha_u is not None:
+            return self._mix(alpha_u.to(self.F.dtype).unsqueeze(1))
         valid = self.valid
         vf = valid.to(torch.float64)
         diag = torch.where(valid, torch.diagonal(self.GG, dim1=1, dim2=2), 0.0)
         scale = diag.sum(1) / vf.sum(1).clamp(min=1.0)
-        reg = self.lam * scale + torch.finfo(torch.float64).tiny ** 0.5
+        reg = self.lam * scale + _TINY
         pair = valid.unsqueeze(2) & valid.unsqueeze(1)
         a = torch.where(pair, self.GG, 0.0) + torch.diag_embed(
             torch.where(valid, reg.unsqueeze(1), 1.0)
@@ -215,6 +247,11 @@ class _Anderson:
         picard[:, self.last] = 1.0
         u = self.used
         alpha = torch.where(ok.unsqueeze(1), alpha, picard)[:, :u].to(self.F.dtype).unsqueeze(1)
+        return self._mix(alpha)
+
+    def _mix(self, alpha: Tensor) -> Tensor:
+        """The next iterate from the (b, 1, u) weights of the slots in use."""
+        u = self.used
         # Σα x + β Σα g = Σα f − (1 − β) Σα g  (x = f − g): one batched product when β = 1
         z = self._output()
         torch.bmm(alpha, self.F[:, :u], out=z.unsqueeze(1))
@@ -233,11 +270,15 @@ class _Anderson:
 
     def plain_steps(self, rows: Tensor) -> None:
         """Rows marked True propose the plain step z + βg from their newest pair (stagnation)."""
+        if rows is not self.plain and self.synced and not self.capturable:
+            self.any_plain = bool(rows.any())
         self.plain = rows
 
     def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
         if restart is not None:
             self.valid &= ~restart.unsqueeze(1)
+            if not self.capturable:  # graph blocks must not change Python state (graph_advance)
+                self.dirty_until = self.pos + self.m
         self._insert(fz, g)
 
     def select(self, keep: Tensor) -> None:

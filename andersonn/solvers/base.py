@@ -191,15 +191,34 @@ class _StallWatch:
         self.stalls = zeros  # stalls so far
         self.plain = torch.zeros_like(best_res, dtype=torch.bool)  # rows taking plain steps
         self.enabled = ~self.plain  # rows that may still stall
+        self.any_plain = False  # (update_synced only) whether plain may hold a True
 
     def update(self, best_res: Tensor, iterations: int = 1) -> Tensor:
         """Advance ``iterations`` iterations (the driver calls this once per convergence check,
         so on a GPU it costs a dozen small kernels per ``check_every`` iterations, not per
         iteration); return the rows that stall now (to restart from their best)."""
+        self._advance(best_res, iterations)
+        return self._transitions()
+
+    def update_synced(self, best_res: Tensor, iterations: int = 1) -> Tensor | None:
+        """:meth:`update` where a host sync is free (the CPU): while no row takes plain steps
+        and none has waited ``patience`` iterations, only the progress bookkeeping runs — the
+        transitions would change nothing — and None (no row stalls) is returned."""
+        self._advance(best_res, iterations)
+        if not self.any_plain and int(self.wait.max()) < self.patience:
+            return None
+        stall = self._transitions()
+        self.any_plain = bool(self.plain.any())
+        return stall
+
+    def _advance(self, best_res: Tensor, iterations: int) -> None:
         gain = best_res <= STALL_GAIN * self.anchor
         self.anchor = torch.where(gain, best_res, self.anchor)
         self.wait = torch.where(gain, 0, self.wait + iterations)
-        steps = self.steps + iterations
+        self.steps = self.steps + iterations
+
+    def _transitions(self) -> Tensor:
+        steps = self.steps
         fell = self.wait < steps  # the best fell since the stall (at the stall, wait >= patience)
         resume = self.plain & fell & (steps >= self.min_steps)
         give_up = self.plain & ~fell & (steps >= STALL_GIVE_UP * self.patience)
@@ -309,7 +328,9 @@ def run(
     with torch.no_grad(), _autocast_off(device.type) as (ac_enabled, ac_dtype):
 
         def call(z: Tensor, active_args: tuple[Any, ...]) -> Tensor:
-            zin = z.view(z.shape[0], *shape).to(in_dtype)
+            zin = z.view(z.shape[0], *shape)
+            if zin.dtype != in_dtype:  # a Python test is cheaper than a no-op .to() dispatch
+                zin = zin.to(in_dtype)
             if ac_enabled:  # no weight-cast cache in graphs: it would outlive the capture
                 with torch.autocast(device_type=device.type, dtype=ac_dtype,
                                     cache_enabled=not cuda_graph):
@@ -321,7 +342,8 @@ def run(
                 raise InputError(
                     f"{name}: f must return a tensor shaped like z {tuple(zin.shape)}, got {got}"
                 )
-            return out.reshape(z.shape[0], -1).to(hdtype)
+            out = out.reshape(z.shape[0], -1)
+            return out if out.dtype == hdtype else out.to(hdtype)
 
         def residual(g: Tensor, fz: Tensor) -> Tensor:
             r = torch.linalg.vector_norm(g, dim=1)
@@ -421,9 +443,13 @@ def run(
                 restart = over | ~finite
                 s.rejected += restart
             if watch is not None and watch_iterations:
-                stall = watch.update(s.best_res, watch_iterations)
+                if cheap_sync:
+                    stall = watch.update_synced(s.best_res, watch_iterations)
+                else:
+                    stall = watch.update(s.best_res, watch_iterations)
                 method.plain_steps(watch.plain)  # type: ignore[attr-defined]
-                restart = stall if restart is None else restart | stall
+                if stall is not None:
+                    restart = stall if restart is None else restart | stall
             if restart is not None:
                 s.restarted = restart
                 if not cheap_sync or bool(restart.any()):
@@ -437,7 +463,6 @@ def run(
 
         while True:
             if is_check(k):
-                rows = torch.arange(batch, device=device) if idx is None else idx
                 if k > flushed:
                     columns = s.trace_block[:, : k - flushed]
                     if idx is None:
@@ -448,7 +473,11 @@ def run(
                 done = s.best_res <= tol
                 s.bad &= s.alive
                 retire = (done | s.bad) & s.alive if k < max_iter else s.alive.clone()
+                # global rows of the active set (made only when needed: one op less per check)
+                rows = idx
                 if bool(retire.any()):
+                    if rows is None:
+                        rows = torch.arange(batch, device=device)
                     n_bad = int(s.bad.sum())
                     if n_bad:
                         bad_rows = rows[s.bad].tolist()
@@ -489,6 +518,8 @@ def run(
                 if (s.alive.numel() - n_alive) * compact >= s.alive.numel():
                     keep = s.alive
                     kept = keep.nonzero().squeeze(1)  # index_select: ~3x faster than a mask
+                    if rows is None:
+                        rows = torch.arange(batch, device=device)
                     idx = rows.index_select(0, kept)
                     for key, value in list(vars(s).items()):
                         setattr(s, key, value.index_select(0, kept))
