@@ -6,7 +6,8 @@ Loads a training run (``andersonn train``), takes consecutive batches of its tra
 (the run's batch size), and times ``loss.backward()`` steps in training mode (no optimiser step,
 so every solver sees the same weights). Prints the mean and median step time after 4 warm-up
 steps, the forward- and backward-solve wall times, and the backward f evaluations (mean per
-sample, and the batch maximum averaged over batches). Compare code versions with
+sample, and the batch maximum averaged over batches) and the forward solve's f evaluations (mean per
+sample) and iterations (its slowest row). Compare code versions with
 ``PYTHONPATH=<checkout> python scripts/step_time.py ...`` in the same session.
 """
 
@@ -49,7 +50,7 @@ def main() -> None:
     rows = ds.split_indices("train")
     labels = np.asarray(ds.labels)
     bs = int(train["batch_size"])
-    steps, fwd, bwd, nfev, nfev_max = [], [], [], [], []
+    steps, fwd, bwd, nfev, nfev_max, fwd_nfev, fwd_iters = [], [], [], [], [], [], []
     for i in range(WARM_UP + args.batches):
         idx = np.sort(rows[i * bs:(i + 1) * bs])
         xb = torch.as_tensor(np.asarray(ds.images[idx], dtype=np.float32))
@@ -66,9 +67,12 @@ def main() -> None:
         fwd.append(stats["forward"].wall_time)
         bwd.append(stats["backward"].wall_time)
         nfev.append(float(stats["backward"].nfev.double().mean()))
+        fwd_nfev.append(float(stats["forward"].nfev.double().mean()))
+        fwd_iters.append(stats["forward"].iterations)
         nfev_max.append(float(stats["backward"].nfev.max()))
     print(f"{args.solver}: step {np.mean(steps) * 1e3:.0f} ms (median "
-          f"{np.median(steps) * 1e3:.0f}), forward solve {np.mean(fwd) * 1e3:.0f} ms, backward "
+          f"{np.median(steps) * 1e3:.0f}), forward solve {np.mean(fwd) * 1e3:.0f} ms (f-evals "
+          f"mean {np.mean(fwd_nfev):.1f}, iterations {np.mean(fwd_iters):.1f}), backward "
           f"solve {np.mean(bwd) * 1e3:.0f} ms, backward f-evals mean {np.mean(nfev):.1f} "
           f"max {np.mean(nfev_max):.1f}")
 
