@@ -572,3 +572,52 @@ def test_anderson_full_ring_shortcut_equals_the_general_path(monkeypatch):
     z_general, general = solve(f, z0, "anderson", **opts)
     assert torch.equal(z, z_general) and torch.equal(stats.nfev, general.nfev)
     assert torch.equal(stats.trace.nan_to_num(), general.trace.nan_to_num())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_anderson_in_place_compaction_equals_a_gather(seed):
+    # kept rows move down in chunks no longer than their shift; every pattern of runs and gaps
+    # must give what an index_select gives, for the slots in use
+    from andersonn.solvers.anderson import _Anderson
+
+    gen = torch.Generator().manual_seed(seed)
+    b, m, n = 23, 5, 7
+    method = _Anderson(m, 1e-4, 1.0)
+    z = torch.randn(b, n, generator=gen, dtype=F64)
+    method.init(z, z + 1.0)
+    for _ in range(3):  # three slots in use: the unused ones must not matter
+        method.accept(z, z, torch.randn(b, n, generator=gen, dtype=F64), None)
+    method.F.copy_(torch.randn(b, m, n, generator=gen, dtype=F64))
+    method.G.copy_(torch.randn(b, m, n, generator=gen, dtype=F64))
+    keep = torch.rand(b, generator=gen) < (0.3, 0.6, 0.9, 0.97)[seed]
+    keep[0] = seed % 2 == 0  # with and without a kept first row
+    rows = keep.nonzero().squeeze(1)
+    u = method.used
+    expected_f, expected_g = (t[:, :u].index_select(0, rows) for t in (method.F, method.G))
+    storage = method.F.untyped_storage().data_ptr()
+    method.select(keep)
+    assert method.F.shape[0] == int(keep.sum())
+    assert method.F.untyped_storage().data_ptr() == storage  # no new buffer
+    assert torch.equal(method.F[:, :u], expected_f) and torch.equal(method.G[:, :u], expected_g)
+    method.close()
+
+
+def test_anderson_cpu_shortcuts_give_the_accelerator_path_results(monkeypatch):
+    # in-place compaction and the full-ring system (CPU) against the gather and the general
+    # system (what accelerators run), bit for bit, through many compactions
+    from andersonn.solvers.anderson import _Anderson
+
+    f, (a, b), _ = linear_problem(40, 24, 0.97, seed=5)
+    a = a * torch.linspace(0.2, 1.0, 40, dtype=F64).view(40, 1, 1)  # staggered retirement
+    opts = dict(tol=1e-12, max_iter=600, args=(a, b))
+    z, stats = solve(f, torch.zeros(40, 24, dtype=F64), "anderson", **opts)
+    assert len(set(stats.nfev.tolist())) > 10  # many compactions
+    monkeypatch.setattr(_Anderson, "_compact_in_place", lambda self, kept: pytest.fail("used"))
+
+    def init(self, z, fz, _init=_Anderson.init):
+        _init(self, z, fz)
+        self.synced = False  # as on an accelerator
+
+    monkeypatch.setattr(_Anderson, "init", init)
+    z_gather, gathered = solve(f, torch.zeros(40, 24, dtype=F64), "anderson", **opts)
+    assert torch.equal(z, z_gather) and torch.equal(stats.nfev, gathered.nfev)
