@@ -605,14 +605,19 @@ def test_anderson_in_place_compaction_equals_a_gather(seed):
 def test_anderson_cpu_shortcuts_give_the_accelerator_path_results(monkeypatch):
     # in-place compaction and the full-ring system (CPU) against the gather and the general
     # system (what accelerators run), bit for bit, through many compactions
+    import importlib
+
     from andersonn.solvers.anderson import _Anderson
+
+    anderson_module = importlib.import_module("andersonn.solvers.anderson")
 
     f, (a, b), _ = linear_problem(40, 24, 0.97, seed=5)
     a = a * torch.linspace(0.2, 1.0, 40, dtype=F64).view(40, 1, 1)  # staggered retirement
     opts = dict(tol=1e-12, max_iter=600, args=(a, b))
     z, stats = solve(f, torch.zeros(40, 24, dtype=F64), "anderson", **opts)
     assert len(set(stats.nfev.tolist())) > 10  # many compactions
-    monkeypatch.setattr(_Anderson, "_compact_in_place", lambda self, kept: pytest.fail("used"))
+    monkeypatch.setattr(anderson_module, "compact_rows_in_place",
+                        lambda *a: pytest.fail("in-place compaction used"))
 
     def init(self, z, fz, _init=_Anderson.init):
         _init(self, z, fz)
@@ -620,4 +625,32 @@ def test_anderson_cpu_shortcuts_give_the_accelerator_path_results(monkeypatch):
 
     monkeypatch.setattr(_Anderson, "init", init)
     z_gather, gathered = solve(f, torch.zeros(40, 24, dtype=F64), "anderson", **opts)
+    assert torch.equal(z, z_gather) and torch.equal(stats.nfev, gathered.nfev)
+
+
+@pytest.mark.parametrize("name", ["anderson", "broyden"])
+def test_in_place_compaction_equals_a_gathering_compaction(name, monkeypatch):
+    import importlib
+
+    module = importlib.import_module(f"andersonn.solvers.{name}")
+    f, (a, b), _ = linear_problem(40, 24, 0.97, seed=6)
+    a = a * torch.linspace(0.2, 1.0, 40, dtype=F64).view(40, 1, 1)  # staggered retirement
+    opts = dict(tol=1e-12, max_iter=600, args=(a, b))
+    calls = []
+    in_place = module.compact_rows_in_place
+
+    def counted(buffers, kept, slots):
+        calls.append(len(kept))
+        return in_place(buffers, kept, slots)
+
+    monkeypatch.setattr(module, "compact_rows_in_place", counted)
+    z, stats = solve(f, torch.zeros(40, 24, dtype=F64), name, **opts)
+    assert len(calls) >= 5
+
+    def gather(buffers, kept, slots):
+        rows = torch.tensor(kept, dtype=torch.long)
+        return [buf.index_select(0, rows) for buf in buffers]
+
+    monkeypatch.setattr(module, "compact_rows_in_place", gather)
+    z_gather, gathered = solve(f, torch.zeros(40, 24, dtype=F64), name, **opts)
     assert torch.equal(z, z_gather) and torch.equal(stats.nfev, gathered.nfev)

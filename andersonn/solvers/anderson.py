@@ -38,7 +38,13 @@ import torch
 from torch import Tensor
 
 from andersonn.errors import ConfigError
-from andersonn.solvers.base import FixedPointMap, SolverStats, check_options, run
+from andersonn.solvers.base import (
+    FixedPointMap,
+    SolverStats,
+    check_options,
+    compact_rows_in_place,
+    run,
+)
 
 
 def _unshared(buf: Tensor, python_refs: int) -> bool:
@@ -286,7 +292,8 @@ class _Anderson:
         rows = keep.nonzero().squeeze(1)  # index_select: ~3x faster than a boolean mask
         b, n = rows.numel(), self.F.shape[2]
         if self.synced and not self.capturable:
-            self._compact_in_place(rows.tolist())
+            self.F, self.G = compact_rows_in_place((self.F, self.G), rows.tolist(), u)
+            self.pool = []  # recycled iterate buffers have the old row count
         else:
             # copy only the slots in use (the rest stay uninitialised); the selection makes
             # copies first, so this is safe when the new buffers reuse the old (workspace) storage
@@ -297,34 +304,6 @@ class _Anderson:
             self.G[:, :u] = kept_g
         self.GG, self.valid, self.plain = (t.index_select(0, rows)
                                            for t in (self.GG, self.valid, self.plain))
-
-    def _compact_in_place(self, kept: list[int]) -> None:
-        """Move the kept rows (ascending) of F and G to the front of their buffers (CPU).
-
-        Only rows that change place are copied, once, without a new allocation (gathering into
-        new buffers copied every kept row twice and page-faulted the copy in). A run of
-        consecutive kept rows moves down by its shift in chunks no longer than the shift, so a
-        chunk's source and destination never overlap and nothing is read after being
-        overwritten (every destination lies below every source still to be read).
-        """
-        u, dst, j = self.used, 0, 0
-        while j < len(kept):
-            end = j + 1
-            while end < len(kept) and kept[end] == kept[end - 1] + 1:
-                end += 1
-            start, length = kept[j], end - j
-            shift = start - dst
-            done = 0
-            while shift and done < length:
-                size = min(shift, length - done)
-                for buf in (self.F, self.G):
-                    buf[dst + done:dst + done + size, :u].copy_(
-                        buf[start + done:start + done + size, :u])
-                done += size
-            dst += length
-            j = end
-        self.F, self.G = self.F[:len(kept)], self.G[:len(kept)]
-        self.pool = []  # recycled iterate buffers have the old row count
 
     def close(self) -> None:
         """Hand the workspace back (the solve is over); drop references to the buffers."""

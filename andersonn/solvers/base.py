@@ -276,6 +276,36 @@ def merge_rows(best: Tensor, new: Tensor, take: Tensor, in_place: bool) -> Tenso
     return target
 
 
+def compact_rows_in_place(buffers: Sequence[Tensor], kept: list[int], slots: int
+                          ) -> list[Tensor]:
+    """Move the rows ``kept`` (ascending) of contiguous (b, m, n) history buffers to the front,
+    slots ``[:slots]`` only, and return the (len(kept), m, n) prefix views (CPU compaction).
+
+    Only rows that change place are copied, once, without a new allocation (a gather into new
+    buffers copies every kept row, and a copy back into reused storage copies it again). A run
+    of consecutive kept rows moves down by its shift in chunks no longer than the shift, so a
+    chunk's source and destination never overlap and nothing is read after being overwritten
+    (every destination lies below every source still to be read).
+    """
+    dst, j = 0, 0
+    while j < len(kept):
+        end = j + 1
+        while end < len(kept) and kept[end] == kept[end - 1] + 1:
+            end += 1
+        start, length = kept[j], end - j
+        shift = start - dst
+        done = 0
+        while shift and done < length:
+            size = min(shift, length - done)
+            for buf in buffers:
+                buf[dst + done:dst + done + size, :slots].copy_(
+                    buf[start + done:start + done + size, :slots])
+            done += size
+        dst += length
+        j = end
+    return [buf[:len(kept)] for buf in buffers]
+
+
 def history_dtype_for(dtype: torch.dtype) -> torch.dtype:
     """float64 input keeps float64; everything else (fp32, bf16, fp16) is kept in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
