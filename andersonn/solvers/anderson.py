@@ -207,13 +207,18 @@ class _Anderson:
                 return self.pool[-1]
         return self.F.new_empty(b, n)
 
+    def _tikhonov(self, diag_sum: Tensor, count: Tensor | int) -> Tensor:
+        """λ̃ = λ · mean ‖g_i‖² over the valid slots (+ a floor that keeps the system positive
+        definite); one expression for both paths, whose weights must agree bit for bit."""
+        return self.lam * (diag_sum / count) + _TINY
+
     def _weights_all_valid(self) -> Tensor | None:
         """α (b, m) when the ring is full, every slot is valid and no row takes plain steps: the
         general path's system without its masks (half the operations, which matters when f is
         cheap). None where the general path must decide (a failed factorisation, a weight sum
         that is not positive and finite)."""
         gg, u = self.GG, self.m
-        reg = torch.diagonal(gg, dim1=1, dim2=2).sum(1) / u * self.lam + _TINY
+        reg = self._tikhonov(torch.diagonal(gg, dim1=1, dim2=2).sum(1), u)
         a = gg + torch.diag_embed(reg.unsqueeze(1).expand(-1, u))
         chol, info = torch.linalg.cholesky_ex(a)
         w = torch.cholesky_solve(a.new_ones(a.shape[0], u, 1), chol).squeeze(2)
@@ -234,8 +239,7 @@ class _Anderson:
         valid = self.valid
         vf = valid.to(torch.float64)
         diag = torch.where(valid, torch.diagonal(self.GG, dim1=1, dim2=2), 0.0)
-        scale = diag.sum(1) / vf.sum(1).clamp(min=1.0)
-        reg = self.lam * scale + _TINY
+        reg = self._tikhonov(diag.sum(1), vf.sum(1).clamp(min=1.0))
         pair = valid.unsqueeze(2) & valid.unsqueeze(1)
         a = torch.where(pair, self.GG, 0.0) + torch.diag_embed(
             torch.where(valid, reg.unsqueeze(1), 1.0)
@@ -291,7 +295,7 @@ class _Anderson:
         u = self.used
         rows = keep.nonzero().squeeze(1)  # index_select: ~3x faster than a boolean mask
         b, n = rows.numel(), self.F.shape[2]
-        if self.synced and not self.capturable:
+        if self.synced:
             self.F, self.G = compact_rows_in_place((self.F, self.G), rows.tolist(), u)
             self.pool = []  # recycled iterate buffers have the old row count
         else:

@@ -491,6 +491,10 @@ def run(
             method.accept(z, fz, g, restart)
             s.res = res
 
+        def global_rows() -> Tensor:
+            """Global row numbers of the active set (built only where a check needs them)."""
+            return torch.arange(batch, device=device) if idx is None else idx
+
         while True:
             if is_check(k):
                 if k > flushed:
@@ -503,11 +507,8 @@ def run(
                 done = s.best_res <= tol
                 s.bad &= s.alive
                 retire = (done | s.bad) & s.alive if k < max_iter else s.alive.clone()
-                # global rows of the active set (made only when needed: one op less per check)
-                rows = idx
                 if bool(retire.any()):
-                    if rows is None:
-                        rows = torch.arange(batch, device=device)
+                    rows = global_rows()
                     n_bad = int(s.bad.sum())
                     if n_bad:
                         bad_rows = rows[s.bad].tolist()
@@ -548,9 +549,7 @@ def run(
                 if (s.alive.numel() - n_alive) * compact >= s.alive.numel():
                     keep = s.alive
                     kept = keep.nonzero().squeeze(1)  # index_select: ~3x faster than a mask
-                    if rows is None:
-                        rows = torch.arange(batch, device=device)
-                    idx = rows.index_select(0, kept)
+                    idx = global_rows().index_select(0, kept)
                     for key, value in list(vars(s).items()):
                         setattr(s, key, value.index_select(0, kept))
                     best_owned[0] = True  # fresh copies
