@@ -2,7 +2,11 @@
 
 ``Classifier.load(run_dir)`` reads a finished run (safetensors weights + ``config.json``) and
 refuses one whose featuriser version differs from the installed one, because its images would
-mean something else. Inputs are images ``(N, C, H, W)`` or structures: SMILES strings, structure
+mean something else. Every structure is checked against the run's applicability domain
+(:mod:`andersonn.data.domain`): a molecule given to a crystal model (or the reverse) fails,
+elements no training structure held and molecule sizes outside the training range come back as
+warnings (``Prediction.warnings``; :class:`DomainWarning` from ``predict``/``predict_proba``).
+Inputs are images ``(N, C, H, W)`` or structures: SMILES strings, structure
 files (xyz, sdf, mol, cif, POSCAR), :class:`andersonn.structures.Structure` objects, or text
 files listing such inputs one per line. ``Scientist`` is another name for ``Classifier``.
 """
@@ -14,6 +18,7 @@ import dataclasses
 import io
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,18 +26,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from andersonn.data.domain import Domain
 from andersonn.errors import AndersonnError, InputError
 from andersonn.fileio import atomic_write_json, atomic_write_text
 
-__all__ = ["Classifier", "Prediction", "Scientist", "expand_inputs", "format_table",
-           "write_predictions"]
+__all__ = ["Classifier", "DomainWarning", "Prediction", "Scientist", "expand_inputs",
+           "format_table", "write_predictions"]
 
 LIST_SUFFIXES = {".txt", ".lst", ".list", ".smi", ".smiles"}
 
 
+class DomainWarning(UserWarning):
+    """Inputs lie outside what the model was trained on (unseen elements, unusual sizes)."""
+
+
 @dataclasses.dataclass
 class Prediction:
-    """The outcome for one input: its class and probabilities, or why it failed."""
+    """The outcome for one input: its class and probabilities, or why it failed; ``warnings``
+    say where a readable input lies outside the model's training domain."""
 
     input: str
     ok: bool
@@ -40,11 +51,13 @@ class Prediction:
     probabilities: dict[str, float] | None = None
     iterations: float | None = None
     error: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (the ``--out FILE.json`` record)."""
         return {"input": self.input, "ok": self.ok, "class": self.label,
                 "probabilities": self.probabilities, "iterations": self.iterations,
-                "error": self.error}
+                "error": self.error, "warnings": list(self.warnings)}
 
 
 def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
@@ -88,7 +101,8 @@ class Classifier:
 
     ``Classifier(**train_config)`` takes any :class:`andersonn.training.TrainConfig` field
     (``model="deq"``, ``solver="anderson"``, ``epochs``, ``hidden``, ...).
-    Fitted attributes: ``model_``, ``classes_``, ``config_`` (the run config), ``spec_``.
+    Fitted attributes: ``model_``, ``classes_``, ``config_`` (the run config), ``spec_``,
+    ``domain_`` (:class:`andersonn.data.domain.Domain` of the training split, or ``None``).
     """
 
     def __init__(self, **config: Any) -> None:
@@ -99,6 +113,7 @@ class Classifier:
         self.classes_: list[str] = []
         self.config_: dict[str, Any] = {}
         self.spec_: Any = None
+        self.domain_: Domain | None = None
         self.device = torch.device("cpu")
         self.batch_size = 256
 
@@ -118,6 +133,7 @@ class Classifier:
         self.model_, self.config_ = model, run_config
         self.classes_ = [str(c) for c in run_config.get("classes", [])]
         self.spec_ = None
+        self.domain_ = _run_domain(run_dir, run_config)
         version = run_config.get("featurizer_version")
         if version is not None and run_config.get("image_spec") is not None:
             spec = self._spec()
@@ -166,6 +182,7 @@ class Classifier:
                            progress=progress)
         self.model_, self.config_ = result.model, result.run_config
         self.classes_ = names
+        self.domain_ = None  # images carry no elements: nothing to check inputs against
         return self
 
     @staticmethod
@@ -199,15 +216,25 @@ class Classifier:
     def featurize(self, inputs: Sequence[Any]) -> tuple[np.ndarray, list[int], list[str]]:
         """Images of the inputs that could be read; returns (images, ok_indices, errors) where
         ``errors[i]`` is the one-line reason input ``i`` failed ("" when it did not)."""
+        return self._featurize(inputs)[:3]
+
+    def _featurize(self, inputs: Sequence[Any]
+                   ) -> tuple[np.ndarray, list[int], list[str], list[list[str]]]:
+        """:meth:`featurize` plus the domain warnings of each input."""
         from andersonn.images import encode
         from andersonn.structures import read_structure
 
         spec = self._spec()
         images, ok, errors = [], [], []
+        notes: list[list[str]] = [[] for _ in inputs]
         for i, item in enumerate(inputs):
             try:
                 structure = item if hasattr(item, "elements") or not isinstance(
                     item, (str, os.PathLike)) else read_structure(item)
+                if self.domain_ is not None and hasattr(structure, "summary"):
+                    problem, notes[i] = self.domain_.check(structure.summary())
+                    if problem is not None:
+                        raise InputError(problem)
                 img = np.asarray(encode(structure, spec), dtype=np.float32)
                 if tuple(img.shape) != tuple(self.config_.get("image_shape", img.shape)):
                     raise InputError(f"image shape {img.shape} does not fit the model")
@@ -218,7 +245,8 @@ class Classifier:
                 errors.append(_one_line(exc))
         shape = tuple(self.config_.get("image_shape", (0, 0, 0)))
         arr = np.stack(images) if images else np.zeros((0, *shape), np.float32)
-        return arr, ok, errors
+        readable = set(ok)
+        return arr, ok, errors, [n if i in readable else [] for i, n in enumerate(notes)]
 
     # -- inference ---------------------------------------------------------------------------
     def _check_fitted(self) -> torch.nn.Module:
@@ -248,10 +276,14 @@ class Classifier:
         if isinstance(X, (np.ndarray, torch.Tensor)) and np.ndim(X) == 4:
             return np.asarray(X, dtype=np.float32)
         items = expand_inputs([X] if isinstance(X, (str, os.PathLike)) else X)
-        images, _ok, errors = self.featurize(items)
+        images, _ok, errors, notes = self._featurize(items)
         bad = [f"{_input_name(items[i])}: {e}" for i, e in enumerate(errors) if e]
         if bad:
             raise InputError(f"{len(bad)} input(s) could not be featurised: {'; '.join(bad[:5])}")
+        outside = [f"{_input_name(items[i])}: {'; '.join(n)}" for i, n in enumerate(notes) if n]
+        if outside:
+            warnings.warn(f"{len(outside)} input(s) outside the training domain: "
+                          f"{' | '.join(outside[:5])}", DomainWarning, stacklevel=3)
         return images
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -266,7 +298,7 @@ class Classifier:
     def predict_inputs(self, inputs: Sequence[Any]) -> list[Prediction]:
         """Predict each input; unreadable ones get ``ok=False`` and a one-line ``error``."""
         items = expand_inputs(inputs)
-        images, ok, errors = self.featurize(items)
+        images, ok, errors, notes = self._featurize(items)
         probs, iters = self._infer(images) if ok else (np.zeros((0, 0)), np.zeros(0))
         out = [Prediction(_input_name(item), False, error=errors[i])
                for i, item in enumerate(items)]
@@ -274,11 +306,25 @@ class Classifier:
             p = probs[row]
             out[i] = Prediction(_input_name(items[i]), True, self.classes_[int(p.argmax())],
                                 {c: float(v) for c, v in zip(self.classes_, p, strict=False)},
-                                float(iters[row]))
+                                float(iters[row]), warnings=notes[i])
         return out
 
 
 Scientist = Classifier
+
+
+def _run_domain(run_dir: str | Path, run_config: dict[str, Any]) -> Domain | None:
+    """The run's recorded domain; for runs that predate it, the kind its task implies."""
+    from andersonn.data.tasks import TASKS
+
+    record = run_config.get("domain")
+    if record:
+        try:
+            return Domain.from_dict(record)
+        except (TypeError, ValueError) as exc:
+            raise AndersonnError(f"{run_dir}: config.json has a malformed domain ({exc})") from None
+    task = TASKS.get(str(run_config.get("task")))
+    return Domain(task.kind) if task is not None else None
 
 
 class _ArrayDataset:
@@ -297,7 +343,8 @@ def format_table(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
     rows = [["input", "class", *[f"p({c})" for c in classes], "iterations"]]
     for p in preds:
         if p.ok and p.probabilities is not None:
-            rows.append([p.input, str(p.label), *[f"{p.probabilities[c]:.3f}" for c in classes],
+            label = f"{p.label}{' *' if p.warnings else ''}"
+            rows.append([p.input, label, *[f"{p.probabilities[c]:.3f}" for c in classes],
                          f"{p.iterations:.1f}" if p.iterations is not None else "-"])
         else:
             rows.append([p.input, "ERROR", *["-"] * len(classes), "-"])
@@ -308,6 +355,8 @@ def format_table(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
         first = r[0] if len(r[0]) <= 60 else "…" + r[0][-59:]
         lines.append("  ".join([first.ljust(widths[0])] +
                                [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]))
+    if any(p.ok and p.warnings for p in preds):
+        lines.append("* outside the model's training domain (see the warnings)")
     return "\n".join(lines)
 
 
@@ -323,13 +372,13 @@ def write_predictions(path: str | Path, preds: Sequence[Prediction], classes: Se
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(["input", "status", "class", *[f"p_{c}" for c in classes],
-                         "iterations", "error"])
+                         "iterations", "error", "warnings"])
         for p in preds:
             probs = [f"{p.probabilities[c]:.6f}" for c in classes] if p.probabilities else \
                 [""] * len(classes)
             writer.writerow([p.input, "ok" if p.ok else "error", p.label or "", *probs,
                              "" if p.iterations is None else f"{p.iterations:.2f}",
-                             p.error or ""])
+                             p.error or "", "; ".join(p.warnings)])
         atomic_write_text(path, buf.getvalue())
     else:
         raise InputError(f"{path}: --out must end in .json or .csv")

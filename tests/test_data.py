@@ -31,6 +31,7 @@ from andersonn.data import build as build_mod
 from andersonn.data import clean as clean_mod
 from andersonn.data.archives import ARCHIVES, ensure_archive, iter_tar_members, read_tar_member
 from andersonn.data.cache import is_complete
+from andersonn.data.domain import Domain
 from andersonn.data.materials_project import GAPS_MEMBER, parse_structure_dict
 from andersonn.data.splits import stratified_split, stratified_subset
 from andersonn.errors import AndersonnError
@@ -612,6 +613,11 @@ def test_real_featuriser_builds_fixture_datasets(
         assert ds.images.shape[1:] == tuple(images.IMAGE_SPECS[task].shape)
         assert ds.meta["featurizer_version"] == images.IMAGE_SPECS[task].featurizer_version
         assert np.isfinite(ds.images).all()
+        domain = Domain.from_dict(ds.meta["domain"])  # over the training split only
+        assert domain.kind == TASKS[task].kind and domain.n == int((ds.splits == 0).sum())
+        assert domain.elements and max(domain.elements.values()) <= domain.n
+        if task == "polarity":
+            assert set(domain.elements) <= {"H", "C", "N", "O", "F"}
 
 
 @pytest.mark.network

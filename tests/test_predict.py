@@ -13,9 +13,10 @@ import torch
 
 from andersonn.cli import main
 from andersonn.data.cache import open_cache, write_cache
+from andersonn.data.domain import Domain
 from andersonn.errors import AndersonnError
 from andersonn.images import IMAGE_SPECS, encode
-from andersonn.predict import Classifier, Scientist, expand_inputs
+from andersonn.predict import Classifier, DomainWarning, Scientist, expand_inputs
 from andersonn.structures import read_structure
 from andersonn.training import TrainConfig, train
 
@@ -28,14 +29,17 @@ SMILES = ["CCO", "CC", "CCC", "CO", "CCN", "CCCC", "OCCO", "C=C", "CC(=O)O", "CC
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = IMAGE_SPECS["polarity"]
-    images = np.stack([encode(read_structure(s), spec) for s in SMILES])
+    structures = [read_structure(s) for s in SMILES]
+    images = np.stack([encode(s, spec) for s in structures])
     labels = np.array([int(any(a in s for a in "NO")) for s in SMILES])
     splits = np.array([0] * 12 + [1] * 4 + [2] * 4, np.int8)
+    domain = Domain.from_summaries(s.summary() for s in structures[:12])  # no Cl in training
     root = tmp_path_factory.mktemp("predict")
     cache = write_cache(root / "cache", images=images, labels=labels, ids=SMILES, splits=splits,
                         classes=["weakly polar", "strongly polar"],
                         meta={"task": "polarity", "featurizer_version": spec.featurizer_version,
-                              "image_spec": spec.to_dict(), "label_rule": "has N or O"})
+                              "image_spec": spec.to_dict(), "label_rule": "has N or O",
+                              "domain": domain.to_dict()})
     cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False)
     train(cfg, root / "run", dataset=open_cache(cache), progress=False)
     return root / "run"
@@ -84,6 +88,56 @@ def test_all_bad_exits_nonzero_and_table(run_dir: Path, capsys: pytest.CaptureFi
     assert main(["predict", str(run_dir), "CCO", "--solver", "forward", "--tol", "1e-4"]) == 0
     out = capsys.readouterr().out
     assert "CCO" in out and "iterations" in out
+
+
+def test_inputs_checked_against_the_training_domain(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clf = Classifier.load(run_dir)
+    assert clf.domain_ is not None and clf.domain_.kind == "molecule"
+    assert set(clf.domain_.elements or {}) == {"H", "C", "N", "O"}
+    long_chain = "C" * 40  # 122 atoms; the training molecules have 6 (CO) to 18 (C1CCCCC1)
+    preds = clf.predict_inputs(["CCO", "ClCCCl", long_chain, str(FIXTURES / "NaCl.cif")])
+    assert [p.ok for p in preds] == [True, True, True, False]
+    assert preds[0].warnings == []
+    assert preds[1].warnings == ["element Cl not in any of the 12 training structures"]
+    assert preds[2].warnings == ["122 atoms; the training molecules had 6–18"]
+    assert "a crystal, but this model was trained on molecules only" in str(preds[3].error)
+    with pytest.warns(DomainWarning, match="ClCCCl: element Cl"):
+        assert clf.predict(["CCO", "ClCCCl"]).shape == (2,)
+    with pytest.raises(AndersonnError, match=r"NaCl\.cif: a crystal"):
+        clf.predict_proba([str(FIXTURES / "NaCl.cif")])
+
+    out = tmp_path / "pred.csv"
+    assert main(["predict", str(run_dir), "CCO", "ClCCCl", "--out", str(out)]) == 0
+    assert [r["warnings"] for r in csv.DictReader(out.open())] == [
+        "", "element Cl not in any of the 12 training structures"]
+    assert "warning: ClCCCl: element Cl" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), "ClCCCl", "CCO"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[-4:-3] == ["*"] and "*" not in table[2]
+    assert table[-1].startswith("* outside the model's training domain")
+    saved = tmp_path / "pred.json"
+    assert main(["predict", str(run_dir), "ClCCCl", "--out", str(saved)]) == 0
+    assert json.loads(saved.read_text())["predictions"][0]["warnings"][0].startswith("element Cl")
+
+
+def test_runs_without_a_recorded_domain_still_check_the_kind(run_dir: Path, tmp_path: Path
+                                                               ) -> None:
+    import shutil
+
+    copy = tmp_path / "older-run"
+    shutil.copytree(run_dir, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    del cfg["domain"]
+    (copy / "config.json").write_text(json.dumps(cfg))
+    clf = Classifier.load(copy)
+    assert clf.domain_ == Domain("molecule")  # from the task: polarity is molecules
+    preds = clf.predict_inputs(["ClCCCl", str(FIXTURES / "POSCAR_Si")])
+    assert preds[0].ok and preds[0].warnings == [] and not preds[1].ok
+    cfg["domain"] = {"kind": "gas"}
+    (copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AndersonnError, match="malformed domain"):
+        Classifier.load(copy)
 
 
 def test_featurizer_mismatch_refused(run_dir: Path, tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Each stage owns one module here with a ``register(commands, bench)`` function that adds its
 sub-commands; handlers import the heavy stage modules lazily so ``andersonn --help`` stays fast.
-User errors (:class:`andersonn.errors.AndersonnError`) print one line and exit with status 2.
+User errors (:class:`andersonn.errors.AndersonnError`) print one line and exit with status 2; a
+closed output pipe (``andersonn data info TASK | head``) ends the command quietly.
 Before a command runs, :func:`andersonn.runtime.tune_cpu_allocator` keeps freed tensor memory
 in the heap (faster CPU work; ``ANDERSONN_MALLOC_TUNING=0`` disables it).
 """
@@ -10,6 +11,7 @@ in the heap (faster CPU work; ``ANDERSONN_MALLOC_TUNING=0`` disables it).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -53,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("andersonn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` & co.: stop quietly, like other tools
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

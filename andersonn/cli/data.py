@@ -183,6 +183,14 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def _domain_line(record: dict[str, Any] | None) -> str:
+    if not record:
+        return "not recorded (an older build; `andersonn data build TASK --force` adds it)"
+    from andersonn.data.domain import Domain
+
+    return "training split: " + Domain.from_dict(record).describe()
+
+
 def _format(info: dict[str, Any]) -> str:
     classes = info["classes"]
     width = max(12, *(len(c) + 2 for c in classes))
@@ -193,6 +201,7 @@ def _format(info: dict[str, Any]) -> str:
         f"limit/seed  {info['limit']} / {info['seed']}   built {info['built_at']} "
         f"in {info['build_seconds']} s",
         f"featurizer  {info['featurizer_version']}",
+        f"domain      {_domain_line(info.get('domain'))}",
         "",
         "split".ljust(8) + "".join(c.rjust(width) for c in classes) + "total".rjust(8),
     ]

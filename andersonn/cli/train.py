@@ -129,6 +129,8 @@ def _predict(args: argparse.Namespace) -> int:
     for p in preds:
         if not p.ok:
             print(f"andersonn: cannot predict {p.input}: {p.error}", file=sys.stderr)
+        for note in p.warnings:
+            print(f"andersonn: warning: {p.input}: {note}", file=sys.stderr)
     if args.out:
         write_predictions(args.out, preds, clf.classes_,
                           meta={"run_dir": str(args.run_dir), "task": clf.config_.get("task")})

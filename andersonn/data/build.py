@@ -223,6 +223,12 @@ def build_dataset(
     labels = np.array([task_def.label(e.value, values) for e in kept], dtype=np.int64)
     splits = stratified_split(labels, seed=seed)
     images = np.asarray(res.images, dtype=np.float32)
+    from andersonn.data.domain import Domain
+
+    domain = None
+    summaries = getattr(res, "summaries", None) or []  # a featuriser may not summarise
+    if len(summaries) == len(kept) and (splits == 0).any():
+        domain = Domain.from_summaries(summaries[j] for j in np.flatnonzero(splits == 0))
 
     counts = {
         name: np.bincount(labels[splits == code], minlength=len(task_def.classes)).tolist()
@@ -253,6 +259,7 @@ def build_dataset(
         "class_counts": np.bincount(labels, minlength=len(task_def.classes)).tolist(),
         "split_class_counts": counts,
         "values": {"min": min(e.value for e in kept), "max": max(e.value for e in kept)},
+        "domain": domain.to_dict() if domain is not None else None,
         "skipped_count": len(skipped),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "build_seconds": round(time.time() - started, 1),
@@ -404,6 +411,7 @@ def dataset_info(
         "sources": meta.get("sources"),
         "source_stats": meta.get("source_stats"),
         "featurizer_version": meta.get("featurizer_version"),
+        "domain": meta.get("domain"),
         "built_at": meta.get("built_at"),
         "build_seconds": meta.get("build_seconds"),
         "skipped_count": len(skipped),

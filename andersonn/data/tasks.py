@@ -30,6 +30,7 @@ class TaskDefinition:
     archives: tuple[str, ...]  # keys of andersonn.data.archives.ARCHIVES
     quantity: str  # the labelled property, with unit
     rule: str  # the label rule, with {placeholders} for the thresholds
+    kind: str  # "molecule" or "crystal": what its structures are (andersonn.data.domain)
     defaults: Mapping[str, float] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)  # non-threshold build options
 
@@ -77,6 +78,7 @@ TASKS: dict[str, TaskDefinition] = {
         archives=("qm9pack",),
         quantity="QM9 B3LYP/6-31G(2df,p) dipole moment (debye)",
         rule="strongly polar if dipole >= {dipole:g} D, else weakly polar",
+        kind="molecule",
         defaults={"dipole": 2.5},
     ),
     "mof-pore": TaskDefinition(
@@ -88,6 +90,7 @@ TASKS: dict[str, TaskDefinition] = {
         quantity="CoRE MOF 2019 ASR Zeo++ largest cavity diameter LCD (angstrom)",
         rule="small if LCD < {small:g} A, medium if {small:g} <= LCD < {large:g} A, "
         "large if LCD >= {large:g} A",
+        kind="crystal",
         defaults={"small": 6.0, "large": 12.0},
         options={"include_fsr": False},
     ),
@@ -100,6 +103,7 @@ TASKS: dict[str, TaskDefinition] = {
         quantity="Materials Project 2018.6.1 PBE band gap (eV)",
         rule="metal if gap <= {metal:g} eV, semiconductor if {metal:g} < gap <= {insulator:g} eV, "
         "insulator if gap > {insulator:g} eV",
+        kind="crystal",
         defaults={"metal": 0.0, "insulator": 3.0},
     ),
 }

@@ -16,8 +16,10 @@ import numpy as np
 from andersonn.errors import AndersonnError
 from andersonn.images.encode import encode
 from andersonn.images.spec import ImageSpec, get_spec
+from andersonn.structures.structure import StructureSummary as Summary
 
 _SPEC: ImageSpec | None = None
+_Result = tuple[int, np.ndarray | None, str, float, Summary | None]
 
 
 @dataclass
@@ -26,12 +28,15 @@ class FeaturizeResult:
 
     images: (n_ok, C, H, W) float32; ok_indices: input index of each image;
     failures: (index, name, reason) of every skipped input; seconds: wall time;
-    cpu_seconds: CPU time spent on the items, summed over workers (load-independent cost).
+    cpu_seconds: CPU time spent on the items, summed over workers (load-independent cost);
+    summaries: :meth:`Structure.summary` of each image's structure (elements, atoms, periodic),
+    aligned with ``ok_indices``.
     """
 
     images: np.ndarray
     ok_indices: list[int] = field(default_factory=list)
     failures: list[tuple[int, str, str]] = field(default_factory=list)
+    summaries: list[Summary] = field(default_factory=list)
     seconds: float = 0.0
     cpu_seconds: float = 0.0
 
@@ -43,10 +48,15 @@ class FeaturizeResult:
 
 def featurize_one(content: Any, fmt: str, name: str, spec: ImageSpec | str) -> np.ndarray:
     """Parse and encode one in-memory input (raises InputError on bad input)."""
+    return _featurize_summarized(content, fmt, name, spec)[0]
+
+
+def _featurize_summarized(content: Any, fmt: str, name: str, spec: ImageSpec | str
+                          ) -> tuple[np.ndarray, Summary]:
     from andersonn.structures.readers import parse_structure
 
     s = parse_structure(content, fmt, name, bonds=False)
-    return encode(s, spec)
+    return encode(s, spec), s.summary()
 
 
 def _preload() -> None:
@@ -73,17 +83,19 @@ def _init_worker(spec: ImageSpec) -> None:
         pass
 
 
-def _work(item: tuple[int, Any, str, str]) -> tuple[int, np.ndarray | None, str, float]:
+def _work(item: tuple[int, Any, str, str]) -> _Result:
     index, content, fmt, name = item
     assert _SPEC is not None
     t0 = time.process_time()
+    img: np.ndarray | None = None
+    summary: Summary | None = None
     try:
-        img, reason = featurize_one(content, fmt, name, _SPEC), ""
+        (img, summary), reason = _featurize_summarized(content, fmt, name, _SPEC), ""
     except AndersonnError as exc:
-        img, reason = None, str(exc)
+        reason = str(exc)
     except Exception as exc:  # a bug or library crash on one input must not stop the batch
-        img, reason = None, f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-    return index, img, reason, time.process_time() - t0
+        reason = f"{name}: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return index, img, reason, time.process_time() - t0, summary
 
 
 def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, str, str]],
@@ -103,6 +115,7 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
         chunksize = max(1, min(256, n // (workers * 24) or 1))
     t0 = time.perf_counter()
     images: list[np.ndarray | None] = [None] * n
+    summaries: list[Summary | None] = [None] * n
     cpu = 0.0
     failures: list[tuple[int, str, str]] = []
     bar = None
@@ -114,7 +127,7 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
     try:
         if workers == 1:
             _init_worker(spec)
-            cpu = _consume(map(_work, items), images, failures, items, bar)
+            cpu = _consume(map(_work, items), images, summaries, failures, items, bar)
         else:
             import multiprocessing as mp
 
@@ -122,8 +135,8 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
 
             ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
             with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
-                cpu = _consume(pool.imap(_work, items, chunksize=chunksize), images, failures,
-                               items, bar)
+                cpu = _consume(pool.imap(_work, items, chunksize=chunksize), images,
+                               summaries, failures, items, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -132,19 +145,20 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
              else np.zeros((0, *spec.shape), dtype=np.float32))
     failures.sort()
     return FeaturizeResult(images=stack, ok_indices=ok, failures=failures,
+                           summaries=[summaries[k] for k in ok],  # type: ignore[misc]
                            seconds=time.perf_counter() - t0, cpu_seconds=cpu)
 
 
-def _consume(results: Iterable[tuple[int, np.ndarray | None, str, float]],
-             images: list[np.ndarray | None], failures: list[tuple[int, str, str]],
+def _consume(results: Iterable[_Result], images: list[np.ndarray | None],
+             summaries: list[Summary | None], failures: list[tuple[int, str, str]],
              items: list[tuple[int, Any, str, str]], bar: Any) -> float:
     cpu = 0.0
-    for index, img, reason, seconds in results:
+    for index, img, reason, seconds, summary in results:
         cpu += seconds
         if img is None:
             failures.append((index, items[index][3], reason))
         else:
-            images[index] = img
+            images[index], summaries[index] = img, summary
         if bar is not None:
             bar.update(1)
     return cpu

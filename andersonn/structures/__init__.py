@@ -9,7 +9,7 @@ from andersonn.structures.readers import (
     sniff_format,
     structure_from_arrays,
 )
-from andersonn.structures.structure import Structure
+from andersonn.structures.structure import Structure, StructureSummary
 
-__all__ = ["FORMATS", "Structure", "format_from_path", "parse_structure", "read_structure",
-           "sniff_format", "structure_from_arrays"]
+__all__ = ["FORMATS", "Structure", "StructureSummary", "format_from_path", "parse_structure",
+           "read_structure", "sniff_format", "structure_from_arrays"]

@@ -8,6 +8,9 @@ import numpy as np
 
 from andersonn.structures.elements import MASS, SYMBOLS
 
+StructureSummary = tuple[tuple[int, ...], int, bool]
+"""(atomic numbers present, sorted; atom count; periodic): see :meth:`Structure.summary`."""
+
 
 @dataclass
 class Structure:
@@ -51,6 +54,11 @@ class Structure:
     def n_atoms(self) -> int:
         """Number of atoms (in the cell, for crystals)."""
         return len(self.numbers)
+
+    def summary(self) -> StructureSummary:
+        """``(atomic numbers present, sorted; atom count; periodic)``: what a dataset's
+        applicability domain (:mod:`andersonn.data.domain`) is made of."""
+        return (tuple(int(z) for z in np.unique(self.numbers)), self.n_atoms, self.periodic)
 
     @property
     def symbols(self) -> list[str]:

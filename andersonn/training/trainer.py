@@ -317,6 +317,7 @@ def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
         "thresholds": meta_value(meta, "thresholds"),
         "featurizer_version": meta_value(meta, "featurizer_version", "featurizer"),
         "image_spec": meta_value(meta, "image_spec", "spec"),
+        "domain": meta_value(meta, "domain"),  # what predict checks inputs against
         "image_shape": [model.in_channels, model.height, model.width],
         "model": model.hparams,
         "params": count_parameters(model),
