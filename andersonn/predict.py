@@ -102,7 +102,9 @@ class Classifier:
     ``Classifier(**train_config)`` takes any :class:`andersonn.training.TrainConfig` field
     (``model="deq"``, ``solver="anderson"``, ``epochs``, ``hidden``, ...).
     Fitted attributes: ``model_``, ``classes_``, ``config_`` (the run config), ``spec_``,
-    ``domain_`` (:class:`andersonn.data.domain.Domain` of the training split, or ``None``).
+    ``domain_`` (:class:`andersonn.data.domain.Domain` of the training split, or ``None``),
+    ``temperature_`` (the logits are divided by it before the softmax: temperature scaling
+    fitted on the validation split, :mod:`andersonn.training.calibration`; 1 when absent).
     """
 
     def __init__(self, **config: Any) -> None:
@@ -114,6 +116,7 @@ class Classifier:
         self.config_: dict[str, Any] = {}
         self.spec_: Any = None
         self.domain_: Domain | None = None
+        self.temperature_ = 1.0
         self.device = torch.device("cpu")
         self.batch_size = 256
 
@@ -134,6 +137,7 @@ class Classifier:
         self.classes_ = [str(c) for c in run_config.get("classes", [])]
         self.spec_ = None
         self.domain_ = _run_domain(run_dir, run_config)
+        self.temperature_ = _run_temperature(run_dir, run_config)
         version = run_config.get("featurizer_version")
         if version is not None and run_config.get("image_spec") is not None:
             spec = self._spec()
@@ -183,6 +187,7 @@ class Classifier:
         self.model_, self.config_ = result.model, result.run_config
         self.classes_ = names
         self.domain_ = None  # images carry no elements: nothing to check inputs against
+        self.temperature_ = _run_temperature("fit", result.run_config)
         return self
 
     @staticmethod
@@ -263,7 +268,7 @@ class Classifier:
         x = torch.as_tensor(np.asarray(images, dtype=np.float32))
         for start in range(0, x.shape[0], self.batch_size):
             xb = x[start:start + self.batch_size].to(self.device)
-            probs.append(torch.softmax(model(xb).float(), dim=1).cpu())
+            probs.append(torch.softmax(model(xb).float() / self.temperature_, dim=1).cpu())
             stats = model.solver_stats()["forward"]
             nfev = getattr(stats, "nfev", None) if stats is not None else None
             iters.append(torch.as_tensor(nfev).double().cpu().reshape(-1) if nfev is not None
@@ -311,6 +316,19 @@ class Classifier:
 
 
 Scientist = Classifier
+
+
+def _run_temperature(run_dir: str | Path, run_config: dict[str, Any]) -> float:
+    """The run's fitted probability temperature (1.0 for runs without one)."""
+    record = run_config.get("calibration") or {}
+    try:
+        value = float(record.get("temperature", 1.0))
+    except (AttributeError, TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise AndersonnError(f"{run_dir}: config.json has a malformed calibration temperature "
+                             f"({record!r:.80})")
+    return value
 
 
 def _run_domain(run_dir: str | Path, run_config: dict[str, Any]) -> Domain | None:

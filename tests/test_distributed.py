@@ -46,6 +46,8 @@ def _worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
                    progress=False)
     state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
     save_file(state, str(Path(out) / f"rank{rank}.safetensors"))
+    temperature = result.run_config["calibration"]["temperature"]  # fitted on sharded val sums
+    torch.save(torch.tensor([temperature], dtype=torch.float64), Path(out) / f"t{rank}.pt")
     if rank == 0:
         torch.save(torch.tensor([result.history[-1]["train_loss"],
                                  result.test_metrics["accuracy"]]), Path(out) / "metrics.pt")
@@ -76,3 +78,7 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
     assert float((flat_s - flat_d).norm() / flat_s.norm()) < 5e-3
     assert single.history[-1]["train_loss"] == pytest.approx(ddp_loss, rel=1e-2)
     assert single.test_metrics["accuracy"] == pytest.approx(ddp_acc, abs=0.05)
+    # calibration: every rank fits the same temperature, close to one process's on the same data
+    t0, t1 = (float(torch.load(tmp_path / f"t{r}.pt", weights_only=True)) for r in (0, 1))
+    assert t0 == t1
+    assert single.run_config["calibration"]["temperature"] == pytest.approx(t0, rel=5e-2)

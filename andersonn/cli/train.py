@@ -1,4 +1,4 @@
-"""Command-line commands of the train stage: ``train``, ``predict`` and ``demo``.
+"""Command-line commands of the train stage: ``train``, ``calibrate``, ``predict``, ``demo``.
 
 ``andersonn train`` also runs unchanged under ``torchrun --nproc_per_node N -m andersonn train``.
 """
@@ -49,6 +49,16 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
     tr.set_defaults(func=_train)
+
+    ca = commands.add_parser("calibrate", help="fit the probability temperature of a run",
+                             description="Temperature scaling on the run's validation split "
+                             "(what training does at its end, for runs trained before it); "
+                             "prints the expected calibration error before and after and "
+                             "stores the temperature in the run's config.json.")
+    ca.add_argument("run_dir", metavar="RUN_DIR")
+    ca.add_argument("--device", default="cpu")
+    ca.add_argument("--threads", type=int, default=None, help="torch threads")
+    ca.set_defaults(func=_calibrate)
 
     pr = commands.add_parser("predict", help="classify structures with a trained run",
                              description="INPUT: SMILES, structure files (xyz, sdf, mol, cif, "
@@ -113,6 +123,22 @@ def _is_main() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    import torch
+
+    from andersonn.training import calibrate_run
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    r = calibrate_run(args.run_dir, device=args.device)
+    print(f"temperature {r['temperature']:.4f} (fitted on the validation split)")
+    print(f"validation ECE {r['val_ece']:.4f} → {r['val_ece_calibrated']:.4f}")
+    if "test_ece" in r:
+        print(f"test ECE       {r['test_ece']:.4f} → {r['test_ece_calibrated']:.4f}")
+    print(f"stored in {Path(args.run_dir) / 'config.json'}")
+    return 0
 
 
 def _predict(args: argparse.Namespace) -> int:

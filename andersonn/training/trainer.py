@@ -33,11 +33,13 @@ from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
 from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.models import build_model, count_parameters, vector_channels_for
 from andersonn.training import checkpoint as ckpt
+from andersonn.training.calibration import calibration_bins, ece_from_bins, fit_temperature
 from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import DistInfo, all_reduce_sum, barrier, cleanup, setup
 from andersonn.training.metrics import classification_report
 
-__all__ = ["TrainResult", "evaluate", "load_run", "load_run_injection", "meta_value", "train"]
+__all__ = ["TrainResult", "calibrate_run", "evaluate", "load_run", "load_run_injection",
+           "meta_value", "train"]
 
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 # Fields that define the model/data: a resumed run must agree on them.
@@ -190,17 +192,18 @@ def _autocast(enabled: bool, device: torch.device) -> Any:
 def _eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int,
                device: torch.device, info: DistInfo, bf16: bool = False,
                weight: torch.Tensor | None = None, traces: bool = False,
-               return_probs: bool = False, classes: Sequence[str] | None = None
+               return_logits: bool = False, classes: Sequence[str] | None = None
                ) -> dict[str, Any]:
     """Sharded evaluation: each rank takes every world-th sample; sums are all-reduced.
-    ``classes`` names the per-class scores and enables task extras (e.g. metal vs non-metal)."""
+    ``classes`` names the per-class scores and enables task extras (e.g. metal vs non-metal);
+    ``return_logits`` adds this rank's ``logits`` and ``labels`` (its shard, on the CPU)."""
     was_training = model.training
     model.eval()
     idx = torch.arange(info.rank, x.shape[0], info.world_size)
     cm = torch.zeros(k, k, dtype=torch.float64)
     sums = torch.zeros(6, dtype=torch.float64)  # loss, n, nfev, nfev_max, residual, batches
     trace_list: list[np.ndarray] = []
-    probs: list[torch.Tensor] = []
+    kept_logits: list[torch.Tensor] = []
     t0 = time.perf_counter()
     for start in range(0, idx.numel(), batch_size):
         b = idx[start:start + batch_size]
@@ -219,8 +222,8 @@ def _eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch
             tr = _mean_trace(fwd)
             if tr is not None:
                 trace_list.append(tr)
-        if return_probs:
-            probs.append(torch.softmax(logits, dim=1).cpu())
+        if return_logits:
+            kept_logits.append(logits.cpu())
     wall = time.perf_counter() - t0
     all_reduce_sum(cm, info)
     all_reduce_sum(sums, info)
@@ -239,8 +242,9 @@ def _eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out["residual_trace"] = [float(v) for v in np.nanmean(padded, axis=0)]
-    if return_probs:
-        out["probabilities"] = torch.cat(probs) if probs else torch.zeros(0, k)
+    if return_logits:
+        out["logits"] = torch.cat(kept_logits) if kept_logits else torch.zeros(0, k)
+        out["labels"] = y[idx].cpu()
     return out
 
 
@@ -559,12 +563,17 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     model.eval()
     if cfg.model == "deq":
         model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
+    xv, yv = _split_tensors(ds, "val")
+    calibration = (_calibrate(model, xv, yv, k, cfg.eval_batch_size, device, info, cfg.bf16)
+                   if xv.shape[0] else None)
+    temperature = calibration["temperature"] if calibration else 1.0
+    run_config["calibration"] = calibration  # every rank's result carries it
     test_metrics = None
     if cfg.evaluate_test:
         xte, yte = _split_tensors(ds, "test")
         if xte.shape[0]:
             test_metrics = _test_metrics(model, cfg, xte, yte, k, classes, device, info, wdev,
-                                         best_epoch, best_val, history)
+                                         best_epoch, best_val, history, temperature)
     if info.is_main:
         ckpt.save_weights(run_dir / "model.safetensors", model.state_dict(),
                           metadata={"format": "andersonn", "task": str(run_config["task"])})
@@ -581,9 +590,13 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
 def _test_metrics(model: nn.Module, cfg: TrainConfig, xte: torch.Tensor, yte: torch.Tensor,
                   k: int, classes: list[str], device: torch.device, info: DistInfo,
                   weight: torch.Tensor | None, best_epoch: int, best_val: float,
-                  history: list[dict[str, Any]]) -> dict[str, Any]:
+                  history: list[dict[str, Any]], temperature: float = 1.0) -> dict[str, Any]:
     test = _eval_pass(model, xte, yte, k, cfg.eval_batch_size, device, info, cfg.bf16, weight,
-                      traces=True, classes=classes)
+                      traces=True, classes=classes, return_logits=True)
+    logits, labels = test.pop("logits"), test.pop("labels")
+    test["calibration"] = {"temperature": temperature,
+                           "ece": _ece(logits, labels, 1.0, info),
+                           "ece_calibrated": _ece(logits, labels, temperature, info)}
     solver: dict[str, Any] = {"name": cfg.solver if cfg.model == "deq" else None,
                               "fwd_nfev": test.pop("fwd_nfev"),
                               "fwd_nfev_max": test.pop("fwd_nfev_max"),
@@ -599,6 +612,23 @@ def _test_metrics(model: nn.Module, cfg: TrainConfig, xte: torch.Tensor, yte: to
             "solver": solver, "best_epoch": best_epoch, "best_val_acc": best_val,
             "params": count_parameters(model), "epochs": len(history),
             "train_wall_time_s": history[-1]["wall_time_s"] if history else 0.0}
+
+
+def _ece(logits: torch.Tensor, labels: torch.Tensor, temperature: float, info: DistInfo
+         ) -> float:
+    bins = calibration_bins(torch.softmax(logits.double() / temperature, dim=1), labels)
+    return ece_from_bins(all_reduce_sum(bins, info))
+
+
+def _calibrate(model: nn.Module, xv: torch.Tensor, yv: torch.Tensor, k: int, batch_size: int,
+               device: torch.device, info: DistInfo, bf16: bool = False) -> dict[str, Any]:
+    """Temperature scaling of the best-val model on the validation split (all ranks agree)."""
+    val = _eval_pass(model, xv, yv, k, batch_size, device, info, bf16, return_logits=True)
+    logits, labels = val["logits"], val["labels"]
+    t = fit_temperature(logits, labels, reduce=lambda v: all_reduce_sum(v, info))
+    return {"method": "temperature", "split": "val", "temperature": t,
+            "val_ece": _ece(logits, labels, 1.0, info),
+            "val_ece_calibrated": _ece(logits, labels, t, info)}
 
 
 @torch.no_grad()
@@ -677,6 +707,57 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
                              f"({str(exc).splitlines()[0]})") from None
     model.to(torch.device(device)).eval()
     return model, run_config
+
+
+def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu"
+                  ) -> dict[str, Any]:
+    """Fit (or refit) the temperature of a finished run on its validation split and store it.
+
+    For runs trained before calibration existed: loads the best-val model and ``dataset``
+    (default: the cached build the run was trained on, refused if its featuriser or image spec
+    differ), fits T as training does, measures the test ECE before and after, and rewrites
+    ``config.json`` (and ``test_metrics.json``, when present) atomically. Returns the
+    calibration record plus ``test_ece`` / ``test_ece_calibrated``.
+    """
+    from andersonn.data import load_dataset
+
+    run_dir = Path(run_dir)
+    model, run_config = load_run(run_dir, device=device)
+    ds = dataset if dataset is not None else load_dataset(
+        run_config["task"], limit=run_config["train"].get("limit"))
+    meta = dict(getattr(ds, "meta", {}) or {})
+    for key in ("featurizer_version", "image_spec"):
+        if run_config.get(key) is not None and meta.get(key) != run_config.get(key):
+            raise AndersonnError(f"{run_dir}: the dataset's {key} differs from the run's; "
+                                 "calibrate on the data the run was trained on")
+    solver = run_config.get("solver") or {}
+    if hasattr(model, "set_solver") and solver.get("name") and solver.get("eval"):
+        model.set_solver(solver["name"], dict(solver["eval"]))
+    train_cfg = dict(run_config.get("train") or {})
+    batch_size, bf16 = int(train_cfg.get("eval_batch_size", 256)), bool(train_cfg.get("bf16"))
+    k = int(getattr(model, "num_classes", len(run_config.get("classes", [])) or 2))
+    dev, info = torch.device(device), DistInfo()
+    xv, yv = _split_tensors(ds, "val")
+    if not xv.shape[0]:
+        raise AndersonnError(f"{run_dir}: its dataset has no validation split to calibrate on")
+    record = _calibrate(model, xv, yv, k, batch_size, dev, info, bf16)
+    xte, yte = _split_tensors(ds, "test")
+    result = dict(record)
+    if xte.shape[0]:
+        test = _eval_pass(model, xte, yte, k, batch_size, dev, info, bf16, return_logits=True)
+        result["test_ece"] = _ece(test["logits"], test["labels"], 1.0, info)
+        result["test_ece_calibrated"] = _ece(test["logits"], test["labels"],
+                                             record["temperature"], info)
+    run_config["calibration"] = record
+    atomic_write_json(run_dir / "config.json", run_config)
+    metrics_path = run_dir / "test_metrics.json"
+    if metrics_path.is_file() and "test_ece" in result:
+        metrics = json.loads(metrics_path.read_text())
+        metrics["calibration"] = {"temperature": record["temperature"],
+                                  "ece": result["test_ece"],
+                                  "ece_calibrated": result["test_ece_calibrated"]}
+        atomic_write_json(metrics_path, metrics)
+    return result
 
 
 def load_run_injection(run_dir: str | Path, split: str = "test", n: int | None = None,
