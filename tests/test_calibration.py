@@ -87,8 +87,10 @@ def test_training_stores_and_predict_applies_the_temperature(
     x = rng.normal(size=(80, 3, 4, 4)).astype(np.float32)
     x[:, 0] += np.where(y == 1, 1.0, -1.0)[:, None, None]
     splits = np.array([0] * 48 + [1] * 16 + [2] * 16, np.int8)
+    domain = {"kind": "crystal", "elements": {"Na": 48, "Cl": 48}, "atoms": [2, 8], "n": 48}
     cache = write_cache(tmp_path / "cache", images=x, labels=y, ids=[str(i) for i in range(80)],
-                        splits=splits, classes=["a", "b"], meta={"task": "custom"})
+                        splits=splits, classes=["a", "b"], meta={"task": "custom",
+                                                                 "domain": domain})
     cfg = TrainConfig(task="custom", model="explicit", epochs=2, hidden=8, depth=2,
                       batch_size=16, threads=1, plots=False)
     result = train(cfg, tmp_path / "run", dataset=open_cache(cache), progress=False)
@@ -110,11 +112,13 @@ def test_training_stores_and_predict_applies_the_temperature(
     shutil.copytree(tmp_path / "run", copy)
     cfg_path = copy / "config.json"
     stored = json.loads(cfg_path.read_text())
-    del stored["calibration"]
+    assert stored["domain"] == domain  # training copied the dataset's
+    del stored["calibration"], stored["domain"]
     cfg_path.write_text(json.dumps(stored))
     assert Classifier.load(copy).temperature_ == 1.0
     again = calibrate_run(copy, dataset=open_cache(cache))
-    assert again["temperature"] == t
+    assert again["temperature"] == t and again["domain_added"] == domain
+    assert json.loads(cfg_path.read_text())["domain"] == domain
     assert again["test_ece"] == pytest.approx(test_cal["ece"], abs=1e-12)
     assert Classifier.load(copy).temperature_ == t
 

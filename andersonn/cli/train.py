@@ -54,7 +54,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                              description="Temperature scaling on the run's validation split "
                              "(what training does at its end, for runs trained before it); "
                              "prints the expected calibration error before and after and "
-                             "stores the temperature in the run's config.json.")
+                             "stores the temperature in the run's config.json, with the "
+                             "dataset's training domain if the run has none.")
     ca.add_argument("run_dir", metavar="RUN_DIR")
     ca.add_argument("--device", default="cpu")
     ca.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -137,6 +138,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(f"validation ECE {r['val_ece']:.4f} → {r['val_ece_calibrated']:.4f}")
     if "test_ece" in r:
         print(f"test ECE       {r['test_ece']:.4f} → {r['test_ece_calibrated']:.4f}")
+    if "domain_added" in r:
+        from andersonn.data.domain import Domain
+
+        print(f"training domain recorded: {Domain.from_dict(r['domain_added']).describe()}")
     print(f"stored in {Path(args.run_dir) / 'config.json'}")
     return 0
 

@@ -716,8 +716,9 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
     For runs trained before calibration existed: loads the best-val model and ``dataset``
     (default: the cached build the run was trained on, refused if its featuriser or image spec
     differ), fits T as training does, measures the test ECE before and after, and rewrites
-    ``config.json`` (and ``test_metrics.json``, when present) atomically. Returns the
-    calibration record plus ``test_ece`` / ``test_ece_calibrated``.
+    ``config.json`` (and ``test_metrics.json``, when present) atomically. A run that predates
+    the applicability domain also gets the dataset's (``domain_added`` in the result). Returns
+    the calibration record plus ``test_ece`` / ``test_ece_calibrated``.
     """
     from andersonn.data import load_dataset
 
@@ -749,6 +750,8 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
         result["test_ece_calibrated"] = _ece(test["logits"], test["labels"],
                                              record["temperature"], info)
     run_config["calibration"] = record
+    if not run_config.get("domain") and meta.get("domain"):  # same data, checked above
+        run_config["domain"] = result["domain_added"] = meta["domain"]
     atomic_write_json(run_dir / "config.json", run_config)
     metrics_path = run_dir / "test_metrics.json"
     if metrics_path.is_file() and "test_ece" in result:
