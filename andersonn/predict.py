@@ -8,7 +8,8 @@ elements no training structure held and molecule sizes outside the training rang
 warnings (``Prediction.warnings``; :class:`DomainWarning` from ``predict``/``predict_proba``).
 Inputs are images ``(N, C, H, W)`` or structures: SMILES strings, structure
 files (xyz, sdf, mol, cif, POSCAR), :class:`andersonn.structures.Structure` objects, or text
-files listing such inputs one per line. ``Scientist`` is another name for ``Classifier``.
+files listing such inputs one per line, or directories (their structure files). ``Scientist``
+is another name for ``Classifier``.
 """
 
 from __future__ import annotations
@@ -61,15 +62,25 @@ class Prediction:
 
 
 def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
-    """Expand text files that list inputs (one per line; ``#`` comments, blank lines skipped).
+    """Expand text files that list inputs (one per line; ``#`` comments, blank lines skipped)
+    and directories (their structure files, by name: xyz, sdf, mol, cif, POSCAR, ...; sorted,
+    not recursive).
 
     A ``.txt``/``.lst``/``.list``/``.smi`` file is a list; its relative paths are resolved
-    against the list's folder when such a file exists there.
+    against the list's folder when such a file exists there. A directory without structure
+    files stays one input, which then fails with that reason.
     """
+    from andersonn.structures import format_from_path
+
     out: list[Any] = []
     for item in inputs:
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
+            if path.is_dir():
+                files = sorted(os.fspath(f) for f in path.iterdir()
+                               if f.is_file() and format_from_path(f) is not None)
+                out.extend(files or [os.fspath(item)])
+                continue
             if path.suffix.lower() in LIST_SUFFIXES and path.is_file():
                 for line in path.read_text().splitlines():
                     line = line.strip()

@@ -14,7 +14,7 @@ import torch
 from andersonn.cli import main
 from andersonn.data.cache import open_cache, write_cache
 from andersonn.data.domain import Domain
-from andersonn.errors import AndersonnError
+from andersonn.errors import AndersonnError, InputError
 from andersonn.images import IMAGE_SPECS, encode
 from andersonn.predict import Classifier, DomainWarning, Scientist, expand_inputs
 from andersonn.structures import read_structure
@@ -151,6 +151,27 @@ def test_featurizer_mismatch_refused(run_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(AndersonnError, match=r"featuriser version 0\.0\.1"):
         Classifier.load(copy)
     assert main(["predict", str(copy), "CCO"]) == 2
+
+
+def test_a_directory_is_its_structure_files(run_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "mols"
+    folder.mkdir()
+    for name in ("water.xyz", "ethanol.mol"):
+        (folder / name).write_text((FIXTURES / name).read_text())
+    (folder / "notes.md").write_text("not a structure")
+    (folder / "sub").mkdir()
+    assert expand_inputs([str(folder), "CC"]) == [str(folder / "ethanol.mol"),
+                                                  str(folder / "water.xyz"), "CC"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["predict", str(run_dir), str(folder), str(empty)]) == 0
+    captured = capsys.readouterr()
+    assert "ethanol.mol" in captured.out and "water.xyz" in captured.out
+    assert f"cannot predict {empty}: {empty}: a directory with no structure files in it" in \
+        captured.err
+    with pytest.raises(InputError, match="a directory, not a structure file"):
+        read_structure(folder)
 
 
 def test_expand_inputs(tmp_path: Path) -> None:

@@ -63,7 +63,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     pr = commands.add_parser("predict", help="classify structures with a trained run",
                              description="INPUT: SMILES, structure files (xyz, sdf, mol, cif, "
-                             "POSCAR) or text files listing them one per line.")
+                             "POSCAR), directories of such files, or text files listing them "
+                             "one per line.")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("inputs", metavar="INPUT", nargs="+")
     pr.add_argument("--out", metavar="FILE", default=None, help="write .json or .csv")

@@ -120,6 +120,10 @@ def read_structure(source: str | os.PathLike[str], fmt: str | None = None,
     is_file = False
     with contextlib.suppress(OSError, ValueError):
         is_file = len(src) < 4096 and "\n" not in src and path.is_file()
+    if not is_file and len(src) < 4096 and "\n" not in src and path.is_dir():
+        found = any(format_from_path(f) for f in path.iterdir() if f.is_file())
+        raise _fail(src, "a directory, not a structure file" if found
+                    else "a directory with no structure files in it")
     if not is_file:
         looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
         if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
