@@ -18,6 +18,14 @@ cell is re-attached to the graph, ``z = cell(z*, x)``, and gradients flow throug
 * ``backward="jfb"``: Jacobian-free backprop — the gradient of the last cell evaluation only.
 * ``backward="unroll"``: backprop through ``unroll_steps`` cell evaluations from z*.
 
+Jacobian regularisation (``jacobian_samples`` > 0, training only; Bai et al., "Stabilizing
+Equilibrium Models by Jacobian Regularization", 2021): each training forward also estimates
+‖∂f/∂z‖²_F / d at z* with Hutchinson's estimator — E_v‖vᵀJ‖² = ‖J‖²_F for v ~ N(0, I) — from
+``jacobian_samples`` random vectors, kept with its graph as ``deq.jacobian_loss`` (mean over the
+batch). Adding a multiple of it to the training loss keeps the cell contractive, so the
+solvers need fewer iterations. It reuses the implicit mode's re-attached evaluation (one
+double-backward product per sample vector); the other modes evaluate the cell once more.
+
 Statistics of the last forward and backward solves are in ``deq.stats``.
 """
 
@@ -57,6 +65,7 @@ class DEQ(nn.Module):
         backward_options: dict[str, Any] | None = None,
         unroll_steps: int = 1,
         eval_options: dict[str, Any] | None = None,
+        jacobian_samples: int = 0,
     ) -> None:
         super().__init__()
         if backward not in BACKWARD_MODES:
@@ -66,6 +75,8 @@ class DEQ(nn.Module):
             )
         if int(unroll_steps) < 1:
             raise ConfigError(f"option unroll_steps={unroll_steps!r} must be at least 1")
+        if int(jacobian_samples) < 0:
+            raise ConfigError(f"option jacobian_samples={jacobian_samples!r} must be 0 or more")
         self.cell = cell
         self.solver = solver
         self.backward_mode = backward
@@ -78,6 +89,8 @@ class DEQ(nn.Module):
         )
         self.backward_options = {**_DEFAULT_BACKWARD, **(backward_options or {})}
         self.unroll_steps = int(unroll_steps)
+        self.jacobian_samples = int(jacobian_samples)
+        self.jacobian_loss: Tensor | None = None
         self.stats: dict[str, SolverStats | None] = {"forward": None, "backward": None}
 
     def _forward_options(self) -> dict[str, Any]:
@@ -98,9 +111,14 @@ class DEQ(nn.Module):
                 cell, z0.detach(), args=(x_solve,), **self._forward_options()
             )
         self.stats = {"forward": fstats, "backward": None}
+        self.jacobian_loss = None
         if not torch.is_grad_enabled():
             return z_star
+        wants_jacobian = self.training and self.jacobian_samples > 0
 
+        if wants_jacobian and self.backward_mode != "implicit":
+            z_probe = z_star.detach().requires_grad_()
+            self.jacobian_loss = self._jacobian_penalty(cell(z_probe, x), z_probe)
         if self.backward_mode == "unroll":
             z = z_star
             for _ in range(self.unroll_steps):
@@ -115,6 +133,8 @@ class DEQ(nn.Module):
         f_leaf = cell(z_leaf, x)
         if not f_leaf.requires_grad:
             return f_leaf
+        if wants_jacobian:
+            self.jacobian_loss = self._jacobian_penalty(f_leaf, z_leaf)
         # the hook sits on a view, so the closure (which holds f_leaf) creates no reference cycle
         z = f_leaf.view_as(f_leaf)
         solver = get_solver(self.backward_solver)
@@ -165,6 +185,17 @@ class DEQ(nn.Module):
 
         z.register_hook(hook)
         return z
+
+    def _jacobian_penalty(self, fz: Tensor, z: Tensor) -> Tensor:
+        """Hutchinson estimate of ‖∂f/∂z‖²_F / d per sample, averaged over the batch, with its
+        graph (so its gradient reaches the cell's parameters)."""
+        dtype = torch.promote_types(fz.dtype, torch.float32)  # bf16 products summed in fp32
+        total = fz.new_zeros((), dtype=dtype)
+        for _ in range(self.jacobian_samples):
+            v = torch.randn_like(fz)
+            (vjp,) = torch.autograd.grad(fz, z, v, create_graph=True, retain_graph=True)
+            total = total + vjp.to(dtype).pow(2).sum()
+        return total / (self.jacobian_samples * fz.numel())
 
     def extra_repr(self) -> str:
         return (

@@ -237,3 +237,81 @@ def test_backward_rows_graph_keeps_the_forward_autocast():
     z.float().sum().backward()
     assert len(dtypes) > 1 and set(dtypes) == {torch.bfloat16}
     assert bool(torch.isfinite(x.grad).all())
+
+
+class _LinearCell(nn.Module):
+    """f(z, x) = z Aᵀ + x: ∂f/∂z = A for every sample."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = nn.Parameter(a)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return z @ self.a.T + x
+
+
+def test_jacobian_penalty_is_hutchinsons_estimate_of_the_frobenius_norm():
+    gen = torch.Generator().manual_seed(3)
+    a = 0.3 * torch.randn(5, 5, generator=gen, dtype=F64)
+    x = torch.randn(4, 5, generator=gen, dtype=F64)
+    deq = DEQ(_LinearCell(a), solver_options=TIGHT, jacobian_samples=3)
+    torch.manual_seed(11)
+    deq(x)
+    # the same random vectors, drawn in the same order: vᵀJ = v A for each sample row
+    torch.manual_seed(11)
+    vs = [torch.randn(4, 5, dtype=F64) for _ in range(3)]
+    expected = sum(float((v @ a).pow(2).sum()) for v in vs) / (3 * x.numel())
+    assert float(deq.jacobian_loss.detach()) == pytest.approx(expected, rel=1e-12)
+    # and its expectation is ‖A‖²_F / d
+    many = DEQ(_LinearCell(a), solver_options=TIGHT, jacobian_samples=3000)
+    many(x)
+    assert float(many.jacobian_loss.detach()) == pytest.approx(float(a.pow(2).sum()) / 5, rel=0.03)
+
+
+def test_jacobian_penalty_gradient_matches_finite_differences():
+    """gradcheck of θ ↦ penalty(cell_θ(z, x), z) at a fixed z, with the same random vectors
+    each call: checks the double-backward product the regulariser trains through."""
+    cell = TanhCell()
+    deq = DEQ(cell, jacobian_samples=2)
+    z = _x().requires_grad_()
+    x = _x(dim=4) * 0.5
+
+    def penalty(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        torch.manual_seed(5)
+        fz = torch.tanh(z @ weight.T + x + bias)
+        return deq._jacobian_penalty(fz, z)
+
+    w = cell.weight.detach().clone().requires_grad_()
+    b = cell.bias.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(penalty, (w, b), atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["implicit", "jfb", "unroll"])
+def test_jacobian_regularisation_trains_the_cell_towards_contraction(mode):
+    torch.manual_seed(0)
+    cell = TanhCell(scale=0.9)
+    deq = DEQ(cell, backward=mode, solver_options={"tol": 1e-10, "max_iter": 200},
+              jacobian_samples=4)
+    x = _x(batch=8)
+    opt = torch.optim.SGD(cell.parameters(), lr=0.5)
+    first = None
+    for _ in range(30):
+        deq(x)
+        loss = deq.jacobian_loss
+        assert loss is not None and loss.requires_grad
+        first = float(loss.detach()) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.5 * first
+    # off in eval mode and when not asked for; then the random generator is not touched
+    deq.eval()
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        deq(x)
+    assert deq.jacobian_loss is None
+    plain = DEQ(cell)
+    plain(x).sum().backward()
+    assert plain.jacobian_loss is None and torch.equal(torch.get_rng_state(), state)
+    with pytest.raises(ConfigError, match="jacobian_samples"):
+        DEQ(cell, jacobian_samples=-1)

@@ -39,6 +39,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--device", default=None, help="auto, cpu, cuda (auto)")
     tr.add_argument("--tol", type=float, default=None, help="forward solver tolerance (1e-3)")
     tr.add_argument("--max-iter", type=int, default=None, help="solver iteration cap (30)")
+    tr.add_argument("--jac-reg", type=float, default=None,
+                    help="DEQ: weight of the Jacobian penalty ||df/dz||_F^2/d at z* (0 = off)")
+    tr.add_argument("--jac-samples", type=int, default=None,
+                    help="random vectors per step for the Jacobian penalty (1)")
     tr.add_argument("--hidden", type=int, default=None, help="channels of the cell (48)")
     tr.add_argument("--depth", type=int, default=None, help="explicit: number of cells (6)")
     tr.add_argument("--match-params", action="store_true", default=None,
@@ -89,7 +93,7 @@ _CLI_FIELDS = {"model": "model", "solver": "solver", "epochs": "epochs", "limit"
                "seed": "seed", "batch_size": "batch_size", "lr": "lr", "bf16": "bf16",
                "device": "device", "tol": "tol", "max_iter": "max_iter", "hidden": "hidden",
                "depth": "depth", "match_params": "match_params", "threads": "threads",
-               "vector_heads": "vector_heads"}
+               "vector_heads": "vector_heads", "jac_reg": "jac_reg", "jac_samples": "jac_samples"}
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -157,6 +157,7 @@ class DEQClassifier(GraphImageClassifier):
         self.backward_options = dict(backward_options or {})
         self.solver_name = solver
         self.solver_options = dict(solver_options or {"tol": 1e-3, "max_iter": 30})
+        self.jacobian_samples = 0  # a training option, not part of the architecture (hparams)
         self._make_deq()
 
     def _make_deq(self) -> None:
@@ -164,7 +165,8 @@ class DEQClassifier(GraphImageClassifier):
 
         deq = DEQ(self.cell, solver=self.solver_name, solver_options=dict(self.solver_options),
                   backward=self.backward_mode,
-                  backward_options=dict(self.backward_options) or None)
+                  backward_options=dict(self.backward_options) or None,
+                  jacobian_samples=self.jacobian_samples)
         if isinstance(deq, nn.Module):
             deq.train(self.training)
         # Kept out of the module registry so the cell's weights are registered only once.
@@ -186,6 +188,16 @@ class DEQClassifier(GraphImageClassifier):
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         return self.__dict__["_deq"](x)
+
+    def set_jacobian_regularization(self, samples: int) -> None:
+        """Estimate ‖∂f/∂z‖²_F at z* from ``samples`` random vectors in each training forward
+        (0 = off); read it with :meth:`jacobian_loss`."""
+        self.jacobian_samples = int(samples)
+        self._make_deq()
+
+    def jacobian_loss(self) -> torch.Tensor | None:
+        """The last training forward's Jacobian penalty (with its graph), or None."""
+        return getattr(self.__dict__["_deq"], "jacobian_loss", None)
 
     def solver_stats(self) -> dict[str, Any]:
         stats = getattr(self.__dict__["_deq"], "stats", None) or {}

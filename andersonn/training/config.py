@@ -30,6 +30,10 @@ class TrainConfig:
     backward_max_iter: int | None = None
     eval_tol: float | None = None
     eval_max_iter: int | None = None
+    # Jacobian regularisation (DEQ): loss += jac_reg * Hutchinson estimate of ||df/dz||_F^2 / d
+    # at z*, from jac_samples random vectors per step; 0 = off
+    jac_reg: float = 0.0
+    jac_samples: int = 1
     # architecture
     hidden: int = 48
     kernel: int = 3
@@ -75,6 +79,12 @@ class TrainConfig:
                      "depth", "max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.jac_reg < 0 or int(self.jac_samples) < 1:
+            raise ConfigError(f"jac_reg must be >= 0 and jac_samples >= 1 (got {self.jac_reg}, "
+                              f"{self.jac_samples})")
+        if self.jac_reg > 0 and self.model != "deq":
+            raise ConfigError("jac_reg regularises a DEQ's fixed point; the explicit model has "
+                              "none")
         if int(self.vector_heads) < 0:
             raise ConfigError(f"vector_heads must be >= 0 (got {self.vector_heads})")
         if self.lr <= 0 or self.tol <= 0:

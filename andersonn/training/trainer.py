@@ -403,6 +403,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     torch.manual_seed(cfg.seed)
     spec = meta_value(dict(getattr(ds, "meta", {}) or {}), "image_spec", "spec") or {}
     model = _build(cfg, xtr.shape[1:], k, spec.get("channels") if isinstance(spec, dict) else None)
+    if cfg.jac_reg > 0:
+        model.set_jacobian_regularization(cfg.jac_samples)
     model.set_normalization(mean, std)
     model.to(device)
     run_config = _run_config(cfg, model, ds, classes, mean, std, weight, info)
@@ -467,8 +469,9 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), dtype=torch.long)
         model.train()
-        sums = torch.zeros(9, dtype=torch.float64)
-        # loss, correct, n, fwd_nfev*n, fwd_nfev_max, bwd_nfev*n, bwd_nfev_max, fwd_res*n, batches
+        sums = torch.zeros(10, dtype=torch.float64)
+        # loss, correct, n, fwd_nfev*n, fwd_nfev_max, bwd_nfev*n, bwd_nfev_max, fwd_res*n, batches,
+        # jacobian penalty*n
         bar = None
         if show:
             from tqdm.auto import tqdm
@@ -484,8 +487,9 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             loss = F.cross_entropy(logits.float(), yb, weight=wdev,
                                    label_smoothing=cfg.label_smoothing)
             fwd_stats = model.solver_stats()["forward"]
+            jac = model.jacobian_loss() if cfg.jac_reg > 0 else None
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if jac is None else loss + cfg.jac_reg * jac).backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
@@ -498,7 +502,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                 raise AndersonnError(f"training diverged at epoch {epoch} step {step} (loss "
                                      f"{lval}); try a smaller --lr or a tighter solver tol")
             correct = float((logits.detach().argmax(1) == yb).sum())
-            sums += torch.tensor([lval * n, correct, n, nf * n, nfmax, bf * n, bfmax, res * n, 1],
+            sums += torch.tensor([lval * n, correct, n, nf * n, nfmax, bf * n, bfmax, res * n, 1,
+                                  float(jac.detach()) * n if jac is not None else 0.0],
                                  dtype=torch.float64)
             if bar is not None:
                 bar.update(1)
@@ -532,6 +537,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             "wall_time_s": wall_total, "fwd_nfev": sums[3].item() / n_all,
             "fwd_nfev_max": sums[4].item() / batches, "bwd_nfev": sums[5].item() / n_all,
             "bwd_nfev_max": sums[6].item() / batches, "fwd_residual": sums[7].item() / n_all,
+            "jac_loss": sums[9].item() / n_all,
             "val_fwd_nfev": val["fwd_nfev"], "samples_per_s": n_all / max(train_time, 1e-9),
             "best": improved,
         }
