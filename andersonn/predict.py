@@ -18,6 +18,7 @@ import csv
 import dataclasses
 import io
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
@@ -234,35 +235,44 @@ class Classifier:
         ``errors[i]`` is the one-line reason input ``i`` failed ("" when it did not)."""
         return self._featurize(inputs)[:3]
 
-    def _featurize(self, inputs: Sequence[Any]
+    def _featurize(self, inputs: Sequence[Any], workers: int = 1, progress: bool = False
                    ) -> tuple[np.ndarray, list[int], list[str], list[list[str]]]:
-        """:meth:`featurize` plus the domain warnings of each input."""
-        from andersonn.images import encode
-        from andersonn.structures import read_structure
+        """:meth:`featurize` plus the domain warnings of each input; ``workers`` > 1 reads and
+        encodes file and SMILES inputs in that many processes (results keep input order)."""
+        shape = tuple(self.config_.get("image_shape", ())) or None
+        setup = (self._spec(), self.domain_, shape)
+        results: Iterable[_Featurized]
+        pool = None
+        if workers > 1 and len(inputs) > 1 and all(isinstance(i, (str, os.PathLike))
+                                                    for i in inputs):
+            import multiprocessing as mp
 
-        spec = self._spec()
-        images, ok, errors = [], [], []
-        notes: list[list[str]] = [[] for _ in inputs]
-        for i, item in enumerate(inputs):
-            try:
-                structure = item if hasattr(item, "elements") or not isinstance(
-                    item, (str, os.PathLike)) else read_structure(item)
-                if self.domain_ is not None and hasattr(structure, "summary"):
-                    problem, notes[i] = self.domain_.check(structure.summary())
-                    if problem is not None:
-                        raise InputError(problem)
-                img = np.asarray(encode(structure, spec), dtype=np.float32)
-                if tuple(img.shape) != tuple(self.config_.get("image_shape", img.shape)):
-                    raise InputError(f"image shape {img.shape} does not fit the model")
-                images.append(img)
-                ok.append(i)
-                errors.append("")
-            except Exception as exc:  # every failure is reported per input, the rest go on
-                errors.append(_one_line(exc))
-        shape = tuple(self.config_.get("image_shape", (0, 0, 0)))
-        arr = np.stack(images) if images else np.zeros((0, *shape), np.float32)
-        readable = set(ok)
-        return arr, ok, errors, [n if i in readable else [] for i, n in enumerate(notes)]
+            ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+            pool = ctx.Pool(min(workers, len(inputs)), initializer=_init_featurizer,
+                            initargs=(setup,))
+            chunk = max(1, min(32, len(inputs) // (workers * 8) or 1))
+            results = pool.imap(_featurize_item, inputs, chunksize=chunk)
+        else:
+            _init_featurizer(setup)
+            results = map(_featurize_item, inputs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(inputs), desc="featurize", unit="input",
+                           mininterval=0.5, file=sys.stderr)
+        images, ok, errors, notes = [], [], [], []
+        try:
+            for i, (img, error, note) in enumerate(results):
+                errors.append(error)
+                notes.append(note)
+                if img is not None:
+                    images.append(img)
+                    ok.append(i)
+        finally:
+            if pool is not None:
+                pool.terminate()
+        arr = np.stack(images) if images else np.zeros((0, *(shape or (0, 0, 0))), np.float32)
+        return arr, ok, errors, notes
 
     # -- inference ---------------------------------------------------------------------------
     def _check_fitted(self) -> torch.nn.Module:
@@ -311,10 +321,18 @@ class Classifier:
         probs = self.predict_proba(X)
         return np.array([self.classes_[i] for i in probs.argmax(axis=1)], dtype=object)
 
-    def predict_inputs(self, inputs: Sequence[Any]) -> list[Prediction]:
-        """Predict each input; unreadable ones get ``ok=False`` and a one-line ``error``."""
+    def predict_inputs(self, inputs: Sequence[Any], workers: int | None = 1,
+                       progress: bool = False) -> list[Prediction]:
+        """Predict each input; unreadable ones get ``ok=False`` and a one-line ``error``.
+
+        ``workers``: processes that read and encode the inputs (``None``: every core when
+        there are at least 64 inputs); ``progress``: a progress bar for 64 inputs or more.
+        """
         items = expand_inputs(inputs)
-        images, ok, errors, notes = self._featurize(items)
+        if workers is None:
+            workers = (os.cpu_count() or 1) if len(items) >= 64 else 1
+        images, ok, errors, notes = self._featurize(items, max(1, int(workers)),
+                                                    progress and len(items) >= 64)
         probs, iters = self._infer(images) if ok else (np.zeros((0, 0)), np.zeros(0))
         out = [Prediction(_input_name(item), False, error=errors[i])
                for i, item in enumerate(items)]
@@ -327,6 +345,38 @@ class Classifier:
 
 
 Scientist = Classifier
+
+_Featurized = tuple[np.ndarray | None, str, list[str]]
+_FEATURIZER: tuple[Any, Domain | None, tuple[int, ...] | None] | None = None
+
+
+def _init_featurizer(setup: tuple[Any, Domain | None, tuple[int, ...] | None]) -> None:
+    """Set what :func:`_featurize_item` encodes with (also a worker-process initialiser)."""
+    global _FEATURIZER
+    _FEATURIZER = setup
+
+
+def _featurize_item(item: Any) -> _Featurized:
+    """(image or None, one-line error or "", domain warnings) of one input."""
+    from andersonn.images import encode
+    from andersonn.structures import read_structure
+
+    assert _FEATURIZER is not None
+    spec, domain, shape = _FEATURIZER
+    try:
+        structure = item if hasattr(item, "elements") or not isinstance(
+            item, (str, os.PathLike)) else read_structure(item)
+        notes: list[str] = []
+        if domain is not None and hasattr(structure, "summary"):
+            problem, notes = domain.check(structure.summary())
+            if problem is not None:
+                raise InputError(problem)
+        img = np.asarray(encode(structure, spec), dtype=np.float32)
+        if shape is not None and tuple(img.shape) != shape:
+            raise InputError(f"image shape {img.shape} does not fit the model")
+        return img, "", notes
+    except Exception as exc:  # every failure is reported per input, the rest go on
+        return None, _one_line(exc), []
 
 
 def _run_temperature(run_dir: str | Path, run_config: dict[str, Any]) -> float:

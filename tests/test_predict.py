@@ -174,6 +174,18 @@ def test_a_directory_is_its_structure_files(run_dir: Path, tmp_path: Path,
         read_structure(folder)
 
 
+def test_parallel_featurisation_gives_the_same_predictions(run_dir: Path) -> None:
+    clf = Classifier.load(run_dir)
+    inputs = [*SMILES, "ClCCCl", "((", str(FIXTURES / "water.xyz"), str(FIXTURES / "NaCl.cif"),
+              str(FIXTURES / "truncated.xyz")] * 3
+    serial = clf.predict_inputs(inputs, workers=1)
+    parallel = clf.predict_inputs(inputs, workers=2, progress=True)
+    assert [p.to_dict() for p in parallel] == [p.to_dict() for p in serial]
+    # per round: 3 unreadable; Cl (C(Cl)Cl, ClCCCl) and sizes outside 6-18 atoms (CCCCCC, O=CO,
+    # water) warned about
+    assert sum(not p.ok for p in serial) == 9 and sum(bool(p.warnings) for p in serial) == 15
+
+
 def test_expand_inputs(tmp_path: Path) -> None:
     (tmp_path / "mol.xyz").write_text((FIXTURES / "water.xyz").read_text())
     listing = tmp_path / "list.txt"

@@ -76,6 +76,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     pr.add_argument("--tol", type=float, default=None, help="override the solver tolerance")
     pr.add_argument("--max-iter", type=int, default=None, help="override the iteration cap")
     pr.add_argument("--device", default="cpu")
+    pr.add_argument("--workers", type=int, default=None,
+                    help="processes reading the inputs (all cores for 64 inputs or more)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.set_defaults(func=_predict)
 
     de = commands.add_parser("demo", help="build polarity data, train DEQ with Anderson and with "
@@ -161,7 +164,8 @@ def _predict(args: argparse.Namespace) -> int:
         options["max_iter"] = args.max_iter
     clf = Classifier.load(args.run_dir, device=args.device, solver=args.solver,
                           solver_options=options or None)
-    preds = clf.predict_inputs(args.inputs)
+    preds = clf.predict_inputs(args.inputs, workers=args.workers,
+                               progress=not args.no_progress)
     for p in preds:
         if not p.ok:
             print(f"andersonn: cannot predict {p.input}: {p.error}", file=sys.stderr)
