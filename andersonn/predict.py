@@ -253,8 +253,7 @@ class Classifier:
             chunk = max(1, min(32, len(inputs) // (workers * 8) or 1))
             results = pool.imap(_featurize_item, inputs, chunksize=chunk)
         else:
-            _init_featurizer(setup)
-            results = map(_featurize_item, inputs)
+            results = (_featurize_with(setup, item) for item in inputs)
         if progress:
             from tqdm.auto import tqdm
 
@@ -351,18 +350,25 @@ _FEATURIZER: tuple[Any, Domain | None, tuple[int, ...] | None] | None = None
 
 
 def _init_featurizer(setup: tuple[Any, Domain | None, tuple[int, ...] | None]) -> None:
-    """Set what :func:`_featurize_item` encodes with (also a worker-process initialiser)."""
+    """Worker-process initialiser: what :func:`_featurize_item` encodes with."""
     global _FEATURIZER
     _FEATURIZER = setup
 
 
 def _featurize_item(item: Any) -> _Featurized:
-    """(image or None, one-line error or "", domain warnings) of one input."""
+    """:func:`_featurize_with` the worker process's setup."""
+    assert _FEATURIZER is not None
+    return _featurize_with(_FEATURIZER, item)
+
+
+def _featurize_with(setup: tuple[Any, Domain | None, tuple[int, ...] | None], item: Any
+                    ) -> _Featurized:
+    """(image or None, one-line error or "", domain warnings) of one input, encoded with
+    ``setup`` = (image spec, domain to check against, image shape the model takes)."""
     from andersonn.images import encode
     from andersonn.structures import read_structure
 
-    assert _FEATURIZER is not None
-    spec, domain, shape = _FEATURIZER
+    spec, domain, shape = setup
     try:
         structure = item if hasattr(item, "elements") or not isinstance(
             item, (str, os.PathLike)) else read_structure(item)
