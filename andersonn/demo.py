@@ -58,6 +58,7 @@ def _summary(result: Any) -> dict[str, Any]:
         "test_fwd_nfev": (tm.get("solver") or {}).get("fwd_nfev"),
         "val_acc_curve": [(h["wall_time_s"], h["val_acc"]) for h in hist],
         "params": tm.get("params"),
+        "calibration": tm.get("calibration"),
     }
 
 
@@ -158,7 +159,8 @@ def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int
     report = {"settings": settings, "dataset": {"n": len(ds.labels),
                                                 "image_shape": list(ds.images.shape[1:]),
                                                 "seconds": data_s},
-              "runs": runs, "speedup": speedup, "total_seconds": total_s}
+              "runs": runs, "speedup": speedup, "total_seconds": total_s,
+              "out_dir": str(out)}
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", _markdown(report, figures))
     print(f"\nDEQ on polarity ({len(ds.labels)} QM9 molecules, {settings['epochs']} epochs, "
@@ -196,9 +198,19 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
     lines += ["", f"**Anderson speed-up**: wall time {fmt(sp['wall_time'])}, forward f-evaluations "
               f"{fmt(sp['forward_nfev'])}, backward {fmt(sp['backward_nfev'])}, total "
               f"{fmt(sp['total_nfev'])}.", ""]
+    cal = runs.get("anderson", {}).get("calibration")
+    if cal:
+        lines += [f"Calibrated probabilities (Anderson run): a temperature T = "
+                  f"{cal['temperature']:.3f} fitted on the validation split takes the test "
+                  f"expected calibration error from {cal['ece']:.4f} to "
+                  f"{cal['ece_calibrated']:.4f}.", ""]
     for fig in figures:
         lines.append(f"![{fig}]({fig})")
-    lines += ["", "Per-run details: `deq-anderson/` and `deq-forward/` (metrics.jsonl, "
+    run = Path(report.get("out_dir", "demo")) / "deq-anderson"
+    lines += ["", "Ask the trained scientist about your own molecules: `andersonn predict "
+              f"{run} CCO 'OC(=O)c1ccccc1' my_molecules.sdf` (inputs with elements or sizes "
+              "outside its training data are flagged).", "",
+              "Per-run details: `deq-anderson/` and `deq-forward/` (metrics.jsonl, "
               "test_metrics.json, plots/).", f"Demo total time: {report['total_seconds']:.0f} s.",
               ""]
     return "\n".join(lines)

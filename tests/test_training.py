@@ -275,6 +275,7 @@ def test_demo_trains_both_solvers_and_writes_the_report(tmp_path: Path,
     assert report["speedup"]["total_nfev"] > 1.0  # Anderson needs fewer f evaluations
     text = (tmp_path / "demo" / "report.md").read_text()
     assert "Anderson speed-up" in text
+    assert "test expected calibration error from" in text and "andersonn predict" in text
     saved = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert saved["settings"]["threads"] == 1
     # a later demo on other data (here: another featuriser version) does not resume the old
