@@ -188,7 +188,10 @@ def _domain_line(record: dict[str, Any] | None) -> str:
         return "not recorded (an older build; `andersonn data build TASK --force` adds it)"
     from andersonn.data.domain import Domain
 
-    return "training split: " + Domain.from_dict(record).describe()
+    try:
+        return "training split: " + Domain.from_dict(record).describe()
+    except (TypeError, ValueError) as exc:
+        return f"malformed record in meta.json ({exc})"
 
 
 def _format(info: dict[str, Any]) -> str:
