@@ -320,6 +320,19 @@ class Classifier:
         probs = self.predict_proba(X)
         return np.array([self.classes_[i] for i in probs.argmax(axis=1)], dtype=object)
 
+    def score(self, X: Any, y: Sequence[Any]) -> float:
+        """Mean accuracy on ``X`` against labels ``y`` (class names or indices), as in
+        scikit-learn."""
+        truth = np.asarray(y)
+        predicted = self.predict(X)
+        if truth.dtype.kind in "iu":
+            predicted = np.array([self.classes_.index(str(c)) for c in predicted])
+        else:
+            truth = truth.astype(str)
+        if len(truth) != len(predicted):
+            raise InputError(f"score: {len(predicted)} inputs but {len(truth)} labels")
+        return float(np.mean(predicted == truth))
+
     def predict_inputs(self, inputs: Sequence[Any], workers: int | None = 1,
                        progress: bool = False) -> list[Prediction]:
         """Predict each input; unreadable ones get ``ok=False`` and a one-line ``error``.

@@ -203,6 +203,10 @@ def test_fit_predict_on_arrays() -> None:
     clf.fit(x, y)
     assert clf.classes_ == ["neg", "pos"]
     assert (clf.predict(x) == y).mean() > 0.9
+    assert clf.score(x, y) == (clf.predict(x) == y).mean()
+    assert clf.score(x, (y == "pos").astype(int)) == clf.score(x, y)  # indices or names
+    with pytest.raises(InputError, match="3 labels"):
+        clf.score(x[:5], y[:3])
     assert clf.predict_proba(x[:5]).shape == (5, 2)
     with pytest.raises(AndersonnError):
         clf.predict(["CCO"])  # trained on raw images: no image spec to featurise with
