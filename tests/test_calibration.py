@@ -57,7 +57,7 @@ def test_fit_recovers_a_known_temperature(true_t: float) -> None:
 
 def test_fit_matches_a_brute_force_minimum() -> None:
     logits, labels = _sample(500, 5, 1.3, seed=2)
-    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 20001))
+    grid = np.exp(np.linspace(math.log(0.2), math.log(5.0), 20001))
     nll = [float(torch.nn.functional.cross_entropy(logits / t, labels)) for t in grid]
     best = grid[int(np.argmin(nll))]
     assert fit_temperature(logits, labels) == pytest.approx(best, rel=1e-3)
@@ -86,7 +86,7 @@ def test_training_stores_and_predict_applies_the_temperature(
     y = np.array([0, 1] * 40)
     x = rng.normal(size=(80, 3, 4, 4)).astype(np.float32)
     x[:, 0] += np.where(y == 1, 1.0, -1.0)[:, None, None]
-    splits = np.array([0] * 48 + [1] * 16 + [2] * 16, np.int8)
+    splits = np.array([0] * 40 + [1] * 24 + [2] * 16, np.int8)
     domain = {"kind": "crystal", "elements": {"Na": 48, "Cl": 48}, "atoms": [2, 8], "n": 48}
     cache = write_cache(tmp_path / "cache", images=x, labels=y, ids=[str(i) for i in range(80)],
                         splits=splits, classes=["a", "b"], meta={"task": "custom",
@@ -96,7 +96,7 @@ def test_training_stores_and_predict_applies_the_temperature(
     result = train(cfg, tmp_path / "run", dataset=open_cache(cache), progress=False)
     record = json.loads((tmp_path / "run" / "config.json").read_text())["calibration"]
     t = record["temperature"]
-    assert 0.05 < t < 20.0 and record["split"] == "val"
+    assert 0.2 < t < 5.0 and record["split"] == "val" and record["method"] == "temperature"
     assert record["val_ece_calibrated"] <= record["val_ece"] + 1e-9
     test_cal = result.test_metrics["calibration"]
     assert test_cal["temperature"] == t and 0.0 <= test_cal["ece"] <= 1.0
@@ -133,3 +133,23 @@ def test_training_stores_and_predict_applies_the_temperature(
 
     with pytest.raises(AndersonnError, match="malformed calibration temperature"):
         Classifier.load(copy)
+
+
+def test_too_small_a_validation_split_is_not_fitted(tmp_path: Path) -> None:
+    from andersonn.data.cache import open_cache, write_cache
+    from andersonn.training import TrainConfig, train
+
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 20)
+    x = rng.normal(size=(40, 3, 4, 4)).astype(np.float32)
+    splits = np.array([0] * 24 + [1] * 8 + [2] * 8, np.int8)
+    cache = write_cache(tmp_path / "cache", images=x, labels=y, ids=[str(i) for i in range(40)],
+                        splits=splits, classes=["a", "b"], meta={"task": "custom"})
+    cfg = TrainConfig(task="custom", model="explicit", epochs=1, hidden=8, depth=1,
+                      batch_size=8, threads=1, plots=False)
+    result = train(cfg, tmp_path / "run", dataset=open_cache(cache), progress=False)
+    record = result.run_config["calibration"]
+    assert record["method"] == "none" and record["temperature"] == 1.0
+    assert "8 validation samples" in record["reason"]
+    assert result.test_metrics["calibration"]["ece"] == \
+        result.test_metrics["calibration"]["ece_calibrated"]

@@ -142,8 +142,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     r = calibrate_run(args.run_dir, device=args.device)
-    print(f"temperature {r['temperature']:.4f} (fitted on the validation split)")
-    print(f"validation ECE {r['val_ece']:.4f} → {r['val_ece_calibrated']:.4f}")
+    if r["method"] == "none":
+        print(f"no temperature fitted: {r['reason']}; probabilities stay as trained")
+    else:
+        print(f"temperature {r['temperature']:.4f} (fitted on the validation split)")
+        print(f"validation ECE {r['val_ece']:.4f} → {r['val_ece_calibrated']:.4f}")
     if "test_ece" in r:
         print(f"test ECE       {r['test_ece']:.4f} → {r['test_ece_calibrated']:.4f}")
     if "domain_added" in r:

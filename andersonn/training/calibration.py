@@ -19,10 +19,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ECE_BINS", "calibration_bins", "ece_from_bins", "expected_calibration_error",
-           "fit_temperature"]
+__all__ = ["ECE_BINS", "MIN_SAMPLES", "T_RANGE", "calibration_bins", "ece_from_bins",
+           "expected_calibration_error", "fit_temperature"]
 
 ECE_BINS = 15
+MIN_SAMPLES = 20  # fewer validation samples than this: no fit (T = 1), it would be noise
+T_RANGE = (0.2, 5.0)  # an optimum at a bound means separable data, not a calibration
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -31,8 +33,9 @@ def _identity(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, *, lo: float = 0.05,
-                    hi: float = 20.0, tol: float = 1e-4, reduce: Reduce | None = None) -> float:
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, *, lo: float = T_RANGE[0],
+                    hi: float = T_RANGE[1], tol: float = 1e-4, reduce: Reduce | None = None
+                    ) -> float:
     """The T in [lo, hi] minimising the mean NLL of ``softmax(logits / T)`` on ``labels``.
 
     The NLL is convex in 1/T, so a golden-section search over log T finds the minimum (to a

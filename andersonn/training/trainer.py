@@ -33,6 +33,7 @@ from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
 from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.models import build_model, count_parameters, vector_channels_for
 from andersonn.training import checkpoint as ckpt
+from andersonn.training.calibration import MIN_SAMPLES as MIN_CALIBRATION_SAMPLES
 from andersonn.training.calibration import calibration_bins, ece_from_bins, fit_temperature
 from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import DistInfo, all_reduce_sum, barrier, cleanup, setup
@@ -631,6 +632,10 @@ def _calibrate(model: nn.Module, xv: torch.Tensor, yv: torch.Tensor, k: int, bat
     """Temperature scaling of the best-val model on the validation split (all ranks agree)."""
     val = _eval_pass(model, xv, yv, k, batch_size, device, info, bf16, return_logits=True)
     logits, labels = val["logits"], val["labels"]
+    n = int(all_reduce_sum(torch.tensor([labels.numel()], dtype=torch.float64), info).item())
+    if n < MIN_CALIBRATION_SAMPLES:
+        return {"method": "none", "split": "val", "temperature": 1.0,
+                "reason": f"{n} validation samples (a fit needs {MIN_CALIBRATION_SAMPLES})"}
     t = fit_temperature(logits, labels, reduce=lambda v: all_reduce_sum(v, info))
     return {"method": "temperature", "split": "val", "temperature": t,
             "val_ece": _ece(logits, labels, 1.0, info),
