@@ -65,7 +65,7 @@ class Prediction:
 def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
     """Expand text files that list inputs (one per line; ``#`` comments, blank lines skipped)
     and directories (their structure files, by name: xyz, sdf, mol, cif, POSCAR, ...; sorted,
-    not recursive).
+    not recursive; a ``.smi`` file in them is a list, as when named directly).
 
     A ``.txt``/``.lst``/``.list``/``.smi`` file is a list; its relative paths are resolved
     against the list's folder when such a file exists there. A directory without structure
@@ -80,7 +80,7 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
             if path.is_dir():
                 files = sorted(os.fspath(f) for f in path.iterdir()
                                if f.is_file() and format_from_path(f) is not None)
-                out.extend(files or [os.fspath(item)])
+                out.extend(expand_inputs(files) if files else [os.fspath(item)])  # .smi lists
                 continue
             if path.suffix.lower() in LIST_SUFFIXES and path.is_file():
                 for line in path.read_text().splitlines():

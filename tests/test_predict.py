@@ -160,8 +160,9 @@ def test_a_directory_is_its_structure_files(run_dir: Path, tmp_path: Path,
     for name in ("water.xyz", "ethanol.mol"):
         (folder / name).write_text((FIXTURES / name).read_text())
     (folder / "notes.md").write_text("not a structure")
+    (folder / "more.smi").write_text("CCN amine\nCCCl\n")  # a list, as when given by name
     (folder / "sub").mkdir()
-    assert expand_inputs([str(folder), "CC"]) == [str(folder / "ethanol.mol"),
+    assert expand_inputs([str(folder), "CC"]) == [str(folder / "ethanol.mol"), "CCN", "CCCl",
                                                   str(folder / "water.xyz"), "CC"]
     empty = tmp_path / "empty"
     empty.mkdir()
