@@ -82,3 +82,23 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
     t0, t1 = (float(torch.load(tmp_path / f"t{r}.pt", weights_only=True)) for r in (0, 1))
     assert t0 == t1
     assert single.run_config["calibration"]["temperature"] == pytest.approx(t0, rel=5e-2)
+
+
+def _jac_worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world)})
+    result = train(TrainConfig(**{**CFG, "epochs": 1, "jac_reg": 1.0}), Path(out) / "run",
+                   dataset=open_cache(cache), progress=False)
+    assert result.history[0]["jac_loss"] > 0
+    state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
+    save_file(state, str(Path(out) / f"jac{rank}.safetensors"))
+
+
+def test_two_process_ddp_with_the_jacobian_penalty(tmp_path: Path) -> None:
+    """The penalty's double backward runs inside DDP's forward; ranks must stay in step."""
+    cache = _make_cache(tmp_path / "cache")
+    mp.spawn(_jac_worker, args=(2, _free_port(), str(cache), str(tmp_path)), nprocs=2, join=True)
+    r0 = load_file(tmp_path / "jac0.safetensors")
+    r1 = load_file(tmp_path / "jac1.safetensors")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks ended with different weights"
