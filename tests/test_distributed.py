@@ -38,14 +38,18 @@ def _make_cache(directory: Path, n: int = 192) -> Path:
                        splits=splits, classes=["a", "b"], meta={"task": "toy"})
 
 
-def _worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
+def _worker(rank: int, world: int, port: int, cache: str, out: str, variant: str) -> None:
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                        "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(world)})
-    result = train(TrainConfig(**CFG), Path(out) / "run", dataset=open_cache(cache),
+    cfg = CFG if variant == "rank" else {**CFG, "epochs": 1, "jac_reg": 1.0}
+    result = train(TrainConfig(**cfg), Path(out) / "run", dataset=open_cache(cache),
                    progress=False)
     state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
-    save_file(state, str(Path(out) / f"rank{rank}.safetensors"))
+    save_file(state, str(Path(out) / f"{variant}{rank}.safetensors"))
+    if variant == "jac":
+        assert result.history[0]["jac_loss"] > 0
+        return
     temperature = result.run_config["calibration"]["temperature"]  # fitted on sharded val sums
     torch.save(torch.tensor([temperature], dtype=torch.float64), Path(out) / f"t{rank}.pt")
     if rank == 0:
@@ -53,12 +57,20 @@ def _worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
                                  result.test_metrics["accuracy"]]), Path(out) / "metrics.pt")
 
 
-def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
+def _ranks_in_step(tmp_path: Path, variant: str) -> dict[str, torch.Tensor]:
+    """Train on 2 gloo processes; both must end with the same weights (rank 0's returned)."""
     cache = _make_cache(tmp_path / "cache")
-    mp.spawn(_worker, args=(2, _free_port(), str(cache), str(tmp_path)), nprocs=2, join=True)
-    r0 = load_file(tmp_path / "rank0.safetensors")
-    r1 = load_file(tmp_path / "rank1.safetensors")
+    mp.spawn(_worker, args=(2, _free_port(), str(cache), str(tmp_path), variant), nprocs=2,
+             join=True)
+    r0 = load_file(tmp_path / f"{variant}0.safetensors")
+    r1 = load_file(tmp_path / f"{variant}1.safetensors")
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks ended with different weights"
+    return r0
+
+
+def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
+    r0 = _ranks_in_step(tmp_path, "rank")
+    cache = tmp_path / "cache"
     # only rank 0 wrote the run
     run = tmp_path / "run"
     assert (run / "model.safetensors").is_file() and (run / "metrics.jsonl").is_file()
@@ -84,21 +96,6 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
     assert single.run_config["calibration"]["temperature"] == pytest.approx(t0, rel=5e-2)
 
 
-def _jac_worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                       "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "LOCAL_WORLD_SIZE": str(world)})
-    result = train(TrainConfig(**{**CFG, "epochs": 1, "jac_reg": 1.0}), Path(out) / "run",
-                   dataset=open_cache(cache), progress=False)
-    assert result.history[0]["jac_loss"] > 0
-    state = {k: v.contiguous() for k, v in result.model.state_dict().items()}
-    save_file(state, str(Path(out) / f"jac{rank}.safetensors"))
-
-
 def test_two_process_ddp_with_the_jacobian_penalty(tmp_path: Path) -> None:
     """The penalty's double backward runs inside DDP's forward; ranks must stay in step."""
-    cache = _make_cache(tmp_path / "cache")
-    mp.spawn(_jac_worker, args=(2, _free_port(), str(cache), str(tmp_path)), nprocs=2, join=True)
-    r0 = load_file(tmp_path / "jac0.safetensors")
-    r1 = load_file(tmp_path / "jac1.safetensors")
-    assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks ended with different weights"
+    _ranks_in_step(tmp_path, "jac")
