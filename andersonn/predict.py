@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from andersonn.data.domain import Domain
+from andersonn.data.domain import Domain, FeatureDomain
 from andersonn.errors import AndersonnError, InputError
 from andersonn.fileio import atomic_write_json, atomic_write_text
 
@@ -128,6 +128,7 @@ class Classifier:
         self.config_: dict[str, Any] = {}
         self.spec_: Any = None
         self.domain_: Domain | None = None
+        self.feature_domain_: FeatureDomain | None = None
         self.temperature_ = 1.0
         self.device = torch.device("cpu")
         self.batch_size = 256
@@ -149,6 +150,7 @@ class Classifier:
         self.classes_ = [str(c) for c in run_config.get("classes", [])]
         self.spec_ = None
         self.domain_ = _run_domain(run_dir, run_config)
+        self.feature_domain_ = _run_feature_domain(run_dir, run_config)
         self.temperature_ = _run_temperature(run_dir, run_config)
         version = run_config.get("featurizer_version")
         if version is not None and run_config.get("image_spec") is not None:
@@ -199,6 +201,7 @@ class Classifier:
         self.model_, self.config_ = result.model, result.run_config
         self.classes_ = names
         self.domain_ = None  # images carry no elements: nothing to check inputs against
+        self.feature_domain_ = _run_feature_domain("fit", result.run_config)
         self.temperature_ = _run_temperature("fit", result.run_config)
         return self
 
@@ -240,7 +243,7 @@ class Classifier:
         """:meth:`featurize` plus the domain warnings of each input; ``workers`` > 1 reads and
         encodes file and SMILES inputs in that many processes (results keep input order)."""
         shape = tuple(self.config_.get("image_shape", ())) or None
-        setup = (self._spec(), self.domain_, shape)
+        setup = (self._spec(), self.domain_, shape, self.feature_domain_)
         results: Iterable[_Featurized]
         pool = None
         if workers > 1 and len(inputs) > 1 and all(isinstance(i, (str, os.PathLike))
@@ -359,10 +362,11 @@ class Classifier:
 Scientist = Classifier
 
 _Featurized = tuple[np.ndarray | None, str, list[str]]
-_FEATURIZER: tuple[Any, Domain | None, tuple[int, ...] | None] | None = None
+_Setup = tuple[Any, Domain | None, tuple[int, ...] | None, FeatureDomain | None]
+_FEATURIZER: _Setup | None = None
 
 
-def _init_featurizer(setup: tuple[Any, Domain | None, tuple[int, ...] | None]) -> None:
+def _init_featurizer(setup: _Setup) -> None:
     """Worker-process initialiser: what :func:`_featurize_item` encodes with."""
     global _FEATURIZER
     _FEATURIZER = setup
@@ -374,14 +378,14 @@ def _featurize_item(item: Any) -> _Featurized:
     return _featurize_with(_FEATURIZER, item)
 
 
-def _featurize_with(setup: tuple[Any, Domain | None, tuple[int, ...] | None], item: Any
-                    ) -> _Featurized:
+def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
     """(image or None, one-line error or "", domain warnings) of one input, encoded with
-    ``setup`` = (image spec, domain to check against, image shape the model takes)."""
+    ``setup`` = (image spec, domain to check against, image shape the model takes, feature
+    domain to check the image against)."""
     from andersonn.images import encode
     from andersonn.structures import read_structure
 
-    spec, domain, shape = setup
+    spec, domain, shape, feature_domain = setup
     try:
         structure = item if hasattr(item, "elements") or not isinstance(
             item, (str, os.PathLike)) else read_structure(item)
@@ -393,9 +397,24 @@ def _featurize_with(setup: tuple[Any, Domain | None, tuple[int, ...] | None], it
         img = np.asarray(encode(structure, spec), dtype=np.float32)
         if shape is not None and tuple(img.shape) != shape:
             raise InputError(f"image shape {img.shape} does not fit the model")
+        if feature_domain is not None:
+            notes = notes + feature_domain.check(img)
         return img, "", notes
     except Exception as exc:  # every failure is reported per input, the rest go on
         return None, _one_line(exc), []
+
+
+def _run_feature_domain(run_dir: str | Path, run_config: dict[str, Any]
+                        ) -> FeatureDomain | None:
+    """The run's feature domain (None for runs without one)."""
+    record = run_config.get("feature_domain")
+    if not record:
+        return None
+    try:
+        return FeatureDomain.from_dict(record)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AndersonnError(f"{run_dir}: config.json has a malformed feature domain "
+                             f"({exc})") from None
 
 
 def _run_temperature(run_dir: str | Path, run_config: dict[str, Any]) -> float:

@@ -100,7 +100,8 @@ def test_inputs_checked_against_the_training_domain(
     assert [p.ok for p in preds] == [True, True, True, False]
     assert preds[0].warnings == []
     assert preds[1].warnings == ["element Cl not in any of the 12 training structures"]
-    assert preds[2].warnings == ["122 atoms; the training molecules had 6–18"]
+    assert preds[2].warnings == [
+        "122 atoms (40 heavy); the training molecules had 6–18 (2–6 heavy)"]
     assert "a crystal, but this model was trained on molecules only" in str(preds[3].error)
     with pytest.warns(DomainWarning, match="ClCCCl: element Cl"):
         assert clf.predict(["CCO", "ClCCCl"]).shape == (2,)
@@ -119,6 +120,29 @@ def test_inputs_checked_against_the_training_domain(
     saved = tmp_path / "pred.json"
     assert main(["predict", str(run_dir), "ClCCCl", "--out", str(saved)]) == 0
     assert json.loads(saved.read_text())["predictions"][0]["warnings"][0].startswith("element Cl")
+
+
+def test_inputs_unlike_the_training_images_are_flagged(run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from andersonn.data.domain import FeatureDomain
+
+    # 12 training images are too few for a covariance: the fixture run has no feature domain
+    assert json.loads((run_dir / "config.json").read_text())["feature_domain"] is None
+    copy = tmp_path / "with-features"
+    shutil.copytree(run_dir, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    # a training set of saturated chains with O / N: enough images to estimate a covariance
+    chains = sorted({"C" * k + a + "C" * (n - k) + b for n in range(1, 9) for k in range(n + 1)
+                     for a in ("O", "N", "") for b in ("O", "N", "", "C=O")})
+    many = np.stack([encode(read_structure(s), IMAGE_SPECS["polarity"]) for s in chains])
+    cfg["feature_domain"] = FeatureDomain.fit(many).to_dict()
+    (copy / "config.json").write_text(json.dumps(cfg))
+    clf = Classifier.load(copy)
+    near, aromatic, fluorinated = clf.predict_inputs(["CCNCC", "c1ccccc1", "FC(F)(F)C#N"])
+    assert not any("unlike the training structures" in w for w in near.warnings)
+    for other in (aromatic, fluorinated):
+        assert any("unlike the training structures" in w for w in other.warnings)
 
 
 def test_runs_without_a_recorded_domain_still_check_the_kind(run_dir: Path, tmp_path: Path

@@ -7,21 +7,24 @@ each element and the range of atom counts; training copies it into the run's ``c
 and prediction checks every input against it: the wrong kind is an error (the images would mean
 something else), unseen elements and sizes outside the training range are warnings.
 
-A *summary* of one structure is ``(atomic numbers present, sorted; number of atoms; periodic)``,
-:meth:`andersonn.structures.Structure.summary`, cheap to make where the structure is parsed.
+A *summary* of one structure is ``(atomic numbers present, sorted; number of atoms; periodic;
+number of heavy atoms)``, :meth:`andersonn.structures.Structure.summary`, cheap to make where the
+structure is parsed (older three-field summaries are accepted: no heavy-atom range then).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from andersonn.structures.elements import SYMBOL_TO_Z, SYMBOLS
-from andersonn.structures.structure import StructureSummary as Summary
+import numpy as np
 
-__all__ = ["Domain"]
+from andersonn.structures.elements import SYMBOL_TO_Z, SYMBOLS
+from andersonn.structures.structure import StructureSummary
+
+__all__ = ["FEATURE_QUANTILE", "MIN_PER_DIMENSION", "Domain", "FeatureDomain", "image_summaries"]
 
 KINDS = ("molecule", "crystal", "mixed")
 
@@ -40,28 +43,34 @@ class Domain:
     elements: Mapping[str, int] | None = None
     atoms: tuple[int, int] | None = None
     n: int = 0
+    heavy_atoms: tuple[int, int] | None = None
 
     @classmethod
-    def from_summaries(cls, summaries: Iterable[Summary]) -> Domain:
+    def from_summaries(cls, summaries: Iterable[Sequence[Any]]) -> Domain:
         """The domain of the structures behind ``summaries`` (at least one)."""
         counts: Counter[int] = Counter()
         sizes: list[int] = []
+        heavy: list[int] = []
         kinds: set[bool] = set()
-        for numbers, n_atoms, periodic in summaries:
+        for numbers, n_atoms, periodic, *rest in summaries:
             counts.update(set(numbers))
             sizes.append(int(n_atoms))
             kinds.add(bool(periodic))
+            if rest:
+                heavy.append(int(rest[0]))
         if not sizes:
             raise ValueError("a domain needs at least one structure")
         kind = "mixed" if len(kinds) > 1 else ("crystal" if kinds.pop() else "molecule")
         elements = {SYMBOLS[z]: counts[z] for z in sorted(counts)}
-        return cls(kind, elements, (min(sizes), max(sizes)), len(sizes))
+        heavy_range = (min(heavy), max(heavy)) if len(heavy) == len(sizes) else None
+        return cls(kind, elements, (min(sizes), max(sizes)), len(sizes), heavy_range)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON."""
         return {"kind": self.kind, "n": self.n,
                 "elements": dict(self.elements) if self.elements is not None else None,
-                "atoms": list(self.atoms) if self.atoms is not None else None}
+                "atoms": list(self.atoms) if self.atoms is not None else None,
+                "heavy_atoms": list(self.heavy_atoms) if self.heavy_atoms is not None else None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Domain:
@@ -76,10 +85,8 @@ class Domain:
             unknown = [k for k in elements if k not in SYMBOL_TO_Z]
             if unknown:
                 raise ValueError(f"domain lists unknown element(s) {', '.join(unknown[:5])}")
-        if atoms is not None:
-            lo, hi = (int(v) for v in atoms)
-            atoms = (lo, hi)
-        return cls(kind, elements, atoms, int(data.get("n", 0)))
+        return cls(kind, elements, _range(atoms), int(data.get("n", 0)),
+                   _range(data.get("heavy_atoms")))
 
     def describe(self) -> str:
         """One line for ``data info`` and reports."""
@@ -91,16 +98,18 @@ class Domain:
         if self.atoms is not None:
             parts.append(f"{self.atoms[0]}–{self.atoms[1]} atoms"
                          + (" per cell" if self.kind == "crystal" else ""))
+        if self.heavy_atoms is not None and self.kind == "molecule":
+            parts.append(f"{self.heavy_atoms[0]}–{self.heavy_atoms[1]} heavy atoms")
         return ", ".join(parts)
 
-    def check(self, summary: Summary) -> tuple[str | None, list[str]]:
+    def check(self, summary: StructureSummary | Sequence[Any]) -> tuple[str | None, list[str]]:
         """``(error, warnings)`` for one structure's summary.
 
         The wrong kind (a molecule for a crystal model, or the reverse) is an error; elements no
         training structure held, and (molecules) atom counts outside the training range, are
         warnings. Crystal cells are not size-checked: a supercell is the same crystal.
         """
-        numbers, n_atoms, periodic = summary
+        numbers, n_atoms, periodic, *rest = summary
         kind = "crystal" if periodic else "molecule"
         if self.kind in ("molecule", "crystal") and kind != self.kind:
             return (f"a {kind}, but this model was trained on {self.kind}s only; "
@@ -114,9 +123,24 @@ class Domain:
                                 "structures")
         if self.atoms is not None and kind == "molecule":
             lo, hi = self.atoms
-            if not lo <= n_atoms <= hi:
-                warnings.append(f"{n_atoms} atoms; the training molecules had {lo}–{hi}")
+            n_heavy = int(rest[0]) if rest and self.heavy_atoms is not None else None
+            inside = lo <= n_atoms <= hi
+            if n_heavy is None:
+                if not inside:
+                    warnings.append(f"{n_atoms} atoms; the training molecules had {lo}–{hi}")
+            else:
+                h_lo, h_hi = self.heavy_atoms  # type: ignore[misc]
+                if not (inside and h_lo <= n_heavy <= h_hi):
+                    warnings.append(f"{n_atoms} atoms ({n_heavy} heavy); the training "
+                                    f"molecules had {lo}–{hi} ({h_lo}–{h_hi} heavy)")
         return None, warnings
+
+
+def _range(value: Any) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    lo, hi = (int(v) for v in value)
+    return lo, hi
 
 
 def _symbol_list(elements: Mapping[str, int], limit: int = 12) -> str:
@@ -124,3 +148,86 @@ def _symbol_list(elements: Mapping[str, int], limit: int = 12) -> str:
     if len(symbols) <= limit:
         return " ".join(symbols)
     return " ".join(symbols[:limit]) + f" … {symbols[-1]}"
+
+
+FEATURE_QUANTILE = 0.999  # training structures farther than this quantile: the warning's line
+MIN_PER_DIMENSION = 5  # fewer training images than this × summary size: no feature domain
+
+
+def image_summaries(images: Any, rows: Any = None, chunk: int = 4096) -> np.ndarray:
+    """(N, 2C) per-channel mean and maximum over each image's occupied pixels (float64), of
+    ``images[rows]`` (all when None), read ``chunk`` images at a time (memory-mapped builds)."""
+    index = np.arange(len(images)) if rows is None else np.asarray(rows)
+    parts = []
+    for start in range(0, len(index), chunk):
+        img = np.asarray(images[index[start:start + chunk]], dtype=np.float64)
+        occupied = np.abs(img).sum(1, keepdims=True) > 0
+        count = np.maximum(occupied.sum((2, 3)), 1)
+        mean = (img * occupied).sum((2, 3)) / count
+        peak = np.where(occupied, img, -np.inf).max((2, 3))
+        parts.append(np.concatenate([mean, np.where(np.isfinite(peak), peak, 0.0)], 1))
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+@dataclass(frozen=True)
+class FeatureDomain:
+    """Where the training images lie: mean and (regularised) precision of their per-channel
+    summaries, and the Mahalanobis distance that ``FEATURE_QUANTILE`` of them stay within.
+
+    Elements are a coarse check: a metal-organic framework is made of elements a crystal model
+    has seen, yet it is nothing like its training crystals. Its summary lies far from theirs.
+    """
+
+    mean: tuple[float, ...]
+    precision: tuple[tuple[float, ...], ...]
+    threshold: float
+
+    @classmethod
+    def fit(cls, images: Any, rows: Any = None) -> FeatureDomain:
+        """Fit to training images (N, C, H, W) (``images[rows]`` when given); ``ValueError``
+        when N < 5 × 2C (too few to estimate a covariance: every input would look far away)."""
+        x = image_summaries(images, rows)
+        if x.shape[0] < MIN_PER_DIMENSION * max(x.shape[1], 1):
+            raise ValueError(f"a feature domain needs {MIN_PER_DIMENSION} training images per "
+                             f"summary dimension ({MIN_PER_DIMENSION * x.shape[1]}), got "
+                             f"{x.shape[0]}")
+        mean = x.mean(0)
+        cov = np.cov(x, rowvar=False)
+        ridge = 1e-6 * max(float(np.trace(cov)) / len(cov), 1e-12)
+        precision = np.linalg.inv(cov + ridge * np.eye(len(cov)))
+        d = _mahalanobis(x, mean, precision)
+        return cls(tuple(mean.tolist()), tuple(tuple(r) for r in precision.tolist()),
+                   float(np.quantile(d, FEATURE_QUANTILE)))
+
+    def distances(self, images: Any) -> np.ndarray:
+        """Mahalanobis distance of each image's summary from the training summaries."""
+        return _mahalanobis(image_summaries(images), np.asarray(self.mean),
+                            np.asarray(self.precision))
+
+    def check(self, image: np.ndarray) -> list[str]:
+        """A warning when ``image`` (C, H, W) lies beyond the training threshold."""
+        d = float(self.distances(image[None])[0])
+        if d <= self.threshold:
+            return []
+        return [f"unlike the training structures (feature distance {d:.1f}; "
+                f"{FEATURE_QUANTILE:.1%} of them are within {self.threshold:.1f})"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON."""
+        return {"mean": list(self.mean), "precision": [list(r) for r in self.precision],
+                "threshold": self.threshold, "quantile": FEATURE_QUANTILE}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureDomain:
+        """Inverse of :meth:`to_dict`; a malformed record raises ``ValueError``."""
+        mean = np.asarray(data["mean"], dtype=np.float64)
+        precision = np.asarray(data["precision"], dtype=np.float64)
+        if mean.ndim != 1 or precision.shape != (len(mean), len(mean)):
+            raise ValueError("feature domain: mean and precision shapes disagree")
+        return cls(tuple(mean.tolist()), tuple(tuple(r) for r in precision.tolist()),
+                   float(data["threshold"]))
+
+
+def _mahalanobis(x: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    centred = x - mean
+    return np.sqrt(np.maximum(np.einsum("ni,ij,nj->n", centred, precision, centred), 0.0))

@@ -8,8 +8,9 @@ import numpy as np
 
 from andersonn.structures.elements import MASS, SYMBOLS
 
-StructureSummary = tuple[tuple[int, ...], int, bool]
-"""(atomic numbers present, sorted; atom count; periodic): see :meth:`Structure.summary`."""
+StructureSummary = tuple[tuple[int, ...], int, bool, int]
+"""(atomic numbers present, sorted; atom count; periodic; heavy-atom count): see
+:meth:`Structure.summary`."""
 
 
 @dataclass
@@ -56,9 +57,10 @@ class Structure:
         return len(self.numbers)
 
     def summary(self) -> StructureSummary:
-        """``(atomic numbers present, sorted; atom count; periodic)``: what a dataset's
-        applicability domain (:mod:`andersonn.data.domain`) is made of."""
-        return (tuple(int(z) for z in np.unique(self.numbers)), self.n_atoms, self.periodic)
+        """``(atomic numbers present, sorted; atom count; periodic; atoms other than H)``: what
+        a dataset's applicability domain (:mod:`andersonn.data.domain`) is made of."""
+        return (tuple(int(z) for z in np.unique(self.numbers)), self.n_atoms, self.periodic,
+                int((np.asarray(self.numbers) != 1).sum()))
 
     @property
     def symbols(self) -> list[str]:

@@ -341,6 +341,17 @@ def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
     }
 
 
+def _feature_domain(images: Any, rows: Any = None) -> dict[str, Any] | None:
+    """Where the training images lie (predict warns about inputs far from them), or None when
+    there are too few to tell."""
+    from andersonn.data.domain import FeatureDomain
+
+    try:
+        return FeatureDomain.fit(images, rows).to_dict()
+    except ValueError:
+        return None
+
+
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
@@ -409,6 +420,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     model.set_normalization(mean, std)
     model.to(device)
     run_config = _run_config(cfg, model, ds, classes, mean, std, weight, info)
+    run_config["feature_domain"] = _feature_domain(xtr)
     wdev = weight.to(device) if weight is not None else None
 
     if info.world_size > 1 and cfg.batch_size % info.world_size:
@@ -727,8 +739,9 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
     For runs trained before calibration existed: loads the best-val model and ``dataset``
     (default: the cached build the run was trained on, refused if its featuriser or image spec
     differ), fits T as training does, measures the test ECE before and after, and rewrites
-    ``config.json`` (and ``test_metrics.json``, when present) atomically. A run that predates
-    the applicability domain also gets the dataset's (``domain_added`` in the result). Returns
+    ``config.json`` (and ``test_metrics.json``, when present) atomically. A run whose recorded
+    applicability domain is missing or older than its dataset's gets the dataset's
+    (``domain_added`` in the result), and one without a feature domain gets it. Returns
     the calibration record plus ``test_ece`` / ``test_ece_calibrated``.
     """
     from andersonn.data import load_dataset
@@ -761,8 +774,11 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
         result["test_ece_calibrated"] = _ece(test["logits"], test["labels"],
                                              record["temperature"], info)
     run_config["calibration"] = record
-    if not run_config.get("domain") and meta.get("domain"):  # same data, checked above
+    if meta.get("domain") and run_config.get("domain") != meta["domain"]:  # same data (above)
         run_config["domain"] = result["domain_added"] = meta["domain"]
+    if not run_config.get("feature_domain"):
+        run_config["feature_domain"] = _feature_domain(
+            ds.images, np.flatnonzero(np.asarray(ds.splits) == _SPLITS["train"]))
     atomic_write_json(run_dir / "config.json", run_config)
     metrics_path = run_dir / "test_metrics.json"
     if metrics_path.is_file() and "test_ece" in result:
