@@ -71,15 +71,14 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
     against the list's folder when such a file exists there. A directory without structure
     files stays one input, which then fails with that reason.
     """
-    from andersonn.structures import format_from_path
+    from andersonn.structures.readers import structure_files
 
     out: list[Any] = []
     for item in inputs:
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if path.is_dir():
-                files = sorted(os.fspath(f) for f in path.iterdir()
-                               if f.is_file() and format_from_path(f) is not None)
+                files = [os.fspath(f) for f in structure_files(path)]
                 out.extend(expand_inputs(files) if files else [os.fspath(item)])  # .smi lists
                 continue
             if path.suffix.lower() in LIST_SUFFIXES and path.is_file():

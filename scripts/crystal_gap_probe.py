@@ -28,6 +28,7 @@ import numpy as np
 from andersonn.data import load_dataset
 from andersonn.data import materials_project as mp
 from andersonn.data.archives import ensure_archive
+from andersonn.data.domain import image_summaries
 
 
 def _valence_shells(element: object) -> tuple[int, int, int, int]:
@@ -100,16 +101,6 @@ def magpie_features(structure: object) -> np.ndarray:
     return np.concatenate([*stats, np.array(extra, dtype=float)])
 
 
-def image_features(images: np.ndarray) -> np.ndarray:
-    """Per-channel mean and maximum over each image's occupied pixels."""
-    img = np.asarray(images, dtype=np.float32)
-    occupied = np.abs(img).sum(1, keepdims=True) > 0
-    count = np.maximum(occupied.sum((2, 3)), 1)
-    mean = (img * occupied).sum((2, 3)) / count
-    peak = np.where(occupied, img, -1e9).max((2, 3))
-    return np.concatenate([mean, peak], 1)
-
-
 def structures_of(ids: list[str]) -> list[object]:
     """pymatgen Structures of the given mp-ids, read from the pinned archives."""
     from pymatgen.core import Structure
@@ -142,7 +133,7 @@ def main() -> None:
     magpie = np.stack([magpie_features(s) for s in structures_of(list(ds.ids))])
     print(f"{len(y)} crystals, {magpie.shape[1]} magpie descriptors "
           f"({time.perf_counter() - t0:.0f} s)")
-    pooled = image_features(ds.images)
+    pooled = image_summaries(ds.images)  # what the domain check uses, too
     sets = {"image": pooled, "magpie": magpie, "both": np.concatenate([pooled, magpie], 1)}
     print("descriptors   val acc  val metal-bal  test acc  test metal-bal")
     for name, x in sets.items():

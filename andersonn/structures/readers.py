@@ -78,6 +78,13 @@ def format_from_path(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def structure_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """The files in ``directory`` whose names imply a structure format, sorted (not
+    recursive)."""
+    return sorted(f for f in Path(directory).iterdir()
+                  if f.is_file() and format_from_path(f) is not None)
+
+
 def sniff_format(text: str) -> str | None:
     """Guess the format from content; None if nothing matches."""
     head = text.lstrip()[:4000]
@@ -121,8 +128,7 @@ def read_structure(source: str | os.PathLike[str], fmt: str | None = None,
     with contextlib.suppress(OSError, ValueError):
         is_file = len(src) < 4096 and "\n" not in src and path.is_file()
     if not is_file and len(src) < 4096 and "\n" not in src and path.is_dir():
-        found = any(format_from_path(f) for f in path.iterdir() if f.is_file())
-        raise _fail(src, "a directory, not a structure file" if found
+        raise _fail(src, "a directory, not a structure file" if structure_files(path)
                     else "a directory with no structure files in it")
     if not is_file:
         looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
