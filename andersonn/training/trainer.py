@@ -612,10 +612,8 @@ def _test_metrics(model: nn.Module, cfg: TrainConfig, xte: torch.Tensor, yte: to
                   history: list[dict[str, Any]], temperature: float = 1.0) -> dict[str, Any]:
     test = _eval_pass(model, xte, yte, k, cfg.eval_batch_size, device, info, cfg.bf16, weight,
                       traces=True, classes=classes, return_logits=True)
-    logits, labels = test.pop("logits"), test.pop("labels")
-    test["calibration"] = {"temperature": temperature,
-                           "ece": _ece(logits, labels, 1.0, info),
-                           "ece_calibrated": _ece(logits, labels, temperature, info)}
+    test["calibration"] = _test_calibration(test.pop("logits"), test.pop("labels"),
+                                            temperature, info)
     solver: dict[str, Any] = {"name": cfg.solver if cfg.model == "deq" else None,
                               "fwd_nfev": test.pop("fwd_nfev"),
                               "fwd_nfev_max": test.pop("fwd_nfev_max"),
@@ -637,6 +635,13 @@ def _ece(logits: torch.Tensor, labels: torch.Tensor, temperature: float, info: D
          ) -> float:
     bins = calibration_bins(torch.softmax(logits.double() / temperature, dim=1), labels)
     return ece_from_bins(all_reduce_sum(bins, info))
+
+
+def _test_calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
+                      info: DistInfo) -> dict[str, float]:
+    """``test_metrics.json`` → ``calibration``: the test ECE before and after the temperature."""
+    return {"temperature": temperature, "ece": _ece(logits, labels, 1.0, info),
+            "ece_calibrated": _ece(logits, labels, temperature, info)}
 
 
 def _calibrate(model: nn.Module, xv: torch.Tensor, yv: torch.Tensor, k: int, batch_size: int,
@@ -732,6 +737,13 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
     return model, run_config
 
 
+def _run_dataset(run_config: dict[str, Any]) -> Any:
+    """The cached build a finished run was trained on (its task and ``--limit``)."""
+    from andersonn.data import load_dataset
+
+    return load_dataset(run_config["task"], limit=run_config["train"].get("limit"))
+
+
 def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu"
                   ) -> dict[str, Any]:
     """Fit (or refit) the temperature of a finished run on its validation split and store it.
@@ -744,12 +756,9 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
     (``domain_added`` in the result), and one without a feature domain gets it. Returns
     the calibration record plus ``test_ece`` / ``test_ece_calibrated``.
     """
-    from andersonn.data import load_dataset
-
     run_dir = Path(run_dir)
     model, run_config = load_run(run_dir, device=device)
-    ds = dataset if dataset is not None else load_dataset(
-        run_config["task"], limit=run_config["train"].get("limit"))
+    ds = dataset if dataset is not None else _run_dataset(run_config)
     meta = dict(getattr(ds, "meta", {}) or {})
     for key in ("featurizer_version", "image_spec"):
         if run_config.get(key) is not None and meta.get(key) != run_config.get(key):
@@ -768,11 +777,13 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
     record = _calibrate(model, xv, yv, k, batch_size, dev, info, bf16)
     xte, yte = _split_tensors(ds, "test")
     result = dict(record)
+    test_record = None
     if xte.shape[0]:
         test = _eval_pass(model, xte, yte, k, batch_size, dev, info, bf16, return_logits=True)
-        result["test_ece"] = _ece(test["logits"], test["labels"], 1.0, info)
-        result["test_ece_calibrated"] = _ece(test["logits"], test["labels"],
-                                             record["temperature"], info)
+        test_record = _test_calibration(test["logits"], test["labels"], record["temperature"],
+                                        info)
+        result["test_ece"] = test_record["ece"]
+        result["test_ece_calibrated"] = test_record["ece_calibrated"]
     run_config["calibration"] = record
     if meta.get("domain") and run_config.get("domain") != meta["domain"]:  # same data (above)
         run_config["domain"] = result["domain_added"] = meta["domain"]
@@ -781,11 +792,9 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
             ds.images, np.flatnonzero(np.asarray(ds.splits) == _SPLITS["train"]))
     atomic_write_json(run_dir / "config.json", run_config)
     metrics_path = run_dir / "test_metrics.json"
-    if metrics_path.is_file() and "test_ece" in result:
+    if metrics_path.is_file() and test_record is not None:
         metrics = json.loads(metrics_path.read_text())
-        metrics["calibration"] = {"temperature": record["temperature"],
-                                  "ece": result["test_ece"],
-                                  "ece_calibrated": result["test_ece_calibrated"]}
+        metrics["calibration"] = test_record
         atomic_write_json(metrics_path, metrics)
     return result
 
@@ -795,13 +804,10 @@ def load_run_injection(run_dir: str | Path, split: str = "test", n: int | None =
     """A finished DEQ run's model, the cell injection x of the first ``n`` structures of
     ``split`` in ``dataset`` (default: the cached build the run was trained on), and that
     dataset — what probes of the trained cell (``scripts/*.py``) solve z* = cell(z*, x) on."""
-    from andersonn.data import load_dataset
-
     model, run_config = load_run(run_dir)
     if not hasattr(model, "cell"):
         raise AndersonnError(f"{run_dir}: not a DEQ run (no cell to probe)")
-    ds = dataset if dataset is not None else load_dataset(
-        run_config["task"], limit=run_config["train"].get("limit"))
+    ds = dataset if dataset is not None else _run_dataset(run_config)
     idx = ds.split_indices(split)[:n]
     images = torch.as_tensor(np.asarray(ds.images[idx], dtype=np.float32))
     with torch.no_grad():
