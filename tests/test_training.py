@@ -213,7 +213,7 @@ def test_metal_vs_nonmetal_balanced_accuracy_from_three_classes() -> None:
 def test_constant_channel_is_not_blown_up_by_normalisation() -> None:
     import torch
 
-    from andersonn.training.trainer import channel_stats
+    from andersonn.training.inputs import channel_stats
 
     x = torch.randn(16, 3, 4, 5)
     x[:, 1] = 0.25  # constant over the training split
@@ -225,11 +225,11 @@ def test_constant_channel_is_not_blown_up_by_normalisation() -> None:
 def test_mean_residual_trace_keeps_stopped_samples_at_their_last_value() -> None:
     from types import SimpleNamespace
 
-    from andersonn.training.trainer import _mean_trace
+    from andersonn.training.evaluation import mean_trace
 
     nan = float("nan")
     trace = torch.tensor([[1.0, 0.1, nan, nan], [1.0, 0.5, 0.2, 0.05]])
-    got = _mean_trace(SimpleNamespace(trace=trace))
+    got = mean_trace(SimpleNamespace(trace=trace))
     assert np.allclose(got, [1.0, 0.3, 0.15, 0.075])
     assert bool((np.diff(got) <= 0).all())  # never rises when a sample stops
 

@@ -68,7 +68,7 @@ from andersonn.bench.report import (
     write_results,
 )
 from andersonn.errors import AndersonnError, ConfigError
-from andersonn.training.trainer import channel_stats, class_weights
+from andersonn.training.inputs import channel_stats, class_weights
 
 __all__ = ["DEQ_SOLVERS", "SpeedupSettings", "run_speedup"]
 

@@ -1,4 +1,5 @@
-"""Training stage: config, trainer loop, metrics, checkpoints, distributed helpers, plots.
+"""Training stage: config, inputs, trainer loop, evaluation, finished runs, metrics, checkpoints,
+distributed helpers, plots.
 
 See docs/training.md. ``train(TrainConfig(...), out_dir)`` runs a whole training (one process or
 under ``torchrun``); ``evaluate`` runs inference with any solver/tolerance; ``load_run`` returns
@@ -10,14 +11,9 @@ run trained before calibration existed (``calibration``: temperature scaling, EC
 from __future__ import annotations
 
 from andersonn.training.config import TrainConfig
-from andersonn.training.trainer import (
-    TrainResult,
-    calibrate_run,
-    evaluate,
-    load_run,
-    load_run_injection,
-    train,
-)
+from andersonn.training.evaluation import evaluate
+from andersonn.training.runs import calibrate_run, load_run, load_run_injection
+from andersonn.training.trainer import TrainResult, train
 
 __all__ = ["TrainConfig", "TrainResult", "calibrate_run", "evaluate", "load_run",
            "load_run_injection", "train"]

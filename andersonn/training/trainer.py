@@ -10,7 +10,6 @@ index, one forward, one backward.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -33,16 +32,26 @@ from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
 from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.models import build_model, count_parameters, vector_channels_for
 from andersonn.training import checkpoint as ckpt
-from andersonn.training.calibration import MIN_SAMPLES as MIN_CALIBRATION_SAMPLES
-from andersonn.training.calibration import calibration_bins, ece_from_bins, fit_temperature
 from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import DistInfo, all_reduce_sum, barrier, cleanup, setup
-from andersonn.training.metrics import classification_report
+from andersonn.training.evaluation import (
+    bf16_autocast,
+    calibrate_split,
+    eval_pass,
+    report_test_split,
+    stat_values,
+)
+from andersonn.training.inputs import (
+    channel_stats,
+    class_weights,
+    feature_domain,
+    load_task_dataset,
+    meta_value,
+    split_tensors,
+)
 
-__all__ = ["TrainResult", "calibrate_run", "evaluate", "load_run", "load_run_injection",
-           "meta_value", "train"]
+__all__ = ["TrainResult", "resolve_device", "resume_conflicts", "train"]
 
-_SPLITS = {"train": 0, "val": 1, "test": 2}
 # Fields that define the model/data: a resumed run must agree on them.
 _RESUME_KEYS = ("task", "model", "hidden", "kernel", "groups", "depth", "match_params", "seed",
                 "batch_size", "limit")
@@ -60,17 +69,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     test_metrics: dict[str, Any] | None
     run_config: dict[str, Any]
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------------------------
-def meta_value(meta: dict[str, Any], *names: str, default: Any = None) -> Any:
-    """First of ``names`` present in a dataset's ``meta`` (tolerant of key spelling)."""
-    for name in names:
-        if name in meta and meta[name] is not None:
-            return meta[name]
-    return default
 
 
 def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
@@ -96,190 +94,6 @@ def _set_threads(cfg: TrainConfig) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, local_world)))
 
 
-def _split_tensors(ds: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = np.flatnonzero(np.asarray(ds.splits) == _SPLITS[split])
-    images = torch.from_numpy(np.ascontiguousarray(np.asarray(ds.images[idx], dtype=np.float32)))
-    labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64)[idx].copy())
-    return images, labels
-
-
-def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None) -> Any:
-    """Load ``cfg.task`` (building it first, on rank 0, when missing or stale)."""
-    from andersonn.data import build_dataset, load_dataset
-
-    info = info or DistInfo()
-    kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
-    if info.is_main:
-        try:
-            ds = load_dataset(cfg.task, **kwargs)
-        except AndersonnError as exc:
-            print(f"andersonn: {exc}; building dataset {cfg.task!r}"
-                  f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
-            ds = build_dataset(cfg.task, limit=cfg.limit)
-    barrier(info)
-    if not info.is_main:
-        ds = load_dataset(cfg.task, **kwargs)
-    return ds
-
-
-def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of images (N, C, ...); a (near-)constant channel gets std 1."""
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
-    mean = flat.mean(dim=1)
-    std = flat.std(dim=1)
-    std = torch.where(std < 1e-6, torch.ones_like(std), std)
-    return mean.float(), std.float()
-
-
-def class_weights(labels: torch.Tensor, k: int, mode: str = "auto") -> torch.Tensor | None:
-    """Inverse-frequency class weights when classes are imbalanced (≥ 1.5×), else None."""
-    if mode == "none" or labels.numel() == 0:
-        return None
-    counts = torch.bincount(labels, minlength=k).double().clamp_min(1)
-    if counts.max() / counts.min() < 1.5:
-        return None
-    return (counts.sum() / (k * counts)).float()
-
-
-def _stat_values(stats: Any) -> tuple[float, float, float]:
-    """(mean nfev, max nfev, mean final residual) of a SolverStats, zeros when absent."""
-    if stats is None:
-        return 0.0, 0.0, 0.0
-    nfev = getattr(stats, "nfev", None)
-    res = getattr(stats, "residual", None)
-    if nfev is None:
-        return 0.0, 0.0, 0.0
-    nfev = torch.as_tensor(nfev).double()
-    res_mean = (float(torch.as_tensor(res).double().nan_to_num(0.0).mean())
-                if res is not None else 0.0)
-    if nfev.numel() == 0:
-        return 0.0, 0.0, res_mean
-    return float(nfev.mean()), float(nfev.max()), res_mean
-
-
-def _mean_trace(stats: Any) -> np.ndarray | None:
-    """Mean relative residual per iteration over *all* samples: a sample that has stopped keeps
-    its last residual (its row is NaN after it stops), so easy samples leaving the active set
-    do not make the curve jump up."""
-    trace = getattr(stats, "trace", None) if stats is not None else None
-    if trace is None:
-        return None
-    t = torch.as_tensor(trace).detach().double().cpu().numpy()
-    if t.ndim == 1:
-        return t
-    if t.size == 0:
-        return None
-    t = np.where(np.isfinite(t) & (t > 0), t, np.nan)
-    # forward-fill each row along the iterations
-    idx = np.where(np.isfinite(t), np.arange(t.shape[1])[None, :], 0)
-    np.maximum.accumulate(idx, axis=1, out=idx)
-    filled = t[np.arange(t.shape[0])[:, None], idx]
-    started = np.isfinite(filled).all(axis=0)  # iterations where every sample has a value
-    if not started.any():
-        return None
-    return filled[:, started].mean(axis=0)
-
-
-def _autocast(enabled: bool, device: torch.device) -> Any:
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-# --------------------------------------------------------------------------------------------
-# evaluation
-# --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def _eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int,
-               device: torch.device, info: DistInfo, bf16: bool = False,
-               weight: torch.Tensor | None = None, traces: bool = False,
-               return_logits: bool = False, classes: Sequence[str] | None = None
-               ) -> dict[str, Any]:
-    """Sharded evaluation: each rank takes every world-th sample; sums are all-reduced.
-    ``classes`` names the per-class scores and enables task extras (e.g. metal vs non-metal);
-    ``return_logits`` adds this rank's ``logits`` and ``labels`` (its shard, on the CPU)."""
-    was_training = model.training
-    model.eval()
-    idx = torch.arange(info.rank, x.shape[0], info.world_size)
-    cm = torch.zeros(k, k, dtype=torch.float64)
-    sums = torch.zeros(6, dtype=torch.float64)  # loss, n, nfev, nfev_max, residual, batches
-    trace_list: list[np.ndarray] = []
-    kept_logits: list[torch.Tensor] = []
-    t0 = time.perf_counter()
-    for start in range(0, idx.numel(), batch_size):
-        b = idx[start:start + batch_size]
-        xb, yb = x[b].to(device, non_blocking=True), y[b].to(device, non_blocking=True)
-        with _autocast(bf16, device):
-            logits = model(xb)
-        logits = logits.float()
-        loss = F.cross_entropy(logits, yb, weight=weight, reduction="sum")
-        pred = logits.argmax(dim=1)
-        cm += torch.bincount((yb * k + pred).cpu(), minlength=k * k).reshape(k, k).double()
-        fwd = model.solver_stats()["forward"] if hasattr(model, "solver_stats") else None
-        nf, nfmax, res = _stat_values(fwd)
-        sums += torch.tensor([float(loss), b.numel(), nf * b.numel(), nfmax, res * b.numel(), 1.0],
-                             dtype=torch.float64)
-        if traces:
-            tr = _mean_trace(fwd)
-            if tr is not None:
-                trace_list.append(tr)
-        if return_logits:
-            kept_logits.append(logits.cpu())
-    wall = time.perf_counter() - t0
-    all_reduce_sum(cm, info)
-    all_reduce_sum(sums, info)
-    model.train(was_training)
-    n = max(sums[1].item(), 1.0)
-    out = classification_report(cm.numpy(), list(classes) if classes is not None else None)
-    out.update({"loss": sums[0].item() / n, "fwd_nfev": sums[2].item() / n,
-                "fwd_nfev_max": sums[3].item() / max(sums[5].item(), 1.0),
-                "fwd_residual": sums[4].item() / n, "wall_time_s": wall,
-                "samples_per_s": n / wall if wall > 0 else 0.0})
-    if traces and trace_list:
-        width = max(t.size for t in trace_list)
-        padded = np.full((len(trace_list), width), np.nan)
-        for i, t in enumerate(trace_list):
-            padded[i, :t.size] = t
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out["residual_trace"] = [float(v) for v in np.nanmean(padded, axis=0)]
-    if return_logits:
-        out["logits"] = torch.cat(kept_logits) if kept_logits else torch.zeros(0, k)
-        out["labels"] = y[idx].cpu()
-    return out
-
-
-def evaluate(model: nn.Module, images: Any, labels: Any, classes: Sequence[str] | None = None,
-             batch_size: int = 256, solver: str | None = None,
-             solver_options: dict[str, Any] | None = None, device: str | torch.device = "cpu",
-             traces: bool = False, bf16: bool = False) -> dict[str, Any]:
-    """Evaluate ``model`` on ``images``/``labels`` (optionally with another solver/tolerance).
-
-    Returns accuracy, balanced_accuracy, macro_f1, per_class, confusion_matrix, loss, fwd_nfev
-    (mean per sample), fwd_nfev_max (mean per batch), fwd_residual, wall_time_s, samples_per_s,
-    and ``residual_trace`` when ``traces``. The model's own solver is restored afterwards.
-    """
-    dev = torch.device(device)
-    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-    k = int(getattr(model, "num_classes", int(y.max()) + 1))
-    old = (getattr(model, "solver_name", None), dict(getattr(model, "solver_options", {}) or {}))
-    changed = (solver is not None or solver_options is not None) and hasattr(model, "set_solver")
-    if changed:
-        model.set_solver(solver, solver_options)
-    try:
-        out = _eval_pass(model, x, y, k, batch_size, dev, DistInfo(), bf16=bf16, traces=traces,
-                         classes=classes)
-    finally:
-        if changed:
-            model.solver_options = {}
-            model.set_solver(old[0], old[1])
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# training
-# --------------------------------------------------------------------------------------------
 def _build(cfg: TrainConfig, shape: Sequence[int], k: int,
            channels: Sequence[str] | None = None) -> nn.Module:
     c, h, w = (int(v) for v in shape)
@@ -340,18 +154,6 @@ def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
         "torch_version": torch.__version__,
     }
 
-
-def _feature_domain(images: Any, rows: Any = None) -> dict[str, Any] | None:
-    """Where the training images lie (predict warns about inputs far from them), or None when
-    there are too few to tell."""
-    from andersonn.data.domain import FeatureDomain
-
-    try:
-        return FeatureDomain.fit(images, rows).to_dict()
-    except ValueError:
-        return None
-
-
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
@@ -405,8 +207,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(np.max(ds.labels)) + 1
     classes = classes or [str(i) for i in range(k)]
-    xtr, ytr = _split_tensors(ds, "train")
-    xva, yva = _split_tensors(ds, "val")
+    xtr, ytr = split_tensors(ds, "train")
+    xva, yva = split_tensors(ds, "val")
     if xtr.shape[0] == 0 or xva.shape[0] == 0:
         raise AndersonnError(f"dataset {cfg.task!r} has an empty train or val split")
     mean, std = channel_stats(xtr)
@@ -420,7 +222,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     model.set_normalization(mean, std)
     model.to(device)
     run_config = _run_config(cfg, model, ds, classes, mean, std, weight, info)
-    run_config["feature_domain"] = _feature_domain(xtr)
+    run_config["feature_domain"] = feature_domain(xtr)
     wdev = weight.to(device) if weight is not None else None
 
     if info.world_size > 1 and cfg.batch_size % info.world_size:
@@ -495,7 +297,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         for step in range(steps_per_epoch):
             b = order[step * local_bs:(step + 1) * local_bs]
             xb, yb = xtr[b].to(device, non_blocking=True), ytr[b].to(device, non_blocking=True)
-            with _autocast(cfg.bf16, device):
+            with bf16_autocast(cfg.bf16, device):
                 logits = net(xb)
             loss = F.cross_entropy(logits.float(), yb, weight=wdev,
                                    label_smoothing=cfg.label_smoothing)
@@ -508,8 +310,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             optimizer.step()
             scheduler.step()
             n = b.numel()
-            nf, nfmax, res = _stat_values(fwd_stats)
-            bf, bfmax, _ = _stat_values(model.solver_stats()["backward"])
+            nf, nfmax, res = stat_values(fwd_stats)
+            bf, bfmax, _ = stat_values(model.solver_stats()["backward"])
             lval = float(loss.detach())
             if not math.isfinite(lval):
                 raise AndersonnError(f"training diverged at epoch {epoch} step {step} (loss "
@@ -530,7 +332,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         t1 = time.perf_counter()
         if cfg.model == "deq":
             model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
-        val = _eval_pass(model, xva, yva, k, cfg.eval_batch_size, device, info, cfg.bf16, wdev)
+        val = eval_pass(model, xva, yva, k, cfg.eval_batch_size, device, info, cfg.bf16, wdev)
         if cfg.model == "deq":
             model.set_solver(cfg.solver, cfg.forward_options())
         val_time = time.perf_counter() - t1
@@ -582,17 +384,17 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     model.eval()
     if cfg.model == "deq":
         model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
-    xv, yv = _split_tensors(ds, "val")
-    calibration = (_calibrate(model, xv, yv, k, cfg.eval_batch_size, device, info, cfg.bf16)
+    xv, yv = split_tensors(ds, "val")
+    calibration = (calibrate_split(model, xv, yv, k, cfg.eval_batch_size, device, info, cfg.bf16)
                    if xv.shape[0] else None)
     temperature = calibration["temperature"] if calibration else 1.0
     run_config["calibration"] = calibration  # every rank's result carries it
     test_metrics = None
     if cfg.evaluate_test:
-        xte, yte = _split_tensors(ds, "test")
+        xte, yte = split_tensors(ds, "test")
         if xte.shape[0]:
-            test_metrics = _test_metrics(model, cfg, xte, yte, k, classes, device, info, wdev,
-                                         best_epoch, best_val, history, temperature)
+            test_metrics = report_test_split(model, cfg, xte, yte, k, classes, device, info, wdev,
+                                              best_epoch, best_val, history, temperature)
     if info.is_main:
         ckpt.save_weights(run_dir / "model.safetensors", model.state_dict(),
                           metadata={"format": "andersonn", "task": str(run_config["task"])})
@@ -604,80 +406,6 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             _plots(run_dir, history, test_metrics, classes, cfg)
     barrier(info)
     return TrainResult(run_dir, model, cfg, history, test_metrics, run_config)
-
-
-def _test_metrics(model: nn.Module, cfg: TrainConfig, xte: torch.Tensor, yte: torch.Tensor,
-                  k: int, classes: list[str], device: torch.device, info: DistInfo,
-                  weight: torch.Tensor | None, best_epoch: int, best_val: float,
-                  history: list[dict[str, Any]], temperature: float = 1.0) -> dict[str, Any]:
-    test = _eval_pass(model, xte, yte, k, cfg.eval_batch_size, device, info, cfg.bf16, weight,
-                      traces=True, classes=classes, return_logits=True)
-    test["calibration"] = _test_calibration(test.pop("logits"), test.pop("labels"),
-                                            temperature, info)
-    solver: dict[str, Any] = {"name": cfg.solver if cfg.model == "deq" else None,
-                              "fwd_nfev": test.pop("fwd_nfev"),
-                              "fwd_nfev_max": test.pop("fwd_nfev_max"),
-                              "fwd_residual": test.pop("fwd_residual"),
-                              "residual_trace": test.pop("residual_trace", None)}
-    if history:
-        last = history[-1]
-        solver.update({"train_fwd_nfev": last["fwd_nfev"], "train_bwd_nfev": last["bwd_nfev"],
-                       "train_fwd_residual": last["fwd_residual"]})
-    if cfg.model == "deq" and info.is_main:
-        solver["comparison"] = _solver_comparison(model, cfg, xte[:64].to(device))
-    return {"task": cfg.task, "model": cfg.model, "classes": classes, **test,
-            "solver": solver, "best_epoch": best_epoch, "best_val_acc": best_val,
-            "params": count_parameters(model), "epochs": len(history),
-            "train_wall_time_s": history[-1]["wall_time_s"] if history else 0.0}
-
-
-def _ece(logits: torch.Tensor, labels: torch.Tensor, temperature: float, info: DistInfo
-         ) -> float:
-    bins = calibration_bins(torch.softmax(logits.double() / temperature, dim=1), labels)
-    return ece_from_bins(all_reduce_sum(bins, info))
-
-
-def _test_calibration(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
-                      info: DistInfo) -> dict[str, float]:
-    """``test_metrics.json`` → ``calibration``: the test ECE before and after the temperature."""
-    return {"temperature": temperature, "ece": _ece(logits, labels, 1.0, info),
-            "ece_calibrated": _ece(logits, labels, temperature, info)}
-
-
-def _calibrate(model: nn.Module, xv: torch.Tensor, yv: torch.Tensor, k: int, batch_size: int,
-               device: torch.device, info: DistInfo, bf16: bool = False) -> dict[str, Any]:
-    """Temperature scaling of the best-val model on the validation split (all ranks agree)."""
-    val = _eval_pass(model, xv, yv, k, batch_size, device, info, bf16, return_logits=True)
-    logits, labels = val["logits"], val["labels"]
-    n = int(all_reduce_sum(torch.tensor([labels.numel()], dtype=torch.float64), info).item())
-    if n < MIN_CALIBRATION_SAMPLES:
-        return {"method": "none", "split": "val", "temperature": 1.0,
-                "reason": f"{n} validation samples (a fit needs {MIN_CALIBRATION_SAMPLES})"}
-    t = fit_temperature(logits, labels, reduce=lambda v: all_reduce_sum(v, info))
-    return {"method": "temperature", "split": "val", "temperature": t,
-            "val_ece": _ece(logits, labels, 1.0, info),
-            "val_ece_calibrated": _ece(logits, labels, t, info)}
-
-
-@torch.no_grad()
-def _solver_comparison(model: nn.Module, cfg: TrainConfig, xb: torch.Tensor) -> dict[str, Any]:
-    """Residual trace of each solver on one test batch at a tight tolerance (for the plot)."""
-    out: dict[str, Any] = {}
-    saved = (model.solver_name, dict(model.solver_options))
-    for name in ("anderson", "forward"):
-        try:
-            model.set_solver(name, {"tol": 1e-6, "max_iter": max(cfg.max_iter, 30)})
-            model(xb)
-            stats = model.solver_stats()["forward"]
-            nf, _, res = _stat_values(stats)
-            trace = _mean_trace(stats)
-            out[name] = {"nfev": nf, "residual": res,
-                         "trace": [float(v) for v in trace] if trace is not None else []}
-        except Exception as exc:  # a comparison must never sink the run
-            out[name] = {"error": str(exc)}
-    model.solver_options = {}
-    model.set_solver(*saved)
-    return out
 
 
 def _plots(run_dir: Path, history: list[dict[str, Any]], test: dict[str, Any] | None,
@@ -703,113 +431,3 @@ def _plots(run_dir: Path, history: list[dict[str, Any]], test: dict[str, Any] | 
                 plots.plot_residuals(traces, pdir / "residuals.png")
     except Exception as exc:  # plots are a by-product; never lose a finished run over them
         print(f"andersonn: warning: plotting failed: {exc}", file=sys.stderr)
-
-
-# --------------------------------------------------------------------------------------------
-# loading a finished run
-# --------------------------------------------------------------------------------------------
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
-             ) -> tuple[nn.Module, dict[str, Any]]:
-    """The best-val model of a finished run (eval mode) and its ``config.json``."""
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise AndersonnError(f"{run_dir}: not a training run (no config.json)")
-    try:
-        run_config = json.loads(cfg_path.read_text())
-        hparams = dict(run_config["model"])
-    except (ValueError, KeyError, TypeError):
-        raise AndersonnError(f"{cfg_path}: damaged run config") from None
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        folder = ckpt.latest_checkpoint(run_dir)
-        if folder is None:
-            raise AndersonnError(f"{run_dir}: no model.safetensors (training not finished?)")
-        weights = folder / "best.safetensors"
-    name = hparams.pop("name", "deq")
-    model = build_model(name, **hparams)
-    try:
-        model.load_state_dict(ckpt.load_weights(weights))
-    except RuntimeError as exc:
-        raise AndersonnError(f"{weights}: weights do not fit the model in config.json "
-                             f"({str(exc).splitlines()[0]})") from None
-    model.to(torch.device(device)).eval()
-    return model, run_config
-
-
-def _run_dataset(run_config: dict[str, Any]) -> Any:
-    """The cached build a finished run was trained on (its task and ``--limit``)."""
-    from andersonn.data import load_dataset
-
-    return load_dataset(run_config["task"], limit=run_config["train"].get("limit"))
-
-
-def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu"
-                  ) -> dict[str, Any]:
-    """Fit (or refit) the temperature of a finished run on its validation split and store it.
-
-    For runs trained before calibration existed: loads the best-val model and ``dataset``
-    (default: the cached build the run was trained on, refused if its featuriser or image spec
-    differ), fits T as training does, measures the test ECE before and after, and rewrites
-    ``config.json`` (and ``test_metrics.json``, when present) atomically. A run whose recorded
-    applicability domain is missing or older than its dataset's gets the dataset's
-    (``domain_added`` in the result), and one without a feature domain gets it. Returns
-    the calibration record plus ``test_ece`` / ``test_ece_calibrated``.
-    """
-    run_dir = Path(run_dir)
-    model, run_config = load_run(run_dir, device=device)
-    ds = dataset if dataset is not None else _run_dataset(run_config)
-    meta = dict(getattr(ds, "meta", {}) or {})
-    for key in ("featurizer_version", "image_spec"):
-        if run_config.get(key) is not None and meta.get(key) != run_config.get(key):
-            raise AndersonnError(f"{run_dir}: the dataset's {key} differs from the run's; "
-                                 "calibrate on the data the run was trained on")
-    solver = run_config.get("solver") or {}
-    if hasattr(model, "set_solver") and solver.get("name") and solver.get("eval"):
-        model.set_solver(solver["name"], dict(solver["eval"]))
-    train_cfg = dict(run_config.get("train") or {})
-    batch_size, bf16 = int(train_cfg.get("eval_batch_size", 256)), bool(train_cfg.get("bf16"))
-    k = int(getattr(model, "num_classes", len(run_config.get("classes", [])) or 2))
-    dev, info = torch.device(device), DistInfo()
-    xv, yv = _split_tensors(ds, "val")
-    if not xv.shape[0]:
-        raise AndersonnError(f"{run_dir}: its dataset has no validation split to calibrate on")
-    record = _calibrate(model, xv, yv, k, batch_size, dev, info, bf16)
-    xte, yte = _split_tensors(ds, "test")
-    result = dict(record)
-    test_record = None
-    if xte.shape[0]:
-        test = _eval_pass(model, xte, yte, k, batch_size, dev, info, bf16, return_logits=True)
-        test_record = _test_calibration(test["logits"], test["labels"], record["temperature"],
-                                        info)
-        result["test_ece"] = test_record["ece"]
-        result["test_ece_calibrated"] = test_record["ece_calibrated"]
-    run_config["calibration"] = record
-    if meta.get("domain") and run_config.get("domain") != meta["domain"]:  # same data (above)
-        run_config["domain"] = result["domain_added"] = meta["domain"]
-    if not run_config.get("feature_domain"):
-        run_config["feature_domain"] = _feature_domain(
-            ds.images, np.flatnonzero(np.asarray(ds.splits) == _SPLITS["train"]))
-    atomic_write_json(run_dir / "config.json", run_config)
-    metrics_path = run_dir / "test_metrics.json"
-    if metrics_path.is_file() and test_record is not None:
-        metrics = json.loads(metrics_path.read_text())
-        metrics["calibration"] = test_record
-        atomic_write_json(metrics_path, metrics)
-    return result
-
-
-def load_run_injection(run_dir: str | Path, split: str = "test", n: int | None = None,
-                       dataset: Any = None) -> tuple[nn.Module, torch.Tensor, Any]:
-    """A finished DEQ run's model, the cell injection x of the first ``n`` structures of
-    ``split`` in ``dataset`` (default: the cached build the run was trained on), and that
-    dataset — what probes of the trained cell (``scripts/*.py``) solve z* = cell(z*, x) on."""
-    model, run_config = load_run(run_dir)
-    if not hasattr(model, "cell"):
-        raise AndersonnError(f"{run_dir}: not a DEQ run (no cell to probe)")
-    ds = dataset if dataset is not None else _run_dataset(run_config)
-    idx = ds.split_indices(split)[:n]
-    images = torch.as_tensor(np.asarray(ds.images[idx], dtype=np.float32))
-    with torch.no_grad():
-        x = model.embed(model.normalize(images))
-    return model, x, ds

@@ -1,0 +1,90 @@
+"""What training takes from a dataset: split tensors, normalisation, class weights, its domain.
+
+Shared by the training loop (:mod:`andersonn.training.trainer`), the loading of finished runs
+(:mod:`andersonn.training.runs`) and the speed-up benchmark, so all see a dataset the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+import torch
+
+from andersonn.errors import AndersonnError
+from andersonn.training.config import TrainConfig
+from andersonn.training.distributed import DistInfo, barrier
+
+__all__ = ["SPLITS", "channel_stats", "class_weights", "feature_domain", "load_task_dataset",
+           "meta_value", "split_tensors"]
+
+SPLITS = {"train": 0, "val": 1, "test": 2}
+
+
+def meta_value(meta: dict[str, Any], *names: str, default: Any = None) -> Any:
+    """First of ``names`` present in a dataset's ``meta`` (tolerant of key spelling)."""
+    for name in names:
+        if name in meta and meta[name] is not None:
+            return meta[name]
+    return default
+
+
+
+def split_tensors(ds: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = np.flatnonzero(np.asarray(ds.splits) == SPLITS[split])
+    images = torch.from_numpy(np.ascontiguousarray(np.asarray(ds.images[idx], dtype=np.float32)))
+    labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64)[idx].copy())
+    return images, labels
+
+
+def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None) -> Any:
+    """Load ``cfg.task`` (building it first, on rank 0, when missing or stale)."""
+    from andersonn.data import build_dataset, load_dataset
+
+    info = info or DistInfo()
+    kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
+    if info.is_main:
+        try:
+            ds = load_dataset(cfg.task, **kwargs)
+        except AndersonnError as exc:
+            print(f"andersonn: {exc}; building dataset {cfg.task!r}"
+                  f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
+            ds = build_dataset(cfg.task, limit=cfg.limit)
+    barrier(info)
+    if not info.is_main:
+        ds = load_dataset(cfg.task, **kwargs)
+    return ds
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of images (N, C, ...); a (near-)constant channel gets std 1."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double()
+    mean = flat.mean(dim=1)
+    std = flat.std(dim=1)
+    std = torch.where(std < 1e-6, torch.ones_like(std), std)
+    return mean.float(), std.float()
+
+
+def class_weights(labels: torch.Tensor, k: int, mode: str = "auto") -> torch.Tensor | None:
+    """Inverse-frequency class weights when classes are imbalanced (≥ 1.5×), else None."""
+    if mode == "none" or labels.numel() == 0:
+        return None
+    counts = torch.bincount(labels, minlength=k).double().clamp_min(1)
+    if counts.max() / counts.min() < 1.5:
+        return None
+    return (counts.sum() / (k * counts)).float()
+
+
+
+def feature_domain(images: Any, rows: Any = None) -> dict[str, Any] | None:
+    """Where the training images lie (predict warns about inputs far from them), or None when
+    there are too few to tell."""
+    from andersonn.data.domain import FeatureDomain
+
+    try:
+        return FeatureDomain.fit(images, rows).to_dict()
+    except ValueError:
+        return None
+
+

@@ -1,0 +1,128 @@
+"""Finished runs: load the best model, recalibrate it, or get its cell injection for probes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from andersonn.errors import AndersonnError
+from andersonn.fileio import atomic_write_json
+from andersonn.models import build_model
+from andersonn.training import checkpoint as ckpt
+from andersonn.training.distributed import DistInfo
+from andersonn.training.evaluation import calibrate_split, calibration_record, eval_pass
+from andersonn.training.inputs import SPLITS, feature_domain, split_tensors
+
+__all__ = ["calibrate_run", "load_run", "load_run_injection", "run_dataset"]
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
+             ) -> tuple[nn.Module, dict[str, Any]]:
+    """The best-val model of a finished run (eval mode) and its ``config.json``."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise AndersonnError(f"{run_dir}: not a training run (no config.json)")
+    try:
+        run_config = json.loads(cfg_path.read_text())
+        hparams = dict(run_config["model"])
+    except (ValueError, KeyError, TypeError):
+        raise AndersonnError(f"{cfg_path}: damaged run config") from None
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        folder = ckpt.latest_checkpoint(run_dir)
+        if folder is None:
+            raise AndersonnError(f"{run_dir}: no model.safetensors (training not finished?)")
+        weights = folder / "best.safetensors"
+    name = hparams.pop("name", "deq")
+    model = build_model(name, **hparams)
+    try:
+        model.load_state_dict(ckpt.load_weights(weights))
+    except RuntimeError as exc:
+        raise AndersonnError(f"{weights}: weights do not fit the model in config.json "
+                             f"({str(exc).splitlines()[0]})") from None
+    model.to(torch.device(device)).eval()
+    return model, run_config
+
+
+def run_dataset(run_config: dict[str, Any]) -> Any:
+    """The cached build a finished run was trained on (its task and ``--limit``)."""
+    from andersonn.data import load_dataset
+
+    return load_dataset(run_config["task"], limit=run_config["train"].get("limit"))
+
+
+def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu"
+                  ) -> dict[str, Any]:
+    """Fit (or refit) the temperature of a finished run on its validation split and store it.
+
+    For runs trained before calibration existed: loads the best-val model and ``dataset``
+    (default: the cached build the run was trained on, refused if its featuriser or image spec
+    differ), fits T as training does, measures the test ECE before and after, and rewrites
+    ``config.json`` (and ``test_metrics.json``, when present) atomically. A run whose recorded
+    applicability domain is missing or older than its dataset's gets the dataset's
+    (``domain_added`` in the result), and one without a feature domain gets it. Returns
+    the calibration record plus ``test_ece`` / ``test_ece_calibrated``.
+    """
+    run_dir = Path(run_dir)
+    model, run_config = load_run(run_dir, device=device)
+    ds = dataset if dataset is not None else run_dataset(run_config)
+    meta = dict(getattr(ds, "meta", {}) or {})
+    for key in ("featurizer_version", "image_spec"):
+        if run_config.get(key) is not None and meta.get(key) != run_config.get(key):
+            raise AndersonnError(f"{run_dir}: the dataset's {key} differs from the run's; "
+                                 "calibrate on the data the run was trained on")
+    solver = run_config.get("solver") or {}
+    if hasattr(model, "set_solver") and solver.get("name") and solver.get("eval"):
+        model.set_solver(solver["name"], dict(solver["eval"]))
+    train_cfg = dict(run_config.get("train") or {})
+    batch_size, bf16 = int(train_cfg.get("eval_batch_size", 256)), bool(train_cfg.get("bf16"))
+    k = int(getattr(model, "num_classes", len(run_config.get("classes", [])) or 2))
+    dev, info = torch.device(device), DistInfo()
+    xv, yv = split_tensors(ds, "val")
+    if not xv.shape[0]:
+        raise AndersonnError(f"{run_dir}: its dataset has no validation split to calibrate on")
+    record = calibrate_split(model, xv, yv, k, batch_size, dev, info, bf16)
+    xte, yte = split_tensors(ds, "test")
+    result = dict(record)
+    test_record = None
+    if xte.shape[0]:
+        test = eval_pass(model, xte, yte, k, batch_size, dev, info, bf16, return_logits=True)
+        test_record = calibration_record(test["logits"], test["labels"], record["temperature"],
+                                         info)
+        result["test_ece"] = test_record["ece"]
+        result["test_ece_calibrated"] = test_record["ece_calibrated"]
+    run_config["calibration"] = record
+    if meta.get("domain") and run_config.get("domain") != meta["domain"]:  # same data (above)
+        run_config["domain"] = result["domain_added"] = meta["domain"]
+    if not run_config.get("feature_domain"):
+        run_config["feature_domain"] = feature_domain(
+            ds.images, np.flatnonzero(np.asarray(ds.splits) == SPLITS["train"]))
+    atomic_write_json(run_dir / "config.json", run_config)
+    metrics_path = run_dir / "test_metrics.json"
+    if metrics_path.is_file() and test_record is not None:
+        metrics = json.loads(metrics_path.read_text())
+        metrics["calibration"] = test_record
+        atomic_write_json(metrics_path, metrics)
+    return result
+
+
+def load_run_injection(run_dir: str | Path, split: str = "test", n: int | None = None,
+                       dataset: Any = None) -> tuple[nn.Module, torch.Tensor, Any]:
+    """A finished DEQ run's model, the cell injection x of the first ``n`` structures of
+    ``split`` in ``dataset`` (default: the cached build the run was trained on), and that
+    dataset — what probes of the trained cell (``scripts/*.py``) solve z* = cell(z*, x) on."""
+    model, run_config = load_run(run_dir)
+    if not hasattr(model, "cell"):
+        raise AndersonnError(f"{run_dir}: not a DEQ run (no cell to probe)")
+    ds = dataset if dataset is not None else run_dataset(run_config)
+    idx = ds.split_indices(split)[:n]
+    images = torch.as_tensor(np.asarray(ds.images[idx], dtype=np.float32))
+    with torch.no_grad():
+        x = model.embed(model.normalize(images))
+    return model, x, ds
