@@ -43,6 +43,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     help="DEQ: weight of the Jacobian penalty ||df/dz||_F^2/d at z* (0 = off)")
     tr.add_argument("--jac-samples", type=int, default=None,
                     help="random vectors per step for the Jacobian penalty (1)")
+    tr.add_argument("--warm-start", action="store_true", default=None,
+                    help="DEQ: start each sample's solve at its fixed point of the last epoch")
     tr.add_argument("--hidden", type=int, default=None, help="channels of the cell (48)")
     tr.add_argument("--depth", type=int, default=None, help="explicit: number of cells (6)")
     tr.add_argument("--match-params", action="store_true", default=None,
@@ -96,7 +98,8 @@ _CLI_FIELDS = {"model": "model", "solver": "solver", "epochs": "epochs", "limit"
                "seed": "seed", "batch_size": "batch_size", "lr": "lr", "bf16": "bf16",
                "device": "device", "tol": "tol", "max_iter": "max_iter", "hidden": "hidden",
                "depth": "depth", "match_params": "match_params", "threads": "threads",
-               "vector_heads": "vector_heads", "jac_reg": "jac_reg", "jac_samples": "jac_samples"}
+               "vector_heads": "vector_heads", "jac_reg": "jac_reg", "jac_samples": "jac_samples",
+               "warm_start": "warm_start"}
 
 
 def _train(args: argparse.Namespace) -> int:

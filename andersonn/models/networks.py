@@ -70,7 +70,8 @@ class GraphImageClassifier(nn.Module):
                               self.num_classes)
 
     # -- hooks for subclasses ---------------------------------------------------------------
-    def body(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def body(self, x: torch.Tensor, z0: torch.Tensor | None = None
+             ) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def solver_stats(self) -> dict[str, Any]:
@@ -133,10 +134,15 @@ class GraphImageClassifier(nn.Module):
         """Inverse of :meth:`normalize`."""
         return x * self.in_std.view(1, -1, 1, 1) + self.in_mean.view(1, -1, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, z0: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw images (B, C, H, W) → logits; ``z0`` (B, hidden, H, W) warm-starts a DEQ's
+        solve (ignored by the explicit network). The body's output, detached, is kept in
+        :attr:`last_state` (what the trainer's warm start stores)."""
         raw = x
         x = self.normalize(x)
-        return self.classify(self.body(self.embed(x)), x, raw)
+        z = self.body(self.embed(x), z0)
+        self.__dict__["last_state"] = z.detach()
+        return self.classify(z, x, raw)
 
 
 class DEQClassifier(GraphImageClassifier):
@@ -186,8 +192,8 @@ class DEQClassifier(GraphImageClassifier):
             deq.train(mode)
         return self
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:
-        return self.__dict__["_deq"](x)
+    def body(self, x: torch.Tensor, z0: torch.Tensor | None = None) -> torch.Tensor:
+        return self.__dict__["_deq"](x, z0)
 
     def set_jacobian_regularization(self, samples: int) -> None:
         """Estimate ‖∂f/∂z‖²_F at z* from ``samples`` random vectors in each training forward
@@ -226,8 +232,8 @@ class ExplicitClassifier(GraphImageClassifier):
             ResidualCell(self.hidden, self.kernel, self.groups, init_std=0.05)
             for _ in range(self.depth))
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.zeros_like(x)
+    def body(self, x: torch.Tensor, z0: torch.Tensor | None = None) -> torch.Tensor:
+        z = torch.zeros_like(x)  # a stack of layers starts from zero: z0 is ignored
         for cell in self.cells:
             z = cell(z, x)
         return z

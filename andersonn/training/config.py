@@ -34,6 +34,8 @@ class TrainConfig:
     # at z*, from jac_samples random vectors per step; 0 = off
     jac_reg: float = 0.0
     jac_samples: int = 1
+    # DEQ: start each training sample's solve at its fixed point from the previous epoch
+    warm_start: bool = False
     # architecture
     hidden: int = 48
     kernel: int = 3

@@ -49,6 +49,7 @@ from andersonn.training.inputs import (
     meta_value,
     split_tensors,
 )
+from andersonn.training.warm_start import WarmStarts
 
 __all__ = ["TrainResult", "resolve_device", "resume_conflicts", "train"]
 
@@ -279,6 +280,13 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 broadcast_buffers=False)
 
+    warm = None
+    if cfg.warm_start and cfg.model == "deq":
+        warm = WarmStarts(xtr.shape[0], (model.hidden, model.height, model.width), info)
+        if info.is_main and progress:
+            print(f"andersonn: warm starts: {warm.nbytes / 2**20:.0f} MiB of fixed points kept "
+                  "in memory", file=sys.stderr)
+
     show = progress and info.is_main
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
         sampler.set_epoch(epoch)
@@ -298,7 +306,9 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             b = order[step * local_bs:(step + 1) * local_bs]
             xb, yb = xtr[b].to(device, non_blocking=True), ytr[b].to(device, non_blocking=True)
             with bf16_autocast(cfg.bf16, device):
-                logits = net(xb)
+                logits = net(xb) if warm is None else net(xb, warm.lookup(b, device))
+            if warm is not None:
+                warm.store(b, model.last_state)
             loss = F.cross_entropy(logits.float(), yb, weight=wdev,
                                    label_smoothing=cfg.label_smoothing)
             fwd_stats = model.solver_stats()["forward"]
