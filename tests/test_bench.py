@@ -39,6 +39,20 @@ def _tiny_dataset(n: int = 96, seed: int = 0) -> types.SimpleNamespace:
                                  classes=["a", "b"], meta={"task": "tiny"})
 
 
+def test_speedup_warm_start_cuts_the_deqs_forward_evaluations(tmp_path: Path) -> None:
+    s = {"hidden": 8, "groups": 4, "epochs": 3, "batch_size": 16, "limit": None, "repeats": 1,
+         "trace_iters": 5, "inference_limit": 8, "trace_batch": 4, "inference_tols": (1e-2,),
+         "tol": 1e-4, "max_iter": 60}
+    out = {}
+    for warm in (False, True):
+        run_speedup("tiny", SpeedupSettings.quick(warm_start=warm, **s), dataset=_tiny_dataset(),
+                    out=tmp_path / str(warm), progress=False)
+        out[warm] = json.loads((tmp_path / str(warm) / "speedup.json").read_text())
+    assert out[True]["settings"]["warm_start"] is True
+    for name in ("forward", "anderson", "broyden"):  # epoch 1 is cold in both, then warm
+        assert out[True]["variants"][name]["fwd_nfev"] < out[False]["variants"][name]["fwd_nfev"]
+
+
 def test_speedup_smoke(tmp_path: Path) -> None:
     s = SpeedupSettings.quick(hidden=8, groups=4, epochs=2, batch_size=16, limit=None,
                               repeats=1, trace_iters=15, inference_limit=16, trace_batch=8,

@@ -69,6 +69,7 @@ from andersonn.bench.report import (
 )
 from andersonn.errors import AndersonnError, ConfigError
 from andersonn.training.inputs import channel_stats, class_weights
+from andersonn.training.warm_start import WarmStarts
 
 __all__ = ["DEQ_SOLVERS", "SpeedupSettings", "run_speedup"]
 
@@ -112,6 +113,7 @@ class SpeedupSettings:
     device: str = "cpu"
     threads: int | None = None
     cuda_graph: bool = False  # forward solves (training and inference) as CUDA-graph blocks
+    warm_start: bool = False  # DEQ variants: each sample's solve starts at its last fixed point
 
     @classmethod
     def quick(cls, **overrides: Any) -> SpeedupSettings:
@@ -245,8 +247,10 @@ class _Run:
     """One variant's optimiser state, timers, counters and validation curve."""
 
     def __init__(self, name: str, model: nn.Module, s: SpeedupSettings, total_steps: int,
-                 weight: Tensor | None, device: torch.device) -> None:
+                 weight: Tensor | None, device: torch.device, n_train: int = 0) -> None:
         self.name, self.model, self.s, self.device = name, model.to(device), s, device
+        self.warm = (WarmStarts(n_train, (model.hidden, model.height, model.width))
+                     if s.warm_start and hasattr(model, "cell") else None)
         decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "norm" not in n]
         no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "norm" not in n)]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
@@ -266,14 +270,19 @@ class _Run:
         self.best_acc = -1.0
         self.best_state: dict[str, Tensor] | None = None
 
-    def step(self, xb: Tensor, yb: Tensor) -> float:
+    def step(self, xb: Tensor, yb: Tensor, index: Tensor | None = None) -> float:
+        """One optimiser step on (xb, yb); ``index``: their training-sample numbers (for warm
+        starts; the table's lookup and store are timed with the step)."""
         model = self.model
         model.train()
         sync = self.device.type == "cuda"
         if sync:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        logits = model(xb)
+        warm = self.warm if index is not None else None
+        logits = model(xb) if warm is None else model(xb, warm.lookup(index, self.device))
+        if warm is not None:
+            warm.store(index, model.last_state)
         loss = F.cross_entropy(logits, yb, weight=self.weight)
         fwd = model.solver_stats()["forward"]
         self.opt.zero_grad(set_to_none=True)
@@ -545,7 +554,8 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     weight = class_weights(ytr, k)
     steps_per_epoch = math.ceil(xtr.shape[0] / s.batch_size)
     total = steps_per_epoch * s.epochs
-    runs = {name: _Run(name, models[name], s, total, weight, device) for name in VARIANTS}
+    runs = {name: _Run(name, models[name], s, total, weight, device, xtr.shape[0])
+            for name in VARIANTS}
     per = min(s.evals_per_epoch, steps_per_epoch)
     eval_steps = {round(j * steps_per_epoch / per) for j in range(1, per + 1)}
     log(f"bench speedup {task}: train {xtr.shape[0]}, val {xva.shape[0]}, test {xte.shape[0]}, "
@@ -562,7 +572,7 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
             b = order[step * s.batch_size:(step + 1) * s.batch_size]
             xb, yb = xtr[b].to(device), ytr[b].to(device)
             for r in runs.values():
-                r.step(xb, yb)
+                r.step(xb, yb, b)
             if step + 1 in eval_steps:
                 ep = epoch - 1 + (step + 1) / steps_per_epoch
                 accs = {n: r.validate(xva, yva, ep, s.inference_batch) for n, r in runs.items()}
@@ -704,7 +714,9 @@ def speedup_markdown(res: dict[str, Any]) -> str:
              f"val {res['data']['val']}, test {res['data']['test']}; tol "
              f"{res['settings']['tol']}, max_iter {res['settings']['max_iter']}, "
              f"{res['settings']['epochs']} epochs, batch {res['settings']['batch_size']}, "
-             f"hidden {res['settings']['hidden']}, seed {res['settings']['seed']}.\n",
+             f"hidden {res['settings']['hidden']}, seed {res['settings']['seed']}"
+             + ("; DEQs warm-started from the last epoch" if res["settings"].get("warm_start")
+                else "") + ".\n",
              f"Common validation accuracy (highest reached by every DEQ variant): "
              f"**{t['common']:.4f}**; fraction target ({res['settings']['target_fraction']} × "
              f"best DEQ peak): {t['fraction']:.4f}. Times are training wall time "

@@ -79,6 +79,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     sp.add_argument("--threads", type=int, default=None, help="torch threads (1)")
     sp.add_argument("--cuda-graph", action="store_true", default=None,
                     help="CUDA: run the DEQs' forward solves as CUDA-graph blocks")
+    sp.add_argument("--warm-start", action="store_true", default=None,
+                    help="DEQs: each training sample's solve starts at its fixed point of the "
+                    "last epoch (as `train --warm-start`)")
     sp.add_argument("--no-progress", action="store_true")
     sp.set_defaults(func=_speedup)
 
@@ -136,7 +139,7 @@ def _speedup(args: argparse.Namespace) -> int:
         "max_iter": args.max_iter, "evals_per_epoch": args.evals_per_epoch,
         "threads": args.threads, "inference_tols": args.inference_tols,
         "inference_batch": args.inference_batch, "inference_limit": args.inference_limit,
-        "cuda_graph": args.cuda_graph}
+        "cuda_graph": args.cuda_graph, "warm_start": args.warm_start}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = (SpeedupSettings.quick(**overrides) if args.quick
                 else SpeedupSettings(**overrides))
