@@ -108,8 +108,10 @@ train(cfg, {run!r}, dataset=open_cache({cache!r}), progress=False, on_epoch=stop
 """
 
 
-def test_resume_after_kill9_equals_uninterrupted(toy: object, tmp_path: Path) -> None:
-    c = cfg(epochs=4)
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_resume_after_kill9_equals_uninterrupted(toy: object, tmp_path: Path,
+                                                 warm_start: bool) -> None:
+    c = cfg(epochs=4, warm_start=warm_start)
     full = train(c, tmp_path / "full", dataset=toy, progress=False)
     run = tmp_path / "killed"
     script = _KILL_SCRIPT.format(cfg=c.to_dict(), run=str(run), cache=str(toy.directory))
@@ -120,6 +122,10 @@ def test_resume_after_kill9_equals_uninterrupted(toy: object, tmp_path: Path) ->
     assert not (run / "model.safetensors").exists()
     saved = load_checkpoint(latest_checkpoint(run))
     assert saved["state"]["epoch"] == 2 and len(saved["state"]["history"]) == 2
+    # the warm-start table travels with the checkpoint: every training sample has a state
+    assert (saved["warm_states"] is not None) == warm_start
+    if warm_start:
+        assert bool((saved["warm_states"].flatten(1).abs().sum(1) > 0).all())
     with pytest.raises(AndersonnError, match="--resume"):
         train(c, run, dataset=toy, progress=False)
     resumed = train(c, run, resume=True, dataset=toy, progress=False)

@@ -6,6 +6,7 @@ Layout under the run directory::
     checkpoints/epoch-NNNN/best.safetensors    best-validation weights so far
     checkpoints/epoch-NNNN/optimizer.pt        optimizer + scheduler + RNG state (tensors, numbers)
     checkpoints/epoch-NNNN/state.json          epoch, best-val, history, cumulative wall time
+    checkpoints/epoch-NNNN/warm_start.safetensors  per-sample fixed points (``--warm-start`` only)
     checkpoint.json                            pointer to the last *finished* epoch directory
 
 Every file is written atomically and the pointer is replaced last, so a crash at any moment
@@ -32,6 +33,7 @@ __all__ = ["POINTER", "latest_checkpoint", "load_checkpoint", "load_weights", "s
            "save_weights"]
 
 POINTER = "checkpoint.json"
+WARM_FILE = "warm_start.safetensors"
 
 
 def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -56,8 +58,10 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(run_dir: str | Path, epoch: int, *, model_state: dict[str, torch.Tensor],
                     best_state: dict[str, torch.Tensor], optimizer: dict[str, Any],
-                    scheduler: dict[str, Any], state: dict[str, Any]) -> Path:
-    """Write the checkpoint of a finished ``epoch`` and point ``checkpoint.json`` at it."""
+                    scheduler: dict[str, Any], state: dict[str, Any],
+                    warm_states: torch.Tensor | None = None) -> Path:
+    """Write the checkpoint of a finished ``epoch`` and point ``checkpoint.json`` at it
+    (``warm_states``: the warm-start table, so a resumed run continues warm)."""
     run_dir = Path(run_dir)
     folder = run_dir / "checkpoints" / f"epoch-{epoch:04d}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,6 +71,8 @@ def save_checkpoint(run_dir: str | Path, epoch: int, *, model_state: dict[str, t
     torch.save({"optimizer": optimizer, "scheduler": scheduler,
                 "torch_rng": torch.get_rng_state()}, buffer)
     atomic_write_bytes(folder / "optimizer.pt", buffer.getvalue())
+    if warm_states is not None:  # serialised as is: the table can be large, no clone first
+        atomic_write_bytes(folder / WARM_FILE, st_save({"states": warm_states.contiguous()}))
     atomic_write_json(folder / "state.json", {**state, "epoch": epoch})
     atomic_write_json(run_dir / POINTER, {"epoch": epoch,
                                           "path": f"checkpoints/epoch-{epoch:04d}"})
@@ -92,10 +98,12 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def load_checkpoint(folder: str | Path) -> dict[str, Any]:
     """Read a checkpoint directory: ``model``, ``best`` (state dicts), ``optimizer``,
-    ``scheduler``, ``torch_rng``, ``state`` (JSON)."""
+    ``scheduler``, ``torch_rng``, ``state`` (JSON), ``warm_states`` (tensor or None)."""
     folder = Path(folder)
     extra = torch.load(io.BytesIO((folder / "optimizer.pt").read_bytes()), weights_only=True)
-    return {"model": load_weights(folder / "model.safetensors"),
+    warm = folder / WARM_FILE
+    return {"warm_states": load_weights(warm)["states"] if warm.is_file() else None,
+            "model": load_weights(folder / "model.safetensors"),
             "best": load_weights(folder / "best.safetensors"),
             "optimizer": extra["optimizer"], "scheduler": extra["scheduler"],
             "torch_rng": extra["torch_rng"],

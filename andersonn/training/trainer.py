@@ -241,6 +241,13 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch))
 
+    warm = None
+    if cfg.warm_start and cfg.model == "deq":
+        warm = WarmStarts(xtr.shape[0], (model.hidden, model.height, model.width), info)
+        if info.is_main and progress:
+            print(f"andersonn: warm starts: {warm.nbytes / 2**20:.0f} MiB of fixed points kept "
+                  "in memory", file=sys.stderr)
+
     history: list[dict[str, Any]] = []
     start_epoch, best_val, best_epoch, wall_total = 0, -1.0, 0, 0.0
     best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
@@ -260,6 +267,9 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         start_epoch, best_val = int(st["epoch"]), float(st["best_val"])
         best_epoch, wall_total = int(st["best_epoch"]), float(st["wall_time_s"])
         history = list(st["history"])
+        if warm is not None and saved["warm_states"] is not None \
+                and saved["warm_states"].shape == warm.table.shape:
+            warm.table.copy_(saved["warm_states"])
         if info.is_main and progress:
             print(f"andersonn: resuming {run_dir} after epoch {start_epoch}", file=sys.stderr)
         if cfg.epochs > int(st.get("config", {}).get("epochs", cfg.epochs)):
@@ -279,13 +289,6 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             net = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None,
                 broadcast_buffers=False)
-
-    warm = None
-    if cfg.warm_start and cfg.model == "deq":
-        warm = WarmStarts(xtr.shape[0], (model.hidden, model.height, model.width), info)
-        if info.is_main and progress:
-            print(f"andersonn: warm starts: {warm.nbytes / 2**20:.0f} MiB of fixed points kept "
-                  "in memory", file=sys.stderr)
 
     show = progress and info.is_main
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -372,7 +375,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                      "history": history, "config": cfg.to_dict()}
             ckpt.save_checkpoint(run_dir, epoch, model_state=model.state_dict(),
                                  best_state=best_state, optimizer=optimizer.state_dict(),
-                                 scheduler=scheduler.state_dict(), state=state)
+                                 scheduler=scheduler.state_dict(), state=state,
+                                 warm_states=warm.table if warm is not None else None)
             _write_jsonl(run_dir / "metrics.jsonl", history)
             if progress:
                 print(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
