@@ -5,7 +5,8 @@ epoch earlier is a far better first guess than zero (the DEQ's cold start). The 
 state per training sample in float16 on the CPU (``hidden × H × W × 2`` bytes each); a sample not
 yet seen starts from zero, exactly as without warm starts. Under ``torchrun`` every rank keeps
 the whole table and the ranks exchange the states of each step, so a sample that another rank
-solved last epoch is warm too. The table is not checkpointed: a resumed run starts cold once.
+solved last epoch is warm too. The trainer saves the table with each checkpoint, so a resumed
+run continues warm.
 """
 
 from __future__ import annotations
