@@ -38,14 +38,18 @@ def test_table_starts_cold_and_keeps_finite_states() -> None:
 def test_deq_started_at_its_fixed_point_needs_almost_no_iterations() -> None:
     torch.manual_seed(0)
     model = build_model("deq", in_channels=3, height=5, width=4, num_classes=2, hidden=8,
-                        solver="anderson", solver_options={"tol": 1e-6, "max_iter": 80}).eval()
+                        solver="anderson", solver_options={"tol": 1e-6, "max_iter": 80})
     x = torch.randn(6, 3, 5, 4)
     with torch.no_grad():
-        cold = model(x)
+        cold = model(x)  # training mode: the state is kept
         cold_nfev = model.solver_stats()["forward"].nfev.float().mean()
-        warm = model(x, model.last_state)
+        state = model.last_state
+        assert state.shape == (6, 8, 5, 4)
+        warm = model(x, state)
         warm_nfev = model.solver_stats()["forward"].nfev.float().mean()
-    assert model.last_state.shape == (6, 8, 5, 4)
+        model.eval()
+        model(x)
+        assert model.last_state is None  # inference keeps no batch-sized state
     assert cold_nfev >= 8 and warm_nfev <= 2
     torch.testing.assert_close(warm, cold, atol=1e-4, rtol=1e-4)
 

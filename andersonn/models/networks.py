@@ -136,12 +136,13 @@ class GraphImageClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor, z0: torch.Tensor | None = None) -> torch.Tensor:
         """Raw images (B, C, H, W) → logits; ``z0`` (B, hidden, H, W) warm-starts a DEQ's
-        solve (ignored by the explicit network). The body's output, detached, is kept in
-        :attr:`last_state` (what the trainer's warm start stores)."""
+        solve (ignored by the explicit network). In training mode the body's output, detached,
+        is kept in :attr:`last_state` (what the trainer's warm start stores); in eval mode it is
+        None, so inference holds no batch-sized state after the call."""
         raw = x
         x = self.normalize(x)
         z = self.body(self.embed(x), z0)
-        self.__dict__["last_state"] = z.detach()
+        self.__dict__["last_state"] = z.detach() if self.training else None
         return self.classify(z, x, raw)
 
 
