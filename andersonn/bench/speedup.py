@@ -247,7 +247,7 @@ class _Run:
     """One variant's optimiser state, timers, counters and validation curve."""
 
     def __init__(self, name: str, model: nn.Module, s: SpeedupSettings, total_steps: int,
-                 weight: Tensor | None, device: torch.device, n_train: int = 0) -> None:
+                 weight: Tensor | None, device: torch.device, n_train: int) -> None:
         self.name, self.model, self.s, self.device = name, model.to(device), s, device
         self.warm = (WarmStarts(n_train, (model.hidden, model.height, model.width))
                      if s.warm_start and hasattr(model, "cell") else None)
@@ -280,9 +280,7 @@ class _Run:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         warm = self.warm if index is not None else None
-        logits = model(xb) if warm is None else model(xb, warm.lookup(index, self.device))
-        if warm is not None:
-            warm.store(index, model.last_state)
+        logits = model(xb) if warm is None else warm.forward(model, model, xb, index)
         loss = F.cross_entropy(logits, yb, weight=self.weight)
         fwd = model.solver_stats()["forward"]
         self.opt.zero_grad(set_to_none=True)

@@ -309,9 +309,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             b = order[step * local_bs:(step + 1) * local_bs]
             xb, yb = xtr[b].to(device, non_blocking=True), ytr[b].to(device, non_blocking=True)
             with bf16_autocast(cfg.bf16, device):
-                logits = net(xb) if warm is None else net(xb, warm.lookup(b, device))
-            if warm is not None:
-                warm.store(b, model.last_state)
+                logits = net(xb) if warm is None else warm.forward(net, model, xb, b)
             loss = F.cross_entropy(logits.float(), yb, weight=wdev,
                                    label_smoothing=cfg.label_smoothing)
             fwd_stats = model.solver_stats()["forward"]
@@ -398,10 +396,9 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     model.eval()
     if cfg.model == "deq":
         model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
-    xv, yv = split_tensors(ds, "val")
-    calibration = (calibrate_split(model, xv, yv, k, cfg.eval_batch_size, device, info, cfg.bf16)
-                   if xv.shape[0] else None)
-    temperature = calibration["temperature"] if calibration else 1.0
+    # the validation split is never empty here (checked above)
+    calibration = calibrate_split(model, xva, yva, k, cfg.eval_batch_size, device, info, cfg.bf16)
+    temperature = calibration["temperature"]
     run_config["calibration"] = calibration  # every rank's result carries it
     test_metrics = None
     if cfg.evaluate_test:

@@ -35,6 +35,15 @@ class WarmStarts:
         """The stored states of ``index`` (zeros where none yet) as float32 on ``device``."""
         return self.table[index].to(device=device, dtype=torch.float32, non_blocking=True)
 
+    def forward(self, net: torch.nn.Module, model: torch.nn.Module, xb: torch.Tensor,
+                index: torch.Tensor) -> torch.Tensor:
+        """``net(xb, z0)`` from the stored states of ``index``, then keep the new ones
+        (``model``: the classifier itself, whose ``last_state`` they are; ``net`` may wrap it
+        in DistributedDataParallel)."""
+        logits = net(xb, self.lookup(index, xb.device))
+        self.store(index, model.last_state)
+        return logits
+
     def store(self, index: torch.Tensor, states: torch.Tensor) -> None:
         """Keep ``states`` (B, ...) for ``index`` (B,); under DDP, every rank's batch."""
         states = states.detach().to(torch.float16)
@@ -47,6 +56,5 @@ class WarmStarts:
             dist.all_gather(indices, index)
             dist.all_gather(gathered, states)
             index, states = torch.cat(indices), torch.cat(gathered)
-        finite = torch.isfinite(states.flatten(1)).all(dim=1)
-        index, states = index.cpu(), states.cpu()
-        self.table[index[finite.cpu()]] = states[finite.cpu()]
+        finite = torch.isfinite(states.flatten(1)).all(dim=1).cpu()
+        self.table[index.cpu()[finite]] = states.cpu()[finite]
