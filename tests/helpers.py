@@ -1,7 +1,11 @@
-"""Problems shared by the solver, DEQ and CUDA tests (exact references, small cells)."""
+"""Problems shared by the solver, DEQ and CUDA tests (exact references, small cells), and a
+tiny polarity run for the prediction tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -56,3 +60,39 @@ class TanhCell(nn.Module):
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(z @ self.weight.T + x + self.bias)
+
+
+SMILES = ["CCO", "CC", "CCC", "CO", "CCN", "CCCC", "OCCO", "C=C", "CC(=O)O", "CCCCC", "NCCN",
+          "C1CCCCC1", "CC#N", "CCOC", "C(Cl)Cl", "CCCO", "CN", "CC(C)C", "O=CO", "CCCCCC"]
+
+
+def tiny_polarity_dataset(root: Path):
+    """A 20-molecule polarity cache (label: has N or O; 12 / 4 / 4 split; no Cl in the
+    training split's domain), opened."""
+    from andersonn.data.cache import open_cache, write_cache
+    from andersonn.data.domain import Domain
+    from andersonn.images import IMAGE_SPECS, encode
+    from andersonn.structures import read_structure
+
+    spec = IMAGE_SPECS["polarity"]
+    structures = [read_structure(s) for s in SMILES]
+    images = np.stack([encode(s, spec) for s in structures])
+    labels = np.array([int(any(a in s for a in "NO")) for s in SMILES])
+    splits = np.array([0] * 12 + [1] * 4 + [2] * 4, np.int8)
+    domain = Domain.from_summaries(s.summary() for s in structures[:12])  # no Cl in training
+    cache = write_cache(root / "cache", images=images, labels=labels, ids=SMILES, splits=splits,
+                        classes=["weakly polar", "strongly polar"],
+                        meta={"task": "polarity", "featurizer_version": spec.featurizer_version,
+                              "image_spec": spec.to_dict(), "label_rule": "has N or O",
+                              "domain": domain.to_dict()})
+    return open_cache(cache)
+
+
+def tiny_polarity_run(dataset, out: Path, seed: int = 0) -> Path:
+    """One epoch of a hidden-8 DEQ on :func:`tiny_polarity_dataset`; returns the run dir."""
+    from andersonn.training import TrainConfig, train
+
+    cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False,
+                      seed=seed)
+    train(cfg, out, dataset=dataset, progress=False)
+    return out

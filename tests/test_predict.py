@@ -12,37 +12,23 @@ import pytest
 import torch
 
 from andersonn.cli import main
-from andersonn.data.cache import open_cache, write_cache
+from andersonn.data.cache import open_cache
 from andersonn.data.domain import Domain
 from andersonn.errors import AndersonnError, InputError
 from andersonn.images import IMAGE_SPECS, encode
 from andersonn.predict import Classifier, DomainWarning, Scientist, expand_inputs
 from andersonn.structures import read_structure
-from andersonn.training import TrainConfig, train
+
+from helpers import SMILES, tiny_polarity_dataset, tiny_polarity_run
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).parent / "fixtures" / "structures"
-SMILES = ["CCO", "CC", "CCC", "CO", "CCN", "CCCC", "OCCO", "C=C", "CC(=O)O", "CCCCC", "NCCN",
-          "C1CCCCC1", "CC#N", "CCOC", "C(Cl)Cl", "CCCO", "CN", "CC(C)C", "O=CO", "CCCCCC"]
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = IMAGE_SPECS["polarity"]
-    structures = [read_structure(s) for s in SMILES]
-    images = np.stack([encode(s, spec) for s in structures])
-    labels = np.array([int(any(a in s for a in "NO")) for s in SMILES])
-    splits = np.array([0] * 12 + [1] * 4 + [2] * 4, np.int8)
-    domain = Domain.from_summaries(s.summary() for s in structures[:12])  # no Cl in training
     root = tmp_path_factory.mktemp("predict")
-    cache = write_cache(root / "cache", images=images, labels=labels, ids=SMILES, splits=splits,
-                        classes=["weakly polar", "strongly polar"],
-                        meta={"task": "polarity", "featurizer_version": spec.featurizer_version,
-                              "image_spec": spec.to_dict(), "label_rule": "has N or O",
-                              "domain": domain.to_dict()})
-    cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False)
-    train(cfg, root / "run", dataset=open_cache(cache), progress=False)
-    return root / "run"
+    return tiny_polarity_run(tiny_polarity_dataset(root), root / "run")
 
 
 def test_predict_files_and_smiles(run_dir: Path) -> None:

@@ -74,6 +74,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("inputs", metavar="INPUT", nargs="+")
     pr.add_argument("--out", metavar="FILE", default=None, help="write .json or .csv")
+    pr.add_argument("--ensemble", metavar="RUN_DIR", action="append", default=[],
+                    help="also this run (repeatable): average the runs' calibrated "
+                    "probabilities; iterations are summed over the runs")
     pr.add_argument("--solver", choices=_SOLVERS, default=None, help="override the DEQ solver")
     pr.add_argument("--tol", type=float, default=None, help="override the solver tolerance")
     pr.add_argument("--max-iter", type=int, default=None, help="override the iteration cap")
@@ -161,6 +164,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from andersonn.ensemble import Ensemble
     from andersonn.predict import Classifier, format_table, write_predictions
 
     options: dict[str, Any] = {}
@@ -168,8 +172,13 @@ def _predict(args: argparse.Namespace) -> int:
         options["tol"] = args.tol
     if args.max_iter is not None:
         options["max_iter"] = args.max_iter
-    clf = Classifier.load(args.run_dir, device=args.device, solver=args.solver,
-                          solver_options=options or None)
+    clf: Classifier
+    if args.ensemble:
+        clf = Ensemble.from_runs([args.run_dir, *args.ensemble], device=args.device,
+                                 solver=args.solver, solver_options=options or None)
+    else:
+        clf = Classifier.load(args.run_dir, device=args.device, solver=args.solver,
+                              solver_options=options or None)
     preds = clf.predict_inputs(args.inputs, workers=args.workers,
                                progress=not args.no_progress)
     for p in preds:
@@ -179,7 +188,9 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"andersonn: warning: {p.input}: {note}", file=sys.stderr)
     if args.out:
         write_predictions(args.out, preds, clf.classes_,
-                          meta={"run_dir": str(args.run_dir), "task": clf.config_.get("task")})
+                          meta={"run_dir": str(args.run_dir), "task": clf.config_.get("task"),
+                                **({"ensemble": [str(args.run_dir), *args.ensemble]}
+                                   if args.ensemble else {})})
         n_ok = sum(p.ok for p in preds)
         print(f"{n_ok}/{len(preds)} predicted → {args.out}")
     else:

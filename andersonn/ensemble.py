@@ -1,0 +1,140 @@
+"""Deep ensembles: several trained runs of one task answering together.
+
+``Ensemble.from_runs([run_a, run_b, ...])`` loads finished runs (typically the same command with
+different ``--seed``) and averages their calibrated class probabilities. It is a
+:class:`andersonn.predict.Classifier`, so ``predict``, ``predict_proba``, ``score`` and
+``predict_inputs`` work as for one run; each input is read and encoded once. The members must
+agree on the task, the classes, the image spec, the image shape and the featuriser version
+(otherwise their images or outputs would mean different things); the first member's
+applicability domain is used for the domain warnings. ``iterations`` of a prediction is the sum
+of the members' solver evaluations: the ensemble's cost.
+
+``Ensemble.of_seeds(n, **train_config)`` + ``fit`` trains ``n`` members whose seeds are
+``seed, seed + 1, ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from andersonn.errors import AndersonnError, InputError
+from andersonn.predict import Classifier
+
+__all__ = ["MATCHED_KEYS", "Ensemble"]
+
+MATCHED_KEYS = ("task", "classes", "image_spec", "image_shape", "featurizer_version")
+"""Run-config entries every member must share."""
+
+
+class Ensemble(Classifier):
+    """The mean of its members' calibrated probabilities (members: fitted or unfitted
+    :class:`Classifier` objects; unfitted ones are trained by :meth:`fit`)."""
+
+    def __init__(self, members: Sequence[Classifier]) -> None:
+        members = list(members)
+        if not members:
+            raise InputError("an Ensemble needs at least one member")
+        if not all(isinstance(m, Classifier) for m in members):
+            raise InputError("Ensemble members must be andersonn Classifier objects")
+        super().__init__()
+        self.members = members
+        self.train_config = members[0].train_config
+        if all(m.model_ is not None for m in members):
+            self._adopt_members()
+
+    @classmethod
+    def from_runs(cls, run_dirs: Sequence[str | Path], device: str = "cpu",
+                  solver: str | None = None, solver_options: dict[str, Any] | None = None
+                  ) -> Ensemble:
+        """Load finished runs (see :meth:`Classifier.load`); refuse runs that disagree."""
+        if not run_dirs:
+            raise InputError("an Ensemble needs at least one run directory")
+        members = [Classifier.load(d, device=device, solver=solver,
+                                   solver_options=solver_options) for d in run_dirs]
+        for run_dir, member in zip(run_dirs, members, strict=True):
+            member.run_dir_ = str(run_dir)
+        self = cls(members)
+        self.device = members[0].device
+        return self
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu", solver: str | None = None,
+             solver_options: dict[str, Any] | None = None) -> Ensemble:
+        """An ensemble of the one run ``run_dir`` (see :meth:`from_runs`)."""
+        return cls.from_runs([run_dir], device=device, solver=solver,
+                             solver_options=solver_options)
+
+    @classmethod
+    def of_seeds(cls, n: int, **config: Any) -> Ensemble:
+        """``n`` unfitted members with the same training config and seeds seed, seed+1, ..."""
+        if n < 1:
+            raise InputError(f"of_seeds: n must be at least 1, got {n}")
+        first = Classifier(**config)
+        seed = first.train_config.seed
+        return cls([first] + [Classifier(**{**config, "seed": seed + i}) for i in range(1, n)])
+
+    def fit(self, X: Any, y: Sequence[Any], classes: Sequence[str] | None = None,
+            val: tuple[Any, Sequence[Any]] | None = None, out_dir: str | Path | None = None,
+            progress: bool = False) -> Ensemble:
+        """Fit every member on the same data (member ``i`` writes to ``out_dir/member-i``)."""
+        for i, member in enumerate(self.members):
+            member_dir = Path(out_dir) / f"member-{i}" if out_dir is not None else None
+            member.fit(X, y, classes=classes, val=val, out_dir=member_dir, progress=progress)
+        self._adopt_members()
+        return self
+
+    def _adopt_members(self) -> None:
+        """Check the fitted members agree and take the shared attributes from the first."""
+        first = self.members[0]
+        for i, member in enumerate(self.members[1:], start=1):
+            for key in MATCHED_KEYS:
+                if member.config_.get(key) != first.config_.get(key):
+                    name = getattr(member, "run_dir_", f"member {i}")
+                    raise AndersonnError(
+                        f"{name}: its {key} ({member.config_.get(key)!r:.60}) differs from the "
+                        f"first member's ({first.config_.get(key)!r:.60}); an ensemble needs "
+                        "runs of one task on the same images")
+        self.model_ = first.model_
+        self.config_ = first.config_
+        self.classes_ = list(first.classes_)
+        self.spec_ = first.spec_
+        self.domain_ = first.domain_
+        self.feature_domain_ = first.feature_domain_
+        self.temperature_ = 1.0  # each member applies its own
+
+    @property
+    def batch_size(self) -> int:
+        """Inference batch size of every member."""
+        return self.members[0].batch_size if hasattr(self, "members") else 256
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        for member in getattr(self, "members", []):
+            member.batch_size = value
+
+    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean probabilities (N, K) and summed solver evaluations (N,) over the members."""
+        self._check_fitted()
+        outputs = [member._infer(images) for member in self.members]
+        probs = np.mean([p for p, _ in outputs], axis=0)
+        iters = np.sum([it for _, it in outputs], axis=0)
+        return probs, iters
+
+    def member_probabilities(self, X: Any) -> np.ndarray:
+        """Each member's calibrated probabilities, shape (members, N, K)."""
+        images = self._as_images(X)
+        self._check_fitted()
+        return np.stack([member._infer(images)[0] for member in self.members])
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __repr__(self) -> str:
+        runs = [getattr(m, "run_dir_", None) for m in self.members]
+        shown = runs if all(runs) else f"{len(self.members)} members"
+        return f"Ensemble({shown})"
+
