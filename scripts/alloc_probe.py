@@ -25,7 +25,7 @@ def child(mode: str, batch: int, threads: int) -> None:
         return
     import torch
 
-    from andersonn.bench.solvers import ConvDEQCell
+    from andersonn.bench.cells import ConvDEQCell
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

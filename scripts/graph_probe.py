@@ -19,7 +19,7 @@ import torch
 
 import andersonn.solvers.base as base
 import andersonn.solvers.graphs as graphs
-from andersonn.bench.solvers import ConvDEQCell
+from andersonn.bench.cells import ConvDEQCell
 from andersonn.solvers import solve
 from andersonn.solvers.anderson import _Anderson
 

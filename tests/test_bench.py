@@ -21,7 +21,8 @@ from andersonn.bench.spectrum import (
     ritz_values,
 )
 from andersonn.bench.spectrum import run_benchmark as run_spectrum
-from andersonn.bench.speedup import SpeedupSettings, crossover, run_speedup, time_to_target
+from andersonn.bench.speedup import SpeedupSettings, run_speedup, time_to_target
+from andersonn.bench.speedup_probes import crossover
 from andersonn.cli import build_parser
 from andersonn.errors import ConfigError
 

@@ -205,7 +205,7 @@ def test_cuda_graph_keeps_safeguard_and_stall_fallback_state():
 
 
 def test_cuda_graph_of_a_conv_cell_in_float32_and_bf16_autocast():
-    from andersonn.bench.solvers import ConvDEQCell
+    from andersonn.bench.cells import ConvDEQCell
 
     torch.manual_seed(0)
     cell = ConvDEQCell(16, 24, 8).to(CUDA)
@@ -302,7 +302,7 @@ def test_cuda_graph_in_a_deq_forward_keeps_exact_gradients():
 
 
 def test_cuda_graph_memory_does_not_pile_up_over_solves():
-    from andersonn.bench.solvers import ConvDEQCell
+    from andersonn.bench.cells import ConvDEQCell
 
     torch.manual_seed(0)
     cell = ConvDEQCell(16, 24, 8).to(CUDA)

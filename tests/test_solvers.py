@@ -319,7 +319,7 @@ def test_bench_forward_counts_from_one_trace_equal_separate_runs():
 
 
 def test_bench_spectral_radius_of_a_linear_cell():
-    from andersonn.bench.solvers import contraction_rates
+    from andersonn.bench.cells import contraction_rates
 
     _, (a, _), _ = linear_problem(1, 12, 0.9, seed=7)
     for scale in (0.5, 1.0):

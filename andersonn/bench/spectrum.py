@@ -19,9 +19,9 @@ about one evaluation each) or a real spectrum (whose Chebyshev rate (√κ − 1
 Sections of the benchmark:
 
 1. **Jacobian spectrum of the paper cell** (the ``init`` and ``weak`` cells of ``andersonn bench
-   solvers``, same construction: :class:`~andersonn.bench.solvers.ConvDEQCell`,
-   :func:`~andersonn.bench.solvers.make_weakly_contractive` on its first 16 samples and
-   :func:`~andersonn.bench.solvers.settle_scale` on all 128, same seed and inputs). For the
+   solvers``, same construction: :class:`~andersonn.bench.cells.ConvDEQCell`,
+   :func:`~andersonn.bench.cells.make_weakly_contractive` on its first 16 samples and
+   :func:`~andersonn.bench.cells.settle_scale` on all 128, same seed and inputs). For the
    first few samples z* is found with Anderson (float32, rel. tol 1e-5) and polished in float64
    (rel. tol 1e-9, as tight as reachable); then ``steps`` Arnoldi steps on
    v ↦ J v with exact Jacobian–vector products (``torch.func.jvp``) give a Hessenberg matrix H
@@ -42,7 +42,7 @@ Sections of the benchmark:
    on (close to) its boundary circle; section 3 checks the fit on maps whose eigenvalues are
    known. Also reported: the smallest such disk ("smallest"; its q can exceed ρ̂) and the rule
    with the zero Ritz values kept ("with zeros"). Power iteration's ρ
-   (:func:`~andersonn.bench.solvers.contraction_rates`) is a cross-check of ρ̂.
+   (:func:`~andersonn.bench.cells.contraction_rates`) is a cross-check of ρ̂.
 2. **Window sweep** on the weak cell (the issue's target) and the init cell: forward iteration
    and Anderson with m ∈ {5, 10, 20} at rel. tol 1e-4 on a batch of 16 (max_iter 500 forward,
    200 Anderson; an unconverged sample counts max_iter).
@@ -70,6 +70,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from andersonn.bench.cells import (
+    ConvDEQCell,
+    contraction_rates,
+    make_weakly_contractive,
+    quiet_jvp,
+    settle_scale,
+)
 from andersonn.bench.report import (
     machine_info,
     markdown_table,
@@ -79,14 +86,7 @@ from andersonn.bench.report import (
     write_results,
 )
 from andersonn.bench.solvers import FULL as SOLVERS_FULL
-from andersonn.bench.solvers import (
-    PROBE,
-    ConvDEQCell,
-    contraction_rates,
-    make_weakly_contractive,
-    quiet_jvp,
-    settle_scale,
-)
+from andersonn.bench.solvers import PROBE
 from andersonn.bench.solvers import QUICK as SOLVERS_QUICK
 from andersonn.solvers import get_solver
 

@@ -37,14 +37,16 @@ and timed separately):
 * **residual vs time** on one batch: each solver runs with tol 0 while every f evaluation is
   time-stamped; the crossover is the first time after which Anderson's best residual stays below
   forward iteration's at equal wall time (Anderson's extra cost per iteration has been repaid).
+
+This module trains the variants and assembles the result; the post-training probes (inference,
+spectrum, residual traces) are in :mod:`andersonn.bench.speedup_probes`, the tables, targets and
+plots in :mod:`andersonn.bench.speedup_report`.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -56,25 +58,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from andersonn.bench.report import (
-    fmt,
-    machine_info,
-    markdown_table,
-    new_figure,
-    ratio,
-    results_dir,
-    save_figure,
-    set_threads,
-    write_results,
+from andersonn.bench.report import machine_info, ratio, results_dir, set_threads, write_results
+from andersonn.bench.speedup_probes import (
+    crossover,
+    inference_at_tolerances,
+    residual_traces,
+    trained_cell_spectrum,
+)
+from andersonn.bench.speedup_report import (
+    DEQ_SOLVERS,
+    VARIANTS,
+    plots,
+    saved,
+    speedup_markdown,
+    target_ratios,
+    targets_met,
 )
 from andersonn.errors import AndersonnError, ConfigError
 from andersonn.training.inputs import channel_stats, class_weights
 from andersonn.training.warm_start import WarmStarts
 
-__all__ = ["DEQ_SOLVERS", "SpeedupSettings", "run_speedup"]
+__all__ = ["SpeedupSettings", "run_speedup"]
 
-DEQ_SOLVERS = ("forward", "anderson", "broyden")
-VARIANTS = (*DEQ_SOLVERS, "explicit")
 _SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -141,6 +146,14 @@ class SpeedupSettings:
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda requested but no CUDA device is available")
 
+    def options_for(self, name: str, tol: float, max_iter: int, graphs: bool = True
+                    ) -> dict[str, Any]:
+        """Solver options of the DEQ variant ``name`` at ``tol`` / ``max_iter``: Anderson also
+        gets ``solver_options``; with ``graphs``, ``cuda_graph`` when these settings ask for it."""
+        extra = self.solver_options if name == "anderson" else {}
+        graph = {"cuda_graph": True} if graphs and self.cuda_graph else {}
+        return {**extra, **graph, "tol": tol, "max_iter": max_iter}
+
 
 # --------------------------------------------------------------------------------------------
 # data
@@ -199,13 +212,6 @@ def split_tensors(ds: Any, limit: int | None, seed: int) -> dict[str, tuple[Tens
 # --------------------------------------------------------------------------------------------
 # models and lockstep training
 # --------------------------------------------------------------------------------------------
-def _solver_opts(name: str, s: SpeedupSettings, tol: float, max_iter: int,
-                 graphs: bool = True) -> dict[str, Any]:
-    extra = s.solver_options if name == "anderson" else {}
-    graph = {"cuda_graph": True} if graphs and s.cuda_graph else {}
-    return {**extra, **graph, "tol": tol, "max_iter": max_iter}
-
-
 def build_variants(s: SpeedupSettings, shape: tuple[int, int, int], k: int
                    ) -> dict[str, nn.Module]:
     """The three DEQs (same seed → same initial weights) and the parameter-matched explicit net."""
@@ -217,7 +223,7 @@ def build_variants(s: SpeedupSettings, shape: tuple[int, int, int], k: int
     models: dict[str, nn.Module] = {}
     for name in DEQ_SOLVERS:
         torch.manual_seed(s.seed)
-        opts = _solver_opts(name, s, s.tol, s.max_iter)
+        opts = s.options_for(name, s.tol, s.max_iter)
         models[name] = build_model("deq", solver=name, solver_options=opts, backward="implicit",
                                    backward_options={"tol": s.tol, "max_iter": s.max_iter},
                                    **common)
@@ -353,166 +359,6 @@ def time_to_target(curve: list[dict[str, float]], target: float) -> dict[str, An
 
 
 # --------------------------------------------------------------------------------------------
-# inference at matched residual, residual-vs-time traces
-# --------------------------------------------------------------------------------------------
-def _set_solver(model: nn.Module, name: str, opts: dict[str, Any]) -> None:
-    model.solver_options = {}
-    model.set_solver(name, dict(opts))
-
-
-@torch.no_grad()
-def inference_at_tolerances(model: nn.Module, x: Tensor, y: Tensor, s: SpeedupSettings,
-                            device: torch.device) -> list[dict[str, Any]]:
-    """Time per structure, f evaluations and achieved residual for each (tol, solver)."""
-    saved = (model.solver_name, dict(model.solver_options))
-    model.eval()
-    runs: dict[tuple[float, str], list[float]] = {}
-    stats: dict[tuple[float, str], dict[str, Any]] = {}
-    n = x.shape[0]
-    sync = device.type == "cuda"
-    try:
-        _set_solver(model, "anderson", {"tol": 1e-2, "max_iter": 10})
-        model(x[: min(n, 8)].to(device))  # warm-up (allocator, kernels)
-        for rep in range(s.repeats):
-            for tol in s.inference_tols:
-                k = rep % len(DEQ_SOLVERS)  # rotate the order: no solver always runs first
-                for name in DEQ_SOLVERS[k:] + DEQ_SOLVERS[:k]:
-                    _set_solver(model, name, _solver_opts(name, s, tol, s.inference_max_iter))
-                    nfev, low, conv, correct = [], [], [], 0
-                    if sync:
-                        torch.cuda.synchronize()
-                    t0 = time.perf_counter()
-                    for start in range(0, n, s.inference_batch):
-                        xb = x[start:start + s.inference_batch].to(device)
-                        logits = model(xb)
-                        st = model.solver_stats()["forward"]
-                        if rep == 0:
-                            correct += int((logits.argmax(1).cpu()
-                                            == y[start:start + s.inference_batch]).sum())
-                            nfev.append(st.nfev.double())
-                            low.append(st.lowest_residual.double())
-                            conv.append(st.converged)
-                    if sync:
-                        torch.cuda.synchronize()
-                    runs.setdefault((tol, name), []).append(time.perf_counter() - t0)
-                    if rep == 0:
-                        nf, lo, cv = torch.cat(nfev), torch.cat(low), torch.cat(conv)
-                        stats[(tol, name)] = {
-                            "nfev_mean": float(nf.mean()), "nfev_max": int(nf.max()),
-                            "residual_mean": float(lo.mean()), "residual_max": float(lo.max()),
-                            "converged_fraction": float(cv.double().mean()),
-                            "accuracy": correct / max(1, n)}
-    finally:
-        _set_solver(model, *saved)
-    rows = []
-    for tol in s.inference_tols:
-        base = statistics.median(runs[(tol, "forward")]) / max(1, n)
-        base_f = stats[(tol, "forward")]["nfev_mean"]
-        for name in DEQ_SOLVERS:
-            t = statistics.median(runs[(tol, name)]) / max(1, n)
-            st = stats[(tol, name)]
-            matched = st["converged_fraction"] >= 1.0 and st["residual_max"] <= tol * (1 + 1e-6)
-            rows.append({"tol": tol, "solver": name, "time_per_structure_s": t,
-                         "times_s": runs[(tol, name)], "n": n, **st, "matched": matched,
-                         "speedup_vs_forward": ratio(base, t),
-                         "feval_ratio_vs_forward": ratio(base_f, st["nfev_mean"]),
-                         "compute_saved": _saved(t, base),
-                         "feval_saved": _saved(st["nfev_mean"], base_f)})
-    return rows
-
-
-def trained_cell_spectrum(model: nn.Module, x: Tensor, steps: int, device: torch.device
-                          ) -> dict[str, Any] | None:
-    """ρ(∂f/∂z) at z* and the disk (Krylov) bound on the forward/Anderson f-evaluation ratio
-    for the DEQ cell of ``model`` on the structures ``x`` (None for a model without a cell)."""
-    from andersonn.bench.spectrum import jacobian_spectrum
-
-    cell = getattr(model, "cell", None)
-    if cell is None or x.shape[0] == 0 or steps < 2:
-        return None
-    model.eval()
-    with torch.no_grad():
-        inj = model.embed(model.normalize(x.to(device))).cpu()
-    # on the CPU in float64-capable form: a few structures, the cost is negligible
-    spec = jacobian_spectrum(copy.deepcopy(cell).cpu(), inj, steps)
-    samples = spec["samples"]
-    return {"n": len(samples), "arnoldi_steps": steps,
-            "rho_power": [s["rho_power"] for s in samples],
-            "rho_ritz": [s["rho_ritz"] for s in samples],
-            "krylov_rate": [s["disk"]["rate"] for s in samples],
-            "predicted_ratio": [s["predicted_ratio"] for s in samples],
-            "union_predicted_ratio": spec["union_predicted_ratio"]}
-
-
-@torch.no_grad()
-def residual_traces(model: nn.Module, xb: Tensor, s: SpeedupSettings, device: torch.device
-                    ) -> dict[str, dict[str, list[float]]]:
-    """Per solver: wall time (s) at each f evaluation and the batch-mean relative residual of
-    that iterate (tol 0, ``trace_iters`` iterations; median times over ``repeats``)."""
-    from andersonn.solvers import get_solver
-
-    model.eval()
-    inj = model.embed(xb.to(device))
-    cell = model.cell
-    sync = device.type == "cuda"
-    stamps: dict[str, list[list[float]]] = {name: [] for name in DEQ_SOLVERS}
-    traces: dict[str, list[float]] = {}
-    for _ in range(s.repeats):
-        for name in DEQ_SOLVERS:
-            marks: list[float] = []
-
-            def timed(z: Tensor, x: Tensor, _marks: list[float] = marks) -> Tensor:
-                out = cell(z, x)
-                if sync:
-                    torch.cuda.synchronize()
-                _marks.append(time.perf_counter())
-                return out
-
-            # eager: the timer synchronises inside f, which a CUDA graph cannot capture
-            opts = _solver_opts(name, s, 0.0, s.trace_iters, graphs=False)
-            t0 = time.perf_counter()
-            _, st = get_solver(name)(timed, torch.zeros_like(inj), args=(inj,), **opts,
-                                     on_divergence="mark")
-            stamps[name].append([m - t0 for m in marks])
-            if name not in traces:
-                tr = st.trace.double()
-                tr = torch.where(torch.isfinite(tr), tr, torch.nan)
-                traces[name] = [float(v) for v in torch.nanmean(tr, dim=0)]
-    out: dict[str, dict[str, list[float]]] = {}
-    for name in DEQ_SOLVERS:
-        k = min(len(traces[name]), *(len(r) for r in stamps[name]))
-        times = [statistics.median(r[i] for r in stamps[name]) for i in range(k)]
-        res = traces[name][:k]
-        best = list(np.minimum.accumulate(np.asarray(res, dtype=np.float64)))
-        out[name] = {"time_s": times, "residual": res, "best_residual": [float(v) for v in best]}
-    return out
-
-
-def crossover(a: dict[str, list[float]], f: dict[str, list[float]]) -> dict[str, Any] | None:
-    """First wall time after which Anderson's best residual stays strictly below forward
-    iteration's (compared at equal wall time, step functions); None if it never does."""
-    grid = sorted(set(a["time_s"]) | set(f["time_s"]))
-
-    def at(tr: dict[str, list[float]], t: float) -> float:
-        i = int(np.searchsorted(np.asarray(tr["time_s"]), t, side="right")) - 1
-        return tr["best_residual"][i] if i >= 0 else math.inf
-
-    below = [at(a, t) < at(f, t) for t in grid]
-    first = next((t for t, b in zip(grid, below, strict=True) if b), None)
-    idx = None
-    for i in range(len(grid) - 1, -1, -1):
-        if not below[i]:
-            break
-        idx = i
-    if idx is None:
-        return None
-    t = grid[idx]
-    it = int(np.searchsorted(np.asarray(a["time_s"]), t, side="right"))
-    return {"time_s": t, "anderson_iteration": it, "residual": at(a, t),
-            "forward_residual_at_time": at(f, t), "first_below_time_s": first}
-
-
-# --------------------------------------------------------------------------------------------
 # the benchmark
 # --------------------------------------------------------------------------------------------
 def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: Any = None,
@@ -597,7 +443,7 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
                                "epoch": p["epoch"] if p else None,
                                "bound_time_s": summaries[n]["train_time_s"],
                                "bound_fevals": runs[n].fevals}
-    ratios = {tname: _target_ratios(reach[tname]) for tname in targets}
+    ratios = {tname: target_ratios(reach[tname]) for tname in targets}
 
     # test accuracy with best-val weights, each variant's own solver
     from andersonn.training import evaluate
@@ -632,7 +478,7 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
                  "test": int(xte.shape[0]), "classes": classes, "image_shape": list(shape)},
         "variants": summaries, "targets": targets, "time_to_target": reach, "ratios": ratios,
         "per_batch_compute_saved": {
-            n: _saved(per_batch[n]["fwd"] + per_batch[n]["bwd"],
+            n: saved(per_batch[n]["fwd"] + per_batch[n]["bwd"],
                       per_batch["forward"]["fwd"] + per_batch["forward"]["bwd"])
             for n in ("anderson", "broyden")},
         "epoch_time_speedup": {n: ratio(fwd_epoch, summaries[n]["time_per_epoch_s"])
@@ -641,203 +487,15 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
         "residual_traces": traces, "crossover": cross,
         "anderson_cost_per_iteration_vs_forward": penalty,
     }
-    result["targets_met"] = _targets_met(result)
+    result["targets_met"] = targets_met(result)
     markdown = speedup_markdown(result)
     write_results(out_dir, "speedup", result, markdown)
-    _plots(result, out_dir)
+    plots(result, out_dir)
     result["out_dir"] = str(out_dir)
     return result
-
-
-def _saved(x: float | None, base: float | None) -> float | None:
-    r = ratio(x, base)
-    return None if r is None else 1.0 - r
-
-
-def _target_ratios(reach: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Speed-up of each variant over forward iteration in time (and f evals) to the target."""
-    f = reach["forward"]
-    out: dict[str, Any] = {}
-    for n in ("anderson", "broyden", "explicit"):
-        r = reach[n]
-        if not r["reached"]:
-            out[n] = {"speedup": None, "lower_bound": False, "compute_saved": None,
-                      "feval_saved": None, "note": "not reached"}
-            continue
-        base_t = f["time_s"] if f["reached"] else f["bound_time_s"]
-        base_f = f["fevals"] if f["reached"] else f["bound_fevals"]
-        out[n] = {"speedup": ratio(base_t, r["time_s"]), "lower_bound": not f["reached"],
-                  "compute_saved": _saved(r["time_s"], base_t),
-                  "feval_saved": _saved(r["fevals"], base_f) if n != "explicit" else None,
-                  "note": "forward not reached: lower bound" if not f["reached"] else ""}
-    return out
-
-
-def _targets_met(res: dict[str, Any]) -> dict[str, Any]:
-    train = res["ratios"]["common"]["anderson"]
-    inf = [r for r in res["inference"] if r["solver"] == "anderson"]
-    tight = min(inf, key=lambda r: r["tol"]) if inf else None
-    v = res["variants"]
-    bound = ratio(v["forward"]["fevals_per_sample_per_step"],
-                  v["anderson"]["fevals_per_sample_per_step"])
-    return {"train_5x": {"value": train["speedup"], "feval_bound": bound,
-                         "met": bool(train["speedup"] is not None and train["speedup"] >= 5)},
-            "inference_8x": {"tol": tight["tol"] if tight else None,
-                             "value": tight["speedup_vs_forward"] if tight else None,
-                             "feval_bound": tight["feval_ratio_vs_forward"] if tight else None,
-                             "met": bool(tight and tight["speedup_vs_forward"]
-                                         and tight["speedup_vs_forward"] >= 8)}}
 
 
 def _settings_dict(s: SpeedupSettings) -> dict[str, Any]:
     d = dataclasses.asdict(s)
     d["inference_tols"] = list(s.inference_tols)
     return d
-
-
-def _speed(r: dict[str, Any]) -> str:
-    if r.get("speedup") is None:
-        return r.get("note") or "–"
-    return ("≥ " if r.get("lower_bound") else "") + f"{r['speedup']:.2f}×"
-
-
-def speedup_markdown(res: dict[str, Any]) -> str:
-    """The speed-up tables (training, inference, crossover, targets) as markdown."""
-    v, reach, t = res["variants"], res["time_to_target"], res["targets"]
-    m = res["machine"]
-    lines = [f"## bench speedup: {res['task']}\n",
-             f"Machine: {m.get('processor')}, {m.get('cpu_count')} CPU cores, torch "
-             f"{m.get('torch')} ({m.get('torch_threads')} thread(s)), device {m.get('device')}"
-             f"{', ' + m['gpu'] if m.get('gpu') else ''}. Data: train {res['data']['train']}, "
-             f"val {res['data']['val']}, test {res['data']['test']}; tol "
-             f"{res['settings']['tol']}, max_iter {res['settings']['max_iter']}, "
-             f"{res['settings']['epochs']} epochs, batch {res['settings']['batch_size']}, "
-             f"hidden {res['settings']['hidden']}, seed {res['settings']['seed']}"
-             + ("; DEQs warm-started from the last epoch" if res["settings"].get("warm_start")
-                else "") + ".\n",
-             f"Common validation accuracy (highest reached by every DEQ variant): "
-             f"**{t['common']:.4f}**; fraction target ({res['settings']['target_fraction']} × "
-             f"best DEQ peak): {t['fraction']:.4f}. Times are training wall time "
-             "(validation excluded).\n"]
-    rows = []
-    for n in VARIANTS:
-        s = v[n]
-        rc, rf = reach["common"][n], reach["fraction"][n]
-        rat = res["ratios"]["common"].get(n, {})
-        ratf = res["ratios"]["fraction"].get(n, {})
-        rows.append([n, s["params"], s["time_per_epoch_s"],
-                     f"{s['fwd_nfev']:.1f} / {s['fwd_nfev_max']:.1f}" if n != "explicit" else "–",
-                     f"{s['bwd_nfev']:.1f} / {s['bwd_nfev_max']:.1f}" if n != "explicit" else "–",
-                     f"{s['fwd_converged']:.2f} / {s['bwd_converged']:.2f}" if n != "explicit"
-                     else "–", s["peak_val_acc"],
-                     fmt(rc["time_s"]) if rc["reached"] else "not reached",
-                     "1×" if n == "forward" else _speed(rat),
-                     fmt(rf["time_s"]) if rf["reached"] else "not reached",
-                     "1×" if n == "forward" else _speed(ratf), s["test_acc"]])
-    lines.append(markdown_table(
-        ["variant", "params", "s / epoch", "fwd f-evals / batch (mean / max)",
-         "bwd f-evals / batch (mean / max)", "converged fwd / bwd", "peak val acc",
-         "t → common acc (s)",
-         "speed-up vs forward", "t → fraction target (s)", "speed-up (fraction)", "test acc"],
-        rows))
-    saved_rows = []
-    for n in ("anderson", "broyden"):
-        r = res["ratios"]["common"][n]
-        saved_rows.append([n, fmt(r.get("compute_saved")), fmt(r.get("feval_saved")),
-                           fmt(res["per_batch_compute_saved"][n]),
-                           fmt(res["epoch_time_speedup"][n])])
-    lines.append("\nCompute saved against forward iteration (same run):\n")
-    lines.append(markdown_table(
-        ["solver", "time to common acc: 1 − t/t_fwd", "f-evals to common acc: 1 − F/F_fwd",
-         "f-evals per batch (fwd+bwd): 1 − F/F_fwd", "epoch-time speed-up"], saved_rows))
-    inf_rows = [[f"{r['tol']:.0e}", r["solver"], r["time_per_structure_s"] * 1e3,
-                 r["nfev_mean"], r["residual_max"], r["converged_fraction"],
-                 "yes" if r["matched"] else "NO", r["accuracy"],
-                 "1×" if r["solver"] == "forward" else fmt(r["speedup_vs_forward"], suffix="×"),
-                 "–" if r["solver"] == "forward"
-                 else f"{fmt(r['compute_saved'])} / {fmt(r['feval_saved'])}"]
-                for r in res["inference"]]
-    lines.append(f"\nInference on the Anderson-trained weights ({res['inference'][0]['n']} test "
-                 f"structures, max_iter {res['settings']['inference_max_iter']}, median of "
-                 f"{res['settings']['repeats']} interleaved repeats):\n")
-    lines.append(markdown_table(
-        ["tol", "solver", "ms / structure", "f-evals (mean)", "max residual", "converged",
-         "matched", "accuracy", "speed-up vs forward", "compute saved (time / f-evals)"],
-        inf_rows))
-    spec = res.get("trained_cell_spectrum")
-    if spec:
-        lines.append(
-            f"\nSpectrum of the Anderson-trained cell ({spec['n']} test structures, "
-            f"{spec['arnoldi_steps']} Arnoldi steps): ρ(∂f/∂z) at z* "
-            f"{min(spec['rho_power']):.3f}–{max(spec['rho_power']):.3f} (forward iteration "
-            f"needs ≈ log(tol)/log ρ evaluations); best Krylov rate of the fitted disk "
-            f"{min(spec['krylov_rate']):.3f}–{max(spec['krylov_rate']):.3f}, so no "
-            f"Anderson-type method can need fewer than about 1/"
-            f"{max(spec['predicted_ratio']):.1f} of forward iteration's f evaluations at a "
-            f"small tolerance (predicted ratio {min(spec['predicted_ratio']):.1f}–"
-            f"{max(spec['predicted_ratio']):.1f}×; see `andersonn bench spectrum`).\n")
-    cross = res["crossover"]
-    pen = res["anderson_cost_per_iteration_vs_forward"]
-    lines.append("\nResidual vs time (one batch, tol 0): Anderson costs "
-                 f"{fmt(pen)}× forward iteration's time per iteration; "
-                 + (f"crossover at {cross['time_s'] * 1e3:.1f} ms (Anderson iteration "
-                    f"{cross['anderson_iteration']}, residual {cross['residual']:.2e} vs "
-                    f"forward {cross['forward_residual_at_time']:.2e})."
-                    if cross else "no crossover within the traced iterations.") + "\n")
-    tm = res["targets_met"]
-    lines.append(
-        f"\nTargets: training ≥5× sooner to common accuracy: "
-        f"**{'met' if tm['train_5x']['met'] else 'not met'}** ({fmt(tm['train_5x']['value'])}×); "
-        f"inference ≥8× at tol {fmt(tm['inference_8x']['tol'])}: "
-        f"**{'met' if tm['inference_8x']['met'] else 'not met'}** "
-        f"({fmt(tm['inference_8x']['value'])}×). Zero-overhead bounds (forward / Anderson "
-        f"f-evaluation ratio): training {fmt(tm['train_5x'].get('feval_bound'))}× per batch, "
-        f"inference {fmt(tm['inference_8x'].get('feval_bound'))}×.\n")
-    return "\n".join(lines)
-
-
-def _plots(res: dict[str, Any], out_dir: Path) -> None:
-    try:
-        fig, ax = new_figure()
-        for n in VARIANTS:
-            c = res["variants"][n]["curve"]
-            ax.plot([p["train_time_s"] for p in c], [p["val_acc"] for p in c], marker="o",
-                    ms=3, label=n)
-        ax.axhline(res["targets"]["common"], color="grey", ls="--", lw=1,
-                   label=f"common acc {res['targets']['common']:.3f}")
-        ax.set_xlabel("training wall time (s)")
-        ax.set_ylabel("validation accuracy")
-        ax.set_title(f"{res['task']}: validation accuracy vs wall time")
-        ax.legend()
-        save_figure(fig, out_dir / "val_acc_vs_time.png")
-
-        fig, ax = new_figure()
-        for n in DEQ_SOLVERS:
-            tr = res["residual_traces"][n]
-            ax.semilogy(np.asarray(tr["time_s"]) * 1e3, tr["best_residual"], marker=".",
-                        label=n)
-        cross = res["crossover"]
-        if cross:
-            ax.axvline(cross["time_s"] * 1e3, color="grey", ls="--", lw=1,
-                       label=f"crossover {cross['time_s'] * 1e3:.1f} ms")
-        ax.set_xlabel("wall time (ms)")
-        ax.set_ylabel("relative residual (best so far, batch mean)")
-        ax.set_title("residual vs time, one batch")
-        ax.legend()
-        save_figure(fig, out_dir / "residual_vs_time.png")
-
-        fig, ax = new_figure()
-        tols = list(res["settings"]["inference_tols"])
-        width = 0.8 / len(DEQ_SOLVERS)
-        for i, n in enumerate(DEQ_SOLVERS):
-            vals = [next(r["time_per_structure_s"] * 1e3 for r in res["inference"]
-                         if r["solver"] == n and r["tol"] == tol) for tol in tols]
-            ax.bar(np.arange(len(tols)) + i * width, vals, width, label=n)
-        ax.set_xticks(np.arange(len(tols)) + width, [f"{t:.0e}" for t in tols])
-        ax.set_xlabel("relative residual tolerance")
-        ax.set_ylabel("inference time per structure (ms)")
-        ax.set_title("inference at matched residual")
-        ax.legend()
-        save_figure(fig, out_dir / "inference_time.png")
-    except Exception as exc:  # plots are a by-product: never lose the numbers over them
-        print(f"andersonn: warning: plotting failed: {exc}", file=sys.stderr)

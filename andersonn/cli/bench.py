@@ -155,7 +155,7 @@ def _speedup(args: argparse.Namespace) -> int:
         print(f"\nresults: {summary['out_dir']}")
         return 0
     result = run_speedup(args.task, settings, out=args.out, progress=not args.no_progress)
-    from andersonn.bench.speedup import speedup_markdown
+    from andersonn.bench.speedup_report import speedup_markdown
 
     sys.stdout.write(speedup_markdown(result))
     print(f"\nresults: {result['out_dir']}")
