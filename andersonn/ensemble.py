@@ -80,7 +80,10 @@ class Ensemble(Classifier):
     def fit(self, X: Any, y: Sequence[Any], classes: Sequence[str] | None = None,
             val: tuple[Any, Sequence[Any]] | None = None, out_dir: str | Path | None = None,
             progress: bool = False) -> Ensemble:
-        """Fit every member on the same data (member ``i`` writes to ``out_dir/member-i``)."""
+        """Fit every member on the same data (member ``i`` writes to ``out_dir/member-i``).
+
+        Without ``val`` each member holds out its own seeded 15 % for model selection, so the
+        members also differ in the data they select on."""
         for i, member in enumerate(self.members):
             member_dir = Path(out_dir) / f"member-{i}" if out_dir is not None else None
             member.fit(X, y, classes=classes, val=val, out_dir=member_dir, progress=progress)
