@@ -129,8 +129,8 @@ class Ensemble(Classifier):
 
     def member_probabilities(self, X: Any) -> np.ndarray:
         """Each member's calibrated probabilities, shape (members, N, K)."""
-        images = self._as_images(X)
         self._check_fitted()
+        images = self._as_images(X)
         return np.stack([member._infer(images)[0] for member in self.members])
 
     def __len__(self) -> int:
