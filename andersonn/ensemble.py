@@ -57,9 +57,7 @@ class Ensemble(Classifier):
                                    solver_options=solver_options) for d in run_dirs]
         for run_dir, member in zip(run_dirs, members, strict=True):
             member.run_dir_ = str(run_dir)
-        self = cls(members)
-        self.device = members[0].device
-        return self
+        return cls(members)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu", solver: str | None = None,
@@ -108,6 +106,7 @@ class Ensemble(Classifier):
         self.domain_ = first.domain_
         self.feature_domain_ = first.feature_domain_
         self.temperature_ = 1.0  # each member applies its own
+        self.device = first.device
 
     @property
     def batch_size(self) -> int:
