@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from andersonn.errors import AndersonnError, InputError
-from andersonn.predict import Classifier
+from andersonn.predict import Classifier, merge_conformers
 
 __all__ = ["MATCHED_KEYS", "Ensemble"]
 
@@ -129,8 +129,9 @@ class Ensemble(Classifier):
     def member_probabilities(self, X: Any) -> np.ndarray:
         """Each member's calibrated probabilities, shape (members, N, K)."""
         self._check_fitted()
-        images = self._as_images(X)
-        return np.stack([member._infer(images)[0] for member in self.members])
+        images, counts = self._as_images(X)
+        return np.stack([merge_conformers(*member._infer(images), counts)[0]
+                         for member in self.members])
 
     def __len__(self) -> int:
         return len(self.members)

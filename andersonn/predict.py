@@ -131,6 +131,7 @@ class Classifier:
         self.temperature_ = 1.0
         self.device = torch.device("cpu")
         self.batch_size = 256
+        self.conformers = 1
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -161,6 +162,7 @@ class Classifier:
                     "would differ — retrain the model (or install the matching andersonn)")
         self.device = torch.device(device)
         self.batch_size = 256
+        self.conformers = 1
         if solver is not None or solver_options is not None:
             model.set_solver(solver, solver_options)
         return self
@@ -234,15 +236,20 @@ class Classifier:
 
     def featurize(self, inputs: Sequence[Any]) -> tuple[np.ndarray, list[int], list[str]]:
         """Images of the inputs that could be read; returns (images, ok_indices, errors) where
-        ``errors[i]`` is the one-line reason input ``i`` failed ("" when it did not)."""
-        return self._featurize(inputs)[:3]
+        ``errors[i]`` is the one-line reason input ``i`` failed ("" when it did not). One image
+        per input: a SMILES gets its first conformer, whatever :attr:`conformers` says."""
+        return self._featurize(inputs, conformers=1)[:3]
 
-    def _featurize(self, inputs: Sequence[Any], workers: int = 1, progress: bool = False
-                   ) -> tuple[np.ndarray, list[int], list[str], list[list[str]]]:
-        """:meth:`featurize` plus the domain warnings of each input; ``workers`` > 1 reads and
+    def _featurize(self, inputs: Sequence[Any], workers: int = 1, progress: bool = False,
+                   conformers: int | None = None
+                   ) -> tuple[np.ndarray, list[int], list[str], list[list[str]], list[int]]:
+        """:meth:`featurize` plus the domain warnings of each input and the number of images
+        of each readable one: up to ``conformers`` (default :attr:`conformers`) for a SMILES,
+        one otherwise; the images of one input are consecutive. ``workers`` > 1 reads and
         encodes file and SMILES inputs in that many processes (results keep input order)."""
         shape = tuple(self.config_.get("image_shape", ())) or None
-        setup = (self._spec(), self.domain_, shape, self.feature_domain_)
+        count = max(1, int(self.conformers if conformers is None else conformers))
+        setup = (self._spec(), self.domain_, shape, self.feature_domain_, count)
         results: Iterable[_Featurized]
         pool = None
         if workers > 1 and len(inputs) > 1 and all(isinstance(i, (str, os.PathLike))
@@ -261,19 +268,21 @@ class Classifier:
 
             results = tqdm(results, total=len(inputs), desc="featurize", unit="input",
                            mininterval=0.5, file=sys.stderr)
-        images, ok, errors, notes = [], [], [], []
+        images, ok, errors, notes, counts = [], [], [], [], []
         try:
-            for i, (img, error, note) in enumerate(results):
+            for i, (stack, error, note) in enumerate(results):
                 errors.append(error)
                 notes.append(note)
-                if img is not None:
-                    images.append(img)
+                if stack is not None:
+                    images.append(stack)
                     ok.append(i)
+                    counts.append(len(stack))
         finally:
             if pool is not None:
                 pool.terminate()
-        arr = np.stack(images) if images else np.zeros((0, *(shape or (0, 0, 0))), np.float32)
-        return arr, ok, errors, notes
+        arr = (np.concatenate(images) if images
+               else np.zeros((0, *(shape or (0, 0, 0))), np.float32))
+        return arr, ok, errors, notes, counts
 
     # -- inference ---------------------------------------------------------------------------
     def _check_fitted(self) -> torch.nn.Module:
@@ -299,11 +308,19 @@ class Classifier:
             return np.zeros((0, len(self.classes_))), np.zeros(0)
         return torch.cat(probs).numpy(), torch.cat(iters).numpy()
 
-    def _as_images(self, X: Any) -> np.ndarray:
+    def _infer_inputs(self, images: np.ndarray, counts: Sequence[int] | None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_infer` with the images of one input (its conformers, ``counts``) merged:
+        the mean of their probabilities, the sum of their solver evaluations (the cost)."""
+        probs, iters = self._infer(images)
+        return merge_conformers(probs, iters, counts)
+
+    def _as_images(self, X: Any) -> tuple[np.ndarray, list[int] | None]:
+        """Images of ``X`` (images already, or inputs to read) and the images per input."""
         if isinstance(X, (np.ndarray, torch.Tensor)) and np.ndim(X) == 4:
-            return np.asarray(X, dtype=np.float32)
+            return np.asarray(X, dtype=np.float32), None
         items = expand_inputs([X] if isinstance(X, (str, os.PathLike)) else X)
-        images, _ok, errors, notes = self._featurize(items)
+        images, _ok, errors, notes, counts = self._featurize(items)
         bad = [f"{_input_name(items[i])}: {e}" for i, e in enumerate(errors) if e]
         if bad:
             raise InputError(f"{len(bad)} input(s) could not be featurised: {'; '.join(bad[:5])}")
@@ -311,11 +328,11 @@ class Classifier:
         if outside:
             warnings.warn(f"{len(outside)} input(s) outside the training domain: "
                           f"{' | '.join(outside[:5])}", DomainWarning, stacklevel=3)
-        return images
+        return images, counts
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, K) for images or structure inputs (all must be readable)."""
-        return self._infer(self._as_images(X))[0]
+        return self._infer_inputs(*self._as_images(X))[0]
 
     def predict(self, X: Any) -> np.ndarray:
         """Class names (N,) for images or structure inputs."""
@@ -345,9 +362,10 @@ class Classifier:
         items = expand_inputs(inputs)
         if workers is None:
             workers = (os.cpu_count() or 1) if len(items) >= 64 else 1
-        images, ok, errors, notes = self._featurize(items, max(1, int(workers)),
-                                                    progress and len(items) >= 64)
-        probs, iters = self._infer(images) if ok else (np.zeros((0, 0)), np.zeros(0))
+        images, ok, errors, notes, counts = self._featurize(items, max(1, int(workers)),
+                                                            progress and len(items) >= 64)
+        probs, iters = (self._infer_inputs(images, counts) if ok
+                        else (np.zeros((0, 0)), np.zeros(0)))
         out = [Prediction(_input_name(item), False, error=errors[i])
                for i, item in enumerate(items)]
         for row, i in enumerate(ok):
@@ -361,7 +379,7 @@ class Classifier:
 Scientist = Classifier
 
 _Featurized = tuple[np.ndarray | None, str, list[str]]
-_Setup = tuple[Any, Domain | None, tuple[int, ...] | None, FeatureDomain | None]
+_Setup = tuple[Any, Domain | None, tuple[int, ...] | None, FeatureDomain | None, int]
 _FEATURIZER: _Setup | None = None
 
 
@@ -382,25 +400,36 @@ def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
     ``setup`` = (image spec, domain to check against, image shape the model takes, feature
     domain to check the image against)."""
     from andersonn.images import encode
-    from andersonn.structures import read_structure
+    from andersonn.structures import read_conformers
 
-    spec, domain, shape, feature_domain = setup
+    spec, domain, shape, feature_domain, conformers = setup
     try:
-        structure = item if hasattr(item, "elements") or not isinstance(
-            item, (str, os.PathLike)) else read_structure(item)
+        structures = [item] if hasattr(item, "elements") or not isinstance(
+            item, (str, os.PathLike)) else read_conformers(item, conformers)
         notes: list[str] = []
-        if domain is not None and hasattr(structure, "summary"):
-            problem, notes = domain.check(structure.summary())
+        if domain is not None and hasattr(structures[0], "summary"):
+            problem, notes = domain.check(structures[0].summary())
             if problem is not None:
                 raise InputError(problem)
-        img = np.asarray(encode(structure, spec), dtype=np.float32)
-        if shape is not None and tuple(img.shape) != shape:
-            raise InputError(f"image shape {img.shape} does not fit the model")
+        stack = np.stack([np.asarray(encode(s, spec), dtype=np.float32) for s in structures])
+        if shape is not None and tuple(stack.shape[1:]) != shape:
+            raise InputError(f"image shape {stack.shape[1:]} does not fit the model")
         if feature_domain is not None:
-            notes = notes + feature_domain.check(img)
-        return img, "", notes
+            notes = notes + feature_domain.check(stack[0])
+        return stack, "", notes
     except Exception as exc:  # every failure is reported per input, the rest go on
         return None, _one_line(exc), []
+
+
+def merge_conformers(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int] | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Per input: the mean of its images' probabilities and the sum of their solver
+    evaluations (``counts``: consecutive images per input; ``None``: one each)."""
+    if counts is None or len(counts) == len(probs):
+        return probs, iters
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    sizes = np.asarray(counts, dtype=np.float64)
+    return np.add.reduceat(probs, starts, axis=0) / sizes[:, None], np.add.reduceat(iters, starts)
 
 
 def _run_feature_domain(run_dir: str | Path, run_config: dict[str, Any]

@@ -237,3 +237,39 @@ def test_load_run_injection_embeds_the_split(run_dir: Path) -> None:
         torch.testing.assert_close(x, reference.embed(reference.normalize(images)))
     z = model.cell(torch.zeros_like(x), x)  # the probe solves this cell at this injection
     assert z.shape == x.shape
+
+
+def test_merge_conformers_means_probabilities_and_sums_iterations() -> None:
+    from andersonn.predict import merge_conformers
+
+    probs = np.array([[0.2, 0.8], [0.6, 0.4], [0.9, 0.1], [0.5, 0.5], [0.3, 0.7]])
+    iters = np.array([4.0, 6.0, 5.0, 7.0, 1.0])
+    merged, cost = merge_conformers(probs, iters, [2, 1, 2])
+    assert np.allclose(merged, [[0.4, 0.6], [0.9, 0.1], [0.4, 0.6]])
+    assert np.allclose(cost, [10.0, 5.0, 8.0])
+    same = merge_conformers(probs, iters, None)
+    assert same[0] is probs and same[1] is iters
+
+
+def test_conformers_average_a_smiles_and_leave_files_alone(run_dir: Path) -> None:
+    from andersonn.structures import read_conformers
+
+    clf = Classifier.load(run_dir)
+    smiles, xyz = "CC(O)CCO", str(FIXTURES / "acetonitrile.xyz")
+    single = clf.predict_proba([smiles, xyz])
+    clf.conformers = 4
+    averaged = clf.predict_proba([smiles, xyz])
+    images = np.stack([encode(s, IMAGE_SPECS["polarity"]) for s in read_conformers(smiles, 4)])
+    assert len(images) > 1
+    assert averaged[0] == pytest.approx(clf._infer(images)[0].mean(axis=0), abs=1e-6)
+    assert averaged[1] == pytest.approx(single[1], abs=1e-6)  # a file keeps its geometry
+    (pred, _) = clf.predict_inputs([smiles, "(("])
+    assert pred.iterations == pytest.approx(clf._infer(images)[1].sum())
+    images1, ok, errors = clf.featurize([smiles, "(("])  # one image per input, always
+    assert images1.shape[0] == 1 and ok == [0] and errors[1]
+
+
+def test_predict_command_refuses_zero_conformers(run_dir: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predict", str(run_dir), "CCO", "--conformers", "0"]) == 2
+    assert "--conformers must be at least 1" in capsys.readouterr().err

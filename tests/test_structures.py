@@ -12,6 +12,7 @@ from andersonn.structures import (
     Structure,
     format_from_path,
     parse_structure,
+    read_conformers,
     read_structure,
     sniff_format,
     structure_from_arrays,
@@ -194,3 +195,39 @@ def test_large_periodic_bond_search_is_fast():
     s = structure_from_arrays(numbers, frac @ cell, cell)
     assert time.perf_counter() - t0 < 1.0
     assert s.n_atoms == n
+
+
+def test_read_conformers_of_a_smiles_are_distinct_sorted_and_repeatable() -> None:
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    smiles = "CC(O)CC(O)C#C"  # two hydroxyls and a chain: several conformers
+    confs = read_conformers(smiles, 6)
+    assert 2 <= len(confs) <= 6
+    assert all(c.fmt == "smiles" and c.name == smiles for c in confs)
+    assert all((c.numbers == confs[0].numbers).all() for c in confs)
+    assert not np.allclose(confs[0].positions, confs[1].positions)
+    again = read_conformers(smiles, 6)
+    assert all(np.allclose(a.positions, b.positions) for a, b in zip(confs, again, strict=True))
+    # lowest MMFF94 energy first: recompute the energies from the returned geometries
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    energies = []
+    for c in confs:
+        conf = Chem.Conformer(mol.GetNumAtoms())
+        for i, xyz in enumerate(c.positions):
+            conf.SetAtomPosition(i, xyz.tolist())
+        mol.RemoveAllConformers()
+        mol.AddConformer(conf, assignId=True)
+        props = AllChem.MMFFGetMoleculeProperties(mol)
+        energies.append(AllChem.MMFFGetMoleculeForceField(mol, props).CalcEnergy())
+    assert energies == sorted(energies)
+
+
+def test_read_conformers_keeps_a_given_geometry_and_reports_bad_input() -> None:
+    xyz = FIX / "acetonitrile.xyz"
+    (only,) = read_conformers(xyz, 5)
+    assert np.allclose(only.positions, read_structure(xyz).positions)
+    assert np.allclose(read_conformers("CCO", 1)[0].positions, read_structure("CCO").positions)
+    assert len(read_conformers("C#C", 5)) == 1  # rigid: near-duplicate embeddings are pruned
+    with pytest.raises(InputError, match="unparsable SMILES"):
+        read_conformers("((", 3)

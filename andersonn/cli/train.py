@@ -1,4 +1,5 @@
-"""Command-line commands of the train stage: ``train``, ``calibrate``, ``predict``, ``demo``.
+"""Command-line commands of the train stage: ``train``, ``calibrate``, ``predict``,
+``evaluate``, ``demo``.
 
 ``andersonn train`` also runs unchanged under ``torchrun --nproc_per_node N -m andersonn train``.
 """
@@ -77,14 +78,30 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     pr.add_argument("--ensemble", metavar="RUN_DIR", action="append", default=[],
                     help="also this run (repeatable): average the runs' calibrated "
                     "probabilities; iterations are summed over the runs")
-    pr.add_argument("--solver", choices=_SOLVERS, default=None, help="override the DEQ solver")
-    pr.add_argument("--tol", type=float, default=None, help="override the solver tolerance")
-    pr.add_argument("--max-iter", type=int, default=None, help="override the iteration cap")
-    pr.add_argument("--device", default="cpu")
-    pr.add_argument("--workers", type=int, default=None,
-                    help="processes reading the inputs (all cores for 64 inputs or more)")
-    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_inference_options(pr)
+    _add_input_options(pr)
     pr.set_defaults(func=_predict)
+
+    ev = commands.add_parser(
+        "evaluate", help="score runs on a split of their dataset or on your labelled structures",
+        description="Score one run, or several runs of one task (each alone, mean ± sd, and "
+        "the ensembles of the first k), on the test split of the dataset they were trained on "
+        "(--split), or on a CSV of your own structures (--labels): a header row, an input "
+        "column (input, smiles, structure, path or file) and either a class column (class or "
+        "label) or the property value (value; dipole in D, lcd in Å or gap in eV by task), "
+        "turned into a class by the run's label rule. Unusable rows are skipped and reported.")
+    ev.add_argument("runs", metavar="RUN_DIR", nargs="+")
+    where = ev.add_mutually_exclusive_group()
+    where.add_argument("--split", choices=("test", "val", "train"), default="test",
+                       help="split of the run's dataset build (test)")
+    where.add_argument("--labels", metavar="FILE.csv", default=None,
+                       help="score on these labelled structures instead")
+    ev.add_argument("--out", metavar="FILE.json", default=None,
+                    help="write the scores (and, with --labels, every input's prediction)")
+    _add_inference_options(ev)
+    _add_input_options(ev)
+    ev.add_argument("--threads", type=int, default=None, help="torch threads")
+    ev.set_defaults(func=_evaluate)
 
     de = commands.add_parser("demo", help="build polarity data, train DEQ with Anderson and with "
                              "forward iteration, report accuracy and speed-up")
@@ -163,22 +180,51 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--solver", choices=_SOLVERS, default=None,
+                        help="override the DEQ solver")
+    parser.add_argument("--tol", type=float, default=None, help="override the solver tolerance")
+    parser.add_argument("--max-iter", type=int, default=None, help="override the iteration cap")
+    parser.add_argument("--device", default="cpu")
+
+
+def _add_input_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--conformers", type=int, default=1, metavar="K",
+                        help="SMILES inputs: average the probabilities over up to K force-field "
+                        "conformers (1); better calibrated, K times the work")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes reading the inputs (all cores for 64 inputs or more)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _solver_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    options = {key: value for key, value in (("tol", args.tol), ("max_iter", args.max_iter))
+               if value is not None}
+    return options or None
+
+
+def _positive(value: int, option: str) -> int:
+    from andersonn.errors import InputError
+
+    if value < 1:
+        raise InputError(f"{option} must be at least 1, got {value}")
+    return value
+
+
 def _predict(args: argparse.Namespace) -> int:
     from andersonn.ensemble import Ensemble
     from andersonn.predict import Classifier, format_table, write_predictions
 
-    options: dict[str, Any] = {}
-    if args.tol is not None:
-        options["tol"] = args.tol
-    if args.max_iter is not None:
-        options["max_iter"] = args.max_iter
+    options = _solver_options(args)
+    conformers = _positive(args.conformers, "--conformers")
     clf: Classifier
     if args.ensemble:
         clf = Ensemble.from_runs([args.run_dir, *args.ensemble], device=args.device,
-                                 solver=args.solver, solver_options=options or None)
+                                 solver=args.solver, solver_options=options)
     else:
         clf = Classifier.load(args.run_dir, device=args.device, solver=args.solver,
-                              solver_options=options or None)
+                              solver_options=options)
+    clf.conformers = conformers
     preds = clf.predict_inputs(args.inputs, workers=args.workers,
                                progress=not args.no_progress)
     for p in preds:
@@ -189,6 +235,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.out:
         write_predictions(args.out, preds, clf.classes_,
                           meta={"run_dir": str(args.run_dir), "task": clf.config_.get("task"),
+                                "conformers": clf.conformers,
                                 **({"ensemble": [str(args.run_dir), *args.ensemble]}
                                    if args.ensemble else {})})
         n_ok = sum(p.ok for p in preds)
@@ -196,6 +243,30 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         print(format_table(preds, clf.classes_))
     return 0 if any(p.ok for p in preds) else 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from andersonn.evaluate import evaluate_labelled, evaluate_split
+    from andersonn.fileio import atomic_write_json
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    common = {"device": args.device, "solver": args.solver,
+              "solver_options": _solver_options(args)}
+    conformers = _positive(args.conformers, "--conformers")
+    if args.labels:
+        result = evaluate_labelled(args.runs, args.labels, workers=args.workers,
+                                   progress=not args.no_progress, conformers=conformers,
+                                   **common)
+    else:
+        result = evaluate_split(args.runs, split=args.split, **common)
+    print(result.to_markdown())
+    if args.out:
+        atomic_write_json(args.out, result.to_dict())
+        print(f"→ {args.out}")
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from andersonn.structures.readers import (
     FORMATS,
     format_from_path,
     parse_structure,
+    read_conformers,
     read_structure,
     sniff_format,
     structure_from_arrays,
@@ -12,4 +13,4 @@ from andersonn.structures.readers import (
 from andersonn.structures.structure import Structure, StructureSummary
 
 __all__ = ["FORMATS", "Structure", "StructureSummary", "format_from_path", "parse_structure",
-           "read_structure", "sniff_format", "structure_from_arrays"]
+           "read_conformers", "read_structure", "sniff_format", "structure_from_arrays"]

@@ -122,6 +122,61 @@ def read_structure(source: str | os.PathLike[str], fmt: str | None = None,
     ``fmt`` overrides the format (else: extension, then content). ``name`` defaults to the
     file name or the SMILES. Raises :class:`InputError` on any bad input.
     """
+    text, fmt, name = _resolve_source(source, fmt, name)
+    return parse_structure(text, fmt, name, bonds=bonds)
+
+
+def read_conformers(source: str | os.PathLike[str], count: int, fmt: str | None = None,
+                    name: str | None = None) -> list[Structure]:
+    """Up to ``count`` conformers of a SMILES input, lowest MMFF94 energy first.
+
+    The conformers are ETKDG embeddings, seeded and so repeatable, each MMFF-optimised.
+    Embeddings within 0.5 Å RMSD of another are dropped, so a rigid molecule gets fewer.
+    Any other input carries its own geometry (xyz, sdf/mol, CIF, POSCAR) and is read as by
+    :func:`read_structure`: a list of one. ``count=1`` is :func:`read_structure`.
+    """
+    text, fmt, name = _resolve_source(source, fmt, name)
+    if fmt != "smiles" or count <= 1:
+        return [parse_structure(text, fmt, name)]
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    with quiet():
+        try:
+            mol = _smiles_mol(text.strip(), name)
+            ids: list[int] = []
+            for params in _embedding_attempts():
+                params.pruneRmsThresh = 0.5
+                ids = list(AllChem.EmbedMultipleConfs(mol, int(count), params))
+                if ids:
+                    break
+            if not ids:
+                raise _fail(name, "cannot generate a 3-D conformer")
+            energies = [0.0] * len(ids)
+            with contextlib.suppress(Exception):  # no MMFF parameters: keep the embeddings
+                results = AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=500)
+                if len(results) == len(ids):
+                    energies = [energy for _, energy in results]
+        except InputError:
+            raise
+        except Exception as exc:  # library errors become one-line input errors
+            raise _fail(name, f"cannot embed conformers: {type(exc).__name__}: {exc}") from None
+    out = []
+    for _, conf_id in sorted(zip(energies, ids, strict=True)):
+        single = Chem.Mol(mol)
+        single.RemoveAllConformers()
+        single.AddConformer(Chem.Conformer(mol.GetConformer(conf_id)), assignId=True)
+        s = _from_rdkit(single, name)
+        s.fmt = "smiles"
+        _check_atoms(s, name)
+        out.append(s)
+    return out
+
+
+def _resolve_source(source: str | os.PathLike[str], fmt: str | None, name: str | None
+                    ) -> tuple[str, str, str]:
+    """(content, format, name) of a file path or a SMILES string, as :func:`read_structure`
+    reads it."""
     src = os.fspath(source)
     path = Path(src)
     is_file = False
@@ -135,8 +190,8 @@ def read_structure(source: str | os.PathLike[str], fmt: str | None = None,
         if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
             raise _fail(src, "no such file")
         if fmt is None or normalise_format(fmt, src) == "smiles":
-            return parse_structure(src, "smiles", name or src, bonds=bonds)
-        return parse_structure(src, fmt, name or "input", bonds=bonds)
+            return src, "smiles", name or src
+        return src, normalise_format(fmt, src), name or "input"
     name = name or path.name
     try:
         size = path.stat().st_size
@@ -158,7 +213,7 @@ def read_structure(source: str | os.PathLike[str], fmt: str | None = None,
         if not tokens:
             raise _fail(name, "empty file")
         text = tokens[0]
-    return parse_structure(text, fmt, name, bonds=bonds)
+    return text, fmt, name
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -254,22 +309,35 @@ def _from_rdkit(mol: Any, name: str) -> Structure:
                      charge=charge)
 
 
+def _embedding_attempts() -> Iterator[Any]:
+    """RDKit embedding parameters to try in turn, all seeded: ETKDGv3; the same from random
+    starting coordinates; plain distance geometry without the torsion and ring preferences,
+    which embeds some strained cages (QM9 has them) that ETKDG cannot."""
+    from rdkit.Chem import AllChem
+
+    for stage in range(3):
+        params = AllChem.ETKDGv3()
+        params.randomSeed = CONFORMER_SEED
+        params.useRandomCoords = stage > 0
+        if stage == 2:
+            params.useExpTorsionAnglePrefs = False
+            params.useBasicKnowledge = False
+        yield params
+
+
 def _embed(mol: Any, name: str, optimize: bool) -> Any:
     from rdkit.Chem import AllChem
 
-    params = AllChem.ETKDGv3()
-    params.randomSeed = CONFORMER_SEED
-    if AllChem.EmbedMolecule(mol, params) != 0:
-        params.useRandomCoords = True
-        if AllChem.EmbedMolecule(mol, params) != 0:
-            raise _fail(name, "cannot generate a 3-D conformer")
+    if not any(AllChem.EmbedMolecule(mol, params) == 0 for params in _embedding_attempts()):
+        raise _fail(name, "cannot generate a 3-D conformer")
     if optimize:
         with contextlib.suppress(Exception):
             AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
     return mol
 
 
-def _from_smiles(smiles: str, name: str, optimize: bool) -> Structure:
+def _smiles_mol(smiles: str, name: str) -> Any:
+    """The RDKit molecule of a SMILES string, with explicit hydrogens."""
     from rdkit import Chem
 
     if not smiles or len(smiles.split()) != 1:
@@ -277,8 +345,11 @@ def _from_smiles(smiles: str, name: str, optimize: bool) -> Structure:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise _fail(name, "unparsable SMILES")
-    mol = Chem.AddHs(mol)
-    return _from_rdkit(_embed(mol, name, optimize), name)
+    return Chem.AddHs(mol)
+
+
+def _from_smiles(smiles: str, name: str, optimize: bool) -> Structure:
+    return _from_rdkit(_embed(_smiles_mol(smiles, name), name, optimize), name)
 
 
 def _from_molblock(text: str, fmt: str, name: str, optimize: bool) -> Structure:

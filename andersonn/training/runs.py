@@ -51,10 +51,12 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
 
 
 def run_dataset(run_config: dict[str, Any]) -> Any:
-    """The cached build a finished run was trained on (its task and ``--limit``)."""
+    """The cached build a finished run was trained on (its task, ``--limit`` and label
+    thresholds)."""
     from andersonn.data import load_dataset
 
-    return load_dataset(run_config["task"], limit=run_config["train"].get("limit"))
+    return load_dataset(run_config["task"], limit=run_config["train"].get("limit"),
+                        thresholds=run_config.get("thresholds"))
 
 
 def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu"

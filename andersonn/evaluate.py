@@ -1,0 +1,315 @@
+"""Scoring finished runs: on a split of the dataset they were trained on, or on a user's own
+labelled structures.
+
+- :func:`evaluate_split` scores runs on their dataset build's ``test`` (or ``val``/``train``)
+  split.
+- :func:`evaluate_labelled` scores them on a CSV of inputs (SMILES or structure files) with
+  either a class name or the property value. A value is turned into a class by the run's own
+  label rule and thresholds (dipole in D, LCD in Å, band gap in eV). Rows that cannot be used
+  are skipped and reported, and the rest are scored. Accuracy is also split between inputs
+  inside and outside the model's training domain.
+
+Several runs of one task are scored one by one (mean ± sd over them) and as ensembles of their
+first k (:class:`andersonn.ensemble.Ensemble`). That is how a seed spread and the gain of a deep
+ensemble are measured. ``andersonn evaluate`` is the command-line front.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from andersonn.ensemble import Ensemble
+from andersonn.errors import AndersonnError, InputError
+from andersonn.predict import merge_conformers
+
+__all__ = ["HEADLINE", "Evaluation", "evaluate_labelled", "evaluate_split", "read_labelled",
+           "score_probabilities"]
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "metal_vs_nonmetal_balanced_accuracy",
+            "ece", "nll")
+"""Scores reported per run and per ensemble (metal vs non-metal only where a task has metals)."""
+
+INPUT_COLUMNS = ("input", "smiles", "structure", "path", "file")
+CLASS_COLUMNS = ("class", "label")
+VALUE_COLUMNS = {"polarity": ("value", "dipole", "dipole_debye"),
+                 "mof-pore": ("value", "lcd"),
+                 "crystal-gap": ("value", "gap", "band_gap", "gap_ev")}
+"""Column names accepted (case-insensitive) in a labelled CSV, per role."""
+
+
+def score_probabilities(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]
+                        ) -> dict[str, float]:
+    """The :data:`HEADLINE` scores of probabilities (N, K) against integer labels (N,)."""
+    from andersonn.training.calibration import expected_calibration_error
+    from andersonn.training.metrics import classification_report, confusion_matrix
+
+    report = classification_report(
+        confusion_matrix(labels, np.asarray(probs).argmax(axis=1), len(classes)), classes)
+    p = torch.as_tensor(np.asarray(probs), dtype=torch.float64)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    report["ece"] = expected_calibration_error(p, y) if len(y) else 0.0
+    report["nll"] = (float(-torch.log(p[torch.arange(len(y)), y].clamp_min(1e-12)).mean())
+                     if len(y) else 0.0)
+    return {k: float(report[k]) for k in HEADLINE if k in report}
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What :func:`evaluate_split` and :func:`evaluate_labelled` measure.
+
+    ``single``: the scores of each run alone (plus its mean solver ``iterations`` per input);
+    ``spread``: their mean and sample standard deviation; ``ensembles``: the scores of the
+    ensemble of the first k runs, k = 2 … N; ``report``: accuracy, per-class scores and the
+    confusion matrix of all runs together (of the one run when there is one); ``skipped``:
+    labelled rows not scored and why; ``domain``: accuracy inside / outside the training domain;
+    ``rows``: per-input truth and prediction (labelled CSVs only).
+    """
+
+    task: str
+    source: str
+    runs: list[str]
+    classes: list[str]
+    n: int
+    single: list[dict[str, float]]
+    spread: dict[str, dict[str, float]]
+    ensembles: dict[int, dict[str, float]]
+    report: dict[str, Any]
+    skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    domain: dict[str, dict[str, float]] | None = None
+    rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (the ``--out FILE.json`` record)."""
+        record = dataclasses.asdict(self)
+        record["ensembles"] = {str(k): v for k, v in self.ensembles.items()}
+        return record
+
+    def to_markdown(self) -> str:
+        """A markdown table: each run, the mean ± sd, the ensembles; then skips and domain."""
+        keys = [k for k in HEADLINE if k in self.single[0]] + ["iterations"]
+        head = ["run", *keys]
+        lines = [f"{self.task}: {self.n} inputs of {self.source}", "",
+                 "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        def fmt(key: str, value: float) -> str:
+            return f"{value:.1f}" if key == "iterations" else f"{value:.3f}"
+
+        for run, s in zip(self.runs, self.single, strict=True):
+            lines.append(f"| {run} | " + " | ".join(fmt(k, s[k]) for k in keys) + " |")
+        if len(self.single) > 1:
+            lines.append(f"| mean ± sd of {len(self.single)} | " + " | ".join(
+                f"{fmt(k, self.spread[k]['mean'])} ± {fmt(k, self.spread[k]['std'])}"
+                for k in keys) + " |")
+        for k, s in self.ensembles.items():
+            lines.append(f"| ensemble of the first {k} | "
+                         + " | ".join(fmt(key, s[key]) for key in keys) + " |")
+        if self.domain:
+            parts = [f"{where} {d['n']} (accuracy {d['accuracy']:.3f})"
+                     for where, d in self.domain.items() if d["n"]]
+            lines += ["", "training domain: " + ", ".join(parts)]
+        if self.skipped:
+            lines += ["", f"skipped {len(self.skipped)}:"]
+            lines += [f"- {s['where']}: {s['reason']}" for s in self.skipped[:20]]
+            if len(self.skipped) > 20:
+                lines.append(f"- … and {len(self.skipped) - 20} more (see the JSON record)")
+        return "\n".join(lines)
+
+
+def _as_ensemble(runs: Sequence[str | Path] | Ensemble, device: str, solver: str | None,
+                 solver_options: dict[str, Any] | None) -> tuple[Ensemble, list[str]]:
+    if isinstance(runs, Ensemble):
+        names = [str(getattr(m, "run_dir_", f"member-{i}")) for i, m in enumerate(runs.members)]
+        return runs, names
+    if isinstance(runs, (str, Path)):
+        runs = [runs]
+    runs = list(runs)
+    return Ensemble.from_runs(runs, device=device, solver=solver,
+                              solver_options=solver_options), [str(r) for r in runs]
+
+
+def _member_outputs(ens: Ensemble, images: np.ndarray, counts: list[int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities (members, N, K) and solver evaluations (members, N) per input
+    (``counts``: images per input, merged as in :func:`andersonn.predict.merge_conformers`)."""
+    outputs = [merge_conformers(*member._infer(images), counts) for member in ens.members]
+    k = len(ens.classes_)
+    probs = np.stack([p if len(p) else np.zeros((0, k)) for p, _ in outputs])
+    return probs, np.stack([it for _, it in outputs])
+
+
+def _evaluation(ens: Ensemble, names: list[str], source: str, probs: np.ndarray,
+                iters: np.ndarray, labels: np.ndarray, **extra: Any) -> Evaluation:
+    from andersonn.training.metrics import classification_report, confusion_matrix
+
+    classes = list(ens.classes_)
+    single = [{**score_probabilities(p, labels, classes), "iterations": float(it.mean())}
+              for p, it in zip(probs, iters, strict=True)]
+    spread = {key: {"mean": float(np.mean([s[key] for s in single])),
+                    "std": float(np.std([s[key] for s in single], ddof=1))
+                    if len(single) > 1 else 0.0}
+              for key in single[0]}
+    ensembles = {k: {**score_probabilities(probs[:k].mean(axis=0), labels, classes),
+                     "iterations": float(iters[:k].sum(axis=0).mean())}
+                 for k in range(2, len(probs) + 1)}
+    report = classification_report(
+        confusion_matrix(labels, probs.mean(axis=0).argmax(axis=1), len(classes)), classes)
+    return Evaluation(task=str(ens.config_.get("task")), source=source, runs=names,
+                      classes=classes, n=len(labels), single=single, spread=spread,
+                      ensembles=ensembles, report=report, **extra)
+
+
+def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
+                   dataset: Any = None, device: str = "cpu", solver: str | None = None,
+                   solver_options: dict[str, Any] | None = None) -> Evaluation:
+    """Score runs (directories, or a loaded :class:`Ensemble`) on ``split`` of the dataset
+    build they were trained on (``dataset``: that build, already opened, else the cache's).
+
+    The runs must share the build (task and ``--limit``), else their splits would differ.
+    """
+    from andersonn.training.inputs import SPLITS, split_tensors
+    from andersonn.training.runs import run_dataset
+
+    if split not in SPLITS:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    ens, names = _as_ensemble(runs, device, solver, solver_options)
+    builds = {json.dumps([m.config_.get("dataset"), m.config_.get("train", {}).get("limit")],
+                         sort_keys=True, default=str) for m in ens.members}
+    if len(builds) > 1:
+        raise AndersonnError("the runs were trained on different dataset builds (source or "
+                             "--limit), so their splits differ; evaluate them apart")
+    ds = dataset if dataset is not None else run_dataset(ens.config_)
+    rules = (getattr(ds, "meta", {}).get("label_rule"), ens.config_.get("label_rule"))
+    if None not in rules and rules[0] != rules[1]:
+        raise AndersonnError(f"the dataset labels by {rules[0]!r} but the runs were trained on "
+                             f"{rules[1]!r}")
+    images, labels = split_tensors(ds, split)
+    if len(labels) == 0:
+        raise AndersonnError(f"the {split} split of this dataset build is empty")
+    probs, iters = _member_outputs(ens, images.numpy())
+    return _evaluation(ens, names, f"the {split} split", probs, iters, labels.numpy())
+
+
+def read_labelled(path: str | Path, task: str, classes: Sequence[str],
+                  thresholds: dict[str, float] | None = None
+                  ) -> tuple[list[str], list[int], list[dict[str, Any]]]:
+    """Read a labelled CSV (``.tsv``: tab-separated) with a header row.
+
+    Columns (case-insensitive): the input, one of ``input``, ``smiles``, ``structure``,
+    ``path``, ``file`` (a relative path is taken from the CSV's folder when the file is there);
+    and either the class (``class`` or ``label``: a class name or index) or the property value
+    (``value``, or ``dipole`` / ``lcd`` / ``gap`` by task), turned into a class by the task's
+    label rule under ``thresholds``. Returns the inputs, their class indices, and the rows
+    skipped (``where``, ``reason``). A file that cannot be used at all is an :class:`InputError`.
+    """
+    from andersonn.data.tasks import get_task
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such labels file")
+    task_def = get_task(task)
+    rule = task_def.thresholds(thresholds)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it as text ({exc})") from None
+    reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv"
+                            else ",")
+    header = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+
+    def column(options: Sequence[str]) -> str | None:
+        return next((header[o] for o in options if o in header), None)
+
+    input_col = column(INPUT_COLUMNS)
+    class_col = column(CLASS_COLUMNS)
+    value_col = column(VALUE_COLUMNS[task])
+    if input_col is None:
+        raise InputError(f"{path}: no input column (name one of {', '.join(INPUT_COLUMNS)})")
+    if (class_col is None) == (value_col is None):
+        which = "both a class and a value column" if class_col else "no class or value column"
+        raise InputError(f"{path}: {which}; give exactly one of "
+                         f"{', '.join(CLASS_COLUMNS + VALUE_COLUMNS[task])}")
+    lookup = {c.lower(): i for i, c in enumerate(classes)}
+    inputs: list[str] = []
+    labels: list[int] = []
+    skipped: list[dict[str, Any]] = []
+    for row_number, row in enumerate(reader, start=2):  # the header is line 1
+        where = f"{path.name} line {row_number}"
+        item = (row.get(input_col) or "").strip()
+        raw = (row.get(class_col or value_col) or "").strip()  # type: ignore[arg-type]
+        if not item or not raw:
+            skipped.append({"where": where, "reason": "empty input or label"})
+            continue
+        if class_col is not None:
+            label = lookup.get(raw.lower())
+            if label is None and raw.isdigit() and int(raw) < len(classes):
+                label = int(raw)
+            if label is None:
+                skipped.append({"where": where, "reason": f"class {raw!r} is not one of "
+                                f"{', '.join(classes)}"})
+                continue
+        else:
+            try:
+                value = float(raw)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                skipped.append({"where": where, "reason": f"value {raw!r} is not a number"})
+                continue
+            label = task_def.label(value, rule)
+        local = path.parent / item
+        inputs.append(str(local) if local.is_file() else item)
+        labels.append(label)
+    if not inputs:
+        raise InputError(f"{path}: no usable rows ({len(skipped)} skipped)")
+    return inputs, labels, skipped
+
+
+def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | Path,
+                      device: str = "cpu", solver: str | None = None,
+                      solver_options: dict[str, Any] | None = None, workers: int | None = 1,
+                      progress: bool = False, conformers: int = 1) -> Evaluation:
+    """Score runs on the structures and labels of a CSV (see :func:`read_labelled`).
+
+    The run's thresholds turn values into classes. Each input is read once, with the first
+    run's domain checks. Unreadable inputs are skipped and reported. ``domain`` splits the
+    accuracy of all runs together between inputs inside and outside the training domain.
+    ``conformers`` > 1 averages each SMILES input over that many conformers (as ``predict``).
+    """
+    ens, names = _as_ensemble(runs, device, solver, solver_options)
+    inputs, truth, skipped = read_labelled(labels_file, str(ens.config_.get("task")),
+                                           ens.classes_, ens.config_.get("thresholds"))
+    if workers is None:
+        workers = (os.cpu_count() or 1) if len(inputs) >= 64 else 1
+    images, ok, errors, notes, counts = ens._featurize(inputs, max(1, workers),
+                                                       progress and len(inputs) >= 64,
+                                                       conformers=conformers)
+    skipped += [{"where": inputs[i], "reason": errors[i]} for i in range(len(inputs))
+                if errors[i]]
+    if not ok:
+        raise InputError(f"{labels_file}: none of its {len(inputs)} inputs could be read "
+                         f"(first: {skipped[-1]['where']}: {skipped[-1]['reason']})")
+    labels = np.asarray([truth[i] for i in ok], dtype=np.int64)
+    probs, iters = _member_outputs(ens, images, counts)
+    mean = probs.mean(axis=0)
+    predicted = mean.argmax(axis=1)
+    classes = list(ens.classes_)
+    rows = [{"input": inputs[i], "class": classes[labels[r]], "predicted": classes[predicted[r]],
+             "correct": bool(predicted[r] == labels[r]),
+             "probabilities": {c: float(v) for c, v in zip(classes, mean[r], strict=True)},
+             "warnings": notes[i]} for r, i in enumerate(ok)]
+    outside = np.array([bool(notes[i]) for i in ok])
+    correct = predicted == labels
+    domain = {where: {"n": int(mask.sum()),
+                      "accuracy": float(correct[mask].mean()) if mask.any() else 0.0}
+              for where, mask in (("inside", ~outside), ("outside", outside))}
+    return _evaluation(ens, names, str(labels_file), probs, iters, labels, skipped=skipped,
+                       domain=domain, rows=rows)

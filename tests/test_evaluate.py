@@ -1,0 +1,195 @@
+"""Scoring finished runs (``andersonn.evaluate``, ``andersonn evaluate``): the scores against
+hand-computed ones and against the classifier itself, the ensembles, labelled CSVs (classes,
+values through the label rule, skipped rows, the domain split) and their error paths."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from andersonn.cli import main
+from andersonn.ensemble import Ensemble
+from andersonn.errors import AndersonnError, InputError
+from andersonn.evaluate import (
+    evaluate_labelled,
+    evaluate_split,
+    read_labelled,
+    score_probabilities,
+)
+from andersonn.predict import Classifier, DomainWarning
+from andersonn.training.inputs import split_tensors
+
+from helpers import tiny_polarity_dataset, tiny_polarity_run
+
+torch.set_num_threads(1)
+FIXTURES = Path(__file__).parent / "fixtures" / "structures"
+POLAR = ["weakly polar", "strongly polar"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, list[Path]]:
+    root = tmp_path_factory.mktemp("evaluate")
+    dataset = tiny_polarity_dataset(root)
+    return dataset, [tiny_polarity_run(dataset, root / f"seed{s}", seed=s) for s in (0, 1, 2)]
+
+
+def test_scores_match_hand_computation() -> None:
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.8, 0.2]])
+    labels = np.array([0, 0, 1, 1])
+    s = score_probabilities(probs, labels, POLAR)
+    assert s["accuracy"] == pytest.approx(0.5)
+    assert s["balanced_accuracy"] == pytest.approx(0.5)
+    nll = -(math.log(0.9) + math.log(0.4) + math.log(0.7) + math.log(0.2)) / 4
+    assert s["nll"] == pytest.approx(nll)
+    assert "metal_vs_nonmetal_balanced_accuracy" not in s
+    gap = score_probabilities(np.eye(3)[[0, 1, 2, 1]], np.array([0, 1, 2, 2]),
+                              ["metal", "semiconductor", "insulator"])
+    assert gap["accuracy"] == pytest.approx(0.75)
+    assert gap["metal_vs_nonmetal_balanced_accuracy"] == pytest.approx(1.0)
+
+
+def test_split_scores_equal_the_classifier_and_the_ensemble(setup) -> None:
+    dataset, runs = setup
+    images, labels = split_tensors(dataset, "test")
+    result = evaluate_split(runs, dataset=dataset)
+    assert result.n == len(labels) == 4 and result.runs == [str(r) for r in runs]
+    for run, single in zip(runs, result.single, strict=True):
+        assert single["accuracy"] == pytest.approx(
+            Classifier.load(run).score(images.numpy(), labels.numpy()))
+        assert single["iterations"] > 0
+    accs = [s["accuracy"] for s in result.single]
+    assert result.spread["accuracy"]["mean"] == pytest.approx(np.mean(accs))
+    assert result.spread["accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert sorted(result.ensembles) == [2, 3]
+    ens = Ensemble.from_runs(runs[:2])
+    assert result.ensembles[2]["accuracy"] == pytest.approx(
+        ens.score(images.numpy(), labels.numpy()))
+    assert np.array(result.report["confusion_matrix"]).sum() == 4
+    assert "mean ± sd of 3" in result.to_markdown()
+    json.dumps(result.to_dict())  # plain JSON
+
+
+def test_split_refuses_a_bad_split_and_another_label_rule(setup) -> None:
+    dataset, runs = setup
+    with pytest.raises(InputError, match="unknown split"):
+        evaluate_split(runs[:1], split="holdout", dataset=dataset)
+    dataset.meta = {**dataset.meta, "label_rule": "something else"}
+    try:
+        with pytest.raises(AndersonnError, match="labels by 'something else'"):
+            evaluate_split(runs[:1], dataset=dataset)
+    finally:
+        dataset.meta = {**dataset.meta, "label_rule": "has N or O"}
+
+
+def _csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_read_labelled_classes_values_and_skips(tmp_path: Path) -> None:
+    (tmp_path / "mols").mkdir()
+    (tmp_path / "mols" / "ethanol.mol").write_text((FIXTURES / "ethanol.mol").read_text())
+    table = _csv(tmp_path / "by_class.csv",
+                 "SMILES,Class\nCCO,Strongly Polar\nCC,0\nCCC,\nCO,polarr\nmols/ethanol.mol,1\n")
+    inputs, labels, skipped = read_labelled(table, "polarity", POLAR)
+    assert inputs == ["CCO", "CC", str(tmp_path / "mols" / "ethanol.mol")]
+    assert labels == [1, 0, 1]
+    assert [s["where"] for s in skipped] == ["by_class.csv line 4", "by_class.csv line 5"]
+    assert "'polarr' is not one of" in skipped[1]["reason"]
+    # values go through the label rule: dipole >= threshold is strongly polar
+    table = _csv(tmp_path / "by_value.tsv", "input\tdipole\nCCO\t2.5\nCC\t2.49\nCO\tabc\nCN\tnan\n")
+    inputs, labels, skipped = read_labelled(table, "polarity", POLAR)
+    assert labels == [1, 0] and len(skipped) == 2
+    _, labels, _ = read_labelled(table, "polarity", POLAR, {"dipole": 3.0})
+    assert labels == [0, 0]
+    gap = _csv(tmp_path / "gap.csv", "file,gap\na.cif,0\nb.cif,1.5\nc.cif,3.2\n")
+    assert read_labelled(gap, "crystal-gap", ["metal", "semiconductor", "insulator"])[1] == \
+        [0, 1, 2]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name,class\nCCO,1\n", "no input column"),
+    ("input,class,value\nCCO,1,3.0\n", "both a class and a value column"),
+    ("input,energy\nCCO,1\n", "no class or value column"),
+    ("input,class\nCCO,7\n", "no usable rows"),
+    ("", "no input column"),
+])
+def test_read_labelled_refuses_unusable_files(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        read_labelled(_csv(tmp_path / "t.csv", text), "polarity", POLAR)
+    with pytest.raises(InputError, match="no such labels file"):
+        read_labelled(tmp_path / "missing.csv", "polarity", POLAR)
+
+
+def test_labelled_scores_skips_and_domain(setup, tmp_path: Path) -> None:
+    _, runs = setup
+    molecules = ["CCO", "CCCN", "CCCC", "C(Cl)Cl", "(("]
+    truth = [1, 1, 0, 0, 1]
+    table = _csv(tmp_path / "mine.csv", "input,class\n" + "".join(
+        f"{m},{POLAR[t]}\n" for m, t in zip(molecules, truth, strict=True)))
+    result = evaluate_labelled(runs[:1], table)
+    assert result.n == 4
+    assert [s["where"] for s in result.skipped] == ["(("]
+    with pytest.warns(DomainWarning, match="C\\(Cl\\)Cl"):
+        predicted = Classifier.load(runs[0]).predict(molecules[:4])
+    expected = np.mean([p == POLAR[t] for p, t in zip(predicted, truth[:4], strict=True)])
+    assert result.single[0]["accuracy"] == pytest.approx(expected)
+    assert [r["predicted"] for r in result.rows] == list(predicted)
+    # chlorine is not in the fixture run's training domain
+    assert result.domain["outside"]["n"] == 1 and result.domain["inside"]["n"] == 3
+    assert result.rows[3]["warnings"]
+    assert "training domain: inside 3" in result.to_markdown()
+
+
+def test_labelled_refuses_when_nothing_can_be_read(setup, tmp_path: Path) -> None:
+    table = _csv(tmp_path / "bad.csv", "input,class\n((,1\nno-such-file.xyz,0\n")
+    with pytest.raises(InputError, match="none of its 2 inputs could be read"):
+        evaluate_labelled(setup[1][:1], table)
+
+
+def test_evaluate_command(setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    dataset, runs = setup
+    table = _csv(tmp_path / "mine.csv", "smiles,value\nCCO,1.7\nCCCC,0.0\n((,2.0\n")
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", str(runs[0]), str(runs[1]), "--labels", str(table),
+                 "--out", str(out), "--no-progress"]) == 0
+    record = json.loads(out.read_text())
+    assert record["n"] == 2 and len(record["single"]) == 2 and "2" in record["ensembles"]
+    assert record["rows"][0]["class"] == "weakly polar"  # 1.7 D < 2.5 D
+    assert "skipped 1" in capsys.readouterr().out
+    # split mode reads the run's cached build: hand it the fixture's
+    monkeypatch.setattr("andersonn.training.runs.run_dataset", lambda config: dataset)
+    assert main(["evaluate", str(runs[0]), "--split", "val", "--max-iter", "5"]) == 0
+    assert "4 inputs of the val split" in capsys.readouterr().out
+    assert main(["evaluate", str(runs[0]), "--labels", str(tmp_path / "none.csv")]) == 2
+    assert "no such labels file" in capsys.readouterr().err
+
+
+def test_labelled_with_conformers_equals_predict_with_conformers(setup, tmp_path: Path) -> None:
+    _, runs = setup
+    table = _csv(tmp_path / "c.csv", "smiles,class\nCC(O)CCO,1\nCCCC,0\n")
+    result = evaluate_labelled(runs[:1], table, conformers=3)
+    clf = Classifier.load(runs[0])
+    clf.conformers = 3
+    probs = clf.predict_proba(["CC(O)CCO", "CCCC"])
+    assert [r["probabilities"]["strongly polar"] for r in result.rows] == pytest.approx(
+        list(probs[:, 1]), abs=1e-6)
+
+
+def test_split_refuses_runs_of_different_builds(setup, tmp_path: Path) -> None:
+    import shutil
+
+    dataset, runs = setup
+    other = tmp_path / "other-limit"
+    shutil.copytree(runs[1], other)
+    config = json.loads((other / "config.json").read_text())
+    config["train"]["limit"] = 500
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(AndersonnError, match="different dataset builds"):
+        evaluate_split([runs[0], other], dataset=dataset)
