@@ -72,7 +72,8 @@ class Evaluation:
     ensemble of the first k runs, k = 2 … N; ``report``: accuracy, per-class scores and the
     confusion matrix of all runs together (of the one run when there is one); ``skipped``:
     labelled rows not scored and why; ``domain``: accuracy inside / outside the training domain;
-    ``rows``: per-input truth and prediction (labelled CSVs only).
+    ``rows``: per-input truth and prediction (labelled CSVs only); ``reliability``: accuracy
+    and mean confidence per confidence bin of each run (and of all runs together).
     """
 
     task: str
@@ -87,6 +88,20 @@ class Evaluation:
     skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     domain: dict[str, dict[str, float]] | None = None
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    reliability: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+
+    def write_plots(self, directory: str | Path) -> list[Path]:
+        """``confusion.png`` (all runs together) and ``reliability.png`` into ``directory``."""
+        from andersonn.training.plots import plot_confusion, plot_reliability
+
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        which = "all runs" if len(self.runs) > 1 else "the run"
+        paths = [folder / "confusion.png", folder / "reliability.png"]
+        plot_confusion(self.report["confusion_matrix"], self.classes, paths[0],
+                       title=f"{self.task}: {which} on {self.source}"[:80])
+        plot_reliability(self.reliability, paths[1], title=f"{self.task}: reliability")
+        return paths
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (the ``--out FILE.json`` record)."""
@@ -146,6 +161,17 @@ def _member_outputs(ens: Ensemble, images: np.ndarray, counts: list[int] | None 
     return probs, np.stack([it for _, it in outputs])
 
 
+def _reliability(probs: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
+    """Mean confidence, accuracy and count of each non-empty confidence bin."""
+    from andersonn.training.calibration import calibration_bins
+
+    sums = calibration_bins(torch.as_tensor(probs), torch.as_tensor(labels)).numpy()
+    filled = sums[0] > 0
+    return {"confidence": (sums[1][filled] / sums[0][filled]).tolist(),
+            "accuracy": (sums[2][filled] / sums[0][filled]).tolist(),
+            "count": sums[0][filled].astype(int).tolist()}
+
+
 def _evaluation(ens: Ensemble, names: list[str], source: str, probs: np.ndarray,
                 iters: np.ndarray, labels: np.ndarray, **extra: Any) -> Evaluation:
     from andersonn.training.metrics import classification_report, confusion_matrix
@@ -162,9 +188,12 @@ def _evaluation(ens: Ensemble, names: list[str], source: str, probs: np.ndarray,
                  for k in range(2, len(probs) + 1)}
     report = classification_report(
         confusion_matrix(labels, probs.mean(axis=0).argmax(axis=1), len(classes)), classes)
+    reliability = {name: _reliability(p, labels) for name, p in zip(names, probs, strict=True)}
+    if len(probs) > 1:
+        reliability[f"ensemble of {len(probs)}"] = _reliability(probs.mean(axis=0), labels)
     return Evaluation(task=str(ens.config_.get("task")), source=source, runs=names,
                       classes=classes, n=len(labels), single=single, spread=spread,
-                      ensembles=ensembles, report=report, **extra)
+                      ensembles=ensembles, report=report, reliability=reliability, **extra)
 
 
 def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",

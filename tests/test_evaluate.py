@@ -167,6 +167,8 @@ def test_evaluate_command(setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("andersonn.training.runs.run_dataset", lambda config: dataset)
     assert main(["evaluate", str(runs[0]), "--split", "val", "--max-iter", "5"]) == 0
     assert "4 inputs of the val split" in capsys.readouterr().out
+    assert main(["evaluate", str(runs[0]), "--split", "val", "--plots", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "reliability.png").is_file()
     assert main(["evaluate", str(runs[0]), "--labels", str(tmp_path / "none.csv")]) == 2
     assert "no such labels file" in capsys.readouterr().err
 
@@ -193,3 +195,18 @@ def test_split_refuses_runs_of_different_builds(setup, tmp_path: Path) -> None:
     (other / "config.json").write_text(json.dumps(config))
     with pytest.raises(AndersonnError, match="different dataset builds"):
         evaluate_split([runs[0], other], dataset=dataset)
+
+
+def test_reliability_bins_and_plots(setup, tmp_path: Path) -> None:
+    dataset, runs = setup
+    result = evaluate_split(runs[:2], dataset=dataset)
+    assert list(result.reliability) == [str(runs[0]), str(runs[1]), "ensemble of 2"]
+    for name, single in zip(result.runs, result.single, strict=True):
+        curve = result.reliability[name]
+        assert sum(curve["count"]) == result.n
+        correct = sum(a * c for a, c in zip(curve["accuracy"], curve["count"], strict=True))
+        assert correct == pytest.approx(single["accuracy"] * result.n)
+        assert all(0.5 - 1e-9 <= c <= 1 for c in curve["confidence"])  # two classes
+    paths = result.write_plots(tmp_path / "plots")
+    assert [p.name for p in paths] == ["confusion.png", "reliability.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)

@@ -98,6 +98,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                        help="score on these labelled structures instead")
     ev.add_argument("--out", metavar="FILE.json", default=None,
                     help="write the scores (and, with --labels, every input's prediction)")
+    ev.add_argument("--plots", metavar="DIR", default=None,
+                    help="write confusion.png and reliability.png into DIR")
     _add_inference_options(ev)
     _add_input_options(ev)
     ev.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -266,6 +268,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out:
         atomic_write_json(args.out, result.to_dict())
         print(f"→ {args.out}")
+    if args.plots:
+        for path in result.write_plots(args.plots):
+            print(f"→ {path}")
     return 0
 
 

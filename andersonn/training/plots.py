@@ -11,7 +11,7 @@ import numpy as np
 
 from andersonn.fileio import atomic_open
 
-__all__ = ["plot_confusion", "plot_learning_curves", "plot_residuals"]
+__all__ = ["plot_confusion", "plot_learning_curves", "plot_reliability", "plot_residuals"]
 
 
 def _plt() -> Any:
@@ -85,4 +85,21 @@ def plot_residuals(traces: dict[str, Sequence[float]], path: str | Path,
     ax.grid(alpha=0.3, which="both")
     if traces:
         ax.legend()
+    _save(fig, path)
+
+
+def plot_reliability(curves: dict[str, dict[str, Sequence[float]]], path: str | Path,
+                     title: str = "reliability") -> None:
+    """Accuracy against confidence per confidence bin, one line per label (``confidence``,
+    ``accuracy`` and ``count`` lists); the diagonal is perfect calibration."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="calibrated")
+    for label, curve in curves.items():
+        if curve["count"]:
+            ax.plot(curve["confidence"], curve["accuracy"], "o-", ms=3, label=label)
+    ax.set(xlabel="confidence (top-class probability)", ylabel="accuracy", title=title,
+           xlim=(0, 1.02), ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     _save(fig, path)
