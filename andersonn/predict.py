@@ -116,6 +116,8 @@ class Classifier:
     ``domain_`` (:class:`andersonn.data.domain.Domain` of the training split, or ``None``),
     ``temperature_`` (the logits are divided by it before the softmax: temperature scaling
     fitted on the validation split, :mod:`andersonn.training.calibration`; 1 when absent).
+    Settings: ``batch_size`` (inference), ``conformers`` (a SMILES input is averaged over up
+    to this many force-field conformers; 1, the default, is one conformer).
     """
 
     def __init__(self, **config: Any) -> None:
@@ -396,9 +398,11 @@ def _featurize_item(item: Any) -> _Featurized:
 
 
 def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
-    """(image or None, one-line error or "", domain warnings) of one input, encoded with
-    ``setup`` = (image spec, domain to check against, image shape the model takes, feature
-    domain to check the image against)."""
+    """(images (k, C, H, W) or None, one-line error or "", domain warnings) of one input,
+    encoded with ``setup`` = (image spec, domain to check against, image shape the model takes,
+    feature domain to check the image against, conformers per SMILES). A SMILES gets up to
+    that many conformers, anything else one image; the domain checks look at the first
+    (lowest-energy) conformer."""
     from andersonn.images import encode
     from andersonn.structures import read_conformers
 
