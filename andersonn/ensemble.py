@@ -129,9 +129,17 @@ class Ensemble(Classifier):
     def member_probabilities(self, X: Any) -> np.ndarray:
         """Each member's calibrated probabilities, shape (members, N, K)."""
         self._check_fitted()
-        images, counts = self._as_images(X)
-        return np.stack([merge_conformers(*member._infer(images), counts)[0]
-                         for member in self.members])
+        return self.member_outputs(*self._as_images(X))[0]
+
+    def member_outputs(self, images: np.ndarray, counts: Sequence[int] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Each member's calibrated probabilities (members, N, K) and solver evaluations
+        (members, N) per input; ``counts``: images per input (its conformers), merged as in
+        :func:`andersonn.predict.merge_conformers`."""
+        outputs = [merge_conformers(*member._infer(images), counts) for member in self.members]
+        k = len(self.classes_)
+        probs = np.stack([p if len(p) else np.zeros((0, k)) for p, _ in outputs])
+        return probs, np.stack([it for _, it in outputs])
 
     def __len__(self) -> int:
         return len(self.members)

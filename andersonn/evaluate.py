@@ -30,7 +30,6 @@ import torch
 
 from andersonn.ensemble import Ensemble
 from andersonn.errors import AndersonnError, InputError
-from andersonn.predict import merge_conformers
 
 __all__ = ["HEADLINE", "Evaluation", "evaluate_labelled", "evaluate_split", "read_labelled",
            "score_probabilities"]
@@ -151,16 +150,6 @@ def _as_ensemble(runs: Sequence[str | Path] | Ensemble, device: str, solver: str
                               solver_options=solver_options), [str(r) for r in runs]
 
 
-def _member_outputs(ens: Ensemble, images: np.ndarray, counts: list[int] | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Calibrated probabilities (members, N, K) and solver evaluations (members, N) per input
-    (``counts``: images per input, merged as in :func:`andersonn.predict.merge_conformers`)."""
-    outputs = [merge_conformers(*member._infer(images), counts) for member in ens.members]
-    k = len(ens.classes_)
-    probs = np.stack([p if len(p) else np.zeros((0, k)) for p, _ in outputs])
-    return probs, np.stack([it for _, it in outputs])
-
-
 def _reliability(probs: np.ndarray, labels: np.ndarray) -> dict[str, list[float]]:
     """Mean confidence, accuracy and count of each non-empty confidence bin."""
     from andersonn.training.calibration import calibration_bins
@@ -223,7 +212,7 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
     images, labels = split_tensors(ds, split)
     if len(labels) == 0:
         raise AndersonnError(f"the {split} split of this dataset build is empty")
-    probs, iters = _member_outputs(ens, images.numpy())
+    probs, iters = ens.member_outputs(images.numpy())
     return _evaluation(ens, names, f"the {split} split", probs, iters, labels.numpy())
 
 
@@ -327,7 +316,7 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
         raise InputError(f"{labels_file}: none of its {len(inputs)} inputs could be read "
                          f"(first: {skipped[-1]['where']}: {skipped[-1]['reason']})")
     labels = np.asarray([truth[i] for i in ok], dtype=np.int64)
-    probs, iters = _member_outputs(ens, images, counts)
+    probs, iters = ens.member_outputs(images, counts)
     mean = probs.mean(axis=0)
     predicted = mean.argmax(axis=1)
     classes = list(ens.classes_)
