@@ -7,7 +7,8 @@ mean something else. Every structure is checked against the run's applicability 
 elements no training structure held and molecule sizes outside the training range come back as
 warnings (``Prediction.warnings``; :class:`DomainWarning` from ``predict``/``predict_proba``).
 Inputs are images ``(N, C, H, W)`` or structures: SMILES strings, structure
-files (xyz, sdf, mol, cif, POSCAR), :class:`andersonn.structures.Structure` objects, or text
+files (xyz, sdf, mol, mol2, pdb, cif, POSCAR; gzip read through; a file of several structures
+gives one input per structure), :class:`andersonn.structures.Structure` objects, or text
 files listing such inputs one per line, or directories (their structure files). ``Scientist``
 is another name for ``Classifier``.
 """
@@ -31,6 +32,7 @@ import torch
 from andersonn.data.domain import Domain, FeatureDomain
 from andersonn.errors import AndersonnError, InputError
 from andersonn.fileio import atomic_write_json, atomic_write_text
+from andersonn.structures.readers import StructureRecord
 
 __all__ = ["Classifier", "DomainWarning", "Prediction", "Scientist", "expand_inputs",
            "format_table", "write_predictions"]
@@ -63,13 +65,16 @@ class Prediction:
 
 
 def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
-    """Expand text files that list inputs (one per line; ``#`` comments, blank lines skipped)
-    and directories (their structure files, by name: xyz, sdf, mol, cif, POSCAR, ...; sorted,
-    not recursive; a ``.smi`` file in them is a list, as when named directly).
+    """Expand text files that list inputs (one per line; ``#`` comments, blank lines skipped),
+    directories (their structure files, by name: xyz, sdf, mol, cif, POSCAR, ...; sorted,
+    not recursive; a ``.smi`` file in them is a list, as when named directly) and files that
+    hold several structures (an SDF of many molecules, a multi-frame xyz, a CIF of several
+    data blocks, mol2 molecules, PDB models: one :class:`~andersonn.structures.StructureRecord`
+    each, named ``FILE#k (title)``).
 
     A ``.txt``/``.lst``/``.list``/``.smi`` file is a list; its relative paths are resolved
     against the list's folder when such a file exists there. A directory without structure
-    files stays one input, which then fails with that reason.
+    files stays one input, which then fails with that reason; so does an unreadable file.
     """
     from andersonn.structures.readers import structure_files
 
@@ -90,10 +95,23 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
                     candidate = path.parent / token
                     out.append(str(candidate) if candidate.is_file() else token)
                 continue
-            out.append(os.fspath(item) if isinstance(item, os.PathLike) else item)
+            out.extend(_file_records(os.fspath(item)))
         else:
             out.append(item)
     return out
+
+
+def _file_records(item: str) -> list[Any]:
+    """``[item]``, or the records of a file that holds several structures."""
+    from andersonn.structures.readers import MULTI_RECORD_FORMATS, format_from_path, read_records
+
+    if format_from_path(item) not in MULTI_RECORD_FORMATS or not Path(item).is_file():
+        return [item]
+    try:
+        records = read_records(item)
+    except InputError:
+        return [item]  # read again when featurised, which reports the reason
+    return [item] if len(records) == 1 else list(records)
 
 
 def _input_name(item: Any) -> str:
@@ -254,8 +272,7 @@ class Classifier:
         setup = (self._spec(), self.domain_, shape, self.feature_domain_, count)
         results: Iterable[_Featurized]
         pool = None
-        if workers > 1 and len(inputs) > 1 and all(isinstance(i, (str, os.PathLike))
-                                                    for i in inputs):
+        if workers > 1 and len(inputs) > 1 and all(isinstance(i, _READABLE) for i in inputs):
             import multiprocessing as mp
 
             ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
@@ -381,6 +398,7 @@ class Classifier:
 Scientist = Classifier
 
 _Featurized = tuple[np.ndarray | None, str, list[str]]
+_READABLE = (str, os.PathLike, StructureRecord)
 _Setup = tuple[Any, Domain | None, tuple[int, ...] | None, FeatureDomain | None, int]
 _FEATURIZER: _Setup | None = None
 
@@ -408,8 +426,8 @@ def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
 
     spec, domain, shape, feature_domain, conformers = setup
     try:
-        structures = [item] if hasattr(item, "elements") or not isinstance(
-            item, (str, os.PathLike)) else read_conformers(item, conformers)
+        structures = (read_conformers(item, conformers) if isinstance(item, _READABLE)
+                      else [item])
         notes: list[str] = []
         if domain is not None and hasattr(structures[0], "summary"):
             problem, notes = domain.check(structures[0].summary())

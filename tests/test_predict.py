@@ -273,3 +273,41 @@ def test_predict_command_refuses_zero_conformers(run_dir: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["predict", str(run_dir), "CCO", "--conformers", "0"]) == 2
     assert "--conformers must be at least 1" in capsys.readouterr().err
+
+
+def test_a_file_of_several_molecules_gives_one_prediction_each(
+        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import gzip
+
+    from andersonn.structures import StructureRecord
+
+    blocks = [(FIXTURES / name).read_text().split("$$$$")[0].rstrip("\n") + "\n$$$$\n"
+              for name in ("ethanol.mol", "benzene.sdf")]
+    multi = tmp_path / "two.sdf.gz"
+    multi.write_bytes(gzip.compress("".join(blocks).encode()))
+    frames = tmp_path / "frames.xyz"
+    frames.write_text((FIXTURES / "water.xyz").read_text() + "4\ncut\nO 0 0 0\n")
+    items = expand_inputs([str(multi), str(frames), "CC"])
+    assert [getattr(i, "name", i) for i in items] == [
+        "two.sdf.gz#1 (ethanol)", "two.sdf.gz#2 (benzene)", "frames.xyz#1", "frames.xyz#2", "CC"]
+    assert all(isinstance(i, StructureRecord) for i in items[:4])
+    clf = Classifier.load(run_dir)
+    preds = clf.predict_inputs([str(multi), str(frames)], workers=2)
+    assert [p.input for p in preds] == [getattr(i, "name", i) for i in items[:4]]
+    assert [p.ok for p in preds] == [True, True, True, False]
+    assert preds[3].error == "frames.xyz#2: truncated xyz: 1 of 4 atom lines"
+    # each record is predicted exactly as the same molecule given in a file of its own
+    alone = clf.predict_inputs([str(FIXTURES / "ethanol.mol"), str(FIXTURES / "benzene.sdf"),
+                                str(FIXTURES / "water.xyz")])
+    for got, want in zip(preds[:3], alone, strict=True):
+        assert got.label == want.label and got.probabilities == pytest.approx(want.probabilities)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run_dir), str(multi), "--out", str(out), "--no-progress"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["input"] for r in rows] == ["two.sdf.gz#1 (ethanol)", "two.sdf.gz#2 (benzene)"]
+    capsys.readouterr()
+    # the image command wants one structure: it names the count and the option that picks one
+    assert main(["image", str(multi), "--out", str(tmp_path / "img")]) == 2
+    assert "it holds 2 structures; choose one with --record K" in capsys.readouterr().err
+    assert main(["image", str(multi), "--record", "2", "--out", str(tmp_path / "img")]) == 0
+    assert np.load(tmp_path / "img.npy").shape == tuple(clf.config_["image_shape"])

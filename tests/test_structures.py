@@ -161,7 +161,7 @@ def test_bad_files_raise_input_error(name, reason):
 def test_bad_in_memory_inputs():
     cases = [("C1CC((", "smiles", "unparsable SMILES"), ("", "xyz", "empty"),
              ("{'sites': []}", "pymatgen-dict", "no atoms"), ("3\n\nO 0 0 0\n", "xyz", "truncated"),
-             ("data_x\n_cell_length_a 3\n", "cif", "no atoms"), ("hello", "pdb", "unsupported"),
+             ("data_x\n_cell_length_a 3\n", "cif", "no atoms"), ("hello", "cube", "unsupported"),
              ("Xx 0 0 0", "poscar", "POSCAR")]
     for content, fmt, reason in cases:
         with pytest.raises(InputError) as info:
@@ -231,3 +231,142 @@ def test_read_conformers_keeps_a_given_geometry_and_reports_bad_input() -> None:
     assert len(read_conformers("C#C", 5)) == 1  # rigid: near-duplicate embeddings are pruned
     with pytest.raises(InputError, match="unparsable SMILES"):
         read_conformers("((", 3)
+
+
+# ---------------------------------------------------------------- files of several structures
+def _three_molecule_sdf(path: Path) -> list[str]:
+    """An SDF of ethanol, benzene and acetonitrile (fixture geometries); their formulas."""
+    blocks = ["\n" + (FIX / "ethanol.mol").read_text().split("\n", 1)[1],  # no title
+              (FIX / "benzene.sdf").read_text().split("$$$$")[0],
+              ]
+    from rdkit import Chem
+
+    xyz = read_structure(FIX / "acetonitrile.xyz")
+    mol = Chem.RWMol()
+    for z in xyz.numbers:
+        mol.AddAtom(Chem.Atom(int(z)))
+    conf = Chem.Conformer(xyz.n_atoms)
+    for i, p in enumerate(xyz.positions):
+        conf.SetAtomPosition(i, p.tolist())
+    for (i, j), order in zip(xyz.bonds, xyz.bond_orders, strict=True):
+        mol.AddBond(int(i), int(j), {1.0: Chem.BondType.SINGLE,
+                                     3.0: Chem.BondType.TRIPLE}[round(float(order))])
+    mol.AddConformer(conf)
+    blocks.append("acetonitrile\n" + Chem.MolToMolBlock(mol.GetMol()).split("\n", 1)[1])
+    path.write_text("".join(b.rstrip("\n") + "\n$$$$\n" for b in blocks))
+    return ["C2H6O", "C6H6", "C2H3N"]
+
+
+def test_an_sdf_of_several_molecules_is_cut_into_records(tmp_path: Path) -> None:
+    from andersonn.structures import StructureRecord, read_records
+
+    path = tmp_path / "three.sdf"
+    formulas = _three_molecule_sdf(path)
+    records = read_records(path)
+    assert [r.fmt for r in records] == ["sdf"] * 3
+    assert [r.name for r in records] == ["three.sdf#1", "three.sdf#2 (benzene)",
+                                         "three.sdf#3 (acetonitrile)"]
+    assert [read_structure(r).formula for r in records] == formulas
+    # each record reads exactly as the same molecule in a file of its own
+    alone = read_structure(FIX / "benzene.sdf")
+    assert np.allclose(read_structure(records[1]).positions, alone.positions)
+    assert read_structure(records[1]).name == "three.sdf#2 (benzene)"
+    with pytest.raises(InputError, match=r"^three\.sdf: holds 3 structures \(sdf records\)"):
+        read_structure(path)
+    with pytest.raises(InputError, match="holds 3 structures"):
+        read_conformers(path, 4)
+    # a file of one structure stays one record named as the file, its text untouched
+    (one,) = read_records(FIX / "benzene.sdf")
+    assert one == StructureRecord("benzene.sdf", (FIX / "benzene.sdf").read_text(), "sdf")
+    assert read_records("CCO") == [StructureRecord("CCO", "CCO", "smiles")]
+
+
+def test_xyz_frames_cif_blocks_and_pdb_models_are_records(tmp_path: Path) -> None:
+    from andersonn.structures import read_records, split_records
+
+    water = (FIX / "water.xyz").read_text()
+    nitrile = (FIX / "acetonitrile.xyz").read_text()
+    frames = tmp_path / "traj.xyz"
+    frames.write_text(water + "\n" + nitrile + water)
+    assert [read_structure(r).formula for r in read_records(frames)] == ["H2O", "C2H3N", "H2O"]
+    assert [r.name for r in read_records(frames)] == [f"traj.xyz#{k}" for k in (1, 2, 3)]
+    # a broken last frame is a record of its own that fails with the xyz reader's reason
+    broken = tmp_path / "broken.xyz"
+    broken.write_text(water + "5\ncut short\nO 0 0 0\n")
+    records = read_records(broken)
+    assert read_structure(records[0]).formula == "H2O"
+    with pytest.raises(InputError, match=r"broken\.xyz#2: truncated xyz: 1 of 5"):
+        read_structure(records[1])
+    # CIF: every data block with atoms; a block without atoms (a global block) does not count
+    nacl = (FIX / "NaCl_221.cif").read_text()
+    si = (FIX / "Si_conventional.cif").read_text()
+    blocks = tmp_path / "two.cif"
+    blocks.write_text("data_global\n_journal_year 2024\n\n" + nacl + "\n" + si)
+    records = read_records(blocks)
+    assert len(records) == 2 and [read_structure(r).formula for r in records] == \
+        [read_structure(FIX / "NaCl_221.cif").formula, "Si8"]
+    assert records[1].name.startswith("two.cif#2 (")
+    assert len(split_records("data_global\n_journal_year 2024\n" + si, "cif")) == 1
+    # PDB: one record per MODEL
+    pdb = _benzene_pdb()
+    models = "".join(f"MODEL     {k}\n" + "".join(
+        ln + "\n" for ln in pdb.splitlines() if ln.startswith(("ATOM", "HETATM"))) + "ENDMDL\n"
+        for k in (1, 2))
+    assert [r.name for r in read_records(models, fmt="pdb", name="m")] == ["m#1", "m#2"]
+    assert all(read_structure(r).formula == "C6H6" for r in read_records(models, fmt="pdb",
+                                                                          name="m"))
+
+
+def _benzene_pdb() -> str:
+    from rdkit import Chem
+
+    mol = Chem.MolFromMolFile(str(FIX / "benzene.sdf"), removeHs=False)
+    return Chem.MolToPDBBlock(mol)
+
+
+def test_pdb_and_mol2_molecules(tmp_path: Path) -> None:
+    sdf = read_structure(FIX / "benzene.sdf")
+    path = tmp_path / "benzene.pdb"
+    path.write_text(_benzene_pdb())
+    assert format_from_path(path) == "pdb" and sniff_format(path.read_text()) == "pdb"
+    pdb = read_structure(path)
+    # the same atoms (PDB keeps 3 decimals) and, from the geometry, the same bond graph
+    assert pdb.formula == "C6H6" and np.allclose(pdb.positions, sdf.positions, atol=1e-3)
+    assert sorted(map(tuple, pdb.bonds.tolist())) == sorted(map(tuple, sdf.bonds.tolist()))
+    mol2 = read_structure(FIX / "ethanol.mol2")
+    assert format_from_path(FIX / "ethanol.mol2") == "mol2"
+    assert sniff_format((FIX / "ethanol.mol2").read_text()) == "mol2"
+    assert mol2.formula == "C2H6O" and len(mol2.bonds) == 8 and set(mol2.bond_orders) == {1.0}
+    with pytest.raises(InputError, match=r"^x\.pdb: pdb: no ATOM or HETATM records"):
+        parse_structure("REMARK nothing here\nEND\n", "pdb", "x.pdb")
+    with pytest.raises(InputError, match=r"^y: unparsable mol2 block"):
+        parse_structure("@<TRIPOS>MOLECULE\nbroken\n", "mol2", "y")
+
+
+def test_gzip_files_are_read_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    from andersonn.structures import read_records, readers
+
+    packed = tmp_path / "NaCl.cif.gz"
+    packed.write_bytes(gzip.compress((FIX / "NaCl.cif").read_bytes()))
+    assert format_from_path(packed) == "cif" and format_from_path("POSCAR.gz") == "poscar"
+    assert format_from_path("notes.gz") is None
+    s = read_structure(packed)
+    assert s.name == "NaCl.cif.gz" and s.formula == read_structure(FIX / "NaCl.cif").formula
+    many = tmp_path / "three.sdf.gz"
+    plain = tmp_path / "three.sdf"
+    _three_molecule_sdf(plain)
+    many.write_bytes(gzip.compress(plain.read_bytes()))
+    assert [r.name.replace(".gz", "") for r in read_records(many)] == \
+        [r.name for r in read_records(plain)]
+    corrupt = tmp_path / "bad.xyz.gz"
+    corrupt.write_bytes(gzip.compress(b"3\n\nO 0 0 0\n")[:15])
+    with pytest.raises(InputError, match=r"^bad\.xyz\.gz: corrupt gzip file"):
+        read_structure(corrupt)
+    monkeypatch.setattr(readers, "MAX_FILE_BYTES", 1000)
+    bomb = tmp_path / "bomb.xyz.gz"
+    bomb.write_bytes(gzip.compress(b"3\n" + b" " * 5000 + b"\nO 0 0 0\n"))
+    assert bomb.stat().st_size < 1000
+    with pytest.raises(InputError, match=r"^bomb\.xyz\.gz: file too large uncompressed"):
+        read_structure(bomb)

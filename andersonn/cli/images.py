@@ -13,11 +13,15 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "image", help="encode one structure as a node-neighbour image (PNG + NPY)",
         description="Read a structure (file or SMILES) and write OUT.png (one labelled panel per "
                     "channel) and OUT.npy (the float32 (C, H, W) array).")
-    p.add_argument("input", metavar="INPUT", help="structure file (xyz, sdf, mol, cif, POSCAR, "
-                   "vasp, json) or a SMILES string")
+    p.add_argument("input", metavar="INPUT", help="structure file (xyz, sdf, mol, mol2, pdb, "
+                   "cif, POSCAR, vasp, json; also .gz) or a SMILES string")
     p.add_argument("--out", required=True, metavar="FILE", help="output stem (FILE.png, FILE.npy)")
     p.add_argument("--format", dest="fmt", default=None, metavar="FMT",
-                   help="override the format: smiles, xyz, sdf, mol, cif, poscar, pymatgen-dict")
+                   help="override the format: smiles, xyz, sdf, mol, mol2, pdb, cif, poscar, "
+                        "pymatgen-dict")
+    p.add_argument("--record", type=int, default=None, metavar="K",
+                   help="which structure (1-based) of a file that holds several (SDF records, "
+                        "xyz frames, CIF blocks, ...)")
     p.add_argument("--task", default=None, choices=_TASKS,
                    help="image spec (default: polarity for molecules, crystal-gap for crystals)")
     p.set_defaults(func=_cmd_image)
@@ -34,12 +38,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
+    from andersonn.errors import InputError
     from andersonn.images.encode import encode_labelled
     from andersonn.images.render import write_image_files
     from andersonn.images.spec import DEFAULT_TASK, get_spec
-    from andersonn.structures.readers import read_structure
+    from andersonn.structures.readers import read_records, read_structure
 
-    s = read_structure(args.input, fmt=args.fmt)
+    records = read_records(args.input, fmt=args.fmt)
+    k = 1 if args.record is None and len(records) == 1 else args.record
+    if k is None or not 1 <= k <= len(records):
+        held = f"it holds {len(records)} structure{'s' if len(records) > 1 else ''}"
+        raise InputError(f"{args.input}: {held}; choose one with --record K" if k is None
+                         else f"{args.input}: --record {k} out of range ({held})")
+    s = read_structure(records[k - 1])
     spec = get_spec(args.task or DEFAULT_TASK[s.kind])
     img, labels = encode_labelled(s, spec)
     title = f"{s.name} ({s.formula}, {s.kind}) — {spec.name} image {'x'.join(map(str, img.shape))}"

@@ -69,9 +69,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ca.set_defaults(func=_calibrate)
 
     pr = commands.add_parser("predict", help="classify structures with a trained run",
-                             description="INPUT: SMILES, structure files (xyz, sdf, mol, cif, "
-                             "POSCAR), directories of such files, or text files listing them "
-                             "one per line.")
+                             description="INPUT: SMILES, structure files (xyz, sdf, mol, mol2, "
+                             "pdb, cif, POSCAR; also gzip-compressed), directories of such files, "
+                             "or text files listing them one per line. A file of several "
+                             "structures (SDF records, xyz frames, CIF data blocks, ...) gives "
+                             "one row each, named FILE#k (title).")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("inputs", metavar="INPUT", nargs="+")
     pr.add_argument("--out", metavar="FILE", default=None, help="write .json or .csv")

@@ -1,20 +1,27 @@
 """Structure readers: files, SMILES and in-memory content -> :class:`Structure`.
 
-Formats: ``smiles``, ``xyz``, ``sdf``, ``mol`` (RDKit), ``cif`` (fast P1 reader with pymatgen
-fallback), ``poscar`` (VASP POSCAR/CONTCAR/.vasp, pymatgen) and ``pymatgen-dict`` (a
-``Structure.as_dict()``/``Molecule.as_dict()`` dict). The format comes from the extension or
-the content and can be overridden. Every failure raises :class:`andersonn.errors.InputError`
-with a one-line message naming the input and the reason.
+Formats: ``smiles``, ``xyz``, ``sdf``, ``mol``, ``mol2``, ``pdb`` (RDKit), ``cif`` (fast P1
+reader with pymatgen fallback), ``poscar`` (VASP POSCAR/CONTCAR/.vasp, pymatgen) and
+``pymatgen-dict`` (a ``Structure.as_dict()``/``Molecule.as_dict()`` dict). The format comes from
+the extension or the content and can be overridden; a gzip-compressed file (``.gz``) is read
+through. A file may hold several structures (SDF records, xyz frames, CIF data blocks, mol2
+molecules, PDB models): :func:`read_records` cuts it into :class:`StructureRecord` s, one per
+structure, and :func:`read_structure` refuses such a file rather than silently reading its first.
+Every failure raises :class:`andersonn.errors.InputError` with a one-line message naming the input
+and the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import gzip
 import io
 import json
 import os
 import re
 import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,14 +33,28 @@ from andersonn.structures.elements import symbol_to_z
 from andersonn.structures.network import molecular_bonds, periodic_bonds
 from andersonn.structures.structure import Structure
 
-FORMATS = ("smiles", "xyz", "sdf", "mol", "cif", "poscar", "pymatgen-dict")
+FORMATS = ("smiles", "xyz", "sdf", "mol", "mol2", "pdb", "cif", "poscar", "pymatgen-dict")
 _ALIASES = {"smi": "smiles", "vasp": "poscar", "contcar": "poscar", "mdl": "mol", "sd": "sdf",
-            "json": "pymatgen-dict", "pymatgen": "pymatgen-dict", "dict": "pymatgen-dict"}
+            "ent": "pdb", "json": "pymatgen-dict", "pymatgen": "pymatgen-dict",
+            "dict": "pymatgen-dict"}
 _EXTENSIONS = {".smi": "smiles", ".smiles": "smiles", ".xyz": "xyz", ".sdf": "sdf", ".sd": "sdf",
-               ".mol": "mol", ".cif": "cif", ".vasp": "poscar", ".poscar": "poscar",
-               ".contcar": "poscar", ".json": "pymatgen-dict"}
+               ".mol": "mol", ".mol2": "mol2", ".pdb": "pdb", ".ent": "pdb", ".cif": "cif",
+               ".vasp": "poscar", ".poscar": "poscar", ".contcar": "poscar",
+               ".json": "pymatgen-dict"}
+MULTI_RECORD_FORMATS = ("sdf", "xyz", "cif", "mol2", "pdb")
 CONFORMER_SEED = 0xA11CE
 MAX_FILE_BYTES = 200 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class StructureRecord:
+    """One structure's text cut out of a file that holds several (an SDF record, an xyz frame,
+    a CIF data block, a mol2 molecule, a PDB model). Readers take it wherever they take a path;
+    ``name`` is ``FILE#k`` (1-based), with the record's title in brackets where it has one."""
+
+    name: str
+    text: str
+    fmt: str
 
 
 def _fail(name: str, reason: str) -> InputError:
@@ -67,9 +88,12 @@ def normalise_format(fmt: str, name: str = "input") -> str:
 
 
 def format_from_path(path: str | os.PathLike[str]) -> str | None:
-    """Format implied by a file name (extension, or POSCAR/CONTCAR names); None if unknown."""
+    """Format implied by a file name (extension, or POSCAR/CONTCAR names; ``.gz`` looks at the
+    name inside); None if unknown."""
     p = Path(path)
     ext = p.suffix.lower()
+    if ext == ".gz":
+        return format_from_path(p.with_suffix("")) if p.stem else None
     if ext in _EXTENSIONS:
         return _EXTENSIONS[ext]
     stem = p.name.upper()
@@ -97,6 +121,10 @@ def sniff_format(text: str) -> str | None:
         return "cif"
     if "V2000" in head or "V3000" in head:
         return "sdf" if "$$$$" in text else "mol"
+    if "@<TRIPOS>MOLECULE" in head:
+        return "mol2"
+    if re.search(r"^(HETATM|ATOM  |CRYST1|HEADER|COMPND|MODEL )", head, re.M):
+        return "pdb"
     lines = head.splitlines()
     if lines and lines[0].strip().isdigit():
         return "xyz"
@@ -115,27 +143,109 @@ def sniff_format(text: str) -> str | None:
     return None
 
 
-def read_structure(source: str | os.PathLike[str], fmt: str | None = None,
+def read_structure(source: str | os.PathLike[str] | StructureRecord, fmt: str | None = None,
                    name: str | None = None, *, bonds: bool = True) -> Structure:
-    """Read a structure from a file path or a SMILES string.
+    """Read a structure from a file path, a SMILES string or a :class:`StructureRecord`.
 
     ``fmt`` overrides the format (else: extension, then content). ``name`` defaults to the
-    file name or the SMILES. Raises :class:`InputError` on any bad input.
+    file name or the SMILES. A file that holds several structures is refused (read it with
+    :func:`read_records`). Raises :class:`InputError` on any bad input.
     """
-    text, fmt, name = _resolve_source(source, fmt, name)
+    text, fmt, name = _single_record(source, fmt, name)
     return parse_structure(text, fmt, name, bonds=bonds)
 
 
-def read_conformers(source: str | os.PathLike[str], count: int, fmt: str | None = None,
-                    name: str | None = None) -> list[Structure]:
+def read_records(source: str | os.PathLike[str] | StructureRecord, fmt: str | None = None,
+                 name: str | None = None) -> list[StructureRecord]:
+    """The structures a file holds, one :class:`StructureRecord` each: every SDF record, xyz
+    frame, CIF data block with atoms, mol2 molecule or PDB model, in file order; one for any
+    other file or a SMILES string. Names are ``FILE#k`` (1-based) plus the record's title in
+    brackets (SDF title line, CIF block name, mol2 molecule name) where there are several, the
+    file name where there is one. The records are not parsed here: a bad one fails when read.
+    """
+    if isinstance(source, StructureRecord):
+        return [source]
+    text, fmt, name = _resolve_source(source, fmt, name)
+    parts = split_records(text, fmt)
+    if len(parts) == 1:
+        return [StructureRecord(name, text, fmt)]
+    return [StructureRecord(f"{name}#{k}" + (f" ({title})" if title else ""), body, fmt)
+            for k, (title, body) in enumerate(parts, 1)]
+
+
+def split_records(text: str, fmt: str) -> list[tuple[str, str]]:
+    """``(title, text)`` of each structure in ``text`` of format ``fmt`` (titles may be "").
+    Only sdf, xyz, cif, mol2 and pdb can hold several; anything unparsable is left whole, so
+    that reading it reports the reason."""
+    if fmt == "sdf":
+        records = [r for r in re.split(r"^\$\$\$\$[ \t]*\r?$\n?", text, flags=re.M) if r.strip()]
+        return [(r.splitlines()[0].strip()[:60], r) for r in records] or [("", text)]
+    if fmt == "xyz":
+        return _xyz_frames(text)
+    if fmt == "cif":
+        starts = [m.start() for m in re.finditer(r"^[ \t]*data_", text, re.M)]
+        blocks = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=False)]
+        with_atoms = [b for b in blocks if "_atom_site" in b]
+        if len(with_atoms) < 2:
+            return [("", text)]
+        return [(b.split(None, 1)[0][len("data_"):][:60], b) for b in with_atoms]
+    if fmt == "mol2":
+        parts = re.split(r"^(?=@<TRIPOS>MOLECULE)", text, flags=re.M)
+        mols = [m for m in parts if m.startswith("@<TRIPOS>MOLECULE")]
+        if len(mols) < 2:
+            return [("", text)]
+        return [((m.splitlines()[1].strip() if len(m.splitlines()) > 1 else "")[:60], m)
+                for m in mols]
+    if fmt == "pdb":
+        models = re.findall(r"^MODEL .*?^ENDMDL", text, flags=re.M | re.S)
+        return [("", m) for m in models] if len(models) > 1 else [("", text)]
+    return [("", text)]
+
+
+def _xyz_frames(text: str) -> list[tuple[str, str]]:
+    """Consecutive xyz frames (atom count, comment, atoms). A malformed tail becomes a last
+    frame of its own, which then fails with the xyz reader's reason."""
+    lines = text.splitlines()
+    frames: list[tuple[str, str]] = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            n = int(lines[i].split()[0])
+        except (ValueError, IndexError):
+            n = -1
+        if n <= 0 or i + 2 + n > len(lines):
+            frames.append(("", "\n".join(lines[i:]) + "\n"))
+            break
+        frames.append(("", "\n".join(lines[i:i + 2 + n]) + "\n"))
+        i += 2 + n
+    return frames if len(frames) > 1 else [("", text)]
+
+
+def _single_record(source: str | os.PathLike[str] | StructureRecord, fmt: str | None,
+                   name: str | None) -> tuple[str, str, str]:
+    """(content, format, name) of an input that must hold exactly one structure."""
+    text, fmt, name = _resolve_source(source, fmt, name)
+    if not isinstance(source, StructureRecord):
+        count = len(split_records(text, fmt))
+        if count > 1:
+            raise _fail(name, f"holds {count} structures ({fmt} records); give a file with "
+                              "one, or read them all with read_records (as predict does)")
+    return text, fmt, name
+
+
+def read_conformers(source: str | os.PathLike[str] | StructureRecord, count: int,
+                    fmt: str | None = None, name: str | None = None) -> list[Structure]:
     """Up to ``count`` conformers of a SMILES input, lowest MMFF94 energy first.
 
     The conformers are ETKDG embeddings, seeded and so repeatable, each MMFF-optimised.
     Embeddings within 0.5 Å RMSD of another are dropped, so a rigid molecule gets fewer.
-    Any other input carries its own geometry (xyz, sdf/mol, CIF, POSCAR) and is read as by
-    :func:`read_structure`: a list of one. ``count=1`` is :func:`read_structure`.
+    Any other input carries its own geometry (xyz, sdf/mol, mol2, pdb, CIF, POSCAR) and is read
+    as by :func:`read_structure`: a list of one. ``count=1`` is :func:`read_structure`.
     """
-    text, fmt, name = _resolve_source(source, fmt, name)
+    text, fmt, name = _single_record(source, fmt, name)
     if fmt != "smiles" or count <= 1:
         return [parse_structure(text, fmt, name)]
     from rdkit import Chem
@@ -173,10 +283,12 @@ def read_conformers(source: str | os.PathLike[str], count: int, fmt: str | None 
     return out
 
 
-def _resolve_source(source: str | os.PathLike[str], fmt: str | None, name: str | None
-                    ) -> tuple[str, str, str]:
-    """(content, format, name) of a file path or a SMILES string, as :func:`read_structure`
-    reads it."""
+def _resolve_source(source: str | os.PathLike[str] | StructureRecord, fmt: str | None,
+                    name: str | None) -> tuple[str, str, str]:
+    """(content, format, name) of a file path, a SMILES string or a record, as
+    :func:`read_structure` reads it."""
+    if isinstance(source, StructureRecord):
+        return source.text, normalise_format(fmt or source.fmt, source.name), name or source.name
     src = os.fspath(source)
     path = Path(src)
     is_file = False
@@ -200,7 +312,7 @@ def _resolve_source(source: str | os.PathLike[str], fmt: str | None, name: str |
         data = path.read_bytes()
     except OSError as exc:
         raise _fail(name, f"cannot read file ({exc.strerror or exc})") from None
-    text = _decode(data, name)
+    text = _decode(_gunzip(data, name) if data[:2] == b"\x1f\x8b" else data, name)
     if fmt is not None:
         fmt = normalise_format(fmt, name)
     else:
@@ -214,6 +326,19 @@ def _resolve_source(source: str | os.PathLike[str], fmt: str | None, name: str |
             raise _fail(name, "empty file")
         text = tokens[0]
     return text, fmt, name
+
+
+def _gunzip(data: bytes, name: str) -> bytes:
+    """The content of a gzip file, refused past :data:`MAX_FILE_BYTES` (a small file can
+    inflate to gigabytes)."""
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
+            out = stream.read(MAX_FILE_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _fail(name, f"corrupt gzip file ({exc})") from None
+    if len(out) > MAX_FILE_BYTES:
+        raise _fail(name, f"file too large uncompressed (over {MAX_FILE_BYTES} bytes)")
+    return out
 
 
 def _decode(data: bytes, name: str) -> str:
@@ -260,6 +385,10 @@ def parse_structure(content: Any, fmt: str, name: str = "input", *,
                 s = _from_xyz(content, name)
             elif fmt in ("sdf", "mol"):
                 s = _from_molblock(content, fmt, name, optimize)
+            elif fmt == "mol2":
+                s = _from_mol2(content, name)
+            elif fmt == "pdb":
+                s = _from_pdb(content, name)
             elif fmt == "cif":
                 s = _from_cif(content, name)
             elif fmt == "poscar":
@@ -368,6 +497,39 @@ def _from_molblock(text: str, fmt: str, name: str, optimize: bool) -> Structure:
     else:
         mol = Chem.AddHs(mol, addCoords=True)
     return _from_rdkit(mol, name)
+
+
+def _from_mol2(text: str, name: str) -> Structure:
+    """A Tripos mol2 molecule, with its bond orders; sanitised where RDKit can (mol2 atom
+    typing often defeats sanitisation, then the file's own bonds are kept as written)."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromMol2Block(text, removeHs=False, sanitize=True)
+    if mol is None:
+        mol = Chem.MolFromMol2Block(text, removeHs=False, sanitize=False)
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise _fail(name, "unparsable mol2 block")
+    if mol.GetNumConformers() == 0:
+        raise _fail(name, "mol2 block has no coordinates")
+    return _from_rdkit(mol, name)
+
+
+def _from_pdb(text: str, name: str) -> Structure:
+    """The atoms of a PDB file (ATOM and HETATM records of its first model) as a molecule;
+    bonds and their orders come from the geometry, as for xyz, since PDB files rarely carry
+    bond orders. Hydrogens are only those written in the file."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromPDBBlock(text, removeHs=False, sanitize=False, proximityBonding=False)
+    if mol is None or mol.GetNumAtoms() == 0:
+        raise _fail(name, "pdb: no ATOM or HETATM records")
+    numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+    if (numbers <= 0).any():
+        raise _fail(name, "pdb: an atom has no element (columns 77-78)")
+    pos = np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64)
+    b, o, d = molecular_bonds(numbers, pos)
+    return Structure(name=name, numbers=numbers, positions=pos, bonds=b, bond_orders=o,
+                     bond_lengths=d)
 
 
 def _from_xyz(text: str, name: str) -> Structure:
