@@ -87,17 +87,34 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
                 out.extend(expand_inputs(files) if files else [os.fspath(item)])  # .smi lists
                 continue
             if path.suffix.lower() in LIST_SUFFIXES and path.is_file():
-                for line in path.read_text().splitlines():
-                    line = line.strip()
-                    if not line or line.startswith("#"):
-                        continue
-                    token = line.split()[0] if path.suffix.lower() in {".smi", ".smiles"} else line
-                    candidate = path.parent / token
-                    out.append(str(candidate) if candidate.is_file() else token)
+                out.extend(_listed_inputs(path))
                 continue
             out.extend(_file_records(os.fspath(item)))
         else:
             out.append(item)
+    return out
+
+
+def _listed_inputs(listing: Path) -> list[Any]:
+    """The inputs a list file names, one per line. A ``.smi`` line is ``SMILES [name]``: a
+    named SMILES becomes a record called ``SMILES (name)``, so the name reaches the output."""
+    smiles_file = listing.suffix.lower() in {".smi", ".smiles"}
+    out: list[Any] = []
+    for line in listing.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        token, title = line, ""
+        if smiles_file:
+            token, *rest = line.split()
+            title = " ".join(rest)
+        for candidate in (listing.parent / token, Path(token)):
+            if candidate.is_file():
+                out.extend(_file_records(str(candidate)))
+                break
+        else:
+            out.append(StructureRecord(f"{token} ({title})", token, "smiles") if title
+                       else token)
     return out
 
 

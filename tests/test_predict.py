@@ -17,7 +17,7 @@ from andersonn.data.domain import Domain
 from andersonn.errors import AndersonnError, InputError
 from andersonn.images import IMAGE_SPECS, encode
 from andersonn.predict import Classifier, DomainWarning, Scientist, expand_inputs
-from andersonn.structures import read_structure
+from andersonn.structures import StructureRecord, read_records, read_structure
 
 from helpers import SMILES, tiny_polarity_dataset, tiny_polarity_run
 
@@ -172,13 +172,15 @@ def test_a_directory_is_its_structure_files(run_dir: Path, tmp_path: Path,
     (folder / "notes.md").write_text("not a structure")
     (folder / "more.smi").write_text("CCN amine\nCCCl\n")  # a list, as when given by name
     (folder / "sub").mkdir()
-    assert expand_inputs([str(folder), "CC"]) == [str(folder / "ethanol.mol"), "CCN", "CCCl",
-                                                  str(folder / "water.xyz"), "CC"]
+    assert expand_inputs([str(folder), "CC"]) == [
+        str(folder / "ethanol.mol"), StructureRecord("CCN (amine)", "CCN", "smiles"), "CCCl",
+        str(folder / "water.xyz"), "CC"]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["predict", str(run_dir), str(folder), str(empty)]) == 0
     captured = capsys.readouterr()
     assert "ethanol.mol" in captured.out and "water.xyz" in captured.out
+    assert "CCN (amine)" in captured.out  # a .smi line's name reaches the output
     assert f"cannot predict {empty}: {empty}: a directory with no structure files in it" in \
         captured.err
     with pytest.raises(InputError, match="a directory, not a structure file"):
@@ -199,9 +201,12 @@ def test_parallel_featurisation_gives_the_same_predictions(run_dir: Path) -> Non
 
 def test_expand_inputs(tmp_path: Path) -> None:
     (tmp_path / "mol.xyz").write_text((FIXTURES / "water.xyz").read_text())
+    (tmp_path / "two.xyz").write_text((FIXTURES / "water.xyz").read_text() * 2)
     listing = tmp_path / "list.txt"
-    listing.write_text("mol.xyz\nCCO\n# comment\n")
-    assert expand_inputs([str(listing), "CC"]) == [str(tmp_path / "mol.xyz"), "CCO", "CC"]
+    listing.write_text("mol.xyz\nCCO\n# comment\ntwo.xyz\n")
+    assert expand_inputs([str(listing), "CC"]) == [
+        str(tmp_path / "mol.xyz"), "CCO", *read_records(tmp_path / "two.xyz"), "CC"]
+    assert [r.name for r in read_records(tmp_path / "two.xyz")] == ["two.xyz#1", "two.xyz#2"]
 
 
 def test_fit_predict_on_arrays() -> None:
@@ -278,8 +283,6 @@ def test_predict_command_refuses_zero_conformers(run_dir: Path,
 def test_a_file_of_several_molecules_gives_one_prediction_each(
         run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import gzip
-
-    from andersonn.structures import StructureRecord
 
     blocks = [(FIXTURES / name).read_text().split("$$$$")[0].rstrip("\n") + "\n$$$$\n"
               for name in ("ethanol.mol", "benzene.sdf")]
