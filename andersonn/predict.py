@@ -7,9 +7,10 @@ mean something else. Every structure is checked against the run's applicability 
 elements no training structure held and molecule sizes outside the training range come back as
 warnings (``Prediction.warnings``; :class:`DomainWarning` from ``predict``/``predict_proba``).
 Inputs are images ``(N, C, H, W)`` or structures: SMILES strings, structure
-files (xyz, sdf, mol, mol2, pdb, cif, POSCAR; gzip read through; a file of several structures
-gives one input per structure), :class:`andersonn.structures.Structure` objects, or text
-files listing such inputs one per line, or directories (their structure files). ``Scientist``
+files (xyz, sdf, mol, mol2, pdb, cif, POSCAR, vasprun.xml, ...; gzip read through; a file of
+several structures gives one input per structure), :class:`andersonn.structures.Structure`
+objects, or text files listing such inputs one per line, or directories (their structure
+files). ``Scientist``
 is another name for ``Classifier``.
 """
 

@@ -370,3 +370,24 @@ def test_gzip_files_are_read_through(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert bomb.stat().st_size < 1000
     with pytest.raises(InputError, match=r"^bomb\.xyz\.gz: file too large uncompressed"):
         read_structure(bomb)
+
+
+def test_dft_code_files_vasprun_espresso_xsf(tmp_path: Path) -> None:
+    # silicon, primitive fcc cell: a/2 = 2.715 Å (ASE-written), 2.73 Å in vasprun's final step
+    for name, half in (("vasprun_Si.xml", 2.73), ("Si.pwi", 2.715), ("Si.xsf", 2.715)):
+        s = read_structure(FIX / name)
+        assert s.formula == "Si2" and s.kind == "crystal", name
+        assert np.allclose(s.cell, half * (1 - np.eye(3)), atol=1e-6), name
+        assert np.allclose(s.positions[1], 0.5 * half * np.ones(3), atol=1e-6), name
+        # tetrahedral: each Si has 4 Si neighbours at sqrt(3)/4 a
+        assert len(s.bonds) == 4 and np.allclose(s.bond_lengths, np.sqrt(3) / 2 * half), name
+        text = (FIX / name).read_text()
+        assert sniff_format(text) == format_from_path(FIX / name), name
+    # a run cut short (no finalpos, XML unclosed): the last ionic step written
+    text = (FIX / "vasprun_Si.xml").read_text()
+    cut = text[:text.index('<structure name="finalpos"') + 40]
+    assert np.allclose(parse_structure(cut, "vasprun", "run").cell, 2.73 * (1 - np.eye(3)))
+    for bad, reason in (("<modeling></modeling>", "no atominfo or structure"),
+                        ("<modeling><atominfo>", "no structure written yet")):
+        with pytest.raises(InputError, match=rf"^v\.xml: vasprun: {reason}"):
+            parse_structure(bad, "vasprun", "v.xml")

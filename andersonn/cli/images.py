@@ -14,11 +14,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         description="Read a structure (file or SMILES) and write OUT.png (one labelled panel per "
                     "channel) and OUT.npy (the float32 (C, H, W) array).")
     p.add_argument("input", metavar="INPUT", help="structure file (xyz, sdf, mol, mol2, pdb, "
-                   "cif, POSCAR, vasp, json; also .gz) or a SMILES string")
+                   "cif, POSCAR, vasp, vasprun.xml, pwi, xsf, json; also .gz) or a SMILES string")
     p.add_argument("--out", required=True, metavar="FILE", help="output stem (FILE.png, FILE.npy)")
     p.add_argument("--format", dest="fmt", default=None, metavar="FMT",
                    help="override the format: smiles, xyz, sdf, mol, mol2, pdb, cif, poscar, "
-                        "pymatgen-dict")
+                        "vasprun, espresso-in, xsf, pymatgen-dict")
     p.add_argument("--record", type=int, default=None, metavar="K",
                    help="which structure (1-based) of a file that holds several (SDF records, "
                         "xyz frames, CIF blocks, ...)")

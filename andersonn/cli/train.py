@@ -70,7 +70,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     pr = commands.add_parser("predict", help="classify structures with a trained run",
                              description="INPUT: SMILES, structure files (xyz, sdf, mol, mol2, "
-                             "pdb, cif, POSCAR; also gzip-compressed), directories of such files, "
+                             "pdb, cif, POSCAR, vasprun.xml, pw.x input, xsf; also "
+                             "gzip-compressed), directories of such files, "
                              "or text files listing them one per line. A file of several "
                              "structures (SDF records, xyz frames, CIF data blocks, ...) gives "
                              "one row each, named FILE#k (title).")

@@ -1,7 +1,8 @@
 """Structure readers: files, SMILES and in-memory content -> :class:`Structure`.
 
 Formats: ``smiles``, ``xyz``, ``sdf``, ``mol``, ``mol2``, ``pdb`` (RDKit), ``cif`` (fast P1
-reader with pymatgen fallback), ``poscar`` (VASP POSCAR/CONTCAR/.vasp, pymatgen) and
+reader with pymatgen fallback), ``poscar`` (VASP POSCAR/CONTCAR/.vasp, pymatgen), ``vasprun``
+(VASP vasprun.xml, its final structure), ``espresso-in`` and ``xsf`` (ASE) and
 ``pymatgen-dict`` (a ``Structure.as_dict()``/``Molecule.as_dict()`` dict). The format comes from
 the extension or the content and can be overridden; a gzip-compressed file (``.gz``) is read
 through. A file may hold several structures (SDF records, xyz frames, CIF data blocks, mol2
@@ -33,14 +34,16 @@ from andersonn.structures.elements import symbol_to_z
 from andersonn.structures.network import molecular_bonds, periodic_bonds
 from andersonn.structures.structure import Structure
 
-FORMATS = ("smiles", "xyz", "sdf", "mol", "mol2", "pdb", "cif", "poscar", "pymatgen-dict")
+FORMATS = ("smiles", "xyz", "sdf", "mol", "mol2", "pdb", "cif", "poscar", "vasprun", "espresso-in",
+           "xsf", "pymatgen-dict")
 _ALIASES = {"smi": "smiles", "vasp": "poscar", "contcar": "poscar", "mdl": "mol", "sd": "sdf",
-            "ent": "pdb", "json": "pymatgen-dict", "pymatgen": "pymatgen-dict",
+            "ent": "pdb", "pwi": "espresso-in", "vasp-xml": "vasprun",
+            "json": "pymatgen-dict", "pymatgen": "pymatgen-dict",
             "dict": "pymatgen-dict"}
 _EXTENSIONS = {".smi": "smiles", ".smiles": "smiles", ".xyz": "xyz", ".sdf": "sdf", ".sd": "sdf",
                ".mol": "mol", ".mol2": "mol2", ".pdb": "pdb", ".ent": "pdb", ".cif": "cif",
-               ".vasp": "poscar", ".poscar": "poscar", ".contcar": "poscar",
-               ".json": "pymatgen-dict"}
+               ".vasp": "poscar", ".poscar": "poscar", ".contcar": "poscar", ".pwi": "espresso-in",
+               ".xsf": "xsf", ".json": "pymatgen-dict"}
 MULTI_RECORD_FORMATS = ("sdf", "xyz", "cif", "mol2", "pdb")
 CONFORMER_SEED = 0xA11CE
 MAX_FILE_BYTES = 200 * 1024 * 1024
@@ -99,6 +102,8 @@ def format_from_path(path: str | os.PathLike[str]) -> str | None:
     stem = p.name.upper()
     if stem.startswith(("POSCAR", "CONTCAR")):
         return "poscar"
+    if stem.startswith("VASPRUN") and ext == ".xml":
+        return "vasprun"
     return None
 
 
@@ -123,6 +128,12 @@ def sniff_format(text: str) -> str | None:
         return "sdf" if "$$$$" in text else "mol"
     if "@<TRIPOS>MOLECULE" in head:
         return "mol2"
+    if "<modeling>" in head:
+        return "vasprun"
+    if re.search(r"^\s*&control", head, re.M | re.I) and "ATOMIC_POSITIONS" in text.upper():
+        return "espresso-in"
+    if re.search(r"^\s*(CRYSTAL|PRIMVEC|PRIMCOORD)\s*$", head, re.M):
+        return "xsf"
     if re.search(r"^(HETATM|ATOM  |CRYST1|HEADER|COMPND|MODEL )", head, re.M):
         return "pdb"
     lines = head.splitlines()
@@ -389,6 +400,10 @@ def parse_structure(content: Any, fmt: str, name: str = "input", *,
                 s = _from_mol2(content, name)
             elif fmt == "pdb":
                 s = _from_pdb(content, name)
+            elif fmt == "vasprun":
+                s = _from_vasprun(content, name)
+            elif fmt in ("espresso-in", "xsf"):
+                s = _from_ase(content, fmt, name)
             elif fmt == "cif":
                 s = _from_cif(content, name)
             elif fmt == "poscar":
@@ -626,6 +641,69 @@ def _from_poscar(text: str, name: str) -> Structure:
     except Exception as exc:
         raise _fail(name, f"bad POSCAR: {type(exc).__name__}: {exc}") from None
     return _from_pymatgen(poscar.structure, name)
+
+
+def _from_vasprun(text: str, name: str) -> Structure:
+    """The final structure of a VASP ``vasprun.xml`` (``finalpos``; for a run cut short, the
+    last ionic step written), with the elements of its ``atominfo``."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        # a run still going (or killed) leaves the XML unclosed: read up to its last structure
+        end = text.rfind("</structure>")
+        if end < 0:
+            raise _fail(name, "vasprun: no structure written yet") from None
+        head = text[:end + len("</structure>")]
+        try:
+            root = ET.fromstring(head + _closing_tags(head))
+        except ET.ParseError as exc:
+            raise _fail(name, f"vasprun: malformed XML ({exc})") from None
+    symbols = [rc.find("c").text.strip() for rc in root.findall(
+        "atominfo/array[@name='atoms']/set/rc") if rc.find("c") is not None]
+    structures = root.findall("structure[@name='finalpos']") or root.findall(".//structure")
+    if not symbols or not structures:
+        raise _fail(name, "vasprun: no atominfo or structure")
+    final = structures[-1]
+
+    def rows(path: str) -> np.ndarray:
+        return np.array([[float(v) for v in e.text.split()] for e in final.findall(path)])
+
+    cell, frac = rows("crystal/varray[@name='basis']/v"), rows("varray[@name='positions']/v")
+    if cell.shape != (3, 3) or frac.shape != (len(symbols), 3):
+        raise _fail(name, f"vasprun: {len(frac)} positions for {len(symbols)} atoms or no cell")
+    return Structure(name=name, numbers=np.array([symbol_to_z(x) for x in symbols]),
+                     positions=frac @ cell, cell=cell)
+
+
+def _closing_tags(text: str) -> str:
+    """Closing tags for the elements still open at the end of ``text`` (a truncated XML)."""
+    stack: list[str] = []
+    for m in re.finditer(r"<(/?)([A-Za-z_][\w.-]*)[^>]*?(/?)>", text):
+        closing, tag, empty = m.groups()
+        if closing:
+            if stack and stack[-1] == tag:
+                stack.pop()
+        elif not empty and not m.group(0).startswith("<?"):
+            stack.append(tag)
+    return "".join(f"</{t}>" for t in reversed(stack))
+
+
+def _from_ase(text: str, fmt: str, name: str) -> Structure:
+    """A Quantum ESPRESSO pw.x input or an XCrySDen xsf file, through ASE's reader (the last
+    image of an animated xsf)."""
+    from ase.io import read
+
+    atoms = read(io.StringIO(text), format=fmt, index=-1)
+    numbers = np.asarray(atoms.numbers, dtype=np.int64)
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    if atoms.pbc.any() and atoms.cell.volume > 1e-3:
+        return Structure(name=name, numbers=numbers, positions=pos,
+                         cell=np.asarray(atoms.cell.array, dtype=np.float64))
+    b, o, d = molecular_bonds(numbers, pos)
+    return Structure(name=name, numbers=numbers, positions=pos, bonds=b, bond_orders=o,
+                     bond_lengths=d)
 
 
 def _from_pymatgen_dict(content: Any, name: str) -> Structure:
