@@ -4,10 +4,10 @@ labelled structures.
 - :func:`evaluate_split` scores runs on their dataset build's ``test`` (or ``val``/``train``)
   split.
 - :func:`evaluate_labelled` scores them on a CSV of inputs (SMILES or structure files) with
-  either a class name or the property value. A value is turned into a class by the run's own
-  label rule and thresholds (dipole in D, LCD in Å, band gap in eV). Rows that cannot be used
-  are skipped and reported, and the rest are scored. Accuracy is also split between inputs
-  inside and outside the model's training domain.
+  either a class name or the property value, or on an SDF whose records carry one as a data
+  field. A value is turned into a class by the run's own label rule and thresholds (dipole in
+  D, LCD in Å, band gap in eV). Rows that cannot be used are skipped and reported, and the rest
+  are scored. Accuracy is also split between inputs inside and outside the training domain.
 
 Several runs of one task are scored one by one (mean ± sd over them) and as ensembles of their
 first k (:class:`andersonn.ensemble.Ensemble`). That is how a seed spread and the gain of a deep
@@ -218,30 +218,29 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
 
 def read_labelled(path: str | Path, task: str, classes: Sequence[str],
                   thresholds: dict[str, float] | None = None
-                  ) -> tuple[list[str], list[int], list[dict[str, Any]]]:
-    """Read a labelled CSV (``.tsv``: tab-separated) with a header row.
+                  ) -> tuple[list[Any], list[int], list[dict[str, Any]]]:
+    """Read labelled structures: a CSV (``.tsv``: tab-separated) with a header row, or an SDF
+    (also ``.sdf.gz``) whose records carry the label as a data field.
 
-    Columns (case-insensitive): the input, one of ``input``, ``smiles``, ``structure``,
+    CSV columns (case-insensitive): the input, one of ``input``, ``smiles``, ``structure``,
     ``path``, ``file`` (a relative path is taken from the CSV's folder when the file is there);
     and either the class (``class`` or ``label``: a class name or index) or the property value
     (``value``, or ``dipole`` / ``lcd`` / ``gap`` by task), turned into a class by the task's
-    label rule under ``thresholds``. Returns the inputs, their class indices, and the rows
+    label rule under ``thresholds``. In an SDF each record is the input and its data fields
+    (``> <dipole>``) are the columns. Returns the inputs, their class indices, and the rows
     skipped (``where``, ``reason``). A file that cannot be used at all is an :class:`InputError`.
     """
     from andersonn.data.tasks import get_task
+    from andersonn.structures.readers import format_from_path
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such labels file")
     task_def = get_task(task)
     rule = task_def.thresholds(thresholds)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it as text ({exc})") from None
-    reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv"
-                            else ",")
-    header = {(name or "").strip().lower(): name for name in reader.fieldnames or []}
+    sdf = format_from_path(path) == "sdf"
+    names, rows = _sdf_table(path) if sdf else _csv_table(path)
+    header = {name.strip().lower(): name for name in names}
 
     def column(options: Sequence[str]) -> str | None:
         return next((header[o] for o in options if o in header), None)
@@ -249,19 +248,19 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
     input_col = column(INPUT_COLUMNS)
     class_col = column(CLASS_COLUMNS)
     value_col = column(VALUE_COLUMNS[task])
-    if input_col is None:
+    if input_col is None and not sdf:
         raise InputError(f"{path}: no input column (name one of {', '.join(INPUT_COLUMNS)})")
     if (class_col is None) == (value_col is None):
         which = "both a class and a value column" if class_col else "no class or value column"
-        raise InputError(f"{path}: {which}; give exactly one of "
+        field = "field" if sdf else "column"
+        raise InputError(f"{path}: {which.replace('column', field)}; give exactly one of "
                          f"{', '.join(CLASS_COLUMNS + VALUE_COLUMNS[task])}")
     lookup = {c.lower(): i for i, c in enumerate(classes)}
-    inputs: list[str] = []
+    inputs: list[Any] = []
     labels: list[int] = []
     skipped: list[dict[str, Any]] = []
-    for row_number, row in enumerate(reader, start=2):  # the header is line 1
-        where = f"{path.name} line {row_number}"
-        item = (row.get(input_col) or "").strip()
+    for where, row, record in rows:
+        item = record if record is not None else (row.get(input_col) or "").strip()
         raw = (row.get(class_col or value_col) or "").strip()  # type: ignore[arg-type]
         if not item or not raw:
             skipped.append({"where": where, "reason": "empty input or label"})
@@ -283,19 +282,47 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
                 skipped.append({"where": where, "reason": f"value {raw!r} is not a number"})
                 continue
             label = task_def.label(value, rule)
-        local = path.parent / item
-        inputs.append(str(local) if local.is_file() else item)
+        if record is None:
+            local = path.parent / item
+            item = str(local) if local.is_file() else item
+        inputs.append(item)
         labels.append(label)
     if not inputs:
         raise InputError(f"{path}: no usable rows ({len(skipped)} skipped)")
     return inputs, labels, skipped
 
 
+_Table = tuple[list[str], list[tuple[str, dict[str, str], Any]]]
+"""Column names, and per row: where it is (for reports), its fields, the record it describes
+(``None`` for a CSV row, whose input is a column)."""
+
+
+def _csv_table(path: Path) -> _Table:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it as text ({exc})") from None
+    reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv"
+                            else ",")
+    names = [name or "" for name in reader.fieldnames or []]
+    rows = [(f"{path.name} line {number}", row, None)  # the header is line 1
+            for number, row in enumerate(reader, start=2)]
+    return names, rows
+
+
+def _sdf_table(path: Path) -> _Table:
+    from andersonn.structures.readers import read_records, sdf_fields
+
+    rows = [(record.name, sdf_fields(record.text), record) for record in read_records(path)]
+    names = list(dict.fromkeys(name for _, fields, _ in rows for name in fields))
+    return names, rows
+
+
 def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | Path,
                       device: str = "cpu", solver: str | None = None,
                       solver_options: dict[str, Any] | None = None, workers: int | None = 1,
                       progress: bool = False, conformers: int = 1) -> Evaluation:
-    """Score runs on the structures and labels of a CSV (see :func:`read_labelled`).
+    """Score runs on the structures and labels of a CSV or SDF (see :func:`read_labelled`).
 
     The run's thresholds turn values into classes. Each input is read once, with the first
     run's domain checks. Unreadable inputs are skipped and reported. ``domain`` splits the
@@ -310,7 +337,8 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
     images, ok, errors, notes, counts = ens._featurize(inputs, max(1, workers),
                                                        progress and len(inputs) >= 64,
                                                        conformers=conformers)
-    skipped += [{"where": inputs[i], "reason": errors[i]} for i in range(len(inputs))
+    input_names = [str(getattr(item, "name", item)) for item in inputs]  # records: their name
+    skipped += [{"where": input_names[i], "reason": errors[i]} for i in range(len(inputs))
                 if errors[i]]
     if not ok:
         raise InputError(f"{labels_file}: none of its {len(inputs)} inputs could be read "
@@ -320,8 +348,8 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
     mean = probs.mean(axis=0)
     predicted = mean.argmax(axis=1)
     classes = list(ens.classes_)
-    rows = [{"input": inputs[i], "class": classes[labels[r]], "predicted": classes[predicted[r]],
-             "correct": bool(predicted[r] == labels[r]),
+    rows = [{"input": input_names[i], "class": classes[labels[r]],
+             "predicted": classes[predicted[r]], "correct": bool(predicted[r] == labels[r]),
              "probabilities": {c: float(v) for c, v in zip(classes, mean[r], strict=True)},
              "warnings": notes[i]} for r, i in enumerate(ok)]
     outside = np.array([bool(notes[i]) for i in ok])

@@ -210,3 +210,36 @@ def test_reliability_bins_and_plots(setup, tmp_path: Path) -> None:
     paths = result.write_plots(tmp_path / "plots")
     assert [p.name for p in paths] == ["confusion.png", "reliability.png"]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+
+
+def test_an_sdf_with_the_label_as_a_data_field(setup, tmp_path: Path) -> None:
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from andersonn.structures import read_records, sdf_fields
+
+    path = tmp_path / "mols.sdf"
+    writer = Chem.SDWriter(str(path))
+    dipoles = {"CCO": "1.7", "CCCN": "2.9", "CCCC": "0.0", "CC(=O)N": "", "CO": "n/a"}
+    for smiles, dipole in dipoles.items():
+        mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+        AllChem.EmbedMolecule(mol, randomSeed=3)
+        mol.SetProp("_Name", smiles)
+        mol.SetProp("Dipole", dipole)
+        mol.SetProp("note", "two\nlines")
+        writer.write(mol)
+    writer.close()
+    assert sdf_fields(read_records(path)[0].text) == {"Dipole": "1.7", "note": "two\nlines"}
+    inputs, labels, skipped = read_labelled(path, "polarity", POLAR)
+    assert [i.name for i in inputs] == ["mols.sdf#1 (CCO)", "mols.sdf#2 (CCCN)",
+                                        "mols.sdf#3 (CCCC)"]
+    assert labels == [0, 1, 0]
+    assert skipped == [{"where": "mols.sdf#4 (CC(=O)N)", "reason": "empty input or label"},
+                       {"where": "mols.sdf#5 (CO)", "reason": "value 'n/a' is not a number"}]
+    result = evaluate_labelled(setup[1][:1], path)
+    assert result.n == 3 and [r["input"] for r in result.rows] == [i.name for i in inputs]
+    # each record scores as the same molecule does in a file of its own
+    alone = Classifier.load(setup[1][0]).predict_inputs(inputs)
+    assert [r["predicted"] for r in result.rows] == [p.label for p in alone]
+    with pytest.raises(InputError, match="no class or value field"):
+        read_labelled(path, "crystal-gap", ["metal", "semiconductor", "insulator"])

@@ -92,12 +92,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "(--split), or on a CSV of your own structures (--labels): a header row, an input "
         "column (input, smiles, structure, path or file) and either a class column (class or "
         "label) or the property value (value; dipole in D, lcd in Å or gap in eV by task), "
-        "turned into a class by the run's label rule. Unusable rows are skipped and reported.")
+        "turned into a class by the run's label rule; or an SDF whose records carry such a "
+        "field (> <dipole>). Unusable rows are skipped and reported.")
     ev.add_argument("runs", metavar="RUN_DIR", nargs="+")
     where = ev.add_mutually_exclusive_group()
     where.add_argument("--split", choices=("test", "val", "train"), default="test",
                        help="split of the run's dataset build (test)")
-    where.add_argument("--labels", metavar="FILE.csv", default=None,
+    where.add_argument("--labels", metavar="FILE.csv|FILE.sdf", default=None,
                        help="score on these labelled structures instead")
     ev.add_argument("--out", metavar="FILE.json", default=None,
                     help="write the scores (and, with --labels, every input's prediction)")

@@ -10,6 +10,7 @@ from andersonn.structures.readers import (
     read_conformers,
     read_records,
     read_structure,
+    sdf_fields,
     sniff_format,
     split_records,
     structure_from_arrays,
@@ -17,5 +18,5 @@ from andersonn.structures.readers import (
 from andersonn.structures.structure import Structure, StructureSummary
 
 __all__ = ["FORMATS", "Structure", "StructureRecord", "StructureSummary", "format_from_path",
-           "parse_structure", "read_conformers", "read_records", "read_structure", "sniff_format",
-           "split_records", "structure_from_arrays"]
+           "parse_structure", "read_conformers", "read_records", "read_structure", "sdf_fields",
+           "sniff_format", "split_records", "structure_from_arrays"]

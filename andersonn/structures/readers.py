@@ -213,6 +213,25 @@ def split_records(text: str, fmt: str) -> list[tuple[str, str]]:
     return [("", text)]
 
 
+def sdf_fields(text: str) -> dict[str, str]:
+    """The data fields of one SDF record (``> <name>`` then value lines up to a blank line);
+    multi-line values are joined with newlines."""
+    fields: dict[str, str] = {}
+    lines = text.splitlines()
+    i = next((k + 1 for k, ln in enumerate(lines) if ln.strip() == "M  END"), len(lines))
+    while i < len(lines):
+        m = re.match(r"^>.*?<([^>]*)>", lines[i])
+        i += 1
+        if not m:
+            continue
+        values = []
+        while i < len(lines) and lines[i].strip():
+            values.append(lines[i].rstrip())
+            i += 1
+        fields[m.group(1).strip()] = "\n".join(values)
+    return fields
+
+
 def _xyz_frames(text: str) -> list[tuple[str, str]]:
     """Consecutive xyz frames (atom count, comment, atoms). A malformed tail becomes a last
     frame of its own, which then fails with the xyz reader's reason."""
