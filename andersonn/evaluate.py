@@ -231,7 +231,7 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
     skipped (``where``, ``reason``). A file that cannot be used at all is an :class:`InputError`.
     """
     from andersonn.data.tasks import get_task
-    from andersonn.structures.readers import format_from_path
+    from andersonn.structures.readers import format_from_path, is_file
 
     path = Path(path)
     if not path.is_file():
@@ -284,7 +284,7 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
             label = task_def.label(value, rule)
         if record is None:
             local = path.parent / item
-            item = str(local) if local.is_file() else item
+            item = str(local) if is_file(local) else item
         inputs.append(item)
         labels.append(label)
     if not inputs:

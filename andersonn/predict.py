@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import io
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -77,17 +78,17 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
     against the list's folder when such a file exists there. A directory without structure
     files stays one input, which then fails with that reason; so does an unreadable file.
     """
-    from andersonn.structures.readers import structure_files
+    from andersonn.structures.readers import is_dir, is_file, structure_files
 
     out: list[Any] = []
     for item in inputs:
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
-            if path.is_dir():
+            if is_dir(path):
                 files = [os.fspath(f) for f in structure_files(path)]
                 out.extend(expand_inputs(files) if files else [os.fspath(item)])  # .smi lists
                 continue
-            if path.suffix.lower() in LIST_SUFFIXES and path.is_file():
+            if path.suffix.lower() in LIST_SUFFIXES and is_file(path):
                 out.extend(_listed_inputs(path))
                 continue
             out.extend(_file_records(os.fspath(item)))
@@ -99,6 +100,8 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
 def _listed_inputs(listing: Path) -> list[Any]:
     """The inputs a list file names, one per line. A ``.smi`` line is ``SMILES [name]``: a
     named SMILES becomes a record called ``SMILES (name)``, so the name reaches the output."""
+    from andersonn.structures.readers import is_file
+
     smiles_file = listing.suffix.lower() in {".smi", ".smiles"}
     out: list[Any] = []
     for line in listing.read_text().splitlines():
@@ -110,7 +113,7 @@ def _listed_inputs(listing: Path) -> list[Any]:
             token, *rest = line.split()
             title = " ".join(rest)
         for candidate in (listing.parent / token, Path(token)):
-            if candidate.is_file():
+            if is_file(candidate):
                 out.extend(_file_records(str(candidate)))
                 break
         else:
@@ -121,9 +124,14 @@ def _listed_inputs(listing: Path) -> list[Any]:
 
 def _file_records(item: str) -> list[Any]:
     """``[item]``, or the records of a file that holds several structures."""
-    from andersonn.structures.readers import MULTI_RECORD_FORMATS, format_from_path, read_records
+    from andersonn.structures.readers import (
+        MULTI_RECORD_FORMATS,
+        format_from_path,
+        is_file,
+        read_records,
+    )
 
-    if format_from_path(item) not in MULTI_RECORD_FORMATS or not Path(item).is_file():
+    if format_from_path(item) not in MULTI_RECORD_FORMATS or not is_file(item):
         return [item]
     try:
         records = read_records(item)
@@ -139,8 +147,12 @@ def _input_name(item: Any) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The first line of an error, at most 300 characters; a very long word in it (a long
+    SMILES as the input's name) is shortened so that the reason after it still shows."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    line = text[0] if text else type(exc).__name__
+    line = re.sub(r"\S{101,}", lambda m: f"{m.group(0)[:60]}...{m.group(0)[-20:]}", line)
+    return line[:300]
 
 
 class Classifier:
@@ -444,8 +456,8 @@ def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
 
     spec, domain, shape, feature_domain, conformers = setup
     try:
-        structures = (read_conformers(item, conformers) if isinstance(item, _READABLE)
-                      else [item])
+        structures = (read_conformers(item, conformers, max_atoms=spec.max_atoms)
+                      if isinstance(item, _READABLE) else [item])
         notes: list[str] = []
         if domain is not None and hasattr(structures[0], "summary"):
             problem, notes = domain.check(structures[0].summary())

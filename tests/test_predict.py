@@ -314,3 +314,15 @@ def test_a_file_of_several_molecules_gives_one_prediction_each(
     assert "it holds 2 structures; choose one with --record K" in capsys.readouterr().err
     assert main(["image", str(multi), "--record", "2", "--out", str(tmp_path / "img")]) == 0
     assert np.load(tmp_path / "img.npy").shape == tuple(clf.config_["image_shape"])
+
+
+def test_a_smiles_too_long_for_a_file_name_is_still_an_input(run_dir: Path) -> None:
+    # 300 characters: no file system takes it as a name, so asking whether it is a file
+    # raised OSError (ENAMETOOLONG) before; it is a SMILES like any other
+    long_chain = "C" * 300
+    assert expand_inputs([long_chain]) == [long_chain]
+    (pred,) = Classifier.load(run_dir).predict_inputs([long_chain])
+    assert not pred.ok and len(pred.error) <= 300
+    # refused from its atom count before embedding (which takes minutes for 902 atoms)
+    assert pred.error.endswith(": 902 atoms with hydrogens, more than the image holds (400)")
+    assert pred.error.startswith("C" * 60 + "...")

@@ -107,6 +107,23 @@ def format_from_path(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def is_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names an existing file; False, not an error, for strings no file can
+    have (a 300-character SMILES is too long a name for the file system)."""
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names an existing directory (False for impossible names)."""
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
 def structure_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The files in ``directory`` whose names imply a structure format, sorted (not
     recursive)."""
@@ -267,15 +284,24 @@ def _single_record(source: str | os.PathLike[str] | StructureRecord, fmt: str | 
 
 
 def read_conformers(source: str | os.PathLike[str] | StructureRecord, count: int,
-                    fmt: str | None = None, name: str | None = None) -> list[Structure]:
+                    fmt: str | None = None, name: str | None = None,
+                    max_atoms: int | None = None) -> list[Structure]:
     """Up to ``count`` conformers of a SMILES input, lowest MMFF94 energy first.
 
     The conformers are ETKDG embeddings, seeded and so repeatable, each MMFF-optimised.
     Embeddings within 0.5 Å RMSD of another are dropped, so a rigid molecule gets fewer.
     Any other input carries its own geometry (xyz, sdf/mol, mol2, pdb, CIF, POSCAR) and is read
     as by :func:`read_structure`: a list of one. ``count=1`` is :func:`read_structure`.
+    ``max_atoms`` refuses a SMILES of more atoms (hydrogens included) before any embedding,
+    which for a large molecule takes minutes.
     """
     text, fmt, name = _single_record(source, fmt, name)
+    if fmt == "smiles" and max_atoms is not None:
+        with quiet():
+            n_atoms = _smiles_mol(text.strip(), name).GetNumAtoms()
+        if n_atoms > max_atoms:
+            raise _fail(name, f"{n_atoms} atoms with hydrogens, more than the image holds "
+                              f"({max_atoms})")
     if fmt != "smiles" or count <= 1:
         return [parse_structure(text, fmt, name)]
     from rdkit import Chem
@@ -321,13 +347,12 @@ def _resolve_source(source: str | os.PathLike[str] | StructureRecord, fmt: str |
         return source.text, normalise_format(fmt or source.fmt, source.name), name or source.name
     src = os.fspath(source)
     path = Path(src)
-    is_file = False
-    with contextlib.suppress(OSError, ValueError):
-        is_file = len(src) < 4096 and "\n" not in src and path.is_file()
-    if not is_file and len(src) < 4096 and "\n" not in src and path.is_dir():
+    one_line = len(src) < 4096 and "\n" not in src
+    file = one_line and is_file(path)
+    if not file and one_line and is_dir(path):
         raise _fail(src, "a directory, not a structure file" if structure_files(path)
                     else "a directory with no structure files in it")
-    if not is_file:
+    if not file:
         looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
         if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
             raise _fail(src, "no such file")
