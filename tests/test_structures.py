@@ -391,3 +391,18 @@ def test_dft_code_files_vasprun_espresso_xsf(tmp_path: Path) -> None:
                         ("<modeling><atominfo>", "no structure written yet")):
         with pytest.raises(InputError, match=rf"^v\.xml: vasprun: {reason}"):
             parse_structure(bad, "vasprun", "v.xml")
+
+
+def test_lines_after_an_xyz_frame_are_not_another_structure() -> None:
+    from andersonn.structures import read_records
+
+    # a file as QM9 distributes it: atoms with Mathematica exponents, then frequencies,
+    # SMILES and InChI lines after the frame
+    qm9_style = ("3\ngdb 42\tO 0 0 0\nO 0.0 0.0 0.1173*^-0\t-0.4\nH 0.0 0.7572 -0.4692\t0.2\n"
+                 "H 0.0 -0.7572 -0.4692\t0.2\n1594.7\t3656.3\t3755.9\nO\tO\n"
+                 "InChI=1S/H2O/h1H2\tInChI=1S/H2O/h1H2\n")
+    (record,) = read_records(qm9_style, fmt="xyz", name="dsgdb9nsd_000042.xyz")
+    assert read_structure(record).formula == "H2O"
+    assert parse_structure(qm9_style, "xyz", "w").formula == "H2O"
+    # a count line holds the count alone: "100 3656.3" after a frame is trailing text too
+    (record,) = read_records(qm9_style.replace("1594.7", "100 "), fmt="xyz", name="x.xyz")

@@ -250,8 +250,10 @@ def sdf_fields(text: str) -> dict[str, str]:
 
 
 def _xyz_frames(text: str) -> list[tuple[str, str]]:
-    """Consecutive xyz frames (atom count, comment, atoms). A malformed tail becomes a last
-    frame of its own, which then fails with the xyz reader's reason."""
+    """Consecutive xyz frames (atom count, comment, atoms). Lines after the last frame that
+    do not start with an atom count are not a frame (QM9's own xyz files end with frequencies,
+    SMILES and InChI); a frame cut short becomes a last frame of its own, which then fails with
+    the xyz reader's reason."""
     lines = text.splitlines()
     frames: list[tuple[str, str]] = []
     i = 0
@@ -259,10 +261,13 @@ def _xyz_frames(text: str) -> list[tuple[str, str]]:
         if not lines[i].strip():
             i += 1
             continue
+        tokens = lines[i].split()
         try:
-            n = int(lines[i].split()[0])
-        except (ValueError, IndexError):
+            n = int(tokens[0]) if len(tokens) == 1 or not frames else -1
+        except ValueError:
             n = -1
+        if n < 0 and frames:  # not a lone atom count: trailing text, not a frame
+            break
         if n <= 0 or i + 2 + n > len(lines):
             frames.append(("", "\n".join(lines[i:]) + "\n"))
             break
