@@ -326,3 +326,10 @@ def test_a_smiles_too_long_for_a_file_name_is_still_an_input(run_dir: Path) -> N
     # refused from its atom count before embedding (which takes minutes for 902 atoms)
     assert pred.error.endswith(": 902 atoms with hydrogens, more than the image holds (400)")
     assert pred.error.startswith("C" * 60 + "...")
+
+
+def test_image_refuses_a_smiles_too_big_for_its_image_at_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["image", "C" * 300, "--out", str(tmp_path / "x")]) == 2
+    assert "902 atoms with hydrogens, more than the image holds (400)" in capsys.readouterr().err
+    assert main(["image", "CCO", "--out", str(tmp_path / "x")]) == 0

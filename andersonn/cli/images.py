@@ -42,7 +42,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
     from andersonn.images.encode import encode_labelled
     from andersonn.images.render import write_image_files
     from andersonn.images.spec import DEFAULT_TASK, get_spec
-    from andersonn.structures.readers import read_records, read_structure
+    from andersonn.structures.readers import read_conformers, read_records
 
     records = read_records(args.input, fmt=args.fmt)
     k = 1 if args.record is None and len(records) == 1 else args.record
@@ -50,7 +50,11 @@ def _cmd_image(args: argparse.Namespace) -> int:
         held = f"it holds {len(records)} structure{'s' if len(records) > 1 else ''}"
         raise InputError(f"{args.input}: {held}; choose one with --record K" if k is None
                          else f"{args.input}: --record {k} out of range ({held})")
-    s = read_structure(records[k - 1])
+    record = records[k - 1]
+    # a SMILES is checked against the molecule image's size before its (slow) embedding
+    limit = (get_spec(args.task or DEFAULT_TASK["molecule"]).max_atoms
+             if record.fmt == "smiles" else None)
+    (s,) = read_conformers(record, 1, max_atoms=limit)
     spec = get_spec(args.task or DEFAULT_TASK[s.kind])
     img, labels = encode_labelled(s, spec)
     title = f"{s.name} ({s.formula}, {s.kind}) — {spec.name} image {'x'.join(map(str, img.shape))}"
