@@ -34,7 +34,15 @@ import torch
 from andersonn.data.domain import Domain, FeatureDomain
 from andersonn.errors import AndersonnError, InputError
 from andersonn.fileio import atomic_write_json, atomic_write_text
-from andersonn.structures.readers import StructureRecord
+from andersonn.structures.readers import (
+    MULTI_RECORD_FORMATS,
+    StructureRecord,
+    format_from_path,
+    is_dir,
+    is_file,
+    read_records,
+    structure_files,
+)
 
 __all__ = ["Classifier", "DomainWarning", "Prediction", "Scientist", "expand_inputs",
            "format_table", "write_predictions"]
@@ -78,8 +86,6 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
     against the list's folder when such a file exists there. A directory without structure
     files stays one input, which then fails with that reason; so does an unreadable file.
     """
-    from andersonn.structures.readers import is_dir, is_file, structure_files
-
     out: list[Any] = []
     for item in inputs:
         if isinstance(item, (str, os.PathLike)):
@@ -100,8 +106,6 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
 def _listed_inputs(listing: Path) -> list[Any]:
     """The inputs a list file names, one per line. A ``.smi`` line is ``SMILES [name]``: a
     named SMILES becomes a record called ``SMILES (name)``, so the name reaches the output."""
-    from andersonn.structures.readers import is_file
-
     smiles_file = listing.suffix.lower() in {".smi", ".smiles"}
     out: list[Any] = []
     for line in listing.read_text().splitlines():
@@ -124,13 +128,6 @@ def _listed_inputs(listing: Path) -> list[Any]:
 
 def _file_records(item: str) -> list[Any]:
     """``[item]``, or the records of a file that holds several structures."""
-    from andersonn.structures.readers import (
-        MULTI_RECORD_FORMATS,
-        format_from_path,
-        is_file,
-        read_records,
-    )
-
     if format_from_path(item) not in MULTI_RECORD_FORMATS or not is_file(item):
         return [item]
     try:
