@@ -16,10 +16,8 @@ ensemble are measured. ``andersonn evaluate`` is the command-line front.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from andersonn.data.labelled import parse_value
 from andersonn.ensemble import Ensemble
 from andersonn.errors import AndersonnError, InputError
 
@@ -38,12 +37,11 @@ HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "metal_vs_nonmetal_bala
             "ece", "nll")
 """Scores reported per run and per ensemble (metal vs non-metal only where a task has metals)."""
 
-INPUT_COLUMNS = ("input", "smiles", "structure", "path", "file")
-CLASS_COLUMNS = ("class", "label")
 VALUE_COLUMNS = {"polarity": ("value", "dipole", "dipole_debye"),
                  "mof-pore": ("value", "lcd"),
                  "crystal-gap": ("value", "gap", "band_gap", "gap_ev")}
-"""Column names accepted (case-insensitive) in a labelled CSV, per role."""
+"""Value column names accepted (case-insensitive) in a labelled CSV, per task (the input and
+class columns: :mod:`andersonn.data.labelled`)."""
 
 
 def score_probabilities(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]
@@ -217,55 +215,44 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
 
 
 def read_labelled(path: str | Path, task: str, classes: Sequence[str],
-                  thresholds: dict[str, float] | None = None
+                  thresholds: dict[str, float] | Sequence[float] | None = None
                   ) -> tuple[list[Any], list[int], list[dict[str, Any]]]:
     """Read labelled structures: a CSV (``.tsv``: tab-separated) with a header row, or an SDF
-    (also ``.sdf.gz``) whose records carry the label as a data field.
+    (also ``.sdf.gz``) whose records carry the label as a data field
+    (:func:`andersonn.data.labelled.read_label_table`).
 
     CSV columns (case-insensitive): the input, one of ``input``, ``smiles``, ``structure``,
     ``path``, ``file`` (a relative path is taken from the CSV's folder when the file is there);
     and either the class (``class`` or ``label``: a class name or index) or the property value
     (``value``, or ``dipole`` / ``lcd`` / ``gap`` by task), turned into a class by the task's
-    label rule under ``thresholds``. In an SDF each record is the input and its data fields
-    (``> <dipole>``) are the columns. Returns the inputs, their class indices, and the rows
-    skipped (``where``, ``reason``). A file that cannot be used at all is an :class:`InputError`.
+    label rule under ``thresholds`` (for a run trained on a labels file, task ``custom``: its
+    bins). In an SDF each record is the input and its data fields (``> <dipole>``) are the
+    columns. Returns the inputs, their class indices, and the rows skipped (``where``,
+    ``reason``). A file that cannot be used at all is an :class:`InputError`.
     """
+    from andersonn.data.labelled import CUSTOM_TASK, label_rows, read_label_table
+    from andersonn.data.labelled import VALUE_COLUMNS as ANY_VALUE
     from andersonn.data.tasks import get_task
-    from andersonn.structures.readers import format_from_path, is_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such labels file")
+    custom = task == CUSTOM_TASK
+    table = read_label_table(path, ANY_VALUE if custom else VALUE_COLUMNS[task])
+    if custom:
+        if table.kind == "value" and not thresholds:
+            raise InputError(f"{path}: its labels are values ({table.column!r}), but this run "
+                             "was trained on class names; give a class column")
+        bins = list(thresholds) if table.kind == "value" else None  # type: ignore[arg-type]
+        inputs, labels, _, _, skipped = label_rows(table, classes, bins)
+        if not inputs:
+            raise InputError(f"{path}: no usable rows ({len(skipped)} skipped)")
+        return inputs, labels, skipped
     task_def = get_task(task)
-    rule = task_def.thresholds(thresholds)
-    sdf = format_from_path(path) == "sdf"
-    names, rows = _sdf_table(path) if sdf else _csv_table(path)
-    header = {name.strip().lower(): name for name in names}
-
-    def column(options: Sequence[str]) -> str | None:
-        return next((header[o] for o in options if o in header), None)
-
-    input_col = column(INPUT_COLUMNS)
-    class_col = column(CLASS_COLUMNS)
-    value_col = column(VALUE_COLUMNS[task])
-    if input_col is None and not sdf:
-        raise InputError(f"{path}: no input column (name one of {', '.join(INPUT_COLUMNS)})")
-    if (class_col is None) == (value_col is None):
-        which = "both a class and a value column" if class_col else "no class or value column"
-        field = "field" if sdf else "column"
-        raise InputError(f"{path}: {which.replace('column', field)}; give exactly one of "
-                         f"{', '.join(CLASS_COLUMNS + VALUE_COLUMNS[task])}")
+    rule = task_def.thresholds(thresholds)  # type: ignore[arg-type]
     lookup = {c.lower(): i for i, c in enumerate(classes)}
     inputs: list[Any] = []
     labels: list[int] = []
-    skipped: list[dict[str, Any]] = []
-    for where, row, record in rows:
-        item = record if record is not None else (row.get(input_col) or "").strip()
-        raw = (row.get(class_col or value_col) or "").strip()  # type: ignore[arg-type]
-        if not item or not raw:
-            skipped.append({"where": where, "reason": "empty input or label"})
-            continue
-        if class_col is not None:
+    skipped: list[dict[str, Any]] = list(table.skipped)
+    for where, item, raw in table.rows:
+        if table.kind == "class":
             label = lookup.get(raw.lower())
             if label is None and raw.isdigit() and int(raw) < len(classes):
                 label = int(raw)
@@ -274,48 +261,16 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
                                 f"{', '.join(classes)}"})
                 continue
         else:
-            try:
-                value = float(raw)
-            except ValueError:
-                value = math.nan
-            if not math.isfinite(value):
+            value = parse_value(raw)
+            if value is None:
                 skipped.append({"where": where, "reason": f"value {raw!r} is not a number"})
                 continue
             label = task_def.label(value, rule)
-        if record is None:
-            local = path.parent / item
-            item = str(local) if is_file(local) else item
         inputs.append(item)
         labels.append(label)
     if not inputs:
         raise InputError(f"{path}: no usable rows ({len(skipped)} skipped)")
     return inputs, labels, skipped
-
-
-_Table = tuple[list[str], list[tuple[str, dict[str, str], Any]]]
-"""Column names, and per row: where it is (for reports), its fields, the record it describes
-(``None`` for a CSV row, whose input is a column)."""
-
-
-def _csv_table(path: Path) -> _Table:
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it as text ({exc})") from None
-    reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv"
-                            else ",")
-    names = [name or "" for name in reader.fieldnames or []]
-    rows = [(f"{path.name} line {number}", row, None)  # the header is line 1
-            for number, row in enumerate(reader, start=2)]
-    return names, rows
-
-
-def _sdf_table(path: Path) -> _Table:
-    from andersonn.structures.readers import read_records, sdf_fields
-
-    rows = [(record.name, sdf_fields(record.text), record) for record in read_records(path)]
-    names = list(dict.fromkeys(name for _, fields, _ in rows for name in fields))
-    return names, rows
 
 
 def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | Path,

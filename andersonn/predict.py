@@ -218,15 +218,19 @@ class Classifier:
     def fit(self, X: Any, y: Sequence[Any], classes: Sequence[str] | None = None,
             val: tuple[Any, Sequence[Any]] | None = None, out_dir: str | Path | None = None,
             progress: bool = False) -> Classifier:
-        """Train on images ``X`` (N, C, H, W) with labels ``y`` (class indices or names).
+        """Train on images ``X`` (N, C, H, W), or on structures (SMILES, structure files,
+        records), with labels ``y`` (class indices or names).
 
-        Without ``val``, a stratified 15 % of ``X`` (seeded) is held out for model selection.
+        Structures are encoded with the ``image`` preset of the config (default: by their
+        kind), unreadable ones are skipped with a warning, and they are split 80/10/10 by class
+        (``val`` is then not taken); the fitted classifier then predicts on structures too.
+        Images without ``val`` hold out a stratified 15 % (seeded) for model selection.
         """
         from andersonn.training import train
 
+        if not (isinstance(X, (np.ndarray, torch.Tensor)) and np.ndim(X) == 4):
+            return self._fit_structures(X, y, classes, val, out_dir, progress)
         x = np.asarray(X, dtype=np.float32)
-        if x.ndim != 4:
-            raise InputError(f"fit expects images of shape (N, C, H, W), got {x.shape}")
         labels, names = self._encode_labels(y, classes)
         if val is not None:
             xv = np.asarray(val[0], dtype=np.float32)
@@ -249,6 +253,32 @@ class Classifier:
         self.model_, self.config_ = result.model, result.run_config
         self.classes_ = names
         self.domain_ = None  # images carry no elements: nothing to check inputs against
+        self.feature_domain_ = _run_feature_domain("fit", result.run_config)
+        self.temperature_ = _run_temperature("fit", result.run_config)
+        return self
+
+    def _fit_structures(self, X: Any, y: Sequence[Any], classes: Sequence[str] | None,
+                        val: Any, out_dir: str | Path | None, progress: bool) -> Classifier:
+        from andersonn.data.labelled import describe_skipped, labelled_dataset
+        from andersonn.training import train
+
+        if val is not None:
+            raise InputError("fit on structures splits them 80/10/10 itself; val is for images")
+        if isinstance(X, (str, os.PathLike)) or len(X) != len(y):
+            raise InputError(f"fit: give one label per structure (a list of inputs and a list "
+                             f"of labels), got {type(X).__name__} and {len(y)} labels")
+        labels, names = self._encode_labels(y, classes)
+        ds = labelled_dataset(list(X), labels.tolist(), names, image=self.train_config.image,
+                              seed=self.train_config.seed, progress=progress)
+        if ds.report["skipped"]:
+            warnings.warn(f"fit: {describe_skipped(ds.report['skipped'])}", stacklevel=3)
+        cfg = dataclasses.replace(self.train_config, evaluate_test=False, plots=False)
+        with tempfile.TemporaryDirectory(prefix="andersonn-fit-") as tmp:
+            result = train(cfg, out_dir if out_dir is not None else tmp, dataset=ds,
+                           progress=progress)
+        self.model_, self.config_ = result.model, result.run_config
+        self.classes_, self.spec_ = names, None
+        self.domain_ = _run_domain("fit", result.run_config)
         self.feature_domain_ = _run_feature_domain("fit", result.run_config)
         self.temperature_ = _run_temperature("fit", result.run_config)
         return self

@@ -233,6 +233,31 @@ def test_read_conformers_keeps_a_given_geometry_and_reports_bad_input() -> None:
         read_conformers("((", 3)
 
 
+def test_strained_cage_smiles_embeds_through_the_heavy_atom_fallback(monkeypatch) -> None:
+    """QM9's C1OC2CC3CC12C3 (a fused cage) defeats every embedding with hydrogens; embedding
+    its heavy atoms and then placing the hydrogens gives a sane MMFF geometry."""
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    from andersonn.structures import readers
+
+    smiles = "C1OC2CC3CC12C3"
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert all(AllChem.EmbedMolecule(mol, p) != 0 for p in readers._embedding_attempts())
+    calls = []
+    real = readers._embed_heavy_atoms
+    monkeypatch.setattr(readers, "_embed_heavy_atoms", lambda m: calls.append(1) or real(m))
+    s = read_structure(smiles)
+    assert calls and s.numbers.tolist().count(1) == 10 and len(s.numbers) == 18  # C7H10O
+    d = np.linalg.norm(s.positions[:, None] - s.positions[None], axis=-1)[np.triu_indices(18, 1)]
+    assert d.min() > 0.9  # no atoms on top of each other
+    heavy = [np.linalg.norm(s.positions[i] - s.positions[j]) for i, j in s.bonds
+             if s.numbers[i] > 1 and s.numbers[j] > 1]
+    assert len(heavy) == 10 and min(heavy) > 1.3 and max(heavy) < 1.75  # C-C / C-O lengths
+    again = read_conformers(smiles, 5)  # several conformers fall back to the one
+    assert len(again) == 1 and np.allclose(again[0].positions, s.positions)
+
+
 # ---------------------------------------------------------------- files of several structures
 def _three_molecule_sdf(path: Path) -> list[str]:
     """An SDF of ethanol, benzene and acetonitrile (fixture geometries); their formulas."""

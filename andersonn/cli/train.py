@@ -17,11 +17,17 @@ _SOLVERS = ("anderson", "forward", "broyden")
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add this stage's sub-commands to the top-level and bench parsers."""
-    tr = commands.add_parser("train", help="train a DEQ or explicit classifier on a task",
+    tr = commands.add_parser("train", help="train a DEQ or explicit classifier on a task or "
+                             "on your own labelled structures",
                              description="Train a classifier; writes checkpoints, metrics.jsonl, "
                              "test_metrics.json and plots to the run directory. Runs unchanged "
-                             "under torchrun (DistributedDataParallel).")
-    tr.add_argument("task", choices=_TASKS)
+                             "under torchrun (DistributedDataParallel). TASK is a built-in task "
+                             f"({', '.join(_TASKS)}) or a labels file of your own: a CSV/TSV "
+                             "with an input column (input, smiles, structure, path or file) "
+                             "and a class column (class or label) or a value column (value, "
+                             "dipole, lcd, gap, ...; with --bins), or an SDF whose records "
+                             "carry such a field. It is split 80/10/10 by class and cached.")
+    tr.add_argument("task", metavar="TASK|LABELS_FILE")
     tr.add_argument("--model", choices=("deq", "explicit"), default=None, help="(deq)")
     tr.add_argument("--solver", choices=_SOLVERS, default=None, help="DEQ solver (anderson)")
     tr.add_argument("--epochs", type=int, default=None, help="(8)")
@@ -55,6 +61,16 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     "coordinates, e.g. polarity (0 = off, the default)")
     tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
+    own = tr.add_argument_group("a labels file of your own structures")
+    own.add_argument("--image", choices=_TASKS, default=None,
+                     help="graph image to encode them with (default: polarity for molecules, "
+                     "crystal-gap for crystals; mof-pore for porous frameworks)")
+    own.add_argument("--bins", metavar="V[,V...]", default=None,
+                     help="ascending edges that turn a value column into classes: value < V "
+                     "is the first class (e.g. --bins 2.5, or --bins 0.5,3)")
+    own.add_argument("--classes", metavar="NAME,NAME[,...]", default=None,
+                     help="class names in order (a class column: its names, default sorted; "
+                     "--bins: one more name than edges)")
     tr.set_defaults(func=_train)
 
     ca = commands.add_parser("calibrate", help="fit the probability temperature of a run",
@@ -135,9 +151,9 @@ def _train(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {f: getattr(args, a) for a, f in _CLI_FIELDS.items()
                                  if getattr(args, a) is not None}
-    overrides["task"] = args.task
+    name = _task_or_labels(args, overrides)
     out = Path(args.out) if args.out else Path("runs") / "-".join(
-        [args.task, overrides.get("model", "deq")]
+        [name, overrides.get("model", "deq")]
         + ([overrides.get("solver", "anderson")] if overrides.get("model", "deq") == "deq" else []))
     base: dict[str, Any] = {}
     stored = out / "config.json"
@@ -155,6 +171,40 @@ def _train(args: argparse.Namespace) -> int:
               f"macro-F1 {tm['macro_f1']:.4f}, params {tm['params']}, "
               f"wall {tm['train_wall_time_s']:.1f} s → {result.run_dir}")
     return 0
+
+
+_LABEL_SUFFIXES = (".csv", ".tsv", ".sdf", ".sdf.gz")
+
+
+def _task_or_labels(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
+    """Put the task, or the labels file and its options, into ``overrides``; return the name
+    of the default run directory."""
+    from andersonn.errors import ConfigError
+
+    if args.task in _TASKS:
+        overrides["task"] = args.task
+        for option in ("image", "bins", "classes"):
+            if getattr(args, option) is not None:
+                raise ConfigError(f"--{option} applies to a labels file of your own, not to "
+                                  f"task {args.task}")
+        return str(args.task)
+    path = Path(args.task)
+    if not path.name.lower().endswith(_LABEL_SUFFIXES):
+        raise ConfigError(f"{args.task!r} is neither a task ({', '.join(_TASKS)}) nor a labels "
+                          f"file ({', '.join(_LABEL_SUFFIXES)})")
+    if not path.is_file():
+        raise ConfigError(f"{args.task}: no such labels file")
+    overrides["labels"] = str(path.resolve())
+    if args.image is not None:
+        overrides["image"] = args.image
+    if args.bins is not None:
+        try:
+            overrides["bins"] = [float(v) for v in args.bins.split(",")]
+        except ValueError:
+            raise ConfigError(f"--bins {args.bins!r}: give numbers separated by commas") from None
+    if args.classes is not None:
+        overrides["classes"] = [c.strip() for c in args.classes.split(",")]
+    return path.name.split(".")[0]
 
 
 def _is_main() -> bool:

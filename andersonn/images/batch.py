@@ -51,11 +51,19 @@ def featurize_one(content: Any, fmt: str, name: str, spec: ImageSpec | str) -> n
     return _featurize_summarized(content, fmt, name, spec)[0]
 
 
+SOURCE = "source"
+"""The ``fmt`` of an input whose content is a source as a user gives it (a path, a SMILES or a
+:class:`~andersonn.structures.StructureRecord`), read as ``predict`` reads it."""
+
+
 def _featurize_summarized(content: Any, fmt: str, name: str, spec: ImageSpec | str
                           ) -> tuple[np.ndarray, Summary]:
-    from andersonn.structures.readers import parse_structure
+    from andersonn.structures.readers import parse_structure, read_conformers
 
-    s = parse_structure(content, fmt, name, bonds=False)
+    if fmt == SOURCE:
+        s = read_conformers(content, 1, max_atoms=get_spec(spec).max_atoms)[0]
+    else:
+        s = parse_structure(content, fmt, name, bonds=False)
     return encode(s, spec), s.summary()
 
 
@@ -101,7 +109,8 @@ def _work(item: tuple[int, Any, str, str]) -> _Result:
 def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, str, str]],
                    spec: ImageSpec | str, workers: int | None = None, progress: bool = True,
                    desc: str = "", chunksize: int | None = None) -> FeaturizeResult:
-    """Featurise ``inputs`` (each ``(content, fmt, name)``) with a process pool.
+    """Featurise ``inputs`` (each ``(content, fmt, name)``; ``fmt`` :data:`SOURCE`: content is
+    a path, SMILES or record) with a process pool.
 
     ``workers=None`` uses ``os.cpu_count()``; ``workers=1`` runs in-process. Results keep input
     order; failures are reported, not raised.

@@ -19,6 +19,13 @@ class TrainConfig:
     """Everything a training run needs; every field is plain JSON."""
 
     task: str = "polarity"
+    # your own labelled structures (a CSV / TSV / SDF; andersonn.data.labelled) instead of a
+    # built-in task: the task is then "custom"; image preset (None: chosen from the structures),
+    # bins that turn a value column into classes, and the class names / their order
+    labels: str | None = None
+    image: str | None = None
+    bins: list | None = None
+    classes: list | None = None
     model: str = "deq"
     # DEQ solver (training); eval_* default to the training values when None
     solver: str = "anderson"
@@ -64,10 +71,23 @@ class TrainConfig:
     max_time_s: float | None = None  # stop after the epoch that passes this cumulative time
 
     def __post_init__(self) -> None:
+        if self.labels is not None:
+            self.task = "custom"
         self.validate()
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an inconsistent option."""
+        if self.labels is None:
+            # (image alone is also the preset of Classifier.fit on structures)
+            given = [n for n in ("bins", "classes") if getattr(self, n) is not None]
+            if given:
+                raise ConfigError(f"{', '.join(given)} applies to training on a labels file of "
+                                  "your own structures (labels)")
+        elif self.limit is not None:
+            raise ConfigError("limit applies to the built-in tasks, not to a labels file")
+        for name in ("bins", "classes"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), list):
+                raise ConfigError(f"{name} must be a list")
         if self.model not in ("deq", "explicit"):
             raise ConfigError(f"unknown model {self.model!r}; choose deq or explicit")
         if self.solver not in SOLVER_NAMES:

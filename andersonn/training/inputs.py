@@ -16,8 +16,16 @@ from andersonn.errors import AndersonnError
 from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import DistInfo, barrier
 
-__all__ = ["SPLITS", "channel_stats", "class_weights", "feature_domain", "load_task_dataset",
-           "meta_value", "split_tensors"]
+__all__ = [
+    "SPLITS",
+    "channel_stats",
+    "class_weights",
+    "feature_domain",
+    "labelled_dataset_of",
+    "load_task_dataset",
+    "meta_value",
+    "split_tensors",
+]
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
@@ -38,11 +46,18 @@ def split_tensors(ds: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None) -> Any:
-    """Load ``cfg.task`` (building it first, on rank 0, when missing or stale)."""
+def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
+                      progress: bool = True) -> Any:
+    """Load ``cfg.task`` (building it first, on rank 0, when missing or stale), or the
+    dataset of ``cfg.labels``."""
     from andersonn.data import build_dataset, load_dataset
 
     info = info or DistInfo()
+    if cfg.labels is not None:
+        if info.is_main:
+            ds = labelled_dataset_of(cfg.to_dict(), progress=progress, report=True)
+        barrier(info)
+        return ds if info.is_main else labelled_dataset_of(cfg.to_dict(), progress=False)
     kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
     if info.is_main:
         try:
@@ -54,6 +69,24 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None) -> Any:
     barrier(info)
     if not info.is_main:
         ds = load_dataset(cfg.task, **kwargs)
+    return ds
+
+
+def labelled_dataset_of(train: dict[str, Any], progress: bool = False,
+                        report: bool = False) -> Any:
+    """The (cached) dataset of a training config's labels file (``labels`` etc.); ``report``
+    prints one line on what it holds and which rows were skipped."""
+    from andersonn.data.labelled import build_labelled_dataset, describe_skipped
+
+    ds = build_labelled_dataset(train["labels"], image=train.get("image"),
+                                classes=train.get("classes"), bins=train.get("bins"),
+                                progress=progress)
+    if report:
+        counts = ", ".join(f"{c}: {n}" for c, n in zip(ds.classes, ds.meta["class_counts"],
+                                                        strict=True))
+        print(f"andersonn: {train['labels']}: {len(ds)} structures ({counts}) as "
+              f"{ds.meta.get('image')} images; {describe_skipped(ds.report.get('skipped', []))}",
+              file=sys.stderr)
     return ds
 
 

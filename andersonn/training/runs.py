@@ -16,7 +16,7 @@ from andersonn.models import build_model
 from andersonn.training import checkpoint as ckpt
 from andersonn.training.distributed import DistInfo
 from andersonn.training.evaluation import calibrate_split, calibration_record, eval_pass
-from andersonn.training.inputs import SPLITS, feature_domain, split_tensors
+from andersonn.training.inputs import SPLITS, feature_domain, labelled_dataset_of, split_tensors
 
 __all__ = ["calibrate_run", "load_run", "load_run_injection", "run_dataset"]
 
@@ -52,9 +52,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
 
 def run_dataset(run_config: dict[str, Any]) -> Any:
     """The cached build a finished run was trained on (its task, ``--limit`` and label
-    thresholds)."""
+    thresholds, or its labels file)."""
     from andersonn.data import load_dataset
 
+    if run_config.get("train", {}).get("labels") is not None:
+        return labelled_dataset_of(run_config["train"])
     return load_dataset(run_config["task"], limit=run_config["train"].get("limit"),
                         thresholds=run_config.get("thresholds"))
 

@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                              "choose another --out")
     barrier(info)
 
-    ds = dataset if dataset is not None else load_task_dataset(cfg, info)
+    ds = dataset if dataset is not None else load_task_dataset(cfg, info, progress)
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(np.max(ds.labels)) + 1
     classes = classes or [str(i) for i in range(k)]

@@ -1,0 +1,407 @@
+"""Your own labelled structures as a dataset: what ``andersonn train mine.csv`` learns from.
+
+A labels file is a CSV (``.tsv``: tab-separated) with a header row, or an SDF (also
+``.sdf.gz``) whose records carry the label as a data field. It gives an input column (``input``,
+``smiles``, ``structure``, ``path`` or ``file``: a SMILES or a structure file; a relative path
+is taken from the labels file's folder) and either a class column (``class`` or ``label``: any
+class names) or a property value (``value``, or ``dipole``, ``lcd``, ``gap``, ...), which
+ascending ``bins`` turn into classes: value < bins[0] is the first class, bins[0] <= value <
+bins[1] the second, and so on.
+
+:func:`build_labelled_dataset` reads every input as ``predict`` reads it, encodes it with one
+of the graph-image presets (chosen from the structures when not given: molecules get the
+``polarity`` image, crystals the ``crystal-gap`` one), skips and reports rows that cannot be
+used, splits the rest 80/10/10 stratified by class (seeded), and caches the result like the
+built-in tasks (:mod:`andersonn.data.cache`, under ``<cache>/datasets/custom``), keyed by the
+labels file, the files it names, the image and the label rule.
+:func:`labelled_dataset` does the same for inputs and labels already in memory
+(``Classifier.fit``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from andersonn.data.build import CACHE_FORMAT, datasets_root
+from andersonn.data.cache import CachedDataset, is_complete, open_cache, write_cache
+from andersonn.data.splits import DEFAULT_FRACTIONS, SPLIT_NAMES, stratified_split
+from andersonn.errors import ConfigError, InputError
+
+__all__ = [
+    "CLASS_COLUMNS",
+    "CUSTOM_TASK",
+    "INPUT_COLUMNS",
+    "VALUE_COLUMNS",
+    "LabelTable",
+    "LabelledDataset",
+    "bin_class_names",
+    "build_labelled_dataset",
+    "labelled_dataset",
+    "read_label_table",
+]
+
+CUSTOM_TASK = "custom"
+"""The task name of a run trained on a labels file."""
+
+INPUT_COLUMNS = ("input", "smiles", "structure", "path", "file")
+CLASS_COLUMNS = ("class", "label")
+VALUE_COLUMNS = ("value", "dipole", "dipole_debye", "lcd", "gap", "band_gap", "gap_ev")
+"""Column names accepted (case-insensitive) in a labels file, per role."""
+
+MIN_PER_CLASS = 10  # fewer and a class cannot be in train, val and test at once
+
+
+@dataclass
+class LabelTable:
+    """The usable rows of a labels file: where each is (for reports), its input (a SMILES or
+    path string, or the SDF record) and its raw label text; ``kind`` says whether that text is
+    a class name (``"class"``) or a property value (``"value"``), named by ``column``."""
+
+    path: Path
+    rows: list[tuple[str, Any, str]]
+    kind: str
+    column: str
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_label_table(path: str | os.PathLike[str],
+                     value_columns: Sequence[str] = VALUE_COLUMNS) -> LabelTable:
+    """Read a labels file (CSV, TSV or SDF) into a :class:`LabelTable`; rows without an input
+    or label are skipped and reported, a file that cannot be used at all is an
+    :class:`InputError`."""
+    from andersonn.structures.readers import format_from_path, is_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such labels file")
+    sdf = format_from_path(path) == "sdf"
+    names, rows = _sdf_table(path) if sdf else _csv_table(path)
+    header = {name.strip().lower(): name for name in names}
+
+    def column(options: Sequence[str]) -> str | None:
+        return next((header[o] for o in options if o in header), None)
+
+    input_col, class_col, value_col = (column(INPUT_COLUMNS), column(CLASS_COLUMNS),
+                                       column(value_columns))
+    if input_col is None and not sdf:
+        raise InputError(f"{path}: no input column (name one of {', '.join(INPUT_COLUMNS)})")
+    if (class_col is None) == (value_col is None):
+        which = "both a class and a value" if class_col else "no class or value"
+        raise InputError(f"{path}: {which} {'field' if sdf else 'column'}; give exactly one of "
+                         f"{', '.join((*CLASS_COLUMNS, *value_columns))}")
+    label_col = class_col or value_col
+    assert label_col is not None
+    table = LabelTable(path, [], "class" if class_col else "value", label_col)
+    for where, fields, record in rows:
+        item = record if record is not None else (fields.get(input_col) or "").strip()
+        raw = (fields.get(label_col) or "").strip()
+        if not item or not raw:
+            table.skipped.append({"where": where, "reason": "empty input or label"})
+            continue
+        if record is None:
+            local = path.parent / item
+            item = str(local) if is_file(local) else item
+        table.rows.append((where, item, raw))
+    if not table.rows:
+        raise InputError(f"{path}: no usable rows ({len(table.skipped)} skipped)")
+    return table
+
+
+_Table = tuple[list[str], list[tuple[str, dict[str, str], Any]]]
+"""Column names, and per row: where it is (for reports), its fields, the record it describes
+(``None`` for a CSV row, whose input is a column)."""
+
+
+def _csv_table(path: Path) -> _Table:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it as text ({exc})") from None
+    reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv"
+                            else ",")
+    names = [name or "" for name in reader.fieldnames or []]
+    rows = [(f"{path.name} line {number}", row, None)  # the header is line 1
+            for number, row in enumerate(reader, start=2)]
+    return names, rows
+
+
+def _sdf_table(path: Path) -> _Table:
+    from andersonn.structures.readers import read_records, sdf_fields
+
+    rows = [(record.name, sdf_fields(record.text), record) for record in read_records(path)]
+    names = list(dict.fromkeys(name for _, fields, _ in rows for name in fields))
+    return names, rows
+
+
+def parse_value(raw: str) -> float | None:
+    """The finite number in ``raw``, or None."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def bin_class_names(bins: Sequence[float]) -> list[str]:
+    """Default class names of ``bins``: ``< 2.5``, ``>= 2.5``; or ``< 1``, ``1–3``, ``>= 3``."""
+    edges = [f"{b:g}" for b in bins]
+    middle = [f"{lo}–{hi}" for lo, hi in itertools.pairwise(edges)]
+    return [f"< {edges[0]}", *middle, f">= {edges[-1]}"]
+
+
+def _check_bins(bins: Sequence[float] | None) -> list[float] | None:
+    if bins is None:
+        return None
+    values = [float(b) for b in bins]
+    if not values or any(not math.isfinite(b) for b in values) or any(
+            b >= c for b, c in itertools.pairwise(values)):
+        raise ConfigError(f"bins must be one or more finite, strictly ascending numbers, "
+                          f"got {list(bins)}")
+    return values
+
+
+def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
+               bins: Sequence[float] | None = None
+               ) -> tuple[list[Any], list[int], list[str], str, list[dict[str, Any]]]:
+    """Class indices of a table's rows: (inputs, labels, class names, the label rule in words,
+    rows skipped). A class column takes its names as given (``classes`` fixes their order;
+    default: sorted, numerically when all are numbers); a value column needs ``bins``."""
+    bins = _check_bins(bins)
+    skipped = list(table.skipped)
+    source = f"{table.path.name} column {table.column!r}"
+    if table.kind == "class":
+        if bins is not None:
+            raise ConfigError(f"{table.path}: bins turn a value column into classes, but its "
+                              f"labels are class names ({table.column!r})")
+        names = [str(c) for c in classes] if classes else _sorted_names(
+            {raw for _, _, raw in table.rows})
+        rule = f"the class named in {source}"
+    else:
+        if bins is None:
+            raise ConfigError(f"{table.path}: its labels are values ({table.column!r}); give "
+                              "bins that turn them into classes (e.g. --bins 2.5)")
+        names = [str(c) for c in classes] if classes else bin_class_names(bins)
+        if len(names) != len(bins) + 1:
+            raise ConfigError(f"{len(bins)} bin edge(s) make {len(bins) + 1} classes, but "
+                              f"{len(names)} class names were given")
+        rule = (f"{source} binned at {', '.join(f'{b:g}' for b in bins)}: "
+                f"class k if bins[k-1] <= value < bins[k] ({' | '.join(names)})")
+    if len(set(names)) != len(names) or len(names) < 2:
+        raise ConfigError(f"classes must be two or more distinct names, got {names}")
+    lookup = {n.lower(): i for i, n in enumerate(names)}
+    inputs: list[Any] = []
+    labels: list[int] = []
+    for where, item, raw in table.rows:
+        if table.kind == "class":
+            label = lookup.get(raw.lower())
+            if label is None:
+                skipped.append({"where": where,
+                                "reason": f"class {raw!r} is not one of {', '.join(names)}"})
+                continue
+        else:
+            value = parse_value(raw)
+            if value is None:
+                skipped.append({"where": where, "reason": f"value {raw!r} is not a number"})
+                continue
+            label = int(np.searchsorted(bins, value, side="right"))  # type: ignore[arg-type]
+        inputs.append(item)
+        labels.append(label)
+    return inputs, labels, names, rule, skipped
+
+
+def _sorted_names(names: set[str]) -> list[str]:
+    values = {n: parse_value(n) for n in names}
+    if all(v is not None for v in values.values()):
+        return sorted(names, key=lambda n: (values[n], n))
+    return sorted(names, key=lambda n: n.lower())
+
+
+@dataclass
+class LabelledDataset:
+    """A dataset in memory with the attributes training reads (as :class:`CachedDataset`)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    ids: list[str]
+    classes: list[str]
+    meta: dict[str, Any]
+    report: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def split_indices(self, name: str) -> np.ndarray:
+        """Indices of the entries in split ``name`` (train, val or test)."""
+        return np.flatnonzero(self.splits == SPLIT_NAMES.index(name))
+
+
+def _input_name(item: Any) -> str:
+    return str(getattr(item, "name", item))
+
+
+def choose_image(inputs: Sequence[Any], image: str | None) -> str:
+    """The image preset for ``inputs``: ``image`` when given, else by the first readable
+    input's kind (molecule → ``polarity``, crystal → ``crystal-gap``)."""
+    from andersonn.images import DEFAULT_TASK, IMAGE_SPECS
+    from andersonn.structures import read_structure
+    from andersonn.structures.readers import format_from_path, is_file
+
+    if image is not None:
+        if image not in IMAGE_SPECS:
+            raise ConfigError(f"unknown image {image!r}; choose one of {', '.join(IMAGE_SPECS)}")
+        return image
+    reasons = []
+    for item in inputs[:20]:
+        if isinstance(item, str) and not is_file(item) and format_from_path(item) is None \
+                and os.sep not in item:
+            return DEFAULT_TASK["molecule"]  # a SMILES: no need to embed it to know
+        try:
+            return DEFAULT_TASK[read_structure(item).kind]
+        except Exception as exc:  # reported below if none is readable
+            reasons.append(f"{_input_name(item)}: {str(exc).splitlines()[0][:120]}")
+    raise InputError(f"cannot tell molecules from crystals: none of the first {len(reasons)} "
+                     f"inputs could be read ({reasons[0] if reasons else 'none given'}); "
+                     "give the image (--image)")
+
+
+def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequence[str], *,
+                     image: str | None = None, seed: int = 0, workers: int | None = None,
+                     progress: bool = True, rule: str = "", skipped: Sequence[dict] = (),
+                     meta: dict[str, Any] | None = None) -> LabelledDataset:
+    """Encode labelled inputs (SMILES, structure files, records) as graph images and split them
+    80/10/10 stratified by class with ``seed``; unreadable inputs and those of the other kind
+    (a crystal among molecules) are skipped and reported. Refuses data too small to split."""
+    from andersonn.data.domain import Domain
+    from andersonn.images import IMAGE_SPECS, featurize_many
+    from andersonn.images.batch import SOURCE
+
+    started = time.time()
+    if len(inputs) != len(labels):
+        raise InputError(f"{len(inputs)} inputs but {len(labels)} labels")
+    classes = [str(c) for c in classes]
+    image = choose_image(inputs, image)
+    spec = IMAGE_SPECS[image]
+    kind = "crystal" if image != "polarity" else "molecule"
+    res = featurize_many([(item, SOURCE, _input_name(item)) for item in inputs], spec,
+                         workers=workers, progress=progress, desc=f"featurize ({image} image)")
+    report = [dict(s) for s in skipped]
+    report += [{"where": str(name), "reason": str(reason).removeprefix(f"{name}: ")[:300]}
+               for _, name, reason in res.failures]
+    keep = []
+    for row, (index, summary) in enumerate(zip(res.ok_indices, res.summaries, strict=True)):
+        if bool(summary[2]) != (kind == "crystal"):
+            other = "crystal" if summary[2] else "molecule"
+            report.append({"where": _input_name(inputs[index]),
+                           "reason": f"a {other}, but the {image} image is for {kind}s"})
+        else:
+            keep.append(row)
+    ok = [res.ok_indices[r] for r in keep]
+    y = np.asarray([labels[i] for i in ok], dtype=np.int64)
+    counts = np.bincount(y, minlength=len(classes))
+    small = [f"{c} ({n})" for c, n in zip(classes, counts.tolist(), strict=True)
+             if n < MIN_PER_CLASS]
+    if small:
+        raise InputError(f"too few usable structures to train and test on: class "
+                         f"{', '.join(small)}; each class needs at least {MIN_PER_CLASS} "
+                         f"({describe_skipped(report, limit=1)})")
+    splits = stratified_split(y, seed=seed)
+    train_rows = np.flatnonzero(splits == 0)
+    summaries = [res.summaries[r] for r in keep]
+    domain = Domain.from_summaries(summaries[j] for j in train_rows)
+    split_counts = {name: np.bincount(y[splits == code], minlength=len(classes)).tolist()
+                    for code, name in enumerate(SPLIT_NAMES)}
+    info = {
+        "task": CUSTOM_TASK,
+        "label_rule": rule,
+        "image": image,
+        "image_spec": spec.to_dict(),
+        "featurizer_version": spec.featurizer_version,
+        "seed": seed,
+        "split_fractions": list(DEFAULT_FRACTIONS),
+        "class_counts": counts.tolist(),
+        "split_class_counts": split_counts,
+        "domain": domain.to_dict(),
+        "skipped_count": len(report),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": round(time.time() - started, 1),
+        **(meta or {}),
+    }
+    images = np.asarray(res.images, dtype=np.float32)[keep]
+    return LabelledDataset(images, y, splits, [_input_name(inputs[i]) for i in ok], classes,
+                           info, {"task": CUSTOM_TASK, "skipped": report})
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _cache_key(table: LabelTable, fields: dict[str, Any]) -> str:
+    """Changes with the labels file, any file it names (path, size, modification time), the
+    image and label settings."""
+    named = []
+    for _, item, _ in table.rows:
+        if isinstance(item, str) and len(item) < 4096 and os.path.isfile(item):
+            stat = os.stat(item)
+            named.append([os.path.abspath(item), stat.st_size, stat.st_mtime_ns])
+    blob = json.dumps({"labels_sha256": _file_digest(table.path), "files": named, **fields},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = None,
+                           classes: Sequence[str] | None = None,
+                           bins: Sequence[float] | None = None, seed: int = 0,
+                           workers: int | None = None, progress: bool = True,
+                           cache_dir: str | os.PathLike[str] | None = None,
+                           force: bool = False) -> CachedDataset:
+    """Build (or reuse, when an identical complete build exists) the dataset of a labels file;
+    see the module docstring."""
+    from andersonn.images import FEATURIZER_VERSION
+
+    table = read_label_table(path)
+    inputs, labels, names, rule, skipped = label_rows(table, classes, bins)
+    fields = {"image": image, "classes": names, "bins": _check_bins(bins), "seed": seed,
+              "fractions": list(DEFAULT_FRACTIONS), "featurizer": str(FEATURIZER_VERSION),
+              "format": CACHE_FORMAT}
+    key = _cache_key(table, fields)
+    directory = datasets_root(cache_dir) / CUSTOM_TASK / key
+    if not force and is_complete(directory):
+        return open_cache(directory)
+    ds = labelled_dataset(inputs, labels, names, image=image, seed=seed, workers=workers,
+                          progress=progress, rule=rule, skipped=skipped, meta={
+                              "key": key, "cache_key": key,
+                              "labels_file": os.path.abspath(table.path),
+                              "thresholds": fields["bins"],
+                              "sources": {"labels": {"file": os.path.abspath(table.path),
+                                                     "sha256": _file_digest(table.path)}},
+                              "rows": len(table.rows) + len(table.skipped)})
+    write_cache(directory, images=ds.images, labels=ds.labels, ids=ds.ids, splits=ds.splits,
+                classes=ds.classes, meta=ds.meta, report=ds.report)
+    return open_cache(directory)
+
+
+def describe_skipped(skipped: Sequence[dict[str, Any]], limit: int = 3) -> str:
+    """One line about skipped rows: how many, and the first few with their reasons."""
+    if not skipped:
+        return "no rows skipped"
+    first = re.sub(r"\s+", " ", "; ".join(f"{s['where']}: {s['reason']}"
+                                           for s in skipped[:limit]))
+    return f"{len(skipped)} row(s) skipped ({first})"
