@@ -3,8 +3,8 @@
     python scripts/qm9_holdout.py RUN OUT_DIR [--n 1000] [--seed 0] [--split test]
 
 Picks ``--n`` molecules of the ``qm9pack`` archive that are not in the dataset build ``RUN`` was
-trained on (any split; with ``--split``, the molecules of that split of the build instead), and
-writes the same molecules twice:
+trained on (any split; with ``--split``, the molecules of that split of the build instead, or
+with ``--split all`` all of them), and writes the same molecules twice:
 
 - ``OUT_DIR/smiles.csv``: ``smiles,dipole``, the way a chemist would give them (RDKit builds a
   conformer; the DFT geometry is not used);
@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", metavar="OUT_DIR")
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", choices=("train", "val", "test"), default=None,
-                        help="take the molecules of this split of the run's build")
+    parser.add_argument("--split", choices=("train", "val", "test", "all"), default=None,
+                        help="take the molecules of this split of the run's build (all: every "
+                        "molecule of it, e.g. to train on them through a labels file)")
     args = parser.parse_args(argv)
     config = json.loads((Path(args.run) / "config.json").read_text())
     if config.get("task") != "polarity":
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ds = run_dataset(config)
     if args.split:
-        chosen = {i for i, s in zip(ds.ids, ds.splits, strict=True) if s == SPLITS[args.split]}
+        chosen = {i for i, s in zip(ds.ids, ds.splits, strict=True)
+                  if args.split == "all" or s == SPLITS[args.split]}
     else:
         seen = set(ds.ids)
     wheel = next(archive_dir().glob("qm9pack-*.whl"), None)

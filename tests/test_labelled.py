@@ -185,3 +185,20 @@ def test_classifier_fit_on_structures_predicts_structures():
     assert set(clf.predict(inputs[:3])) <= {"strong", "weak"}
     with pytest.raises(InputError, match="val is for images"):
         clf.fit(inputs, names, val=(inputs, names))
+
+
+def test_a_file_source_encodes_as_the_task_builds_encode_its_text():
+    """Images from files named in a labels file equal those a task build makes from the same
+    text (scripts/qm9_holdout.py --split all: training on the xyz files reproduces a build)."""
+    from andersonn.images import featurize_many
+    from andersonn.images.batch import SOURCE
+
+    files = [STRUCTURES / "acetonitrile.xyz", STRUCTURES / "qm9_strained.xyz",
+             STRUCTURES / "water.xyz"]
+    as_text = featurize_many([(f.read_text(), "xyz", f.name) for f in files], "polarity",
+                             workers=1, progress=False)
+    as_source = featurize_many([(str(f), SOURCE, f.name) for f in files], "polarity",
+                               workers=1, progress=False)
+    assert as_text.ok_indices == as_source.ok_indices == [0, 1, 2]
+    np.testing.assert_array_equal(as_text.images, as_source.images)
+    assert as_text.summaries == as_source.summaries
