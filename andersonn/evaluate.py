@@ -17,6 +17,7 @@ ensemble are measured. ``andersonn evaluate`` is the command-line front.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -26,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from andersonn.data.labelled import parse_value
 from andersonn.ensemble import Ensemble
 from andersonn.errors import AndersonnError, InputError
 
@@ -242,34 +242,11 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
                              "was trained on class names; give a class column")
         bins = list(thresholds) if table.kind == "value" else None  # type: ignore[arg-type]
         inputs, labels, _, _, skipped = label_rows(table, classes, bins)
-        if not inputs:
-            raise InputError(f"{path}: no usable rows ({len(skipped)} skipped)")
         return inputs, labels, skipped
     task_def = get_task(task)
     rule = task_def.thresholds(thresholds)  # type: ignore[arg-type]
-    lookup = {c.lower(): i for i, c in enumerate(classes)}
-    inputs: list[Any] = []
-    labels: list[int] = []
-    skipped: list[dict[str, Any]] = list(table.skipped)
-    for where, item, raw in table.rows:
-        if table.kind == "class":
-            label = lookup.get(raw.lower())
-            if label is None and raw.isdigit() and int(raw) < len(classes):
-                label = int(raw)
-            if label is None:
-                skipped.append({"where": where, "reason": f"class {raw!r} is not one of "
-                                f"{', '.join(classes)}"})
-                continue
-        else:
-            value = parse_value(raw)
-            if value is None:
-                skipped.append({"where": where, "reason": f"value {raw!r} is not a number"})
-                continue
-            label = task_def.label(value, rule)
-        inputs.append(item)
-        labels.append(label)
-    if not inputs:
-        raise InputError(f"{path}: no usable rows ({len(skipped)} skipped)")
+    inputs, labels, _, _, skipped = label_rows(
+        table, classes, to_class=functools.partial(task_def.label, thresholds=rule))
     return inputs, labels, skipped
 
 

@@ -190,7 +190,8 @@ def test_cli_train_writes_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     cache = make_cache(tmp_path / "cache", n=120)
     import andersonn.training.trainer as trainer
 
-    monkeypatch.setattr(trainer, "load_task_dataset", lambda c, info=None, progress=True: open_cache(cache))
+    monkeypatch.setattr(trainer, "load_task_dataset",
+                        lambda c, info=None, progress=True: open_cache(cache))
     out = tmp_path / "run"
     rc = main(["train", "polarity", "--model", "explicit", "--epochs", "1", "--out", str(out),
                "--batch-size", "16", "--hidden", "8", "--threads", "1", "--no-progress"])

@@ -33,14 +33,16 @@ import numpy as np
 from andersonn.errors import AndersonnError
 from andersonn.fileio import atomic_write_json
 
-__all__ = ["COMPLETE", "CachedDataset", "is_complete", "open_cache", "write_cache"]
+__all__ = ["COMPLETE", "CachedDataset", "file_sha256", "is_complete", "open_cache",
+           "write_cache"]
 
 COMPLETE = "COMPLETE"
 _ARRAYS = ("images.npy", "labels.npy", "splits.npy")
 _SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file, read in 4 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
@@ -94,7 +96,7 @@ def write_cache(
         atomic_write_json(tmp / "meta.json", meta)
         atomic_write_json(tmp / "report.json", report or {"skipped": []})
         files = {
-            p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+            p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
             for p in sorted(tmp.iterdir())
         }
         atomic_write_json(tmp / COMPLETE, {"files": files})
@@ -140,7 +142,7 @@ def _check_complete(directory: Path, verify: bool) -> dict[str, Any]:
         path = directory / name
         if not path.is_file() or path.stat().st_size != info["size"]:
             raise AndersonnError(f"dataset cache {directory}: {name} is missing or truncated")
-        if verify and _sha256(path) != info["sha256"]:
+        if verify and file_sha256(path) != info["sha256"]:
             raise AndersonnError(f"dataset cache {directory}: {name} fails its sha256 check")
     return record
 

@@ -21,6 +21,7 @@ labels file, the files it names, the image and the label rule.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import itertools
 import json
@@ -28,7 +29,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from andersonn.data.build import CACHE_FORMAT, datasets_root
-from andersonn.data.cache import CachedDataset, is_complete, open_cache, write_cache
+from andersonn.data.cache import (
+    CachedDataset,
+    file_sha256,
+    is_complete,
+    open_cache,
+    write_cache,
+)
 from andersonn.data.splits import DEFAULT_FRACTIONS, SPLIT_NAMES, stratified_split
 from andersonn.errors import ConfigError, InputError
 
@@ -174,15 +181,20 @@ def _check_bins(bins: Sequence[float] | None) -> list[float] | None:
 
 
 def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
-               bins: Sequence[float] | None = None
+               bins: Sequence[float] | None = None, *,
+               to_class: Callable[[float], int] | None = None
                ) -> tuple[list[Any], list[int], list[str], str, list[dict[str, Any]]]:
     """Class indices of a table's rows: (inputs, labels, class names, the label rule in words,
     rows skipped). A class column takes its names as given (``classes`` fixes their order;
-    default: sorted, numerically when all are numbers); a value column needs ``bins``."""
+    default: sorted, numerically when all are numbers). A value column needs ``bins``, or
+    ``to_class`` (a task's own rule, with ``classes`` its names; a class column's digits are
+    then also taken as class indices)."""
     bins = _check_bins(bins)
     skipped = list(table.skipped)
     source = f"{table.path.name} column {table.column!r}"
-    if table.kind == "class":
+    if to_class is not None:
+        names, rule = [str(c) for c in classes or ()], f"the task's rule on {source}"
+    elif table.kind == "class":
         if bins is not None:
             raise ConfigError(f"{table.path}: bins turn a value column into classes, but its "
                               f"labels are class names ({table.column!r})")
@@ -199,6 +211,7 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
                               f"{len(names)} class names were given")
         rule = (f"{source} binned at {', '.join(f'{b:g}' for b in bins)}: "
                 f"class k if bins[k-1] <= value < bins[k] ({' | '.join(names)})")
+        to_class = functools.partial(_bin_index, bins)
     if len(set(names)) != len(names) or len(names) < 2:
         raise ConfigError(f"classes must be two or more distinct names, got {names}")
     lookup = {n.lower(): i for i, n in enumerate(names)}
@@ -207,6 +220,9 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
     for where, item, raw in table.rows:
         if table.kind == "class":
             label = lookup.get(raw.lower())
+            if label is None and to_class is not None and raw.isdigit() and \
+                    int(raw) < len(names):
+                label = int(raw)  # a task's class index
             if label is None:
                 skipped.append({"where": where,
                                 "reason": f"class {raw!r} is not one of {', '.join(names)}"})
@@ -216,10 +232,17 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
             if value is None:
                 skipped.append({"where": where, "reason": f"value {raw!r} is not a number"})
                 continue
-            label = int(np.searchsorted(bins, value, side="right"))  # type: ignore[arg-type]
+            assert to_class is not None
+            label = to_class(value)
         inputs.append(item)
         labels.append(label)
+    if not inputs:
+        raise InputError(f"{table.path}: no usable rows ({len(skipped)} skipped)")
     return inputs, labels, names, rule, skipped
+
+
+def _bin_index(bins: Sequence[float], value: float) -> int:
+    return int(np.searchsorted(bins, value, side="right"))
 
 
 def _sorted_names(names: set[str]) -> list[str]:
@@ -345,14 +368,6 @@ def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequ
                            info, {"task": CUSTOM_TASK, "skipped": report})
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _cache_key(table: LabelTable, fields: dict[str, Any]) -> str:
     """Changes with the labels file, any file it names (path, size, modification time), the
     image and label settings."""
@@ -361,7 +376,7 @@ def _cache_key(table: LabelTable, fields: dict[str, Any]) -> str:
         if isinstance(item, str) and len(item) < 4096 and os.path.isfile(item):
             stat = os.stat(item)
             named.append([os.path.abspath(item), stat.st_size, stat.st_mtime_ns])
-    blob = json.dumps({"labels_sha256": _file_digest(table.path), "files": named, **fields},
+    blob = json.dumps({"labels_sha256": file_sha256(table.path), "files": named, **fields},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -391,7 +406,7 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
                               "labels_file": os.path.abspath(table.path),
                               "thresholds": fields["bins"],
                               "sources": {"labels": {"file": os.path.abspath(table.path),
-                                                     "sha256": _file_digest(table.path)}},
+                                                     "sha256": file_sha256(table.path)}},
                               "rows": len(table.rows) + len(table.skipped)})
     write_cache(directory, images=ds.images, labels=ds.labels, ids=ds.ids, splits=ds.splits,
                 classes=ds.classes, meta=ds.meta, report=ds.report)
