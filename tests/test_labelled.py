@@ -3,6 +3,7 @@ cache, the train / predict / evaluate commands on it, and Classifier.fit on stru
 
 from __future__ import annotations
 
+import gc
 import json
 import warnings
 from pathlib import Path
@@ -202,3 +203,26 @@ def test_a_file_source_encodes_as_the_task_builds_encode_its_text():
     assert as_text.ok_indices == as_source.ok_indices == [0, 1, 2]
     np.testing.assert_array_equal(as_text.images, as_source.images)
     assert as_text.summaries == as_source.summaries
+
+
+def test_data_clean_removes_builds_of_changed_or_deleted_labels_files(tmp_path, capsys):
+    from andersonn.data import clean_datasets
+
+    cache = tmp_path / "cache"
+    path = tmp_path / "d.csv"
+    path.write_text(DIPOLES.read_text())
+    kwargs = {"bins": [2.5], "progress": False, "workers": 1, "cache_dir": cache}
+    # (the builds are closed at once: clean keeps a build a process has memory-mapped)
+    first = build_labelled_dataset(path, **kwargs).directory
+    assert clean_datasets(cache_dir=cache, dry_run=True) == []  # current: kept, not listed
+    path.write_text(DIPOLES.read_text() + "CCCC,0.0\n")
+    second = build_labelled_dataset(path, **kwargs).directory
+    gc.collect()
+    (record,) = clean_datasets("custom", cache_dir=cache, dry_run=True)
+    assert record["path"] == str(first) and record["action"] == "would remove"
+    assert record["reason"] == f"its labels file {path} has changed since"
+    assert first.is_dir()  # a dry run deletes nothing
+    path.unlink()
+    assert main(["data", "clean", "custom", "--cache-dir", str(cache)]) == 0
+    assert "is gone" in capsys.readouterr().out
+    assert not first.exists() and not second.exists()

@@ -57,13 +57,15 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     clean = sub.add_parser(
         "clean", help="remove stale or incomplete dataset builds (--all: every build)",
         description="Remove the builds that `andersonn data info` / training would refuse: stale "
-        "(featuriser version, image spec or sources changed) or incomplete, plus temporary "
+        "(featuriser version, image spec or sources changed; for your own labels files: the "
+        "file is gone or changed) or incomplete, plus temporary "
         "directories of interrupted builds older than 1 h. Complete, current builds, archives, "
         "symlinks and builds memory-mapped by a running process are kept.")
     # no choices=: argparse (3.11) rejects the empty default of nargs="*" against them;
     # clean_datasets checks the names (unknown task: one-line error, exit 2)
     clean.add_argument("tasks", nargs="*", metavar="TASK",
-                       help=f"{', '.join(_TASKS)} or all (default: every task)")
+                       help=f"{', '.join(_TASKS)}, custom (builds of your own labels "
+                       "files) or all (default: all of them)")
     clean.add_argument("--cache-dir", metavar="DIR", default=None,
                        help="cache root (default $ANDERSONN_CACHE, $XDG_CACHE_HOME/andersonn "
                        "or ~/.cache/andersonn)")

@@ -8,6 +8,8 @@ Every featuriser version bump leaves the old builds behind (a full ``polarity`` 
 - builds that are **incomplete or damaged** (no ``COMPLETE`` marker, files missing/truncated),
 - temporary directories of interrupted builds (``.<key>.*.tmp`` / ``.old``) older than one hour;
   younger ones are left alone, a build may be writing them,
+- builds of your own labels files (``<cache>/datasets/custom/``) whose labels file is gone or
+  has changed since, or that another featuriser version made,
 
 and keeps every complete, current build. With ``all_builds`` every build is removed. Whatever
 the mode, it never follows a symlink (a symlinked build or task directory is left alone), never
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,8 @@ from andersonn.data.build import (
     _staleness,
     datasets_root,
 )
-from andersonn.data.cache import COMPLETE, is_complete
+from andersonn.data.cache import COMPLETE, file_sha256, is_complete
+from andersonn.data.labelled import CUSTOM_TASK
 from andersonn.data.tasks import TASKS, TaskDefinition, get_task
 from andersonn.errors import AndersonnError
 
@@ -57,15 +60,26 @@ def clean_datasets(
     ``"would remove"`` (dry run) or ``"kept"`` (young temp dir, symlink, in use). Complete,
     current builds are kept and not listed.
     """
-    names = list(TASKS) if tasks is None else [tasks] if isinstance(tasks, str) else list(tasks)
+    every = [*TASKS, CUSTOM_TASK]
+    names = every if tasks is None else [tasks] if isinstance(tasks, str) else list(tasks)
     if "all" in names:
-        names = list(TASKS)
-    task_defs = [get_task(name) for name in dict.fromkeys(names)]
+        names = every
+    names = list(dict.fromkeys(names))
+    task_defs = [get_task(name) for name in names if name != CUSTOM_TASK]
     root = datasets_root(cache_dir)
     mapped = _mapped_files()
     records: list[dict[str, Any]] = []
     for task in task_defs:
-        records += _clean_task(task, root / task.name, all_builds, dry_run, mapped)
+        current: tuple[str, dict[str, Any]] | None = None
+        if not all_builds:
+            _, _, _, spec, version, _ = _resolve(task.name, None, None)
+            current = (version, _spec_dict(spec))
+        records += _clean_task(task.name, root / task.name,
+                               lambda entry, t=task, c=current: _refusal(entry, t, *c),
+                               all_builds, dry_run, mapped)
+    if CUSTOM_TASK in names:
+        records += _clean_task(CUSTOM_TASK, root / CUSTOM_TASK, _labelled_refusal, all_builds,
+                               dry_run, mapped)
     return records
 
 
@@ -82,24 +96,21 @@ def tree_size(path: str | os.PathLike[str]) -> int:
 
 
 def _clean_task(
-    task: TaskDefinition,
+    name: str,
     task_root: Path,
+    refusal: Callable[[Path], str | None],
     all_builds: bool,
     dry_run: bool,
     mapped: Mapping[str, set[int]],
 ) -> list[dict[str, Any]]:
     def record(path: Path, action: str, reason: str, size: int = 0) -> dict[str, Any]:
-        return {"task": task.name, "name": path.name, "path": os.fspath(path),
+        return {"task": name, "name": path.name, "path": os.fspath(path),
                 "reason": reason, "bytes": size, "action": action}
 
     if task_root.is_symlink():
         return [record(task_root, "kept", "symlink: never followed")]
     if not task_root.is_dir():
         return []
-    current: tuple[str, dict[str, Any]] | None = None
-    if not all_builds:
-        _, _, _, spec, version, _ = _resolve(task.name, None, None)
-        current = (version, _spec_dict(spec))
 
     records: list[dict[str, Any]] = []
     removed: set[str] = set()
@@ -123,8 +134,7 @@ def _clean_task(
         elif all_builds:
             reason = "--all"
         else:
-            assert current is not None
-            reason = _refusal(entry, task, *current)
+            reason = refusal(entry)
             if reason is None:
                 continue  # complete and current: kept
         pids = _users(entry, mapped)
@@ -168,6 +178,36 @@ def _refusal(
     except (OSError, ValueError, AttributeError, TypeError):
         return "damaged (unreadable meta.json)"
     return None if stale is None else f"stale: {stale}"
+
+
+def _labelled_refusal(directory: Path) -> str | None:
+    """Why the build of a labels file in ``directory`` will not be used again; ``None`` if it
+    may be: incomplete or damaged, made by another featuriser version, or its labels file is
+    gone or has changed since (a new build is made for the new content). Changes to the files
+    a labels file names are not looked at here."""
+    from andersonn.images import IMAGE_SPECS
+
+    if not (directory / COMPLETE).is_file():
+        return f"incomplete (no {COMPLETE} marker: interrupted build?)"
+    if not is_complete(directory):
+        return "damaged (files missing or truncated)"
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        spec = IMAGE_SPECS.get(str(meta.get("image")))
+        labels = Path(meta["labels_file"])
+        recorded = meta["sources"]["labels"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "damaged (unreadable meta.json)"
+    if spec is None or meta.get("image_spec") != spec.to_dict():
+        return "stale: image spec changed"
+    if meta.get("featurizer_version") != spec.featurizer_version:
+        return (f"stale: featurizer version {meta.get('featurizer_version')} != current "
+                f"{spec.featurizer_version}")
+    if not labels.is_file():
+        return f"its labels file {labels} is gone"
+    if file_sha256(labels) != recorded:
+        return f"its labels file {labels} has changed since"
+    return None
 
 
 def _remove_tree(entry: Path, task_root: Path) -> None:
