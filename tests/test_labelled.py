@@ -79,12 +79,15 @@ def test_class_column_names_order_and_unknown_classes(tmp_path):
 
 def test_labelled_dataset_skips_bad_and_other_kind_and_splits_by_class():
     rows = _dipoles()
-    inputs = [s for s, _ in rows] + ["((", str(STRUCTURES / "NaCl.cif")]
-    labels = [int(d >= 2.5) for _, d in rows] + [0, 1]
+    inputs = [s for s, _ in rows] + ["((", str(STRUCTURES / "NaCl.cif"), rows[0][0]]
+    labels = [int(d >= 2.5) for _, d in rows] + [0, 1, 1 - int(rows[0][1] >= 2.5)]
     ds = labelled_dataset(inputs, labels, ["weak", "strong"], progress=False, workers=1)
     assert ds.meta["image"] == "polarity" and ds.meta["domain"]["kind"] == "molecule"
     assert len(ds) == 48 and ds.images.shape[1:] == (14, 29, 10)
-    reasons = {s["where"]: s["reason"] for s in ds.report["skipped"]}
+    assert ds.report["skipped"][-1] == {  # a repeat would leak between the splits
+        "where": rows[0][0], "reason": f"the same image as {rows[0][0]} with another label; "
+        "the first is kept"}
+    reasons = {s["where"]: s["reason"] for s in ds.report["skipped"][:-1]}
     assert set(reasons) == {"((", str(STRUCTURES / "NaCl.cif")}
     assert reasons[str(STRUCTURES / "NaCl.cif")] == \
         "a crystal, but the polarity image is for molecules"

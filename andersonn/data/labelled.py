@@ -306,8 +306,9 @@ def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequ
                      progress: bool = True, rule: str = "", skipped: Sequence[dict] = (),
                      meta: dict[str, Any] | None = None) -> LabelledDataset:
     """Encode labelled inputs (SMILES, structure files, records) as graph images and split them
-    80/10/10 stratified by class with ``seed``; unreadable inputs and those of the other kind
-    (a crystal among molecules) are skipped and reported. Refuses data too small to split."""
+    80/10/10 stratified by class with ``seed``; unreadable inputs, those of the other kind (a
+    crystal among molecules) and repeats of an image already seen (the same input twice) are
+    skipped and reported. Refuses data too small to split."""
     from andersonn.data.domain import Domain
     from andersonn.images import IMAGE_SPECS, featurize_many
     from andersonn.images.batch import SOURCE
@@ -325,13 +326,24 @@ def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequ
     report += [{"where": str(name), "reason": str(reason).removeprefix(f"{name}: ")[:300]}
                for _, name, reason in res.failures]
     keep = []
+    first_of: dict[bytes, int] = {}  # image bytes digest -> input index of its first input
     for row, (index, summary) in enumerate(zip(res.ok_indices, res.summaries, strict=True)):
         if bool(summary[2]) != (kind == "crystal"):
             other = "crystal" if summary[2] else "molecule"
             report.append({"where": _input_name(inputs[index]),
                            "reason": f"a {other}, but the {image} image is for {kind}s"})
-        else:
-            keep.append(row)
+            continue
+        # the same image twice (the same SMILES or file in two rows) could land in train and
+        # test alike and flatter the test score: the first one is kept
+        digest = hashlib.blake2b(res.images[row].tobytes(), digest_size=16).digest()
+        first = first_of.setdefault(digest, index)
+        if first != index:
+            other_label = " with another label" if labels[first] != labels[index] else ""
+            report.append({"where": _input_name(inputs[index]),
+                           "reason": f"the same image as {_input_name(inputs[first])}"
+                                     f"{other_label}; the first is kept"})
+            continue
+        keep.append(row)
     ok = [res.ok_indices[r] for r in keep]
     y = np.asarray([labels[i] for i in ok], dtype=np.int64)
     counts = np.bincount(y, minlength=len(classes))

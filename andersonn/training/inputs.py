@@ -84,8 +84,10 @@ def labelled_dataset_of(train: dict[str, Any], progress: bool = False,
     if report:
         counts = ", ".join(f"{c}: {n}" for c, n in zip(ds.classes, ds.meta["class_counts"],
                                                         strict=True))
+        skipped = ds.report.get("skipped", [])
+        where = f"; all in {ds.directory / 'report.json'}" if len(skipped) > 3 else ""
         print(f"andersonn: {train['labels']}: {len(ds)} structures ({counts}) as "
-              f"{ds.meta.get('image')} images; {describe_skipped(ds.report.get('skipped', []))}",
+              f"{ds.meta.get('image')} images; {describe_skipped(skipped)}{where}",
               file=sys.stderr)
     return ds
 
