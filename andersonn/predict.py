@@ -66,6 +66,8 @@ class Prediction:
     iterations: float | None = None
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    source: Any = dataclasses.field(default=None, repr=False, compare=False)
+    """The input as read (a path, SMILES or record): what ``--out FILE.sdf`` writes back."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (the ``--out FILE.json`` record)."""
@@ -442,13 +444,13 @@ class Classifier:
                                                             progress and len(items) >= 64)
         probs, iters = (self._infer_inputs(images, counts) if ok
                         else (np.zeros((0, 0)), np.zeros(0)))
-        out = [Prediction(_input_name(item), False, error=errors[i])
+        out = [Prediction(_input_name(item), False, error=errors[i], source=item)
                for i, item in enumerate(items)]
         for row, i in enumerate(ok):
             p = probs[row]
             out[i] = Prediction(_input_name(items[i]), True, self.classes_[int(p.argmax())],
                                 {c: float(v) for c, v in zip(self.classes_, p, strict=False)},
-                                float(iters[row]), warnings=notes[i])
+                                float(iters[row]), warnings=notes[i], source=items[i])
         return out
 
 
@@ -586,10 +588,16 @@ def format_table(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
 
 def write_predictions(path: str | Path, preds: Sequence[Prediction], classes: Sequence[str],
                       meta: dict[str, Any] | None = None) -> None:
-    """Write predictions atomically as JSON (``.json``) or CSV (``.csv``)."""
+    """Write predictions atomically as JSON (``.json``), CSV (``.csv``) or, for molecules, an
+    SD file of the inputs with the predictions as data fields (``.sdf``,
+    :mod:`andersonn.predict_sdf`)."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".json":
+    if suffix == ".sdf":
+        from andersonn.predict_sdf import sdf_predictions
+
+        atomic_write_text(path, sdf_predictions(preds, classes))
+    elif suffix == ".json":
         atomic_write_json(path, {**(meta or {}), "classes": list(classes),
                                  "predictions": [p.to_dict() for p in preds]})
     elif suffix == ".csv":
@@ -605,5 +613,5 @@ def write_predictions(path: str | Path, preds: Sequence[Prediction], classes: Se
                              p.error or "", "; ".join(p.warnings)])
         atomic_write_text(path, buf.getvalue())
     else:
-        raise InputError(f"{path}: --out must end in .json or .csv")
+        raise InputError(f"{path}: --out must end in .json, .csv or .sdf")
 

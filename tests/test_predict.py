@@ -333,3 +333,34 @@ def test_image_refuses_a_smiles_too_big_for_its_image_at_once(
     assert main(["image", "C" * 300, "--out", str(tmp_path / "x")]) == 2
     assert "902 atoms with hydrogens, more than the image holds (400)" in capsys.readouterr().err
     assert main(["image", "CCO", "--out", str(tmp_path / "x")]) == 0
+
+
+def test_predictions_as_sdf_give_every_input_back_with_its_fields(
+        run_dir: Path, tmp_path: Path) -> None:
+    from rdkit import Chem
+
+    library = tmp_path / "lib.sdf"
+    benzene = (FIXTURES / "benzene.sdf").read_text().split("$$$$")[0].rstrip("\n")
+    library.write_text(f"{benzene}\n> <dipole>\n0.0\n\n$$$$\n"
+                       + (FIXTURES / "ethanol.mol").read_text().rstrip("\n") + "\n$$$$\n")
+    listing = tmp_path / "mols.smi"
+    listing.write_text("CC#N acetonitrile\n((( broken\n")
+    out = tmp_path / "preds.sdf"
+    assert main(["predict", str(run_dir), str(library), str(listing),
+                 str(FIXTURES / "ethanol.mol2"), "CO", "--out", str(out)]) == 0
+    mols = list(Chem.SDMolSupplier(str(out), removeHs=False, sanitize=False))
+    assert all(m is not None for m in mols) and len(mols) == 6  # one record per input, in order
+    names = [m.GetProp("_Name") for m in mols]
+    assert names[0] == "benzene" and names[2:4] == ["CC#N (acetonitrile)", "((( (broken)"]
+    assert [m.GetNumAtoms() for m in mols] == [12, 9, 3, 0, 9, 2]  # SMILES: heavy atoms, 2-D
+    assert mols[0].GetProp("dipole") == "0.0"  # the record's own fields are kept
+    assert mols[4].GetConformer().Is3D()  # mol2: its own 3-D atoms and bonds
+    assert mols[4].GetNumBonds() == 8
+    for m in mols[:3] + mols[4:]:
+        assert m.GetProp("andersonn_status") == "ok"
+        probs = [float(m.GetProp(f"andersonn_p_{c.replace(' ', '_')}")) for c in
+                 Classifier.load(run_dir).classes_]
+        assert abs(sum(probs) - 1) < 1e-4 and m.GetProp("andersonn_class")
+    assert mols[3].GetProp("andersonn_status") == "error"
+    assert "unparsable SMILES" in mols[3].GetProp("andersonn_error")
+    assert Chem.MolToSmiles(Chem.RemoveHs(mols[1])) == "CCO"

@@ -93,7 +93,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                              "one row each, named FILE#k (title).")
     pr.add_argument("run_dir", metavar="RUN_DIR")
     pr.add_argument("inputs", metavar="INPUT", nargs="+")
-    pr.add_argument("--out", metavar="FILE", default=None, help="write .json or .csv")
+    pr.add_argument("--out", metavar="FILE", default=None,
+                    help="write .json, .csv or (molecules) .sdf: the inputs with the "
+                    "predictions as data fields")
     pr.add_argument("--ensemble", metavar="RUN_DIR", action="append", default=[],
                     help="also this run (repeatable): average the runs' calibrated "
                     "probabilities; iterations are summed over the runs")
@@ -269,6 +271,7 @@ def _positive(value: int, option: str) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from andersonn.ensemble import Ensemble
+    from andersonn.errors import InputError
     from andersonn.predict import Classifier, format_table, write_predictions
 
     options = _solver_options(args)
@@ -281,6 +284,11 @@ def _predict(args: argparse.Namespace) -> int:
         clf = Classifier.load(args.run_dir, device=args.device, solver=args.solver,
                               solver_options=options)
     clf.conformers = conformers
+    domain = clf.domain_
+    if args.out and args.out.lower().endswith(".sdf") and domain is not None \
+            and domain.kind != "molecule":
+        raise InputError(f"{args.out}: an SD file holds molecules, and this run classifies "
+                         f"{domain.kind}s; write .csv or .json")
     preds = clf.predict_inputs(args.inputs, workers=args.workers,
                                progress=not args.no_progress)
     for p in preds:

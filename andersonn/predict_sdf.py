@@ -1,0 +1,128 @@
+"""Predictions as an SD file: every input molecule back, with its prediction as data fields.
+
+``andersonn predict RUN library.sdf --out preds.sdf`` gives one record per input, in input
+order, so the file lines up with the input and opens in any chemistry tool:
+
+- an SDF/mol record keeps its own connection table and data fields, and gains the prediction;
+- a SMILES gets a 2-D depiction from RDKit (its title: the SMILES, or its name from a ``.smi``
+  line);
+- any other molecule file (xyz, mol2, pdb, ...) is read again and written with its 3-D atoms
+  and bonds (aromatic bonds as type 4);
+- an input that could not be read keeps what it can (its SDF record, or an empty molecule named
+  after it) and carries the reason in ``andersonn_error``.
+
+Fields: ``andersonn_status`` (ok / error), ``andersonn_class``, ``andersonn_p_<class>`` (one
+per class, non-alphanumeric characters as ``_``), ``andersonn_iterations``,
+``andersonn_warnings``, ``andersonn_error``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from andersonn.structures.readers import StructureRecord, format_from_path, is_file, quiet
+
+__all__ = ["field_name", "sdf_predictions"]
+
+_BOND_TYPES = {1.0: 1, 2.0: 2, 3.0: 3, 1.5: 4}
+
+
+def field_name(class_name: str) -> str:
+    """``andersonn_p_<class>`` with every run of non-alphanumeric characters as one ``_``."""
+    return "andersonn_p_" + re.sub(r"[^0-9A-Za-z]+", "_", class_name).strip("_")
+
+
+def sdf_predictions(preds: Sequence[Any], classes: Sequence[str]) -> str:
+    """The SD file text of ``preds`` (:class:`andersonn.predict.Prediction` with ``source``)."""
+    records = []
+    for p in preds:
+        block = _molblock(p.source, p.input)
+        fields: dict[str, str] = {"andersonn_status": "ok" if p.ok else "error"}
+        if p.ok and p.probabilities is not None:
+            fields["andersonn_class"] = str(p.label)
+            fields.update({field_name(c): f"{p.probabilities[c]:.6f}" for c in classes})
+            fields["andersonn_iterations"] = f"{p.iterations:.2f}"
+        if p.warnings:
+            fields["andersonn_warnings"] = "; ".join(p.warnings)
+        if p.error:
+            fields["andersonn_error"] = p.error
+        data = "".join(f">  <{k}>\n{_one_line(v)}\n\n" for k, v in fields.items())
+        records.append(f"{block}{data}$$$$\n")
+    return "".join(records)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "-"  # a blank line would end the field
+
+
+def _molblock(source: Any, name: str) -> str:
+    """A mol block (through ``M  END`` plus any data fields it had) for one input; an empty
+    molecule named ``name`` when there is nothing better."""
+    try:
+        if isinstance(source, StructureRecord):
+            if source.fmt in ("sdf", "mol"):
+                return _own_block(source.text)
+            if source.fmt == "smiles":
+                return _smiles_block(source.text, source.name)
+            return _structure_block(source, name)
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            if is_file(path):
+                if format_from_path(path) in ("sdf", "mol"):
+                    from andersonn.structures.readers import read_records
+
+                    return _own_block(read_records(path)[0].text)
+                return _structure_block(path, name)
+            return _smiles_block(path, path)
+    except Exception:  # an unreadable input keeps its name and its error field
+        pass
+    return _empty_block(name)
+
+
+def _own_block(text: str) -> str:
+    body = text.split("$$$$")[0].rstrip("\n") + "\n"
+    if "M  END" not in body:
+        raise ValueError("no connection table")
+    has_fields = ">" in body.split("M  END", 1)[1]
+    return body + "\n" if has_fields else body  # a data field ends with a blank line
+
+
+def _smiles_block(smiles: str, title: str) -> str:
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    with quiet():
+        mol = Chem.MolFromSmiles(smiles.strip())
+    if mol is None:
+        raise ValueError("unparsable SMILES")
+    AllChem.Compute2DCoords(mol)
+    mol.SetProp("_Name", _one_line(title))
+    return Chem.MolToMolBlock(mol)
+
+
+def _structure_block(source: Any, title: str) -> str:
+    """A V2000 block of a molecule file's 3-D atoms and bonds (as the image was made from)."""
+    from andersonn.structures import read_structure
+    from andersonn.structures.elements import SYMBOLS
+
+    s = read_structure(source)
+    if s.kind != "molecule" or len(s.numbers) > 999:
+        raise ValueError("not a molecule an SD file can hold")
+    header = f"{'':2}{'anderson':8}{'':10}3D"  # initials, program, date, dimension code
+    lines = [_one_line(title)[:80], header, "",
+             f"{len(s.numbers):3d}{len(s.bonds):3d}  0  0  0  0  0  0  0  0999 V2000"]
+    lines += [f"{x:10.4f}{y:10.4f}{z:10.4f} {SYMBOLS[int(n)]:<3} 0  0  0  0  0  0  0  0  0  0"
+              f"  0  0" for n, (x, y, z) in zip(s.numbers, s.positions, strict=True)]
+    orders = s.bond_orders if len(s.bond_orders) == len(s.bonds) else [1.0] * len(s.bonds)
+    for (i, j), order in zip(s.bonds, orders, strict=True):
+        kind = _BOND_TYPES.get(round(float(order) * 2) / 2, 1)
+        lines.append(f"{int(i) + 1:3d}{int(j) + 1:3d}{kind:3d}  0")
+    return "\n".join([*lines, "M  END"]) + "\n"
+
+
+def _empty_block(title: str) -> str:
+    return "\n".join([_one_line(title)[:80], "  andersonn", "",
+                      "  0  0  0  0  0  0  0  0  0  0999 V2000", "M  END"]) + "\n"
