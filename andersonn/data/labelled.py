@@ -56,7 +56,11 @@ __all__ = [
     "LabelledDataset",
     "bin_class_names",
     "build_labelled_dataset",
+    "choose_image",
+    "describe_skipped",
+    "label_rows",
     "labelled_dataset",
+    "parse_value",
     "read_label_table",
 ]
 
@@ -401,13 +405,14 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
                            force: bool = False) -> CachedDataset:
     """Build (or reuse, when an identical complete build exists) the dataset of a labels file;
     see the module docstring."""
-    from andersonn.images import FEATURIZER_VERSION
+    from andersonn.images import IMAGE_SPECS
 
     table = read_label_table(path)
     inputs, labels, names, rule, skipped = label_rows(table, classes, bins)
     fields = {"image": image, "classes": names, "bins": _check_bins(bins), "seed": seed,
-              "fractions": list(DEFAULT_FRACTIONS), "featurizer": str(FEATURIZER_VERSION),
-              "format": CACHE_FORMAT}
+              "fractions": list(DEFAULT_FRACTIONS), "format": CACHE_FORMAT,
+              "specs": {n: [spec.featurizer_version, spec.to_dict()]  # any preset may be chosen
+                        for n, spec in IMAGE_SPECS.items()}}
     key = _cache_key(table, fields)
     directory = datasets_root(cache_dir) / CUSTOM_TASK / key
     if not force and is_complete(directory):
