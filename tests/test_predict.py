@@ -364,3 +364,19 @@ def test_predictions_as_sdf_give_every_input_back_with_its_fields(
     assert mols[3].GetProp("andersonn_status") == "error"
     assert "unparsable SMILES" in mols[3].GetProp("andersonn_error")
     assert Chem.MolToSmiles(Chem.RemoveHs(mols[1])) == "CCO"
+
+
+def test_sdf_output_is_refused_for_a_crystal_run(run_dir: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import shutil
+
+    copy = tmp_path / "crystal-run"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["domain"] = {"kind": "crystal", "n": 0, "elements": None, "atoms": None}
+    (copy / "config.json").write_text(json.dumps(config))
+    assert main(["predict", str(copy), str(FIXTURES / "NaCl.cif"), "--out",
+                 str(tmp_path / "p.sdf")]) == 2
+    assert "an SD file holds molecules" in capsys.readouterr().err
+    assert not (tmp_path / "p.sdf").exists()
