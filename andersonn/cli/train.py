@@ -168,7 +168,7 @@ def _train(args: argparse.Namespace) -> int:
     result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     tm = result.test_metrics
     if tm is not None and _is_main():
-        print(f"{cfg.task} {cfg.model}{f' ({cfg.solver})' if cfg.model == 'deq' else ''}: "
+        print(f"{name} {cfg.model}{f' ({cfg.solver})' if cfg.model == 'deq' else ''}: "
               f"test accuracy {tm['accuracy']:.4f}, balanced {tm['balanced_accuracy']:.4f}, "
               f"macro-F1 {tm['macro_f1']:.4f}, params {tm['params']}, "
               f"wall {tm['train_wall_time_s']:.1f} s → {result.run_dir}")
