@@ -157,8 +157,9 @@ def _one_line(exc: BaseException) -> str:
 class Classifier:
     """Train, load and apply a DEQ (or explicit) graph-image classifier.
 
-    ``Classifier(**train_config)`` takes any :class:`andersonn.training.TrainConfig` field
-    (``model="deq"``, ``solver="anderson"``, ``epochs``, ``hidden``, ...).
+    ``Classifier(image=None, **train_config)`` takes any :class:`andersonn.training.TrainConfig`
+    field (``model="deq"``, ``solver="anderson"``, ``epochs``, ``hidden``, ...); ``image`` is
+    the graph-image preset :meth:`fit` encodes structures with (default: by their kind).
     Fitted attributes: ``model_``, ``classes_``, ``config_`` (the run config), ``spec_``,
     ``domain_`` (:class:`andersonn.data.domain.Domain` of the training split, or ``None``),
     ``temperature_`` (the logits are divided by it before the softmax: temperature scaling
@@ -167,9 +168,10 @@ class Classifier:
     to this many force-field conformers; 1, the default, is one conformer).
     """
 
-    def __init__(self, **config: Any) -> None:
+    def __init__(self, image: str | None = None, **config: Any) -> None:
         from andersonn.training import TrainConfig
 
+        self.image = image  # the graph-image preset fit() encodes structures with (None: by kind)
         self.train_config = TrainConfig.from_dict({}, **config)
         self.model_: torch.nn.Module | None = None
         self.classes_: list[str] = []
@@ -191,6 +193,7 @@ class Classifier:
 
         model, run_config = load_run(run_dir, device=device)
         self = cls.__new__(cls)
+        self.image = None
         try:
             self.train_config = TrainConfig.from_dict(run_config.get("train", {}))
         except AndersonnError:
@@ -270,7 +273,7 @@ class Classifier:
             raise InputError(f"fit: give one label per structure (a list of inputs and a list "
                              f"of labels), got {type(X).__name__} and {len(y)} labels")
         labels, names = self._encode_labels(y, classes)
-        ds = labelled_dataset(list(X), labels.tolist(), names, image=self.train_config.image,
+        ds = labelled_dataset(list(X), labels.tolist(), names, image=self.image,
                               seed=self.train_config.seed, progress=progress)
         if ds.report["skipped"]:
             warnings.warn(f"fit: {describe_skipped(ds.report['skipped'])}", stacklevel=3)

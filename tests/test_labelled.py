@@ -169,6 +169,8 @@ def test_train_command_errors(tmp_path, capsys):
         assert message in capsys.readouterr().err, argv
     with pytest.raises(ConfigError, match="bins applies to training on a labels file"):
         TrainConfig(bins=[1.0])
+    with pytest.raises(ConfigError, match="image applies"):  # not silently ignored
+        TrainConfig.from_dict({"task": "polarity", "image": "crystal-gap"})
     assert TrainConfig(labels="x.csv").task == "custom"
 
 
@@ -180,7 +182,7 @@ def test_classifier_fit_on_structures_predicts_structures():
     names = ["strong" if d >= 2.5 else "weak" for _, d in rows] + ["weak"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        clf = Classifier(epochs=1, hidden=16, threads=1).fit(inputs, names)
+        clf = Classifier(epochs=1, hidden=16, threads=1, image="polarity").fit(inputs, names)
     assert any("1 row(s) skipped (not-a-smiles:" in str(w.message) for w in caught)
     assert clf.classes_ == ["strong", "weak"]
     assert clf.config_["image_spec"]["name"] == "polarity"

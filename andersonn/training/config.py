@@ -78,8 +78,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` on an inconsistent option."""
         if self.labels is None:
-            # (image alone is also the preset of Classifier.fit on structures)
-            given = [n for n in ("bins", "classes") if getattr(self, n) is not None]
+            given = [n for n in ("image", "bins", "classes") if getattr(self, n) is not None]
             if given:
                 raise ConfigError(f"{', '.join(given)} applies to training on a labels file of "
                                   "your own structures (labels)")
