@@ -124,6 +124,15 @@ class Evaluation:
         for k, s in self.ensembles.items():
             lines.append(f"| ensemble of the first {k} | "
                          + " | ".join(fmt(key, s[key]) for key in keys) + " |")
+        intervals = [(run, s.get("accuracy_ci95")) for run, s in zip(self.runs, self.single,
+                                                                     strict=True)]
+        intervals += [(f"ensemble of {k}", s.get("accuracy_ci95"))
+                      for k, s in self.ensembles.items()]
+        shown = [f"{name} {lo:.3f}–{hi:.3f}" for name, (lo, hi) in
+                 ((n, ci) for n, ci in intervals if ci)]
+        if shown:
+            lines += ["", f"accuracy, 95 % interval (Wilson, {self.n} inputs): "
+                      + ", ".join(shown)]
         if self.domain:
             parts = [f"{where} {d['n']} (accuracy {d['accuracy']:.3f})"
                      for where, d in self.domain.items() if d["n"]]

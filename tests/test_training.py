@@ -184,6 +184,20 @@ def test_metrics_from_confusion_matrix() -> None:
     assert rep["balanced_accuracy"] == pytest.approx((0.5 + 1 + 0.5) / 3)
     assert rep["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
     assert rep["per_class"]["b"]["f1"] == pytest.approx(0.8)
+    lo, hi = rep["accuracy_ci95"]
+    assert lo < 4 / 6 < hi
+
+
+def test_wilson_interval_matches_the_closed_form_and_its_limits() -> None:
+    from andersonn.training.metrics import wilson_interval
+
+    # 8 of 10: centre (0.8 + z²/20) / (1 + z²/10), half-width z·sqrt(0.016 + z²/400) / (1 + z²/10)
+    assert wilson_interval(8, 10) == pytest.approx((0.49016, 0.94332), abs=1e-5)
+    assert wilson_interval(0, 20)[0] == 0.0 and 0.15 < wilson_interval(0, 20)[1] < 0.17
+    assert wilson_interval(20, 20)[1] == 1.0
+    # a polarity test split of 800 at 0.946: about ±1.6 points, not symmetric
+    assert wilson_interval(757, 800) == pytest.approx((0.92838, 0.95985), abs=1e-5)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
 def test_cli_train_writes_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

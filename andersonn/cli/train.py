@@ -169,7 +169,9 @@ def _train(args: argparse.Namespace) -> int:
     tm = result.test_metrics
     if tm is not None and _is_main():
         print(f"{name} {cfg.model}{f' ({cfg.solver})' if cfg.model == 'deq' else ''}: "
-              f"test accuracy {tm['accuracy']:.4f}, balanced {tm['balanced_accuracy']:.4f}, "
+              f"test accuracy {tm['accuracy']:.4f} (95 % interval "
+              f"{tm['accuracy_ci95'][0]:.3f}–{tm['accuracy_ci95'][1]:.3f}), "
+              f"balanced {tm['balanced_accuracy']:.4f}, "
               f"macro-F1 {tm['macro_f1']:.4f}, params {tm['params']}, "
               f"wall {tm['train_wall_time_s']:.1f} s → {result.run_dir}")
     return 0

@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["classification_report", "confusion_matrix", "one_vs_rest_balanced_accuracy"]
+__all__ = ["classification_report", "confusion_matrix", "one_vs_rest_balanced_accuracy",
+           "wilson_interval"]
+
+Z95 = 1.959963984540054  # the two-sided 95 % quantile of the standard normal
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -40,6 +43,7 @@ def classification_report(cm: np.ndarray, classes: Sequence[str] | None = None) 
     return {
         **extra,
         "accuracy": float(tp.sum() / total) if total else 0.0,
+        "accuracy_ci95": list(wilson_interval(int(tp.sum()), int(total))),
         "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": {names[i]: {"precision": float(precision[i]), "recall": float(recall[i]),
@@ -60,3 +64,16 @@ def one_vs_rest_balanced_accuracy(cm: np.ndarray, index: int) -> float:
     pos_recall = cm[index, index] / pos_total
     neg_recall = cm[np.ix_(rest, rest)].sum() / neg_total
     return float((pos_recall + neg_recall) / 2)
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (95 % by default): how far an accuracy
+    measured on ``n`` test structures may lie from the accuracy on unseen ones. Unlike the
+    normal approximation it stays inside [0, 1] and is not empty at 0 or n successes."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
