@@ -46,7 +46,8 @@ class columns: :mod:`andersonn.data.labelled`)."""
 
 def score_probabilities(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str]
                         ) -> dict[str, float]:
-    """The :data:`HEADLINE` scores of probabilities (N, K) against integer labels (N,)."""
+    """The :data:`HEADLINE` scores of probabilities (N, K) against integer labels (N,), and
+    the 95 % interval of the accuracy (``accuracy_ci95``)."""
     from andersonn.training.calibration import expected_calibration_error
     from andersonn.training.metrics import classification_report, confusion_matrix
 
@@ -57,7 +58,9 @@ def score_probabilities(probs: np.ndarray, labels: np.ndarray, classes: Sequence
     report["ece"] = expected_calibration_error(p, y) if len(y) else 0.0
     report["nll"] = (float(-torch.log(p[torch.arange(len(y)), y].clamp_min(1e-12)).mean())
                      if len(y) else 0.0)
-    return {k: float(report[k]) for k in HEADLINE if k in report}
+    scores: dict[str, Any] = {k: float(report[k]) for k in HEADLINE if k in report}
+    scores["accuracy_ci95"] = report["accuracy_ci95"]
+    return scores
 
 
 @dataclasses.dataclass
@@ -178,7 +181,7 @@ def _evaluation(ens: Ensemble, names: list[str], source: str, probs: np.ndarray,
     spread = {key: {"mean": float(np.mean([s[key] for s in single])),
                     "std": float(np.std([s[key] for s in single], ddof=1))
                     if len(single) > 1 else 0.0}
-              for key in single[0]}
+              for key in single[0] if key != "accuracy_ci95"}
     ensembles = {k: {**score_probabilities(probs[:k].mean(axis=0), labels, classes),
                      "iterations": float(iters[:k].sum(axis=0).mean())}
                  for k in range(2, len(probs) + 1)}
