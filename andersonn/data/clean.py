@@ -164,14 +164,22 @@ def _clean_task(
     return records
 
 
-def _refusal(
-    directory: Path, task: TaskDefinition, version: str, spec: Mapping[str, Any]
-) -> str | None:
-    """Why ``load_dataset`` would refuse the build in ``directory``; ``None`` if it is usable."""
+def _incomplete(directory: Path) -> str | None:
+    """Why the build in ``directory`` is not a complete one, or None."""
     if not (directory / COMPLETE).is_file():
         return f"incomplete (no {COMPLETE} marker: interrupted build?)"
     if not is_complete(directory):
         return "damaged (files missing or truncated)"
+    return None
+
+
+def _refusal(
+    directory: Path, task: TaskDefinition, version: str, spec: Mapping[str, Any]
+) -> str | None:
+    """Why ``load_dataset`` would refuse the build in ``directory``; ``None`` if it is usable."""
+    broken = _incomplete(directory)
+    if broken is not None:
+        return broken
     try:
         meta = json.loads((directory / "meta.json").read_text())
         stale = _staleness(meta, task, version, spec)
@@ -187,10 +195,9 @@ def _labelled_refusal(directory: Path) -> str | None:
     a labels file names are not looked at here."""
     from andersonn.images import IMAGE_SPECS
 
-    if not (directory / COMPLETE).is_file():
-        return f"incomplete (no {COMPLETE} marker: interrupted build?)"
-    if not is_complete(directory):
-        return "damaged (files missing or truncated)"
+    broken = _incomplete(directory)
+    if broken is not None:
+        return broken
     try:
         meta = json.loads((directory / "meta.json").read_text())
         spec = IMAGE_SPECS.get(str(meta.get("image")))
