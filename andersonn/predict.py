@@ -226,16 +226,19 @@ class Classifier:
         """Train on images ``X`` (N, C, H, W), or on structures (SMILES, structure files,
         records), with labels ``y`` (class indices or names).
 
-        Structures are encoded with the ``image`` preset of the config (default: by their
-        kind), unreadable ones are skipped with a warning, and they are split 80/10/10 by class
+        Structures are encoded with the :attr:`image` preset (default: by their kind),
+        unreadable ones are skipped with a warning, and they are split 80/10/10 by class
         (``val`` is then not taken); the fitted classifier then predicts on structures too.
         Images without ``val`` hold out a stratified 15 % (seeded) for model selection.
         """
         from andersonn.training import train
 
-        if not (isinstance(X, (np.ndarray, torch.Tensor)) and np.ndim(X) == 4):
+        if not isinstance(X, (np.ndarray, torch.Tensor)):
             return self._fit_structures(X, y, classes, val, out_dir, progress)
         x = np.asarray(X, dtype=np.float32)
+        if x.ndim != 4:
+            raise InputError(f"fit expects images of shape (N, C, H, W) or a list of "
+                             f"structures, got an array of shape {x.shape}")
         labels, names = self._encode_labels(y, classes)
         if val is not None:
             xv = np.asarray(val[0], dtype=np.float32)

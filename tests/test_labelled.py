@@ -191,6 +191,8 @@ def test_classifier_fit_on_structures_predicts_structures():
     assert set(clf.predict(inputs[:3])) <= {"strong", "weak"}
     with pytest.raises(InputError, match="val is for images"):
         clf.fit(inputs, names, val=(inputs, names))
+    with pytest.raises(InputError, match=r"shape \(N, C, H, W\) or a list of structures"):
+        clf.fit(np.zeros((3, 4, 5)), [0, 1, 0])
 
 
 def test_a_file_source_encodes_as_the_task_builds_encode_its_text():
