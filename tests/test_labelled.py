@@ -128,7 +128,7 @@ def test_labelled_build_is_cached_until_the_file_changes(tmp_path):
 def test_train_predict_evaluate_resume_on_a_labels_file(tmp_path, capsys):
     run = tmp_path / "run"
     common = [str(DIPOLES), "--bins", "2.5", "--classes", "weak,strong", "--out", str(run),
-              "--threads", "1", "--no-progress", "--hidden", "16"]
+              "--threads", "1", "--workers", "1", "--no-progress", "--hidden", "16"]
     assert main(["train", *common, "--epochs", "1"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["task"] == "custom" and config["classes"] == ["weak", "strong"]

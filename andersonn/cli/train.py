@@ -60,6 +60,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     help="learned-charge |Σ q r| readouts where the image has frame "
                     "coordinates, e.g. polarity (0 = off, the default)")
     tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
+    tr.add_argument("--workers", type=int, default=None,
+                    help="processes featurising the dataset when it has to be built (all cores)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
     own = tr.add_argument_group("a labels file of your own structures")
     own.add_argument("--image", choices=_TASKS, default=None,
@@ -143,7 +145,7 @@ _CLI_FIELDS = {"model": "model", "solver": "solver", "epochs": "epochs", "limit"
                "device": "device", "tol": "tol", "max_iter": "max_iter", "hidden": "hidden",
                "depth": "depth", "match_params": "match_params", "threads": "threads",
                "vector_heads": "vector_heads", "jac_reg": "jac_reg", "jac_samples": "jac_samples",
-               "warm_start": "warm_start"}
+               "warm_start": "warm_start", "workers": "workers"}
 
 
 def _train(args: argparse.Namespace) -> int:

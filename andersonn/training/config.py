@@ -66,6 +66,7 @@ class TrainConfig:
     device: str = "auto"
     limit: int | None = None
     threads: int | None = None
+    workers: int | None = None  # processes featurising a dataset built for this run (None: all)
     evaluate_test: bool = True
     plots: bool = True
     max_time_s: float | None = None  # stop after the epoch that passes this cumulative time
@@ -100,6 +101,8 @@ class TrainConfig:
                      "depth", "max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.workers is not None and int(self.workers) < 1:
+            raise ConfigError(f"workers must be >= 1 (got {self.workers})")
         if self.jac_reg < 0 or int(self.jac_samples) < 1:
             raise ConfigError(f"jac_reg must be >= 0 and jac_samples >= 1 (got {self.jac_reg}, "
                               f"{self.jac_samples})")

@@ -65,7 +65,7 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
         except AndersonnError as exc:
             print(f"andersonn: {exc}; building dataset {cfg.task!r}"
                   f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
-            ds = build_dataset(cfg.task, limit=cfg.limit)
+            ds = build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers)
     barrier(info)
     if not info.is_main:
         ds = load_dataset(cfg.task, **kwargs)
@@ -80,7 +80,7 @@ def labelled_dataset_of(train: dict[str, Any], progress: bool = False,
 
     ds = build_labelled_dataset(train["labels"], image=train.get("image"),
                                 classes=train.get("classes"), bins=train.get("bins"),
-                                progress=progress)
+                                workers=train.get("workers"), progress=progress)
     if report:
         counts = ", ".join(f"{c}: {n}" for c, n in zip(ds.classes, ds.meta["class_counts"],
                                                         strict=True))
