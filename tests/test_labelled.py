@@ -75,6 +75,12 @@ def test_class_column_names_order_and_unknown_classes(tmp_path):
             read_label_table(path.with_suffix(".csv"))
     with pytest.raises(InputError, match="no such labels file"):
         read_label_table(tmp_path / "missing.csv")
+    semicolons = tmp_path / "excel.csv"  # a spreadsheet saved with a decimal-comma locale
+    semicolons.write_text("SMILES;Class\nC;a\nCC;b\n")
+    assert [row[1:] for row in read_label_table(semicolons).rows] == [("C", "a"), ("CC", "b")]
+    semicolons.write_text("smiles;dipole\nC;2,5\nCC;0,25\nCO;1,2,3\n")
+    inputs, labels, _, _, skipped = label_rows(read_label_table(semicolons), bins=[1])
+    assert labels == [1, 0] and skipped[0]["reason"] == "value '1,2,3' is not a number"
 
 
 def test_labelled_dataset_skips_bad_and_other_kind_and_splits_by_class():

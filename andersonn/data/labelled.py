@@ -141,12 +141,24 @@ def _csv_table(path: Path) -> _Table:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read it as text ({exc})") from None
-    reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv"
-                            else ",")
+    lines = text.splitlines()
+    reader = csv.DictReader(lines, delimiter=_delimiter(path, lines[0] if lines else ""))
     names = [name or "" for name in reader.fieldnames or []]
     rows = [(f"{path.name} line {number}", row, None)  # the header is line 1
             for number, row in enumerate(reader, start=2)]
     return names, rows
+
+
+def _delimiter(path: Path, header: str) -> str:
+    """Tab for ``.tsv``; otherwise a comma, unless the header has none but has semicolons (a
+    spreadsheet saved with a decimal-comma locale) or tabs."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    if "," not in header:
+        for other in (";", "\t"):
+            if other in header:
+                return other
+    return ","
 
 
 def _sdf_table(path: Path) -> _Table:
@@ -158,11 +170,16 @@ def _sdf_table(path: Path) -> _Table:
 
 
 def parse_value(raw: str) -> float | None:
-    """The finite number in ``raw``, or None."""
+    """The finite number in ``raw`` (a decimal comma, ``2,5``, is read as ``2.5``), or None."""
     try:
         value = float(raw)
     except ValueError:
-        return None
+        if raw.count(",") != 1 or "." in raw:
+            return None
+        try:
+            value = float(raw.replace(",", "."))
+        except ValueError:
+            return None
     return value if math.isfinite(value) else None
 
 
