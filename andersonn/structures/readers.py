@@ -612,10 +612,7 @@ def _from_pdb(text: str, name: str) -> Structure:
     numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
     if (numbers <= 0).any():
         raise _fail(name, "pdb: an atom has no element (columns 77-78)")
-    pos = np.asarray(mol.GetConformer().GetPositions(), dtype=np.float64)
-    b, o, d = molecular_bonds(numbers, pos)
-    return Structure(name=name, numbers=numbers, positions=pos, bonds=b, bond_orders=o,
-                     bond_lengths=d)
+    return structure_from_arrays(numbers, mol.GetConformer().GetPositions(), name=name)
 
 
 def _from_xyz(text: str, name: str) -> Structure:
@@ -651,9 +648,7 @@ def _from_xyz(text: str, name: str) -> Structure:
     if m:
         cell = np.array([float(v) for v in m.group(1).split()]).reshape(3, 3)
         return Structure(name=name, numbers=numbers, positions=pos, cell=cell)
-    b, o, d = molecular_bonds(numbers, pos)
-    return Structure(name=name, numbers=numbers, positions=pos, bonds=b, bond_orders=o,
-                     bond_lengths=d)
+    return structure_from_arrays(numbers, pos, name=name)
 
 
 # ---------------------------------------------------------------- crystals
@@ -772,9 +767,7 @@ def _from_ase(text: str, fmt: str, name: str) -> Structure:
     if atoms.pbc.any() and atoms.cell.volume > 1e-3:
         return Structure(name=name, numbers=numbers, positions=pos,
                          cell=np.asarray(atoms.cell.array, dtype=np.float64))
-    b, o, d = molecular_bonds(numbers, pos)
-    return Structure(name=name, numbers=numbers, positions=pos, bonds=b, bond_orders=o,
-                     bond_lengths=d)
+    return structure_from_arrays(numbers, pos, name=name)
 
 
 def _from_pymatgen_dict(content: Any, name: str) -> Structure:
