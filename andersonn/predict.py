@@ -231,8 +231,6 @@ class Classifier:
         (``val`` is then not taken); the fitted classifier then predicts on structures too.
         Images without ``val`` hold out a stratified 15 % (seeded) for model selection.
         """
-        from andersonn.training import train
-
         if not isinstance(X, (np.ndarray, torch.Tensor)):
             return self._fit_structures(X, y, classes, val, out_dir, progress)
         x = np.asarray(X, dtype=np.float32)
@@ -253,22 +251,13 @@ class Classifier:
                 idx = rng.permutation(np.flatnonzero(labels == c))
                 splits[idx[:max(1, round(0.15 * len(idx)))] if len(idx) > 1 else []] = 1
             images, all_labels = x, labels
-        ds = _ArrayDataset(images, all_labels, splits, names)
-        cfg = dataclasses.replace(self.train_config, evaluate_test=False, plots=False)
-        with tempfile.TemporaryDirectory(prefix="andersonn-fit-") as tmp:
-            result = train(cfg, out_dir if out_dir is not None else tmp, dataset=ds,
-                           progress=progress)
-        self.model_, self.config_ = result.model, result.run_config
-        self.classes_ = names
-        self.domain_ = None  # images carry no elements: nothing to check inputs against
-        self.feature_domain_ = _run_feature_domain("fit", result.run_config)
-        self.temperature_ = _run_temperature("fit", result.run_config)
-        return self
+        # images carry no elements: the run records no domain to check inputs against
+        return self._fit_dataset(_ArrayDataset(images, all_labels, splits, names), names,
+                                 out_dir, progress)
 
     def _fit_structures(self, X: Any, y: Sequence[Any], classes: Sequence[str] | None,
                         val: Any, out_dir: str | Path | None, progress: bool) -> Classifier:
         from andersonn.data.labelled import describe_skipped, labelled_dataset
-        from andersonn.training import train
 
         if val is not None:
             raise InputError("fit on structures splits them 80/10/10 itself; val is for images")
@@ -280,6 +269,14 @@ class Classifier:
                               seed=self.train_config.seed, progress=progress)
         if ds.report["skipped"]:
             warnings.warn(f"fit: {describe_skipped(ds.report['skipped'])}", stacklevel=3)
+        return self._fit_dataset(ds, names, out_dir, progress)
+
+    def _fit_dataset(self, ds: Any, names: list[str], out_dir: str | Path | None,
+                     progress: bool) -> Classifier:
+        """Train on a dataset (its own splits) and take the fitted run's model, classes,
+        domains and temperature."""
+        from andersonn.training import train
+
         cfg = dataclasses.replace(self.train_config, evaluate_test=False, plots=False)
         with tempfile.TemporaryDirectory(prefix="andersonn-fit-") as tmp:
             result = train(cfg, out_dir if out_dir is not None else tmp, dataset=ds,
