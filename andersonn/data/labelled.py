@@ -401,15 +401,15 @@ def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequ
                            info, {"task": CUSTOM_TASK, "skipped": report})
 
 
-def _cache_key(table: LabelTable, fields: dict[str, Any]) -> str:
-    """Changes with the labels file, any file it names (path, size, modification time), the
-    image and label settings."""
+def _cache_key(table: LabelTable, digest: str, fields: dict[str, Any]) -> str:
+    """Changes with the labels file (``digest``: its sha256), any file it names (path, size,
+    modification time), the image and label settings."""
     named = []
     for _, item, _ in table.rows:
         if isinstance(item, str) and len(item) < 4096 and os.path.isfile(item):
             stat = os.stat(item)
             named.append([os.path.abspath(item), stat.st_size, stat.st_mtime_ns])
-    blob = json.dumps({"labels_sha256": file_sha256(table.path), "files": named, **fields},
+    blob = json.dumps({"labels_sha256": digest, "files": named, **fields},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -430,7 +430,8 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
               "fractions": list(DEFAULT_FRACTIONS), "format": CACHE_FORMAT,
               "specs": {n: [spec.featurizer_version, spec.to_dict()]  # any preset may be chosen
                         for n, spec in IMAGE_SPECS.items()}}
-    key = _cache_key(table, fields)
+    digest = file_sha256(table.path)
+    key = _cache_key(table, digest, fields)
     directory = datasets_root(cache_dir) / CUSTOM_TASK / key
     if not force and is_complete(directory):
         return open_cache(directory)
@@ -440,7 +441,7 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
                               "labels_file": os.path.abspath(table.path),
                               "thresholds": fields["bins"],
                               "sources": {"labels": {"file": os.path.abspath(table.path),
-                                                     "sha256": file_sha256(table.path)}},
+                                                     "sha256": digest}},
                               "rows": len(table.rows) + len(table.skipped)})
     write_cache(directory, images=ds.images, labels=ds.labels, ids=ds.ids, splits=ds.splits,
                 classes=ds.classes, meta=ds.meta, report=ds.report)
