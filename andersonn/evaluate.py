@@ -209,11 +209,13 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     ens, names = _as_ensemble(runs, device, solver, solver_options)
-    builds = {json.dumps([m.config_.get("dataset"), m.config_.get("train", {}).get("limit")],
+    builds = {json.dumps([m.config_.get("dataset")]
+                         + [m.config_.get("train", {}).get(k) for k in ("limit", "folds", "fold")],
                          sort_keys=True, default=str) for m in ens.members}
     if len(builds) > 1:
         raise AndersonnError("the runs were trained on different dataset builds (source or "
-                             "--limit), so their splits differ; evaluate them apart")
+                             "--limit) or cross-validation folds, so their splits differ; "
+                             "evaluate them apart")
     ds = dataset if dataset is not None else run_dataset(ens.config_)
     rules = (getattr(ds, "meta", {}).get("label_rule"), ens.config_.get("label_rule"))
     if None not in rules and rules[0] != rules[1]:

@@ -63,6 +63,14 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--workers", type=int, default=None,
                     help="processes featurising the dataset when it has to be built (all cores)")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar / epoch lines")
+    cv = tr.add_argument_group("k-fold cross-validation")
+    cv.add_argument("--folds", type=int, default=None, metavar="K",
+                    help="train K runs (RUN_DIR/fold-1 … fold-K), each tested on its own "
+                    "stratified K-th of the data, and score the out-of-fold "
+                    "predictions of all structures: cv.json, cv.md, predictions.csv")
+    cv.add_argument("--fold", type=int, default=None, metavar="I",
+                    help="with --folds: train only fold I (spread the folds over machines); "
+                    "the summary is written once all K are finished")
     own = tr.add_argument_group("a labels file of your own structures")
     own.add_argument("--image", choices=_TASKS, default=None,
                      help="graph image to encode them with (default: polarity for molecules, "
@@ -151,22 +159,29 @@ _CLI_FIELDS = {"model": "model", "solver": "solver", "epochs": "epochs", "limit"
 def _train(args: argparse.Namespace) -> int:
     import json
 
+    from andersonn.errors import ConfigError
     from andersonn.training import TrainConfig, train
 
     overrides: dict[str, Any] = {f: getattr(args, a) for a, f in _CLI_FIELDS.items()
                                  if getattr(args, a) is not None}
     name = _task_or_labels(args, overrides)
+    if args.fold is not None and args.folds is None:
+        raise ConfigError("--fold I needs --folds K")
     out = Path(args.out) if args.out else Path("runs") / "-".join(
         [name, overrides.get("model", "deq")]
-        + ([overrides.get("solver", "anderson")] if overrides.get("model", "deq") == "deq" else []))
+        + ([overrides.get("solver", "anderson")] if overrides.get("model", "deq") == "deq" else [])
+        + ([f"cv{args.folds}"] if args.folds else []))
     base: dict[str, Any] = {}
-    stored = out / "config.json"
+    stored = out / ("config.json" if not args.folds else "fold-1/config.json")
     if args.resume and stored.is_file():
         base = json.loads(stored.read_text()).get("train", {})
+        base.pop("folds", None), base.pop("fold", None)
     if args.config:
         cfg = TrainConfig.from_json(args.config)
         base = {**cfg.to_dict(), **base} if base else cfg.to_dict()
     cfg = TrainConfig.from_dict(base, **overrides)
+    if args.folds:
+        return _cross_validate(args, cfg, name, out)
     result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     tm = result.test_metrics
     if tm is not None and _is_main():
@@ -176,6 +191,17 @@ def _train(args: argparse.Namespace) -> int:
               f"balanced {tm['balanced_accuracy']:.4f}, "
               f"macro-F1 {tm['macro_f1']:.4f}, params {tm['params']}, "
               f"wall {tm['train_wall_time_s']:.1f} s → {result.run_dir}")
+    return 0
+
+
+def _cross_validate(args: argparse.Namespace, cfg: Any, name: str, out: Path) -> int:
+    from andersonn.crossval import cross_validate
+
+    summary = cross_validate(cfg, out, folds=args.folds, only=args.fold, resume=args.resume,
+                             progress=not args.no_progress)
+    if summary is not None:
+        print(f"{name} {cfg.model}{f' ({cfg.solver})' if cfg.model == 'deq' else ''}: "
+              f"{summary.summary_line()} → {out / 'cv.md'}")
     return 0
 
 

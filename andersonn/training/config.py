@@ -26,6 +26,10 @@ class TrainConfig:
     image: str | None = None
     bins: list | None = None
     classes: list | None = None
+    # k-fold cross-validation (andersonn.data.folds): train on fold `fold` (1-based) of `folds`,
+    # whose structures are the test split; None: the dataset's own 80/10/10 split
+    folds: int | None = None
+    fold: int | None = None
     model: str = "deq"
     # DEQ solver (training); eval_* default to the training values when None
     solver: str = "anderson"
@@ -85,6 +89,14 @@ class TrainConfig:
                                   "your own structures (labels)")
         elif self.limit is not None:
             raise ConfigError("limit applies to the built-in tasks, not to a labels file")
+        if (self.folds is None) != (self.fold is None):
+            raise ConfigError("folds and fold go together: fold I of a K-fold cross-validation")
+        if self.folds is not None:
+            if int(self.folds) < 2:
+                raise ConfigError(f"folds must be >= 2 (got {self.folds})")
+            if not 1 <= int(self.fold) <= int(self.folds):
+                raise ConfigError(f"fold must be between 1 and folds={self.folds} "
+                                  f"(got {self.fold})")
         for name in ("bins", "classes"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), list):
                 raise ConfigError(f"{name} must be a list")

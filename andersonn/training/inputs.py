@@ -21,6 +21,7 @@ __all__ = [
     "channel_stats",
     "class_weights",
     "feature_domain",
+    "fold_of",
     "labelled_dataset_of",
     "load_task_dataset",
     "meta_value",
@@ -44,6 +45,16 @@ def split_tensors(ds: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.from_numpy(np.ascontiguousarray(np.asarray(ds.images[idx], dtype=np.float32)))
     labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64)[idx].copy())
     return images, labels
+
+
+def fold_of(ds: Any, train: dict[str, Any]) -> Any:
+    """``ds`` seen through the cross-validation fold of a training config (``folds``/``fold``),
+    or ``ds`` itself when the config has none."""
+    if train.get("folds") is None:
+        return ds
+    from andersonn.data.folds import FoldView
+
+    return FoldView(ds, int(train["folds"]), int(train["fold"]))
 
 
 def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,

@@ -16,7 +16,13 @@ from andersonn.models import build_model
 from andersonn.training import checkpoint as ckpt
 from andersonn.training.distributed import DistInfo
 from andersonn.training.evaluation import calibrate_split, calibration_record, eval_pass
-from andersonn.training.inputs import SPLITS, feature_domain, labelled_dataset_of, split_tensors
+from andersonn.training.inputs import (
+    SPLITS,
+    feature_domain,
+    fold_of,
+    labelled_dataset_of,
+    split_tensors,
+)
 
 __all__ = ["calibrate_run", "load_run", "load_run_injection", "run_dataset"]
 
@@ -52,13 +58,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
 
 def run_dataset(run_config: dict[str, Any]) -> Any:
     """The cached build a finished run was trained on (its task, ``--limit`` and label
-    thresholds, or its labels file)."""
+    thresholds, or its labels file), split as the run was (its cross-validation fold)."""
     from andersonn.data import load_dataset
 
-    if run_config.get("train", {}).get("labels") is not None:
-        return labelled_dataset_of(run_config["train"])
-    return load_dataset(run_config["task"], limit=run_config["train"].get("limit"),
-                        thresholds=run_config.get("thresholds"))
+    train = run_config.get("train", {})
+    if train.get("labels") is not None:
+        return fold_of(labelled_dataset_of(train), train)
+    return fold_of(load_dataset(run_config["task"], limit=train.get("limit"),
+                                thresholds=run_config.get("thresholds")), train)
 
 
 def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu"

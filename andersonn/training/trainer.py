@@ -45,6 +45,7 @@ from andersonn.training.inputs import (
     channel_stats,
     class_weights,
     feature_domain,
+    fold_of,
     load_task_dataset,
     meta_value,
     split_tensors,
@@ -55,7 +56,7 @@ __all__ = ["TrainResult", "resolve_device", "resume_conflicts", "train"]
 
 # Fields that define the model/data: a resumed run must agree on them.
 _RESUME_KEYS = ("task", "model", "hidden", "kernel", "groups", "depth", "match_params", "seed",
-                "batch_size", "limit")
+                "batch_size", "limit", "folds", "fold")
 # ... and on the data it was trained on (from the run's config.json)
 _RESUME_DATA_KEYS = ("featurizer_version", "image_spec", "classes", "label_rule", "thresholds")
 
@@ -204,7 +205,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                              "choose another --out")
     barrier(info)
 
-    ds = dataset if dataset is not None else load_task_dataset(cfg, info, progress)
+    ds = fold_of(dataset if dataset is not None else load_task_dataset(cfg, info, progress),
+                 cfg.to_dict())
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(np.max(ds.labels)) + 1
     classes = classes or [str(i) for i in range(k)]

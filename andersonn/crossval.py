@@ -1,0 +1,281 @@
+"""k-fold cross-validation: one run per fold, scored on the pooled out-of-fold predictions.
+
+On a small dataset one 10 % test split says little: a few hundred structures give a 95 %
+interval several points wide, and another split can move the accuracy by as much.
+:func:`cross_validate` trains folds 1 … k (:mod:`andersonn.data.folds`), each an ordinary run in
+``OUT/fold-i`` whose test split is fold i, so every structure is predicted once by a model that
+never saw it. :func:`summarize` scores those out-of-fold predictions on the whole dataset (the
+interval then covers all N structures) and each fold alone (mean ± sd over folds), and
+:meth:`CrossValidation.write` puts ``cv.json``, ``cv.md``, ``predictions.csv`` (every
+structure's fold, class, prediction and probabilities) and ``plots/confusion.png`` into ``OUT``.
+
+It runs in one process or under ``torchrun`` (each fold is a distributed training; rank 0
+summarises). ``resume`` skips finished folds and continues an interrupted one from its last
+epoch; ``only`` trains a single fold, so the folds can be spread over machines that share
+``OUT``. ``andersonn train TASK|FILE --folds K`` is the command-line front.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from andersonn.errors import AndersonnError, ConfigError
+from andersonn.training.config import TrainConfig
+
+__all__ = ["FOLD_DIR", "CrossValidation", "cross_validate", "fold_dirs", "summarize"]
+
+FOLD_DIR = "fold-{}"
+"""Name of fold i's run directory inside a cross-validation's output directory."""
+
+SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "metal_vs_nonmetal_balanced_accuracy",
+          "ece", "nll")
+
+# settings that may differ between the folds' runs without changing what they measure
+_FREE_KEYS = ("fold", "threads", "workers", "device", "plots", "evaluate_test")
+
+
+@dataclasses.dataclass
+class CrossValidation:
+    """The scores of a finished k-fold cross-validation.
+
+    ``pooled``: the out-of-fold predictions of all folds together scored on the whole dataset
+    (accuracy with its 95 % interval, balanced accuracy, macro-F1, ECE, NLL, per-class scores,
+    confusion matrix); ``per_fold``: each fold's test scores; ``spread``: their mean and sample
+    standard deviation; ``predictions``: per structure its id, fold, true and predicted class,
+    probabilities and solver iterations.
+    """
+
+    task: str
+    source: str
+    folds: int
+    classes: list[str]
+    n: int
+    runs: list[str]
+    pooled: dict[str, Any]
+    per_fold: list[dict[str, Any]]
+    spread: dict[str, dict[str, float]]
+    settings: dict[str, Any]
+    predictions: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON (``cv.json``), without the per-structure predictions."""
+        record = dataclasses.asdict(self)
+        record.pop("predictions")
+        return record
+
+    def to_markdown(self) -> str:
+        """A table of the folds, their mean ± sd and the pooled scores."""
+        keys = [k for k in SCORES if k in self.pooled]
+        head = ["fold", "test structures", *keys, "iterations"]
+        lines = [f"{self.task}: {self.folds}-fold cross-validation of {self.source} "
+                 f"({self.n} structures)", "",
+                 "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        for s in self.per_fold:
+            lines.append(f"| {s['fold']} | {s['n']} | "
+                         + " | ".join(f"{s[k]:.3f}" for k in keys)
+                         + f" | {s['iterations']:.1f} |")
+        lines.append(f"| mean ± sd | {self.n / self.folds:.0f} | " + " | ".join(
+            f"{self.spread[k]['mean']:.3f} ± {self.spread[k]['std']:.3f}" for k in keys)
+            + f" | {self.spread['iterations']['mean']:.1f} |")
+        lines.append(f"| pooled | {self.n} | "
+                     + " | ".join(f"**{self.pooled[k]:.3f}**" for k in keys)
+                     + f" | {self.pooled['iterations']:.1f} |")
+        lo, hi = self.pooled["accuracy_ci95"]
+        lines += ["", f"pooled accuracy {self.pooled['accuracy']:.3f}, 95 % interval (Wilson, "
+                  f"{self.n} structures) {lo:.3f}–{hi:.3f}", "", "confusion matrix (pooled; "
+                  "rows true, columns predicted): " + ", ".join(self.classes)]
+        lines += ["    " + " ".join(f"{v:6d}" for v in row)
+                  for row in self.pooled["confusion_matrix"]]
+        return "\n".join(lines)
+
+    def summary_line(self) -> str:
+        """One line: pooled accuracy with its interval, per-fold mean ± sd, balanced accuracy."""
+        lo, hi = self.pooled["accuracy_ci95"]
+        acc = self.spread["accuracy"]
+        return (f"{self.folds}-fold cross-validation on {self.n} structures: pooled accuracy "
+                f"{self.pooled['accuracy']:.4f} (95 % interval {lo:.3f}–{hi:.3f}), per fold "
+                f"{acc['mean']:.4f} ± {acc['std']:.4f}, balanced "
+                f"{self.pooled['balanced_accuracy']:.4f}, macro-F1 "
+                f"{self.pooled['macro_f1']:.4f}")
+
+    def write(self, directory: str | Path) -> list[Path]:
+        """Write ``cv.json``, ``cv.md``, ``predictions.csv`` and ``plots/confusion.png``
+        (atomically; a failed plot is reported, not fatal)."""
+        from andersonn.fileio import atomic_write_json, atomic_write_text
+
+        folder = Path(directory)
+        paths = [folder / "cv.json", folder / "cv.md", folder / "predictions.csv"]
+        atomic_write_json(paths[0], self.to_dict())
+        atomic_write_text(paths[1], self.to_markdown() + "\n")
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["index", "id", "fold", "class", "predicted",
+                         *[f"p_{c}" for c in self.classes], "iterations"])
+        for row in self.predictions:
+            writer.writerow([row["index"], row["id"], row["fold"], row["class"], row["predicted"],
+                             *[f"{p:.6f}" for p in row["probabilities"]],
+                             f"{row['iterations']:.1f}"])
+        atomic_write_text(paths[2], buf.getvalue())
+        try:
+            from andersonn.training.plots import plot_confusion
+
+            plot_confusion(self.pooled["confusion_matrix"], self.classes,
+                           folder / "plots" / "confusion.png",
+                           title=f"{self.task}: {self.folds}-fold, out-of-fold (all {self.n})")
+            paths.append(folder / "plots" / "confusion.png")
+        except Exception as exc:  # a by-product; never lose the scores over it
+            print(f"andersonn: warning: plotting failed: {exc}", file=sys.stderr)
+        return paths
+
+
+def fold_dirs(out_dir: str | Path, folds: int) -> list[Path]:
+    """The run directories of folds 1 … ``folds`` inside ``out_dir``."""
+    return [Path(out_dir) / FOLD_DIR.format(i) for i in range(1, folds + 1)]
+
+
+def _finished(run_dir: Path) -> bool:
+    return (run_dir / "model.safetensors").is_file() and (run_dir / "config.json").is_file()
+
+
+def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None = None,
+                   only: int | None = None, resume: bool = False, progress: bool = True
+                   ) -> CrossValidation | None:
+    """Train the folds of a ``folds``-fold cross-validation of ``cfg`` (default ``cfg.folds``)
+    into ``out_dir/fold-i`` and, once every fold is finished, summarise and write the scores.
+
+    ``only``: train just that fold (1-based). ``resume``: skip finished folds and continue
+    an interrupted one; without it a fold directory that already holds a run is refused.
+    Returns the summary (on rank 0, when all folds are done), else None.
+    """
+    import torch
+
+    from andersonn.training import train
+    from andersonn.training.distributed import barrier, cleanup, setup
+    from andersonn.training.inputs import load_task_dataset
+    from andersonn.training.trainer import resolve_device
+
+    k = int(folds if folds is not None else (cfg.folds or 0))
+    if k < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds (got {k})")
+    if only is not None and not 1 <= int(only) <= k:
+        raise ConfigError(f"fold must be between 1 and {k} (got {only})")
+    todo = [int(only)] if only is not None else list(range(1, k + 1))
+    device = (resolve_device(cfg.device) if cfg.device != "auto" else
+              torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    info = setup(device)  # one process group for all folds (train() then reuses it)
+    try:
+        dataset = None  # loaded (built on rank 0 if need be) once, for the first fold to train
+        for i, run_dir in zip(todo, [fold_dirs(out_dir, k)[i - 1] for i in todo], strict=True):
+            if resume and _finished(run_dir):
+                if info.is_main and progress:
+                    print(f"andersonn: fold {i}/{k} already finished ({run_dir})",
+                          file=sys.stderr)
+                continue
+            if info.is_main and progress:
+                print(f"andersonn: fold {i}/{k} → {run_dir}", file=sys.stderr)
+            fold_cfg = TrainConfig.from_dict({**cfg.to_dict(), "folds": k, "fold": i})
+            if dataset is None:
+                dataset = load_task_dataset(fold_cfg, info, progress)
+            result = train(fold_cfg, run_dir, resume=resume, dataset=dataset,
+                           progress=progress)
+            tm = result.test_metrics
+            if info.is_main and progress and tm is not None:
+                print(f"andersonn: fold {i}/{k}: test accuracy {tm['accuracy']:.4f} on "
+                      f"{tm['n']} structures", file=sys.stderr)
+        barrier(info)
+        if not info.is_main:
+            return None
+        missing = [d.name for d in fold_dirs(out_dir, k) if not _finished(d)]
+        if missing:  # the outcome of this call, so printed even without progress
+            print(f"andersonn: {k - len(missing)} of {k} folds finished; the summary is "
+                  f"written when {', '.join(missing)} are (the same command with --fold I "
+                  "for each, or with --resume for all)", file=sys.stderr)
+            return None
+        summary = summarize(out_dir, device=str(device) if device.type == "cuda" else "cpu")
+        summary.write(out_dir)
+        return summary
+    finally:
+        cleanup(info)
+
+
+def _settings(run_config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in (run_config.get("train") or {}).items() if k not in _FREE_KEYS}
+
+
+def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
+    """Score the finished folds in ``out_dir`` on their out-of-fold predictions.
+
+    Refuses a missing or unfinished fold, and folds trained with different settings or on
+    different data (their out-of-fold predictions would not describe one model)."""
+    from andersonn.ensemble import Ensemble
+    from andersonn.evaluate import score_probabilities
+    from andersonn.training.metrics import classification_report, confusion_matrix
+    from andersonn.training.runs import run_dataset
+
+    out = Path(out_dir)
+    first = out / FOLD_DIR.format(1)
+    try:
+        k = int(json.loads((first / "config.json").read_text())["train"]["folds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise AndersonnError(f"{out}: not a cross-validation (no finished {first.name} with "
+                             "its fold count)") from None
+    runs = fold_dirs(out, k)
+    missing = [d.name for d in runs if not _finished(d)]
+    if missing:
+        raise AndersonnError(f"{out}: {', '.join(missing)} not finished; train them first")
+    members = [Ensemble.from_runs([d], device=device) for d in runs]
+    reference = members[0].config_
+    for i, (run_dir, ens) in enumerate(zip(runs, members, strict=True), start=1):
+        conf = ens.config_
+        differ = sorted(key for key in set(_settings(conf)) | set(_settings(reference))
+                        if _settings(conf).get(key) != _settings(reference).get(key))
+        if conf.get("dataset") != reference.get("dataset"):
+            differ.append("dataset")
+        if differ or (conf.get("train") or {}).get("fold") != i:
+            raise AndersonnError(f"{run_dir}: not fold {i} of the same cross-validation as "
+                                 f"{runs[0].name} (differs in "
+                                 f"{', '.join(differ) or 'its fold number'})")
+    classes = list(members[0].classes_)
+    base = run_dataset(reference)  # fold 1's view; every fold shares the images and labels
+    labels = np.asarray(base.labels, dtype=np.int64)
+    probs = np.full((len(labels), len(classes)), np.nan)
+    iters = np.zeros(len(labels))
+    fold_of = np.zeros(len(labels), dtype=np.int64)
+    per_fold = []
+    for i, ens in enumerate(members, start=1):
+        ds = run_dataset(ens.config_)
+        idx = ds.split_indices("test")
+        p, it = ens.member_outputs(np.asarray(ds.images[idx], dtype=np.float32))
+        probs[idx], iters[idx], fold_of[idx] = p[0], it[0], i
+        per_fold.append({"fold": i, "n": len(idx), "iterations": float(it[0].mean()),
+                         **score_probabilities(p[0], labels[idx], classes)})
+    if np.isnan(probs).any():
+        raise AndersonnError(f"{out}: the folds' test splits do not cover every structure "
+                             "(the dataset changed after training?)")
+    pooled = {**score_probabilities(probs, labels, classes), "iterations": float(iters.mean())}
+    report = classification_report(confusion_matrix(labels, probs.argmax(axis=1),
+                                                    len(classes)), classes)
+    pooled.update(per_class=report["per_class"], confusion_matrix=report["confusion_matrix"])
+    keys = [key for key in (*SCORES, "iterations") if key in per_fold[0]]
+    spread = {key: {"mean": float(np.mean([s[key] for s in per_fold])),
+                    "std": float(np.std([s[key] for s in per_fold], ddof=1))} for key in keys}
+    ids = list(getattr(base, "ids", None) or [str(j) for j in range(len(labels))])
+    predicted = probs.argmax(axis=1)
+    rows = [{"index": j, "id": ids[j], "fold": int(fold_of[j]), "class": classes[labels[j]],
+             "predicted": classes[predicted[j]], "probabilities": probs[j].tolist(),
+             "iterations": float(iters[j])} for j in range(len(labels))]
+    train = reference.get("train") or {}
+    return CrossValidation(task=str(reference.get("task")),
+                           source=str(train.get("labels") or reference.get("task")), folds=k,
+                           classes=classes, n=len(labels), runs=[str(d) for d in runs],
+                           pooled=pooled, per_fold=per_fold, spread=spread,
+                           settings=_settings(reference), predictions=rows)
+

@@ -1,0 +1,131 @@
+"""k-fold cross-validation: the folds, a dataset seen through one, and ``train --folds``
+(fold by fold, resumed, summarised on the out-of-fold predictions)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from andersonn.cli import main
+from andersonn.crossval import summarize
+from andersonn.data.folds import FoldView, fold_split, stratified_folds
+from andersonn.errors import AndersonnError, ConfigError
+from andersonn.training import TrainConfig
+
+DIPOLES = Path(__file__).parent / "fixtures" / "labelled" / "qm9_dipoles.csv"
+LABELS = np.repeat([0, 1, 2], [23, 11, 6])[np.random.default_rng(7).permutation(40)]
+
+
+def test_folds_deal_every_class_evenly_and_repeatably():
+    folds = stratified_folds(LABELS, 5)
+    assert folds.shape == LABELS.shape and set(folds) == set(range(5))
+    sizes = np.bincount(folds, minlength=5)
+    assert sizes.max() - sizes.min() <= 1
+    for cls in range(3):
+        per_fold = np.bincount(folds[LABELS == cls], minlength=5)
+        assert per_fold.max() - per_fold.min() <= 1, cls
+    assert np.array_equal(folds, stratified_folds(LABELS, 5))
+    assert not np.array_equal(folds, stratified_folds(LABELS, 5, seed=1))
+
+
+def test_each_structure_is_tested_once_and_a_tenth_validates():
+    tested = np.zeros(len(LABELS), dtype=int)
+    for fold in range(1, 6):
+        split = fold_split(LABELS, 5, fold)
+        tested += split == 2
+        for cls, n in enumerate((23, 11, 6)):
+            of_class = split[LABELS == cls]
+            assert (of_class == 1).sum() == max(1, round(0.1 * n))
+            assert (of_class == 0).sum() >= 1
+    assert np.all(tested == 1)
+    for bad, message in (((LABELS, 1, 1), "at least 2 folds"),
+                         ((LABELS, 7, 1), "at least 7 structures of every class; class 2 has 6"),
+                         ((LABELS, 5, 6), "between 1 and 5")):
+        with pytest.raises(ConfigError, match=message):
+            fold_split(*bad)
+    with pytest.raises(ConfigError, match="folds and fold go together"):
+        TrainConfig(folds=5)
+    with pytest.raises(ConfigError, match="between 1 and folds=3"):
+        TrainConfig(folds=3, fold=0)
+
+
+def test_a_fold_view_changes_the_splits_only():
+    class Data:
+        images = np.arange(40 * 2, dtype=np.float32).reshape(40, 2, 1, 1)
+        labels = LABELS
+        splits = np.zeros(40, dtype=np.int8)
+        meta = {"task": "x"}
+        classes = ["a", "b", "c"]
+
+        def __len__(self) -> int:
+            return 40
+
+    view = FoldView(Data(), 4, 2)
+    assert view.images is Data.images and view.classes == ["a", "b", "c"] and len(view) == 40
+    assert np.array_equal(view.splits, fold_split(LABELS, 4, 2))
+    assert np.array_equal(view.split_indices("test"), np.flatnonzero(view.splits == 2))
+    assert view.meta["cross_validation"] == {"folds": 4, "fold": 2, "seed": 0}
+    assert Data.meta == {"task": "x"}  # the dataset's own meta is untouched
+    assert len(view.torch_split("val")) == int((view.splits == 1).sum())
+
+
+def test_train_folds_one_at_a_time_then_resume_and_summarise(tmp_path, capsys):
+    out = tmp_path / "cv"
+    common = [str(DIPOLES), "--bins", "2.5", "--folds", "3", "--out", str(out), "--epochs", "1",
+              "--threads", "1", "--workers", "1", "--no-progress", "--hidden", "8"]
+    assert main(["train", *common, "--fold", "2"]) == 0
+    assert (out / "fold-2" / "model.safetensors").is_file()
+    assert not (out / "fold-1").exists() and not (out / "cv.json").exists()
+    assert "1 of 3 folds finished" in capsys.readouterr().err
+    assert main(["train", *common]) == 2  # fold 2 holds a run: only --resume goes on
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["train", *common, "--resume"]) == 0
+    assert "3-fold cross-validation on 48 structures: pooled accuracy" in capsys.readouterr().out
+
+    record = json.loads((out / "cv.json").read_text())
+    assert record["n"] == 48 and record["folds"] == 3 and record["task"] == "custom"
+    assert sum(map(sum, record["pooled"]["confusion_matrix"])) == 48
+    per_fold = record["per_fold"]
+    assert sum(s["n"] for s in per_fold) == 48
+    correct = sum(s["accuracy"] * s["n"] for s in per_fold)
+    assert record["pooled"]["accuracy"] == pytest.approx(correct / 48)
+    for s in per_fold:  # the same model, the same test split as the fold's own run
+        test = json.loads((out / f"fold-{s['fold']}" / "test_metrics.json").read_text())
+        assert test["accuracy"] == pytest.approx(s["accuracy"])
+    with (out / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(int(r["index"]) for r in rows) == list(range(48))
+    assert {r["fold"] for r in rows} == {"1", "2", "3"}
+    assert all(abs(float(r["p_< 2.5"]) + float(r["p_>= 2.5"]) - 1) < 1e-4 for r in rows)
+    assert (out / "cv.md").is_file() and (out / "plots" / "confusion.png").is_file()
+
+    scores = tmp_path / "f2.json"  # evaluate scores a fold's run on that fold's test split
+    assert main(["evaluate", str(out / "fold-2"), "--out", str(scores)]) == 0
+    assert json.loads(scores.read_text())["single"][0]["accuracy"] == pytest.approx(
+        per_fold[1]["accuracy"])
+    assert main(["evaluate", str(out / "fold-1"), str(out / "fold-2")]) == 2
+    assert "cross-validation folds" in capsys.readouterr().err
+
+    config_path = out / "fold-3" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["train"]["epochs"] = 5
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(AndersonnError, match="not fold 3 of the same cross-validation.*epochs"):
+        summarize(out)
+
+
+def test_cross_validation_command_errors(tmp_path, capsys):
+    for extra, message in ((["--fold", "2"], "--fold I needs --folds K"),
+                           (["--folds", "3", "--fold", "4"], "between 1 and 3"),
+                           (["--folds", "1"], "at least 2 folds"),
+                           (["--folds", "30"], "30 folds need at least 30 structures")):
+        argv = ["train", str(DIPOLES), "--bins", "2.5", "--out", str(tmp_path / "x"),
+                "--threads", "1", "--workers", "1", "--no-progress", *extra]
+        assert main(argv) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    with pytest.raises(AndersonnError, match="not a cross-validation"):
+        summarize(tmp_path)
