@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ import numpy as np
 from andersonn.errors import AndersonnError, ConfigError
 from andersonn.training.config import TrainConfig
 
-__all__ = ["FOLD_DIR", "CrossValidation", "cross_validate", "fold_dirs", "summarize"]
+__all__ = ["FOLD_DIR", "CrossValidation", "compare", "cross_validate", "fold_dirs",
+           "is_cross_validation", "mcnemar_p_value", "summarize"]
 
 FOLD_DIR = "fold-{}"
 """Name of fold i's run directory inside a cross-validation's output directory."""
@@ -53,6 +55,7 @@ class CrossValidation:
     probabilities and solver iterations.
     """
 
+    directory: str
     task: str
     source: str
     folds: int
@@ -273,9 +276,65 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
              "predicted": classes[predicted[j]], "probabilities": probs[j].tolist(),
              "iterations": float(iters[j])} for j in range(len(labels))]
     train = reference.get("train") or {}
-    return CrossValidation(task=str(reference.get("task")),
+    return CrossValidation(directory=str(out), task=str(reference.get("task")),
                            source=str(train.get("labels") or reference.get("task")), folds=k,
                            classes=classes, n=len(labels), runs=[str(d) for d in runs],
                            pooled=pooled, per_fold=per_fold, spread=spread,
                            settings=_settings(reference), predictions=rows)
 
+
+
+def is_cross_validation(path: str | Path) -> bool:
+    """Whether ``path`` is the output directory of a cross-validation (not a run)."""
+    folder = Path(path)
+    return (folder / FOLD_DIR.format(1) / "config.json").is_file() \
+        and not (folder / "config.json").is_file()
+
+
+def mcnemar_p_value(only_first: int, only_second: int) -> float:
+    """Exact two-sided McNemar p-value: the probability, were both models equally accurate,
+    of a split of the discordant structures (right by one model only) at least this uneven."""
+    n, k = only_first + only_second, min(only_first, only_second)
+    if n == 0:
+        return 1.0
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+            for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, 2 * math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+def compare(first: CrossValidation, second: CrossValidation) -> dict[str, Any]:
+    """Paired comparison of two cross-validations of the same structures (e.g. the DEQ and the
+    explicit network): the accuracy difference first − second with its 95 % interval for paired
+    proportions, the discordant counts and the exact McNemar p-value."""
+    rows_a, rows_b = first.predictions, second.predictions
+    same = len(rows_a) == len(rows_b) and first.classes == second.classes and all(
+        (a["id"], a["class"]) == (b["id"], b["class"]) for a, b in zip(rows_a, rows_b,
+                                                                        strict=True))
+    if not same:
+        raise AndersonnError("the two cross-validations are not of the same structures and "
+                             "labels; only those can be compared pair by pair")
+    right_a = np.array([r["class"] == r["predicted"] for r in rows_a])
+    right_b = np.array([r["class"] == r["predicted"] for r in rows_b])
+    n = len(right_a)
+    only_a, only_b = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    from andersonn.training.metrics import Z95
+
+    diff = (only_a - only_b) / n
+    se = math.sqrt(max(only_a + only_b - (only_a - only_b) ** 2 / n, 0.0)) / n
+    return {"first": first.directory, "second": second.directory, "n": n,
+            "accuracy": [float(right_a.mean()), float(right_b.mean())],
+            "difference": diff, "difference_ci95": [diff - Z95 * se, diff + Z95 * se],
+            "only_first_right": only_a, "only_second_right": only_b,
+            "mcnemar_p": mcnemar_p_value(only_a, only_b)}
+
+
+def comparison_line(result: dict[str, Any]) -> str:
+    """One line on a :func:`compare` result."""
+    lo, hi = result["difference_ci95"]
+    a, b = result["accuracy"]
+    return (f"{result['first']} vs {result['second']} on the same {result['n']} structures: "
+            f"accuracy {a:.4f} vs {b:.4f}, difference {100 * result['difference']:+.2f} points "
+            f"(95 % interval {100 * lo:+.2f} to {100 * hi:+.2f}); right only by the first "
+            f"{result['only_first_right']}, only by the second {result['only_second_right']}; "
+            f"McNemar exact p = {result['mcnemar_p']:.3g}")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from andersonn.cli import main
-from andersonn.crossval import summarize
+from andersonn.crossval import CrossValidation, compare, mcnemar_p_value, summarize
 from andersonn.data.folds import FoldView, fold_split, stratified_folds
 from andersonn.errors import AndersonnError, ConfigError
 from andersonn.training import TrainConfig
@@ -110,6 +111,13 @@ def test_train_folds_one_at_a_time_then_resume_and_summarise(tmp_path, capsys):
     assert main(["evaluate", str(out / "fold-1"), str(out / "fold-2")]) == 2
     assert "cross-validation folds" in capsys.readouterr().err
 
+    assert main(["evaluate", str(out), str(out), "--out", str(tmp_path / "cv.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "pooled" in printed and "difference +0.00 points" in printed  # itself: no difference
+    assert json.loads((tmp_path / "cv.json").read_text())["comparisons"][0]["mcnemar_p"] == 1.0
+    assert main(["evaluate", str(out), str(out / "fold-1")]) == 2
+    assert "not both" in capsys.readouterr().err
+
     config_path = out / "fold-3" / "config.json"
     config = json.loads(config_path.read_text())
     config["train"]["epochs"] = 5
@@ -129,3 +137,33 @@ def test_cross_validation_command_errors(tmp_path, capsys):
         assert message in capsys.readouterr().err, extra
     with pytest.raises(AndersonnError, match="not a cross-validation"):
         summarize(tmp_path)
+
+
+def _cv(name: str, truth: list[str], predicted: list[str]) -> CrossValidation:
+    rows = [{"index": i, "id": f"m{i}", "fold": 1, "class": t, "predicted": p,
+             "probabilities": [], "iterations": 0.0}
+            for i, (t, p) in enumerate(zip(truth, predicted, strict=True))]
+    return CrossValidation(directory=name, task="x", source="x", folds=2, classes=["a", "b"],
+                           n=len(rows), runs=[], pooled={}, per_fold=[], spread={}, settings={},
+                           predictions=rows)
+
+
+def test_paired_comparison_counts_discordant_structures_and_tests_them_exactly():
+    assert mcnemar_p_value(0, 6) == pytest.approx(2 / 64)
+    exact = 2 * sum(math.comb(30, i) for i in range(11)) / 2 ** 30
+    assert mcnemar_p_value(10, 20) == pytest.approx(exact, rel=1e-12)
+    assert mcnemar_p_value(20, 10) == pytest.approx(exact, rel=1e-12)
+    assert mcnemar_p_value(7, 7) == 1.0 and mcnemar_p_value(0, 0) == 1.0
+    truth = ["a"] * 6 + ["b"] * 6
+    first = _cv("A", truth, ["a"] * 6 + ["b"] * 4 + ["a"] * 2)   # 10 of 12 right
+    second = _cv("B", truth, ["b"] * 3 + ["a"] * 3 + ["b"] * 6)  # 9 of 12 right
+    result = compare(first, second)
+    assert result["accuracy"] == pytest.approx([10 / 12, 9 / 12])
+    assert (result["only_first_right"], result["only_second_right"]) == (3, 2)
+    assert result["difference"] == pytest.approx(1 / 12)
+    se = math.sqrt(3 + 2 - 1 / 12) / 12
+    assert result["difference_ci95"] == pytest.approx([1 / 12 - 1.959964 * se,
+                                                       1 / 12 + 1.959964 * se], rel=1e-5)
+    assert result["mcnemar_p"] == pytest.approx(1.0)
+    with pytest.raises(AndersonnError, match="not of the same structures"):
+        compare(first, _cv("C", ["b"] + truth[1:], truth))

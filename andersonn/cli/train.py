@@ -121,8 +121,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "column (input, smiles, structure, path or file) and either a class column (class or "
         "label) or the property value (value; dipole in D, lcd in Å or gap in eV by task), "
         "turned into a class by the run's label rule; or an SDF whose records carry such a "
-        "field (> <dipole>). Unusable rows are skipped and reported.")
-    ev.add_argument("runs", metavar="RUN_DIR", nargs="+")
+        "field (> <dipole>). Unusable rows are skipped and reported. Given cross-validation "
+        "directories (train --folds), it scores each on its out-of-fold predictions and "
+        "compares the first with each other one structure by structure (McNemar's test).")
+    ev.add_argument("runs", metavar="RUN_DIR|CV_DIR", nargs="+")
     where = ev.add_mutually_exclusive_group()
     where.add_argument("--split", choices=("test", "val", "train"), default="test",
                        help="split of the run's dataset build (test)")
@@ -350,6 +352,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     common = {"device": args.device, "solver": args.solver,
               "solver_options": _solver_options(args)}
     conformers = _positive(args.conformers, "--conformers")
+    if _cross_validations(args.runs):
+        return _evaluate_cross_validations(args)
     if args.labels:
         result = evaluate_labelled(args.runs, args.labels, workers=args.workers,
                                    progress=not args.no_progress, conformers=conformers,
@@ -362,6 +366,47 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"→ {args.out}")
     if args.plots:
         for path in result.write_plots(args.plots):
+            print(f"→ {path}")
+    return 0
+
+
+def _cross_validations(paths: list[str]) -> bool:
+    """Whether the RUN_DIR arguments are cross-validation directories (all or none)."""
+    from andersonn.crossval import is_cross_validation
+    from andersonn.errors import ConfigError
+
+    which = [is_cross_validation(p) for p in paths]
+    if any(which) and not all(which):
+        raise ConfigError("give runs or cross-validations (directories of fold-1 … fold-K), "
+                          "not both")
+    return all(which)
+
+
+def _evaluate_cross_validations(args: argparse.Namespace) -> int:
+    from andersonn.crossval import compare, comparison_line, summarize
+    from andersonn.errors import ConfigError
+    from andersonn.fileio import atomic_write_json
+    from andersonn.training.plots import plot_confusion
+
+    if args.labels or args.split != "test" or args.solver or args.tol or args.max_iter:
+        raise ConfigError("a cross-validation is scored on its out-of-fold predictions as "
+                          "trained; --labels, --split and solver options take run directories "
+                          "(e.g. its fold-1 … fold-K)")
+    summaries = [summarize(path, device=args.device) for path in args.runs]
+    for summary in summaries:
+        print(summary.to_markdown(), end="\n\n")
+    comparisons = [compare(summaries[0], other) for other in summaries[1:]]
+    for result in comparisons:
+        print(comparison_line(result))
+    if args.out:
+        atomic_write_json(args.out, {"cross_validations": [s.to_dict() for s in summaries],
+                                     "comparisons": comparisons})
+        print(f"→ {args.out}")
+    if args.plots:
+        for i, summary in enumerate(summaries, start=1):
+            path = Path(args.plots) / f"cv-{i}-confusion.png"
+            plot_confusion(summary.pooled["confusion_matrix"], summary.classes, path,
+                           title=f"{summary.directory}: out-of-fold ({summary.n})"[:80])
             print(f"→ {path}")
     return 0
 
