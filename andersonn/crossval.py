@@ -144,8 +144,16 @@ def fold_dirs(out_dir: str | Path, folds: int) -> list[Path]:
     return [Path(out_dir) / FOLD_DIR.format(i) for i in range(1, folds + 1)]
 
 
-def _finished(run_dir: Path) -> bool:
-    return (run_dir / "model.safetensors").is_file() and (run_dir / "config.json").is_file()
+def _finished(run_dir: Path, epochs: int | None = None) -> bool:
+    """Whether the run in ``run_dir`` finished (and, given ``epochs``, was planned for as many:
+    a resume with more epochs continues it, as ``train --resume`` does)."""
+    if not (run_dir / "model.safetensors").is_file():
+        return False
+    try:
+        planned = json.loads((run_dir / "config.json").read_text())["train"]["epochs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return epochs is None or int(planned) == int(epochs)
 
 
 def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None = None,
@@ -177,7 +185,7 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
     try:
         dataset = None  # loaded (built on rank 0 if need be) once, for the first fold to train
         for i, run_dir in zip(todo, [fold_dirs(out_dir, k)[i - 1] for i in todo], strict=True):
-            if resume and _finished(run_dir):
+            if resume and _finished(run_dir, cfg.epochs):
                 if info.is_main and progress:
                     print(f"andersonn: fold {i}/{k} already finished ({run_dir})",
                           file=sys.stderr)

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def test_folds_deal_every_class_evenly_and_repeatably():
     sizes = np.bincount(folds, minlength=5)
     assert sizes.max() - sizes.min() <= 1
     for cls in range(3):
-        per_fold = np.bincount(folds[LABELS == cls], minlength=5)
+        per_fold = np.bincount(folds[np.equal(LABELS, cls)], minlength=5)
         assert per_fold.max() - per_fold.min() <= 1, cls
     assert np.array_equal(folds, stratified_folds(LABELS, 5))
     assert not np.array_equal(folds, stratified_folds(LABELS, 5, seed=1))
@@ -39,7 +40,7 @@ def test_each_structure_is_tested_once_and_a_tenth_validates():
         split = fold_split(LABELS, 5, fold)
         tested += split == 2
         for cls, n in enumerate((23, 11, 6)):
-            of_class = split[LABELS == cls]
+            of_class = split[np.equal(LABELS, cls)]
             assert (of_class == 1).sum() == max(1, round(0.1 * n))
             assert (of_class == 0).sum() >= 1
     assert np.all(tested == 1)
@@ -59,8 +60,8 @@ def test_a_fold_view_changes_the_splits_only():
         images = np.arange(40 * 2, dtype=np.float32).reshape(40, 2, 1, 1)
         labels = LABELS
         splits = np.zeros(40, dtype=np.int8)
-        meta = {"task": "x"}
-        classes = ["a", "b", "c"]
+        meta: ClassVar[dict] = {"task": "x"}
+        classes: ClassVar[list] = ["a", "b", "c"]
 
         def __len__(self) -> int:
             return 40
@@ -118,11 +119,17 @@ def test_train_folds_one_at_a_time_then_resume_and_summarise(tmp_path, capsys):
     assert main(["evaluate", str(out), str(out / "fold-1")]) == 2
     assert "not both" in capsys.readouterr().err
 
+    longer = [v if (i == 0 or common[i - 1] != "--epochs") else "2" for i, v in enumerate(common)]
+    assert main(["train", *longer, "--resume"]) == 0  # more epochs: every fold continues
+    for fold in (1, 2, 3):
+        assert len((out / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()) == 2
+    assert json.loads((out / "cv.json").read_text())["settings"]["epochs"] == 2
+
     config_path = out / "fold-3" / "config.json"
     config = json.loads(config_path.read_text())
     config["train"]["epochs"] = 5
     config_path.write_text(json.dumps(config))
-    with pytest.raises(AndersonnError, match="not fold 3 of the same cross-validation.*epochs"):
+    with pytest.raises(AndersonnError, match=r"not fold 3 of the same cross-validation .*epochs"):
         summarize(out)
 
 
@@ -166,4 +173,4 @@ def test_paired_comparison_counts_discordant_structures_and_tests_them_exactly()
                                                        1 / 12 + 1.959964 * se], rel=1e-5)
     assert result["mcnemar_p"] == pytest.approx(1.0)
     with pytest.raises(AndersonnError, match="not of the same structures"):
-        compare(first, _cv("C", ["b"] + truth[1:], truth))
+        compare(first, _cv("C", ["b", *truth[1:]], truth))
