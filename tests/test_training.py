@@ -325,3 +325,18 @@ def test_jacobian_regularisation_in_training(toy: object, tmp_path: Path) -> Non
         cfg(model="explicit", jac_reg=1.0)
     with pytest.raises(ConfigError, match="jac_samples"):
         cfg(jac_reg=1.0, jac_samples=0)
+
+
+def test_patience_stops_early_and_a_resume_stays_stopped(toy: object, tmp_path: Path) -> None:
+    # a learning rate too small to move the validation accuracy after epoch 1
+    c = cfg(epochs=10, patience=2, lr=1e-12, model="explicit", depth=2)
+    result = train(c, tmp_path / "run", dataset=toy, progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert result.test_metrics["epochs"] == 3 and result.test_metrics["best_epoch"] == 1
+    again = train(c, tmp_path / "run", resume=True, dataset=toy, progress=False)
+    assert len(again.history) == 3
+    longer = train(cfg(epochs=10, patience=4, lr=1e-12, model="explicit", depth=2),
+                   tmp_path / "run", resume=True, dataset=toy, progress=False)
+    assert len(longer.history) == 5  # more patience: it goes on from where it stopped
+    with pytest.raises(ConfigError, match="patience must be >= 1"):
+        cfg(patience=0)

@@ -59,6 +59,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--vector-heads", type=int, default=None,
                     help="learned-charge |Σ q r| readouts where the image has frame "
                     "coordinates, e.g. polarity (0 = off, the default)")
+    tr.add_argument("--patience", type=int, default=None, metavar="N",
+                    help="stop early once the validation accuracy has not improved for N "
+                    "epochs (the best epoch's weights are kept either way)")
     tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
     tr.add_argument("--workers", type=int, default=None,
                     help="processes featurising the dataset when it has to be built (all cores)")
@@ -155,7 +158,7 @@ _CLI_FIELDS = {"model": "model", "solver": "solver", "epochs": "epochs", "limit"
                "device": "device", "tol": "tol", "max_iter": "max_iter", "hidden": "hidden",
                "depth": "depth", "match_params": "match_params", "threads": "threads",
                "vector_heads": "vector_heads", "jac_reg": "jac_reg", "jac_samples": "jac_samples",
-               "warm_start": "warm_start", "workers": "workers"}
+               "warm_start": "warm_start", "workers": "workers", "patience": "patience"}
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -74,6 +74,9 @@ class TrainConfig:
     evaluate_test: bool = True
     plots: bool = True
     max_time_s: float | None = None  # stop after the epoch that passes this cumulative time
+    # early stopping: stop once the validation accuracy has not improved for this many epochs
+    # (the best epoch's weights are kept either way); None: train every epoch
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         if self.labels is not None:
@@ -113,6 +116,8 @@ class TrainConfig:
                      "depth", "max_iter"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.patience is not None and int(self.patience) < 1:
+            raise ConfigError(f"patience must be >= 1 epoch (got {self.patience})")
         if self.workers is not None and int(self.workers) < 1:
             raise ConfigError(f"workers must be >= 1 (got {self.workers})")
         if self.jac_reg < 0 or int(self.jac_samples) < 1:

@@ -294,6 +294,13 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
 
     show = progress and info.is_main
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
+        # checked before the epoch, so resuming a run that stopped early does not train on
+        if cfg.patience is not None and epoch - 1 - best_epoch >= cfg.patience:
+            if show:
+                print(f"andersonn: no validation improvement for {epoch - 1 - best_epoch} "
+                      f"epochs (best: epoch {best_epoch}); stopping early after epoch "
+                      f"{epoch - 1}", file=sys.stderr)
+            break
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), dtype=torch.long)
         model.train()
