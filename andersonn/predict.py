@@ -334,7 +334,7 @@ class Classifier:
         setup = (self._spec(), self.domain_, shape, self.feature_domain_, count)
         results: Iterable[_Featurized]
         pool = None
-        if workers > 1 and len(inputs) > 1 and all(isinstance(i, _READABLE) for i in inputs):
+        if workers > 1 and len(inputs) > 1 and all(isinstance(i, READABLE) for i in inputs):
             import multiprocessing as mp
 
             ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
@@ -460,7 +460,8 @@ class Classifier:
 Scientist = Classifier
 
 _Featurized = tuple[np.ndarray | None, str, list[str]]
-_READABLE = (str, os.PathLike, StructureRecord)
+READABLE = (str, os.PathLike, StructureRecord)
+"""Input types read as structures (anything else is taken as a ready ``Structure``)."""
 _Setup = tuple[Any, Domain | None, tuple[int, ...] | None, FeatureDomain | None, int]
 _FEATURIZER: _Setup | None = None
 
@@ -489,7 +490,7 @@ def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
     spec, domain, shape, feature_domain, conformers = setup
     try:
         structures = (read_conformers(item, conformers, max_atoms=spec.max_atoms)
-                      if isinstance(item, _READABLE) else [item])
+                      if isinstance(item, READABLE) else [item])
         notes: list[str] = []
         if domain is not None and hasattr(structures[0], "summary"):
             problem, notes = domain.check(structures[0].summary())

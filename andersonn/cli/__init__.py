@@ -19,7 +19,7 @@ from andersonn import __version__
 from andersonn.errors import AndersonnError
 from andersonn.runtime import tune_cpu_allocator
 
-_STAGE_MODULES = ("engine", "images", "data", "train", "bench")
+_STAGE_MODULES = ("engine", "images", "data", "train", "explain", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

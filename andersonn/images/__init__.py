@@ -1,7 +1,7 @@
 """Images stage: structures -> fixed-size node-neighbour graph images (C, H, W) float32."""
 
 from andersonn.images.batch import FeaturizeResult, featurize_many
-from andersonn.images.encode import encode, encode_labelled
+from andersonn.images.encode import encode, encode_labelled, encode_with_atoms
 from andersonn.images.spec import (
     CHANNELS,
     DEFAULT_TASK,
@@ -12,4 +12,5 @@ from andersonn.images.spec import (
 )
 
 __all__ = ["CHANNELS", "DEFAULT_TASK", "FEATURIZER_VERSION", "IMAGE_SPECS", "FeaturizeResult",
-           "ImageSpec", "encode", "encode_labelled", "featurize_many", "get_spec"]
+           "ImageSpec", "encode", "encode_labelled", "encode_with_atoms", "featurize_many",
+           "get_spec"]

@@ -69,6 +69,16 @@ def encode(structure: Structure, spec: ImageSpec | str) -> np.ndarray:
 
 def encode_labelled(structure: Structure, spec: ImageSpec | str) -> tuple[np.ndarray, list[str]]:
     """Like :func:`encode`, also returning the element symbol of each row ("" for padding)."""
+    img, labels, _ = encode_with_atoms(structure, spec)
+    return img, labels
+
+
+def encode_with_atoms(structure: Structure, spec: ImageSpec | str
+                      ) -> tuple[np.ndarray, list[str], list[np.ndarray]]:
+    """Like :func:`encode_labelled`, also returning the atoms (indices into ``structure``) each
+    filled row stands for: one atom per row for a molecule that fits, every atom of a merged
+    environment (crystals: the symmetry-equivalent sites) or of the environments a reduced row
+    absorbed."""
     spec = get_spec(spec)
     s = structure
     n = s.n_atoms
@@ -79,13 +89,17 @@ def encode_labelled(structure: Structure, spec: ImageSpec | str) -> tuple[np.nda
     rows = feats["rows"]  # (n, C, W) float64, without atom_mult and global channels
     numbers = s.numbers
     weight = np.ones(n)
+    members = [np.array([i]) for i in range(n)]
     # crystals: collapse identical environments (unit-cell invariance); molecules only if needed
     if s.periodic or n > spec.rows:
-        rows, numbers, weight = _deduplicate(rows, numbers, weight)
+        rows, numbers, weight, owner = _deduplicate(rows, numbers, weight)
+        members = _regroup(members, owner, len(rows))
     if len(rows) > spec.rows:
-        rows, numbers, weight = _reduce(rows, numbers, weight, spec, s.name)
+        rows, numbers, weight, owner = _reduce(rows, numbers, weight, spec, s.name)
+        members = _regroup(members, owner, len(rows))
     order = _canonical_order(rows, numbers)
     rows, numbers, weight = rows[order], numbers[order], weight[order]
+    members = [members[i] for i in order]
     c, h, w = spec.shape
     img = np.zeros((c, h, w), dtype=np.float64)
     k = len(rows)
@@ -98,7 +112,13 @@ def encode_labelled(structure: Structure, spec: ImageSpec | str) -> tuple[np.nda
             img[ci, :, :] = feats["global"][name]
     img = np.round(img, IMAGE_DECIMALS).astype(np.float32)
     labels = [SYMBOLS[int(z)] for z in numbers] + [""] * (h - k)
-    return img, labels
+    return img, labels, members
+
+
+def _regroup(members: list[np.ndarray], owner: np.ndarray, k: int) -> list[np.ndarray]:
+    """The atoms of each of ``k`` new rows, given the new row (``owner``) of every old row."""
+    return [np.sort(np.concatenate([members[i] for i in np.flatnonzero(owner == j)]))
+            for j in range(k)]
 
 
 # ------------------------------------------------------------------------ features
@@ -226,8 +246,9 @@ def _row_keys(rows: np.ndarray) -> np.ndarray:
 
 
 def _deduplicate(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge rows with identical rounded content (symmetry-equivalent environments)."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge rows with identical rounded content (symmetry-equivalent environments); also
+    returns the kept row each input row went to."""
     # exact integer hash of the rounded rows (64-bit, wrap-around arithmetic): fast 1-D unique
     ints = np.rint(rows.reshape(len(rows), -1) * 10**KEY_DECIMALS).astype(np.int64)
     mult = np.random.default_rng(12345).integers(1, 2**62, size=ints.shape[1] + 1,
@@ -237,7 +258,7 @@ def _deduplicate(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray
     _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
     inverse = inverse.reshape(-1)
     w = np.bincount(inverse, weights=weight, minlength=len(first))
-    return rows[first], numbers[first], w
+    return rows[first], numbers[first], w, inverse
 
 
 def _canonical_order(rows: np.ndarray, numbers: np.ndarray) -> np.ndarray:
@@ -247,14 +268,15 @@ def _canonical_order(rows: np.ndarray, numbers: np.ndarray) -> np.ndarray:
 
 
 def _reduce(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray, spec: ImageSpec,
-            name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Stratified deterministic selection of ``spec.rows`` distinct environments.
 
     Every element keeps at least one row; the remaining rows are shared among the elements in
     proportion to their number of distinct environments (largest remainder, ties by atomic
     number); within an element, rows are picked by farthest-point sampling in feature space
     starting from the most frequent environment. Each dropped environment adds its weight to
-    the nearest kept row of its element, so ``atom_mult`` still sums to 1.
+    the nearest kept row of its element, so ``atom_mult`` still sums to 1. Also returns the
+    kept row each input row went to.
     """
     h = spec.rows
     elements = np.unique(numbers)[::-1]  # heavy first
@@ -281,6 +303,8 @@ def _reduce(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray, spec: Ima
         quota += add
         spare -= int(add.sum())
     keep_rows, keep_num, keep_w = [], [], []
+    target = np.zeros(len(rows), dtype=np.int64)
+    kept = 0
     for g, q in zip(groups, quota, strict=False):
         f = feats[g]
         chosen = [int(np.argmax(weight[g]))]
@@ -293,7 +317,10 @@ def _reduce(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray, spec: Ima
         dist = np.linalg.norm(f[:, None, :] - f[None, chosen_arr, :], axis=2)
         owner = dist.argmin(1)
         w = np.bincount(owner, weights=weight[g], minlength=len(chosen_arr))
+        target[g] = kept + owner
+        kept += len(chosen_arr)
         keep_rows.append(rows[g[chosen_arr]])
         keep_num.append(numbers[g[chosen_arr]])
         keep_w.append(w)
-    return np.concatenate(keep_rows), np.concatenate(keep_num), np.concatenate(keep_w)
+    return (np.concatenate(keep_rows), np.concatenate(keep_num), np.concatenate(keep_w),
+            target)
