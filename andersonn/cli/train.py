@@ -177,7 +177,9 @@ def _train(args: argparse.Namespace) -> int:
         + ([overrides.get("solver", "anderson")] if overrides.get("model", "deq") == "deq" else [])
         + ([f"cv{args.folds}"] if args.folds else []))
     base: dict[str, Any] = {}
-    stored = out / ("config.json" if not args.folds else "fold-1/config.json")
+    stored = out / "config.json"
+    if args.folds:  # any finished or started fold holds the settings
+        stored = next(iter(sorted(out.glob("fold-*/config.json"))), stored)
     if args.resume and stored.is_file():
         base = json.loads(stored.read_text()).get("train", {})
         base.pop("folds", None), base.pop("fold", None)
