@@ -15,6 +15,7 @@ from andersonn.cli import main
 from andersonn.data.labelled import (
     bin_class_names,
     build_labelled_dataset,
+    choose_image,
     label_rows,
     labelled_dataset,
     read_label_table,
@@ -239,3 +240,15 @@ def test_data_clean_removes_builds_of_changed_or_deleted_labels_files(tmp_path, 
     assert main(["data", "clean", "custom", "--cache-dir", str(cache)]) == 0
     assert "is gone" in capsys.readouterr().out
     assert not first.exists() and not second.exists()
+
+
+def test_the_image_is_chosen_by_the_first_readable_structure():
+    for name, image in (("ethanol.mol", "polarity"), ("NaCl.cif", "crystal-gap"),
+                        ("mof_ABAVIJ_clean.cif", "mof-pore"),
+                        ("mof_KECRAL10_clean.cif", "crystal-gap")):  # Cd3(CN)6: no hydrogen
+        assert choose_image([str(STRUCTURES / name)], None) == image, name
+    assert choose_image([str(STRUCTURES / "junk.cif"), str(STRUCTURES / "mof_ABAVIJ_clean.cif")],
+                        None) == "mof-pore"
+    assert choose_image(["CCO"], "crystal-gap") == "crystal-gap"
+    with pytest.raises(InputError, match="cannot tell molecules from crystals"):
+        choose_image([str(STRUCTURES / "junk.cif")], None)

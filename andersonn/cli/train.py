@@ -77,7 +77,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     own = tr.add_argument_group("a labels file of your own structures")
     own.add_argument("--image", choices=_TASKS, default=None,
                      help="graph image to encode them with (default: polarity for molecules, "
-                     "crystal-gap for crystals; mof-pore for porous frameworks)")
+                     "mof-pore for crystals with C, H and a metal, crystal-gap for other "
+                     "crystals)")
     own.add_argument("--bins", metavar="V[,V...]", default=None,
                      help="ascending edges that turn a value column into classes: value < V "
                      "is the first class (e.g. --bins 2.5, or --bins 0.5,3)")
