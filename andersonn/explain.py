@@ -171,6 +171,8 @@ def explain(classifier: Any, inputs: Sequence[Any], target: str | None = None,
                 if problem is not None:
                     raise InputError(problem)
             image, symbols, members = encode_with_atoms(structure, spec)
+            if classifier.feature_domain_ is not None:
+                notes = notes + classifier.feature_domain_.check(image)
         except Exception as exc:  # reported per input; the rest go on
             results.append(Explanation(name=name, error=str(exc).splitlines()[0][:300]))
             continue
