@@ -232,11 +232,11 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
     from andersonn.training.runs import run_dataset
 
     out = Path(out_dir)
-    first = out / FOLD_DIR.format(1)
     try:
-        k = int(json.loads((first / "config.json").read_text())["train"]["folds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise AndersonnError(f"{out}: not a cross-validation (no finished {first.name} with "
+        any_fold = next(iter(sorted(out.glob("fold-*/config.json"))))
+        k = int(json.loads(any_fold.read_text())["train"]["folds"])
+    except (StopIteration, OSError, ValueError, KeyError, TypeError):
+        raise AndersonnError(f"{out}: not a cross-validation (no fold-I run directory with "
                              "its fold count)") from None
     runs = fold_dirs(out, k)
     missing = [d.name for d in runs if not _finished(d)]
@@ -291,12 +291,10 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
                            settings=_settings(reference), predictions=rows)
 
 
-
 def is_cross_validation(path: str | Path) -> bool:
     """Whether ``path`` is the output directory of a cross-validation (not a run)."""
     folder = Path(path)
-    return (folder / FOLD_DIR.format(1) / "config.json").is_file() \
-        and not (folder / "config.json").is_file()
+    return any(folder.glob("fold-*/config.json")) and not (folder / "config.json").is_file()
 
 
 def mcnemar_p_value(only_first: int, only_second: int) -> float:

@@ -83,6 +83,8 @@ def test_train_folds_one_at_a_time_then_resume_and_summarise(tmp_path, capsys):
     assert (out / "fold-2" / "model.safetensors").is_file()
     assert not (out / "fold-1").exists() and not (out / "cv.json").exists()
     assert "1 of 3 folds finished" in capsys.readouterr().err
+    assert main(["evaluate", str(out)]) == 2  # a cross-validation, not finished yet
+    assert "fold-1, fold-3 not finished" in capsys.readouterr().err
     assert main(["train", *common]) == 2  # fold 2 holds a run: only --resume goes on
     assert "pass --resume" in capsys.readouterr().err
     assert main(["train", *common, "--resume"]) == 0
@@ -142,7 +144,7 @@ def test_cross_validation_command_errors(tmp_path, capsys):
                 "--threads", "1", "--workers", "1", "--no-progress", *extra]
         assert main(argv) == 2, extra
         assert message in capsys.readouterr().err, extra
-    with pytest.raises(AndersonnError, match="not a cross-validation"):
+    with pytest.raises(AndersonnError, match="not a cross-validation \\(no fold-I"):
         summarize(tmp_path)
 
 
