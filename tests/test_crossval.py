@@ -127,6 +127,11 @@ def test_train_folds_one_at_a_time_then_resume_and_summarise(tmp_path, capsys):
         assert len((out / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()) == 2
     assert json.loads((out / "cv.json").read_text())["settings"]["epochs"] == 2
 
+    preds = tmp_path / "p.json"  # the folds answer together
+    assert main(["predict", str(out), "CC(=O)N", "--out", str(preds)]) == 0
+    record = json.loads(preds.read_text())
+    assert len(record["ensemble"]) == 3 and record["predictions"][0]["ok"]
+
     config_path = out / "fold-3" / "config.json"
     config = json.loads(config_path.read_text())
     config["train"]["epochs"] = 5

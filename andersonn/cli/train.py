@@ -105,7 +105,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                              "or text files listing them one per line. A file of several "
                              "structures (SDF records, xyz frames, CIF data blocks, ...) gives "
                              "one row each, named FILE#k (title).")
-    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("run_dir", metavar="RUN_DIR|CV_DIR",
+                    help="a run, or a cross-validation (train --folds): its fold runs "
+                    "answer together as an ensemble")
     pr.add_argument("inputs", metavar="INPUT", nargs="+")
     pr.add_argument("--out", metavar="FILE", default=None,
                     help="write .json, .csv or (molecules) .sdf: the inputs with the "
@@ -315,11 +317,13 @@ def _predict(args: argparse.Namespace) -> int:
     options = _solver_options(args)
     conformers = _positive(args.conformers, "--conformers")
     clf: Classifier
-    if args.ensemble:
-        clf = Ensemble.from_runs([args.run_dir, *args.ensemble], device=args.device,
-                                 solver=args.solver, solver_options=options)
+    runs = _run_dirs([args.run_dir, *args.ensemble])
+    if len(runs) > 1:
+        args.ensemble = [str(r) for r in runs[1:]]
+        clf = Ensemble.from_runs(runs, device=args.device, solver=args.solver,
+                                 solver_options=options)
     else:
-        clf = Classifier.load(args.run_dir, device=args.device, solver=args.solver,
+        clf = Classifier.load(runs[0], device=args.device, solver=args.solver,
                               solver_options=options)
     clf.conformers = conformers
     domain = clf.domain_
@@ -374,6 +378,23 @@ def _evaluate(args: argparse.Namespace) -> int:
         for path in result.write_plots(args.plots):
             print(f"→ {path}")
     return 0
+
+
+def _run_dirs(paths: list[str]) -> list[str]:
+    """Run directories, a cross-validation standing for its finished folds (an ensemble)."""
+    from andersonn.crossval import is_cross_validation
+    from andersonn.errors import AndersonnError
+
+    out: list[str] = []
+    for path in paths:
+        if is_cross_validation(path):
+            folds = sorted(Path(path).glob("fold-*/model.safetensors"))
+            if not folds:
+                raise AndersonnError(f"{path}: a cross-validation without a finished fold")
+            out += [str(d.parent) for d in folds]
+        else:
+            out.append(path)
+    return out
 
 
 def _cross_validations(paths: list[str]) -> bool:
