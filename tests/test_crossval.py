@@ -127,6 +127,9 @@ def test_train_folds_one_at_a_time_then_resume_and_summarise(tmp_path, capsys):
         assert len((out / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()) == 2
     assert json.loads((out / "cv.json").read_text())["settings"]["epochs"] == 2
 
+    scored = tmp_path / "l.json"  # the fold models on labelled structures
+    assert main(["evaluate", str(out), "--labels", str(DIPOLES), "--out", str(scored)]) == 0
+    assert len(json.loads(scored.read_text())["runs"]) == 3
     preds = tmp_path / "p.json"  # the folds answer together
     assert main(["predict", str(out), "CC(=O)N", "--out", str(preds)]) == 0
     record = json.loads(preds.read_text())

@@ -363,7 +363,9 @@ def _evaluate(args: argparse.Namespace) -> int:
               "solver_options": _solver_options(args)}
     conformers = _positive(args.conformers, "--conformers")
     if _cross_validations(args.runs):
-        return _evaluate_cross_validations(args)
+        if not args.labels:
+            return _evaluate_cross_validations(args)
+        args.runs = _run_dirs(args.runs)  # the fold runs: each alone, and as ensembles
     if args.labels:
         result = evaluate_labelled(args.runs, args.labels, workers=args.workers,
                                    progress=not args.no_progress, conformers=conformers,
@@ -415,10 +417,10 @@ def _evaluate_cross_validations(args: argparse.Namespace) -> int:
     from andersonn.fileio import atomic_write_json
     from andersonn.training.plots import plot_confusion
 
-    if args.labels or args.split != "test" or args.solver or args.tol or args.max_iter:
+    if args.split != "test" or args.solver or args.tol or args.max_iter:
         raise ConfigError("a cross-validation is scored on its out-of-fold predictions as "
-                          "trained; --labels, --split and solver options take run directories "
-                          "(e.g. its fold-1 … fold-K)")
+                          "trained; --split and solver options take run directories (e.g. "
+                          "its fold-1 … fold-K)")
     summaries = [summarize(path, device=args.device) for path in args.runs]
     for summary in summaries:
         print(summary.to_markdown(), end="\n\n")
