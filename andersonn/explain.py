@@ -144,16 +144,13 @@ def explain(classifier: Any, inputs: Sequence[Any], target: str | None = None,
     class to explain (default: each input's predicted class). An input that cannot be read
     comes back with ``error`` set; the rest are explained."""
     from andersonn.images import CHANNELS, encode_with_atoms
-    from andersonn.predict import READABLE, expand_inputs
-    from andersonn.structures import read_conformers
+    from andersonn.predict import expand_inputs, read_in_domain
 
-    model = classifier._check_fitted()
-    if hasattr(model, "backward_options"):  # a DEQ: solve tighter than for a prediction
-        model = copy.copy(model)
-        model.solver_options = {**model.solver_options, "tol": PRECISE_TOL,
-                                "max_iter": max(100, int(model.solver_options.get("max_iter", 0)))}
-        model.backward_options = {"tol": PRECISE_TOL, "max_iter": 100}
-        model._make_deq()
+    # a DEQ solves tighter than for a prediction (on a copy: the classifier keeps its own)
+    model = copy.copy(classifier._check_fitted())
+    max_iter = max(100, int(getattr(model, "solver_options", {}).get("max_iter", 0)))
+    model.set_solver(None, {"tol": PRECISE_TOL, "max_iter": max_iter},
+                     backward_options={"tol": PRECISE_TOL, "max_iter": 100})
     classes = list(classifier.classes_)
     if target is not None and target not in classes:
         raise InputError(f"unknown class {target!r}; this run's classes are {', '.join(classes)}")
@@ -163,13 +160,7 @@ def explain(classifier: Any, inputs: Sequence[Any], target: str | None = None,
     for item in expand_inputs(inputs):
         name = str(getattr(item, "name", item))
         try:
-            structure = read_conformers(item, 1, max_atoms=spec.max_atoms)[0] \
-                if isinstance(item, READABLE) else item
-            notes: list[str] = []
-            if classifier.domain_ is not None:
-                problem, notes = classifier.domain_.check(structure.summary())
-                if problem is not None:
-                    raise InputError(problem)
+            [structure], notes = read_in_domain(item, classifier.domain_, spec.max_atoms)
             image, symbols, members = encode_with_atoms(structure, spec)
             if classifier.feature_domain_ is not None:
                 notes = notes + classifier.feature_domain_.check(image)

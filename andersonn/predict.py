@@ -478,6 +478,23 @@ def _featurize_item(item: Any) -> _Featurized:
     return _featurize_with(_FEATURIZER, item)
 
 
+def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,
+                   conformers: int = 1) -> tuple[list[Any], list[str]]:
+    """The structures of one input (up to ``conformers`` for a SMILES; a ``Structure`` as it
+    is) and the warnings of checking the first against ``domain``; raises
+    :class:`InputError` when the domain refuses it (a crystal for a molecule model)."""
+    from andersonn.structures import read_conformers
+
+    structures = (read_conformers(item, conformers, max_atoms=max_atoms)
+                  if isinstance(item, READABLE) else [item])
+    notes: list[str] = []
+    if domain is not None and hasattr(structures[0], "summary"):
+        problem, notes = domain.check(structures[0].summary())
+        if problem is not None:
+            raise InputError(problem)
+    return structures, notes
+
+
 def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
     """(images (k, C, H, W) or None, one-line error or "", domain warnings) of one input,
     encoded with ``setup`` = (image spec, domain to check against, image shape the model takes,
@@ -485,17 +502,10 @@ def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
     that many conformers, anything else one image; the domain checks look at the first
     (lowest-energy) conformer."""
     from andersonn.images import encode
-    from andersonn.structures import read_conformers
 
     spec, domain, shape, feature_domain, conformers = setup
     try:
-        structures = (read_conformers(item, conformers, max_atoms=spec.max_atoms)
-                      if isinstance(item, READABLE) else [item])
-        notes: list[str] = []
-        if domain is not None and hasattr(structures[0], "summary"):
-            problem, notes = domain.check(structures[0].summary())
-            if problem is not None:
-                raise InputError(problem)
+        structures, notes = read_in_domain(item, domain, spec.max_atoms, conformers)
         stack = np.stack([np.asarray(encode(s, spec), dtype=np.float32) for s in structures])
         if shape is not None and tuple(stack.shape[1:]) != shape:
             raise InputError(f"image shape {stack.shape[1:]} does not fit the model")

@@ -78,8 +78,10 @@ class GraphImageClassifier(nn.Module):
         """Solver statistics of the last pass: ``{"forward": ..., "backward": ...}``."""
         return {"forward": None, "backward": None}
 
-    def set_solver(self, solver: str | None = None, solver_options: dict | None = None) -> None:
-        """Swap the fixed-point solver (DEQ only; a no-op for explicit networks)."""
+    def set_solver(self, solver: str | None = None, solver_options: dict | None = None,
+                   backward_options: dict | None = None) -> None:
+        """Swap the fixed-point solver, update its options or the adjoint solve's (DEQ only;
+        a no-op for explicit networks)."""
 
     @property
     def hparams(self) -> dict[str, Any]:
@@ -179,11 +181,14 @@ class DEQClassifier(GraphImageClassifier):
         # Kept out of the module registry so the cell's weights are registered only once.
         self.__dict__["_deq"] = deq
 
-    def set_solver(self, solver: str | None = None, solver_options: dict | None = None) -> None:
+    def set_solver(self, solver: str | None = None, solver_options: dict | None = None,
+                   backward_options: dict | None = None) -> None:
         if solver is not None:
             self.solver_name = solver
         if solver_options is not None:
             self.solver_options = {**self.solver_options, **solver_options}
+        if backward_options is not None:
+            self.backward_options = {**self.backward_options, **backward_options}
         self._make_deq()
 
     def train(self, mode: bool = True) -> DEQClassifier:
