@@ -128,15 +128,19 @@ class CrossValidation:
                              f"{row['iterations']:.1f}"])
         atomic_write_text(paths[2], buf.getvalue())
         try:
-            from andersonn.training.plots import plot_confusion
-
-            plot_confusion(self.pooled["confusion_matrix"], self.classes,
-                           folder / "plots" / "confusion.png",
-                           title=f"{self.task}: {self.folds}-fold, out-of-fold (all {self.n})")
-            paths.append(folder / "plots" / "confusion.png")
+            paths.append(self.plot_confusion(folder / "plots" / "confusion.png"))
         except Exception as exc:  # a by-product; never lose the scores over it
             print(f"andersonn: warning: plotting failed: {exc}", file=sys.stderr)
         return paths
+
+    def plot_confusion(self, path: str | Path) -> Path:
+        """The pooled out-of-fold confusion matrix as a PNG at ``path``."""
+        from andersonn.training.plots import plot_confusion
+
+        plot_confusion(self.pooled["confusion_matrix"], self.classes, path,
+                       title=f"{self.directory}: {self.folds}-fold, out of fold "
+                       f"(all {self.n})"[-80:])
+        return Path(path)
 
 
 def fold_dirs(out_dir: str | Path, folds: int) -> list[Path]:
@@ -228,8 +232,9 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
     different data (their out-of-fold predictions would not describe one model)."""
     from andersonn.ensemble import Ensemble
     from andersonn.evaluate import score_probabilities
+    from andersonn.training.inputs import fold_of
     from andersonn.training.metrics import classification_report, confusion_matrix
-    from andersonn.training.runs import run_dataset
+    from andersonn.training.runs import run_build
 
     out = Path(out_dir)
     try:
@@ -255,17 +260,17 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
                                  f"{runs[0].name} (differs in "
                                  f"{', '.join(differ) or 'its fold number'})")
     classes = list(members[0].classes_)
-    base = run_dataset(reference)  # fold 1's view; every fold shares the images and labels
+    base = run_build(reference)  # opened once: every fold splits the same build (checked above)
     labels = np.asarray(base.labels, dtype=np.int64)
     probs = np.full((len(labels), len(classes)), np.nan)
     iters = np.zeros(len(labels))
-    fold_of = np.zeros(len(labels), dtype=np.int64)
+    tested_in = np.zeros(len(labels), dtype=np.int64)
     per_fold = []
     for i, ens in enumerate(members, start=1):
-        ds = run_dataset(ens.config_)
+        ds = fold_of(base, ens.config_["train"])
         idx = ds.split_indices("test")
         p, it = ens.member_outputs(np.asarray(ds.images[idx], dtype=np.float32))
-        probs[idx], iters[idx], fold_of[idx] = p[0], it[0], i
+        probs[idx], iters[idx], tested_in[idx] = p[0], it[0], i
         per_fold.append({"fold": i, "n": len(idx), "iterations": float(it[0].mean()),
                          **score_probabilities(p[0], labels[idx], classes)})
     if np.isnan(probs).any():
@@ -280,7 +285,7 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
                     "std": float(np.std([s[key] for s in per_fold], ddof=1))} for key in keys}
     ids = list(getattr(base, "ids", None) or [str(j) for j in range(len(labels))])
     predicted = probs.argmax(axis=1)
-    rows = [{"index": j, "id": ids[j], "fold": int(fold_of[j]), "class": classes[labels[j]],
+    rows = [{"index": j, "id": ids[j], "fold": int(tested_in[j]), "class": classes[labels[j]],
              "predicted": classes[predicted[j]], "probabilities": probs[j].tolist(),
              "iterations": float(iters[j])} for j in range(len(labels))]
     train = reference.get("train") or {}

@@ -133,7 +133,8 @@ def test_train_folds_one_at_a_time_then_resume_and_summarise(tmp_path, capsys):
     preds = tmp_path / "p.json"  # the folds answer together
     assert main(["predict", str(out), "CC(=O)N", "--out", str(preds)]) == 0
     record = json.loads(preds.read_text())
-    assert len(record["ensemble"]) == 3 and record["predictions"][0]["ok"]
+    assert record["ensemble"] == [str(out / f"fold-{i}") for i in (1, 2, 3)]
+    assert record["predictions"][0]["ok"]
 
     config_path = out / "fold-3" / "config.json"
     config = json.loads(config_path.read_text())

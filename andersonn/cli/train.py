@@ -195,8 +195,7 @@ def _train(args: argparse.Namespace) -> int:
     result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     tm = result.test_metrics
     if tm is not None and _is_main():
-        print(f"{name} {cfg.model}{f' ({cfg.solver})' if cfg.model == 'deq' else ''}: "
-              f"test accuracy {tm['accuracy']:.4f} (95 % interval "
+        print(f"{_run_label(name, cfg)}: test accuracy {tm['accuracy']:.4f} (95 % interval "
               f"{tm['accuracy_ci95'][0]:.3f}–{tm['accuracy_ci95'][1]:.3f}), "
               f"balanced {tm['balanced_accuracy']:.4f}, "
               f"macro-F1 {tm['macro_f1']:.4f}, params {tm['params']}, "
@@ -210,9 +209,13 @@ def _cross_validate(args: argparse.Namespace, cfg: Any, name: str, out: Path) ->
     summary = cross_validate(cfg, out, folds=args.folds, only=args.fold, resume=args.resume,
                              progress=not args.no_progress)
     if summary is not None:
-        print(f"{name} {cfg.model}{f' ({cfg.solver})' if cfg.model == 'deq' else ''}: "
-              f"{summary.summary_line()} → {out / 'cv.md'}")
+        print(f"{_run_label(name, cfg)}: {summary.summary_line()} → {out / 'cv.md'}")
     return 0
+
+
+def _run_label(name: str, cfg: Any) -> str:
+    """``polarity deq (anderson)`` / ``mine explicit``: what a summary line is about."""
+    return f"{name} {cfg.model}{f' ({cfg.solver})' if cfg.model == 'deq' else ''}"
 
 
 _LABEL_SUFFIXES = (".csv", ".tsv", ".sdf", ".sdf.gz")
@@ -319,7 +322,6 @@ def _predict(args: argparse.Namespace) -> int:
     clf: Classifier
     runs = _run_dirs([args.run_dir, *args.ensemble])
     if len(runs) > 1:
-        args.ensemble = [str(r) for r in runs[1:]]
         clf = Ensemble.from_runs(runs, device=args.device, solver=args.solver,
                                  solver_options=options)
     else:
@@ -342,8 +344,7 @@ def _predict(args: argparse.Namespace) -> int:
         write_predictions(args.out, preds, clf.classes_,
                           meta={"run_dir": str(args.run_dir), "task": clf.config_.get("task"),
                                 "conformers": clf.conformers,
-                                **({"ensemble": [str(args.run_dir), *args.ensemble]}
-                                   if args.ensemble else {})})
+                                **({"ensemble": runs} if len(runs) > 1 else {})})
         n_ok = sum(p.ok for p in preds)
         print(f"{n_ok}/{len(preds)} predicted → {args.out}")
     else:
@@ -415,7 +416,6 @@ def _evaluate_cross_validations(args: argparse.Namespace) -> int:
     from andersonn.crossval import compare, comparison_line, summarize
     from andersonn.errors import ConfigError
     from andersonn.fileio import atomic_write_json
-    from andersonn.training.plots import plot_confusion
 
     if args.split != "test" or args.solver or args.tol or args.max_iter:
         raise ConfigError("a cross-validation is scored on its out-of-fold predictions as "
@@ -433,10 +433,7 @@ def _evaluate_cross_validations(args: argparse.Namespace) -> int:
         print(f"→ {args.out}")
     if args.plots:
         for i, summary in enumerate(summaries, start=1):
-            path = Path(args.plots) / f"cv-{i}-confusion.png"
-            plot_confusion(summary.pooled["confusion_matrix"], summary.classes, path,
-                           title=f"{summary.directory}: out-of-fold ({summary.n})"[:80])
-            print(f"→ {path}")
+            print(f"→ {summary.plot_confusion(Path(args.plots) / f'cv-{i}-confusion.png')}")
     return 0
 
 

@@ -24,7 +24,7 @@ from andersonn.training.inputs import (
     split_tensors,
 )
 
-__all__ = ["calibrate_run", "load_run", "load_run_injection", "run_dataset"]
+__all__ = ["calibrate_run", "load_run", "load_run_injection", "run_build", "run_dataset"]
 
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
@@ -56,16 +56,21 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
     return model, run_config
 
 
-def run_dataset(run_config: dict[str, Any]) -> Any:
+def run_build(run_config: dict[str, Any]) -> Any:
     """The cached build a finished run was trained on (its task, ``--limit`` and label
-    thresholds, or its labels file), split as the run was (its cross-validation fold)."""
+    thresholds, or its labels file), with the build's own splits."""
     from andersonn.data import load_dataset
 
     train = run_config.get("train", {})
     if train.get("labels") is not None:
-        return fold_of(labelled_dataset_of(train), train)
-    return fold_of(load_dataset(run_config["task"], limit=train.get("limit"),
-                                thresholds=run_config.get("thresholds")), train)
+        return labelled_dataset_of(train)
+    return load_dataset(run_config["task"], limit=train.get("limit"),
+                        thresholds=run_config.get("thresholds"))
+
+
+def run_dataset(run_config: dict[str, Any]) -> Any:
+    """:func:`run_build`, split as the run was (its cross-validation fold, if any)."""
+    return fold_of(run_build(run_config), run_config.get("train", {}))
 
 
 def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu"
