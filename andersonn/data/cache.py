@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from andersonn.data.splits import split_indices
 from andersonn.errors import AndersonnError
 from andersonn.fileio import atomic_write_json
 
@@ -38,7 +39,6 @@ __all__ = ["COMPLETE", "CachedDataset", "file_sha256", "is_complete", "open_cach
 
 COMPLETE = "COMPLETE"
 _ARRAYS = ("images.npy", "labels.npy", "splits.npy")
-_SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -174,9 +174,7 @@ class CachedDataset:
 
     def split_indices(self, name: str) -> np.ndarray:
         """Indices of the entries in split ``name`` (train, val or test)."""
-        if name not in _SPLIT_CODES:
-            raise AndersonnError(f"unknown split {name!r}; choose train, val or test")
-        return np.flatnonzero(self.splits == _SPLIT_CODES[name])
+        return split_indices(self.splits, name)
 
     def torch_split(self, name: str) -> Any:
         """A ``torch.utils.data.Dataset`` of ``(float32 image tensor, int64 label)`` for a split."""

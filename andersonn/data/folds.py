@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from andersonn.data.splits import SPLIT_NAMES
+from andersonn.data.splits import split_indices
 from andersonn.errors import ConfigError
 
 __all__ = ["VAL_FRACTION", "FoldView", "fold_split", "stratified_folds"]
@@ -94,9 +94,7 @@ class FoldView:
 
     def split_indices(self, name: str) -> np.ndarray:
         """Indices of the entries in split ``name`` (train, val or test) of this fold."""
-        if name not in SPLIT_NAMES:
-            raise ConfigError(f"unknown split {name!r}; choose train, val or test")
-        return np.flatnonzero(self.splits == SPLIT_NAMES.index(name))
+        return split_indices(self.splits, name)
 
     def torch_split(self, name: str) -> Any:
         """A ``torch.utils.data.Dataset`` of ``(float32 image tensor, int64 label)`` for a split."""

@@ -44,7 +44,7 @@ from andersonn.data.cache import (
     open_cache,
     write_cache,
 )
-from andersonn.data.splits import DEFAULT_FRACTIONS, SPLIT_NAMES, stratified_split
+from andersonn.data.splits import DEFAULT_FRACTIONS, SPLIT_NAMES, split_indices, stratified_split
 from andersonn.errors import ConfigError, InputError
 
 __all__ = [
@@ -290,7 +290,7 @@ class LabelledDataset:
 
     def split_indices(self, name: str) -> np.ndarray:
         """Indices of the entries in split ``name`` (train, val or test)."""
-        return np.flatnonzero(self.splits == SPLIT_NAMES.index(name))
+        return split_indices(self.splits, name)
 
 
 def _input_name(item: Any) -> str:

@@ -13,10 +13,17 @@ import numpy as np
 
 from andersonn.errors import ConfigError
 
-__all__ = ["SPLIT_NAMES", "stratified_split", "stratified_subset"]
+__all__ = ["SPLIT_NAMES", "split_indices", "stratified_split", "stratified_subset"]
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+
+def split_indices(splits: Sequence[int] | np.ndarray, name: str) -> np.ndarray:
+    """Indices of the items whose split code (0 train, 1 val, 2 test) is split ``name``."""
+    if name not in SPLIT_NAMES:
+        raise ConfigError(f"unknown split {name!r}; choose train, val or test")
+    return np.flatnonzero(np.asarray(splits) == SPLIT_NAMES.index(name))
 
 
 def _allocate(total: int, weights: Sequence[float]) -> list[int]:

@@ -41,7 +41,11 @@ def meta_value(meta: dict[str, Any], *names: str, default: Any = None) -> Any:
 
 
 def split_tensors(ds: Any, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = np.flatnonzero(np.asarray(ds.splits) == SPLITS[split])
+    """Images (float32) and labels (int64) of ``split`` of a dataset (anything with
+    ``images``, ``labels`` and ``splits``)."""
+    from andersonn.data.splits import split_indices
+
+    idx = split_indices(ds.splits, split)
     images = torch.from_numpy(np.ascontiguousarray(np.asarray(ds.images[idx], dtype=np.float32)))
     labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64)[idx].copy())
     return images, labels

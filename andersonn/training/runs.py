@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from andersonn.data.splits import split_indices
 from andersonn.errors import AndersonnError
 from andersonn.fileio import atomic_write_json
 from andersonn.models import build_model
@@ -17,7 +18,6 @@ from andersonn.training import checkpoint as ckpt
 from andersonn.training.distributed import DistInfo
 from andersonn.training.evaluation import calibrate_split, calibration_record, eval_pass
 from andersonn.training.inputs import (
-    SPLITS,
     feature_domain,
     fold_of,
     labelled_dataset_of,
@@ -118,7 +118,7 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
         run_config["domain"] = result["domain_added"] = meta["domain"]
     if not run_config.get("feature_domain"):
         run_config["feature_domain"] = feature_domain(
-            ds.images, np.flatnonzero(np.asarray(ds.splits) == SPLITS["train"]))
+            ds.images, split_indices(ds.splits, "train"))
     atomic_write_json(run_dir / "config.json", run_config)
     metrics_path = run_dir / "test_metrics.json"
     if metrics_path.is_file() and test_record is not None:
