@@ -203,11 +203,12 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
 
     The runs must share the build (task and ``--limit``), else their splits would differ.
     """
-    from andersonn.training.inputs import SPLITS, split_tensors
+    from andersonn.data.splits import SPLIT_NAMES
+    from andersonn.training.inputs import split_tensors
     from andersonn.training.runs import run_dataset
 
-    if split not in SPLITS:
-        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split not in SPLIT_NAMES:
+        raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}")
     ens, names = _as_ensemble(runs, device, solver, solver_options)
     builds = {json.dumps([m.config_.get("dataset")]
                          + [m.config_.get("train", {}).get(k) for k in ("limit", "folds", "fold")],

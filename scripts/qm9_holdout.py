@@ -33,7 +33,7 @@ import numpy as np
 
 from andersonn.data.archives import archive_dir
 from andersonn.data.qm9 import MEMBERS, xyz_text
-from andersonn.training.inputs import SPLITS
+from andersonn.data.splits import SPLIT_NAMES
 from andersonn.training.runs import run_dataset
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = run_dataset(config)
     if args.split:
         chosen = {i for i, s in zip(ds.ids, ds.splits, strict=True)
-                  if args.split == "all" or s == SPLITS[args.split]}
+                  if args.split == "all" or s == SPLIT_NAMES.index(args.split)}
     else:
         seen = set(ds.ids)
     wheel = next(archive_dir().glob("qm9pack-*.whl"), None)

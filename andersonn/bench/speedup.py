@@ -74,13 +74,12 @@ from andersonn.bench.speedup_report import (
     target_ratios,
     targets_met,
 )
+from andersonn.data.splits import SPLIT_NAMES
 from andersonn.errors import AndersonnError, ConfigError
 from andersonn.training.inputs import channel_stats, class_weights
 from andersonn.training.warm_start import WarmStarts
 
 __all__ = ["SpeedupSettings", "run_speedup"]
-
-_SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 @dataclasses.dataclass
@@ -199,7 +198,7 @@ def split_tensors(ds: Any, limit: int | None, seed: int) -> dict[str, tuple[Tens
     if limit is not None and limit < n:
         idx = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
     out: dict[str, tuple[Tensor, Tensor]] = {}
-    for name, code in _SPLITS.items():
+    for code, name in enumerate(SPLIT_NAMES):
         sel = idx[splits[idx] == code]
         images = np.ascontiguousarray(np.asarray(ds.images[sel], dtype=np.float32))
         labels = np.asarray(ds.labels, dtype=np.int64)[sel].copy()

@@ -17,7 +17,6 @@ from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import DistInfo, barrier
 
 __all__ = [
-    "SPLITS",
     "channel_stats",
     "class_weights",
     "feature_domain",
@@ -27,9 +26,6 @@ __all__ = [
     "meta_value",
     "split_tensors",
 ]
-
-SPLITS = {"train": 0, "val": 1, "test": 2}
-
 
 def meta_value(meta: dict[str, Any], *names: str, default: Any = None) -> Any:
     """First of ``names`` present in a dataset's ``meta`` (tolerant of key spelling)."""
