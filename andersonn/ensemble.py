@@ -118,13 +118,14 @@ class Ensemble(Classifier):
         for member in getattr(self, "members", []):
             member.batch_size = value
 
-    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean probabilities (N, K) and summed solver evaluations (N,) over the members."""
+    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean probabilities (N, K), summed solver evaluations (N,) and the largest solver
+        shortfall (N,) over the members."""
         self._check_fitted()
         outputs = [member._infer(images) for member in self.members]
-        probs = np.mean([p for p, _ in outputs], axis=0)
-        iters = np.sum([it for _, it in outputs], axis=0)
-        return probs, iters
+        probs = np.mean([p for p, _, _ in outputs], axis=0)
+        iters = np.sum([it for _, it, _ in outputs], axis=0)
+        return probs, iters, np.max([s for _, _, s in outputs], axis=0)
 
     def member_probabilities(self, X: Any) -> np.ndarray:
         """Each member's calibrated probabilities, shape (members, N, K)."""
@@ -136,7 +137,8 @@ class Ensemble(Classifier):
         """Each member's calibrated probabilities (members, N, K) and solver evaluations
         (members, N) per input; ``counts``: images per input (its conformers), merged as in
         :func:`andersonn.predict.merge_conformers`."""
-        outputs = [merge_conformers(*member._infer(images), counts) for member in self.members]
+        outputs = [merge_conformers(*member._infer(images)[:2], counts)
+                   for member in self.members]
         k = len(self.classes_)
         probs = np.stack([p if len(p) else np.zeros((0, k)) for p, _ in outputs])
         return probs, np.stack([it for _, it in outputs])

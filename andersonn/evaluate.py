@@ -302,7 +302,7 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
     outside = np.array([bool(notes[i]) for i in ok])
     correct = predicted == labels
     domain = {where: {"n": int(mask.sum()),
-                      "accuracy": float(correct[mask].mean()) if mask.any() else 0.0}
+                      "accuracy": float(correct[mask].mean()) if mask.any() else None}
               for where, mask in (("inside", ~outside), ("outside", outside))}
     return _evaluation(ens, names, str(labels_file), probs, iters, labels, skipped=skipped,
                        domain=domain, rows=rows)

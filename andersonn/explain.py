@@ -53,11 +53,11 @@ class Explanation:
     predicted: str = ""
     target: str = ""
     probabilities: dict[str, float] = dataclasses.field(default_factory=dict)
-    log_p: float = 0.0
-    log_p_empty: float = 0.0
-    total: float = 0.0
-    gap: float = 0.0
-    whole_structure: float = 0.0
+    log_p: float | None = None  # the numbers are None for an input that failed
+    log_p_empty: float | None = None
+    total: float | None = None
+    gap: float | None = None
+    whole_structure: float | None = None
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     atom_shares: list[float] = dataclasses.field(default_factory=list)
     symbols: list[str] = dataclasses.field(default_factory=list)
@@ -77,7 +77,7 @@ class Explanation:
 
     def to_text(self, top: int = 12) -> str:
         """A few lines: the prediction, the explained difference and the largest shares."""
-        if not self.ok:
+        if not self.ok or self.total is None or self.gap is None or self.whole_structure is None:
             return f"{self.name}: error: {self.error}"
         atoms = self.total - self.gap - self.whole_structure
         lines = [f"{self.name} → {self.predicted} (p {self.probabilities[self.predicted]:.3f}); "

@@ -24,7 +24,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from andersonn.structures.readers import (
     is_dir,
     is_file,
     read_records,
+    sniff_format,
     structure_files,
 )
 
@@ -90,13 +91,17 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
     """
     out: list[Any] = []
     for item in inputs:
+        if isinstance(item, str) and not item.strip():
+            out.append(item)  # fails alone as an empty input (Path("") would be the cwd)
+            continue
         if isinstance(item, (str, os.PathLike)):
             path = Path(item)
             if is_dir(path):
                 files = [os.fspath(f) for f in structure_files(path)]
                 out.extend(expand_inputs(files) if files else [os.fspath(item)])  # .smi lists
                 continue
-            if path.suffix.lower() in LIST_SUFFIXES and is_file(path):
+            if (path.suffix.lower() in LIST_SUFFIXES and is_file(path)
+                    and not _holds_a_structure(path)):
                 out.extend(_listed_inputs(path))
                 continue
             out.extend(_file_records(os.fspath(item)))
@@ -110,7 +115,7 @@ def _listed_inputs(listing: Path) -> list[Any]:
     named SMILES becomes a record called ``SMILES (name)``, so the name reaches the output."""
     smiles_file = listing.suffix.lower() in {".smi", ".smiles"}
     out: list[Any] = []
-    for line in listing.read_text().splitlines():
+    for line in listing.read_text(encoding="utf-8-sig", errors="replace").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -128,6 +133,15 @@ def _listed_inputs(listing: Path) -> list[Any]:
     return out
 
 
+def _holds_a_structure(path: Path) -> bool:
+    """True when a list-named file (``.txt`` & co.) holds a structure file's content instead
+    (a CIF, SDF, mol2, vasprun.xml, ... saved as text): it is then read as that structure."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        head = handle.read(4000)
+    return sniff_format(head) in {"cif", "sdf", "mol", "mol2", "vasprun", "espresso-in", "xsf",
+                                  "pymatgen-dict"}
+
+
 def _file_records(item: str) -> list[Any]:
     """``[item]``, or the records of a file that holds several structures."""
     if format_from_path(item) not in MULTI_RECORD_FORMATS or not is_file(item):
@@ -141,7 +155,7 @@ def _file_records(item: str) -> list[Any]:
 
 def _input_name(item: Any) -> str:
     if isinstance(item, (str, os.PathLike)):
-        return os.fspath(item)
+        return os.fspath(item) or "''"
     return str(getattr(item, "name", None) or type(item).__name__)
 
 
@@ -212,7 +226,7 @@ class Classifier:
                     f"{run_dir}: trained on {spec.name} images of featuriser version {version}, "
                     f"but this andersonn makes version {spec.featurizer_version}; its images "
                     "would differ — retrain the model (or install the matching andersonn)")
-        self.device = torch.device(device)
+        self.device = next(model.parameters()).device  # as load_run resolved it
         self.batch_size = 256
         self.conformers = 1
         if solver is not None or solver_options is not None:
@@ -333,15 +347,8 @@ class Classifier:
         count = max(1, int(self.conformers if conformers is None else conformers))
         setup = (self._spec(), self.domain_, shape, self.feature_domain_, count)
         results: Iterable[_Featurized]
-        pool = None
         if workers > 1 and len(inputs) > 1 and all(isinstance(i, READABLE) for i in inputs):
-            import multiprocessing as mp
-
-            ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-            pool = ctx.Pool(min(workers, len(inputs)), initializer=_init_featurizer,
-                            initargs=(setup,))
-            chunk = max(1, min(32, len(inputs) // (workers * 8) or 1))
-            results = pool.imap(_featurize_item, inputs, chunksize=chunk)
+            results = _featurize_in_processes(setup, inputs, workers)
         else:
             results = (_featurize_with(setup, item) for item in inputs)
         if progress:
@@ -350,17 +357,13 @@ class Classifier:
             results = tqdm(results, total=len(inputs), desc="featurize", unit="input",
                            mininterval=0.5, file=sys.stderr)
         images, ok, errors, notes, counts = [], [], [], [], []
-        try:
-            for i, (stack, error, note) in enumerate(results):
-                errors.append(error)
-                notes.append(note)
-                if stack is not None:
-                    images.append(stack)
-                    ok.append(i)
-                    counts.append(len(stack))
-        finally:
-            if pool is not None:
-                pool.terminate()
+        for i, (stack, error, note) in enumerate(results):
+            errors.append(error)
+            notes.append(note)
+            if stack is not None:
+                images.append(stack)
+                ok.append(i)
+                counts.append(len(stack))
         arr = (np.concatenate(images) if images
                else np.zeros((0, *(shape or (0, 0, 0))), np.float32))
         return arr, ok, errors, notes, counts
@@ -372,29 +375,40 @@ class Classifier:
         return self.model_
 
     @torch.no_grad()
-    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities (N, K), solver iterations per sample (N,))."""
+    def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(probabilities (N, K), solver iterations per sample (N,), shortfall (N,)): the
+        shortfall is a sample's lowest relative residual over the tolerance where the solver
+        stopped short of it, else 0. A model without a solver has NaN iterations."""
         model = self._check_fitted()
         model.eval()
-        probs, iters = [], []
+        probs, iters, short = [], [], []
         x = torch.as_tensor(np.asarray(images, dtype=np.float32))
         for start in range(0, x.shape[0], self.batch_size):
             xb = x[start:start + self.batch_size].to(self.device)
             probs.append(torch.softmax(model(xb).float() / self.temperature_, dim=1).cpu())
             stats = model.solver_stats()["forward"]
             nfev = getattr(stats, "nfev", None) if stats is not None else None
-            iters.append(torch.as_tensor(nfev).double().cpu().reshape(-1) if nfev is not None
-                         else torch.zeros(xb.shape[0], dtype=torch.float64))
+            if nfev is None:  # an explicit network: no solver, no iterations
+                iters.append(torch.full((xb.shape[0],), float("nan"), dtype=torch.float64))
+                short.append(torch.zeros(xb.shape[0], dtype=torch.float64))
+            else:
+                iters.append(torch.as_tensor(nfev).double().cpu().reshape(-1))
+                short.append(_shortfall(stats))
         if not probs:
-            return np.zeros((0, len(self.classes_))), np.zeros(0)
-        return torch.cat(probs).numpy(), torch.cat(iters).numpy()
+            return np.zeros((0, len(self.classes_))), np.zeros(0), np.zeros(0)
+        return torch.cat(probs).numpy(), torch.cat(iters).numpy(), torch.cat(short).numpy()
 
     def _infer_inputs(self, images: np.ndarray, counts: Sequence[int] | None
-                      ) -> tuple[np.ndarray, np.ndarray]:
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_infer` with the images of one input (its conformers, ``counts``) merged:
-        the mean of their probabilities, the sum of their solver evaluations (the cost)."""
-        probs, iters = self._infer(images)
-        return merge_conformers(probs, iters, counts)
+        the mean of their probabilities, the sum of their solver evaluations (the cost), the
+        largest shortfall."""
+        probs, iters, short = self._infer(images)
+        probs, iters = merge_conformers(probs, iters, counts)
+        if counts is not None and len(counts) != len(short):
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            short = np.maximum.reduceat(short, starts)
+        return probs, iters, short
 
     def _as_images(self, X: Any) -> tuple[np.ndarray, list[int] | None]:
         """Images of ``X`` (images already, or inputs to read) and the images per input."""
@@ -445,15 +459,17 @@ class Classifier:
             workers = (os.cpu_count() or 1) if len(items) >= 64 else 1
         images, ok, errors, notes, counts = self._featurize(items, max(1, int(workers)),
                                                             progress and len(items) >= 64)
-        probs, iters = (self._infer_inputs(images, counts) if ok
-                        else (np.zeros((0, 0)), np.zeros(0)))
+        probs, iters, short = (self._infer_inputs(images, counts) if ok
+                               else (np.zeros((0, 0)), np.zeros(0), np.zeros(0)))
         out = [Prediction(_input_name(item), False, error=errors[i], source=item)
                for i, item in enumerate(items)]
         for row, i in enumerate(ok):
             p = probs[row]
             out[i] = Prediction(_input_name(items[i]), True, self.classes_[int(p.argmax())],
                                 {c: float(v) for c, v in zip(self.classes_, p, strict=False)},
-                                float(iters[row]), warnings=notes[i], source=items[i])
+                                float(iters[row]) if np.isfinite(iters[row]) else None,
+                                source=items[i],
+                                warnings=notes[i] + _shortfall_note(float(short[row])))
         return out
 
 
@@ -478,20 +494,55 @@ def _featurize_item(item: Any) -> _Featurized:
     return _featurize_with(_FEATURIZER, item)
 
 
+def _featurize_in_processes(setup: _Setup, inputs: Sequence[Any], workers: int
+                            ) -> Iterator[_Featurized]:
+    """:func:`_featurize_with` of every input in up to ``workers`` processes, in input order.
+
+    A worker killed by a crash in native code (RDKit, spglib) breaks the pool: the inputs after
+    the last result received go to a fresh pool, and where that makes no progress the next
+    input is read alone in a process of its own, so only the input that crashes fails."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    start, stalled_at = 0, -1
+    while start < len(inputs):
+        rest, round_start = inputs[start:], start
+        alone = start == stalled_at
+        pool = cf.ProcessPoolExecutor(1 if alone else min(workers, len(rest)), mp_context=ctx,
+                                      initializer=_init_featurizer, initargs=(setup,))
+        try:
+            chunk = 1 if alone else max(1, min(32, len(rest) // (workers * 8) or 1))
+            for result in pool.map(_featurize_item, rest[:1] if alone else rest,
+                                   chunksize=chunk):
+                start += 1
+                yield result
+        except cf.process.BrokenProcessPool:
+            if alone:
+                yield None, "reading it crashed the process (native code in RDKit or spglib)", []
+                start += 1
+            elif start == round_start:  # no result at all from this pool: isolate the next
+                stalled_at = start
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
 def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,
                    conformers: int = 1) -> tuple[list[Any], list[str]]:
     """The structures of one input (up to ``conformers`` for a SMILES; a ``Structure`` as it
-    is) and the warnings of checking the first against ``domain``; raises
+    is) and the warnings on the first: the reader's notes and those of checking it against
+    ``domain``; raises
     :class:`InputError` when the domain refuses it (a crystal for a molecule model)."""
     from andersonn.structures import read_conformers
 
     structures = (read_conformers(item, conformers, max_atoms=max_atoms)
                   if isinstance(item, READABLE) else [item])
-    notes: list[str] = []
+    notes: list[str] = list(getattr(structures[0], "notes", []))
     if domain is not None and hasattr(structures[0], "summary"):
-        problem, notes = domain.check(structures[0].summary())
+        problem, outside = domain.check(structures[0].summary())
         if problem is not None:
             raise InputError(problem)
+        notes += outside
     return structures, notes
 
 
@@ -514,6 +565,20 @@ def _featurize_with(setup: _Setup, item: Any) -> _Featurized:
         return stack, "", notes
     except Exception as exc:  # every failure is reported per input, the rest go on
         return None, _one_line(exc), []
+
+
+def _shortfall(stats: Any) -> torch.Tensor:
+    """Per sample: lowest relative residual / tolerance where the solve did not converge."""
+    low = torch.as_tensor(stats.lowest_residual).double().cpu().reshape(-1)
+    done = torch.as_tensor(stats.converged).cpu().reshape(-1)
+    return torch.where(done, 0.0, low / max(float(stats.tol), 1e-30)).nan_to_num(float("inf"))
+
+
+def _shortfall_note(shortfall: float) -> list[str]:
+    if shortfall <= 1.0:
+        return []
+    return [f"the solver stopped short of its tolerance (best residual {shortfall:.3g}× the "
+            "tolerance): the answer may be unreliable; try --max-iter or another --solver"]
 
 
 def merge_conformers(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int] | None
@@ -596,7 +661,8 @@ def format_table(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
         lines.append("  ".join([first.ljust(widths[0])] +
                                [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]))
     if any(p.ok and p.warnings for p in preds):
-        lines.append("* outside the model's training domain (see the warnings)")
+        lines.append("* see the warnings above: outside the training domain, read with a caveat, "
+                     "or solved short of the tolerance")
     return "\n".join(lines)
 
 

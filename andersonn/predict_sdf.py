@@ -7,7 +7,8 @@ order, so the file lines up with the input and opens in any chemistry tool:
 - a SMILES gets a 2-D depiction from RDKit (its title: the SMILES, or its name from a ``.smi``
   line);
 - any other molecule file (xyz, mol2, pdb, ...) is read again and written with its 3-D atoms
-  and bonds (aromatic bonds as type 4);
+  and bonds: the file's own bond orders where it has them (aromatic as type 4), else those
+  RDKit perceives from the geometry, else type 8 (any);
 - an input that could not be read keeps what it can (its SDF record, or an empty molecule named
   after it) and carries the reason in ``andersonn_error``.
 
@@ -44,7 +45,8 @@ def sdf_predictions(preds: Sequence[Any], classes: Sequence[str]) -> str:
         if p.ok and p.probabilities is not None:
             fields["andersonn_class"] = str(p.label)
             fields.update({field_name(c): f"{p.probabilities[c]:.6f}" for c in classes})
-            fields["andersonn_iterations"] = f"{p.iterations:.2f}"
+            if p.iterations is not None:  # an explicit network has no solver iterations
+                fields["andersonn_iterations"] = f"{p.iterations:.2f}"
         if p.warnings:
             fields["andersonn_warnings"] = "; ".join(p.warnings)
         if p.error:
@@ -104,21 +106,34 @@ def _smiles_block(smiles: str, title: str) -> str:
 
 
 def _structure_block(source: Any, title: str) -> str:
-    """A V2000 block of a molecule file's 3-D atoms and bonds (as the image was made from)."""
+    """A V2000 block of a molecule file's 3-D atoms and bonds (as the image was made from).
+
+    Bond orders the file spelt out (mol2, or RDKit's reading) are written as they are; where
+    they are geometric estimates (xyz, pdb without orders) RDKit perceives them from the
+    geometry, and where that fails the bonds are written as type 8 ("any"), not guessed."""
+    from andersonn.images.physics import perceive_molecule
     from andersonn.structures import read_structure
     from andersonn.structures.elements import SYMBOLS
 
     s = read_structure(source)
     if s.kind != "molecule" or len(s.numbers) > 999:
         raise ValueError("not a molecule an SD file can hold")
+    orders = [float(o) for o in s.bond_orders] if len(s.bond_orders) == len(s.bonds) else []
+    if len(orders) != len(s.bonds) or any(o not in _BOND_TYPES for o in orders):
+        mol = perceive_molecule(s.numbers, s.positions, s.charge)
+        if mol is not None:
+            from rdkit import Chem
+
+            mol.SetProp("_Name", _one_line(title)[:80])
+            return Chem.MolToMolBlock(mol, kekulize=False)
+        orders = []
     header = f"{'':2}{'anderson':8}{'':10}3D"  # initials, program, date, dimension code
     lines = [_one_line(title)[:80], header, "",
              f"{len(s.numbers):3d}{len(s.bonds):3d}  0  0  0  0  0  0  0  0999 V2000"]
     lines += [f"{x:10.4f}{y:10.4f}{z:10.4f} {SYMBOLS[int(n)]:<3} 0  0  0  0  0  0  0  0  0  0"
               f"  0  0" for n, (x, y, z) in zip(s.numbers, s.positions, strict=True)]
-    orders = s.bond_orders if len(s.bond_orders) == len(s.bonds) else [1.0] * len(s.bonds)
-    for (i, j), order in zip(s.bonds, orders, strict=True):
-        kind = _BOND_TYPES.get(round(float(order) * 2) / 2, 1)
+    for k, (i, j) in enumerate(s.bonds):
+        kind = _BOND_TYPES[orders[k]] if orders else 8
         lines.append(f"{int(i) + 1:3d}{int(j) + 1:3d}{kind:3d}  0")
     return "\n".join([*lines, "M  END"]) + "\n"
 

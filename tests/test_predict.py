@@ -70,7 +70,7 @@ def test_bad_inputs_listed_rest_predicted(run_dir: Path, tmp_path: Path,
 
 def test_all_bad_exits_nonzero_and_table(run_dir: Path, capsys: pytest.CaptureFixture[str]
                                          ) -> None:
-    assert main(["predict", str(run_dir), "((", str(FIXTURES / "junk.bin")]) == 1
+    assert main(["predict", str(run_dir), "((", str(FIXTURES / "junk.bin")]) == 2
     assert main(["predict", str(run_dir), "CCO", "--solver", "forward", "--tol", "1e-4"]) == 0
     out = capsys.readouterr().out
     assert "CCO" in out and "iterations" in out
@@ -102,7 +102,7 @@ def test_inputs_checked_against_the_training_domain(
     assert main(["predict", str(run_dir), "ClCCCl", "CCO"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[1].split()[-4:-3] == ["*"] and "*" not in table[2]
-    assert table[-1].startswith("* outside the model's training domain")
+    assert table[-1].startswith("* see the warnings above: outside the training domain")
     saved = tmp_path / "pred.json"
     assert main(["predict", str(run_dir), "ClCCCl", "--out", str(saved)]) == 0
     assert json.loads(saved.read_text())["predictions"][0]["warnings"][0].startswith("element Cl")
@@ -195,8 +195,9 @@ def test_parallel_featurisation_gives_the_same_predictions(run_dir: Path) -> Non
     parallel = clf.predict_inputs(inputs, workers=2, progress=True)
     assert [p.to_dict() for p in parallel] == [p.to_dict() for p in serial]
     # per round: 3 unreadable; Cl (C(Cl)Cl, ClCCCl) and sizes outside 6-18 atoms (CCCCCC, O=CO,
-    # water) warned about
-    assert sum(not p.ok for p in serial) == 9 and sum(bool(p.warnings) for p in serial) == 15
+    # water) warned about (the tiny run's solver also stops short on some: not counted here)
+    domain = [[w for w in p.warnings if "stopped short" not in w] for p in serial]
+    assert sum(not p.ok for p in serial) == 9 and sum(bool(w) for w in domain) == 15
 
 
 def test_expand_inputs(tmp_path: Path) -> None:

@@ -52,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AndersonnError as exc:
         print(f"andersonn: error: {exc}", file=sys.stderr)
         return 2
+    except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError,
+            FileNotFoundError) as exc:  # an output path that cannot be written (or read)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"andersonn: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("andersonn: interrupted", file=sys.stderr)
         return 130

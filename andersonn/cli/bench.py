@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from andersonn.cli.options import output_dir
 from andersonn.errors import ConfigError
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
@@ -63,7 +64,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     sp.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="repeat the whole benchmark for seeds SEED .. SEED+N-1 (each in "
                     "OUT/seed-K/) and write seeds.md with every ratio's median and range")
-    sp.add_argument("--out", metavar="DIR", default=None, help="(results/speedup-TASK)")
+    sp.add_argument("--out", metavar="DIR", default=None, type=output_dir,
+                    help="(results/speedup-TASK)")
     sp.add_argument("--batch-size", type=int, default=None, help="(64)")
     sp.add_argument("--hidden", type=int, default=None, help="cell channels (48; quick 32)")
     sp.add_argument("--tol", type=float, default=None, help="training solver tolerance (1e-3)")
@@ -99,7 +101,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     mem.add_argument("--batch-size", type=int, default=None, help="(64; quick 32)")
     mem.add_argument("--hidden", type=int, default=None, help="cell channels (48)")
     mem.add_argument("--repeats", type=int, default=None, help="fresh processes per point (1)")
-    mem.add_argument("--out", metavar="DIR", default=None, help="(results/memory-TASK)")
+    mem.add_argument("--out", metavar="DIR", default=None, type=output_dir,
+                     help="(results/memory-TASK)")
     mem.add_argument("--no-progress", action="store_true")
     mem.set_defaults(func=_memory)
 
@@ -110,7 +113,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "cell; forward vs Anderson on linear maps with known spectra. Writes spectrum.json, "
         "spectrum.md and PNG plots. See docs/engine.md.")
     spec.add_argument("--quick", action="store_true", help="tiny sizes (a few seconds)")
-    spec.add_argument("--out", metavar="DIR", default=None, help="(results/spectrum)")
+    spec.add_argument("--out", metavar="DIR", default=None, type=output_dir,
+                      help="(results/spectrum)")
     spec.add_argument("--threads", type=int, default=None, help="torch threads (1)")
     spec.add_argument("--seed", type=int, default=None, help="(0)")
     spec.add_argument("--no-progress", action="store_true")
@@ -125,7 +129,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ch.add_argument("--molecules", type=int, default=3000, help="sample size (3000)")
     ch.add_argument("--seed", type=int, default=0, help="(0)")
     ch.add_argument("--cache-dir", metavar="DIR", default=None, help="cache root (archives)")
-    ch.add_argument("--out", metavar="DIR", default=None, help="(results/charges)")
+    ch.add_argument("--out", metavar="DIR", default=None, type=output_dir, help="(results/charges)")
     ch.set_defaults(func=_charges)
 
 

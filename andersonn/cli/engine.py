@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from andersonn.cli.options import output_dir
+
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add this stage's sub-commands to the top-level and bench parsers."""
@@ -14,7 +16,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "Broyden and (if installed) torchdeq's Anderson at tolerances 1e-2..1e-5; print a "
         "table and write solvers.json.",
     )
-    p.add_argument("--out", default=None, help="directory for the JSON result (default: none)")
+    p.add_argument("--out", default=None, type=output_dir,
+                   help="directory for the JSON result (default: none)")
     p.add_argument("--quick", action="store_true", help="tiny sizes; finishes in seconds")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--channels", type=int, default=None, help="override channels (48)")

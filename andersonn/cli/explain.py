@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from andersonn.cli.options import output_dir
+
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add ``explain`` to the top-level parser."""
@@ -13,7 +15,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         description="For each INPUT (as predict takes them): the predicted class and how the "
         "log-probability of the explained class splits over the atoms (crystals: over the "
         "environments of symmetry-equivalent sites) and the whole-structure features, by "
-        "integrated gradients from the empty image. Positive shares speak for the class.")
+        "integrated gradients from the empty image. Positive shares speak for the class. "
+        "The fixed point is solved to 1e-5 here (predict stops at the run's looser tolerance), "
+        "so probabilities can differ from predict's in the third decimal.")
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("inputs", metavar="INPUT", nargs="+")
     ex.add_argument("--target", metavar="CLASS", default=None,
@@ -21,7 +25,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ex.add_argument("--steps", type=int, default=None,
                     help="points on the integration path (32); more shrink the gap")
     ex.add_argument("--top", type=int, default=12, help="rows printed per input (12)")
-    ex.add_argument("--out", metavar="DIR", default=None,
+    ex.add_argument("--out", metavar="DIR", default=None, type=output_dir,
                     help="write explanations.json and, for molecules, one PNG each with "
                     "the atoms coloured by their share")
     ex.add_argument("--threads", type=int, default=None, help="torch threads")
@@ -31,10 +35,17 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 def _explain(args: argparse.Namespace) -> int:
     import torch
 
+    from andersonn.crossval import is_cross_validation
+    from andersonn.errors import ConfigError
     from andersonn.explain import DEFAULT_STEPS, draw_explanation, explain, picture_name
     from andersonn.fileio import atomic_write_json
     from andersonn.predict import Classifier
 
+    if args.top < 0:
+        raise ConfigError(f"--top {args.top}: give the number of rows to print (0 or more)")
+    if is_cross_validation(args.run_dir):
+        raise ConfigError(f"{args.run_dir} is a cross-validation of several fold runs; explain "
+                          f"one of them, e.g. {Path(args.run_dir) / 'fold-1'}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     classifier = Classifier.load(args.run_dir)

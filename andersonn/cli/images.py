@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from andersonn.cli.options import output_dir, output_file
+
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 
 
@@ -15,7 +17,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     "channel) and OUT.npy (the float32 (C, H, W) array).")
     p.add_argument("input", metavar="INPUT", help="structure file (xyz, sdf, mol, mol2, pdb, "
                    "cif, POSCAR, vasp, vasprun.xml, pwi, xsf, json; also .gz) or a SMILES string")
-    p.add_argument("--out", required=True, metavar="FILE", help="output stem (FILE.png, FILE.npy)")
+    p.add_argument("--out", required=True, metavar="FILE", type=output_file(),
+                   help="output stem (FILE.png, FILE.npy)")
     p.add_argument("--format", dest="fmt", default=None, metavar="FMT",
                    help="override the format: smiles, xyz, sdf, mol, mol2, pdb, cif, poscar, "
                         "vasprun, espresso-in, xsf, pymatgen-dict")
@@ -31,7 +34,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                                      "CIFs, read from ~/.cache/andersonn/archives; full-set "
                                      "times are extrapolated from the sample.")
     b.add_argument("--quick", action="store_true", help="small samples (about a minute)")
-    b.add_argument("--out", default=None, metavar="DIR", help="write featurize.json/.md here")
+    b.add_argument("--out", default=None, metavar="DIR", type=output_dir,
+                   help="write featurize.json/.md here")
     b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     b.add_argument("--archives", default=None, metavar="DIR", help="archive directory")
     b.set_defaults(func=_cmd_bench)

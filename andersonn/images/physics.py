@@ -66,9 +66,11 @@ def perceive_molecule(numbers: np.ndarray, positions: np.ndarray, total_charge: 
     ``DetermineConnectivity``, retried with extended-Hückel connectivity, then
     ``DetermineBondOrders``), sanitised; None where perception fails or the molecule is too
     big."""
+    from andersonn.structures.network import overlapping_atoms
+
     n = len(numbers)
-    if n < 2 or n > MMFF_MAX_ATOMS:
-        return None
+    if n < 2 or n > MMFF_MAX_ATOMS or overlapping_atoms(np.asarray(positions)) is not None:
+        return None  # RDKit's connectivity search crashes (SIGSEGV) on coincident atoms
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
     from rdkit.Geometry import Point3D

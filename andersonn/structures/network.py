@@ -31,6 +31,25 @@ def distance_matrix(positions: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ijk,ijk->ij", diff, diff))
 
 
+MIN_CONTACT = 0.5
+"""Å: atoms of a molecule closer than this are the same atom written twice (or fragments placed
+on top of each other); bond perception on them is meaningless and RDKit's crashes."""
+
+
+def overlapping_atoms(positions: np.ndarray, limit: float = MIN_CONTACT
+                      ) -> tuple[int, int, float] | None:
+    """The first pair of atoms (i, j, distance) closer than ``limit`` Å, or None."""
+    if len(positions) < 2:
+        return None
+    from scipy.spatial import cKDTree
+
+    pairs = cKDTree(positions).query_pairs(limit, output_type="ndarray")
+    if len(pairs) == 0:
+        return None
+    i, j = (int(v) for v in pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))][0])
+    return i, j, float(np.linalg.norm(positions[i] - positions[j]))
+
+
 def molecular_bonds(numbers: np.ndarray, positions: np.ndarray,
                     tolerance: float = BOND_TOLERANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bonds of a finite molecule from covalent radii: (pairs (M,2), orders (M,), lengths (M,))."""

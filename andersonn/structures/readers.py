@@ -31,7 +31,12 @@ import numpy as np
 
 from andersonn.errors import InputError
 from andersonn.structures.elements import symbol_to_z
-from andersonn.structures.network import molecular_bonds, periodic_bonds
+from andersonn.structures.network import (
+    MIN_CONTACT,
+    molecular_bonds,
+    overlapping_atoms,
+    periodic_bonds,
+)
 from andersonn.structures.structure import Structure
 
 FORMATS = ("smiles", "xyz", "sdf", "mol", "mol2", "pdb", "cif", "poscar", "vasprun", "espresso-in",
@@ -126,9 +131,19 @@ def is_dir(path: str | os.PathLike[str]) -> bool:
 
 def structure_files(directory: str | os.PathLike[str]) -> list[Path]:
     """The files in ``directory`` whose names imply a structure format, sorted (not
-    recursive)."""
+    recursive). A ``.json`` file counts only when it holds a pymatgen structure dict: folders
+    of results hold other JSON (``meta.json``, predictions) that is no structure."""
     return sorted(f for f in Path(directory).iterdir()
-                  if f.is_file() and format_from_path(f) is not None)
+                  if f.is_file() and format_from_path(f) is not None
+                  and (format_from_path(f) != "pymatgen-dict" or _json_structure(f)))
+
+
+def _json_structure(path: Path) -> bool:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with (contextlib.suppress(OSError, EOFError, zlib.error, UnicodeDecodeError),
+          opener(path, "rt", encoding="utf-8-sig") as handle):
+        return sniff_format(handle.read(4000)) == "pymatgen-dict"
+    return False
 
 
 def sniff_format(text: str) -> str | None:
@@ -214,6 +229,8 @@ def split_records(text: str, fmt: str) -> list[tuple[str, str]]:
         starts = [m.start() for m in re.finditer(r"^[ \t]*data_", text, re.M)]
         blocks = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=False)]
         with_atoms = [b for b in blocks if "_atom_site" in b]
+        if len(with_atoms) == 1 and len(blocks) > 1:  # e.g. a header block, then the structure
+            return [("", with_atoms[0])]
         if len(with_atoms) < 2:
             return [("", text)]
         return [(b.split(None, 1)[0][len("data_"):][:60], b) for b in with_atoms]
@@ -281,10 +298,12 @@ def _single_record(source: str | os.PathLike[str] | StructureRecord, fmt: str | 
     """(content, format, name) of an input that must hold exactly one structure."""
     text, fmt, name = _resolve_source(source, fmt, name)
     if not isinstance(source, StructureRecord):
-        count = len(split_records(text, fmt))
-        if count > 1:
-            raise _fail(name, f"holds {count} structures ({fmt} records); give a file with "
-                              "one, or read them all with read_records (as predict does)")
+        records = split_records(text, fmt)
+        if len(records) > 1:
+            raise _fail(name, f"holds {len(records)} structures ({fmt} records); give a file "
+                              "with one, or read them all with read_records (as predict does)")
+        if fmt == "cif":  # the one block with atoms (a CIF may open with a header block)
+            text = records[0][1]
     return text, fmt, name
 
 
@@ -323,6 +342,8 @@ def read_conformers(source: str | os.PathLike[str] | StructureRecord, count: int
                     break
             if not ids:  # a strained cage: the one conformer the fallback of _embed finds
                 return [parse_structure(text, fmt, name)]
+            for conf_id in ids:
+                fragments = _lay_fragments_apart(mol, conf_id)
             energies = [0.0] * len(ids)
             with contextlib.suppress(Exception):  # no MMFF parameters: keep the embeddings
                 results = AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=500)
@@ -339,6 +360,7 @@ def read_conformers(source: str | os.PathLike[str] | StructureRecord, count: int
         single.AddConformer(Chem.Conformer(mol.GetConformer(conf_id)), assignId=True)
         s = _from_rdkit(single, name)
         s.fmt = "smiles"
+        s.notes += _fragments_note(fragments)
         _check_atoms(s, name)
         out.append(s)
     return out
@@ -351,6 +373,8 @@ def _resolve_source(source: str | os.PathLike[str] | StructureRecord, fmt: str |
     if isinstance(source, StructureRecord):
         return source.text, normalise_format(fmt or source.fmt, source.name), name or source.name
     src = os.fspath(source)
+    if not src.strip():
+        raise _fail(repr(src), "empty input (no SMILES string or file name)")
     path = Path(src)
     one_line = len(src) < 4096 and "\n" not in src
     file = one_line and is_file(path)
@@ -407,7 +431,7 @@ def _decode(data: bytes, name: str) -> str:
     if b"\x00" in data[:65536]:
         raise _fail(name, "binary data, not a structure file")
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # -sig: a byte-order mark is not part of line 1
     except UnicodeDecodeError:
         try:
             text = data.decode("latin-1")
@@ -481,6 +505,12 @@ def _check_atoms(s: Structure, name: str) -> None:
         vol = abs(np.linalg.det(s.cell))
         if not np.isfinite(vol) or vol < 1e-3:
             raise _fail(name, "degenerate cell (zero volume)")
+    else:
+        clash = overlapping_atoms(s.positions)
+        if clash is not None:
+            i, j, d = clash
+            raise _fail(name, f"atoms {i + 1} and {j + 1} are {d:.2f} Å apart (overlapping "
+                              f"atoms: at least {MIN_CONTACT} Å expected)")
 
 
 # ---------------------------------------------------------------- molecules (RDKit)
@@ -538,6 +568,42 @@ def _embed_heavy_atoms(mol: Any) -> Any | None:
     return None
 
 
+FRAGMENT_GAP = 2.5
+"""Å between the fragments of a multi-fragment SMILES (a salt, a hydrate) as they are laid out
+before the force-field relaxation; RDKit embeds each fragment at the origin, on top of the
+others."""
+
+
+def _lay_fragments_apart(mol: Any, conf_id: int = -1) -> int:
+    """Move the disconnected fragments of an embedded molecule apart along x, each
+    :data:`FRAGMENT_GAP` Å beyond the previous one's extent; returns the number of fragments."""
+    from rdkit import Chem
+    from rdkit.Geometry import Point3D
+
+    frags = Chem.GetMolFrags(mol)
+    if len(frags) < 2:
+        return len(frags)
+    conf = mol.GetConformer(conf_id)
+    pos = np.asarray(conf.GetPositions())
+    edge = 0.0
+    for k, atoms in enumerate(frags):
+        idx = list(atoms)
+        centre = pos[idx].mean(axis=0)
+        radius = float(np.linalg.norm(pos[idx] - centre, axis=1).max())
+        target = np.array([edge + radius if k else 0.0, 0.0, 0.0])
+        for i in idx:
+            x, y, z = pos[i] - centre + target
+            conf.SetAtomPosition(i, Point3D(float(x), float(y), float(z)))
+        edge = target[0] + radius + FRAGMENT_GAP
+    return len(frags)
+
+
+def _fragments_note(count: int) -> list[str]:
+    return ([f"{count} disconnected fragments (a salt or a mixture): laid {FRAGMENT_GAP} Å "
+             "apart before the force-field relaxation, so the answer depends on that arrangement"]
+            if count > 1 else [])
+
+
 def _embed(mol: Any, name: str, optimize: bool) -> Any:
     from rdkit.Chem import AllChem
 
@@ -545,6 +611,7 @@ def _embed(mol: Any, name: str, optimize: bool) -> Any:
         mol = _embed_heavy_atoms(mol)
         if mol is None:
             raise _fail(name, "cannot generate a 3-D conformer")
+    _lay_fragments_apart(mol)
     if optimize:
         with contextlib.suppress(Exception):
             AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
@@ -564,7 +631,12 @@ def _smiles_mol(smiles: str, name: str) -> Any:
 
 
 def _from_smiles(smiles: str, name: str, optimize: bool) -> Structure:
-    return _from_rdkit(_embed(_smiles_mol(smiles, name), name, optimize), name)
+    from rdkit import Chem
+
+    mol = _embed(_smiles_mol(smiles, name), name, optimize)
+    s = _from_rdkit(mol, name)
+    s.notes += _fragments_note(len(Chem.GetMolFrags(mol)))
+    return s
 
 
 def _from_molblock(text: str, fmt: str, name: str, optimize: bool) -> Structure:
@@ -653,16 +725,20 @@ def _from_xyz(text: str, name: str) -> Structure:
 
 # ---------------------------------------------------------------- crystals
 def _from_pymatgen(struct: Any, name: str) -> Structure:
+    notes = []
     if not struct.is_ordered:
         # disordered sites: take the majority species of each site (deterministic)
         numbers = np.array([max(site.species.items(), key=lambda kv: (kv[1], -kv[0].Z))[0].Z
                             for site in struct], dtype=np.int64)
+        disordered = sum(1 for site in struct if not site.is_ordered)
+        notes.append(f"{disordered} of {len(struct)} sites partly occupied or mixed: each read "
+                     "as its majority element, fully occupied")
     else:
         numbers = np.array([site.specie.Z for site in struct], dtype=np.int64)
     lattice = getattr(struct, "lattice", None)
     cell = None if lattice is None else np.array(lattice.matrix, dtype=np.float64)
     s = Structure(name=name, numbers=numbers, positions=np.array(struct.cart_coords, dtype=float),
-                  cell=cell)
+                  cell=cell, notes=notes)
     if cell is None:
         s.bonds, s.bond_orders, s.bond_lengths = molecular_bonds(s.numbers, s.positions)
     return s

@@ -29,6 +29,8 @@ class Structure:
         bond_lengths: bond lengths in Å, shape (M,).
         fmt: the format it was read from.
         charge: net charge in e (sum of formal charges for RDKit inputs; 0 for xyz/crystals).
+        notes: how the reader had to interpret the input (disordered sites resolved, the
+            fragments of a SMILES laid apart), for the user to see next to the answer.
     """
 
     name: str
@@ -40,6 +42,7 @@ class Structure:
     bond_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0))
     fmt: str = ""
     charge: int = 0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def periodic(self) -> bool:

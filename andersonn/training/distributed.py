@@ -13,7 +13,10 @@ import os
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_object", "cleanup", "setup"]
+from andersonn.errors import ConfigError
+
+__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_object", "cleanup",
+           "resolve_device", "setup"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,3 +84,26 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def resolve_device(name: str | torch.device, info: DistInfo | None = None) -> torch.device:
+    """``auto`` → CUDA (this rank's GPU) when available, else CPU; a device torch does not know,
+    or CUDA where there is none, is a :class:`ConfigError` (one line, not a traceback)."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    local = info.local_rank if info else int(os.environ.get("LOCAL_RANK", "0"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (cpu, cuda, cuda:N or auto)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA device is available here")
+        if device.index is None:
+            return torch.device("cuda", local % torch.cuda.device_count())
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA "
+                              "device(s) here")
+    return device

@@ -37,9 +37,11 @@ def classification_report(cm: np.ndarray, classes: Sequence[str] | None = None) 
                       2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
     present = support > 0
     extra = {}
-    if "metal" in names and k > 2:  # crystal-gap: the standard metal vs non-metal benchmark
+    metal = names.index("metal") if "metal" in names and k > 2 else -1
+    if metal >= 0 and 0 < support[metal] < total:  # undefined without metals or non-metals
+        # crystal-gap: the standard metal vs non-metal benchmark
         extra["metal_vs_nonmetal_balanced_accuracy"] = one_vs_rest_balanced_accuracy(
-            cm, names.index("metal"))
+            cm, metal)
     return {
         **extra,
         "accuracy": float(tp.sum() / total) if total else 0.0,

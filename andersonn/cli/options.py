@@ -1,0 +1,57 @@
+"""Argument types shared by the sub-commands: output paths checked when the command line is
+parsed, so a path that cannot be written fails in one line before any work, not after it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["output_dir", "output_file"]
+
+
+def _writable_parent(path: Path) -> str | None:
+    """Why nothing can be created at ``path`` (its nearest existing ancestor is a file or not
+    writable), or None when it can."""
+    for ancestor in path.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"{ancestor} is a file, not a folder"
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                return f"no permission to write in {ancestor}"
+            return None
+    return None
+
+
+def output_file(*suffixes: str) -> Callable[[str], str]:
+    """An argparse type for a file to be written: not a folder, in a place that can be
+    written, ending in one of ``suffixes`` (any when none are given)."""
+
+    def check(value: str) -> str:
+        if not value.strip():
+            raise argparse.ArgumentTypeError("an empty path")
+        path = Path(value)
+        if suffixes and path.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(f"{value}: must end in {', '.join(suffixes)}")
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{value} is a folder; give a file name")
+        problem = _writable_parent(path)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"cannot write {value}: {problem}")
+        return value
+
+    return check
+
+
+def output_dir(value: str) -> str:
+    """An argparse type for a folder to be written into (created when missing)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a file; give a folder")
+    problem = _writable_parent(path / "x")
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"cannot write into {value}: {problem}")
+    return value
