@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+
+from helpers import tiny_polarity_dataset, tiny_polarity_run
 
 
 @pytest.fixture(autouse=True)
@@ -22,3 +26,11 @@ def _private_cache(tmp_path_factory):
     mp.setenv("ANDERSONN_CACHE", str(tmp_path_factory.mktemp("andersonn-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def polarity_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained polarity run (one epoch of a hidden-8 DEQ), shared by the prediction tests;
+    a test that changes it works on a copy."""
+    root = tmp_path_factory.mktemp("polarity-run")
+    return tiny_polarity_run(tiny_polarity_dataset(root), root / "run")

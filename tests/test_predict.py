@@ -19,20 +19,15 @@ from andersonn.images import IMAGE_SPECS, encode
 from andersonn.predict import Classifier, DomainWarning, Scientist, expand_inputs
 from andersonn.structures import StructureRecord, read_records, read_structure
 
-from helpers import SMILES, tiny_polarity_dataset, tiny_polarity_run
+from helpers import SMILES
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).parent / "fixtures" / "structures"
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("predict")
-    return tiny_polarity_run(tiny_polarity_dataset(root), root / "run")
 
-
-def test_predict_files_and_smiles(run_dir: Path) -> None:
-    clf = Classifier.load(run_dir)
+def test_predict_files_and_smiles(polarity_run: Path) -> None:
+    clf = Classifier.load(polarity_run)
     assert Scientist is Classifier
     inputs = ["CCO", str(FIXTURES / "acetonitrile.xyz"), str(FIXTURES / "benzene.sdf"),
               str(FIXTURES / "ethanol.mol")]
@@ -44,12 +39,12 @@ def test_predict_files_and_smiles(run_dir: Path) -> None:
     assert all(p.ok and p.iterations and p.iterations >= 1 for p in preds)
 
 
-def test_bad_inputs_listed_rest_predicted(run_dir: Path, tmp_path: Path,
+def test_bad_inputs_listed_rest_predicted(polarity_run: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"# a list\nCCO\n\n{FIXTURES / 'water.xyz'}\nnot_a_smiles((\n")
     out = tmp_path / "pred.json"
-    rc = main(["predict", str(run_dir), str(listing), str(FIXTURES / "truncated.xyz"),
+    rc = main(["predict", str(polarity_run), str(listing), str(FIXTURES / "truncated.xyz"),
                str(FIXTURES / "bad.smi"), "--out", str(out)])
     assert rc == 0
     err = capsys.readouterr().err.strip().splitlines()
@@ -62,23 +57,23 @@ def test_bad_inputs_listed_rest_predicted(run_dir: Path, tmp_path: Path,
     assert [r["ok"] for r in rows] == [True, True, False, False, False]
     assert rows[0]["class"] in data["classes"] and rows[2]["error"]
     csv_out = tmp_path / "pred.csv"
-    assert main(["predict", str(run_dir), "CCO", "CC", "--out", str(csv_out)]) == 0
+    assert main(["predict", str(polarity_run), "CCO", "CC", "--out", str(csv_out)]) == 0
     table = list(csv.DictReader(csv_out.open()))
     assert [r["status"] for r in table] == ["ok", "ok"]
     assert float(table[0]["iterations"]) >= 1
 
 
-def test_all_bad_exits_nonzero_and_table(run_dir: Path, capsys: pytest.CaptureFixture[str]
+def test_all_bad_exits_nonzero_and_table(polarity_run: Path, capsys: pytest.CaptureFixture[str]
                                          ) -> None:
-    assert main(["predict", str(run_dir), "((", str(FIXTURES / "junk.bin")]) == 2
-    assert main(["predict", str(run_dir), "CCO", "--solver", "forward", "--tol", "1e-4"]) == 0
+    assert main(["predict", str(polarity_run), "((", str(FIXTURES / "junk.bin")]) == 2
+    assert main(["predict", str(polarity_run), "CCO", "--solver", "forward", "--tol", "1e-4"]) == 0
     out = capsys.readouterr().out
     assert "CCO" in out and "iterations" in out
 
 
 def test_inputs_checked_against_the_training_domain(
-        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    clf = Classifier.load(run_dir)
+        polarity_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clf = Classifier.load(polarity_run)
     assert clf.domain_ is not None and clf.domain_.kind == "molecule"
     assert set(clf.domain_.elements or {}) == {"H", "C", "N", "O"}
     long_chain = "C" * 40  # 122 atoms; the training molecules have 6 (CO) to 18 (C1CCCCC1)
@@ -95,28 +90,28 @@ def test_inputs_checked_against_the_training_domain(
         clf.predict_proba([str(FIXTURES / "NaCl.cif")])
 
     out = tmp_path / "pred.csv"
-    assert main(["predict", str(run_dir), "CCO", "ClCCCl", "--out", str(out)]) == 0
+    assert main(["predict", str(polarity_run), "CCO", "ClCCCl", "--out", str(out)]) == 0
     assert [r["warnings"] for r in csv.DictReader(out.open())] == [
         "", "element Cl not in any of the 12 training structures"]
     assert "warning: ClCCCl: element Cl" in capsys.readouterr().err
-    assert main(["predict", str(run_dir), "ClCCCl", "CCO"]) == 0
+    assert main(["predict", str(polarity_run), "ClCCCl", "CCO"]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[1].split()[-4:-3] == ["*"] and "*" not in table[2]
     assert table[-1].startswith("* see the warnings above: outside the training domain")
     saved = tmp_path / "pred.json"
-    assert main(["predict", str(run_dir), "ClCCCl", "--out", str(saved)]) == 0
+    assert main(["predict", str(polarity_run), "ClCCCl", "--out", str(saved)]) == 0
     assert json.loads(saved.read_text())["predictions"][0]["warnings"][0].startswith("element Cl")
 
 
-def test_inputs_unlike_the_training_images_are_flagged(run_dir: Path, tmp_path: Path) -> None:
+def test_inputs_unlike_the_training_images_are_flagged(polarity_run: Path, tmp_path: Path) -> None:
     import shutil
 
     from andersonn.data.domain import FeatureDomain
 
     # 12 training images are too few for a covariance: the fixture run has no feature domain
-    assert json.loads((run_dir / "config.json").read_text())["feature_domain"] is None
+    assert json.loads((polarity_run / "config.json").read_text())["feature_domain"] is None
     copy = tmp_path / "with-features"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(polarity_run, copy)
     cfg = json.loads((copy / "config.json").read_text())
     # a training set of saturated chains with O / N: enough images to estimate a covariance
     chains = sorted({"C" * k + a + "C" * (n - k) + b for n in range(1, 9) for k in range(n + 1)
@@ -131,12 +126,12 @@ def test_inputs_unlike_the_training_images_are_flagged(run_dir: Path, tmp_path: 
         assert any("unlike the training structures" in w for w in other.warnings)
 
 
-def test_runs_without_a_recorded_domain_still_check_the_kind(run_dir: Path, tmp_path: Path
+def test_runs_without_a_recorded_domain_still_check_the_kind(polarity_run: Path, tmp_path: Path
                                                                ) -> None:
     import shutil
 
     copy = tmp_path / "older-run"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(polarity_run, copy)
     cfg = json.loads((copy / "config.json").read_text())
     del cfg["domain"]
     (copy / "config.json").write_text(json.dumps(cfg))
@@ -150,11 +145,11 @@ def test_runs_without_a_recorded_domain_still_check_the_kind(run_dir: Path, tmp_
         Classifier.load(copy)
 
 
-def test_featurizer_mismatch_refused(run_dir: Path, tmp_path: Path) -> None:
+def test_featurizer_mismatch_refused(polarity_run: Path, tmp_path: Path) -> None:
     import shutil
 
     copy = tmp_path / "old-run"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(polarity_run, copy)
     cfg = json.loads((copy / "config.json").read_text())
     cfg["featurizer_version"] = "0.0.1"
     (copy / "config.json").write_text(json.dumps(cfg))
@@ -163,7 +158,7 @@ def test_featurizer_mismatch_refused(run_dir: Path, tmp_path: Path) -> None:
     assert main(["predict", str(copy), "CCO"]) == 2
 
 
-def test_a_directory_is_its_structure_files(run_dir: Path, tmp_path: Path,
+def test_a_directory_is_its_structure_files(polarity_run: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     folder = tmp_path / "mols"
     folder.mkdir()
@@ -177,7 +172,7 @@ def test_a_directory_is_its_structure_files(run_dir: Path, tmp_path: Path,
         str(folder / "water.xyz"), "CC"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["predict", str(run_dir), str(folder), str(empty)]) == 0
+    assert main(["predict", str(polarity_run), str(folder), str(empty)]) == 0
     captured = capsys.readouterr()
     assert "ethanol.mol" in captured.out and "water.xyz" in captured.out
     assert "CCN (amine)" in captured.out  # a .smi line's name reaches the output
@@ -187,8 +182,8 @@ def test_a_directory_is_its_structure_files(run_dir: Path, tmp_path: Path,
         read_structure(folder)
 
 
-def test_parallel_featurisation_gives_the_same_predictions(run_dir: Path) -> None:
-    clf = Classifier.load(run_dir)
+def test_parallel_featurisation_gives_the_same_predictions(polarity_run: Path) -> None:
+    clf = Classifier.load(polarity_run)
     inputs = [*SMILES, "ClCCCl", "((", str(FIXTURES / "water.xyz"), str(FIXTURES / "NaCl.cif"),
               str(FIXTURES / "truncated.xyz")] * 3
     serial = clf.predict_inputs(inputs, workers=1)
@@ -229,15 +224,15 @@ def test_fit_predict_on_arrays() -> None:
         clf.predict(["CCO"])  # trained on raw images: no image spec to featurise with
 
 
-def test_load_run_injection_embeds_the_split(run_dir: Path) -> None:
+def test_load_run_injection_embeds_the_split(polarity_run: Path) -> None:
     import torch
 
     from andersonn.training import load_run, load_run_injection
 
-    ds = open_cache(run_dir.parent / "cache")
-    model, x, got = load_run_injection(run_dir, "test", 3, dataset=ds)
+    ds = open_cache(polarity_run.parent / "cache")
+    model, x, got = load_run_injection(polarity_run, "test", 3, dataset=ds)
     assert got is ds and x.shape[0] == 3
-    reference, _ = load_run(run_dir)
+    reference, _ = load_run(polarity_run)
     images = torch.as_tensor(np.asarray(ds.images[ds.split_indices("test")[:3]]))
     with torch.no_grad():
         torch.testing.assert_close(x, reference.embed(reference.normalize(images)))
@@ -257,10 +252,10 @@ def test_merge_conformers_means_probabilities_and_sums_iterations() -> None:
     assert same[0] is probs and same[1] is iters
 
 
-def test_conformers_average_a_smiles_and_leave_files_alone(run_dir: Path) -> None:
+def test_conformers_average_a_smiles_and_leave_files_alone(polarity_run: Path) -> None:
     from andersonn.structures import read_conformers
 
-    clf = Classifier.load(run_dir)
+    clf = Classifier.load(polarity_run)
     smiles, xyz = "CC(O)CCO", str(FIXTURES / "acetonitrile.xyz")
     single = clf.predict_proba([smiles, xyz])
     clf.conformers = 4
@@ -275,14 +270,14 @@ def test_conformers_average_a_smiles_and_leave_files_alone(run_dir: Path) -> Non
     assert images1.shape[0] == 1 and ok == [0] and errors[1]
 
 
-def test_predict_command_refuses_zero_conformers(run_dir: Path,
+def test_predict_command_refuses_zero_conformers(polarity_run: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["predict", str(run_dir), "CCO", "--conformers", "0"]) == 2
+    assert main(["predict", str(polarity_run), "CCO", "--conformers", "0"]) == 2
     assert "--conformers must be at least 1" in capsys.readouterr().err
 
 
 def test_a_file_of_several_molecules_gives_one_prediction_each(
-        run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        polarity_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import gzip
 
     blocks = [(FIXTURES / name).read_text().split("$$$$")[0].rstrip("\n") + "\n$$$$\n"
@@ -295,7 +290,7 @@ def test_a_file_of_several_molecules_gives_one_prediction_each(
     assert [getattr(i, "name", i) for i in items] == [
         "two.sdf.gz#1 (ethanol)", "two.sdf.gz#2 (benzene)", "frames.xyz#1", "frames.xyz#2", "CC"]
     assert all(isinstance(i, StructureRecord) for i in items[:4])
-    clf = Classifier.load(run_dir)
+    clf = Classifier.load(polarity_run)
     preds = clf.predict_inputs([str(multi), str(frames)], workers=2)
     assert [p.input for p in preds] == [getattr(i, "name", i) for i in items[:4]]
     assert [p.ok for p in preds] == [True, True, True, False]
@@ -306,7 +301,7 @@ def test_a_file_of_several_molecules_gives_one_prediction_each(
     for got, want in zip(preds[:3], alone, strict=True):
         assert got.label == want.label and got.probabilities == pytest.approx(want.probabilities)
     out = tmp_path / "p.csv"
-    assert main(["predict", str(run_dir), str(multi), "--out", str(out), "--no-progress"]) == 0
+    assert main(["predict", str(polarity_run), str(multi), "--out", str(out), "--no-progress"]) == 0
     rows = list(csv.DictReader(out.open()))
     assert [r["input"] for r in rows] == ["two.sdf.gz#1 (ethanol)", "two.sdf.gz#2 (benzene)"]
     capsys.readouterr()
@@ -317,12 +312,12 @@ def test_a_file_of_several_molecules_gives_one_prediction_each(
     assert np.load(tmp_path / "img.npy").shape == tuple(clf.config_["image_shape"])
 
 
-def test_a_smiles_too_long_for_a_file_name_is_still_an_input(run_dir: Path) -> None:
+def test_a_smiles_too_long_for_a_file_name_is_still_an_input(polarity_run: Path) -> None:
     # 300 characters: no file system takes it as a name, so asking whether it is a file
     # raised OSError (ENAMETOOLONG) before; it is a SMILES like any other
     long_chain = "C" * 300
     assert expand_inputs([long_chain]) == [long_chain]
-    (pred,) = Classifier.load(run_dir).predict_inputs([long_chain])
+    (pred,) = Classifier.load(polarity_run).predict_inputs([long_chain])
     assert not pred.ok and len(pred.error) <= 300
     # refused from its atom count before embedding (which takes minutes for 902 atoms)
     assert pred.error.endswith(": 902 atoms with hydrogens, more than the image holds (400)")
@@ -337,7 +332,7 @@ def test_image_refuses_a_smiles_too_big_for_its_image_at_once(
 
 
 def test_predictions_as_sdf_give_every_input_back_with_its_fields(
-        run_dir: Path, tmp_path: Path) -> None:
+        polarity_run: Path, tmp_path: Path) -> None:
     from rdkit import Chem
 
     library = tmp_path / "lib.sdf"
@@ -347,7 +342,7 @@ def test_predictions_as_sdf_give_every_input_back_with_its_fields(
     listing = tmp_path / "mols.smi"
     listing.write_text("CC#N acetonitrile\n((( broken\n")
     out = tmp_path / "preds.sdf"
-    assert main(["predict", str(run_dir), str(library), str(listing),
+    assert main(["predict", str(polarity_run), str(library), str(listing),
                  str(FIXTURES / "ethanol.mol2"), "CO", "--out", str(out)]) == 0
     mols = list(Chem.SDMolSupplier(str(out), removeHs=False, sanitize=False))
     assert all(m is not None for m in mols) and len(mols) == 6  # one record per input, in order
@@ -360,20 +355,20 @@ def test_predictions_as_sdf_give_every_input_back_with_its_fields(
     for m in mols[:3] + mols[4:]:
         assert m.GetProp("andersonn_status") == "ok"
         probs = [float(m.GetProp(f"andersonn_p_{c.replace(' ', '_')}")) for c in
-                 Classifier.load(run_dir).classes_]
+                 Classifier.load(polarity_run).classes_]
         assert abs(sum(probs) - 1) < 1e-4 and m.GetProp("andersonn_class")
     assert mols[3].GetProp("andersonn_status") == "error"
     assert "unparsable SMILES" in mols[3].GetProp("andersonn_error")
     assert Chem.MolToSmiles(Chem.RemoveHs(mols[1])) == "CCO"
 
 
-def test_sdf_output_is_refused_for_a_crystal_run(run_dir: Path, tmp_path: Path,
+def test_sdf_output_is_refused_for_a_crystal_run(polarity_run: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import json
     import shutil
 
     copy = tmp_path / "crystal-run"
-    shutil.copytree(run_dir, copy)
+    shutil.copytree(polarity_run, copy)
     config = json.loads((copy / "config.json").read_text())
     config["domain"] = {"kind": "crystal", "n": 0, "elements": None, "atoms": None}
     (copy / "config.json").write_text(json.dumps(config))

@@ -22,16 +22,9 @@ from andersonn.structures import read_structure
 from andersonn.structures.network import overlapping_atoms
 from andersonn.structures.readers import split_records
 
-from helpers import tiny_polarity_dataset, tiny_polarity_run
-
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).parent / "fixtures" / "structures"
 
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("robust")
-    return tiny_polarity_run(tiny_polarity_dataset(root), root / "run")
 
 
 @pytest.mark.parametrize("smiles", ["C.C", "[Na+].[Cl-]", "CC(=O)[O-].[Na+]", "CCO.O"])
@@ -53,9 +46,9 @@ def test_overlapping_atoms_are_refused_not_crashed_on(tmp_path: Path) -> None:
     assert overlapping_atoms(np.array([[0, 0, 0], [0.74, 0, 0.0]])) is None  # H2 is fine
 
 
-def test_salts_are_predicted_with_a_warning(run_dir: Path, tmp_path: Path) -> None:
+def test_salts_are_predicted_with_a_warning(polarity_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "salt.json"
-    assert main(["predict", str(run_dir), "CC(=O)[O-].[Na+]", "CCO", "--out", str(out)]) == 0
+    assert main(["predict", str(polarity_run), "CC(=O)[O-].[Na+]", "CCO", "--out", str(out)]) == 0
     rows = json.loads(out.read_text())["predictions"]
     assert [r["ok"] for r in rows] == [True, True]
     assert any("disconnected fragments" in w for w in rows[0]["warnings"])
@@ -72,35 +65,36 @@ def _crash_on(marker: str):
     return featurize
 
 
-def test_a_worker_that_crashes_fails_its_input_alone(run_dir: Path,
+def test_a_worker_that_crashes_fails_its_input_alone(polarity_run: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(predict_module, "_featurize_with", _crash_on("CRASH"))
     items = ["CCO", "CRASH", "CC#N", "O", "CRASH", "CCN"]
-    preds = Classifier.load(run_dir).predict_inputs(items, workers=2)  # used to hang forever
+    preds = Classifier.load(polarity_run).predict_inputs(items, workers=2)  # used to hang forever
     assert [p.ok for p in preds] == [True, False, True, True, False, True]
     assert "crashed" in preds[1].error
     monkeypatch.undo()
-    alone = Classifier.load(run_dir).predict_inputs(["CCO", "CC#N", "O", "CCN"])
+    alone = Classifier.load(polarity_run).predict_inputs(["CCO", "CC#N", "O", "CCN"])
     got = [p.probabilities for p in preds if p.ok]
     assert all(a["weakly polar"] == pytest.approx(b.probabilities["weakly polar"], abs=1e-6)
                for a, b in zip(got, alone, strict=True))
 
 
-def test_byte_order_marks_are_not_part_of_the_first_line(run_dir: Path, tmp_path: Path) -> None:
+def test_byte_order_marks_are_not_part_of_the_first_line(polarity_run: Path,
+                                                         tmp_path: Path) -> None:
     xyz = tmp_path / "bom.xyz"
     xyz.write_bytes(b"\xef\xbb\xbf" + (FIXTURES / "acetonitrile.xyz").read_bytes())
     assert read_structure(xyz).n_atoms == read_structure(FIXTURES / "acetonitrile.xyz").n_atoms
     listing = tmp_path / "bom.smi"
     listing.write_bytes(b"\xef\xbb\xbf# molecules\r\nCCO ethanol\r\nCC#N\r\n")
-    preds = Classifier.load(run_dir).predict_inputs([str(listing)])
+    preds = Classifier.load(polarity_run).predict_inputs([str(listing)])
     assert [(p.input, p.ok) for p in preds] == [("CCO (ethanol)", True), ("CC#N", True)]
 
 
 def test_an_empty_argument_is_an_input_that_fails_not_the_working_directory(
-        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        polarity_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "water.xyz").write_text((FIXTURES / "water.xyz").read_text())
-    preds = Classifier.load(run_dir).predict_inputs(["", "CCO"])
+    preds = Classifier.load(polarity_run).predict_inputs(["", "CCO"])
     assert [p.ok for p in preds] == [False, True]
     assert "empty input" in preds[0].error
 
@@ -126,38 +120,38 @@ def test_a_cif_whose_first_block_has_no_atoms_is_its_second_block(tmp_path: Path
 
 
 @pytest.mark.parametrize("out", ["folder.json", "afile/x.csv", "preds.txt"])
-def test_unwritable_outputs_fail_before_any_work(run_dir: Path, tmp_path: Path, out: str,
+def test_unwritable_outputs_fail_before_any_work(polarity_run: Path, tmp_path: Path, out: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "folder.json").mkdir()
     (tmp_path / "afile").write_text("")
     with pytest.raises(SystemExit) as stop:
-        main(["predict", str(run_dir), "CCO", "--out", str(tmp_path / out)])
+        main(["predict", str(polarity_run), "CCO", "--out", str(tmp_path / out)])
     assert stop.value.code == 2
     assert "argument --out" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("device", ["foo", "cuda:99"])
-def test_an_unusable_device_is_one_line(run_dir: Path, device: str,
+def test_an_unusable_device_is_one_line(polarity_run: Path, device: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["predict", str(run_dir), "CCO", "--device", device]) == 2
+    assert main(["predict", str(polarity_run), "CCO", "--device", device]) == 2
     err = capsys.readouterr().err
     assert err.startswith("andersonn: error:") and "Traceback" not in err
 
 
-def test_a_solve_stopped_short_of_its_tolerance_is_flagged(run_dir: Path) -> None:
-    clf = Classifier.load(run_dir, solver_options={"max_iter": 2, "tol": 1e-6})
+def test_a_solve_stopped_short_of_its_tolerance_is_flagged(polarity_run: Path) -> None:
+    clf = Classifier.load(polarity_run, solver_options={"max_iter": 2, "tol": 1e-6})
     [pred] = clf.predict_inputs(["CCO"])
     assert pred.ok and any("stopped short of its tolerance" in w for w in pred.warnings)
-    [fine] = Classifier.load(run_dir).predict_inputs(["CCO"])
+    [fine] = Classifier.load(polarity_run).predict_inputs(["CCO"])
     assert not any("stopped short" in w for w in fine.warnings)
 
 
-def test_sd_output_of_an_xyz_file_has_chemical_bond_orders(run_dir: Path,
+def test_sd_output_of_an_xyz_file_has_chemical_bond_orders(polarity_run: Path,
                                                            tmp_path: Path) -> None:
     from rdkit import Chem
 
     out = tmp_path / "back.sdf"
-    assert main(["predict", str(run_dir), str(FIXTURES / "acetonitrile.xyz"),
+    assert main(["predict", str(polarity_run), str(FIXTURES / "acetonitrile.xyz"),
                  "--out", str(out)]) == 0
     [mol] = list(Chem.SDMolSupplier(str(out), removeHs=False))
     assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == "CC#N"
