@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from andersonn.errors import AndersonnError, ConfigError
+from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
 from andersonn.training.config import TrainConfig
 
 __all__ = ["FOLD_DIR", "CrossValidation", "compare", "cross_validate", "fold_dirs",
@@ -173,9 +173,8 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
     import torch
 
     from andersonn.training import train
-    from andersonn.training.distributed import barrier, cleanup, setup
+    from andersonn.training.distributed import barrier, cleanup, resolve_device, setup
     from andersonn.training.inputs import load_task_dataset
-    from andersonn.training.trainer import resolve_device
 
     k = int(folds if folds is not None else (cfg.folds or 0))
     if k < 2:
@@ -183,12 +182,21 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
     if only is not None and not 1 <= int(only) <= k:
         raise ConfigError(f"fold must be between 1 and {k} (got {only})")
     todo = [int(only)] if only is not None else list(range(1, k + 1))
+    out = Path(out_dir)
+    if (out / "config.json").is_file() or (out / "checkpoint.json").is_file():
+        raise ConfigError(f"{out} holds a single run, not a cross-validation; give another "
+                          "folder for the folds")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; give a folder for the cross-validation")
     device = (resolve_device(cfg.device) if cfg.device != "auto" else
               torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     info = setup(device)  # one process group for all folds (train() then reuses it)
     try:
         dataset = None  # loaded (built on rank 0 if need be) once, for the first fold to train
         for i, run_dir in zip(todo, [fold_dirs(out_dir, k)[i - 1] for i in todo], strict=True):
+            if resume and (run_dir / "config.json").is_file():
+                _check_fold(run_dir, TrainConfig.from_dict({**cfg.to_dict(), "folds": k,
+                                                            "fold": i}))
             if resume and _finished(run_dir, cfg.epochs):
                 if info.is_main and progress:
                     print(f"andersonn: fold {i}/{k} already finished ({run_dir})",
@@ -219,6 +227,22 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
         return summary
     finally:
         cleanup(info)
+
+
+def _check_fold(run_dir: Path, fold_cfg: TrainConfig) -> None:
+    """Refuse to go on with a fold run trained with settings that ``train --resume`` would
+    refuse (another fold count, model, seed, ...): its scores would not belong to this
+    cross-validation."""
+    from andersonn.training.trainer import settings_conflicts
+
+    try:
+        old = json.loads((run_dir / "config.json").read_text())["train"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise AndersonnError(f"{run_dir / 'config.json'}: damaged run config") from None
+    diff = settings_conflicts(old, fold_cfg)
+    if diff:
+        raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
+                          f"{', '.join(diff)}")
 
 
 def _settings(run_config: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from andersonn.cli.options import output_dir, output_file
+
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 _SOLVERS = ("anderson", "forward", "broyden")
 
@@ -33,7 +35,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--epochs", type=int, default=None, help="(8)")
     tr.add_argument("--limit", type=int, default=None,
                     help="use the dataset build with this --limit (built first if missing)")
-    tr.add_argument("--out", metavar="RUN_DIR", default=None,
+    tr.add_argument("--out", metavar="RUN_DIR", default=None, type=output_dir,
                     help="run directory (runs/TASK-MODEL[-SOLVER])")
     tr.add_argument("--resume", action="store_true",
                     help="continue the run in RUN_DIR after its last finished epoch")
@@ -42,7 +44,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--lr", type=float, default=None, help="AdamW learning rate (1e-3)")
     tr.add_argument("--bf16", action="store_true", default=None, help="bfloat16 autocast")
     tr.add_argument("--config", metavar="FILE", default=None,
-                    help="JSON file of TrainConfig fields (unknown keys are errors)")
+                    help="JSON file of TrainConfig fields (unknown keys are errors; a relative "
+                    "labels path is taken from its folder); flags given win over it, and it "
+                    "over a resumed run's settings")
     tr.add_argument("--device", default=None, help="auto, cpu, cuda (auto)")
     tr.add_argument("--tol", type=float, default=None, help="forward solver tolerance (1e-3)")
     tr.add_argument("--max-iter", type=int, default=None, help="solver iteration cap (30)")
@@ -110,6 +114,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     "answer together as an ensemble")
     pr.add_argument("inputs", metavar="INPUT", nargs="+")
     pr.add_argument("--out", metavar="FILE", default=None,
+                    type=output_file(".json", ".csv", ".sdf"),
                     help="write .json, .csv or (molecules) .sdf: the inputs with the "
                     "predictions as data fields")
     pr.add_argument("--ensemble", metavar="RUN_DIR", action="append", default=[],
@@ -136,9 +141,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                        help="split of the run's dataset build (test)")
     where.add_argument("--labels", metavar="FILE.csv|FILE.sdf", default=None,
                        help="score on these labelled structures instead")
-    ev.add_argument("--out", metavar="FILE.json", default=None,
+    ev.add_argument("--out", metavar="FILE.json", default=None, type=output_file(".json"),
                     help="write the scores (and, with --labels, every input's prediction)")
-    ev.add_argument("--plots", metavar="DIR", default=None,
+    ev.add_argument("--plots", metavar="DIR", default=None, type=output_dir,
                     help="write confusion.png and reliability.png into DIR")
     _add_inference_options(ev)
     _add_input_options(ev)
@@ -147,7 +152,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     de = commands.add_parser("demo", help="build polarity data, train DEQ with Anderson and with "
                              "forward iteration, report accuracy and speed-up")
-    de.add_argument("--out", metavar="DIR", default="demo", help="(./demo)")
+    de.add_argument("--out", metavar="DIR", default="demo", type=output_dir, help="(./demo)")
     de.add_argument("--limit", type=int, default=None, help="molecules (8000)")
     de.add_argument("--epochs", type=int, default=None, help="epochs per training (6)")
     de.add_argument("--threads", type=int, default=None,
@@ -186,10 +191,14 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume and stored.is_file():
         base = json.loads(stored.read_text()).get("train", {})
         base.pop("folds", None), base.pop("fold", None)
-    if args.config:
-        cfg = TrainConfig.from_json(args.config)
-        base = {**cfg.to_dict(), **base} if base else cfg.to_dict()
-    cfg = TrainConfig.from_dict(base, **overrides)
+    # the config file's settings act as the command line's do: over the stored run's, under
+    # the flags given
+    given = TrainConfig.read_json(args.config) if args.config else {}
+    _train_check_labels(overrides, given, base, args.config, out)
+    cfg = TrainConfig.from_dict({**base, **given}, **overrides)
+    if cfg.model == "explicit" and cfg.solver != "anderson" and _is_main():
+        print(f"andersonn: warning: solver {cfg.solver} is ignored: the explicit model has no "
+              "fixed point to solve for", file=sys.stderr)
     if args.folds:
         return _cross_validate(args, cfg, name, out)
     result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
@@ -201,6 +210,23 @@ def _train(args: argparse.Namespace) -> int:
               f"macro-F1 {tm['macro_f1']:.4f}, params {tm['params']}, "
               f"wall {tm['train_wall_time_s']:.1f} s → {result.run_dir}")
     return 0
+
+
+def _train_check_labels(overrides: dict[str, Any], given: dict[str, Any],
+                        base: dict[str, Any], config: str | None, out: Path) -> None:
+    """A built-in task named on the command line must not meet a labels file from the config
+    file or the stored run (it would train the labels file under the task's name)."""
+    from andersonn.errors import ConfigError
+
+    task = overrides.get("task")
+    if task is None:
+        return
+    if given.get("labels") is not None:
+        raise ConfigError(f"{config} names a labels file ({given['labels']}), but the command "
+                          f"line names task {task}; give one of them")
+    if base.get("labels") is not None:
+        raise ConfigError(f"cannot resume {out} as task {task}: it was trained on the labels "
+                          f"file {base['labels']}")
 
 
 def _cross_validate(args: argparse.Namespace, cfg: Any, name: str, out: Path) -> int:
@@ -312,6 +338,12 @@ def _positive(value: int, option: str) -> int:
     return value
 
 
+def _has_solver(clf: Any) -> bool:
+    """Whether a classifier (or any member of an ensemble) solves a fixed point."""
+    members = getattr(clf, "members", [clf])
+    return any(getattr(m.model_, "model_name", "deq") == "deq" for m in members)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from andersonn.ensemble import Ensemble
     from andersonn.errors import InputError
@@ -328,6 +360,9 @@ def _predict(args: argparse.Namespace) -> int:
         clf = Classifier.load(runs[0], device=args.device, solver=args.solver,
                               solver_options=options)
     clf.conformers = conformers
+    if (args.solver is not None or options) and not _has_solver(clf):
+        print("andersonn: warning: an explicit network has no fixed-point solver; --solver, "
+              "--tol and --max-iter change nothing", file=sys.stderr)
     domain = clf.domain_
     if args.out and args.out.lower().endswith(".sdf") and domain is not None \
             and domain.kind != "molecule":
@@ -349,7 +384,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"{n_ok}/{len(preds)} predicted → {args.out}")
     else:
         print(format_table(preds, clf.classes_))
-    return 0 if any(p.ok for p in preds) else 1
+    return 0 if any(p.ok for p in preds) else 2  # as for any bad input; some failed: 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -57,6 +57,7 @@ __all__ = [
     "bin_class_names",
     "build_labelled_dataset",
     "choose_image",
+    "class_key",
     "describe_skipped",
     "label_rows",
     "labelled_dataset",
@@ -102,11 +103,17 @@ def read_label_table(path: str | os.PathLike[str],
     names, rows = _sdf_table(path) if sdf else _csv_table(path)
     header = {name.strip().lower(): name for name in names}
 
-    def column(options: Sequence[str]) -> str | None:
-        return next((header[o] for o in options if o in header), None)
+    def column(options: Sequence[str], role: str) -> str | None:
+        found = [header[o] for o in options if o in header]
+        if len(found) > 1 and not (sdf and role == "input"):  # an SDF's input is the record
+            raise InputError(f"{path}: {len(found)} {role} {'fields' if sdf else 'columns'} "
+                             f"({', '.join(found)}); keep one of them (rename or remove the "
+                             "others)")
+        return found[0] if found else None
 
-    input_col, class_col, value_col = (column(INPUT_COLUMNS), column(CLASS_COLUMNS),
-                                       column(value_columns))
+    input_col, class_col, value_col = (column(INPUT_COLUMNS, "input"),
+                                       column(CLASS_COLUMNS, "class"),
+                                       column(value_columns, "value"))
     if input_col is None and not sdf:
         raise InputError(f"{path}: no input column (name one of {', '.join(INPUT_COLUMNS)})")
     if (class_col is None) == (value_col is None):
@@ -127,7 +134,7 @@ def read_label_table(path: str | os.PathLike[str],
             item = str(local) if is_file(local) else item
         table.rows.append((where, item, raw))
     if not table.rows:
-        raise InputError(f"{path}: no usable rows ({len(table.skipped)} skipped)")
+        raise InputError(f"{path}: no usable rows ({describe_skipped(table.skipped)})")
     return table
 
 
@@ -138,9 +145,15 @@ _Table = tuple[list[str], list[tuple[str, dict[str, str], Any]]]
 
 def _csv_table(path: Path) -> _Table:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it as text ({exc})") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc})") from None
+    if b"\x00" in data[:65536]:
+        raise InputError(f"{path}: binary data, not a CSV / TSV text file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:  # a spreadsheet's cp1252 / latin-1 export
+        text = data.decode("latin-1")
     lines = text.splitlines()
     reader = csv.DictReader(lines, delimiter=_delimiter(path, lines[0] if lines else ""))
     names = [name or "" for name in reader.fieldnames or []]
@@ -207,7 +220,9 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
                ) -> tuple[list[Any], list[int], list[str], str, list[dict[str, Any]]]:
     """Class indices of a table's rows: (inputs, labels, class names, the label rule in words,
     rows skipped). A class column takes its names as given (``classes`` fixes their order;
-    default: sorted, numerically when all are numbers). A value column needs ``bins``, or
+    default: sorted, numerically when all are numbers); names that differ only in case or in
+    how a number is written (``Polar``, ``polar``; ``1``, ``1.0``) are one class, named as
+    first spelt (:func:`class_key`). A value column needs ``bins``, or
     ``to_class`` (a task's own rule, with ``classes`` its names; a class column's digits are
     then also taken as class indices)."""
     bins = _check_bins(bins)
@@ -220,7 +235,7 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
             raise ConfigError(f"{table.path}: bins turn a value column into classes, but its "
                               f"labels are class names ({table.column!r})")
         names = [str(c) for c in classes] if classes else _sorted_names(
-            {raw for _, _, raw in table.rows})
+            set(_class_names([raw for _, _, raw in table.rows])))
         rule = f"the class named in {source}"
     else:
         if bins is None:
@@ -233,18 +248,21 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
         rule = (f"{source} binned at {', '.join(f'{b:g}' for b in bins)}: "
                 f"class k if bins[k-1] <= value < bins[k] ({' | '.join(names)})")
         to_class = functools.partial(_bin_index, bins)
-    if len(set(names)) != len(names) or len(names) < 2:
-        raise ConfigError(f"classes must be two or more distinct names, got {names}")
-    lookup = {n.lower(): i for i, n in enumerate(names)}
+    if len({class_key(n) for n in names}) != len(names) or len(names) < 2:
+        raise ConfigError(f"classes must be two or more distinct names (case and number "
+                          f"spelling aside: a = A, 1 = 1.0), got {names}")
+    lookup = {class_key(n): i for i, n in enumerate(names)}
     inputs: list[Any] = []
     labels: list[int] = []
+    unknown: dict[str, str] = {}  # class key -> the first spelling
     for where, item, raw in table.rows:
         if table.kind == "class":
-            label = lookup.get(raw.lower())
+            label = lookup.get(class_key(raw))
             if label is None and to_class is not None and raw.isdigit() and \
                     int(raw) < len(names):
                 label = int(raw)  # a task's class index
             if label is None:
+                unknown.setdefault(class_key(raw), raw)
                 skipped.append({"where": where,
                                 "reason": f"class {raw!r} is not one of {', '.join(names)}"})
                 continue
@@ -258,8 +276,31 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
         inputs.append(item)
         labels.append(label)
     if not inputs:
-        raise InputError(f"{table.path}: no usable rows ({len(skipped)} skipped)")
+        if unknown:
+            first = ", ".join(repr(u) for u in list(unknown.values())[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise InputError(f"{table.path}: no usable rows ({len(skipped)} skipped): its "
+                             f"labels {first}{more} are not among the classes "
+                             f"{', '.join(names)}")
+        raise InputError(f"{table.path}: no usable rows ({describe_skipped(skipped)})")
     return inputs, labels, names, rule, skipped
+
+
+def class_key(name: str) -> str:
+    """What identifies a class name: its case-folded text, or for a number its value
+    (``Polar`` = ``polar``, ``1`` = ``1.0``)."""
+    value = parse_value(name.strip())
+    if value is None:
+        return name.strip().casefold()
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _class_names(raws: Sequence[str]) -> list[str]:
+    """The distinct class names of a class column, each as first spelt in the file."""
+    first: dict[str, str] = {}
+    for raw in raws:
+        first.setdefault(class_key(raw), raw)
+    return list(first.values())
 
 
 def _bin_index(bins: Sequence[float], value: float) -> int:
@@ -433,11 +474,17 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
                            bins: Sequence[float] | None = None, seed: int = 0,
                            workers: int | None = None, progress: bool = True,
                            cache_dir: str | os.PathLike[str] | None = None,
-                           force: bool = False) -> CachedDataset:
+                           force: bool = False, key: str | None = None) -> CachedDataset:
     """Build (or reuse, when an identical complete build exists) the dataset of a labels file;
-    see the module docstring."""
+    see the module docstring. ``key``: the build a run was trained on (its
+    ``dataset.cache_key``): opened while cached, even when the labels file has changed since
+    or is gone; otherwise rebuilt only if the file still gives that build, else refused."""
     from andersonn.images import IMAGE_SPECS
 
+    if key is not None and not force and is_complete(
+            datasets_root(cache_dir) / CUSTOM_TASK / key):
+        return open_cache(datasets_root(cache_dir) / CUSTOM_TASK / key)
+    expected, key = key, None
     table = read_label_table(path)
     inputs, labels, names, rule, skipped = label_rows(table, classes, bins)
     fields = {"image": image, "classes": names, "bins": _check_bins(bins), "seed": seed,
@@ -446,6 +493,10 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
                         for n, spec in IMAGE_SPECS.items()}}
     digest = file_sha256(table.path)
     key = _cache_key(table, digest, fields)
+    if expected is not None and key != expected:
+        raise InputError(f"{path}: the labels file (or a file it names, or the featuriser) "
+                         f"changed since the run was trained, and the run's build {expected} "
+                         "is no longer cached; train a new run on it")
     directory = datasets_root(cache_dir) / CUSTOM_TASK / key
     if not force and is_complete(directory):
         return open_cache(directory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from andersonn.errors import ConfigError
 __all__ = ["SOLVER_NAMES", "TrainConfig"]
 
 SOLVER_NAMES = ("anderson", "forward", "broyden")
+BACKWARD_MODES = ("implicit", "jfb", "unroll")  # as andersonn.deq.BACKWARD_MODES
 
 
 @dataclasses.dataclass
@@ -84,7 +86,9 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` on an inconsistent option."""
+        """Raise :class:`ConfigError` on an inconsistent option, or one of the wrong type or
+        out of range."""
+        self._check_types()
         if self.labels is None:
             given = [n for n in ("image", "bins", "classes") if getattr(self, n) is not None]
             if given:
@@ -130,6 +134,48 @@ class TrainConfig:
             raise ConfigError(f"vector_heads must be >= 0 (got {self.vector_heads})")
         if self.lr <= 0 or self.tol <= 0:
             raise ConfigError("lr and tol must be positive")
+        for name in ("eval_tol", "backward_tol", "max_time_s"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive (got {getattr(self, name)})")
+        for name in ("eval_max_iter", "backward_max_iter", "limit", "threads", "folds", "fold"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        for name in ("weight_decay", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be >= 0 (0 or null: off; got {self.grad_clip})")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if self.backward not in BACKWARD_MODES:
+            raise ConfigError(f"unknown backward {self.backward!r}; choose one of "
+                              f"{', '.join(BACKWARD_MODES)}")
+
+    def _check_types(self) -> None:
+        """Raise :class:`ConfigError` on a field of the wrong JSON type (an integer given as
+        1.5, "1" or true, a number as a string, ...)."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), _KINDS.get(f.name)
+            if kind is None or (value is None and f.name in _OPTIONAL):
+                continue
+            if kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind is float:
+                ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and math.isfinite(value))
+            else:
+                ok = isinstance(value, kind)
+            if not ok:
+                what = {int: "an integer", float: "a finite number", bool: "true or false",
+                        str: "a string", list: "a list", dict: "a JSON object"}[kind]
+                raise ConfigError(f"{f.name} must be {what}"
+                                  f"{' or null' if f.name in _OPTIONAL else ''} (got {value!r})")
+        for name, item_kinds in (("bins", (int, float)), ("classes", (str, int))):
+            items = getattr(self, name)
+            if isinstance(items, list) and any(isinstance(v, bool) or not isinstance(
+                    v, item_kinds) for v in items):
+                raise ConfigError(f"{name} must be a list of "
+                                  f"{'numbers' if name == 'bins' else 'names'} (got {items!r})")
 
     # -- derived ---------------------------------------------------------------------------
     def forward_options(self, *, evaluation: bool = False) -> dict[str, Any]:
@@ -163,8 +209,7 @@ class TrainConfig:
         known = set(cls.field_names())
         unknown = sorted(set(data) - known) + sorted(set(overrides) - known)
         if unknown:
-            raise ConfigError(f"unknown config key(s): {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(known))})")
+            raise ConfigError(_unknown_keys(unknown, known))
         merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
         try:
             return cls(**merged)
@@ -172,15 +217,54 @@ class TrainConfig:
             raise ConfigError(f"bad training config: {exc}") from None
 
     @classmethod
-    def from_json(cls, path: str | Path, **overrides: Any) -> TrainConfig:
-        """Load a JSON config file (``--config FILE``)."""
+    def read_json(cls, path: str | Path) -> dict[str, Any]:
+        """The fields a JSON config file (``--config FILE``) sets, unvalidated but for unknown
+        keys: to be merged with other settings before :meth:`from_dict` checks them together.
+        A relative ``labels`` path is taken from the config file's folder (and made
+        absolute)."""
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a training config must be a JSON object")
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(f"{path}: {_unknown_keys(unknown, set(cls.field_names()))}")
+        if isinstance(data.get("labels"), str):
+            data["labels"] = str((Path(path).parent / data["labels"]).resolve())
+        return data
+
+    @classmethod
+    def from_json(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Load a JSON config file (``--config FILE``; see :meth:`read_json`)."""
+        data = cls.read_json(path)
         try:
             return cls.from_dict(data, **overrides)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from None
+
+
+def _unknown_keys(unknown: list[str], known: set[str]) -> str:
+    """The one-line refusal of misspelt or unknown keys, with the nearest known one."""
+    import difflib
+
+    hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(
+        k, sorted(known), n=1)) else repr(k) for k in unknown]
+    return (f"unknown config key(s): {', '.join(hints)}; the keys are "
+            f"{', '.join(sorted(known))}")
+
+
+_OPTIONAL = {f.name for f in dataclasses.fields(TrainConfig) if "None" in str(f.type)}
+"""Fields that may be null."""
+_KINDS: dict[str, type] = {
+    **{f.name: kind for f in dataclasses.fields(TrainConfig)
+       for kind in (int, float, bool, str, list, dict)
+       if f.type in (kind.__name__, f"{kind.__name__} | None")},
+    "solver_options": dict,
+}
+"""The JSON type of each field (ints where an integer is meant, floats for any number)."""

@@ -76,7 +76,8 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
         except AndersonnError as exc:
             print(f"andersonn: {exc}; building dataset {cfg.task!r}"
                   f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
-            ds = build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers)
+            ds = build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers,
+                               progress=progress)
     barrier(info)
     if not info.is_main:
         ds = load_dataset(cfg.task, **kwargs)
@@ -84,14 +85,16 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
 
 
 def labelled_dataset_of(train: dict[str, Any], progress: bool = False,
-                        report: bool = False) -> Any:
+                        report: bool = False, key: str | None = None) -> Any:
     """The (cached) dataset of a training config's labels file (``labels`` etc.); ``report``
-    prints one line on what it holds and which rows were skipped."""
+    prints one line on what it holds and which rows were skipped. ``key``: the cache key of
+    a run's own build, refused when the labels file no longer gives it (see
+    :func:`andersonn.data.labelled.build_labelled_dataset`)."""
     from andersonn.data.labelled import build_labelled_dataset, describe_skipped
 
     ds = build_labelled_dataset(train["labels"], image=train.get("image"),
                                 classes=train.get("classes"), bins=train.get("bins"),
-                                workers=train.get("workers"), progress=progress)
+                                workers=train.get("workers"), progress=progress, key=key)
     if report:
         counts = ", ".join(f"{c}: {n}" for c, n in zip(ds.classes, ds.meta["class_counts"],
                                                         strict=True))

@@ -15,7 +15,7 @@ from andersonn.errors import AndersonnError
 from andersonn.fileio import atomic_write_json
 from andersonn.models import build_model
 from andersonn.training import checkpoint as ckpt
-from andersonn.training.distributed import DistInfo
+from andersonn.training.distributed import DistInfo, resolve_device
 from andersonn.training.evaluation import calibrate_split, calibration_record, eval_pass
 from andersonn.training.inputs import (
     feature_domain,
@@ -52,18 +52,20 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
     except RuntimeError as exc:
         raise AndersonnError(f"{weights}: weights do not fit the model in config.json "
                              f"({str(exc).splitlines()[0]})") from None
-    model.to(torch.device(device)).eval()
+    model.to(resolve_device(device)).eval()
     return model, run_config
 
 
 def run_build(run_config: dict[str, Any]) -> Any:
     """The cached build a finished run was trained on (its task, ``--limit`` and label
-    thresholds, or its labels file), with the build's own splits."""
+    thresholds, or its labels file), with the build's own splits. A labels file's build is
+    the one recorded in the run (``dataset.cache_key``): refused when it is no longer cached
+    and the labels file (or a file it names) has changed since."""
     from andersonn.data import load_dataset
 
     train = run_config.get("train", {})
-    if train.get("labels") is not None:
-        return labelled_dataset_of(train)
+    if train.get("labels") is not None:  # the run's own build, not the file as it is now
+        return labelled_dataset_of(train, key=(run_config.get("dataset") or {}).get("cache_key"))
     return load_dataset(run_config["task"], limit=train.get("limit"),
                         thresholds=run_config.get("thresholds"))
 

@@ -33,7 +33,14 @@ from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.models import build_model, count_parameters, vector_channels_for
 from andersonn.training import checkpoint as ckpt
 from andersonn.training.config import TrainConfig
-from andersonn.training.distributed import DistInfo, all_reduce_sum, barrier, cleanup, setup
+from andersonn.training.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    cleanup,
+    resolve_device,
+    setup,
+)
 from andersonn.training.evaluation import (
     bf16_autocast,
     calibrate_split,
@@ -52,11 +59,15 @@ from andersonn.training.inputs import (
 )
 from andersonn.training.warm_start import WarmStarts
 
-__all__ = ["TrainResult", "resolve_device", "resume_conflicts", "train"]
+__all__ = ["TrainResult", "resolve_device", "resume_conflicts", "settings_conflicts", "train"]
 
-# Fields that define the model/data: a resumed run must agree on them.
+# Fields that define the model/data: a resumed run must agree on them. (lr and weight_decay
+# too: the optimizer's state, loaded from the checkpoint, would keep the old ones.)
 _RESUME_KEYS = ("task", "model", "hidden", "kernel", "groups", "depth", "match_params", "seed",
-                "batch_size", "limit", "folds", "fold")
+                "batch_size", "limit", "folds", "fold", "lr", "weight_decay")
+# What a finished run's config.json gains at the end of training: kept while a resume that
+# extends it runs, so the file describes model.safetensors until the new one replaces it
+_FINAL_KEYS = ("calibration", "best_epoch", "best_val_acc")
 # ... and on the data it was trained on (from the run's config.json)
 _RESUME_DATA_KEYS = ("featurizer_version", "image_spec", "classes", "label_rule", "thresholds")
 
@@ -71,21 +82,6 @@ class TrainResult:
     history: list[dict[str, Any]]
     test_metrics: dict[str, Any] | None
     run_config: dict[str, Any]
-
-
-def resolve_device(name: str, info: DistInfo | None = None) -> torch.device:
-    """``auto`` → CUDA (this rank's GPU) when available, else CPU."""
-    local = info.local_rank if info else int(os.environ.get("LOCAL_RANK", "0"))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda requested but no CUDA device is available")
-        return torch.device("cuda", local % torch.cuda.device_count())
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}") from None
 
 
 def _set_threads(cfg: TrainConfig) -> None:
@@ -127,6 +123,26 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     return fn
 
 
+def _sources(cfg: TrainConfig, meta: dict[str, Any]) -> Any:
+    """The dataset's sources; for a labels file, the path this run was given (a build is
+    shared by byte-identical files, and its own record names the first one built)."""
+    sources = meta_value(meta, "sources")
+    if cfg.labels is None or not isinstance(sources, dict) or \
+            not isinstance(sources.get("labels"), dict):
+        return sources
+    return {**sources, "labels": {**sources["labels"], "file": os.path.abspath(cfg.labels)}}
+
+
+def _label_rule(cfg: TrainConfig, meta: dict[str, Any]) -> Any:
+    """The dataset's label rule in words, naming the labels file this run was given."""
+    rule = meta_value(meta, "label_rule", "rule", "label")
+    built = meta.get("labels_file")
+    if cfg.labels is None or not isinstance(rule, str) or not built:
+        return rule
+    old, new = Path(built).name, Path(cfg.labels).name
+    return rule.replace(f"{old} column ", f"{new} column ", 1)
+
+
 def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
                 mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor | None,
                 info: DistInfo) -> dict[str, Any]:
@@ -134,7 +150,7 @@ def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
     return {
         "task": meta_value(meta, "task", default=cfg.task),
         "classes": classes,
-        "label_rule": meta_value(meta, "label_rule", "rule", "label"),
+        "label_rule": _label_rule(cfg, meta),
         "thresholds": meta_value(meta, "thresholds"),
         "featurizer_version": meta_value(meta, "featurizer_version", "featurizer"),
         "image_spec": meta_value(meta, "image_spec", "spec"),
@@ -149,12 +165,54 @@ def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
         "normalization": {"mean": mean.tolist(), "std": std.tolist()},
         "class_weights": weight.tolist() if weight is not None else None,
         "train": cfg.to_dict(),
-        "dataset": {"n": len(ds.labels), "sources": meta_value(meta, "sources"),
+        "dataset": {"n": len(ds.labels), "sources": _sources(cfg, meta),
                     "cache_key": meta_value(meta, "cache_key")},
         "world_size": info.world_size,
         "andersonn_version": __version__,
         "torch_version": torch.__version__,
     }
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """Refuse a run directory that is a file, or a cross-validation's directory."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir} is a file; give a folder for the run")
+    if any(run_dir.glob("fold-*/config.json")) and not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} holds a cross-validation (fold-1 … fold-K); give --folds "
+                          "K to continue it, or another folder for a single run")
+
+
+def _checkpoint_train(folder: Path) -> dict[str, Any]:
+    """The train config stored with a checkpoint (``{}`` when it cannot be read: the full
+    load that follows reports a damaged checkpoint)."""
+    try:
+        return dict(json.loads((folder / "state.json").read_text()).get("config") or {})
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def _final_fields(run_dir: Path) -> dict[str, Any]:
+    """The final fields of a finished run's ``config.json`` (none for an unfinished run)."""
+    if not (run_dir / "model.safetensors").is_file():
+        return {}
+    try:
+        old = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {key: old[key] for key in _FINAL_KEYS if isinstance(old, dict) and key in old}
+
+
+def _check_classes(cfg: TrainConfig, ytr: torch.Tensor, classes: list[str]) -> None:
+    """Refuse a dataset whose train split lacks a class, or that has fewer than two."""
+    counts = torch.bincount(ytr, minlength=len(classes)).tolist()
+    missing = [f"{c} (0)" for c, n in zip(classes, counts, strict=False) if n == 0]
+    if len(classes) < 2 or missing:
+        what = (f"class {', '.join(missing)} in its train split" if len(classes) >= 2
+                else f"only class {', '.join(classes) or 'none'}")
+        raise AndersonnError(f"too few structures to train on in dataset {cfg.task!r}: "
+                             f"{what}; a classifier needs at least two classes, each in the "
+                             "train split")
+
 
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
@@ -173,12 +231,18 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool =
         cleanup(info)
 
 
+def settings_conflicts(old_train: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """Names of the settings in which a run's train config ``old_train`` differs from ``cfg``
+    so that the run cannot be continued with ``cfg`` (the model, its data, the optimizer)."""
+    return [key for key in _RESUME_KEYS if key in old_train and old_train[key] != getattr(cfg, key)]
+
+
 def resume_conflicts(run_dir: str | Path, old_train: dict[str, Any], cfg: TrainConfig,
                      run_config: dict[str, Any]) -> list[str]:
     """Names of the settings and data properties in which the run in ``run_dir`` (its
     checkpoint's train config ``old_train`` and its ``config.json``) differs from ``cfg`` and the
     run config about to be written; empty when it can be resumed."""
-    diff = [key for key in _RESUME_KEYS if key in old_train and old_train[key] != getattr(cfg, key)]
+    diff = settings_conflicts(old_train, cfg)
     try:
         old_run = json.loads((Path(run_dir) / "config.json").read_text())
     except (OSError, ValueError):
@@ -200,9 +264,16 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     device = resolve_device(cfg.device, info)
     _set_threads(cfg)
     run_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.task}-{cfg.model}"
+    _check_run_dir(run_dir)
     if info.is_main and not resume and (run_dir / ckpt.POINTER).exists():
         raise AndersonnError(f"{run_dir} already holds a run; pass --resume to continue it or "
                              "choose another --out")
+    folder = ckpt.latest_checkpoint(run_dir) if resume else None
+    if folder is not None:  # refused before the dataset is loaded (or built)
+        early = settings_conflicts(_checkpoint_train(folder), cfg)
+        if early:
+            raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
+                                 f"{', '.join(early)}")
     barrier(info)
 
     ds = fold_of(dataset if dataset is not None else load_task_dataset(cfg, info, progress),
@@ -214,6 +285,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     xva, yva = split_tensors(ds, "val")
     if xtr.shape[0] == 0 or xva.shape[0] == 0:
         raise AndersonnError(f"dataset {cfg.task!r} has an empty train or val split")
+    _check_classes(cfg, ytr, classes)
     mean, std = channel_stats(xtr)
     weight = class_weights(ytr, k, cfg.class_weights)
 
@@ -253,7 +325,6 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     history: list[dict[str, Any]] = []
     start_epoch, best_val, best_epoch, wall_total = 0, -1.0, 0, 0.0
     best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
-    folder = ckpt.latest_checkpoint(run_dir) if resume else None
     if folder is not None:
         saved = ckpt.load_checkpoint(folder)
         diff = resume_conflicts(run_dir, saved["state"].get("config", {}), cfg, run_config)
@@ -282,7 +353,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         print(f"andersonn: no checkpoint in {run_dir}; starting a new run", file=sys.stderr)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", run_config)
+        atomic_write_json(run_dir / "config.json", {**run_config, **_final_fields(run_dir)}
+                          if folder is not None else run_config)
 
     net: nn.Module = model
     if info.distributed:
