@@ -38,7 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from andersonn.errors import ConfigError
-from andersonn.solvers import SolverStats, get_solver
+from andersonn.solvers import SolverStats, check_solver_options, get_solver
 from andersonn.solvers.base import autocast_state
 
 BACKWARD_MODES = ("implicit", "jfb", "unroll")
@@ -81,13 +81,15 @@ class DEQ(nn.Module):
         self.solver = solver
         self.backward_mode = backward
         self.backward_solver = backward_solver or solver
-        get_solver(self.solver)
-        get_solver(self.backward_solver)
         self.solver_options = {**_DEFAULT_FORWARD, **(solver_options or {})}
         self.eval_options = (
             {**_DEFAULT_FORWARD, **eval_options} if eval_options is not None else None
         )
         self.backward_options = {**_DEFAULT_BACKWARD, **(backward_options or {})}
+        # option names now, not at the first validation pass or backward
+        check_solver_options(self.solver, self.solver_options)
+        check_solver_options(self.solver, self.eval_options or {})
+        check_solver_options(self.backward_solver, self.backward_options)
         self.unroll_steps = int(unroll_steps)
         self.jacobian_samples = int(jacobian_samples)
         self.jacobian_loss: Tensor | None = None
@@ -103,7 +105,8 @@ class DEQ(nn.Module):
         if z0 is None:
             if not isinstance(x, Tensor):
                 raise ConfigError("DEQ needs z0 when x is not a tensor shaped like z")
-            z0 = torch.zeros_like(x)
+            z0 = torch.zeros_like(x, dtype=x.dtype if x.is_floating_point()
+                                  else torch.get_default_dtype())
         cell = self.cell
         x_solve = x.detach() if isinstance(x, Tensor) else x
         with torch.no_grad():
@@ -135,8 +138,6 @@ class DEQ(nn.Module):
             return f_leaf
         if wants_jacobian:
             self.jacobian_loss = self._jacobian_penalty(f_leaf, z_leaf)
-        # the hook sits on a view, so the closure (which holds f_leaf) creates no reference cycle
-        z = f_leaf.view_as(f_leaf)
         solver = get_solver(self.backward_solver)
         options = self.backward_options
         stats = self.stats
@@ -155,9 +156,7 @@ class DEQ(nn.Module):
                                                      dtype=autocast_dtype):
                 return cell(z_sub, x_rows.index_select(0, idx)), z_sub
 
-        def hook(grad: Tensor | None) -> Tensor | None:
-            if grad is None:
-                return None
+        def implicit_gradient(grad: Tensor) -> Tensor:
             rows = torch.arange(batch, device=grad.device)
             full_rows = grad.new_zeros(grad.shape)
             graph = {"f": f_leaf, "z": z_leaf}  # the evaluation the products go through
@@ -183,8 +182,7 @@ class DEQ(nn.Module):
             stats["backward"] = bstats
             return g.to(grad.dtype)
 
-        z.register_hook(hook)
-        return z
+        return _ImplicitGradient.apply(f_leaf, implicit_gradient)
 
     def _jacobian_penalty(self, fz: Tensor, z: Tensor) -> Tensor:
         """Hutchinson estimate of ‖∂f/∂z‖²_F / d per sample, averaged over the batch, with its
@@ -202,3 +200,26 @@ class DEQ(nn.Module):
             f"solver={self.solver!r}, backward={self.backward_mode!r}, "
             f"options={self.solver_options}"
         )
+
+
+class _ImplicitGradient(torch.autograd.Function):
+    """Identity in the forward pass (a copy of the re-attached f(z*, x)); in the backward pass
+    the incoming gradient v becomes the adjoint solution g, which then flows on through
+    f(z*, x) to x and the cell's parameters.
+
+    A node of its own rather than a hook on the output: an in-place operation on the output
+    (``z += skip``, ``relu_``) rewrites a view's history and silently dropped such a hook, leaving
+    the Jacobian-free gradient. The output is a copy (not a view), so in-place use is safe."""
+
+    @staticmethod
+    def forward(ctx: Any, f_leaf: Tensor, adjoint: Callable[[Tensor], Tensor]) -> Tensor:
+        ctx.adjoint = adjoint
+        return f_leaf.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        if torch.is_grad_enabled():  # create_graph=True: the adjoint solve is not differentiable
+            raise RuntimeError(
+                "DEQ: higher-order gradients (create_graph=True) through the implicit backward "
+                "are not supported; use backward='unroll' or 'jfb' for them")
+        return ctx.adjoint(grad), None

@@ -148,8 +148,12 @@ def test_bad_configuration_raises_config_error():
         DEQ(TanhCell(), backward="implict")
     with pytest.raises(ConfigError, match="did you mean 'anderson'"):
         DEQ(TanhCell(), solver="andersen")
-    deq = DEQ(TanhCell(), solver_options={"tolerance": 1e-3})
-    with pytest.raises(ConfigError, match="tolerance"):
+    # option names are checked when the layer is built, not at its first (eval / backward) solve
+    for where in ("solver_options", "eval_options", "backward_options"):
+        with pytest.raises(ConfigError, match="tolerance"):
+            DEQ(TanhCell(), **{where: {"tolerance": 1e-3}})
+    deq = DEQ(TanhCell(), solver_options={"m": 0})  # values: when the solver runs
+    with pytest.raises(ConfigError, match="m=0"):
         deq(_x())
 
 
@@ -315,3 +319,37 @@ def test_jacobian_regularisation_trains_the_cell_towards_contraction(mode):
     assert plain.jacobian_loss is None and torch.equal(torch.get_rng_state(), state)
     with pytest.raises(ConfigError, match="jacobian_samples"):
         DEQ(cell, jacobian_samples=-1)
+
+
+def test_an_in_place_operation_on_the_output_keeps_the_implicit_gradient():
+    # a hook on a view of the output was silently dropped by `z += s` (Jacobian-free gradient)
+    cell = TanhCell(dim=5, scale=0.5)
+    deq = DEQ(cell, solver_options=TIGHT, backward_options=TIGHT)
+    x = _x(4, 5)
+    shift = torch.randn(4, 5, generator=torch.Generator().manual_seed(3), dtype=F64)
+    (deq(x) + shift).square().sum().backward()
+    reference = cell.weight.grad.clone()
+    cell.weight.grad = None
+    z = deq(x)
+    z += shift
+    z.square().sum().backward()
+    assert deq.stats["backward"] is not None
+    torch.testing.assert_close(cell.weight.grad, reference, atol=1e-10, rtol=0)
+
+
+def test_higher_order_gradients_through_the_implicit_backward_are_refused():
+    deq = DEQ(TanhCell(), solver_options=TIGHT, backward_options=TIGHT)
+    x = _x().requires_grad_()
+    with pytest.raises(RuntimeError, match="higher-order"):
+        torch.autograd.grad(deq(x).sum(), x, create_graph=True)
+    (g,) = torch.autograd.grad(deq(x).sum(), x)  # first order as before
+    assert torch.isfinite(g).all()
+
+
+def test_inference_mode_validation_then_training():
+    deq = DEQ(TanhCell())
+    x = _x().requires_grad_()
+    with torch.inference_mode():
+        deq(x)
+    deq(x).sum().backward()  # raised "Inplace update to inference tensor outside InferenceMode"
+    assert x.grad is not None and deq.stats["backward"] is not None

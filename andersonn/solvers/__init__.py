@@ -26,10 +26,10 @@ from typing import Any
 from torch import Tensor
 
 from andersonn.errors import ConfigError
-from andersonn.solvers.anderson import anderson, release_workspace
-from andersonn.solvers.base import FixedPointMap, SolverStats
-from andersonn.solvers.broyden import broyden
-from andersonn.solvers.forward import forward_iteration
+from andersonn.solvers.anderson import ANDERSON_OPTIONS, anderson, release_workspace
+from andersonn.solvers.base import FixedPointMap, SolverStats, check_options
+from andersonn.solvers.broyden import BROYDEN_OPTIONS, broyden
+from andersonn.solvers.forward import FORWARD_OPTIONS, forward_iteration
 
 Solver = Callable[..., tuple[Tensor, SolverStats]]
 
@@ -57,6 +57,20 @@ def get_solver(name: str) -> Solver:
     return SOLVERS[key]
 
 
+_OPTIONS = {"anderson": ANDERSON_OPTIONS, "broyden": BROYDEN_OPTIONS,
+            "forward_iteration": FORWARD_OPTIONS}
+
+
+def check_solver_options(name: str, options: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` for an unknown solver or option name, before any solve (a
+    misspelt option of a validation-time solve would otherwise surface hours into training).
+    The values are checked when the solver runs."""
+    get_solver(name)
+    key = _ALIASES.get(name, name)
+    valid = _OPTIONS[key]
+    check_options(key, {k: v for k, v in options.items() if k not in valid}, valid)
+
+
 def solve(
     f: FixedPointMap, z0: Tensor, solver: str = "anderson", **opts: Any
 ) -> tuple[Tensor, SolverStats]:
@@ -71,6 +85,7 @@ __all__ = [
     "SolverStats",
     "anderson",
     "broyden",
+    "check_solver_options",
     "forward_iteration",
     "get_solver",
     "release_workspace",

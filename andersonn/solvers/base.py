@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import math
+import numbers
+import operator
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +82,16 @@ class SolverStats:
     graph_blocks: int = 0  # cuda_graph: blocks run as graphs (captured + replayed)
     graph_captures: int = 0  # ... of which captured (each costs an eager block and more)
 
+    @classmethod
+    def empty(cls, solver: str, stop_mode: str, tol: float, history_dtype: str,
+              wall_time: float = 0.0) -> SolverStats:
+        """The statistics of a solve over an empty batch (B = 0)."""
+        none = torch.zeros(0, dtype=torch.long)
+        no = torch.zeros(0, dtype=torch.bool)
+        nothing = torch.zeros(0)
+        return cls(solver, stop_mode, tol, none, nothing, nothing.clone(), no, no.clone(),
+                   none.clone(), none.clone(), torch.zeros(0, 0), wall_time, 0, history_dtype)
+
     @property
     def batch_size(self) -> int:
         """Number of samples B."""
@@ -122,6 +135,35 @@ def check_options(solver: str, unknown: dict[str, Any], valid: Sequence[str]) ->
         f"unknown option {name!r} for solver {solver!r}{hint}; valid options: "
         + ", ".join(sorted(valid))
     )
+
+
+def integer_option(option: str, value: Any, minimum: int) -> int:
+    """``value`` as an int of at least ``minimum``; a float (2.5), bool or string is refused
+    rather than truncated."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or isinstance(value, bool) or number < minimum:
+        raise ConfigError(f"option {option}={value!r} must be an integer of at least {minimum}")
+    return number
+
+
+def number_option(option: str, value: Any, low: float, high: float = math.inf, *,
+                  low_open: bool = False, high_open: bool = True) -> float:
+    """``value`` as a finite float from ``low`` to ``high`` (each end open or closed)."""
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    number = float(value) if real else math.nan  # "1e-3" or True: a mistake, not a number
+    above = number > low if low_open else number >= low
+    below = number < high if high_open else number <= high
+    if not (math.isfinite(number) and above and below):
+        if high == math.inf:
+            span = f"{'above' if low_open else 'at least'} {low:g}"
+        else:
+            span = (f"in {'(' if low_open else '['}{low:g}, {high:g}"
+                    f"{')' if high_open else ']'}")
+        raise ConfigError(f"option {option}={value!r} must be a number {span}")
+    return number
 
 
 def _check_choice(option: str, value: Any, choices: Sequence[Any]) -> None:
@@ -336,18 +378,22 @@ def run(
     _check_choice("on_divergence", on_divergence, DIVERGENCE_MODES)
     if not isinstance(z0, Tensor) or z0.dim() < 1:
         raise InputError("z0 must be a tensor with a leading batch dimension (B, ...)")
-    if int(max_iter) < 1:
-        raise ConfigError(f"option max_iter={max_iter!r} must be at least 1")
-    if not float(tol) >= 0:
-        raise ConfigError(f"option tol={tol!r} must be a non-negative number")
+    if not (z0.is_floating_point() or z0.is_complex()):
+        raise InputError(f"z0 must be a floating-point tensor, got {z0.dtype} (the iterates "
+                         "would be truncated to it)")
+    max_iter = integer_option("max_iter", max_iter, 1)
+    tol = number_option("tol", tol, 0.0)
+    eps = number_option("eps", eps, 0.0)
+    safeguard_factor = number_option("safeguard_factor", safeguard_factor, 1.0)
     if check_every is None:
         check_every = 1 if z0.device.type == "cpu" else 5
-    if int(check_every) < 1:
-        raise ConfigError(f"option check_every={check_every!r} must be at least 1")
+    check_every = integer_option("check_every", check_every, 1)
     if not isinstance(cuda_graph, bool):
         raise ConfigError(f"option cuda_graph={cuda_graph!r} must be True or False")
-    check_every, max_iter = int(check_every), int(max_iter)
-    tol = float(tol)
+    if z0.shape[0] == 0:  # an empty batch: nothing to solve (the loop below would not end)
+        return z0.detach().clone(), SolverStats.empty(
+            name, stop_mode, tol, str(history_dtype_for(z0.dtype)).removeprefix("torch."),
+            time.perf_counter() - start)
 
     device, in_dtype = z0.device, z0.dtype
     batch, shape = z0.shape[0], tuple(z0.shape[1:])

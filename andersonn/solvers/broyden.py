@@ -18,12 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from andersonn.errors import ConfigError
 from andersonn.solvers.base import (
     FixedPointMap,
     SolverStats,
     check_options,
     compact_rows_in_place,
+    integer_option,
     run,
 )
 
@@ -117,11 +117,10 @@ def broyden(
 ) -> tuple[Tensor, SolverStats]:
     """Limited-memory good Broyden with ``m`` rank-one updates. Returns (z*, stats)."""
     check_options("broyden", unknown, BROYDEN_OPTIONS)
-    if int(m) < 1:
-        raise ConfigError(f"option m={m!r} must be at least 1")
+    m = integer_option("m", m, 1)
     return run(
         "broyden",
-        _Broyden(int(m)),
+        _Broyden(m),
         f,
         z0,
         tol=tol,

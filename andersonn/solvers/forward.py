@@ -8,7 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from andersonn.solvers.base import FixedPointMap, SolverStats, check_options, run
+from andersonn.solvers.base import (
+    FixedPointMap,
+    SolverStats,
+    check_options,
+    number_option,
+    run,
+)
 
 
 class _Forward:
@@ -68,6 +74,7 @@ def forward_iteration(
     dimension B. Returns (z*, stats); see :mod:`andersonn.solvers` for the common options.
     """
     check_options("forward_iteration", unknown, FORWARD_OPTIONS)
+    damping = number_option("damping", damping, 0.0, 1.0)  # damping 1 never moves
     return run(
         "forward_iteration",
         _Forward(damping),
