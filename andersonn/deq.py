@@ -6,8 +6,8 @@ the cell must be batch-independent — GroupNorm, not BatchNorm — and ``x`` mu
 first dimension is the batch, or anything the cell accepts unchanged). Then one evaluation of the
 cell is re-attached to the graph, ``z = cell(z*, x)``, and gradients flow through it:
 
-* ``backward="implicit"`` (default): a hook on z replaces the incoming gradient v by the solution
-  g of the adjoint fixed point g = gᵀ J_f(z*) + v, solved with any solver (Anderson by default)
+* ``backward="implicit"`` (default): an autograd node on z replaces the incoming gradient v by
+  the solution g of the adjoint fixed point g = gᵀ J_f(z*) + v, solved with any solver (Anderson)
   using vector–Jacobian products through the same re-attached cell evaluation (z* enters it as
   a detached leaf). This is the exact gradient of the equilibrium; memory is that of one cell
   evaluation, whatever the number of solver iterations. Per-sample convergence holds here too:
@@ -131,7 +131,8 @@ class DEQ(nn.Module):
             return cell(z_star, x)
 
         # implicit differentiation: the re-attached evaluation z = f(z*, x) also serves the
-        # vector–Jacobian products y ↦ yᵀ ∂f/∂z at z* (its graph is retained while the hook runs)
+        # vector–Jacobian products y ↦ yᵀ ∂f/∂z at z* (its graph is retained while the adjoint
+        # solve runs)
         z_leaf = z_star.detach().requires_grad_()
         f_leaf = cell(z_leaf, x)
         if not f_leaf.requires_grad:
