@@ -45,14 +45,18 @@ from andersonn.structures.readers import (
     structure_files,
 )
 
-__all__ = ["Classifier", "DomainWarning", "Prediction", "Scientist", "expand_inputs",
-           "format_table", "write_predictions"]
+__all__ = ["Classifier", "ConvergenceWarning", "DomainWarning", "Prediction", "Scientist",
+           "expand_inputs", "format_table", "write_predictions"]
 
 LIST_SUFFIXES = {".txt", ".lst", ".list", ".smi", ".smiles"}
 
 
 class DomainWarning(UserWarning):
     """Inputs lie outside what the model was trained on (unseen elements, unusual sizes)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The fixed-point solve of some inputs stopped at ``max_iter`` short of its tolerance."""
 
 
 @dataclasses.dataclass
@@ -426,8 +430,16 @@ class Classifier:
         return images, counts
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (N, K) for images or structure inputs (all must be readable)."""
-        return self._infer_inputs(*self._as_images(X))[0]
+        """Class probabilities (N, K) for images or structure inputs (all must be readable);
+        a :class:`ConvergenceWarning` where a solve stopped short of its tolerance."""
+        probs, _iters, short = self._infer_inputs(*self._as_images(X))
+        stopped = np.flatnonzero(short > 1.0)
+        if len(stopped):
+            rows = ", ".join(str(i) for i in stopped[:5]) + (", …" if len(stopped) > 5 else "")
+            note = _shortfall_note(float(short[stopped].max()))[0]
+            warnings.warn(f"{len(stopped)} of {len(short)} input(s) (rows {rows}): {note}",
+                          ConvergenceWarning, stacklevel=2)
+        return probs
 
     def predict(self, X: Any) -> np.ndarray:
         """Class names (N,) for images or structure inputs."""

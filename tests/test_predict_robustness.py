@@ -155,3 +155,11 @@ def test_sd_output_of_an_xyz_file_has_chemical_bond_orders(polarity_run: Path,
                  "--out", str(out)]) == 0
     [mol] = list(Chem.SDMolSupplier(str(out), removeHs=False))
     assert Chem.MolToSmiles(Chem.RemoveHs(mol)) == "CC#N"
+
+
+def test_predict_proba_warns_where_a_solve_stopped_short(polarity_run: Path) -> None:
+    from andersonn.predict import ConvergenceWarning
+
+    clf = Classifier.load(polarity_run, solver_options={"max_iter": 2, "tol": 1e-6})
+    with pytest.warns(ConvergenceWarning, match="stopped short of its tolerance"):
+        clf.predict_proba(["CCO", "CC#N"])
