@@ -41,7 +41,7 @@ from andersonn.structures.readers import (
     is_dir,
     is_file,
     read_records,
-    sniff_format,
+    sniff_file,
     structure_files,
 )
 
@@ -140,10 +140,8 @@ def _listed_inputs(listing: Path) -> list[Any]:
 def _holds_a_structure(path: Path) -> bool:
     """True when a list-named file (``.txt`` & co.) holds a structure file's content instead
     (a CIF, SDF, mol2, vasprun.xml, ... saved as text): it is then read as that structure."""
-    with open(path, encoding="utf-8-sig", errors="replace") as handle:
-        head = handle.read(4000)
-    return sniff_format(head) in {"cif", "sdf", "mol", "mol2", "vasprun", "espresso-in", "xsf",
-                                  "pymatgen-dict"}
+    return sniff_file(path) in {"cif", "sdf", "mol", "mol2", "vasprun", "espresso-in", "xsf",
+                                "pymatgen-dict"}
 
 
 def _file_records(item: str) -> list[Any]:
@@ -408,11 +406,10 @@ class Classifier:
         the mean of their probabilities, the sum of their solver evaluations (the cost), the
         largest shortfall."""
         probs, iters, short = self._infer(images)
-        probs, iters = merge_conformers(probs, iters, counts)
-        if counts is not None and len(counts) != len(short):
-            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-            short = np.maximum.reduceat(short, starts)
-        return probs, iters, short
+        merged, iters = merge_conformers(probs, iters, counts)
+        if len(merged) != len(probs):
+            short = np.maximum.reduceat(short, _first_rows(counts))
+        return merged, iters, short
 
     def _as_images(self, X: Any) -> tuple[np.ndarray, list[int] | None]:
         """Images of ``X`` (images already, or inputs to read) and the images per input."""
@@ -599,9 +596,14 @@ def merge_conformers(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int]
     evaluations (``counts``: consecutive images per input; ``None``: one each)."""
     if counts is None or len(counts) == len(probs):
         return probs, iters
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    starts = _first_rows(counts)
     sizes = np.asarray(counts, dtype=np.float64)
     return np.add.reduceat(probs, starts, axis=0) / sizes[:, None], np.add.reduceat(iters, starts)
+
+
+def _first_rows(counts: Sequence[int]) -> np.ndarray:
+    """Index of each input's first image, given the images per input (its conformers)."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
 
 
 def _run_feature_domain(run_dir: str | Path, run_config: dict[str, Any]

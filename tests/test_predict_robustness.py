@@ -163,3 +163,16 @@ def test_predict_proba_warns_where_a_solve_stopped_short(polarity_run: Path) -> 
     clf = Classifier.load(polarity_run, solver_options={"max_iter": 2, "tol": 1e-6})
     with pytest.warns(ConvergenceWarning, match="stopped short of its tolerance"):
         clf.predict_proba(["CCO", "CC#N"])
+
+
+def test_a_2d_mol_block_of_a_salt_is_laid_apart_with_the_same_note(tmp_path: Path) -> None:
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    salt = Chem.MolFromSmiles("CC(=O)[O-].[Na+]")
+    AllChem.Compute2DCoords(salt)
+    path = tmp_path / "salt.mol"
+    path.write_text(Chem.MolToMolBlock(salt))
+    s = read_structure(path)
+    assert overlapping_atoms(s.positions, 0.9) is None
+    assert s.notes == read_structure("CC(=O)[O-].[Na+]").notes != []

@@ -29,7 +29,6 @@ bit). ``SolverStats.stalled`` counts the fallbacks per sample.
 
 from __future__ import annotations
 
-import operator
 import sys
 import threading
 from collections.abc import Sequence
@@ -38,7 +37,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from andersonn.errors import ConfigError
 from andersonn.solvers.base import (
     FixedPointMap,
     SolverStats,
@@ -365,15 +363,9 @@ def anderson(
     m = integer_option("m", m, 1)
     lam = number_option("lam", lam, 0.0)
     beta = number_option("beta", beta, 0.0, low_open=True)  # β = 0 never moves
-    try:
-        patience = 0 if stall_patience is None else operator.index(stall_patience)
-    except TypeError:
-        patience = -1
-    if patience < 0 or isinstance(stall_patience, bool):
-        raise ConfigError(
-            f"option stall_patience={stall_patience!r} must be a positive integer, or None or 0 "
-            "to disable the stagnation fallback"
-        )
+    # None or 0: no stagnation fallback
+    patience = 0 if stall_patience is None else integer_option("stall_patience",
+                                                               stall_patience, 0)
     method = _Anderson(m, lam, beta)
     try:
         return run(
@@ -390,7 +382,7 @@ def anderson(
             on_divergence=on_divergence,
             cuda_graph=cuda_graph,
             safeguard=safeguard,
-            safeguard_factor=float(safeguard_factor),
+            safeguard_factor=safeguard_factor,
             stall_patience=patience,
             stall_min_steps=m,
         )

@@ -132,7 +132,7 @@ def broyden(
         on_divergence=on_divergence,
         cuda_graph=cuda_graph,
         safeguard=safeguard,
-        safeguard_factor=float(safeguard_factor),
+        safeguard_factor=safeguard_factor,
     )
 
 

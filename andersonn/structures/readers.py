@@ -134,16 +134,18 @@ def structure_files(directory: str | os.PathLike[str]) -> list[Path]:
     recursive). A ``.json`` file counts only when it holds a pymatgen structure dict: folders
     of results hold other JSON (``meta.json``, predictions) that is no structure."""
     return sorted(f for f in Path(directory).iterdir()
-                  if f.is_file() and format_from_path(f) is not None
-                  and (format_from_path(f) != "pymatgen-dict" or _json_structure(f)))
+                  if f.is_file() and (fmt := format_from_path(f)) is not None
+                  and (fmt != "pymatgen-dict" or sniff_file(f) == "pymatgen-dict"))
 
 
-def _json_structure(path: Path) -> bool:
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
+def sniff_file(path: str | os.PathLike[str]) -> str | None:
+    """:func:`sniff_format` of the first 4,000 characters of a file (gzip read through); None
+    when it matches nothing or cannot be read."""
+    opener = gzip.open if Path(path).suffix.lower() == ".gz" else open
     with (contextlib.suppress(OSError, EOFError, zlib.error, UnicodeDecodeError),
-          opener(path, "rt", encoding="utf-8-sig") as handle):
-        return sniff_format(handle.read(4000)) == "pymatgen-dict"
-    return False
+          opener(path, "rt", encoding="utf-8-sig", errors="replace") as handle):
+        return sniff_format(handle.read(4000))
+    return None
 
 
 def sniff_format(text: str) -> str | None:
@@ -604,18 +606,20 @@ def _fragments_note(count: int) -> list[str]:
             if count > 1 else [])
 
 
-def _embed(mol: Any, name: str, optimize: bool) -> Any:
+def _embed(mol: Any, name: str, optimize: bool) -> tuple[Any, list[str]]:
+    """The molecule with a 3-D conformer (fragments laid apart, MMFF-relaxed when
+    ``optimize``) and the notes the laying apart calls for."""
     from rdkit.Chem import AllChem
 
     if not any(AllChem.EmbedMolecule(mol, params) == 0 for params in _embedding_attempts()):
         mol = _embed_heavy_atoms(mol)
         if mol is None:
             raise _fail(name, "cannot generate a 3-D conformer")
-    _lay_fragments_apart(mol)
+    notes = _fragments_note(_lay_fragments_apart(mol))
     if optimize:
         with contextlib.suppress(Exception):
             AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
-    return mol
+    return mol, notes
 
 
 def _smiles_mol(smiles: str, name: str) -> Any:
@@ -631,11 +635,9 @@ def _smiles_mol(smiles: str, name: str) -> Any:
 
 
 def _from_smiles(smiles: str, name: str, optimize: bool) -> Structure:
-    from rdkit import Chem
-
-    mol = _embed(_smiles_mol(smiles, name), name, optimize)
+    mol, notes = _embed(_smiles_mol(smiles, name), name, optimize)
     s = _from_rdkit(mol, name)
-    s.notes += _fragments_note(len(Chem.GetMolFrags(mol)))
+    s.notes += notes
     return s
 
 
@@ -648,13 +650,16 @@ def _from_molblock(text: str, fmt: str, name: str, optimize: bool) -> Structure:
         raise _fail(name, f"unparsable {fmt} block")
     if mol.GetNumAtoms() == 0:
         raise _fail(name, "no atoms")
+    notes: list[str] = []
     if mol.GetNumConformers() == 0 or not mol.GetConformer().Is3D():
         mol = Chem.AddHs(mol)
         mol.RemoveAllConformers()
-        mol = _embed(mol, name, optimize)
+        mol, notes = _embed(mol, name, optimize)
     else:
         mol = Chem.AddHs(mol, addCoords=True)
-    return _from_rdkit(mol, name)
+    s = _from_rdkit(mol, name)
+    s.notes += notes
+    return s
 
 
 def _from_mol2(text: str, name: str) -> Structure:

@@ -177,7 +177,9 @@ def _check_run_dir(run_dir: Path) -> None:
     """Refuse a run directory that is a file, or a cross-validation's directory."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir} is a file; give a folder for the run")
-    if any(run_dir.glob("fold-*/config.json")) and not (run_dir / "config.json").is_file():
+    from andersonn.crossval import is_cross_validation
+
+    if is_cross_validation(run_dir):
         raise ConfigError(f"{run_dir} holds a cross-validation (fold-1 … fold-K); give --folds "
                           "K to continue it, or another folder for a single run")
 
