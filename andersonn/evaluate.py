@@ -230,7 +230,8 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
 
 
 def read_labelled(path: str | Path, task: str, classes: Sequence[str],
-                  thresholds: dict[str, float] | Sequence[float] | None = None
+                  thresholds: dict[str, float] | Sequence[float] | None = None, *,
+                  input_column: str | None = None, label_column: str | None = None
                   ) -> tuple[list[Any], list[int], list[dict[str, Any]]]:
     """Read labelled structures: a CSV (``.tsv``: tab-separated) with a header row, or an SDF
     (also ``.sdf.gz``) whose records carry the label as a data field
@@ -242,7 +243,9 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
     (``value``, or ``dipole`` / ``lcd`` / ``gap`` by task), turned into a class by the task's
     label rule under ``thresholds`` (for a run trained on a labels file, task ``custom``: its
     bins). In an SDF each record is the input and its data fields (``> <dipole>``) are the
-    columns. Returns the inputs, their class indices, and the rows skipped (``where``,
+    columns. ``input_column`` / ``label_column`` name other columns (a named label column
+    holds values where every label in it is a number and the run has thresholds, else class
+    names). Returns the inputs, their class indices, and the rows skipped (``where``,
     ``reason``). A file that cannot be used at all is an :class:`InputError`.
     """
     from andersonn.data.labelled import CUSTOM_TASK, label_rows, read_label_table
@@ -250,7 +253,9 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
     from andersonn.data.tasks import get_task
 
     custom = task == CUSTOM_TASK
-    table = read_label_table(path, ANY_VALUE if custom else VALUE_COLUMNS[task])
+    table = read_label_table(path, ANY_VALUE if custom else VALUE_COLUMNS[task],
+                             input_column=input_column, label_column=label_column,
+                             values=bool(thresholds) or not custom)
     if custom:
         if table.kind == "value" and not thresholds:
             raise InputError(f"{path}: its labels are values ({table.column!r}), but this run "
@@ -268,17 +273,23 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
 def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | Path,
                       device: str = "cpu", solver: str | None = None,
                       solver_options: dict[str, Any] | None = None, workers: int | None = 1,
-                      progress: bool = False, conformers: int = 1) -> Evaluation:
+                      progress: bool = False, conformers: int = 1,
+                      input_column: str | None = None,
+                      label_column: str | None = None) -> Evaluation:
     """Score runs on the structures and labels of a CSV or SDF (see :func:`read_labelled`).
 
     The run's thresholds turn values into classes. Each input is read once, with the first
     run's domain checks. Unreadable inputs are skipped and reported. ``domain`` splits the
     accuracy of all runs together between inputs inside and outside the training domain.
     ``conformers`` > 1 averages each SMILES input over that many conformers (as ``predict``).
+    ``input_column`` / ``label_column``: default, those the run was trained with.
     """
     ens, names = _as_ensemble(runs, device, solver, solver_options)
-    inputs, truth, skipped = read_labelled(labels_file, str(ens.config_.get("task")),
-                                           ens.classes_, ens.config_.get("thresholds"))
+    trained = ens.config_.get("train", {})
+    inputs, truth, skipped = read_labelled(
+        labels_file, str(ens.config_.get("task")), ens.classes_, ens.config_.get("thresholds"),
+        input_column=input_column or trained.get("input_column"),
+        label_column=label_column or trained.get("label_column"))
     if workers is None:
         workers = (os.cpu_count() or 1) if len(inputs) >= 64 else 1
     images, ok, errors, notes, counts = ens._featurize(inputs, max(1, workers),

@@ -252,3 +252,49 @@ def test_the_image_is_chosen_by_the_first_readable_structure():
     assert choose_image(["CCO"], "crystal-gap") == "crystal-gap"
     with pytest.raises(InputError, match="cannot tell molecules from crystals"):
         choose_image([str(STRUCTURES / "junk.cif")], None)
+
+
+def test_named_input_and_label_columns(tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text("ID,SMILES code,Kind,mu\n1,C,a,0.5\n2,CC,b,3\n3,CO,a,x\n")
+    with pytest.raises(InputError, match="name it with --input-column"):
+        read_label_table(path)
+    table = read_label_table(path, input_column="smiles CODE", label_column="kind")
+    assert (table.kind, table.column) == ("class", "Kind")
+    assert [(item, raw) for _, item, raw in table.rows] == [("C", "a"), ("CC", "b"), ("CO", "a")]
+    # a named column of numbers holds values only where the caller bins values
+    values = read_label_table(path, input_column="SMILES code", label_column="mu", values=True)
+    assert (values.kind, values.column) == ("class", "mu")  # 'x' is not a number
+    path.write_text("ID,SMILES code,Kind,mu\n1,C,a,0.5\n2,CC,b,3\n")
+    values = read_label_table(path, input_column="SMILES code", label_column="mu", values=True)
+    assert values.kind == "value"
+    assert read_label_table(path, input_column="SMILES code", label_column="mu").kind == "class"
+    with pytest.raises(InputError, match=r"no column 'nope' \(label column\); it has ID, "):
+        read_label_table(path, input_column="SMILES code", label_column="nope")
+    many = tmp_path / "many.csv"
+    many.write_text("smiles,label\n" + "".join(f"C,{0.1 * i:.1f}\n" for i in range(25)))
+    with pytest.raises(ConfigError, match="25 different numbers: values, not class names"):
+        label_rows(read_label_table(many))
+
+
+def test_train_and_evaluate_with_named_columns(tmp_path, capsys):
+    renamed = tmp_path / "renamed.csv"
+    lines = DIPOLES.read_text().splitlines()
+    renamed.write_text("\n".join(["Molecule,mu (D)", *lines[1:]]) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", str(renamed), "--input-column", "molecule", "--label-column",
+                 "MU (D)", "--bins", "2.5", "--out", str(run), "--epochs", "1", "--threads", "1",
+                 "--workers", "1", "--no-progress", "--hidden", "16"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["label_column"] == "MU (D)" and config["thresholds"] == [2.5]
+    assert "column 'mu (D)' binned at 2.5" in config["label_rule"]
+    scores = tmp_path / "s.json"  # evaluate reads the columns the run was trained with
+    assert main(["evaluate", str(run), "--labels", str(renamed), "--out", str(scores)]) == 0
+    assert json.loads(scores.read_text())["n"] == 48
+    assert main(["evaluate", str(run), "--labels", str(DIPOLES), "--input-column", "smiles",
+                 "--label-column", "dipole"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--label-column", "mu"]) == 2
+    assert "apply to --labels" in capsys.readouterr().err
+    assert main(["train", "polarity", "--input-column", "x"]) == 2
+    assert "--input-column applies to a labels file" in capsys.readouterr().err

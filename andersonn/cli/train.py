@@ -89,6 +89,12 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     own.add_argument("--classes", metavar="NAME,NAME[,...]", default=None,
                      help="class names in order (a class column: its names, default sorted; "
                      "--bins: one more name than edges)")
+    own.add_argument("--input-column", metavar="NAME", default=None,
+                     help="the column holding the inputs, where it is not called input, smiles, "
+                     "structure, path or file")
+    own.add_argument("--label-column", metavar="NAME", default=None,
+                     help="the column holding the labels, where it is not one of the recognised "
+                     "names: class names, or with --bins values")
     tr.set_defaults(func=_train)
 
     ca = commands.add_parser("calibrate", help="fit the probability temperature of a run",
@@ -141,6 +147,11 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                        help="split of the run's dataset build (test)")
     where.add_argument("--labels", metavar="FILE.csv|FILE.sdf", default=None,
                        help="score on these labelled structures instead")
+    ev.add_argument("--input-column", metavar="NAME", default=None,
+                    help="with --labels: the inputs' column, where it has another name "
+                    "(default: as the run was trained)")
+    ev.add_argument("--label-column", metavar="NAME", default=None,
+                    help="with --labels: the labels' column, where it has another name")
     ev.add_argument("--out", metavar="FILE.json", default=None, type=output_file(".json"),
                     help="write the scores (and, with --labels, every input's prediction)")
     ev.add_argument("--plots", metavar="DIR", default=None, type=output_dir,
@@ -251,13 +262,14 @@ def _task_or_labels(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
     """Put the task, or the labels file and its options, into ``overrides``; return the name
     of the default run directory."""
     from andersonn.errors import ConfigError
+    from andersonn.training.config import LABELS_FILE_FIELDS
 
     if args.task in _TASKS:
         overrides["task"] = args.task
-        for option in ("image", "bins", "classes"):
+        for option in LABELS_FILE_FIELDS:
             if getattr(args, option) is not None:
-                raise ConfigError(f"--{option} applies to a labels file of your own, not to "
-                                  f"task {args.task}")
+                raise ConfigError(f"--{option.replace('_', '-')} applies to a labels file of "
+                                  f"your own, not to task {args.task}")
         return str(args.task)
     path = Path(args.task)
     if not path.name.lower().endswith(_LABEL_SUFFIXES):
@@ -275,6 +287,9 @@ def _task_or_labels(args: argparse.Namespace, overrides: dict[str, Any]) -> str:
             raise ConfigError(f"--bins {args.bins!r}: give numbers separated by commas") from None
     if args.classes is not None:
         overrides["classes"] = [c.strip() for c in args.classes.split(",")]
+    for option in ("input_column", "label_column"):
+        if getattr(args, option) is not None:
+            overrides[option] = getattr(args, option)
     return path.name.split(".")[0]
 
 
@@ -398,6 +413,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     common = {"device": args.device, "solver": args.solver,
               "solver_options": _solver_options(args)}
     conformers = _positive(args.conformers, "--conformers")
+    if (args.input_column or args.label_column) and not args.labels:
+        from andersonn.errors import ConfigError
+
+        raise ConfigError("--input-column and --label-column apply to --labels FILE")
     if _cross_validations(args.runs):
         if not args.labels:
             return _evaluate_cross_validations(args)
@@ -405,7 +424,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.labels:
         result = evaluate_labelled(args.runs, args.labels, workers=args.workers,
                                    progress=not args.no_progress, conformers=conformers,
-                                   **common)
+                                   input_column=args.input_column,
+                                   label_column=args.label_column, **common)
     else:
         result = evaluate_split(args.runs, split=args.split, **common)
     print(result.to_markdown())

@@ -6,7 +6,8 @@ A labels file is a CSV (``.tsv``: tab-separated) with a header row, or an SDF (a
 is taken from the labels file's folder) and either a class column (``class`` or ``label``: any
 class names) or a property value (``value``, or ``dipole``, ``lcd``, ``gap``, ...), which
 ascending ``bins`` turn into classes: value < bins[0] is the first class, bins[0] <= value <
-bins[1] the second, and so on.
+bins[1] the second, and so on. Columns of other names can be named instead
+(``input_column``, ``label_column``; ``andersonn train --input-column/--label-column``).
 
 :func:`build_labelled_dataset` reads every input as ``predict`` reads it, encodes it with one
 of the graph-image presets (chosen from the structures when not given: molecules get the
@@ -74,6 +75,7 @@ VALUE_COLUMNS = ("value", "dipole", "dipole_debye", "lcd", "gap", "band_gap", "g
 """Column names accepted (case-insensitive) in a labels file, per role."""
 
 MIN_PER_CLASS = 10  # fewer and a class cannot be in train, val and test at once
+MAX_NUMBERED_CLASSES = 20  # more distinct numbers in a class column are taken to be values
 
 
 @dataclass
@@ -90,10 +92,16 @@ class LabelTable:
 
 
 def read_label_table(path: str | os.PathLike[str],
-                     value_columns: Sequence[str] = VALUE_COLUMNS) -> LabelTable:
+                     value_columns: Sequence[str] = VALUE_COLUMNS, *,
+                     input_column: str | None = None, label_column: str | None = None,
+                     values: bool = False) -> LabelTable:
     """Read a labels file (CSV, TSV or SDF) into a :class:`LabelTable`; rows without an input
     or label are skipped and reported, a file that cannot be used at all is an
-    :class:`InputError`."""
+    :class:`InputError`.
+
+    ``input_column`` / ``label_column`` name the columns (case-insensitive) instead of the
+    recognised names, which are then ignored. A named label column holds class names, unless
+    ``values`` (the caller bins values into classes) and every label in it is a number."""
     from andersonn.structures.readers import format_from_path, is_file
 
     path = Path(path)
@@ -103,6 +111,12 @@ def read_label_table(path: str | os.PathLike[str],
     names, rows = _sdf_table(path) if sdf else _csv_table(path)
     header = {name.strip().lower(): name for name in names}
 
+    def named(name: str, option: str) -> str:
+        if name.strip().lower() not in header:
+            raise InputError(f"{path}: no {'field' if sdf else 'column'} {name!r} "
+                             f"({option}); it has {', '.join(names) or 'none'}")
+        return header[name.strip().lower()]
+
     def column(options: Sequence[str], role: str) -> str | None:
         found = [header[o] for o in options if o in header]
         if len(found) > 1 and not (sdf and role == "input"):  # an SDF's input is the record
@@ -111,15 +125,23 @@ def read_label_table(path: str | os.PathLike[str],
                              "others)")
         return found[0] if found else None
 
-    input_col, class_col, value_col = (column(INPUT_COLUMNS, "input"),
-                                       column(CLASS_COLUMNS, "class"),
-                                       column(value_columns, "value"))
+    input_col = (named(input_column, "input column") if input_column
+                 else column(INPUT_COLUMNS, "input"))
+    if label_column:
+        label = named(label_column, "label column")
+        numeric = values and all(parse_value(f.get(label) or "") is not None
+                                 for _, f, _ in rows if (f.get(label) or "").strip())
+        class_col, value_col = (None, label) if numeric else (label, None)
+    else:
+        class_col, value_col = column(CLASS_COLUMNS, "class"), column(value_columns, "value")
     if input_col is None and not sdf:
-        raise InputError(f"{path}: no input column (name one of {', '.join(INPUT_COLUMNS)})")
+        raise InputError(f"{path}: no input column (call it one of {', '.join(INPUT_COLUMNS)}, "
+                         "or name it with --input-column)")
     if (class_col is None) == (value_col is None):
         which = "both a class and a value" if class_col else "no class or value"
         raise InputError(f"{path}: {which} {'field' if sdf else 'column'}; give exactly one of "
-                         f"{', '.join((*CLASS_COLUMNS, *value_columns))}")
+                         f"{', '.join((*CLASS_COLUMNS, *value_columns))}, or name one with "
+                         "--label-column")
     label_col = class_col or value_col
     assert label_col is not None
     table = LabelTable(path, [], "class" if class_col else "value", label_col)
@@ -236,6 +258,11 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
                               f"labels are class names ({table.column!r})")
         names = [str(c) for c in classes] if classes else _sorted_names(
             set(_class_names([raw for _, _, raw in table.rows])))
+        if not classes and len(names) > MAX_NUMBERED_CLASSES and all(
+                parse_value(n) is not None for n in names):
+            raise ConfigError(f"{table.path}: column {table.column!r} holds {len(names)} "
+                              "different numbers: values, not class names? Give bins that turn "
+                              "them into classes (e.g. --bins 2.5)")
         rule = f"the class named in {source}"
     else:
         if bins is None:
@@ -474,9 +501,13 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
                            bins: Sequence[float] | None = None, seed: int = 0,
                            workers: int | None = None, progress: bool = True,
                            cache_dir: str | os.PathLike[str] | None = None,
-                           force: bool = False, key: str | None = None) -> CachedDataset:
+                           force: bool = False, key: str | None = None,
+                           input_column: str | None = None,
+                           label_column: str | None = None) -> CachedDataset:
     """Build (or reuse, when an identical complete build exists) the dataset of a labels file;
-    see the module docstring. ``key``: the build a run was trained on (its
+    see the module docstring. ``input_column`` / ``label_column``: the columns to read
+    (:func:`read_label_table`; a named label column holds values when ``bins`` are given).
+    ``key``: the build a run was trained on (its
     ``dataset.cache_key``): opened while cached, even when the labels file has changed since
     or is gone; otherwise rebuilt only if the file still gives that build, else refused."""
     from andersonn.images import IMAGE_SPECS
@@ -485,12 +516,15 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
             datasets_root(cache_dir) / CUSTOM_TASK / key):
         return open_cache(datasets_root(cache_dir) / CUSTOM_TASK / key)
     expected, key = key, None
-    table = read_label_table(path)
+    table = read_label_table(path, input_column=input_column, label_column=label_column,
+                             values=bins is not None)
     inputs, labels, names, rule, skipped = label_rows(table, classes, bins)
     fields = {"image": image, "classes": names, "bins": _check_bins(bins), "seed": seed,
               "fractions": list(DEFAULT_FRACTIONS), "format": CACHE_FORMAT,
               "specs": {n: [spec.featurizer_version, spec.to_dict()]  # any preset may be chosen
                         for n, spec in IMAGE_SPECS.items()}}
+    if input_column or label_column:  # absent otherwise: the keys of earlier builds stay valid
+        fields["columns"] = [input_column, label_column]
     digest = file_sha256(table.path)
     key = _cache_key(table, digest, fields)
     if expected is not None and key != expected:

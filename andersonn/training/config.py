@@ -16,6 +16,10 @@ SOLVER_NAMES = ("anderson", "forward", "broyden")
 BACKWARD_MODES = ("implicit", "jfb", "unroll")  # as andersonn.deq.BACKWARD_MODES
 
 
+LABELS_FILE_FIELDS = ("image", "bins", "classes", "input_column", "label_column")
+"""Fields that apply only to training on a labels file."""
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run needs; every field is plain JSON."""
@@ -28,6 +32,9 @@ class TrainConfig:
     image: str | None = None
     bins: list | None = None
     classes: list | None = None
+    # the labels file's input and label columns, where not one of the recognised names
+    input_column: str | None = None
+    label_column: str | None = None
     # k-fold cross-validation (andersonn.data.folds): train on fold `fold` (1-based) of `folds`,
     # whose structures are the test split; None: the dataset's own 80/10/10 split
     folds: int | None = None
@@ -90,7 +97,7 @@ class TrainConfig:
         out of range."""
         self._check_types()
         if self.labels is None:
-            given = [n for n in ("image", "bins", "classes") if getattr(self, n) is not None]
+            given = [n for n in LABELS_FILE_FIELDS if getattr(self, n) is not None]
             if given:
                 raise ConfigError(f"{', '.join(given)} applies to training on a labels file of "
                                   "your own structures (labels)")

@@ -94,7 +94,9 @@ def labelled_dataset_of(train: dict[str, Any], progress: bool = False,
 
     ds = build_labelled_dataset(train["labels"], image=train.get("image"),
                                 classes=train.get("classes"), bins=train.get("bins"),
-                                workers=train.get("workers"), progress=progress, key=key)
+                                workers=train.get("workers"), progress=progress, key=key,
+                                input_column=train.get("input_column"),
+                                label_column=train.get("label_column"))
     if report:
         counts = ", ".join(f"{c}: {n}" for c, n in zip(ds.classes, ds.meta["class_counts"],
                                                         strict=True))
