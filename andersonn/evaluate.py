@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from andersonn.data.domain import DomainNote
 from andersonn.ensemble import Ensemble
 from andersonn.errors import AndersonnError, InputError
 
@@ -310,7 +311,7 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
              "predicted": classes[predicted[r]], "correct": bool(predicted[r] == labels[r]),
              "probabilities": {c: float(v) for c, v in zip(classes, mean[r], strict=True)},
              "warnings": notes[i]} for r, i in enumerate(ok)]
-    outside = np.array([bool(notes[i]) for i in ok])
+    outside = np.array([any(isinstance(n, DomainNote) for n in notes[i]) for i in ok])
     correct = predicted == labels
     domain = {where: {"n": int(mask.sum()),
                       "accuracy": float(correct[mask].mean()) if mask.any() else None}

@@ -128,22 +128,26 @@ def test_read_labelled_refuses_unusable_files(tmp_path: Path, text: str, message
 
 def test_labelled_scores_skips_and_domain(setup, tmp_path: Path) -> None:
     _, runs = setup
-    molecules = ["CCO", "CCCN", "CCCC", "C(Cl)Cl", "(("]
-    truth = [1, 1, 0, 0, 1]
+    molecules = ["CCO", "CCCN", "CCCC", "C(Cl)Cl", "((", "CO.CO"]
+    truth = [1, 1, 0, 0, 1, 1]
     table = _csv(tmp_path / "mine.csv", "input,class\n" + "".join(
         f"{m},{POLAR[t]}\n" for m, t in zip(molecules, truth, strict=True)))
     result = evaluate_labelled(runs[:1], table)
-    assert result.n == 4
+    assert result.n == 5
     assert [s["where"] for s in result.skipped] == ["(("]
+    readable = molecules[:4] + molecules[5:]
     with pytest.warns(DomainWarning, match="C\\(Cl\\)Cl"):
-        predicted = Classifier.load(runs[0]).predict(molecules[:4])
-    expected = np.mean([p == POLAR[t] for p, t in zip(predicted, truth[:4], strict=True)])
+        predicted = Classifier.load(runs[0]).predict(readable)
+    expected = np.mean([p == POLAR[t] for p, t in
+                        zip(predicted, truth[:4] + truth[5:], strict=True)])
     assert result.single[0]["accuracy"] == pytest.approx(expected)
     assert [r["predicted"] for r in result.rows] == list(predicted)
-    # chlorine is not in the fixture run's training domain
-    assert result.domain["outside"]["n"] == 1 and result.domain["inside"]["n"] == 3
+    # chlorine is not in the fixture run's training domain; the two methanols laid apart carry
+    # a reader's note, but are inside it
+    assert result.domain["outside"]["n"] == 1 and result.domain["inside"]["n"] == 4
     assert result.rows[3]["warnings"]
-    assert "training domain: inside 3" in result.to_markdown()
+    assert any("fragments" in w for w in result.rows[4]["warnings"])
+    assert "training domain: inside 4" in result.to_markdown()
 
 
 def test_labelled_refuses_when_nothing_can_be_read(setup, tmp_path: Path) -> None:

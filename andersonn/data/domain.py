@@ -24,9 +24,16 @@ import numpy as np
 from andersonn.structures.elements import SYMBOL_TO_Z, SYMBOLS
 from andersonn.structures.structure import StructureSummary
 
-__all__ = ["FEATURE_QUANTILE", "MIN_PER_DIMENSION", "Domain", "FeatureDomain", "image_summaries"]
+__all__ = ["FEATURE_QUANTILE", "MIN_PER_DIMENSION", "Domain", "DomainNote", "FeatureDomain",
+           "image_summaries"]
 
 KINDS = ("molecule", "crystal", "mixed")
+
+
+class DomainNote(str):
+    """A warning that an input lies outside the training domain, as opposed to a reader's
+    caveat on the input itself (fragments laid apart, disordered sites): a plain string that
+    ``evaluate`` can tell apart when it splits accuracy inside / outside the domain."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +140,7 @@ class Domain:
                 if not (inside and h_lo <= n_heavy <= h_hi):
                     warnings.append(f"{n_atoms} atoms ({n_heavy} heavy); the training "
                                     f"molecules had {lo}–{hi} ({h_lo}–{h_hi} heavy)")
-        return None, warnings
+        return None, [DomainNote(w) for w in warnings]
 
 
 def _range(value: Any) -> tuple[int, int] | None:
@@ -209,8 +216,8 @@ class FeatureDomain:
         d = float(self.distances(image[None])[0])
         if d <= self.threshold:
             return []
-        return [f"unlike the training structures (feature distance {d:.1f}; "
-                f"{FEATURE_QUANTILE:.1%} of them are within {self.threshold:.1f})"]
+        return [DomainNote(f"unlike the training structures (feature distance {d:.1f}; "
+                           f"{FEATURE_QUANTILE:.1%} of them are within {self.threshold:.1f})")]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON."""
