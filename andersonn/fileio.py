@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,20 +19,71 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     If the block raises, the temporary file is removed and ``path`` is left untouched.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp_name = _temp_beside(target)
     try:
-        # mkstemp creates the file 0600; give it the permissions a plain open() would.
-        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
+        _replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def atomic_write_files(contents: Mapping[str | os.PathLike[str], bytes]) -> None:
+    """Write several files as one: every target is checked and every temporary file written
+    (and fsynced) before the first is renamed over its target, so a target that cannot be
+    written (a folder of that name, no permission) leaves all of them untouched."""
+    targets = [Path(p) for p in contents]
+    for target in targets:
+        if target.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(target))
+    temps: list[str] = []
+    try:
+        for target, data in zip(targets, contents.values(), strict=True):
+            fd, tmp_name = _temp_beside(target)
+            temps.append(tmp_name)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        for target, tmp_name in zip(targets, list(temps), strict=True):
+            _replace(tmp_name, target)
+            temps.remove(tmp_name)
+    finally:
+        for tmp_name in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """A new temporary file (fd, name) in ``target``'s folder (created if missing), with the
+    permissions a plain open() would give; an error names ``target``, not the temporary."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=target.parent)
+    except OSError as exc:
+        raise _naming(exc, target) from None
+    # mkstemp creates the file 0600; give it the permissions a plain open() would.
+    os.fchmod(fd, 0o666 & ~_current_umask())
+    return fd, tmp_name
+
+
+def _replace(tmp_name: str, target: Path) -> None:
+    try:
+        os.replace(tmp_name, target)
+    except OSError as exc:
+        raise _naming(exc, target) from None
+
+
+def _naming(exc: OSError, target: Path) -> OSError:
+    """The same error, about ``target`` (what the user asked for) rather than a temporary."""
+    if exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), os.fspath(target))
 
 
 def _current_umask() -> int:

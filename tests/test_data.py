@@ -1003,3 +1003,24 @@ def test_cli_clean(
     assert capsys.readouterr().out.splitlines()[-1].startswith("freed ")
     assert main([*args, "nope"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
+
+
+def test_cli_limit_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    for action in ("build", "info"):
+        with pytest.raises(SystemExit) as info:
+            main(["data", action, "polarity", "--limit", "-3"])
+        assert info.value.code == 2
+        assert "--limit: must be at least 1, got -3" in capsys.readouterr().err
+
+
+def test_build_with_an_empty_split_warns(env: dict[str, Any],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from andersonn.data.build import EmptySplitWarning
+
+    with pytest.warns(EmptySplitWarning, match=r"the val and test splits .* are empty"):
+        ds = build_dataset("polarity", limit=5, source_dir=env["source"], progress=False)
+    assert set(ds.splits.tolist()) == {0}
+    assert main(["data", "build", "polarity", "--limit", "5", "--source", str(env["source"]),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "andersonn: warning: the val and test splits of this build are empty" in err

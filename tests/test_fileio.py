@@ -36,3 +36,27 @@ def test_json_handles_numpy_values(tmp_path):
     np = pytest.importorskip("numpy")
     atomic_write_json(tmp_path / "x.json", {"a": np.float32(1.5), "b": np.arange(3)})
     assert json.loads((tmp_path / "x.json").read_text()) == {"a": 1.5, "b": [0, 1, 2]}
+
+
+def test_several_files_are_replaced_together_and_errors_name_the_target(tmp_path):
+    from andersonn.fileio import atomic_write_files
+
+    (tmp_path / "a.npy").write_bytes(b"old")
+    (tmp_path / "a.png").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        atomic_write_files({tmp_path / "a.npy": b"new", tmp_path / "a.png": b"png"})
+    assert info.value.filename == str(tmp_path / "a.png")
+    assert (tmp_path / "a.npy").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "a.png"]
+    (tmp_path / "a.png").rmdir()
+    atomic_write_files({tmp_path / "a.npy": b"new", tmp_path / "a.png": b"png"})
+    assert (tmp_path / "a.npy").read_bytes() == b"new"
+    assert (tmp_path / "a.png").read_bytes() == b"png"
+
+
+def test_a_failed_rename_names_the_target_not_the_temporary(tmp_path):
+    (tmp_path / "t.json").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        atomic_write_text(tmp_path / "t.json", "{}")
+    assert info.value.filename == str(tmp_path / "t.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]

@@ -353,3 +353,40 @@ def test_preset_images_match_their_version(preset: str) -> None:
             assert np.allclose(current[name], stored[name], atol=ATOL), (
                 f"{preset} images of {name} changed: bump PRESET_VERSIONS[{preset!r}] and "
                 "FEATURIZER_VERSION, then run `python tests/image_fixtures.py`")
+
+
+@pytest.mark.parametrize(("a", "b"), [("CCO", "OCC"), ("CC(=O)NC", "CNC(C)=O")])
+def test_one_molecule_as_two_smiles_gives_one_image(a: str, b: str) -> None:
+    """The conformer of a SMILES does not depend on the order its atoms are written in."""
+    spec = IMAGE_SPECS["polarity"]
+    assert np.abs(encode(read_structure(a), spec) - encode(read_structure(b), spec)).max() < 1e-5
+
+
+def test_cli_image_replaces_both_files_or_neither(tmp_path, capsys) -> None:
+    from andersonn.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pair.npy").write_bytes(b"old")
+    (out / "pair.png").mkdir()  # the PNG cannot be written
+    assert main(["image", str(FIX / "NaCl.cif"), "--out", str(out / "pair")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out / 'pair.png'}: " in err[0] and ".tmp" not in err[0]
+    assert (out / "pair.npy").read_bytes() == b"old"
+    assert sorted(p.name for p in out.iterdir()) == ["pair.npy", "pair.png"]  # no temporaries
+
+
+def test_cli_image_shows_the_readers_notes(tmp_path, capsys) -> None:
+    from andersonn.cli import main
+
+    mixed = ("data_x\n_symmetry_space_group_name_H-M 'P 1'\n_cell_length_a 5.64\n"
+             "_cell_length_b 5.64\n_cell_length_c 5.64\n_cell_angle_alpha 90\n"
+             "_cell_angle_beta 90\n_cell_angle_gamma 90\nloop_\n_atom_site_label\n"
+             "_atom_site_type_symbol\n_atom_site_fract_x\n_atom_site_fract_y\n"
+             "_atom_site_fract_z\n_atom_site_occupancy\nNa1 Na 0 0 0 0.6\nK1 K 0 0 0 0.4\n"
+             "Cl1 Cl 0.5 0.5 0.5 1\n")
+    path = tmp_path / "mixed.cif"
+    path.write_text(mixed)
+    assert main(["image", str(path), "--out", str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    assert "andersonn: warning: mixed.cif: 1 of 2 sites partly occupied or mixed" in err

@@ -189,7 +189,9 @@ def test_large_periodic_bond_search_is_fast():
     rng = np.random.default_rng(0)
     cell = np.eye(3) * 27.0  # ~2,000 atoms at MOF-like density
     n = 2000
-    frac = rng.random((n, 3))
+    # a jittered 13^3 grid (2.1 Å apart), not random points: those overlap (refused)
+    grid = np.stack(np.meshgrid(*[np.arange(13)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    frac = (grid[:n] + rng.uniform(-0.15, 0.15, (n, 3))) / 13
     numbers = rng.choice([1, 6, 8, 30], size=n)
     t0 = time.perf_counter()
     s = structure_from_arrays(numbers, frac @ cell, cell)
@@ -431,3 +433,189 @@ def test_lines_after_an_xyz_frame_are_not_another_structure() -> None:
     assert parse_structure(qm9_style, "xyz", "w").formula == "H2O"
     # a count line holds the count alone: "100 3656.3" after a frame is trailing text too
     (record,) = read_records(qm9_style.replace("1594.7", "100 "), fmt="xyz", name="x.xyz")
+
+
+# ---------------------------------------------------------------- tester's report (readers)
+_HDR = ("data_x\n_symmetry_space_group_name_H-M   'P 1'\n_cell_length_a 5.64\n"
+        "_cell_length_b 5.64\n_cell_length_c 5.64\n_cell_angle_alpha 90\n"
+        "_cell_angle_beta 90\n_cell_angle_gamma 90\n")
+_SITES = ("loop_\n_atom_site_label\n_atom_site_type_symbol\n_atom_site_fract_x\n"
+          "_atom_site_fract_y\n_atom_site_fract_z\n")
+_NACL_ASYM = "Na1 Na 0 0 0\nCl1 Cl 0.5 0.5 0.5\n"
+
+
+def test_blank_and_comment_lines_inside_a_cif_loop_do_not_end_it() -> None:
+    rows = ["Na1 Na 0 0 0", "Na2 Na 0 0.5 0.5", "", "# a comment", "Na3 Na 0.5 0 0.5",
+            "Na4 Na 0.5 0.5 0", "Cl1 Cl 0.5 0.5 0.5", "Cl2 Cl 0.5 0 0", "Cl3 Cl 0 0.5 0",
+            "Cl4 Cl 0 0 0.5"]
+    s = parse_structure(_HDR + _SITES + "\n".join(rows) + "\n", "cif", "x.cif")
+    assert s.formula == "Cl4Na4"
+
+
+@pytest.mark.parametrize("symmetry", [
+    "_space_group_IT_number 225\n",
+    "_symmetry_space_group_name_H-M\n\"F m -3 m\"\n",
+    "_symmetry_space_group_name_Hall \"-F 4 2 3\"\n",
+    "_space_group.name_H-M_alt \"F m -3 m\"\n",
+    "_space_group.IT_number 225\n",
+    "loop_\n_space_group_symop.id\n_space_group_symop.operation_xyz\n1 x,y,z\n"
+    "2 x,y+1/2,z+1/2\n3 x+1/2,y,z+1/2\n4 x+1/2,y+1/2,z\n",
+])
+def test_cif_symmetry_in_any_spelling_is_applied(symmetry: str) -> None:
+    """Only a positively stated P1 takes the fast P1 path; the rock-salt asymmetric unit
+    with its symmetry, however written, gives the 8-atom conventional cell."""
+    text = ("data_NaCl\n" + symmetry + "".join(_HDR.splitlines(True)[2:]) + _SITES
+            + _NACL_ASYM)
+    s = parse_structure(text, "cif", "x.cif")
+    assert s.formula == "Cl4Na4" and s.n_atoms == 8
+
+
+def test_cif_fast_path_only_for_stated_or_absent_p1() -> None:
+    from andersonn.structures.cif import read_p1_cif
+
+    assert read_p1_cif(_HDR + _SITES + _NACL_ASYM) is not None
+    assert read_p1_cif(_HDR.replace("'P 1'", "'F m -3 m'") + _SITES + _NACL_ASYM) is None
+    assert read_p1_cif(_HDR + "_space_group_IT_number 225\n" + _SITES + _NACL_ASYM) is None
+    # a symmetry data name the fast reader does not interpret: pymatgen decides
+    assert read_p1_cif(_HDR + "_space_group_name_H-M_ref 'F m -3 m'\n" + _SITES
+                       + _NACL_ASYM) is None
+    for name in ("mof_KECRAL10_clean.cif", "mof_ABAVIJ_clean.cif"):
+        assert read_p1_cif((FIX / name).read_text()) is not None, name
+
+
+def test_valid_cifs_the_fast_reader_refuses_fall_back_to_pymatgen() -> None:
+    deuterated = (_HDR + _SITES.replace("fract_z\n", "fract_z\n_atom_site_U_iso_or_equiv\n")
+                  + "O1 O 0 0 0 0.01\nD1 D 0.17 0.1 0 0.02\nD2 D 0 0.17 0.1 0.02\n")
+    assert parse_structure(deuterated, "cif", "d.cif").formula == "H2O"
+    from andersonn.structures.cif import read_p1_cif
+
+    assert read_p1_cif(deuterated) is not None  # D (and T) read as H by the fast reader too
+    wrapped = (_HDR + _SITES.replace("fract_z\n", "fract_z\n_atom_site_U_iso_or_equiv\n")
+               + "Na1 Na 0.0 0.0\n0.0 0.01\nCl1 Cl 0.5 0.5 0.5 0.01\n")
+    assert parse_structure(wrapped, "cif", "w.cif").formula == "ClNa"
+    # where pymatgen fails too, the fast reader's reason is given
+    with pytest.raises(InputError, match=r"^t\.cif: bad CIF: atom site line 1 has 6 fields"):
+        read_structure(FIX / "truncated.cif", name="t.cif")
+
+
+def test_poscar_without_element_line() -> None:
+    body = "1.0\n0 2.82 2.82\n2.82 0 2.82\n2.82 2.82 0\n1 1\ndirect\n0 0 0\n0.5 0.5 0.5\n"
+    with pytest.raises(InputError, match=r"^P: POSCAR has no element line: add the element"):
+        parse_structure("NaCl rock salt\n" + body, "poscar", "P")
+    # VASP 4 convention: a comment line of exactly the species' symbols names them
+    assert parse_structure("Na Cl\n" + body, "poscar", "P").formula == "ClNa"
+    with pytest.raises(InputError, match="no element line"):
+        parse_structure("Na Cl Fe\n" + body, "poscar", "P")
+
+
+def test_one_molecule_written_two_ways_gets_one_geometry() -> None:
+    """The seeded conformer no longer depends on the SMILES's atom order; the atoms keep it."""
+    for a, b in (("CCO", "OCC"), ("CC(=O)NC", "CNC(C)=O")):
+        sa, sb = read_structure(a), read_structure(b)
+        assert sorted(sa.symbols) == sorted(sb.symbols)
+        assert sa.symbols != sb.symbols  # each in its own input order
+        da = np.sort(np.linalg.norm(sa.positions[:, None] - sa.positions[None], axis=-1).ravel())
+        db = np.sort(np.linalg.norm(sb.positions[:, None] - sb.positions[None], axis=-1).ravel())
+        assert np.allclose(da, db, atol=1e-6)
+    assert read_structure("CCO").symbols[:3] == ["C", "C", "O"]
+    ca, cb = read_conformers("OCC(O)CO", 3), read_conformers("C(O)C(O)CO", 3)
+    assert len(ca) == len(cb)
+    for x, y in zip(ca, cb, strict=True):
+        assert np.allclose(np.sort(np.linalg.norm(x.positions - x.positions.mean(0), axis=1)),
+                           np.sort(np.linalg.norm(y.positions - y.positions.mean(0), axis=1)),
+                           atol=1e-6)
+
+
+@pytest.mark.parametrize(("text", "fmt"), [
+    (_HDR + _SITES + "Na1 Na 0 0 0\nNa2 Na 1.0 0 0\nNa3 Na 0 1.0 1.0\nCl1 Cl 0.5 0.5 0.5\n",
+     "cif"),
+    ('2\nLattice="5 0 0 0 5 0 0 0 5"\nNa 0 0 0\nNa 5 0 0\n', "xyz"),
+    ('2\nLattice="5 0 0 0 5 0 0 0 5"\nNa 0.001 0 0\nCl 4.998 0 0\n', "xyz"),
+])
+def test_crystal_with_a_site_written_twice_is_refused(text: str, fmt: str) -> None:
+    with pytest.raises(InputError, match=r"^c: atoms 1 and 2 are 0\.00[03] Å apart under "
+                                         r"periodic boundaries \(one site written twice"):
+        parse_structure(text, fmt, "c")
+    # close but distinct sites (CoRE MOF's disordered hydrogens come to 0.02 Å) are kept
+    assert parse_structure('2\nLattice="5 0 0 0 5 0 0 0 5"\nH 0.02 0 0\nH 4.999 0 0\n', "xyz",
+                           "c").n_atoms == 2
+
+
+def test_genuine_crystal_fixtures_pass_the_overlap_and_volume_checks() -> None:
+    from andersonn.structures.network import overlapping_sites
+    from andersonn.structures.readers import MAX_VOLUME_PER_ATOM
+
+    for name in ("NaCl.cif", "NaCl_221.cif", "Si_conventional.cif", "mof_ABAVIJ_clean.cif",
+                 "mof_BIWSEG_ion_b.cif", "mof_KECRAL10_clean.cif", "POSCAR_Si",
+                 "NaCl_primitive.vasp", "Si.pwi", "Si.xsf", "vasprun_Si.xml"):
+        s = read_structure(FIX / name)
+        assert overlapping_sites(s.positions, s.cell) is None, name
+        assert s.volume / s.n_atoms < MAX_VOLUME_PER_ATOM / 10, name
+    with pytest.raises(InputError, match="own periodic image"):
+        parse_structure('1\nLattice="0.005 0 0 0 300 0 0 0 300"\nH 0 0 0\n', "xyz", "thin")
+
+
+def test_vacuum_padded_cell_is_refused() -> None:
+    text = ("data_x\n_symmetry_space_group_name_H-M 'P 1'\n_cell_length_a 1e5\n"
+            "_cell_length_b 1e5\n_cell_length_c 1e5\n_cell_angle_alpha 90\n_cell_angle_beta 90\n"
+            "_cell_angle_gamma 90\nloop_\n_atom_site_label\n_atom_site_fract_x\n"
+            "_atom_site_fract_y\n_atom_site_fract_z\nCu1 0 0 0\nO1 0.00002 0 0\n")
+    with pytest.raises(InputError, match=r"^huge: cell of 5e\+14 Å³ per atom \(at most 1000"):
+        parse_structure(text, "cif", "huge")
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("2\nc\n200 0 0 0\nNa 2.5 0 0\n", "unknown element '200' on xyz atom line 1"),
+    ('2\nLattice="5 0 0 0 5 0 0 0 5"\n200 0 0 0\nNa 2.5 0 0\n', "unknown element '200'"),
+    ('2\nLattice="5 0 0 0 5 0 0 0 5"\n104 0 0 0\nNa 2.5 0 0\n', "unknown element '104'"),
+])
+def test_atomic_numbers_beyond_the_tables_are_one_line_errors(text: str, reason: str) -> None:
+    with pytest.raises(InputError, match=rf"^z: {reason}"):
+        parse_structure(text, "xyz", "z")
+    with pytest.raises(InputError, match=r"^a: unknown element \(atomic number 104\) at atom 2"):
+        structure_from_arrays([11, 104], [[0, 0, 0], [2.5, 0, 0]], np.eye(3) * 5, name="a")
+
+
+def test_xyz_with_more_atom_lines_than_declared_is_refused() -> None:
+    text = "2\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n"
+    with pytest.raises(InputError, match=r"^w: xyz: 2 atoms declared, but more atom lines"):
+        parse_structure(text, "xyz", "w")
+    from andersonn.structures import read_records
+
+    (record,) = read_records(text, fmt="xyz", name="w.xyz")
+    with pytest.raises(InputError, match="more atom lines follow"):
+        read_structure(record)
+    # a second frame follows: two records, both good
+    assert len(read_records("1\na\nO 0 0 0\n1\nb\nN 0 0 0\n", fmt="xyz", name="t")) == 2
+    assert read_structure(FIX / "qm9_strained.xyz").n_atoms == 15  # QM9's trailing lines
+
+
+def test_extended_xyz_header_keys_and_pbc() -> None:
+    cell = '"0 2.82 2.82 2.82 0 2.82 2.82 2.82 0"'
+    atoms = "Na 0 0 0\nCl 2.82 2.82 2.82\n"
+    assert parse_structure(f"2\nlattice={cell} properties=species:S:1:pos:R:3\n" + atoms,
+                           "xyz", "x").kind == "crystal"
+    assert parse_structure(f'2\nLattice={cell} pbc="T T T"\n' + atoms, "xyz", "x").periodic
+    assert parse_structure(f'2\nLattice={cell} pbc="F F F"\n' + atoms, "xyz",
+                           "x").kind == "molecule"
+    with pytest.raises(InputError, match=r"^x: xyz: pbc=\"T T F\" is periodic along some axes"):
+        parse_structure(f'2\nLattice={cell} pbc="T T F"\n' + atoms, "xyz", "x")
+    with pytest.raises(InputError, match=r"^x: xyz: Lattice must be 9 numbers"):
+        parse_structure('2\nLattice="5.64 5.64 5.64"\n' + atoms, "xyz", "x")
+
+
+def test_mistyped_file_name_is_not_called_a_bad_smiles() -> None:
+    for name in ("mystructure.res", "data.txt"):
+        with pytest.raises(InputError, match=rf"^{name}: no such file \(and not a SMILES"):
+            read_structure(name)
+    assert read_structure("CCO.Cl").formula == "C2H7ClO"  # a SMILES that looks like a name
+
+
+def test_line_ends_and_count_lines() -> None:
+    sdf = (FIX / "benzene.sdf").read_text().replace("\n", "\r")  # old Mac line ends
+    assert parse_structure(sdf, "sdf", "b").formula == "C6H6"
+    with pytest.raises(InputError, match=r"number of atoms alone \(got '3 water'\)"):
+        parse_structure("3 water\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n", "xyz", "w")
+    # extra words on a count line are tolerated where the frame is otherwise complete
+    assert parse_structure("3 water\nc\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n", "xyz",
+                           "w").formula == "H2O"

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from typing import Any
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
@@ -25,7 +26,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     build = sub.add_parser("build", help="fetch, verify, label, featurise, split and cache a task")
     build.add_argument("task", choices=_TASKS)
-    build.add_argument("--limit", type=int, default=None,
+    build.add_argument("--limit", type=_positive_int, default=None,
                        help="stratified, seeded subset of N entries taken before featurising")
     build.add_argument("--source", metavar="DIR", default=None,
                        help="use the source archives already in DIR (no network)")
@@ -37,7 +38,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     info = sub.add_parser("info", help="counts per class and split, label rule, sources, skipped")
     info.add_argument("task", choices=_TASKS)
-    info.add_argument("--limit", type=int, default=None, help="the build made with this --limit")
+    info.add_argument("--limit", type=_positive_int, default=None,
+                      help="the build made with this --limit")
     _common(info)
     info.add_argument("--json", action="store_true", help="print the full summary as JSON")
     info.set_defaults(func=_info)
@@ -76,6 +78,17 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     clean.set_defaults(func=_clean)
 
 
+def _positive_int(value: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--limit``)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", metavar="DIR", default=None,
                         help="cache root (default $ANDERSONN_CACHE, $XDG_CACHE_HOME/andersonn "
@@ -107,20 +120,27 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, float | None], dict[s
 
 def _build(args: argparse.Namespace) -> int:
     from andersonn.data import build_dataset, dataset_info
+    from andersonn.data.build import EmptySplitWarning, empty_split_message
 
     thresholds, options = _settings(args)
     started = time.time()
-    ds = build_dataset(
-        args.task, limit=args.limit, source_dir=args.source, cache_dir=args.cache_dir,
-        workers=args.workers, seed=args.seed or 0, thresholds=thresholds, options=options,
-        progress=not args.no_progress, force=args.force,
-    )
+    with warnings.catch_warnings():  # reported below from the counts, for a reused build too
+        warnings.simplefilter("ignore", EmptySplitWarning)
+        ds = build_dataset(
+            args.task, limit=args.limit, source_dir=args.source, cache_dir=args.cache_dir,
+            workers=args.workers, seed=args.seed or 0, thresholds=thresholds, options=options,
+            progress=not args.no_progress, force=args.force,
+        )
     info = dataset_info(args.task, args.cache_dir, limit=ds.meta.get("limit"),
                         seed=int(ds.meta.get("seed", 0)), thresholds=ds.meta.get("thresholds"),
                         options=ds.meta.get("options"))
     print(_format(info))
     print(f"done in {time.time() - started:.1f} s (build itself: {info['build_seconds']} s)")
+    empty = [split for split, row in info["counts"].items() if sum(row.values()) == 0]
+    if empty:
+        print(f"andersonn: warning: {empty_split_message(empty, info['n'])}", file=sys.stderr)
     return 0
+
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from andersonn.cli.options import output_dir, output_file
 
@@ -59,6 +60,8 @@ def _cmd_image(args: argparse.Namespace) -> int:
     limit = (get_spec(args.task or DEFAULT_TASK["molecule"]).max_atoms
              if record.fmt == "smiles" else None)
     (s,) = read_conformers(record, 1, max_atoms=limit)
+    for note in s.notes:  # how the reader had to interpret the input
+        print(f"andersonn: warning: {s.name}: {note}", file=sys.stderr)
     spec = get_spec(args.task or DEFAULT_TASK[s.kind])
     img, labels = encode_labelled(s, spec)
     title = f"{s.name} ({s.formula}, {s.kind}) — {spec.name} image {'x'.join(map(str, img.shape))}"

@@ -20,6 +20,7 @@ import os
 import platform
 import shutil
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,17 @@ def _resolve(
     return task, values, opts, spec, version, featurize
 
 
+class EmptySplitWarning(UserWarning):
+    """A dataset build whose train, val or test split holds no entry (too small a limit)."""
+
+
+def empty_split_message(empty: Sequence[str], n: int) -> str:
+    """The one-line warning for a build of ``n`` entries whose ``empty`` splits hold none."""
+    return (f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} of this build "
+            f"{'are' if len(empty) > 1 else 'is'} empty ({n} entries in all): validation and "
+            "test scores will be missing; build with a larger --limit")
+
+
 def build_dataset(
     task: str,
     limit: int | None = None,
@@ -234,6 +246,9 @@ def build_dataset(
         name: np.bincount(labels[splits == code], minlength=len(task_def.classes)).tolist()
         for code, name in enumerate(SPLIT_NAMES)
     }
+    empty = [name for name in SPLIT_NAMES if sum(counts[name]) == 0]
+    if empty:
+        warnings.warn(empty_split_message(empty, len(labels)), EmptySplitWarning, stacklevel=2)
     meta = {
         "task": task_def.name,
         "key": key,

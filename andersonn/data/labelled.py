@@ -248,6 +248,7 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
     ``to_class`` (a task's own rule, with ``classes`` its names; a class column's digits are
     then also taken as class indices)."""
     bins = _check_bins(bins)
+    classes = None if classes is None else [str(c) for c in classes]  # any sequence, arrays too
     skipped = list(table.skipped)
     source = f"{table.path.name} column {table.column!r}"
     if to_class is not None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from andersonn.fileio import atomic_write_bytes
+from andersonn.fileio import atomic_write_files
 from andersonn.images.spec import ImageSpec
 
 
@@ -54,13 +54,13 @@ def render_png(image: np.ndarray, spec: ImageSpec, row_labels: Sequence[str],
 
 def write_image_files(stem: str | os.PathLike[str], image: np.ndarray, spec: ImageSpec,
                       row_labels: Sequence[str], title: str = "") -> tuple[str, str]:
-    """Write ``stem.png`` and ``stem.npy`` atomically; returns both paths."""
+    """Write ``stem.png`` and ``stem.npy`` atomically, as a pair: both are rendered and both
+    targets checked before either is replaced. Returns both paths."""
     stem = os.fspath(stem)
     if stem.endswith((".png", ".npy")):
         stem = stem[:-4]
     png, npy = stem + ".png", stem + ".npy"
     buf = io.BytesIO()
     np.save(buf, np.asarray(image, dtype=np.float32))
-    atomic_write_bytes(npy, buf.getvalue())
-    atomic_write_bytes(png, render_png(image, spec, row_labels, title))
+    atomic_write_files({npy: buf.getvalue(), png: render_png(image, spec, row_labels, title)})
     return png, npy

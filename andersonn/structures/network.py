@@ -50,6 +50,33 @@ def overlapping_atoms(positions: np.ndarray, limit: float = MIN_CONTACT
     return i, j, float(np.linalg.norm(positions[i] - positions[j]))
 
 
+MIN_SITE_DISTANCE = 0.01
+"""Å: sites of a crystal closer than this under periodic boundaries are one site written twice
+(a duplicate, or the same site at fractional 0 and 1). Not :data:`MIN_CONTACT`: the disordered
+hydrogens of CoRE MOF 2019 leave 828 of its 12,020 ASR CIFs with a pair under 0.5 Å (the
+closest: 0.019 Å), and the mof-pore dataset keeps them."""
+
+
+def overlapping_sites(positions: np.ndarray, cell: np.ndarray, limit: float = MIN_SITE_DISTANCE
+                      ) -> tuple[int, int, float] | None:
+    """The first pair of atoms (i <= j, distance) of a crystal closer than ``limit`` Å under
+    periodic boundaries (atoms wrapped into the cell, every image within reach; i == j: an
+    atom and its own image, in a cell thinner than ``limit``), or None."""
+    if len(positions) == 0:
+        return None
+    from scipy.spatial import cKDTree
+
+    rep, owner = periodic_images(positions, cell, limit)
+    pairs = cKDTree(rep).query_pairs(limit, output_type="ndarray")
+    pairs = pairs[pairs[:, 0] < len(positions)]  # rows < N are the atoms themselves
+    if len(pairs) == 0:
+        return None
+    a, b = owner[pairs[:, 0]], owner[pairs[:, 1]]
+    i, j = np.minimum(a, b), np.maximum(a, b)
+    k = int(np.lexsort((j, i))[0])
+    return int(i[k]), int(j[k]), float(np.linalg.norm(rep[pairs[k, 0]] - rep[pairs[k, 1]]))
+
+
 def molecular_bonds(numbers: np.ndarray, positions: np.ndarray,
                     tolerance: float = BOND_TOLERANCE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bonds of a finite molecule from covalent radii: (pairs (M,2), orders (M,), lengths (M,))."""

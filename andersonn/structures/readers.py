@@ -30,11 +30,13 @@ from typing import Any
 import numpy as np
 
 from andersonn.errors import InputError
-from andersonn.structures.elements import symbol_to_z
+from andersonn.structures.elements import MAX_Z, symbol_to_z
 from andersonn.structures.network import (
     MIN_CONTACT,
+    MIN_SITE_DISTANCE,
     molecular_bonds,
     overlapping_atoms,
+    overlapping_sites,
     periodic_bonds,
 )
 from andersonn.structures.structure import Structure
@@ -286,6 +288,8 @@ def _xyz_frames(text: str) -> list[tuple[str, str]]:
         except ValueError:
             n = -1
         if n < 0 and frames:  # not a lone atom count: trailing text, not a frame
+            if _xyz_atom_line(lines[i]):  # more atoms than the count said: the reader refuses
+                frames[-1] = (frames[-1][0], frames[-1][1] + "\n".join(lines[i:]) + "\n")
             break
         if n <= 0 or i + 2 + n > len(lines):
             frames.append(("", "\n".join(lines[i:]) + "\n"))
@@ -335,22 +339,23 @@ def read_conformers(source: str | os.PathLike[str] | StructureRecord, count: int
 
     with quiet():
         try:
-            mol = _smiles_mol(text.strip(), name)
+            mol, canonical, order = _parse_smiles(text.strip(), name)
             ids: list[int] = []
             for params in _embedding_attempts():
                 params.pruneRmsThresh = 0.5
-                ids = list(AllChem.EmbedMultipleConfs(mol, int(count), params))
+                ids = list(AllChem.EmbedMultipleConfs(canonical, int(count), params))
                 if ids:
                     break
             if not ids:  # a strained cage: the one conformer the fallback of _embed finds
                 return [parse_structure(text, fmt, name)]
             for conf_id in ids:
-                fragments = _lay_fragments_apart(mol, conf_id)
+                fragments = _lay_fragments_apart(canonical, conf_id)
             energies = [0.0] * len(ids)
             with contextlib.suppress(Exception):  # no MMFF parameters: keep the embeddings
-                results = AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=500)
+                results = AllChem.MMFFOptimizeMoleculeConfs(canonical, maxIters=500)
                 if len(results) == len(ids):
                     energies = [energy for _, energy in results]
+            _transfer_conformers(canonical, mol, order)
         except InputError:
             raise
         except Exception as exc:  # library errors become one-line input errors
@@ -387,6 +392,8 @@ def _resolve_source(source: str | os.PathLike[str] | StructureRecord, fmt: str |
         looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
         if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
             raise _fail(src, "no such file")
+        if fmt is None and _FILE_NAME.match(src) and not _parses_as_smiles(src):
+            raise _fail(src, "no such file (and not a SMILES string either)")
         if fmt is None or normalise_format(fmt, src) == "smiles":
             return src, "smiles", name or src
         return src, normalise_format(fmt, src), name or "input"
@@ -412,6 +419,18 @@ def _resolve_source(source: str | os.PathLike[str] | StructureRecord, fmt: str |
             raise _fail(name, "empty file")
         text = tokens[0]
     return text, fmt, name
+
+
+_FILE_NAME = re.compile(r"^[\w-]+(\.[A-Za-z][\w-]*)+$")
+"""A name with an extension (``mystructure.res``): taken for a mistyped file name when it
+is no SMILES either."""
+
+
+def _parses_as_smiles(text: str) -> bool:
+    from rdkit import Chem
+
+    with quiet():
+        return Chem.MolFromSmiles(text) is not None
 
 
 def _gunzip(data: bytes, name: str) -> bytes:
@@ -442,7 +461,7 @@ def _decode(data: bytes, name: str) -> str:
     bad = sum(1 for ch in text[:65536] if ord(ch) < 32 and ch not in "\r\n\t\f")
     if bad > 0.01 * min(len(text), 65536) + 2:
         raise _fail(name, "binary data, not a structure file")
-    return text
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def parse_structure(content: Any, fmt: str, name: str = "input", *,
@@ -463,6 +482,8 @@ def parse_structure(content: Any, fmt: str, name: str = "input", *,
             raise _fail(name, f"expected text for format {fmt}, got {type(content).__name__}")
         if not content.strip():
             raise _fail(name, "empty input")
+        if "\r" in content:  # Windows (CRLF) and old Mac (CR only) line ends
+            content = content.replace("\r\n", "\n").replace("\r", "\n")
     try:
         with quiet() if fmt not in ("xyz", "cif") else contextlib.nullcontext():
             if fmt == "smiles":
@@ -485,28 +506,56 @@ def parse_structure(content: Any, fmt: str, name: str = "input", *,
                 s = _from_poscar(content, name)
             else:
                 s = _from_pymatgen_dict(content, name)
+        s.fmt = fmt
+        _check_atoms(s, name)
+        if s.periodic and bonds and len(s.bonds) == 0:
+            s.bonds, s.bond_orders, s.bond_lengths = periodic_bonds(s.numbers, s.positions,
+                                                                    s.cell)
     except InputError:
         raise
     except Exception as exc:  # library errors become one-line input errors
         raise _fail(name, f"cannot parse as {fmt}: {type(exc).__name__}: {exc}") from None
-    s.fmt = fmt
-    _check_atoms(s, name)
-    if s.periodic and bonds and len(s.bonds) == 0:
-        s.bonds, s.bond_orders, s.bond_lengths = periodic_bonds(s.numbers, s.positions, s.cell)
     return s
 
 
+MAX_VOLUME_PER_ATOM = 1000.0
+"""Å³ per atom: a crystal above this is refused as a vacuum-padded box (or a wrong cell). Real
+frameworks stay far below it: the loosest of CoRE MOF 2019's 12,020 ASR CIFs has 285 Å³ per
+atom, of the 7,116 crystal-gap structures 123 Å³ per atom."""
+
+
 def _check_atoms(s: Structure, name: str) -> None:
+    """Refuse what no reader should pass on: no atoms, unknown elements, non-finite
+    coordinates, a degenerate or vacuum-padded cell, atoms on top of each other (a molecule's
+    within :data:`MIN_CONTACT` Å; a crystal's within :data:`MIN_SITE_DISTANCE` Å under
+    periodic boundaries)."""
     if s.n_atoms == 0:
         raise _fail(name, "no atoms")
-    if (s.numbers <= 0).any():
-        raise _fail(name, "unknown element")
+    bad = (s.numbers <= 0) | (s.numbers > MAX_Z)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise _fail(name, f"unknown element (atomic number {int(s.numbers[k])}) at atom {k + 1}")
     if not np.isfinite(s.positions).all():
         raise _fail(name, "non-finite coordinates")
     if s.cell is not None:
+        if not np.isfinite(s.cell).all():
+            raise _fail(name, "non-finite cell")
         vol = abs(np.linalg.det(s.cell))
         if not np.isfinite(vol) or vol < 1e-3:
             raise _fail(name, "degenerate cell (zero volume)")
+        if vol / s.n_atoms > MAX_VOLUME_PER_ATOM:
+            raise _fail(name, f"cell of {vol / s.n_atoms:.3g} Å³ per atom (at most "
+                              f"{MAX_VOLUME_PER_ATOM:.0f} expected): mostly vacuum; give an "
+                              "isolated molecule as a molecule (xyz, sdf) instead")
+        clash = overlapping_sites(s.positions, s.cell)
+        if clash is not None:
+            i, j, d = clash
+            if i == j:
+                raise _fail(name, f"atom {i + 1} is {d:.3f} Å from its own periodic image "
+                                  f"(cell too thin: at least {MIN_SITE_DISTANCE} Å expected)")
+            raise _fail(name, f"atoms {i + 1} and {j + 1} are {d:.3f} Å apart under periodic "
+                              f"boundaries (one site written twice: at least "
+                              f"{MIN_SITE_DISTANCE} Å expected)")
     else:
         clash = overlapping_atoms(s.positions)
         if clash is not None:
@@ -624,6 +673,14 @@ def _embed(mol: Any, name: str, optimize: bool) -> tuple[Any, list[str]]:
 
 def _smiles_mol(smiles: str, name: str) -> Any:
     """The RDKit molecule of a SMILES string, with explicit hydrogens."""
+    return _parse_smiles(smiles, name)[0]
+
+
+def _parse_smiles(smiles: str, name: str) -> tuple[Any, Any, list[int]]:
+    """The molecule of a SMILES string with explicit hydrogens, in the string's atom order;
+    the same molecule in canonical atom order (from its canonical SMILES), which is what gets
+    embedded so that one molecule written two ways gets one geometry; and ``order``: the
+    input atom each canonical heavy atom is (``order[k]``)."""
     from rdkit import Chem
 
     if not smiles or len(smiles.split()) != 1:
@@ -631,11 +688,48 @@ def _smiles_mol(smiles: str, name: str) -> Any:
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise _fail(name, "unparsable SMILES")
-    return Chem.AddHs(mol)
+    canonical = Chem.MolFromSmiles(Chem.MolToSmiles(mol))
+    order = [int(i) for i in re.findall(r"\d+", mol.GetProp("_smilesAtomOutputOrder"))]
+    if canonical is None or [a.GetAtomicNum() for a in canonical.GetAtoms()] != [
+            mol.GetAtomWithIdx(i).GetAtomicNum() for i in order]:
+        # the canonical SMILES does not read back as the same atoms: renumber instead
+        canonical = Chem.RenumberAtoms(mol, order)
+    return Chem.AddHs(mol), Chem.AddHs(canonical), order
+
+
+def _hydrogens(mol: Any, atom: int) -> list[int]:
+    return sorted(n.GetIdx() for n in mol.GetAtomWithIdx(atom).GetNeighbors()
+                  if n.GetAtomicNum() == 1 and n.GetDegree() == 1 and n.GetIdx() > atom)
+
+
+def _transfer_conformers(canonical: Any, mol: Any, order: list[int]) -> None:
+    """Give ``mol`` (input atom order) the conformers of ``canonical`` (canonical order): heavy
+    atoms through ``order``, each one's added hydrogens in turn."""
+    from rdkit import Chem
+
+    index = np.full(mol.GetNumAtoms(), -1)
+    for k, i in enumerate(order):
+        index[i] = k
+    for k, i in enumerate(order):
+        for h_mol, h_can in zip(_hydrogens(mol, i), _hydrogens(canonical, k), strict=True):
+            index[h_mol] = h_can
+    if (index < 0).any() or canonical.GetNumAtoms() != mol.GetNumAtoms():
+        raise ValueError("canonical and input molecules differ")
+    mol.RemoveAllConformers()
+    for conf in canonical.GetConformers():
+        pos = np.asarray(conf.GetPositions())[index]
+        copy = Chem.Conformer(mol.GetNumAtoms())
+        for i, (x, y, z) in enumerate(pos.tolist()):
+            copy.SetAtomPosition(i, (x, y, z))
+        copy.SetId(conf.GetId())
+        copy.Set3D(True)
+        mol.AddConformer(copy, assignId=False)
 
 
 def _from_smiles(smiles: str, name: str, optimize: bool) -> Structure:
-    mol, notes = _embed(_smiles_mol(smiles, name), name, optimize)
+    mol, canonical, order = _parse_smiles(smiles, name)
+    canonical, notes = _embed(canonical, name, optimize)
+    _transfer_conformers(canonical, mol, order)
     s = _from_rdkit(mol, name)
     s.notes += notes
     return s
@@ -693,11 +787,14 @@ def _from_pdb(text: str, name: str) -> Structure:
 
 
 def _from_xyz(text: str, name: str) -> Structure:
+    """A plain or extended xyz frame: a molecule, or a crystal where the comment line holds a
+    ``Lattice="..."`` (any case) and ``pbc`` is not all false."""
     lines = text.splitlines()
     while lines and not lines[0].strip():
         lines.pop(0)
+    head = lines[0].split() if lines else []
     try:
-        n = int(lines[0].split()[0])
+        n = int(head[0])
     except (ValueError, IndexError):
         raise _fail(name, "xyz: first line must be the number of atoms") from None
     if n <= 0:
@@ -705,6 +802,9 @@ def _from_xyz(text: str, name: str) -> Structure:
     comment = lines[1] if len(lines) > 1 else ""
     body = lines[2:2 + n]
     if len(body) < n:
+        if len(head) > 1:  # "3 water": the comment written on the count line
+            raise _fail(name, f"xyz: the first line must hold the number of atoms alone "
+                              f"(got {lines[0].strip()!r}); the comment goes on line 2")
         raise _fail(name, f"truncated xyz: {len(body)} of {n} atom lines")
     numbers = np.empty(n, dtype=np.int64)
     pos = np.empty((n, 3))
@@ -712,20 +812,73 @@ def _from_xyz(text: str, name: str) -> Structure:
         parts = line.split()
         if len(parts) < 4:
             raise _fail(name, f"xyz atom line {k + 1} is malformed")
-        sym = parts[0]
-        z = int(sym) if sym.isdigit() else symbol_to_z(sym)
+        z = _xyz_element(parts[0])
         if z <= 0:
-            raise _fail(name, f"unknown element {sym!r} on xyz atom line {k + 1}")
+            raise _fail(name, f"unknown element {parts[0]!r} on xyz atom line {k + 1}")
         numbers[k] = z
         try:
             pos[k] = [float(v.replace("*^", "e")) for v in parts[1:4]]
         except ValueError:
             raise _fail(name, f"xyz atom line {k + 1} has bad coordinates") from None
-    m = re.search(r'Lattice="([^"]+)"', comment)
-    if m:
-        cell = np.array([float(v) for v in m.group(1).split()]).reshape(3, 3)
+    extra = next((ln for ln in lines[2 + n:] if ln.strip()), None)
+    if extra is not None and _xyz_atom_line(extra):
+        raise _fail(name, f"xyz: {n} atoms declared, but more atom lines follow")
+    cell = _extxyz_cell(comment, name)
+    if cell is not None:
         return Structure(name=name, numbers=numbers, positions=pos, cell=cell)
     return structure_from_arrays(numbers, pos, name=name)
+
+
+def _xyz_element(token: str) -> int:
+    """Atomic number of an xyz element column (a symbol or a number); 0 if unknown."""
+    z = int(token) if token.isdigit() else symbol_to_z(token)
+    return z if 0 < z <= MAX_Z else 0
+
+
+def _xyz_atom_line(line: str) -> bool:
+    """Whether a line reads as ``symbol x y z`` (QM9's frequency, SMILES and InChI lines
+    after a frame do not)."""
+    parts = line.split()
+    if len(parts) < 4 or _xyz_element(parts[0]) == 0:
+        return False
+    try:
+        [float(v.replace("*^", "e")) for v in parts[1:4]]
+    except ValueError:
+        return False
+    return True
+
+
+_EXTXYZ_KEY = re.compile(r'(\w+)\s*=\s*("[^"]*"|\S+)')
+
+
+def _extxyz_cell(comment: str, name: str) -> np.ndarray | None:
+    """The cell of an extended-xyz comment line (``Lattice="..."``, keys in any case), or None
+    for a molecule: no Lattice, or ``pbc="F F F"``. Partly periodic (slab, wire) is refused:
+    only 3-D periodic crystals are supported."""
+    keys = {m.group(1).lower(): m.group(2).strip('"') for m in _EXTXYZ_KEY.finditer(comment)}
+    pbc = None
+    if "pbc" in keys:
+        flags = [v.upper() for v in keys["pbc"].split()]
+        if not flags or not set(flags) <= {"T", "F", "TRUE", "FALSE", "1", "0"}:
+            raise _fail(name, f"xyz: pbc must be T or F for each axis (got {keys['pbc']!r})")
+        pbc = [f in ("T", "TRUE", "1") for f in flags]
+        if len(pbc) == 1:
+            pbc *= 3
+        if len(pbc) != 3:
+            raise _fail(name, f"xyz: pbc must be T or F for each axis (got {keys['pbc']!r})")
+        if any(pbc) and not all(pbc):
+            raise _fail(name, f"xyz: pbc=\"{keys['pbc']}\" is periodic along some axes only; "
+                              "only 3-D periodic crystals (or molecules) are supported")
+    if "lattice" not in keys:
+        if pbc is not None and all(pbc):
+            raise _fail(name, "xyz: pbc is true but no Lattice is given")
+        return None
+    if pbc is not None and not any(pbc):
+        return None
+    try:
+        return np.array([float(v) for v in keys["lattice"].split()]).reshape(3, 3)
+    except ValueError:
+        raise _fail(name, f"xyz: Lattice must be 9 numbers (got {keys['lattice']!r})") from None
 
 
 # ---------------------------------------------------------------- crystals
@@ -750,14 +903,19 @@ def _from_pymatgen(struct: Any, name: str) -> Structure:
 
 
 def _from_cif(text: str, name: str) -> Structure:
-    from andersonn.structures.cif import CifError, read_p1_cif
+    """A CIF through the fast P1 reader where it applies, else pymatgen's CifParser; where the
+    fast reader finds the file malformed, CifParser gets a try too (it reads layouts the fast
+    reader does not, such as a site row wrapped over two lines), and the fast reader's reason
+    is given only if CifParser fails as well."""
+    from andersonn.structures.cif import CifError, pymatgen_ready, read_p1_cif
 
     if "_atom_site" not in text and "_cell_length" not in text:
         raise _fail(name, "not a CIF (no _cell_length/_atom_site data)")
+    reason = None
     try:
         fast = read_p1_cif(text)
     except CifError as exc:
-        raise _fail(name, f"bad CIF: {exc}") from None
+        fast, reason = None, str(exc)
     if fast is not None:
         numbers, pos, cell = fast
         return Structure(name=name, numbers=numbers, positions=pos, cell=cell)
@@ -767,27 +925,43 @@ def _from_cif(text: str, name: str) -> Structure:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        parser = CifParser(io.StringIO(text))
         try:
+            parser = CifParser(io.StringIO(pymatgen_ready(text)))
             structs = parser.parse_structures(primitive=False)
-        except (ValueError, KeyError, IndexError) as exc:
+        except CifError as exc:
             raise _fail(name, f"bad CIF: {exc}") from None
+        except Exception as exc:  # CifParser fails in many ways (ZeroDivisionError too)
+            raise _fail(name, f"bad CIF: {reason or f'{type(exc).__name__}: {exc}'}") from None
     if not structs:
-        raise _fail(name, "CIF has no atoms")
+        raise _fail(name, f"bad CIF: {reason}" if reason else "CIF has no atoms")
     return _from_pymatgen(structs[0], name)
 
 
 def _from_poscar(text: str, name: str) -> Structure:
     from pymatgen.io.vasp import Poscar
 
-    lines = [ln for ln in text.splitlines()]
+    lines = text.splitlines()
     if len(lines) < 7:
         raise _fail(name, "truncated POSCAR")
+    counts = lines[5].split()
+    if counts and all(c.isdigit() for c in counts):
+        text = "\n".join([*lines[:5], _vasp4_symbols(lines[0], len(counts), name), *lines[5:]])
     try:
         poscar = Poscar.from_str(text)
     except Exception as exc:
         raise _fail(name, f"bad POSCAR: {type(exc).__name__}: {exc}") from None
     return _from_pymatgen(poscar.structure, name)
+
+
+def _vasp4_symbols(comment: str, species: int, name: str) -> str:
+    """The element line a VASP 4 POSCAR lacks, from its comment line where that holds exactly
+    ``species`` element symbols and nothing else (as ASE reads such files); else refused,
+    since pymatgen would name the species H, He, Li, ..."""
+    words = comment.split()
+    if len(words) == species and all(symbol_to_z(w) and w == w.capitalize() for w in words):
+        return " ".join(words)
+    raise _fail(name, "POSCAR has no element line: add the element symbols line (e.g. 'Na Cl') "
+                      "above the atom counts")
 
 
 def _from_vasprun(text: str, name: str) -> Structure:
