@@ -619,3 +619,17 @@ def test_line_ends_and_count_lines() -> None:
     # extra words on a count line are tolerated where the frame is otherwise complete
     assert parse_structure("3 water\nc\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n", "xyz",
                            "w").formula == "H2O"
+
+
+def test_readers_leave_rdkits_log_settings_as_they_were():
+    from rdkit import RDLogger, rdBase
+
+    RDLogger.DisableLog("rdApp.warning")
+    try:
+        before = rdBase.LogStatus()
+        read_structure("CCO")
+        with pytest.raises(InputError):
+            read_structure("C1CC(")
+        assert rdBase.LogStatus() == before  # not every log switched back on
+    finally:
+        RDLogger.EnableLog("rdApp.warning")

@@ -76,16 +76,17 @@ def _fail(name: str, reason: str) -> InputError:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence RDKit's logger and Python warnings (pymatgen) inside readers."""
-    from rdkit import RDLogger
+    """Silence RDKit's logger and Python warnings (pymatgen) inside readers; both are as the
+    caller had them afterwards (RDKit's ``BlockLogs`` restores each log's own status)."""
+    from rdkit import rdBase
 
-    RDLogger.DisableLog("rdApp.*")
+    blocked = rdBase.BlockLogs()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        RDLogger.EnableLog("rdApp.*")
+        del blocked
 
 
 def normalise_format(fmt: str, name: str = "input") -> str:
