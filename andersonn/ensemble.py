@@ -15,14 +15,14 @@ of the members' solver evaluations: the ensemble's cost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from andersonn.errors import AndersonnError, InputError
-from andersonn.predict import Classifier, merge_conformers
+from andersonn.errors import AndersonnError, ConfigError, InputError
+from andersonn.predict import Classifier, _check_new_run_dir, merge_conformers
 
 __all__ = ["MATCHED_KEYS", "Ensemble"]
 
@@ -82,10 +82,30 @@ class Ensemble(Classifier):
 
         Without ``val`` each member holds out its own seeded 15 % for model selection, so the
         members also differ in the data they select on."""
-        for i, member in enumerate(self.members):
-            member_dir = Path(out_dir) / f"member-{i}" if out_dir is not None else None
+        dirs = [Path(out_dir) / f"member-{i}" if out_dir is not None else None
+                for i in range(len(self.members))]
+        for member_dir in dirs:  # refused before any member trains
+            _check_new_run_dir(member_dir)
+        X, y = (list(v) if isinstance(v, Iterator) else v for v in (X, y))  # each member reads
+        self._unfit()
+        for member, member_dir in zip(self.members, dirs, strict=True):
             member.fit(X, y, classes=classes, val=val, out_dir=member_dir, progress=progress)
         self._adopt_members()
+        return self
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameter: ``members`` (``type(self)(**self.get_params())``)."""
+        return {"members": list(self.members)}
+
+    def set_params(self, **params: Any) -> Ensemble:
+        """Replace ``members`` (the only parameter); the ensemble is then refitted or adopts
+        them when all are fitted."""
+        unknown = sorted(set(params) - {"members"})
+        if unknown:
+            raise ConfigError(f"unknown Ensemble parameter(s) {', '.join(unknown)}; it has "
+                              "members")
+        if "members" in params:
+            self.__init__(params["members"])  # type: ignore[misc]
         return self
 
     def _adopt_members(self) -> None:
@@ -94,14 +114,14 @@ class Ensemble(Classifier):
         for i, member in enumerate(self.members[1:], start=1):
             for key in MATCHED_KEYS:
                 if member.config_.get(key) != first.config_.get(key):
-                    name = getattr(member, "run_dir_", f"member {i}")
+                    name = getattr(member, "run_dir_", None) or f"member {i}"
                     raise AndersonnError(
                         f"{name}: its {key} ({member.config_.get(key)!r:.60}) differs from the "
                         f"first member's ({first.config_.get(key)!r:.60}); an ensemble needs "
                         "runs of one task on the same images")
         self.model_ = first.model_
         self.config_ = first.config_
-        self.classes_ = list(first.classes_)
+        self.classes_ = first.classes_.copy()
         self.spec_ = first.spec_
         self.domain_ = first.domain_
         self.feature_domain_ = first.feature_domain_
@@ -109,14 +129,14 @@ class Ensemble(Classifier):
         self.device = first.device
 
     @property
-    def batch_size(self) -> int:
+    def predict_batch_size(self) -> int:
         """Inference batch size of every member."""
-        return self.members[0].batch_size if hasattr(self, "members") else 256
+        return self.members[0].predict_batch_size if hasattr(self, "members") else 256
 
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
+    @predict_batch_size.setter
+    def predict_batch_size(self, value: int) -> None:
         for member in getattr(self, "members", []):
-            member.batch_size = value
+            member.predict_batch_size = value
 
     def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean probabilities (N, K), summed solver evaluations (N,) and the largest solver

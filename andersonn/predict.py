@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from andersonn.data.domain import Domain, FeatureDomain
-from andersonn.errors import AndersonnError, InputError
+from andersonn.errors import AndersonnError, ConfigError, InputError
 from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.structures.readers import (
     MULTI_RECORD_FORMATS,
@@ -171,52 +171,106 @@ def _one_line(exc: BaseException) -> str:
 
 
 class Classifier:
-    """Train, load and apply a DEQ (or explicit) graph-image classifier.
+    """Train, load and apply a DEQ (or explicit) graph-image classifier, scikit-learn style.
 
-    ``Classifier(image=None, **train_config)`` takes any :class:`andersonn.training.TrainConfig`
-    field (``model="deq"``, ``solver="anderson"``, ``epochs``, ``hidden``, ...); ``image`` is
-    the graph-image preset :meth:`fit` encodes structures with (default: by their kind).
-    Fitted attributes: ``model_``, ``classes_``, ``config_`` (the run config), ``spec_``,
-    ``domain_`` (:class:`andersonn.data.domain.Domain` of the training split, or ``None``),
-    ``temperature_`` (the logits are divided by it before the softmax: temperature scaling
-    fitted on the validation split, :mod:`andersonn.training.calibration`; 1 when absent).
-    Settings: ``batch_size`` (inference), ``conformers`` (a SMILES input is averaged over up
-    to this many force-field conformers; 1, the default, is one conformer).
+    ``Classifier(image=None, conformers=1, predict_batch_size=256, **train_config)`` takes any
+    :class:`andersonn.training.TrainConfig` field (``model="deq"``, ``solver="anderson"``,
+    ``epochs``, ``batch_size`` (training), ``hidden``, ...; numpy numbers are taken as Python
+    numbers); ``image`` is the graph-image preset :meth:`fit` encodes structures with (default:
+    by their kind); ``conformers``: a SMILES input is averaged over up to this many force-field
+    conformers; ``predict_batch_size``: images per inference batch. ``get_params`` /
+    ``set_params`` cover all of them (``sklearn.base.clone`` gives an unfitted copy).
+    Fitted attributes: ``model_``, ``classes_`` (numpy array: the sorted label values of
+    :meth:`fit`, of the labels' own kind; class names, strings, for a loaded run),
+    ``config_`` (the run config), ``spec_``, ``domain_`` (:class:`andersonn.data.domain.Domain`
+    of the training split, or ``None``), ``temperature_`` (the logits are divided by it before
+    the softmax: temperature scaling fitted on the validation split,
+    :mod:`andersonn.training.calibration`; 1 when absent).
     """
 
-    def __init__(self, image: str | None = None, **config: Any) -> None:
-        from andersonn.training import TrainConfig
-
+    def __init__(self, image: str | None = None, *, conformers: int = 1,
+                 predict_batch_size: int = 256, **config: Any) -> None:
         self.image = image  # the graph-image preset fit() encodes structures with (None: by kind)
-        self.train_config = TrainConfig.from_dict({}, **config)
+        self.conformers = _positive_int("conformers", conformers)
+        self.predict_batch_size = _positive_int("predict_batch_size", predict_batch_size)
+        self.train_config = _train_config(config)
+        self._unfit()
+
+    def _unfit(self) -> None:
+        """No fitted state (set before every fit and load)."""
         self.model_: torch.nn.Module | None = None
-        self.classes_: list[str] = []
+        self.classes_: np.ndarray = np.array([], dtype=object)
         self.config_: dict[str, Any] = {}
         self.spec_: Any = None
         self.domain_: Domain | None = None
         self.feature_domain_: FeatureDomain | None = None
         self.temperature_ = 1.0
         self.device = torch.device("cpu")
-        self.batch_size = 256
-        self.conformers = 1
+        self.__dict__.pop("run_dir_", None)
+
+    # -- parameters (scikit-learn's estimator interface) -------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters: ``image``, ``conformers``, ``predict_batch_size`` and
+        every training setting (``type(self)(**self.get_params())`` is an unfitted copy)."""
+        settings = self.train_config.to_dict()
+        settings.pop("image")  # a labels file's preset: Classifier's own ``image`` is the one
+        return {"image": self.image, "conformers": self.conformers,
+                "predict_batch_size": self.predict_batch_size, **settings}
+
+    def set_params(self, **params: Any) -> Classifier:
+        """Change parameters (as :meth:`get_params` names them); checked together, as the
+        constructor checks them (:class:`ConfigError`); returns ``self``."""
+        own = {k: params.pop(k) for k in _OWN_PARAMS if k in params}
+        settings = self.train_config.to_dict()
+        settings.pop("image")
+        config = _train_config({**settings, **params})
+        conformers = _positive_int("conformers", own.get("conformers", self.conformers))
+        batch = _positive_int("predict_batch_size",
+                              own.get("predict_batch_size", self.predict_batch_size))
+        self.train_config, self.conformers, self.predict_batch_size = config, conformers, batch
+        self.image = own.get("image", self.image)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = _default_params()
+        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k, v) != v
+                 or k not in defaults]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    @property
+    def batch_size(self) -> int:
+        """Deprecated name of :attr:`predict_batch_size` (``batch_size=`` given to the
+        constructor is the training batch, ``train_config.batch_size``)."""
+        warnings.warn(_BATCH_SIZE_NOTE, FutureWarning, stacklevel=2)
+        return self.predict_batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        warnings.warn(_BATCH_SIZE_NOTE, FutureWarning, stacklevel=2)
+        self.predict_batch_size = value
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu", solver: str | None = None,
              solver_options: dict[str, Any] | None = None) -> Classifier:
-        """Load a finished run; refuse a featuriser-version mismatch (AndersonnError)."""
+        """Load a finished run; refuse a featuriser-version mismatch (AndersonnError).
+
+        A DEQ answers with the run's evaluation solver settings (``eval_tol``,
+        ``eval_max_iter``); ``solver`` / ``solver_options`` override them. The classes are
+        the run's class names (strings: a run does not record the labels' original kind)."""
         from andersonn.training import TrainConfig, load_run
 
         model, run_config = load_run(run_dir, device=device)
         self = cls.__new__(cls)
-        self.image = None
         try:
             self.train_config = TrainConfig.from_dict(run_config.get("train", {}))
         except AndersonnError:
             self.train_config = TrainConfig()
+        self.image = self.train_config.image
+        self.conformers, self.predict_batch_size = 1, 256
+        self._unfit()
         self.model_, self.config_ = model, run_config
-        self.classes_ = [str(c) for c in run_config.get("classes", [])]
-        self.spec_ = None
+        self.classes_ = np.array([str(c) for c in run_config.get("classes", [])], dtype=object)
         self.domain_ = _run_domain(run_dir, run_config)
         self.feature_domain_ = _run_feature_domain(run_dir, run_config)
         self.temperature_ = _run_temperature(run_dir, run_config)
@@ -229,96 +283,103 @@ class Classifier:
                     f"but this andersonn makes version {spec.featurizer_version}; its images "
                     "would differ — retrain the model (or install the matching andersonn)")
         self.device = next(model.parameters()).device  # as load_run resolved it
-        self.batch_size = 256
-        self.conformers = 1
+        self.run_dir_ = str(run_dir)
         if solver is not None or solver_options is not None:
             model.set_solver(solver, solver_options)
         return self
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, X: Any, y: Sequence[Any], classes: Sequence[str] | None = None,
-            val: tuple[Any, Sequence[Any]] | None = None, out_dir: str | Path | None = None,
+    def fit(self, X: Any, y: Any, classes: Sequence[Any] | None = None,
+            val: tuple[Any, Any] | None = None, out_dir: str | Path | None = None,
             progress: bool = False) -> Classifier:
-        """Train on images ``X`` (N, C, H, W), or on structures (SMILES, structure files,
-        records), with labels ``y`` (class indices or names).
+        """Train on images ``X`` (N, C, H, W) (an array, a tensor, or a list of equal-shape
+        (C, H, W) arrays), or on structures (SMILES, structure files, records; a list, a 1-D
+        string array, a pandas Series), with labels ``y``, one per input.
 
-        Structures are encoded with the :attr:`image` preset (default: by their kind),
-        unreadable ones are skipped with a warning, and they are split 80/10/10 by class
-        (``val`` is then not taken); the fitted classifier then predicts on structures too.
-        Images without ``val`` hold out a stratified 15 % (seeded) for model selection.
+        Without ``classes`` the classes are the sorted distinct labels (``classes_``) and
+        :meth:`predict` answers with label values of the same kind (ints, bools, strings,
+        ...). With ``classes`` (the class order), integer labels are indices into it and any
+        other labels are class names. NaN / None labels are refused. Images without ``val``
+        hold out a stratified 15 % (seeded) for model selection and calibration; so do
+        structures (encoded with the :attr:`image` preset, default: by their kind; unreadable
+        ones are skipped with a warning; ``val`` is for images only). Everything else is
+        trained on: nothing is set aside for a test. ``out_dir``: a new folder that keeps the
+        run (loadable with :meth:`load`); one that already holds a run is refused.
         """
-        if not isinstance(X, (np.ndarray, torch.Tensor)):
-            return self._fit_structures(X, y, classes, val, out_dir, progress)
-        x = np.asarray(X, dtype=np.float32)
-        if x.ndim != 4:
-            raise InputError(f"fit expects images of shape (N, C, H, W) or a list of "
-                             f"structures, got an array of shape {x.shape}")
-        labels, names = self._encode_labels(y, classes)
+        images, inputs = _images_or_inputs(X, "fit: X")
+        _check_new_run_dir(out_dir)
+        if images is None:
+            return self._fit_structures(inputs, y, classes, val, out_dir, progress)
+        labels, values = _encode_labels(y, classes)
+        _check_same_length(len(images), len(labels), "fit", "images")
+        _check_finite(images, "fit: X")
         if val is not None:
-            xv = np.asarray(val[0], dtype=np.float32)
-            yv, _ = self._encode_labels(val[1], names)
-            images = np.concatenate([x, xv])
+            if not isinstance(val, (tuple, list)) or len(val) != 2:
+                raise InputError("fit: val must be a pair (images, labels)")
+            xv, _ = _images_or_inputs(val[0], "fit: val images")
+            if xv is None or xv.shape[1:] != images.shape[1:]:
+                given = "structures" if xv is None else f"shape {xv.shape[1:]}"
+                raise InputError(f"fit: val images must be images of the training images' "
+                                 f"shape (C, H, W) = {images.shape[1:]}, got {given}")
+            yv = (_encode_labels(val[1], classes)[0] if classes is not None
+                  else _label_indices(val[1], values, "fit: val labels", strict=True))
+            _check_same_length(len(xv), len(yv), "fit: val", "images")
+            _check_finite(xv, "fit: val images")
+            images = np.concatenate([images, xv])
             all_labels = np.concatenate([labels, yv])
-            splits = np.concatenate([np.zeros(len(x), np.int8), np.ones(len(xv), np.int8)])
+            splits = np.concatenate([np.zeros(len(labels), np.int8), np.ones(len(xv), np.int8)])
         else:
-            rng = np.random.default_rng(self.train_config.seed)
-            splits = np.zeros(len(x), np.int8)
-            for c in range(len(names)):
-                idx = rng.permutation(np.flatnonzero(labels == c))
-                splits[idx[:max(1, round(0.15 * len(idx)))] if len(idx) > 1 else []] = 1
-            images, all_labels = x, labels
+            splits = _holdout_split(labels, len(values), self.train_config.seed)
+            all_labels = labels
+        names = [str(v) for v in values]
         # images carry no elements: the run records no domain to check inputs against
-        return self._fit_dataset(_ArrayDataset(images, all_labels, splits, names), names,
+        return self._fit_dataset(_ArrayDataset(images, all_labels, splits, names), values,
                                  out_dir, progress)
 
-    def _fit_structures(self, X: Any, y: Sequence[Any], classes: Sequence[str] | None,
-                        val: Any, out_dir: str | Path | None, progress: bool) -> Classifier:
+    def _fit_structures(self, X: list[Any], y: Any, classes: Sequence[Any] | None, val: Any,
+                        out_dir: str | Path | None, progress: bool) -> Classifier:
         from andersonn.data.labelled import describe_skipped, labelled_dataset
+        from andersonn.data.splits import SPLIT_NAMES
 
         if val is not None:
-            raise InputError("fit on structures splits them 80/10/10 itself; val is for images")
-        if isinstance(X, (str, os.PathLike)) or len(X) != len(y):
-            raise InputError(f"fit: give one label per structure (a list of inputs and a list "
-                             f"of labels), got {type(X).__name__} and {len(y)} labels")
-        labels, names = self._encode_labels(y, classes)
-        ds = labelled_dataset(list(X), labels.tolist(), names, image=self.image,
-                              seed=self.train_config.seed, progress=progress)
+            raise InputError("fit on structures holds out its own validation split; val is for "
+                             "images")
+        labels, values = _encode_labels(y, classes)
+        _check_same_length(len(X), len(labels), "fit", "structures")
+        names = [str(v) for v in values]
+        cfg = self.train_config
+        ds = labelled_dataset(X, labels.tolist(), names, image=self.image, seed=cfg.seed,
+                              workers=cfg.workers, progress=progress)
+        # train / val only, as for images: the test tenth the build sets aside would be wasted
+        ds.splits = _holdout_split(ds.labels, len(names), cfg.seed)
+        ds.meta["split_fractions"] = [1 - _HOLDOUT, _HOLDOUT, 0.0]
+        ds.meta["split_class_counts"] = {
+            name: np.bincount(ds.labels[ds.splits == code], minlength=len(names)).tolist()
+            for code, name in enumerate(SPLIT_NAMES)}
         if ds.report["skipped"]:
-            warnings.warn(f"fit: {describe_skipped(ds.report['skipped'])}", stacklevel=3)
-        return self._fit_dataset(ds, names, out_dir, progress)
+            _warn(f"fit: {describe_skipped(ds.report['skipped'])}", UserWarning)
+        return self._fit_dataset(ds, values, out_dir, progress)
 
-    def _fit_dataset(self, ds: Any, names: list[str], out_dir: str | Path | None,
+    def _fit_dataset(self, ds: Any, values: np.ndarray, out_dir: str | Path | None,
                      progress: bool) -> Classifier:
         """Train on a dataset (its own splits) and take the fitted run's model, classes,
-        domains and temperature."""
+        domains, temperature and device."""
         from andersonn.training import train
 
         cfg = dataclasses.replace(self.train_config, evaluate_test=False, plots=False)
+        self._unfit()
         with tempfile.TemporaryDirectory(prefix="andersonn-fit-") as tmp:
             result = train(cfg, out_dir if out_dir is not None else tmp, dataset=ds,
                            progress=progress)
         self.model_, self.config_ = result.model, result.run_config
-        self.classes_, self.spec_ = names, None
+        self.classes_ = values
         self.domain_ = _run_domain("fit", result.run_config)
         self.feature_domain_ = _run_feature_domain("fit", result.run_config)
         self.temperature_ = _run_temperature("fit", result.run_config)
+        self.device = next(self.model_.parameters()).device  # where training put it ("auto")
+        if out_dir is not None:
+            self.run_dir_ = str(out_dir)
         return self
-
-    @staticmethod
-    def _encode_labels(y: Sequence[Any], classes: Sequence[str] | None
-                       ) -> tuple[np.ndarray, list[str]]:
-        arr = np.asarray(y)
-        if arr.dtype.kind in "iu":
-            names = [str(c) for c in classes] if classes is not None else \
-                [str(i) for i in range(int(arr.max()) + 1)]
-            return arr.astype(np.int64), names
-        names = [str(c) for c in classes] if classes is not None else \
-            sorted({str(v) for v in arr})
-        index = {n: i for i, n in enumerate(names)}
-        try:
-            return np.array([index[str(v)] for v in arr], dtype=np.int64), names
-        except KeyError as exc:
-            raise InputError(f"label {exc.args[0]!r} is not one of the classes {names}") from None
 
     # -- featurisation -----------------------------------------------------------------------
     def _spec(self) -> Any:
@@ -345,6 +406,7 @@ class Classifier:
         of each readable one: up to ``conformers`` (default :attr:`conformers`) for a SMILES,
         one otherwise; the images of one input are consecutive. ``workers`` > 1 reads and
         encodes file and SMILES inputs in that many processes (results keep input order)."""
+        self._check_fitted()
         shape = tuple(self.config_.get("image_shape", ())) or None
         count = max(1, int(self.conformers if conformers is None else conformers))
         setup = (self._spec(), self.domain_, shape, self.feature_domain_, count)
@@ -373,21 +435,28 @@ class Classifier:
     # -- inference ---------------------------------------------------------------------------
     def _check_fitted(self) -> torch.nn.Module:
         if self.model_ is None:
-            raise AndersonnError("this Classifier is not fitted; call fit() or Classifier.load()")
+            load = "from_runs()" if hasattr(self, "members") else "Classifier.load()"
+            raise AndersonnError(f"this {type(self).__name__} is not fitted; call fit() or "
+                                 f"{load}")
         return self.model_
+
+    def _class_names(self) -> list[str]:
+        """The classes as the run records them (strings: table columns, JSON keys)."""
+        return [str(c) for c in self.classes_]
 
     @torch.no_grad()
     def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(probabilities (N, K), solver iterations per sample (N,), shortfall (N,)): the
-        shortfall is a sample's lowest relative residual over the tolerance where the solver
-        stopped short of it, else 0. A model without a solver has NaN iterations."""
+        """(probabilities (N, K) float64, solver iterations per sample (N,), shortfall (N,)):
+        the shortfall is a sample's lowest relative residual over the tolerance where the
+        solver stopped short of it, else 0. A model without a solver has NaN iterations."""
         model = self._check_fitted()
         model.eval()
         probs, iters, short = [], [], []
         x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        for start in range(0, x.shape[0], self.batch_size):
-            xb = x[start:start + self.batch_size].to(self.device)
-            probs.append(torch.softmax(model(xb).float() / self.temperature_, dim=1).cpu())
+        step = self.predict_batch_size
+        for start in range(0, x.shape[0], step):
+            xb = x[start:start + step].to(self.device)
+            probs.append(torch.softmax(model(xb).double() / self.temperature_, dim=1).cpu())
             stats = model.solver_stats()["forward"]
             nfev = getattr(stats, "nfev", None) if stats is not None else None
             if nfev is None:  # an explicit network: no solver, no iterations
@@ -413,45 +482,54 @@ class Classifier:
 
     def _as_images(self, X: Any) -> tuple[np.ndarray, list[int] | None]:
         """Images of ``X`` (images already, or inputs to read) and the images per input."""
-        if isinstance(X, (np.ndarray, torch.Tensor)) and np.ndim(X) == 4:
-            return np.asarray(X, dtype=np.float32), None
-        items = expand_inputs([X] if isinstance(X, (str, os.PathLike)) else X)
+        self._check_fitted()
+        given, items = _images_or_inputs(X, "X")
+        if given is not None:
+            shape = tuple(self.config_.get("image_shape") or ())
+            if shape and given.shape[1:] != shape:
+                raise InputError(f"X: images of shape (C, H, W) = {given.shape[1:]}, but this "
+                                 f"model takes {shape}")
+            _check_finite(given, "X")
+            return given, None
+        items = expand_inputs(items)
         images, _ok, errors, notes, counts = self._featurize(items)
         bad = [f"{_input_name(items[i])}: {e}" for i, e in enumerate(errors) if e]
         if bad:
             raise InputError(f"{len(bad)} input(s) could not be featurised: {'; '.join(bad[:5])}")
         outside = [f"{_input_name(items[i])}: {'; '.join(n)}" for i, n in enumerate(notes) if n]
         if outside:
-            warnings.warn(f"{len(outside)} input(s) outside the training domain: "
-                          f"{' | '.join(outside[:5])}", DomainWarning, stacklevel=3)
+            _warn(f"{len(outside)} input(s) outside the training domain: "
+                  f"{' | '.join(outside[:5])}", DomainWarning)
         return images, counts
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities (N, K) for images or structure inputs (all must be readable);
-        a :class:`ConvergenceWarning` where a solve stopped short of its tolerance."""
+        """Class probabilities (N, K), float64, columns in :attr:`classes_` order, for images or
+        structure inputs (all must be readable); a :class:`ConvergenceWarning` where a solve
+        stopped short of its tolerance."""
         probs, _iters, short = self._infer_inputs(*self._as_images(X))
         stopped = np.flatnonzero(short > 1.0)
         if len(stopped):
             rows = ", ".join(str(i) for i in stopped[:5]) + (", …" if len(stopped) > 5 else "")
             note = _shortfall_note(float(short[stopped].max()))[0]
-            warnings.warn(f"{len(stopped)} of {len(short)} input(s) (rows {rows}): {note}",
-                          ConvergenceWarning, stacklevel=2)
+            _warn(f"{len(stopped)} of {len(short)} input(s) (rows {rows}): {note}",
+                  ConvergenceWarning)
         return probs
 
     def predict(self, X: Any) -> np.ndarray:
-        """Class names (N,) for images or structure inputs."""
+        """The most probable class of each input (N,), an element of :attr:`classes_`: of the
+        labels' own kind after :meth:`fit`, class names (strings) for a loaded run."""
         probs = self.predict_proba(X)
-        return np.array([self.classes_[i] for i in probs.argmax(axis=1)], dtype=object)
+        return self.classes_[probs.argmax(axis=1)]
 
-    def score(self, X: Any, y: Sequence[Any]) -> float:
-        """Mean accuracy on ``X`` against labels ``y`` (class names or indices), as in
-        scikit-learn."""
-        truth = np.asarray(y)
-        predicted = self.predict(X)
-        if truth.dtype.kind in "iu":
-            predicted = np.array([self.classes_.index(str(c)) for c in predicted])
-        else:
-            truth = truth.astype(str)
+    def score(self, X: Any, y: Any) -> float:
+        """Mean accuracy on ``X`` against labels ``y``, as in scikit-learn: labels of the kind
+        :meth:`fit` took (a number matches an equal number), or class names; integer labels
+        against string classes (a loaded run) are class indices."""
+        self._check_fitted()
+        truth = _label_indices(y, self.classes_, "score: y", strict=False)
+        if not len(truth):
+            raise InputError("score: no inputs to score")
+        predicted = self.predict_proba(X).argmax(axis=1)
         if len(truth) != len(predicted):
             raise InputError(f"score: {len(predicted)} inputs but {len(truth)} labels")
         return float(np.mean(predicted == truth))
@@ -463,6 +541,7 @@ class Classifier:
         ``workers``: processes that read and encode the inputs (``None``: every core when
         there are at least 64 inputs); ``progress``: a progress bar for 64 inputs or more.
         """
+        self._check_fitted()
         items = expand_inputs(inputs)
         if workers is None:
             workers = (os.cpu_count() or 1) if len(items) >= 64 else 1
@@ -470,12 +549,13 @@ class Classifier:
                                                             progress and len(items) >= 64)
         probs, iters, short = (self._infer_inputs(images, counts) if ok
                                else (np.zeros((0, 0)), np.zeros(0), np.zeros(0)))
+        names = self._class_names()
         out = [Prediction(_input_name(item), False, error=errors[i], source=item)
                for i, item in enumerate(items)]
         for row, i in enumerate(ok):
             p = probs[row]
-            out[i] = Prediction(_input_name(items[i]), True, self.classes_[int(p.argmax())],
-                                {c: float(v) for c, v in zip(self.classes_, p, strict=False)},
+            out[i] = Prediction(_input_name(items[i]), True, names[int(p.argmax())],
+                                {c: float(v) for c, v in zip(names, p, strict=False)},
                                 float(iters[row]) if np.isfinite(iters[row]) else None,
                                 source=items[i],
                                 warnings=notes[i] + _shortfall_note(float(short[row])))
@@ -483,6 +563,235 @@ class Classifier:
 
 
 Scientist = Classifier
+
+_OWN_PARAMS = ("image", "conformers", "predict_batch_size")
+"""Constructor parameters that are the Classifier's own, not training settings."""
+_BATCH_SIZE_NOTE = ("Classifier.batch_size is deprecated: the inference batch is "
+                    "predict_batch_size (batch_size= in Classifier(...) is the training batch)")
+_HOLDOUT = 0.15
+"""The share of each class fit() holds out for model selection and calibration."""
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _warn(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first caller outside andersonn: the user's line."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            _PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars (also inside lists, tuples and dicts) as Python ones."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _train_config(config: dict[str, Any]) -> Any:
+    """The :class:`TrainConfig` of constructor keywords (None is taken as given)."""
+    from andersonn.training import TrainConfig
+
+    return TrainConfig.from_dict({k: _plain(v) for k, v in config.items()})
+
+
+def _positive_int(name: str, value: Any) -> int:
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1 (got {value!r})")
+    return value
+
+
+def _default_params() -> dict[str, Any]:
+    from andersonn.training import TrainConfig
+
+    settings = TrainConfig().to_dict()
+    settings.pop("image")
+    return {"image": None, "conformers": 1, "predict_batch_size": 256, **settings}
+
+
+def _check_new_run_dir(out_dir: str | Path | None) -> None:
+    """Refuse an ``out_dir`` that already holds a run (fit trains afresh, it never resumes)."""
+    from andersonn.training.checkpoint import POINTER
+
+    if out_dir is not None and (Path(out_dir) / POINTER).exists():
+        raise InputError(f"fit: {out_dir} already holds a run; give another out_dir (a new "
+                         "folder), or remove that one first")
+
+
+def _check_same_length(n_inputs: int, n_labels: int, where: str, what: str) -> None:
+    if n_inputs != n_labels:
+        raise InputError(f"{where}: {n_inputs} {what} but {n_labels} labels; give one label per "
+                         "input")
+
+
+def _check_finite(images: np.ndarray, what: str) -> None:
+    """Refuse images holding NaN or infinity (they would make every solve of their batch
+    diverge), naming the first rows."""
+    bad = np.flatnonzero(~np.isfinite(images).all(axis=tuple(range(1, images.ndim))))
+    if len(bad):
+        rows = ", ".join(str(i) for i in bad[:5]) + (", …" if len(bad) > 5 else "")
+        raise InputError(f"{what}: {len(bad)} image(s) hold NaN or infinite values (row(s) "
+                         f"{rows})")
+
+
+def _holdout_split(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Train (0) / val (1) split holding out a seeded ``_HOLDOUT`` share of every class of two
+    or more members."""
+    rng = np.random.default_rng(seed)
+    splits = np.zeros(len(labels), np.int8)
+    for c in range(k):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        splits[idx[:max(1, round(_HOLDOUT * len(idx)))] if len(idx) > 1 else []] = 1
+    return splits
+
+
+def _images_or_inputs(X: Any, what: str) -> tuple[np.ndarray | None, list[Any] | None]:
+    """(images (N, C, H, W) float32, None) when ``X`` holds images, else (None, its inputs).
+
+    Images: a 4-D numeric array or tensor (detached), or a sequence of equal-shape 3-D ones.
+    Inputs: a string or path (one input), a sequence, a 1-D string / object array, or any
+    other iterable (a generator, a pandas Series)."""
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if isinstance(X, (str, os.PathLike, StructureRecord)):
+        return None, [X]
+    if not isinstance(X, (np.ndarray, Sequence)):
+        if hasattr(X, "__array__"):  # a pandas Series or Index
+            X = np.asarray(X)
+        elif isinstance(X, Iterable):
+            X = list(X)
+        else:
+            return None, [X]  # one structure object
+    if isinstance(X, np.ndarray):
+        if X.dtype.kind in "OUS":
+            if X.ndim > 1:
+                raise InputError(f"{what}: give the inputs as a 1-D list or array, got an "
+                                 f"array of shape {X.shape}")
+            X = X.reshape(-1).tolist()
+        elif X.ndim == 4:
+            return X.astype(np.float32, copy=False), None
+        else:
+            hint = "; one image: pass X[None]" if X.ndim == 3 else ""
+            raise InputError(f"{what}: expected images of shape (N, C, H, W) or a list of "
+                             f"structures, got an array of shape {X.shape}{hint}")
+    items = list(X)
+    if items and all(isinstance(i, (np.ndarray, torch.Tensor)) for i in items):
+        arrays = [np.asarray(i.detach().cpu() if isinstance(i, torch.Tensor) else i)
+                  for i in items]
+        shapes = sorted({a.shape for a in arrays})
+        if len(shapes) > 1 or len(shapes[0]) != 3:
+            raise InputError(f"{what}: a list of arrays is taken as images, each (C, H, W) and "
+                             f"all of one shape; got shapes {', '.join(map(str, shapes[:3]))}")
+        return np.stack(arrays).astype(np.float32, copy=False), None
+    return None, items
+
+
+def _label_array(y: Any, what: str) -> np.ndarray:
+    """``y`` as a 1-D array (an (N, 1) column raveled); refuses missing labels (NaN, None)."""
+    if isinstance(y, torch.Tensor):
+        y = y.detach().cpu().numpy()
+    if isinstance(y, (str, bytes)):
+        raise InputError(f"{what}: give one label per input (a list or array), not one string")
+    if not isinstance(y, (np.ndarray, Sequence)) and not hasattr(y, "__array__") \
+            and isinstance(y, Iterable):
+        y = list(y)
+    try:
+        arr = np.asarray(y)
+    except ValueError as exc:
+        raise InputError(f"{what}: labels must be one value per input ({_one_line(exc)})") \
+            from None
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr.reshape(-1)
+    if arr.ndim != 1:
+        hint = " (one-hot labels: give y.argmax(axis=1))" if arr.ndim == 2 else ""
+        raise InputError(f"{what}: labels must have shape (N,), one per input, got shape "
+                         f"{arr.shape}{hint}")
+    if arr.dtype.kind == "f":
+        missing = np.isnan(arr)
+    elif arr.dtype.kind == "O":
+        missing = np.array([v is None or (isinstance(v, float) and v != v) for v in arr],
+                           dtype=bool)
+    else:
+        missing = np.zeros(len(arr), dtype=bool)
+    if missing.any():
+        rows = np.flatnonzero(missing)
+        shown = ", ".join(str(i) for i in rows[:5]) + (", …" if len(rows) > 5 else "")
+        raise InputError(f"{what}: {len(rows)} missing label(s) (NaN or None) at row(s) "
+                         f"{shown}; drop those inputs or give them a class")
+    return arr
+
+
+def _encode_labels(y: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(class index of every label (N,), the classes): without ``classes`` the sorted distinct
+    labels; with them, integer labels are indices into ``classes``, others class names."""
+    arr = _label_array(y, "fit: y")
+    if classes is None:
+        try:
+            values, index = np.unique(arr, return_inverse=True)
+        except TypeError:
+            raise InputError("fit: y mixes kinds of labels (numbers and strings?); give labels "
+                             "of one kind") from None
+        if len(values) < 2:
+            raise InputError(f"fit: y holds {len(values)} distinct label(s); a classifier needs "
+                             "at least two classes")
+        _check_distinct_names(values, "fit: y")
+        return index.reshape(-1).astype(np.int64), values
+    values = np.asarray(_plain(list(classes)))
+    if values.ndim != 1:
+        raise InputError("fit: classes must be a flat list of class names")
+    names = _check_distinct_names(values, "fit: classes")
+    if arr.dtype.kind in "iu":
+        bad = arr[(arr < 0) | (arr >= len(values))]
+        if len(bad):
+            raise InputError(f"fit: label {bad[0]} is not an index into the {len(values)} "
+                             f"classes (integer labels with classes= are indices 0..."
+                             f"{len(values) - 1})")
+        return arr.astype(np.int64), values
+    index = {n: i for i, n in enumerate(names)}
+    try:
+        return np.array([index[str(v)] for v in arr.tolist()], dtype=np.int64), values
+    except KeyError as exc:
+        raise InputError(f"fit: label {exc.args[0]!r} is not one of the classes {names}") \
+            from None
+
+
+def _check_distinct_names(values: np.ndarray, what: str) -> list[str]:
+    """The classes' names (their ``str``), refused when two coincide (the run stores names)."""
+    names = [str(v) for v in values.tolist()]
+    if len(set(names)) != len(names):
+        raise InputError(f"{what}: two classes have the same name ({names}); give labels of "
+                         "one kind")
+    return names
+
+
+def _label_indices(y: Any, classes: np.ndarray, what: str, strict: bool) -> np.ndarray:
+    """Class index of every label of ``y`` (-1 for a label that is no class, or an error when
+    ``strict``): numbers match equal numbers, other labels match by name; integer labels
+    against non-numeric classes (a loaded run's names) are indices."""
+    arr = _label_array(y, what)
+    numeric_classes = classes.dtype.kind in "iufb"
+    if arr.dtype.kind in "iu" and not numeric_classes:
+        bad = arr[(arr < 0) | (arr >= len(classes))]
+        if len(bad):
+            raise InputError(f"{what}: label {bad[0]} is not a class index (0..."
+                             f"{len(classes) - 1}) nor a class name")
+        return arr.astype(np.int64)
+    if arr.dtype.kind in "iufb" and numeric_classes:
+        keys, labels = classes.tolist(), arr.tolist()  # 1 == 1.0 == True, as dict keys too
+    else:
+        keys, labels = [str(c) for c in classes.tolist()], [str(v) for v in arr.tolist()]
+    index = {k: i for i, k in enumerate(keys)}
+    out = np.array([index.get(v, -1) for v in labels], dtype=np.int64)
+    if strict and (out < 0).any():
+        raise InputError(f"{what}: label {labels[int(np.argmax(out < 0))]!r} is not one of the "
+                         f"classes {keys}")
+    return out
 
 _Featurized = tuple[np.ndarray | None, str, list[str]]
 READABLE = (str, os.PathLike, StructureRecord)

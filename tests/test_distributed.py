@@ -99,3 +99,49 @@ def test_two_process_ddp_matches_single_process(tmp_path: Path) -> None:
 def test_two_process_ddp_with_the_jacobian_penalty(tmp_path: Path) -> None:
     """The penalty's double backward runs inside DDP's forward; ranks must stay in step."""
     _ranks_in_step(tmp_path, "jac")
+
+
+LABELS = Path(__file__).parent / "fixtures" / "labelled" / "qm9_dipoles.csv"
+
+
+def _loader_worker(rank: int, world: int, port: int, out: str, labels: str,
+                   caches: list[str]) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "LOCAL_WORLD_SIZE": str(world), "ANDERSONN_CACHE": caches[rank]})
+    from andersonn.errors import AndersonnError
+    from andersonn.training.distributed import cleanup, setup
+    from andersonn.training.inputs import load_task_dataset
+
+    info = setup(torch.device("cpu"))
+    try:
+        ds = load_task_dataset(TrainConfig(labels=labels, bins=[2.5], workers=1), info,
+                               progress=False)
+        result = f"ok {ds.directory.name} {len(ds.labels)}"
+    except AndersonnError as exc:
+        result = f"error {exc}"
+    finally:
+        cleanup(info)
+    (Path(out) / f"load{rank}.txt").write_text(result)
+
+
+def _load_on_two_ranks(tmp_path: Path, labels: Path, caches: list[Path]) -> list[str]:
+    mp.spawn(_loader_worker, args=(2, _free_port(), str(tmp_path), str(labels),
+                                   [str(c) for c in caches]), nprocs=2, join=True)
+    return [(tmp_path / f"load{r}.txt").read_text() for r in (0, 1)]
+
+
+def test_every_rank_opens_rank_0s_build_or_all_stop_with_one_message(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    first, second = _load_on_two_ranks(tmp_path, LABELS, [shared, shared])
+    assert first.startswith("ok ") and first == second  # the same build, by its key
+    # a machine whose cache lacks rank 0's build: both ranks stop, with that rank's reason
+    # (rank 1 used to train on its own latest build, or wait forever for rank 0)
+    results = _load_on_two_ranks(tmp_path, LABELS, [shared, tmp_path / "empty"])
+    assert results[0] == results[1]
+    assert results[0].startswith("error rank 1: dataset build") and "ANDERSONN_CACHE" in results[0]
+    # a labels file rank 0 refuses: rank 1 gets the same one-line error
+    bad = tmp_path / "bad.csv"
+    bad.write_text("smiles,dipole\nC,1\n")
+    results = _load_on_two_ranks(tmp_path, bad, [shared, shared])
+    assert results[0] == results[1] and results[0].startswith("error ")

@@ -102,7 +102,7 @@ def test_of_seeds_fit_on_arrays() -> None:
     with pytest.raises(AndersonnError, match="not fitted"):
         ens.predict(x)
     ens.fit(x, y)
-    assert ens.classes_ == ["neg", "pos"] and ens.score(x, y) > 0.9
+    assert list(ens.classes_) == ["neg", "pos"] and ens.score(x, y) > 0.9
     members = ens.member_probabilities(x)
     assert not np.allclose(members[0], members[1])
     np.testing.assert_allclose(ens.predict_proba(x), members.mean(axis=0), atol=1e-7)

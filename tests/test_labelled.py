@@ -191,7 +191,7 @@ def test_classifier_fit_on_structures_predicts_structures():
         warnings.simplefilter("always")
         clf = Classifier(epochs=1, hidden=16, threads=1, image="polarity").fit(inputs, names)
     assert any("1 row(s) skipped (not-a-smiles:" in str(w.message) for w in caught)
-    assert clf.classes_ == ["strong", "weak"]
+    assert list(clf.classes_) == ["strong", "weak"]
     assert clf.config_["image_spec"]["name"] == "polarity"
     probs = clf.predict_proba(inputs[:3])
     assert probs.shape == (3, 2) and np.allclose(probs.sum(axis=1), 1)

@@ -213,7 +213,7 @@ def test_fit_predict_on_arrays() -> None:
     clf = Classifier(model="explicit", epochs=4, hidden=8, depth=2, batch_size=16, lr=1e-2,
                      threads=1)
     clf.fit(x, y)
-    assert clf.classes_ == ["neg", "pos"]
+    assert list(clf.classes_) == ["neg", "pos"]
     assert (clf.predict(x) == y).mean() > 0.9
     assert clf.score(x, y) == (clf.predict(x) == y).mean()
     assert clf.score(x, (y == "pos").astype(int)) == clf.score(x, y)  # indices or names

@@ -5,9 +5,11 @@ Bad entries never stop a batch: they are skipped and listed as (index, name, rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,8 +79,6 @@ def _preload() -> None:
 def _init_worker(spec: ImageSpec) -> None:
     global _SPEC
     _SPEC = spec
-    import warnings
-
     from rdkit import RDLogger
 
     RDLogger.DisableLog("rdApp.*")
@@ -89,6 +89,28 @@ def _init_worker(spec: ImageSpec) -> None:
         threadpool_limits(1)
     except ImportError:  # pragma: no cover
         pass
+
+
+@contextlib.contextmanager
+def _in_this_process(spec: ImageSpec) -> Iterator[None]:
+    """A worker's quiet setup for featurising in the caller's own process, undone afterwards:
+    the caller's warning filters and RDKit log levels are as they were (the featuriser's own
+    worker state, ``_SPEC``, too)."""
+    global _SPEC
+    from rdkit import RDLogger, rdBase
+
+    saved_spec, logs = _SPEC, rdBase.LogStatus()
+    _SPEC = spec
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            RDLogger.DisableLog("rdApp.*")
+            yield
+    finally:
+        _SPEC = saved_spec
+        for line in logs.splitlines():  # "rdApp.warning:enabled"
+            name, _, state = line.partition(":")
+            (RDLogger.EnableLog if state.strip() == "enabled" else RDLogger.DisableLog)(name)
 
 
 def _work(item: tuple[int, Any, str, str]) -> _Result:
@@ -135,8 +157,8 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
                    smoothing=0.1, mininterval=0.5)
     try:
         if workers == 1:
-            _init_worker(spec)
-            cpu = _consume(map(_work, items), images, summaries, failures, items, bar)
+            with _in_this_process(spec):
+                cpu = _consume(map(_work, items), images, summaries, failures, items, bar)
         else:
             import multiprocessing as mp
 

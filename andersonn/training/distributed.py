@@ -77,6 +77,19 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def first_error(error: str | None, info: DistInfo) -> str | None:
+    """Every rank's ``error`` (None where all went well) gathered: the first, by rank, or None.
+
+    Called by every rank at the same point, so that a failure on one rank (a bad option found
+    by rank 0, a build missing from one machine's cache) stops all of them with its message,
+    instead of leaving the others blocked in (or torn out of) the next collective."""
+    if not info.distributed:
+        return error
+    errors: list[str | None] = [None] * info.world_size
+    dist.all_gather_object(errors, error)
+    return next((e for e in errors if e), None)
+
+
 def broadcast_object(obj: object, info: DistInfo) -> object:
     """Broadcast a picklable object from rank 0 (internal values only, never file content)."""
     if not info.distributed:

@@ -14,7 +14,7 @@ import torch
 
 from andersonn.errors import AndersonnError
 from andersonn.training.config import TrainConfig
-from andersonn.training.distributed import DistInfo, barrier
+from andersonn.training.distributed import DistInfo, broadcast_object, first_error
 
 __all__ = [
     "channel_stats",
@@ -60,28 +60,53 @@ def fold_of(ds: Any, train: dict[str, Any]) -> Any:
 def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
                       progress: bool = True) -> Any:
     """Load ``cfg.task`` (building it first, on rank 0, when missing or stale), or the
-    dataset of ``cfg.labels``."""
-    from andersonn.data import build_dataset, load_dataset
+    dataset of ``cfg.labels``. Without ``limit`` the task's latest build is taken (what
+    ``andersonn data build`` made last); the run records which (``dataset.cache_key``).
 
+    Under torchrun every rank opens rank 0's build (by its key, from the cache it sees), so
+    all train on the same data; a failure on any rank stops every rank with its message."""
     info = info or DistInfo()
-    if cfg.labels is not None:
-        if info.is_main:
-            ds = labelled_dataset_of(cfg.to_dict(), progress=progress, report=True)
-        barrier(info)
-        return ds if info.is_main else labelled_dataset_of(cfg.to_dict(), progress=False)
-    kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
+    ds, error = None, None
     if info.is_main:
         try:
-            ds = load_dataset(cfg.task, **kwargs)
+            ds = _load_or_build(cfg, progress)
         except AndersonnError as exc:
-            print(f"andersonn: {exc}; building dataset {cfg.task!r}"
-                  f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
-            ds = build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers,
-                               progress=progress)
-    barrier(info)
+            error = str(exc)
+    error = first_error(error, info)
+    if error is not None:
+        raise AndersonnError(error)
+    if not info.distributed:
+        return ds
+    where = broadcast_object([ds.directory.parent.name, ds.directory.name] if ds else None, info)
     if not info.is_main:
-        ds = load_dataset(cfg.task, **kwargs)
+        from andersonn.data.build import datasets_root
+        from andersonn.data.cache import is_complete, open_cache
+
+        directory = datasets_root() / where[0] / where[1]  # type: ignore[index]
+        if is_complete(directory):
+            ds = open_cache(directory)
+        else:
+            error = (f"rank {info.rank}: dataset build {where[1]} of {where[0]} (rank 0's) is "  # type: ignore[index]
+                     f"not in this machine's cache ({directory}): share the cache "
+                     "(ANDERSONN_CACHE) between the machines, or build it on each first")
+    error = first_error(error, info)
+    if error is not None:
+        raise AndersonnError(error)
     return ds
+
+
+def _load_or_build(cfg: TrainConfig, progress: bool) -> Any:
+    from andersonn.data import build_dataset, load_dataset
+
+    if cfg.labels is not None:
+        return labelled_dataset_of(cfg.to_dict(), progress=progress, report=True)
+    kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
+    try:
+        return load_dataset(cfg.task, **kwargs)
+    except AndersonnError as exc:
+        print(f"andersonn: {exc}; building dataset {cfg.task!r}"
+              f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
+        return build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers, progress=progress)
 
 
 def labelled_dataset_of(train: dict[str, Any], progress: bool = False,

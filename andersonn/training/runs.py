@@ -29,7 +29,9 @@ __all__ = ["calibrate_run", "load_run", "load_run_injection", "run_build", "run_
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
              ) -> tuple[nn.Module, dict[str, Any]]:
-    """The best-val model of a finished run (eval mode) and its ``config.json``."""
+    """The best-val model of a finished run (eval mode) and its ``config.json``; a DEQ solves
+    with the run's evaluation solver settings (``eval_tol`` / ``eval_max_iter``), as training
+    validated and calibrated it."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
@@ -53,6 +55,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
         raise AndersonnError(f"{weights}: weights do not fit the model in config.json "
                              f"({str(exc).splitlines()[0]})") from None
     model.to(resolve_device(device)).eval()
+    solver = run_config.get("solver") or {}
+    if hasattr(model, "set_solver") and solver.get("name") and solver.get("eval"):
+        # the hparams hold the training solve; inference answers at the recorded eval settings
+        model.set_solver(solver["name"], dict(solver["eval"]))
     return model, run_config
 
 
@@ -95,9 +101,6 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
         if run_config.get(key) is not None and meta.get(key) != run_config.get(key):
             raise AndersonnError(f"{run_dir}: the dataset's {key} differs from the run's; "
                                  "calibrate on the data the run was trained on")
-    solver = run_config.get("solver") or {}
-    if hasattr(model, "set_solver") and solver.get("name") and solver.get("eval"):
-        model.set_solver(solver["name"], dict(solver["eval"]))
     train_cfg = dict(run_config.get("train") or {})
     batch_size, bf16 = int(train_cfg.get("eval_batch_size", 256)), bool(train_cfg.get("bf16"))
     k = int(getattr(model, "num_classes", len(run_config.get("classes", [])) or 2))

@@ -204,14 +204,14 @@ def _final_fields(run_dir: Path) -> dict[str, Any]:
     return {key: old[key] for key in _FINAL_KEYS if isinstance(old, dict) and key in old}
 
 
-def _check_classes(cfg: TrainConfig, ytr: torch.Tensor, classes: list[str]) -> None:
+def _check_classes(task: str, ytr: torch.Tensor, classes: list[str]) -> None:
     """Refuse a dataset whose train split lacks a class, or that has fewer than two."""
     counts = torch.bincount(ytr, minlength=len(classes)).tolist()
     missing = [f"{c} (0)" for c, n in zip(classes, counts, strict=False) if n == 0]
     if len(classes) < 2 or missing:
         what = (f"class {', '.join(missing)} in its train split" if len(classes) >= 2
                 else f"only class {', '.join(classes) or 'none'}")
-        raise AndersonnError(f"too few structures to train on in dataset {cfg.task!r}: "
+        raise AndersonnError(f"too few structures to train on in dataset {task!r}: "
                              f"{what}; a classifier needs at least two classes, each in the "
                              "train split")
 
@@ -227,9 +227,15 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool =
     cfg.validate()
     info = setup(resolve_device(cfg.device) if cfg.device != "auto" else
                  torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    # the caller's torch threads and random state are theirs: training sets and seeds its own
+    # (so a run repeats bit for bit) and hands both back as it found them
+    threads = torch.get_num_threads()
+    device = resolve_device(cfg.device, info)
     try:
-        return _train(cfg, out_dir, resume, dataset, progress, on_epoch, info)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return _train(cfg, out_dir, resume, dataset, progress, on_epoch, info)
     finally:
+        torch.set_num_threads(threads)
         cleanup(info)
 
 
@@ -285,9 +291,10 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     classes = classes or [str(i) for i in range(k)]
     xtr, ytr = split_tensors(ds, "train")
     xva, yva = split_tensors(ds, "val")
+    task = meta_value(dict(getattr(ds, "meta", {}) or {}), "task", default=cfg.task)
     if xtr.shape[0] == 0 or xva.shape[0] == 0:
-        raise AndersonnError(f"dataset {cfg.task!r} has an empty train or val split")
-    _check_classes(cfg, ytr, classes)
+        raise AndersonnError(f"dataset {task!r} has an empty train or val split")
+    _check_classes(task, ytr, classes)
     mean, std = channel_stats(xtr)
     weight = class_weights(ytr, k, cfg.class_weights)
 
