@@ -98,7 +98,10 @@ def test_speedup_smoke(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("device", ["cpu"])
-def test_memory_smoke(tmp_path: Path, device: str) -> None:
+def test_memory_smoke(tmp_path: Path, device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from andersonn import runtime
+
+    monkeypatch.delenv("ANDERSONN_MALLOC_TUNING", raising=False)
     s = MemorySettings(depths=(4, 64), batch_size=16, hidden=16, image_shape=(4, 16, 8),
                        num_classes=2, device=device, budget_mb=64)
     res = run_memory(s, out=tmp_path, progress=False)
@@ -113,6 +116,10 @@ def test_memory_smoke(tmp_path: Path, device: str) -> None:
         "autograd_saved_mb"]
     assert rows[("deq", 64)]["fwd_iterations"] == 64
     assert res["fits"]["explicit"]["slope_mb_per_layer"] > 0
+    # the workers measure under the allocator the andersonn command uses, and say so
+    glibc = runtime._libc() is not None
+    assert all(r["cpu_allocator_tuned"] is glibc for r in res["rows"])
+    assert res["machine"]["cpu_allocator_tuned"] is glibc
 
 
 def test_fit_budget() -> None:
@@ -327,6 +334,13 @@ def test_speedup_seeds_summary_takes_median_and_range_and_skips_unreached() -> N
     assert explicit["values"] == [None] * 3 and explicit["median"] is None
     md = seeds_markdown("tiny", [0, 1, 2], table)
     assert "| seed 0 | seed 1 | seed 2 | median |" in md and "1.5 – 2.5" in md
+    # the median and range say how many seeds they cover and which did not reach a value
+    assert (anderson["n"], anderson["n_total"], anderson["missing"]) == (2, 3, [1])
+    line = next(x for x in md.splitlines() if x.startswith("| anderson vs forward, time to"))
+    assert line.endswith("| 2/3 (not reached: seed 1) |")
+    line = next(x for x in md.splitlines() if x.startswith("| explicit vs forward"))
+    assert line.endswith("| 0/3 (not reached: seeds 0, 1, 2) |")
+    assert "| 3/3 |" in md
 
 
 def test_speedup_seeds_runs_each_seed_in_its_own_folder(tmp_path: Path) -> None:
@@ -353,3 +367,256 @@ def test_cli_speedup_seeds_must_be_positive(capsys: pytest.CaptureFixture[str]) 
 
     assert main(["bench", "speedup", "polarity", "--seeds", "0"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# audit fixes: the traced problem, data subsets, bounds, option validation, output folders
+# --------------------------------------------------------------------------------------------
+def _normalised_deq(max_iter: int = 6):
+    """A tiny DEQ whose input normalisation is far from the identity (mean 3, std 0.25)."""
+    import torch
+
+    from andersonn.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("deq", in_channels=4, height=8, width=6, num_classes=2, hidden=8,
+                        groups=4, solver="forward",
+                        solver_options={"tol": 0.0, "max_iter": max_iter})
+    model.set_normalization(torch.full((4,), 3.0), torch.full((4,), 0.25))
+    return model.eval(), torch.randn(5, 4, 8, 6) + 3.0
+
+
+def test_probes_trace_the_fixed_point_problem_the_model_solves() -> None:
+    import torch
+
+    from andersonn.bench.speedup_probes import fixed_point_problem, residual_traces
+    from andersonn.solvers import get_solver
+
+    model, x = _normalised_deq()
+    seen = []
+    body = model.body
+    model.body = lambda inj, z0=None: seen.append(inj) or body(inj, z0)  # the model's injection
+    with torch.no_grad():
+        model(x)
+        cell, inj = fixed_point_problem(model, x)
+    assert cell is model.cell and torch.equal(inj, seen[0])
+    # forward iteration's residual trace in the probe = the one of the model's own solve
+    own = torch.nanmean(model.solver_stats()["forward"].trace.double(), dim=0)
+    traces = residual_traces(model, x, SpeedupSettings(trace_iters=6, repeats=2),
+                             torch.device("cpu"))
+    assert np.allclose(traces["forward"]["residual"], own.numpy(), rtol=1e-5)
+    # ... and not that of the un-normalised injection (the audited defect)
+    with torch.no_grad():
+        raw = model.embed(x)
+        _, st = get_solver("forward")(model.cell, torch.zeros_like(raw), args=(raw,), tol=0.0,
+                                      max_iter=6)
+    assert not np.allclose(torch.nanmean(st.trace.double(), 0).numpy(), own.numpy(), rtol=1e-3)
+
+
+class _CountingImages:
+    """Array stand-in that records how many rows each read takes."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array, self.reads = array, []
+
+    def __getitem__(self, index: np.ndarray) -> np.ndarray:
+        self.reads.append(len(index))
+        return self.array[index]
+
+
+def test_split_tensors_subsets_before_reading_images() -> None:
+    from andersonn.bench.speedup import split_tensors
+
+    ds = _tiny_dataset(200)
+    full = split_tensors(ds, None, 0)
+    images = _CountingImages(ds.images)
+    ds.images = images
+    data = split_tensors(ds, None, 0, train_limit=10, val_limit=7)
+    assert data["train"][0].shape[0] == 10 and data["val"][0].shape[0] == 7
+    assert data["test"][0].shape[0] == full["test"][0].shape[0]
+    assert images.reads == [10, 7, full["test"][0].shape[0]]  # never the whole train split
+    # the same seeded subset as drawing from the materialised split (results comparable)
+    keep = np.sort(np.random.default_rng(2).choice(full["train"][0].shape[0], 10, replace=False))
+    assert np.array_equal(data["train"][0].numpy(), full["train"][0][keep].numpy())
+    assert SpeedupSettings.quick().limit == 1000  # quick: a 1000-structure subset of any build
+    assert SpeedupSettings.quick(limit=5000).limit == 5000
+
+
+@pytest.mark.parametrize("field, value", [("train_limit", 0), ("train_limit", -5),
+                                          ("val_limit", 0), ("threads", 0), ("threads", -1),
+                                          ("inference_limit", 0), ("build_limit", 0)])
+def test_speedup_settings_refuse_non_positive_counts(field: str, value: int) -> None:
+    with pytest.raises(ConfigError, match="at least 1"):
+        SpeedupSettings(**{field: value}).validate()
+
+
+def test_memory_default_image_shape_is_the_tasks() -> None:
+    from andersonn.bench.memory import task_shape
+
+    shape, classes = task_shape("crystal-gap")
+    assert MemorySettings().image_shape == shape and MemorySettings().num_classes == classes
+    assert MemorySettings.quick().image_shape == shape
+    with pytest.raises(ConfigError):
+        MemorySettings(repeats=0).validate()
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "speedup", "polarity", "--threads", "0"],
+    ["bench", "speedup", "polarity", "--train-limit", "-5"],
+    ["bench", "speedup", "polarity", "--train-limit", "0"],
+    ["bench", "speedup", "polarity", "--batch-size", "0"],
+    ["bench", "spectrum", "--threads", "-1"],
+    ["bench", "memory", "--repeats", "0"],
+    ["bench", "memory", "--hidden", "x"],
+])
+def test_cli_refuses_non_positive_counts_in_one_line(argv: list[str],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "error: argument" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "0"], "--threads"), (["--threads", "-1"], "--threads"),
+    (["--batch", "0"], "--batch"), (["--batch", "-1"], "--batch"), (["--size", "0"], "--size"),
+    (["--channels", "0"], "--channels"), (["--channels", "-3"], "--channels"),
+    (["--hidden", "0"], "--hidden"),
+])
+def test_cli_bench_solvers_refuses_bad_sizes_before_work(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from andersonn.bench import solvers
+    from andersonn.cli import main
+
+    def no_work(**_: object) -> None:
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(solvers, "_run", no_work)
+    assert main(["bench", "solvers", "--quick", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err and "at least 1" in err
+
+
+def test_solvers_and_spectrum_check_the_results_folder_before_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from andersonn.bench import solvers, spectrum
+    from andersonn.bench.report import results_dir
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+
+    def no_work(**_: object) -> None:
+        raise AssertionError("the benchmark ran before its output folder was checked")
+
+    monkeypatch.setattr(solvers, "run_benchmark", no_work)
+    monkeypatch.setattr(spectrum, "_run", no_work)
+    with pytest.raises(ConfigError, match="in the way"):
+        solvers.main(out=blocker / "sub", quick=True)
+    with pytest.raises(ConfigError, match="in the way"):
+        spectrum.run_benchmark(quick=True, out=blocker)
+    with pytest.raises(ConfigError, match="--threads"):
+        spectrum.run_benchmark(quick=True, threads=0, out=tmp_path / "ok")
+    assert results_dir("x", None, tmp_path / "a" / "b").is_dir()
+
+
+def _solver_row(cell: str, solver: str, tol: float, nfev: float, wall: float | None,
+                converged: float) -> dict:
+    return {"cell": cell, "solver": solver, "tol": tol, "nfev_mean": nfev, "nfev_max": nfev,
+            "wall_time": wall, "f_time": wall, "overhead_fraction": 0.1 if wall else None,
+            "overhead_vs_f": 0.1 if wall else None,
+            "overhead_ms_per_call": 1.0 if wall else None,
+            "converged_fraction": converged, "residual_max": tol}
+
+
+def test_solvers_targets_mark_capped_points_as_bounds(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from andersonn.bench import solvers
+
+    rows = [
+        # both converged: a ratio at equal tolerance (2.0x)
+        _solver_row("weak", "anderson", 1e-3, 10, 1.0, 1.0),
+        _solver_row("weak", "torchdeq_anderson", 1e-3, 12, 2.0, 1.0),
+        _solver_row("weak", "forward_iteration", 1e-3, 40, None, 1.0),
+        # torchdeq capped: time to its cap, a lower bound (0.5x must not set the verdict)
+        _solver_row("weak", "anderson", 1e-4, 20, 4.0, 1.0),
+        _solver_row("weak", "torchdeq_anderson", 1e-4, 200, 2.0, 0.68),
+        _solver_row("weak", "forward_iteration", 1e-4, 60, None, 1.0),
+        # Anderson capped: the f-evaluation ratio is an upper bound
+        _solver_row("weak", "anderson", 1e-5, 200, 8.0, 0.5),
+        _solver_row("weak", "torchdeq_anderson", 1e-5, 200, 9.0, 0.0),
+        _solver_row("weak", "forward_iteration", 1e-5, 500, None, 0.9),
+    ]
+    t = solvers.targets(rows)
+    by = {s["tol"]: s for s in t["speedup_vs_torchdeq"]}
+    assert (by[1e-3]["bound"], by[1e-4]["bound"], by[1e-5]["bound"]) == (
+        None, "lower", "undetermined")
+    assert t["speedup_min"] == 2.0 and t["speedup_met"] is True
+    assert [p["tol"] for p in t["speedup_points_excluded"]] == [1e-4, 1e-5]
+    ratios = {q["tol"]: q for q in t["nfev_ratio_forward_over_anderson_weak"]}
+    assert ratios[1e-4]["bound"] is None and ratios[1e-5]["bound"] == "undetermined"
+    capped = solvers.targets([_solver_row("weak", "anderson", 1e-4, 200, 1.0, 0.9),
+                              _solver_row("weak", "forward_iteration", 1e-4, 300, None, 1.0)])
+    assert capped["nfev_ratio_bound"] == "upper" and not capped["nfev_ratio_met"]
+    only_capped = solvers.targets(rows[3:5])
+    assert only_capped["speedup_min"] is None and only_capped["speedup_met"] is None
+    # the printed table and the markdown file carry the marks; written next to the JSON
+    result = {"device": "cpu", "torch": "x", "threads": 1, "quick": True, "dims": {
+        "batch": 2, "channels": 2, "hidden": 2, "size": 2}, "cells": {}, "results": rows,
+        "memory": [], "targets": t, "setup_seconds": 0.0, "total_seconds": 0.0, "skipped": []}
+    monkeypatch.setattr(solvers, "run_benchmark", lambda **_: result)
+    solvers.main(out=tmp_path, quick=True)
+    md = (tmp_path / "solvers_quick.md").read_text()
+    assert json.loads((tmp_path / "solvers_quick.json").read_text())["targets"] == t
+    assert "weak@1e-04: >=0.50x" in md and "weak@1e-05: ~1.12x" in md
+    assert "min 2.00x over points where both converged (met)" in md
+
+
+def test_memory_worker_tunes_the_allocator_like_the_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from andersonn.bench.memory import _run_worker
+
+    cfg = {"model": "deq", "depth": 2, "batch_size": 2, "hidden": 8, "image_shape": [4, 8, 6],
+           "num_classes": 2, "device": "cpu"}
+    monkeypatch.setenv("ANDERSONN_MALLOC_TUNING", "0")
+    assert _run_worker(cfg, 120)["cpu_allocator_tuned"] is False
+
+
+def _fake_qm9_wheel(path: Path, rows_per_part: int) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        k = 0
+        for part in (1, 2, 3):
+            lines = ["XYZ_file,Elements,XYZ_Ang"]
+            for _ in range(rows_per_part):
+                k += 1
+                lines.append(f'm{k:03d},"[\'H\', \'H\']","[[0.0, 0.0, 0.0], [0.0, 0.0, 0.74]]"')
+            zf.writestr(f"qm9pack/data/qm9_part{part}.csv", "\n".join(lines) + "\n")
+
+
+def test_featurize_samples_all_qm9_parts_and_counts_parallel_workers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from andersonn.bench import featurize
+
+    _fake_qm9_wheel(tmp_path / featurize.QM9_WHEEL, 30)
+    sample = featurize.qm9_xyz_sample(tmp_path / featurize.QM9_WHEEL, 9, total=90)
+    ids = [s[2] for s in sample]
+    assert ids == [f"m{k:03d}" for k in range(1, 90, 10)]  # 3 from each part
+    assert sample[0][0].splitlines()[0] == "2"
+    (tmp_path / featurize.MOF_WHEEL).write_bytes(b"")
+    monkeypatch.setattr(featurize, "qm9_xyz_sample", lambda *_: [("", "xyz", "a")] * 4)
+    monkeypatch.setattr(featurize, "mof_cif_sample", lambda *_: [("", "cif", "b")] * 4)
+    monkeypatch.setattr(featurize, "_time", lambda inputs, spec, workers: {
+        "n": 4, "ok": 4, "failed": 0, "seconds": 1.0, "per_second": 4.0,
+        "cpu_ms_per_structure": 100.0, "failures": []})
+    monkeypatch.setattr(featurize.os, "cpu_count", lambda: 2)
+    res = featurize.run_featurize_bench(workers=8, archives=tmp_path, out=tmp_path / "o")
+    # 8 processes on 2 cores: the idle estimate divides CPU time by 2, not by 8
+    assert res["parallel_workers"] == 2
+    assert math.isclose(res["qm9_polarity"]["full_set_idle_s"], featurize.QM9_FULL * 0.1 / 2)
+    assert (tmp_path / "o" / "featurize.md").is_file()
+    for bad in (0, -1):
+        with pytest.raises(ConfigError, match="--workers"):
+            featurize.run_featurize_bench(workers=bad, archives=tmp_path)

@@ -149,9 +149,10 @@ def main(out: str | Path | None = None, n: int = 3000, seed: int = 0,
     """Run the probe on ``n`` QM9 molecules; write charges.json / charges.md; print the table."""
     if n < 4:
         raise ConfigError(f"--molecules must be at least 4, got {n}")
+    out_dir = results_dir("charges", None, out)  # before the work: a bad path fails at once
     molecules = qm9_sample(n, seed, cache_dir)
     result = {**run_probe(molecules), "molecules": len(molecules), "seed": seed}
     markdown = charges_markdown(result)
-    write_results(results_dir("charges", None, out), "charges", result, markdown)
+    write_results(out_dir, "charges", result, markdown)
     print(markdown)
     return result

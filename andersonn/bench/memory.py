@@ -62,15 +62,33 @@ _MARK = "ANDERSONN_MEMORY "
 MB = 1024.0 * 1024.0
 
 
+DEFAULT_TASK = "crystal-gap"
+
+
+def task_shape(task: str = DEFAULT_TASK) -> tuple[tuple[int, int, int], int]:
+    """(image shape (C, atoms, slots), number of classes) of ``task``'s graph images, from the
+    current image spec: the one source of the benchmark's default shape and the CLI's."""
+    from andersonn.data import TASKS
+    from andersonn.images import IMAGE_SPECS
+
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    spec = TASKS[task]
+    c, h, w = (int(v) for v in IMAGE_SPECS[spec.image_spec].shape)
+    return (c, h, w), len(spec.classes)
+
+
 @dataclasses.dataclass
 class MemorySettings:
-    """What the memory benchmark measures; ``quick()`` gives the smoke-sized version."""
+    """What the memory benchmark measures; ``quick()`` gives the smoke-sized version. The image
+    shape and class count default to crystal-gap's current graph images (:func:`task_shape`)."""
 
     depths: tuple[int, ...] = DEFAULT_DEPTHS
     batch_size: int = 64
     hidden: int = 48
-    image_shape: tuple[int, int, int] = (16, 32, 12)  # crystal-gap graph images (C, atoms, slots)
-    num_classes: int = 3
+    image_shape: tuple[int, int, int] = dataclasses.field(
+        default_factory=lambda: task_shape()[0])  # (C, atoms, slots)
+    num_classes: int = dataclasses.field(default_factory=lambda: task_shape()[1])
     solver: str = "anderson"
     budget_mb: float = 1024.0
     device: str = "cpu"
@@ -86,10 +104,15 @@ class MemorySettings:
         return cls(**base)
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` (one line) on a setting the benchmark cannot run with."""
         if not self.depths or any(int(d) < 1 for d in self.depths):
             raise ConfigError(f"depths must be positive integers (got {list(self.depths)})")
-        if self.batch_size < 1 or self.hidden < 1 or self.repeats < 1:
-            raise ConfigError("batch size, hidden and repeats must be >= 1")
+        for flag, value in (("--batch-size", self.batch_size), ("--hidden", self.hidden),
+                            ("--repeats", self.repeats), ("num_classes", self.num_classes)):
+            if int(value) < 1:
+                raise ConfigError(f"{flag} must be at least 1 (got {value})")
+        if len(self.image_shape) != 3 or min(int(v) for v in self.image_shape) < 1:
+            raise ConfigError(f"image_shape must be 3 positive sizes (got {self.image_shape})")
         if self.budget_mb <= 0:
             raise ConfigError(f"--budget-mb must be positive (got {self.budget_mb})")
         if self.device not in ("cpu", "cuda"):
@@ -205,6 +228,15 @@ def measure_step(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _worker_runtime() -> bool:
+    """Set the worker process up as the ``andersonn`` command sets itself up (the glibc
+    allocator tuning of :mod:`andersonn.runtime`, unless ``ANDERSONN_MALLOC_TUNING=0``), so
+    the step is measured under the allocator real training uses; return whether it is tuned."""
+    from andersonn.runtime import tune_cpu_allocator
+
+    return tune_cpu_allocator()
+
+
 def _run_worker(config: dict[str, Any], timeout: float) -> dict[str, Any]:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "andersonn.bench.memory", "--worker", json.dumps(config)]
@@ -299,7 +331,10 @@ def run_memory(settings: MemorySettings | None = None, *, out: str | Path | None
     result: dict[str, Any] = {
         "bench": "memory", "settings": {**dataclasses.asdict(s), "depths": list(s.depths),
                                         "image_shape": list(s.image_shape)},
-        "machine": {**machine_info(s.device), "torch_threads": 1},
+        # the workers' allocator state, not this process's: they are what is measured
+        "machine": {**machine_info(s.device), "torch_threads": 1,
+                    "cpu_allocator_tuned": all(r.get("cpu_allocator_tuned", False)
+                                               for r in rows)},
         "rows": rows, "fits": fits,
         "deq_vs_explicit_at_max_depth": ratio_top, "max_depth": deepest,
         "deq_relative_spread": growth,
@@ -326,7 +361,9 @@ def memory_markdown(res: dict[str, Any]) -> str:
              f". One forward+backward step, batch {s['batch_size']}, hidden {s['hidden']}, "
              f"images {tuple(s['image_shape'])}; DEQ: {s['solver']}, tol 0, max_iter = depth, "
              f"implicit backward. Method: {res['rows'][0]['method']} (peak minus memory just "
-             "before the step), fresh process per row.\n"]
+             "before the step), fresh process per row, glibc allocator "
+             f"{'tuned as by the andersonn command' if m.get('cpu_allocator_tuned') else 'untuned'}"
+             ".\n"]
     rows = []
     for d in s["depths"]:
         deq, exp = by[("deq", d)], by[("explicit", d)]
@@ -384,7 +421,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m andersonn.bench.memory")
     parser.add_argument("--worker", required=True, help="JSON config of one measurement")
     args = parser.parse_args(argv)
-    result = measure_step(json.loads(args.worker))
+    tuned = _worker_runtime()
+    result = {**measure_step(json.loads(args.worker)), "cpu_allocator_tuned": tuned}
     print(_MARK + json.dumps(result), flush=True)
     return 0
 

@@ -19,10 +19,13 @@ from typing import Any
 
 import torch
 
+from andersonn.errors import ConfigError
 from andersonn.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from andersonn.runtime import cpu_allocator_tuned
 
 __all__ = [
+    "check_positive",
+    "check_threads",
     "fmt",
     "machine_info",
     "markdown_table",
@@ -37,10 +40,19 @@ __all__ = [
 
 def results_dir(bench: str, task: str | None = None, out: str | os.PathLike[str] | None = None
                 ) -> Path:
-    """The results folder: ``out`` when given, else ``results/<bench>[-<task>]``; created."""
+    """The results folder: ``out`` when given, else ``results/<bench>[-<task>]``; created and
+    checked to be writable. Call it before the work, so a bad path fails in one line at once
+    (:class:`ConfigError`) instead of after a long run."""
     path = Path(out) if out is not None else Path("results") / (f"{bench}-{task}" if task
                                                                 else bench)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ConfigError(f"cannot write results into {path}: a file is in the way") from None
+    except PermissionError:
+        raise ConfigError(f"cannot write results into {path}: permission denied") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write results into {path}: permission denied")
     return path
 
 
@@ -49,11 +61,30 @@ def set_threads(threads: int | None) -> int:
 
     One thread is the default: on a shared, oversubscribed CPU, OpenMP threads spin-wait on
     each other and a step can be ~10× slower with 2 threads than with 1, which would swamp the
-    solver differences being measured.
+    solver differences being measured. A count below 1 is a :class:`ConfigError`, not
+    silently 1.
     """
-    n = max(1, int(threads)) if threads else 1
+    n = 1 if threads is None else check_threads(threads)
     torch.set_num_threads(n)
     return n
+
+
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` as an int, or None; :class:`ConfigError` (one line) when it is below 1."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or int(threads) != threads or int(threads) < 1:
+        raise ConfigError(f"--threads must be a whole number of at least 1 (got {threads})")
+    return int(threads)
+
+
+def check_positive(name: str, value: int | None) -> int | None:
+    """``value`` as an int, or None; :class:`ConfigError` naming ``name`` when it is below 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) != value or int(value) < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1 (got {value})")
+    return int(value)
 
 
 def machine_info(device: str = "cpu") -> dict[str, Any]:

@@ -78,6 +78,7 @@ from andersonn.bench.cells import (
     settle_scale,
 )
 from andersonn.bench.report import (
+    check_threads,
     machine_info,
     markdown_table,
     new_figure,
@@ -417,13 +418,14 @@ def run_benchmark(*, quick: bool = False, seed: int = 0, threads: int | None = 1
                   progress: bool = True, out: str | Path | None = None) -> dict[str, Any]:
     """Run all three sections; write JSON, markdown and plots into ``out`` (or
     ``results/spectrum``); return the JSON-ready result."""
+    threads = check_threads(threads)
+    out_dir = results_dir("spectrum", None, out)  # before the work: a bad path fails at once
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)) if threads else 1)
+    torch.set_num_threads(threads or 1)
     try:
         result = _run(quick=quick, seed=seed, progress=progress)
     finally:
         torch.set_num_threads(old_threads)
-    out_dir = results_dir("spectrum", None, out)
     result["out_dir"] = str(out_dir)
     write_results(out_dir, "spectrum", result, spectrum_markdown(result))
     plot_ritz(result, out_dir / "ritz_values.png")

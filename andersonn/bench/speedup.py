@@ -122,7 +122,9 @@ class SpeedupSettings:
     @classmethod
     def quick(cls, **overrides: Any) -> SpeedupSettings:
         """Small enough for a few minutes on a 2-core CPU."""
-        base: dict[str, Any] = {"epochs": 3, "hidden": 32, "train_limit": 512,
+        # limit: a 1000-structure subset of whatever build is cached (a full build too), so
+        # quick stays small; build_limit: the build made when none is cached
+        base: dict[str, Any] = {"epochs": 3, "hidden": 32, "train_limit": 512, "limit": 1000,
                                 "build_limit": 1000, "evals_per_epoch": 3,
                                 "val_limit": 256, "inference_limit": 64, "repeats": 2,
                                 "trace_iters": 30, "inference_max_iter": 300}
@@ -130,12 +132,25 @@ class SpeedupSettings:
         return cls(**base)
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` (one line) on a setting the benchmark cannot run with."""
         for name in ("epochs", "batch_size", "hidden", "max_iter", "evals_per_epoch", "repeats",
-                     "trace_batch", "trace_iters", "inference_batch", "inference_max_iter"):
+                     "trace_batch", "trace_iters", "inference_batch", "inference_max_iter",
+                     "kernel", "groups", "explicit_depth"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.inference_limit is not None and self.inference_limit < 1:
-            raise ConfigError(f"--inference-limit must be >= 1 (got {self.inference_limit})")
+        for name in ("inference_limit", "train_limit", "val_limit", "build_limit", "threads"):
+            value = getattr(self, name)
+            if value is not None and int(value) < 1:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} must be at least 1 (got {value})")
+        for name in ("spectrum_samples", "spectrum_steps"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if not self.inference_tols or min(self.inference_tols) <= 0:
+            raise ConfigError(f"inference tolerances must be positive (got "
+                              f"{list(self.inference_tols)})")
+        if not self.tol >= 0:
+            raise ConfigError(f"--tol must be >= 0 (got {self.tol})")
         if self.limit is not None and self.limit < 6:
             raise ConfigError(f"--limit must be at least 6 (got {self.limit})")
         if not 0 < self.target_fraction <= 1:
@@ -189,17 +204,25 @@ def _build_keeping_latest(task: str, limit: int | None, build: Callable[..., Any
     return ds
 
 
-def split_tensors(ds: Any, limit: int | None, seed: int) -> dict[str, tuple[Tensor, Tensor]]:
+def split_tensors(ds: Any, limit: int | None, seed: int, train_limit: int | None = None,
+                  val_limit: int | None = None) -> dict[str, tuple[Tensor, Tensor]]:
     """Train/val/test tensors; with ``limit``, a seeded random subset of the structures (each
-    keeps its split)."""
+    keeps its split); ``train_limit`` / ``val_limit`` then cap the training / validation split
+    (seeded subsets, seeds ``seed + 2`` / ``seed + 1``). Every subset is drawn on the indices,
+    so only the chosen images are read from the (memory-mapped) build."""
     splits = np.asarray(ds.splits)
     n = len(splits)
     idx = np.arange(n)
     if limit is not None and limit < n:
         idx = np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    caps = {"train": (train_limit, seed + 2), "val": (val_limit, seed + 1)}
     out: dict[str, tuple[Tensor, Tensor]] = {}
     for code, name in enumerate(SPLIT_NAMES):
         sel = idx[splits[idx] == code]
+        cap, cap_seed = caps.get(name, (None, 0))
+        if cap is not None and sel.shape[0] > cap:
+            sel = sel[np.sort(np.random.default_rng(cap_seed).choice(sel.shape[0], cap,
+                                                                     replace=False))]
         images = np.ascontiguousarray(np.asarray(ds.images[sel], dtype=np.float32))
         labels = np.asarray(ds.labels, dtype=np.int64)[sel].copy()
         out[name] = (torch.from_numpy(images), torch.from_numpy(labels))
@@ -372,17 +395,9 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
         if progress else (lambda msg: None)
 
     ds = dataset if dataset is not None else load_task(task, s.limit, s.build_limit)
-    data = split_tensors(ds, s.limit, s.seed)
+    data = split_tensors(ds, s.limit, s.seed, s.train_limit, s.val_limit)
     xtr, ytr = data["train"]
     xva, yva = data["val"]
-    if s.train_limit is not None and xtr.shape[0] > s.train_limit:
-        keep = torch.from_numpy(np.sort(np.random.default_rng(s.seed + 2).choice(
-            xtr.shape[0], s.train_limit, replace=False)))
-        xtr, ytr = xtr[keep], ytr[keep]
-    if s.val_limit is not None and xva.shape[0] > s.val_limit:
-        keep = torch.from_numpy(np.sort(np.random.default_rng(s.seed + 1).choice(
-            xva.shape[0], s.val_limit, replace=False)))
-        xva, yva = xva[keep], yva[keep]
     xte, yte = data["test"] if data["test"][0].shape[0] else data["val"]
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(max(int(ytr.max()), int(yva.max()))) + 1

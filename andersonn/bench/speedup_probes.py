@@ -28,7 +28,16 @@ from andersonn.bench.speedup_report import DEQ_SOLVERS, saved
 if TYPE_CHECKING:
     from andersonn.bench.speedup import SpeedupSettings
 
-__all__ = ["crossover", "inference_at_tolerances", "residual_traces", "trained_cell_spectrum"]
+__all__ = ["crossover", "fixed_point_problem", "inference_at_tolerances", "residual_traces",
+           "trained_cell_spectrum"]
+
+
+def fixed_point_problem(model: nn.Module, x: Tensor) -> tuple[nn.Module, Tensor]:
+    """The DEQ cell of ``model`` and the injection its forward pass solves with on the raw
+    images ``x``: z* = cell(z*, inj), inj = stem(normalize(x)), as
+    :meth:`andersonn.models.networks.GraphImageClassifier.forward` computes it. Call under
+    ``torch.no_grad()`` for probes."""
+    return model.cell, model.embed(model.normalize(x))
 
 
 def _set_solver(model: nn.Module, name: str, opts: dict[str, Any]) -> None:
@@ -48,7 +57,7 @@ def inference_at_tolerances(model: nn.Module, x: Tensor, y: Tensor, s: SpeedupSe
     sync = device.type == "cuda"
     try:
         _set_solver(model, "anderson", {"tol": 1e-2, "max_iter": 10})
-        model(x[: min(n, 8)].to(device))  # warm-up (allocator, kernels)
+        model(x[: min(n, s.inference_batch)].to(device))  # warm-up at the timed batch size
         for rep in range(s.repeats):
             for tol in s.inference_tols:
                 k = rep % len(DEQ_SOLVERS)  # rotate the order: no solver always runs first
@@ -108,9 +117,9 @@ def trained_cell_spectrum(model: nn.Module, x: Tensor, steps: int, device: torch
         return None
     model.eval()
     with torch.no_grad():
-        inj = model.embed(model.normalize(x.to(device))).cpu()
+        cell, inj = fixed_point_problem(model, x.to(device))
     # on the CPU in float64-capable form: a few structures, the cost is negligible
-    spec = jacobian_spectrum(copy.deepcopy(cell).cpu(), inj, steps)
+    spec = jacobian_spectrum(copy.deepcopy(cell).cpu(), inj.cpu(), steps)
     samples = spec["samples"]
     return {"n": len(samples), "arnoldi_steps": steps,
             "rho_power": [s["rho_power"] for s in samples],
@@ -124,17 +133,24 @@ def trained_cell_spectrum(model: nn.Module, x: Tensor, steps: int, device: torch
 def residual_traces(model: nn.Module, xb: Tensor, s: SpeedupSettings, device: torch.device
                     ) -> dict[str, dict[str, list[float]]]:
     """Per solver: wall time (s) at each f evaluation and the batch-mean relative residual of
-    that iterate (tol 0, ``trace_iters`` iterations; median times over ``repeats``)."""
+    that iterate (tol 0, ``trace_iters`` iterations; median times over ``repeats``).
+
+    The problem is the model's own (:func:`fixed_point_problem`: normalised images, stem
+    injection, z₀ = 0). One untimed short solve per solver warms the kernels up first, and the
+    solver order is rotated between repeats, so no solver always runs first."""
     from andersonn.solvers import get_solver
 
     model.eval()
-    inj = model.embed(xb.to(device))
-    cell = model.cell
+    cell, inj = fixed_point_problem(model, xb.to(device))
     sync = device.type == "cuda"
+    for name in DEQ_SOLVERS:  # warm-up: first-call costs are not charged to any solver
+        get_solver(name)(cell, torch.zeros_like(inj), args=(inj,),
+                         **s.options_for(name, 0.0, 2, graphs=False), on_divergence="mark")
     stamps: dict[str, list[list[float]]] = {name: [] for name in DEQ_SOLVERS}
     traces: dict[str, list[float]] = {}
-    for _ in range(s.repeats):
-        for name in DEQ_SOLVERS:
+    for rep in range(s.repeats):
+        k = rep % len(DEQ_SOLVERS)
+        for name in DEQ_SOLVERS[k:] + DEQ_SOLVERS[:k]:
             marks: list[float] = []
 
             def timed(z: Tensor, x: Tensor, _marks: list[float] = marks) -> Tensor:

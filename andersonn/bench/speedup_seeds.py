@@ -53,9 +53,13 @@ def metrics(settings: SpeedupSettings) -> list[tuple[str, Metric]]:
     return rows
 
 
-def summarize(results: Sequence[dict[str, Any]], settings: SpeedupSettings
-              ) -> list[dict[str, Any]]:
-    """Per metric: the value of every seed (None where not reached) and median / min / max."""
+def summarize(results: Sequence[dict[str, Any]], settings: SpeedupSettings,
+              seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Per metric: the value of every seed (None where not reached), median / min / max over
+    the seeds that have one, ``n`` of ``n_total`` seeds counted and the ``missing`` seeds
+    (``seeds`` names them; default: each result's settings' seed, else its position)."""
+    if seeds is None:
+        seeds = [int((r.get("settings") or {}).get("seed", i)) for i, r in enumerate(results)]
     table = []
     for name, read in metrics(settings):
         values = []
@@ -66,7 +70,9 @@ def summarize(results: Sequence[dict[str, Any]], settings: SpeedupSettings
                 value = None
             values.append(None if value is None else float(value))
         known = [v for v in values if v is not None]
-        table.append({"metric": name, "values": values,
+        table.append({"metric": name, "values": values, "n": len(known),
+                      "n_total": len(values),
+                      "missing": [s for s, v in zip(seeds, values, strict=True) if v is None],
                       "median": statistics.median(known) if known else None,
                       "min": min(known) if known else None,
                       "max": max(known) if known else None})
@@ -77,17 +83,35 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None else f"{v:.3g}"
 
 
+def _count(row: dict[str, Any], seeds: Sequence[int]) -> str:
+    """``n/N`` seeds behind a row's median and range, naming the seeds without a value."""
+    values = row["values"]
+    n = sum(v is not None for v in values)
+    text = f"{n}/{len(values)}"
+    missing = row.get("missing")
+    if missing is None:
+        missing = [s for s, v in zip(seeds, values, strict=True) if v is None]
+    if missing:
+        text += " (not reached: seed" + ("s " if len(missing) > 1 else " ") + ", ".join(
+            str(s) for s in missing) + ")"
+    return text
+
+
 def seeds_markdown(task: str, seeds: Sequence[int], table: list[dict[str, Any]]) -> str:
-    """The per-seed table as markdown."""
-    head = "| metric | " + " | ".join(f"seed {s}" for s in seeds) + " | median | min – max |"
+    """The per-seed table as markdown: every seed's value, then the median and range over the
+    seeds that have one and how many those are (n/N, naming the others)."""
+    head = ("| metric | " + " | ".join(f"seed {s}" for s in seeds)
+            + " | median | min – max | seeds |")
     lines = [f"## bench speedup over seeds: {task}\n",
              "Each seed re-draws the training and validation subsets, the initial weights and "
              "the batch order; per-seed tables and plots are in `seed-K/`. Ratios > 1 favour "
-             "the named solver; \"–\" = not reached.\n", head,
-             "|" + "---|" * (len(seeds) + 3)]
+             "the named solver; \"–\" = not reached. Median and range are over the seeds "
+             "that reached a value (\"seeds\": n of N; the median of two is their mean).\n",
+             head, "|" + "---|" * (len(seeds) + 4)]
     for row in table:
         lines.append(f"| {row['metric']} | " + " | ".join(_fmt(v) for v in row["values"])
-                     + f" | {_fmt(row['median'])} | {_fmt(row['min'])} – {_fmt(row['max'])} |")
+                     + f" | {_fmt(row['median'])} | {_fmt(row['min'])} – {_fmt(row['max'])} "
+                     f"| {_count(row, seeds)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -104,7 +128,7 @@ def run_speedup_seeds(task: str, settings: SpeedupSettings, seeds: Sequence[int]
         run = run_speedup(task, dataclasses.replace(settings, seed=seed), dataset=dataset,
                           out=out_dir / f"seed-{seed}", progress=progress)
         results.append(run)
-    table = summarize(results, settings)
+    table = summarize(results, settings, seeds)
     summary = {"bench": "speedup-seeds", "task": task, "seeds": seeds,
                "settings": results[0]["settings"], "machine": results[0]["machine"],
                "metrics": table, "runs": [r["out_dir"] for r in results]}

@@ -4,6 +4,8 @@
 Each writes ``<bench>.json``, ``<bench>.md`` and PNG plots into a results folder (``--out DIR``,
 default ``results/<bench>-<task>``, ``results/spectrum`` for ``bench spectrum``) and print the
 markdown tables. See docs/benchmarks.md (speedup, memory) and docs/engine.md (spectrum).
+Counts, sizes and thread numbers are parsed with :func:`positive_int`, so ``--threads 0`` or
+``--train-limit -5`` fail in one line (exit 2) before any work.
 """
 
 from __future__ import annotations
@@ -29,6 +31,17 @@ def _depths(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(values)))
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, sizes, threads, workers)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -52,33 +65,37 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     sp.add_argument("task", choices=_TASKS)
     sp.add_argument("--quick", action="store_true",
                     help="smoke-sized run (a few minutes on 2 CPU cores)")
-    sp.add_argument("--epochs", type=int, default=None, help="(5; quick 3)")
-    sp.add_argument("--limit", type=int, default=None,
+    sp.add_argument("--epochs", type=positive_int, default=None, help="(5; quick 3)")
+    sp.add_argument("--limit", type=positive_int, default=None,
                     help="seeded random subset of N structures of the cached dataset (each "
-                    "keeps its split); if no current build exists, the task is built with "
-                    "this limit (quick: 1000)")
-    sp.add_argument("--train-limit", type=int, default=None,
+                    "keeps its split; quick: 1000, also of a full build); if no current build "
+                    "exists, the task is built with this limit")
+    sp.add_argument("--train-limit", type=positive_int, default=None,
                     help="at most N training structures (seeded subset; quick: 512)")
     sp.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     sp.add_argument("--seed", type=int, default=None, help="(0)")
+    # --seeds: type int, checked in _speedup (tests/test_runtime.py relies on a command that
+    # parses and then fails at once with exit 2)
     sp.add_argument("--seeds", type=int, default=None, metavar="N",
                     help="repeat the whole benchmark for seeds SEED .. SEED+N-1 (each in "
                     "OUT/seed-K/) and write seeds.md with every ratio's median and range")
     sp.add_argument("--out", metavar="DIR", default=None, type=output_dir,
                     help="(results/speedup-TASK)")
-    sp.add_argument("--batch-size", type=int, default=None, help="(64)")
-    sp.add_argument("--hidden", type=int, default=None, help="cell channels (48; quick 32)")
+    sp.add_argument("--batch-size", type=positive_int, default=None, help="(64)")
+    sp.add_argument("--hidden", type=positive_int, default=None,
+                    help="cell channels (48; quick 32)")
     sp.add_argument("--tol", type=float, default=None, help="training solver tolerance (1e-3)")
-    sp.add_argument("--max-iter", type=int, default=None, help="training iteration cap (30)")
-    sp.add_argument("--evals-per-epoch", type=int, default=None,
+    sp.add_argument("--max-iter", type=positive_int, default=None,
+                    help="training iteration cap (30)")
+    sp.add_argument("--evals-per-epoch", type=positive_int, default=None,
                     help="validation passes per epoch (4; quick 3)")
     sp.add_argument("--inference-tols", type=_floats, default=None,
                     help="relative residuals for the inference comparison (1e-2,1e-3,1e-4)")
-    sp.add_argument("--inference-batch", type=int, default=None,
+    sp.add_argument("--inference-batch", type=positive_int, default=None,
                     help="batch size of the inference comparison (128)")
-    sp.add_argument("--inference-limit", type=int, default=None,
+    sp.add_argument("--inference-limit", type=positive_int, default=None,
                     help="test structures in the inference comparison (512; quick 64)")
-    sp.add_argument("--threads", type=int, default=None, help="torch threads (1)")
+    sp.add_argument("--threads", type=positive_int, default=None, help="torch threads (1)")
     sp.add_argument("--cuda-graph", action="store_true", default=None,
                     help="CUDA: run the DEQs' forward solves as CUDA-graph blocks")
     sp.add_argument("--warm-start", action="store_true", default=None,
@@ -98,9 +115,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     mem.add_argument("--quick", action="store_true", help="batch 32 instead of 64")
     mem.add_argument("--task", choices=_TASKS, default="crystal-gap",
                      help="image shape of this task's graph images (crystal-gap)")
-    mem.add_argument("--batch-size", type=int, default=None, help="(64; quick 32)")
-    mem.add_argument("--hidden", type=int, default=None, help="cell channels (48)")
-    mem.add_argument("--repeats", type=int, default=None, help="fresh processes per point (1)")
+    mem.add_argument("--batch-size", type=positive_int, default=None, help="(64; quick 32)")
+    mem.add_argument("--hidden", type=positive_int, default=None, help="cell channels (48)")
+    mem.add_argument("--repeats", type=positive_int, default=None,
+                     help="fresh processes per point (1)")
     mem.add_argument("--out", metavar="DIR", default=None, type=output_dir,
                      help="(results/memory-TASK)")
     mem.add_argument("--no-progress", action="store_true")
@@ -115,7 +133,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     spec.add_argument("--quick", action="store_true", help="tiny sizes (a few seconds)")
     spec.add_argument("--out", metavar="DIR", default=None, type=output_dir,
                       help="(results/spectrum)")
-    spec.add_argument("--threads", type=int, default=None, help="torch threads (1)")
+    spec.add_argument("--threads", type=positive_int, default=None, help="torch threads (1)")
     spec.add_argument("--seed", type=int, default=None, help="(0)")
     spec.add_argument("--no-progress", action="store_true")
     spec.set_defaults(func=_spectrum)
@@ -126,7 +144,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "electronegativity equalisation and Gasteiger against the DFT dipole on a seeded QM9 "
         "sample: Pearson r, MAE and the held-out accuracy of one threshold for the polarity "
         "label. Writes charges.json and charges.md. See docs/graph-images.md.")
-    ch.add_argument("--molecules", type=int, default=3000, help="sample size (3000)")
+    ch.add_argument("--molecules", type=positive_int, default=3000, help="sample size (3000)")
     ch.add_argument("--seed", type=int, default=0, help="(0)")
     ch.add_argument("--cache-dir", metavar="DIR", default=None, help="cache root (archives)")
     ch.add_argument("--out", metavar="DIR", default=None, type=output_dir, help="(results/charges)")
@@ -167,16 +185,13 @@ def _speedup(args: argparse.Namespace) -> int:
 
 
 def _memory(args: argparse.Namespace) -> int:
-    from andersonn.bench.memory import MemorySettings, run_memory
-    from andersonn.data import TASKS
-    from andersonn.images import IMAGE_SPECS
+    from andersonn.bench.memory import MemorySettings, run_memory, task_shape
 
-    task = TASKS[args.task]
+    shape, classes = task_shape(args.task)
     overrides: dict[str, Any] = {
         "depths": args.depths, "budget_mb": args.budget_mb, "device": args.device,
         "batch_size": args.batch_size, "hidden": args.hidden, "repeats": args.repeats,
-        "image_shape": tuple(int(v) for v in IMAGE_SPECS[task.image_spec].shape),
-        "num_classes": len(task.classes)}
+        "image_shape": shape, "num_classes": classes}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = (MemorySettings.quick(**overrides) if args.quick
                 else MemorySettings(**overrides))
