@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"andersonn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     bench_parser = commands.add_parser(
-        "bench", help="benchmarks (solvers, featurize, speedup, memory)"
+        "bench", help="benchmarks (solvers, featurize, speedup, memory, spectrum, charges)"
     )
     bench = bench_parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     for name in _STAGE_MODULES:

@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from andersonn.cli.options import output_dir
+from andersonn.cli.options import output_dir, positive_int
 from andersonn.errors import ConfigError
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
@@ -29,17 +29,6 @@ def _depths(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"--depths must be positive integers, got {text!r}")
     return tuple(sorted(set(values)))
-
-
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (counts, sizes, threads, workers)."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -9,6 +9,8 @@ import time
 import warnings
 from typing import Any
 
+from andersonn.cli.options import positive_int
+
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 _THRESHOLDS = (  # (flag, dest, task key, help)
     ("--dipole-threshold", "dipole", "polarity", "polarity: strongly polar if dipole >= D (2.5)"),
@@ -26,7 +28,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     build = sub.add_parser("build", help="fetch, verify, label, featurise, split and cache a task")
     build.add_argument("task", choices=_TASKS)
-    build.add_argument("--limit", type=_positive_int, default=None,
+    build.add_argument("--limit", type=positive_int, default=None,
                        help="stratified, seeded subset of N entries taken before featurising")
     build.add_argument("--source", metavar="DIR", default=None,
                        help="use the source archives already in DIR (no network)")
@@ -38,7 +40,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     info = sub.add_parser("info", help="counts per class and split, label rule, sources, skipped")
     info.add_argument("task", choices=_TASKS)
-    info.add_argument("--limit", type=_positive_int, default=None,
+    info.add_argument("--limit", type=positive_int, default=None,
                       help="the build made with this --limit")
     _common(info)
     info.add_argument("--json", action="store_true", help="print the full summary as JSON")
@@ -76,17 +78,6 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     clean.add_argument("--dry-run", action="store_true",
                        help="print what would be removed, delete nothing")
     clean.set_defaults(func=_clean)
-
-
-def _positive_int(value: str) -> int:
-    """An argparse type: a whole number of at least 1 (``--limit``)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from andersonn.cli.options import output_dir
+from andersonn.cli.options import output_dir, positive_int
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -14,18 +14,19 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         help="fixed-point solvers on a convolutional DEQ cell (f evals, wall time, overhead)",
         description="Solve the same conv-DEQ fixed points with forward iteration, Anderson, "
         "Broyden and (if installed) torchdeq's Anderson at tolerances 1e-2..1e-5; print a "
-        "table and write solvers.json.",
+        "table and write solvers.json and solvers.md (solvers_quick.* with --quick); ratios "
+        "where a solver stopped at its iteration cap are marked as bounds.",
     )
     p.add_argument("--out", default=None, type=output_dir,
                    help="directory for the JSON result (default: none)")
     p.add_argument("--quick", action="store_true", help="tiny sizes; finishes in seconds")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--channels", type=int, default=None, help="override channels (48)")
-    p.add_argument("--hidden", type=int, default=None,
+    p.add_argument("--channels", type=positive_int, default=None, help="override channels (48)")
+    p.add_argument("--hidden", type=positive_int, default=None,
                    help="override the cell's hidden width (64; 4/3 x --channels when that is set)")
-    p.add_argument("--size", type=int, default=None, help="override image side (32)")
-    p.add_argument("--batch", type=int, default=None, help="override batch size (128)")
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--size", type=positive_int, default=None, help="override image side (32)")
+    p.add_argument("--batch", type=positive_int, default=None, help="override batch size (128)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads for the run (1 avoids oversubscription on shared CPUs)")
     p.add_argument("--tf32", action="store_true",
                    help="allow TF32 convolutions on CUDA (off: TF32 floors the reachable residual)")

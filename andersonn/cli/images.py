@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from andersonn.cli.options import output_dir, output_file
+from andersonn.cli.options import output_dir, output_file, positive_int
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 
@@ -32,12 +32,14 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
     b = bench.add_parser("featurize", help="featurisation throughput on QM9 and CoRE MOF data",
                          description="Structures/second for QM9 molecules (xyz) and CoRE MOF "
-                                     "CIFs, read from ~/.cache/andersonn/archives; full-set "
-                                     "times are extrapolated from the sample.")
+                                     "CIFs, read from $ANDERSONN_CACHE/archives (default "
+                                     "~/.cache/andersonn/archives; --archives DIR overrides); "
+                                     "full-set times are extrapolated from the sample.")
     b.add_argument("--quick", action="store_true", help="small samples (about a minute)")
     b.add_argument("--out", default=None, metavar="DIR", type=output_dir,
                    help="write featurize.json/.md here")
-    b.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    b.add_argument("--workers", type=positive_int, default=None,
+                   help="processes (default: all cores)")
     b.add_argument("--archives", default=None, metavar="DIR", help="archive directory")
     b.set_defaults(func=_cmd_bench)
 

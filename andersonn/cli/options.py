@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["output_dir", "output_file"]
+__all__ = ["output_dir", "output_file", "positive_int"]
 
 
 def _writable_parent(path: Path) -> str | None:
@@ -55,3 +55,14 @@ def output_dir(value: str) -> str:
     if problem is not None:
         raise argparse.ArgumentTypeError(f"cannot write into {value}: {problem}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, sizes, threads, workers)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
