@@ -202,7 +202,8 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
     """Score runs (directories, or a loaded :class:`Ensemble`) on ``split`` of the dataset
     build they were trained on (``dataset``: that build, already opened, else the cache's).
 
-    The runs must share the build (task and ``--limit``), else their splits would differ.
+    The runs must share the build (its key; for older runs task and ``--limit``), else their
+    splits would differ.
     """
     from andersonn.data.splits import SPLIT_NAMES
     from andersonn.training.inputs import split_tensors
@@ -211,9 +212,8 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
     if split not in SPLIT_NAMES:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}")
     ens, names = _as_ensemble(runs, device, solver, solver_options)
-    builds = {json.dumps([m.config_.get("dataset")]
-                         + [m.config_.get("train", {}).get(k) for k in ("limit", "folds", "fold")],
-                         sort_keys=True, default=str) for m in ens.members}
+    builds = {json.dumps(_build_identity(m.config_), sort_keys=True, default=str)
+              for m in ens.members}
     if len(builds) > 1:
         raise AndersonnError("the runs were trained on different dataset builds (source or "
                              "--limit) or cross-validation folds, so their splits differ; "
@@ -228,6 +228,18 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
         raise AndersonnError(f"the {split} split of this dataset build is empty")
     probs, iters = ens.member_outputs(images.numpy())
     return _evaluation(ens, names, f"the {split} split", probs, iters, labels.numpy())
+
+
+def _build_identity(config: dict[str, Any]) -> list[Any]:
+    """What makes two runs' splits equal: the build's key where the run records it (so a run
+    given ``--limit 8000`` and one that took that same build as the latest agree), else the
+    dataset record and ``--limit`` (runs from before builds were keyed); and the CV fold."""
+    dataset = config.get("dataset") or {}
+    train = config.get("train", {})
+    fold = [train.get("folds"), train.get("fold")]
+    if dataset.get("cache_key"):
+        return ["key", dataset["cache_key"], *fold]
+    return [dataset, train.get("limit"), *fold]
 
 
 def read_labelled(path: str | Path, task: str, classes: Sequence[str],

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -56,6 +57,28 @@ def atomic_write_files(contents: Mapping[str | os.PathLike[str], bytes]) -> None
         for tmp_name in temps:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
+
+
+# the temporary files _temp_beside makes: "." + the target's name + "." + mkstemp's 8 random
+# characters + ".tmp"
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_temp_files(folder: str | os.PathLike[str], recursive: bool = False) -> list[Path]:
+    """Delete the temporary files that atomic writes into ``folder`` (and, ``recursive``, its
+    subfolders) left when their process was killed mid-write; only files named as
+    :func:`atomic_open` names them. Returns the paths removed (a missing folder: none).
+    Call it only where no other process is writing into ``folder``."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in (root.rglob(".*.tmp") if recursive else root.glob(".*.tmp")):
+        if TEMP_NAME.match(path.name) and path.is_file() and not path.is_symlink():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 def _temp_beside(target: Path) -> tuple[int, str]:

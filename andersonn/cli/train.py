@@ -103,7 +103,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                              "prints the expected calibration error before and after and "
                              "stores the temperature in the run's config.json, with the "
                              "dataset's training domain if the run has none.")
-    ca.add_argument("run_dir", metavar="RUN_DIR")
+    ca.add_argument("run_dir", metavar="RUN_DIR|CV_DIR",
+                    help="a run, or a cross-validation (train --folds): each finished fold")
     ca.add_argument("--device", default="cpu")
     ca.add_argument("--threads", type=int, default=None, help="torch threads")
     ca.set_defaults(func=_calibrate)
@@ -212,7 +213,12 @@ def _train(args: argparse.Namespace) -> int:
               "fixed point to solve for", file=sys.stderr)
     if args.folds:
         return _cross_validate(args, cfg, name, out)
-    result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    from andersonn.training.trainer import TrainingInterrupted
+
+    try:
+        result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except TrainingInterrupted as stop:
+        return _interrupted(stop, args, out)
     tm = result.test_metrics
     if tm is not None and _is_main():
         print(f"{_run_label(name, cfg)}: test accuracy {tm['accuracy']:.4f} (95 % interval "
@@ -231,6 +237,9 @@ def _train_check_labels(overrides: dict[str, Any], given: dict[str, Any],
 
     task = overrides.get("task")
     if task is None:
+        if overrides.get("labels") is not None and base and base.get("labels") is None:
+            raise ConfigError(f"cannot resume {out}: it was trained on task "
+                              f"{base.get('task')}, not on a labels file")
         return
     if given.get("labels") is not None:
         raise ConfigError(f"{config} names a labels file ({given['labels']}), but the command "
@@ -242,12 +251,41 @@ def _train_check_labels(overrides: dict[str, Any], given: dict[str, Any],
 
 def _cross_validate(args: argparse.Namespace, cfg: Any, name: str, out: Path) -> int:
     from andersonn.crossval import cross_validate
+    from andersonn.training.trainer import TrainingInterrupted
 
-    summary = cross_validate(cfg, out, folds=args.folds, only=args.fold, resume=args.resume,
-                             progress=not args.no_progress)
+    try:
+        summary = cross_validate(cfg, out, folds=args.folds, only=args.fold,
+                                 resume=args.resume, progress=not args.no_progress)
+    except TrainingInterrupted as stop:
+        return _interrupted(stop, args, out)
     if summary is not None:
         print(f"{_run_label(name, cfg)}: {summary.summary_line()} → {out / 'cv.md'}")
     return 0
+
+
+def _interrupted(stop: Any, args: argparse.Namespace, out: Path) -> int:
+    """Ctrl-C during training: say what the run holds and the command that continues it."""
+    import shlex
+
+    if _is_main():
+        command = ["andersonn", "train", args.task, "--out", str(out)]
+        if args.folds:
+            command += ["--folds", str(args.folds)]
+            if args.fold is not None:
+                command += ["--fold", str(args.fold)]
+        if args.config:
+            command += ["--config", args.config]
+        command = shlex.join([*command, "--resume"])
+        if stop.epoch == 0:
+            what = f"no epoch of {stop.run_dir} finished yet; `{command}` starts it again"
+        elif stop.epoch >= stop.epochs:
+            what = (f"{stop.run_dir} holds all {stop.epochs} epochs; `{command}` finishes it "
+                    "(calibration, test)")
+        else:
+            what = (f"{stop.run_dir} holds epochs 1–{stop.epoch} of {stop.epochs}; "
+                    f"`{command}` continues from epoch {stop.epoch + 1}")
+        print(f"andersonn: interrupted: {what}", file=sys.stderr)
+    return 130
 
 
 def _run_label(name: str, cfg: Any) -> str:
@@ -306,20 +344,56 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    from andersonn.crossval import is_cross_validation
+
+    if is_cross_validation(args.run_dir):
+        return _calibrate_cross_validation(args)
     r = calibrate_run(args.run_dir, device=args.device)
+    _print_calibration(r)
+    print(f"stored in {Path(args.run_dir) / 'config.json'}")
+    return 0
+
+
+def _calibrate_cross_validation(args: argparse.Namespace) -> int:
+    """``calibrate CV_DIR``: every finished fold run, then the summary (its probabilities are
+    the calibrated ones) when the cross-validation has one."""
+    from andersonn.crossval import summarize
+    from andersonn.errors import AndersonnError
+    from andersonn.training import calibrate_run
+
+    folds = sorted(Path(args.run_dir).glob("fold-*/config.json"),
+                   key=lambda p: (len(p.parent.name), p.parent.name))
+    done = [p.parent for p in folds if (p.parent / "model.safetensors").is_file()]
+    if not done:
+        raise AndersonnError(f"{args.run_dir}: a cross-validation without a finished fold")
+    for run in done:
+        print(f"{run}:")
+        _print_calibration(calibrate_run(run, device=args.device), indent="  ")
+    for path in folds:
+        if path.parent not in done:
+            print(f"{path.parent}: not finished; calibrated when its training ends")
+    print(f"stored in each fold's config.json ({len(done)} of {len(folds)})")
+    if (Path(args.run_dir) / "cv.json").is_file() and len(done) == len(folds):
+        summary = summarize(args.run_dir, device=args.device)
+        summary.write(args.run_dir)
+        print(f"summary rewritten with the calibrated probabilities: {summary.summary_line()} "
+              f"→ {Path(args.run_dir) / 'cv.md'}")
+    return 0
+
+
+def _print_calibration(r: dict[str, Any], indent: str = "") -> None:
     if r["method"] == "none":
-        print(f"no temperature fitted: {r['reason']}; probabilities stay as trained")
+        print(f"{indent}no temperature fitted: {r['reason']}; probabilities stay as trained")
     else:
-        print(f"temperature {r['temperature']:.4f} (fitted on the validation split)")
-        print(f"validation ECE {r['val_ece']:.4f} → {r['val_ece_calibrated']:.4f}")
+        print(f"{indent}temperature {r['temperature']:.4f} (fitted on the validation split)")
+        print(f"{indent}validation ECE {r['val_ece']:.4f} → {r['val_ece_calibrated']:.4f}")
     if "test_ece" in r:
-        print(f"test ECE       {r['test_ece']:.4f} → {r['test_ece_calibrated']:.4f}")
+        print(f"{indent}test ECE       {r['test_ece']:.4f} → {r['test_ece_calibrated']:.4f}")
     if "domain_added" in r:
         from andersonn.data.domain import Domain
 
-        print(f"training domain recorded: {Domain.from_dict(r['domain_added']).describe()}")
-    print(f"stored in {Path(args.run_dir) / 'config.json'}")
-    return 0
+        print(f"{indent}training domain recorded: "
+              f"{Domain.from_dict(r['domain_added']).describe()}")
 
 
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:

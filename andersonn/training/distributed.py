@@ -16,7 +16,7 @@ import torch.distributed as dist
 from andersonn.errors import ConfigError
 
 __all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_object", "cleanup",
-           "resolve_device", "setup"]
+           "first_error", "resolve_device", "setup", "stop_together"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +88,39 @@ def first_error(error: str | None, info: DistInfo) -> str | None:
     errors: list[str | None] = [None] * info.world_size
     dist.all_gather_object(errors, error)
     return next((e for e in errors if e), None)
+
+
+def _message(exc: BaseException) -> str:
+    """An exception in one line, as the command line prints it (an OSError names its file)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def stop_together(exc: BaseException | None, info: DistInfo) -> None:
+    """Raise, on every rank, the first (by rank) of the ranks' exceptions; return when none
+    failed. ``exc``: this rank's (None where all went well).
+
+    For work only rank 0 does (checks of the run directory, writing files): called by every
+    rank at the same point, so that a failure there stops all of them with its one-line
+    message (of its kind: ``ConfigError``, ``ResumeConflict``, ...) instead of leaving the
+    others to crash in the next collective. One process: ``exc`` is raised as it is."""
+    if not info.distributed:
+        if exc is not None:
+            raise exc
+        return
+    mine = None if exc is None else (type(exc).__name__, _message(exc))
+    first = first_error(mine, info)  # type: ignore[arg-type]
+    if first is None:
+        return
+    if exc is not None and mine == first:
+        raise exc
+    from andersonn import errors
+
+    kind = getattr(errors, str(first[0]), None)
+    if not (isinstance(kind, type) and issubclass(kind, errors.AndersonnError)):
+        kind = errors.AndersonnError
+    raise kind(first[1])
 
 
 def broadcast_object(obj: object, info: DistInfo) -> object:

@@ -58,10 +58,12 @@ def fold_of(ds: Any, train: dict[str, Any]) -> Any:
 
 
 def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
-                      progress: bool = True) -> Any:
+                      progress: bool = True, key: str | None = None) -> Any:
     """Load ``cfg.task`` (building it first, on rank 0, when missing or stale), or the
     dataset of ``cfg.labels``. Without ``limit`` the task's latest build is taken (what
     ``andersonn data build`` made last); the run records which (``dataset.cache_key``).
+    ``key``: a built-in task's build to take while it is cached (a resumed run's own), before
+    the latest or the ``limit`` build.
 
     Under torchrun every rank opens rank 0's build (by its key, from the cache it sees), so
     all train on the same data; a failure on any rank stops every rank with its message."""
@@ -69,7 +71,7 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
     ds, error = None, None
     if info.is_main:
         try:
-            ds = _load_or_build(cfg, progress)
+            ds = _load_or_build(cfg, progress, key)
         except AndersonnError as exc:
             error = str(exc)
     error = first_error(error, info)
@@ -95,11 +97,18 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
     return ds
 
 
-def _load_or_build(cfg: TrainConfig, progress: bool) -> Any:
+def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> Any:
     from andersonn.data import build_dataset, load_dataset
 
     if cfg.labels is not None:
         return labelled_dataset_of(cfg.to_dict(), progress=progress, report=True)
+    if key is not None:
+        from andersonn.data.build import datasets_root
+        from andersonn.data.cache import is_complete, open_cache
+
+        directory = datasets_root() / cfg.task / key
+        if is_complete(directory):
+            return open_cache(directory)
     kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
     try:
         return load_dataset(cfg.task, **kwargs)

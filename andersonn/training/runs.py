@@ -63,17 +63,40 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
 
 
 def run_build(run_config: dict[str, Any]) -> Any:
-    """The cached build a finished run was trained on (its task, ``--limit`` and label
-    thresholds, or its labels file), with the build's own splits. A labels file's build is
-    the one recorded in the run (``dataset.cache_key``): refused when it is no longer cached
-    and the labels file (or a file it names) has changed since."""
+    """The cached build a finished run was trained on, with the build's own splits: the one
+    recorded in the run (``dataset.cache_key``) while it is cached. A labels file's build is
+    otherwise rebuilt from the file, refused when the file (or a file it names) has changed
+    since. A task's build is otherwise the build of the run's ``--limit`` (the one recorded,
+    which a run given no limit took as the latest build) and label thresholds, refused when
+    its key differs from the recorded one (the featuriser or the sources changed since)."""
     from andersonn.data import load_dataset
+    from andersonn.data.build import build_command, datasets_root
+    from andersonn.data.cache import is_complete, open_cache
 
     train = run_config.get("train", {})
+    data = run_config.get("dataset") or {}
+    key = data.get("cache_key") if isinstance(data.get("cache_key"), str) else None
     if train.get("labels") is not None:  # the run's own build, not the file as it is now
-        return labelled_dataset_of(train, key=(run_config.get("dataset") or {}).get("cache_key"))
-    return load_dataset(run_config["task"], limit=train.get("limit"),
-                        thresholds=run_config.get("thresholds"))
+        return labelled_dataset_of(train, key=key)
+    task = run_config["task"]
+    if key and is_complete(datasets_root() / task / key):
+        return open_cache(datasets_root() / task / key)
+    limit = data["limit"] if "limit" in data else train.get("limit")
+    thresholds = run_config.get("thresholds")
+    try:
+        ds = load_dataset(task, limit=limit, thresholds=thresholds)
+    except AndersonnError as exc:
+        if not key:
+            raise
+        raise AndersonnError(f"the {task} build this run was trained on ({key}) is no longer "
+                             f"cached; {exc}") from None
+    if key and ds.meta.get("key") not in (None, key):
+        raise AndersonnError(
+            f"the {task} build this run was trained on ({key}) is no longer cached, and the "
+            f"build of its settings now ({ds.meta.get('key')}, `"
+            f"{build_command(task, limit=limit, thresholds=ds.meta.get('thresholds'))}`) "
+            "differs from it (featuriser version or sources changed); train a new run on it")
+    return ds
 
 
 def run_dataset(run_config: dict[str, Any]) -> Any:

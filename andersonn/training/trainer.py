@@ -29,17 +29,18 @@ from torch.utils.data import DistributedSampler
 
 from andersonn import __version__
 from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
-from andersonn.fileio import atomic_write_json, atomic_write_text
+from andersonn.fileio import TEMP_NAME, atomic_write_json, atomic_write_text, remove_temp_files
 from andersonn.models import build_model, count_parameters, vector_channels_for
 from andersonn.training import checkpoint as ckpt
 from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import (
     DistInfo,
     all_reduce_sum,
-    barrier,
+    broadcast_object,
     cleanup,
     resolve_device,
     setup,
+    stop_together,
 )
 from andersonn.training.evaluation import (
     bf16_autocast,
@@ -59,17 +60,39 @@ from andersonn.training.inputs import (
 )
 from andersonn.training.warm_start import WarmStarts
 
-__all__ = ["TrainResult", "resolve_device", "resume_conflicts", "settings_conflicts", "train"]
+__all__ = ["TrainResult", "TrainingInterrupted", "resolve_device", "resume_conflicts",
+           "settings_conflicts", "train"]
 
 # Fields that define the model/data: a resumed run must agree on them. (lr and weight_decay
-# too: the optimizer's state, loaded from the checkpoint, would keep the old ones.)
-_RESUME_KEYS = ("task", "model", "hidden", "kernel", "groups", "depth", "match_params", "seed",
-                "batch_size", "limit", "folds", "fold", "lr", "weight_decay")
+# too: the optimizer's state, loaded from the checkpoint, would keep the old ones; and the loss
+# the epochs were trained on: a run's config.json describes all of its epochs.)
+_RESUME_KEYS = ("task", "model", "hidden", "kernel", "groups", "depth", "match_params",
+                "vector_heads", "seed", "batch_size", "limit", "folds", "fold", "lr",
+                "weight_decay", "label_smoothing", "class_weights", "grad_clip")
+# ... and, for a DEQ, how its fixed point was solved and differentiated in training (eval_tol
+# and eval_max_iter may change: they decide only validation, calibration and the test; a change
+# is recorded in config.json's "resumes")
+_RESUME_SOLVER_KEYS = ("solver", "tol", "max_iter", "solver_options", "backward",
+                       "backward_tol", "backward_max_iter", "jac_reg", "jac_samples",
+                       "warm_start")
+# settings a resume may change without it being worth a record in config.json's "resumes"
+_UNRECORDED = ("threads", "workers", "device", "plots")
+# what a folder holding a run (or the start of one) holds
+_RUN_FILES = ("config.json", ckpt.POINTER, "checkpoints", "metrics.jsonl", "model.safetensors")
 # What a finished run's config.json gains at the end of training: kept while a resume that
 # extends it runs, so the file describes model.safetensors until the new one replaces it
 _FINAL_KEYS = ("calibration", "best_epoch", "best_val_acc")
 # ... and on the data it was trained on (from the run's config.json)
 _RESUME_DATA_KEYS = ("featurizer_version", "image_spec", "classes", "label_rule", "thresholds")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: ``run_dir`` holds the checkpoint of ``epoch`` (0: none yet) of
+    ``epochs``, from which ``--resume`` continues."""
+
+    def __init__(self, run_dir: Path, epoch: int, epochs: int) -> None:
+        super().__init__(f"interrupted: {run_dir} holds epoch {epoch} of {epochs}")
+        self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
 
 
 @dataclasses.dataclass
@@ -165,8 +188,11 @@ def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
         "normalization": {"mean": mean.tolist(), "std": std.tolist()},
         "class_weights": weight.tolist() if weight is not None else None,
         "train": cfg.to_dict(),
+        # the build itself (a task's latest build is taken when no limit is given): evaluate
+        # and calibrate reopen it by its key
         "dataset": {"n": len(ds.labels), "sources": _sources(cfg, meta),
-                    "cache_key": meta_value(meta, "cache_key")},
+                    "cache_key": meta_value(meta, "cache_key", "key"),
+                    **({"limit": meta.get("limit")} if cfg.labels is None else {})},
         "world_size": info.world_size,
         "andersonn_version": __version__,
         "torch_version": torch.__version__,
@@ -216,6 +242,22 @@ def _check_classes(task: str, ytr: torch.Tensor, classes: list[str]) -> None:
                              "train split")
 
 
+def _rank_batch(batch: torch.Tensor, info: DistInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's part of a global batch of sample indices (its r-th, r+W-th, ... entry) and
+    which of them count (all but the padding: a rank short of the others in an epoch's last
+    batch repeats a sample, so that every rank computes a batch of the same size)."""
+    if not info.distributed:
+        return batch, torch.ones(batch.numel(), dtype=torch.bool)
+    local = batch[info.rank::info.world_size]
+    size = -(-batch.numel() // info.world_size)
+    keep = torch.zeros(size, dtype=torch.bool)
+    keep[:local.numel()] = True
+    if local.numel() < size:
+        fill = local[:1] if local.numel() else batch[:1]
+        local = torch.cat([local, fill.expand(size - local.numel())])
+    return local, keep
+
+
 def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
 
@@ -241,8 +283,27 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool =
 
 def settings_conflicts(old_train: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Names of the settings in which a run's train config ``old_train`` differs from ``cfg``
-    so that the run cannot be continued with ``cfg`` (the model, its data, the optimizer)."""
-    return [key for key in _RESUME_KEYS if key in old_train and old_train[key] != getattr(cfg, key)]
+    so that the run cannot be continued with ``cfg`` (the model, its data, the optimizer, the
+    loss, and a DEQ's training solve)."""
+    keys = _RESUME_KEYS + (_RESUME_SOLVER_KEYS if old_train.get("model", "deq") == "deq" else ())
+    new = cfg.to_dict()
+    # compared as JSON (tuples vs lists, ints vs floats of one value)
+    return [key for key in keys if key in old_train and key in new
+            and json.loads(json.dumps(old_train[key])) != json.loads(json.dumps(new[key]))]
+
+
+def _resume_record(old_train: dict[str, Any], cfg: TrainConfig, epoch: int,
+                   run_dir: Path) -> list[dict[str, Any]]:
+    """config.json's ``resumes``: those of the run so far, plus this one (after ``epoch``)
+    with the settings it changes (``{key: [old, new]}``; none, no record)."""
+    try:
+        earlier = list(json.loads((run_dir / "config.json").read_text()).get("resumes") or [])
+    except (OSError, ValueError, AttributeError, TypeError):
+        earlier = []
+    new = json.loads(json.dumps(cfg.to_dict()))
+    changed = {key: [old_train[key], new[key]] for key in sorted(new)
+               if key in old_train and key not in _UNRECORDED and old_train[key] != new[key]}
+    return earlier + ([{"after_epoch": epoch, "changed": changed}] if changed else [])
 
 
 def resume_conflicts(run_dir: str | Path, old_train: dict[str, Any], cfg: TrainConfig,
@@ -266,25 +327,70 @@ def resume_conflicts(run_dir: str | Path, old_train: dict[str, Any], cfg: TrainC
     return diff
 
 
+def _holds_run_files(run_dir: Path) -> bool:
+    return any((run_dir / name).exists() for name in _RUN_FILES)
+
+
+def _preflight(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
+    """Rank 0's checks of the run directory, before any data is loaded (or built); returns the
+    checkpoint to resume from (None: a new run). Removes the temporary files of atomic writes
+    that a killed process left in the run."""
+    _check_run_dir(run_dir)
+    if not resume and (run_dir / ckpt.POINTER).exists():
+        raise AndersonnError(f"{run_dir} already holds a run; pass --resume to continue it or "
+                             "choose another --out")
+    folder = ckpt.latest_checkpoint(run_dir) if resume else None
+    if resume and folder is None and run_dir.is_dir() and not _holds_run_files(run_dir) \
+            and any(p for p in run_dir.iterdir() if not TEMP_NAME.match(p.name)):
+        # the runs/ folder above a run, a run's plots/: --resume would train a new run in it
+        raise ConfigError(f"cannot resume {run_dir}: it holds no run (no {ckpt.POINTER} or "
+                          "config.json) but other files; give the run's own folder, or an "
+                          "empty or new one to start a run")
+    if folder is not None:
+        early = settings_conflicts(_checkpoint_train(folder), cfg)
+        if early:
+            raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
+                                 f"{', '.join(early)}")
+    if _holds_run_files(run_dir):
+        for sub in (run_dir, run_dir / "checkpoints", run_dir / "plots"):
+            remove_temp_files(sub, recursive=sub.name == "checkpoints")
+    return folder
+
+
+def _recorded_build(run_dir: Path, cfg: TrainConfig) -> str | None:
+    """The key of the build a resumed run of a built-in task was trained on (None: unknown,
+    or a labels file's run, which finds its build from the file)."""
+    if cfg.labels is not None:
+        return None
+    try:
+        key = (json.loads((run_dir / "config.json").read_text()).get("dataset") or {}) \
+            .get("cache_key")
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return key if isinstance(key, str) and key else None
+
+
 def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: Any,
            progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
            info: DistInfo) -> TrainResult:
     device = resolve_device(cfg.device, info)
     _set_threads(cfg)
     run_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.task}-{cfg.model}"
-    _check_run_dir(run_dir)
-    if info.is_main and not resume and (run_dir / ckpt.POINTER).exists():
-        raise AndersonnError(f"{run_dir} already holds a run; pass --resume to continue it or "
-                             "choose another --out")
-    folder = ckpt.latest_checkpoint(run_dir) if resume else None
-    if folder is not None:  # refused before the dataset is loaded (or built)
-        early = settings_conflicts(_checkpoint_train(folder), cfg)
-        if early:
-            raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
-                                 f"{', '.join(early)}")
-    barrier(info)
+    # rank 0 checks the run directory (every rank stops with its message when it refuses) and
+    # names the checkpoint every rank resumes from
+    folder, failure = None, None
+    if info.is_main:
+        try:
+            folder = _preflight(cfg, run_dir, resume)
+        except (AndersonnError, OSError) as exc:
+            failure = exc
+    stop_together(failure, info)
+    where = broadcast_object(str(folder) if folder is not None else None, info)
+    folder = Path(where) if isinstance(where, str) else None
 
-    ds = fold_of(dataset if dataset is not None else load_task_dataset(cfg, info, progress),
+    key = _recorded_build(run_dir, cfg) if folder is not None and dataset is None else None
+    ds = fold_of(dataset if dataset is not None else
+                 load_task_dataset(cfg, info, progress, **({"key": key} if key else {})),
                  cfg.to_dict())
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(np.max(ds.labels)) + 1
@@ -312,10 +418,14 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     if info.world_size > 1 and cfg.batch_size % info.world_size:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the world size "
                           f"{info.world_size}")
-    local_bs = cfg.batch_size // info.world_size
-    sampler = DistributedSampler(range(xtr.shape[0]), num_replicas=info.world_size,
-                                 rank=info.rank, shuffle=True, seed=cfg.seed)
-    steps_per_epoch = math.ceil(len(sampler) / local_bs)
+    # the global data order of an epoch is one process's (DistributedSampler's shuffle, seed +
+    # epoch); each step's global batch is dealt over the ranks (rank r: its r-th, r+W-th, ...
+    # sample), and a rank short of the others in the last batch is padded with copies that
+    # count for nothing (loss, gradient and metrics are those of one process)
+    sampler = DistributedSampler(range(xtr.shape[0]), num_replicas=1, rank=0, shuffle=True,
+                                 seed=cfg.seed)
+    steps_per_epoch = math.ceil(xtr.shape[0] / cfg.batch_size)
+    wtr = (weight[ytr] if weight is not None else torch.ones(ytr.shape[0])).double()
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or "norm" in name else decay).append(p)
@@ -335,11 +445,17 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     start_epoch, best_val, best_epoch, wall_total = 0, -1.0, 0, 0.0
     best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
     if folder is not None:
-        saved = ckpt.load_checkpoint(folder)
-        diff = resume_conflicts(run_dir, saved["state"].get("config", {}), cfg, run_config)
-        if diff:
-            raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
-                                 f"{', '.join(diff)}")
+        saved, failure = None, None
+        try:
+            saved = ckpt.load_checkpoint(folder)
+            diff = resume_conflicts(run_dir, saved["state"].get("config", {}), cfg, run_config)
+            if diff:
+                raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
+                                     f"{', '.join(diff)}")
+        except (AndersonnError, OSError) as exc:  # a rank that cannot read the checkpoint
+            failure = exc
+        stop_together(failure, info)
+        assert saved is not None
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -352,6 +468,9 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         if warm is not None and saved["warm_states"] is not None \
                 and saved["warm_states"].shape == warm.table.shape:
             warm.table.copy_(saved["warm_states"])
+        run_config["resumes"] = _resume_record(st.get("config", {}), cfg, start_epoch, run_dir)
+        if not run_config["resumes"]:
+            del run_config["resumes"]
         if info.is_main and progress:
             print(f"andersonn: resuming {run_dir} after epoch {start_epoch}", file=sys.stderr)
         if cfg.epochs > int(st.get("config", {}).get("epochs", cfg.epochs)):
@@ -360,10 +479,15 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                                                  cfg.warmup_epochs * steps_per_epoch)
     elif resume and info.is_main and progress:
         print(f"andersonn: no checkpoint in {run_dir}; starting a new run", file=sys.stderr)
+    failure = None
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "config.json", {**run_config, **_final_fields(run_dir)}
-                          if folder is not None else run_config)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(run_dir / "config.json", {**run_config, **_final_fields(run_dir)}
+                              if folder is not None else run_config)
+        except (AndersonnError, OSError) as exc:
+            failure = exc
+    stop_together(failure, info)
 
     net: nn.Module = model
     if info.distributed:
@@ -374,138 +498,179 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                 broadcast_buffers=False)
 
     show = progress and info.is_main
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
-        # checked before the epoch, so resuming a run that stopped early does not train on
-        if cfg.patience is not None and epoch - 1 - best_epoch >= cfg.patience:
+    bars: list[Any] = []  # the epoch's progress bar, closed before a Ctrl-C is reported
+    saved_epoch = start_epoch
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            # checked before the epoch, so resuming a run that stopped early does not train on
+            if cfg.patience is not None and epoch - 1 - best_epoch >= cfg.patience:
+                if show:
+                    print(f"andersonn: no validation improvement for {epoch - 1 - best_epoch} "
+                          f"epochs (best: epoch {best_epoch}); stopping early after epoch "
+                          f"{epoch - 1}", file=sys.stderr)
+                break
+            sampler.set_epoch(epoch)
+            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+            model.train()
+            sums = torch.zeros(10, dtype=torch.float64)
+            # loss, correct, n, fwd_nfev*n, fwd_nfev_max, bwd_nfev*n, bwd_nfev_max, fwd_res*n,
+            # batches, jacobian penalty*n
+            bar = None
             if show:
-                print(f"andersonn: no validation improvement for {epoch - 1 - best_epoch} "
-                      f"epochs (best: epoch {best_epoch}); stopping early after epoch "
-                      f"{epoch - 1}", file=sys.stderr)
-            break
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
-        model.train()
-        sums = torch.zeros(10, dtype=torch.float64)
-        # loss, correct, n, fwd_nfev*n, fwd_nfev_max, bwd_nfev*n, bwd_nfev_max, fwd_res*n, batches,
-        # jacobian penalty*n
-        bar = None
-        if show:
-            from tqdm.auto import tqdm
+                from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                       dynamic_ncols=True, file=sys.stderr)
-        t0 = time.perf_counter()
-        for step in range(steps_per_epoch):
-            b = order[step * local_bs:(step + 1) * local_bs]
-            xb, yb = xtr[b].to(device, non_blocking=True), ytr[b].to(device, non_blocking=True)
-            with bf16_autocast(cfg.bf16, device):
-                logits = net(xb) if warm is None else warm.forward(net, model, xb, b)
-            loss = F.cross_entropy(logits.float(), yb, weight=wdev,
-                                   label_smoothing=cfg.label_smoothing)
-            fwd_stats = model.solver_stats()["forward"]
-            jac = model.jacobian_loss() if cfg.jac_reg > 0 else None
-            optimizer.zero_grad(set_to_none=True)
-            (loss if jac is None else loss + cfg.jac_reg * jac).backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            n = b.numel()
-            nf, nfmax, res = stat_values(fwd_stats)
-            bf, bfmax, _ = stat_values(model.solver_stats()["backward"])
-            lval = float(loss.detach())
-            if not math.isfinite(lval):
-                raise AndersonnError(f"training diverged at epoch {epoch} step {step} (loss "
-                                     f"{lval}); try a smaller --lr or a tighter solver tol")
-            correct = float((logits.detach().argmax(1) == yb).sum())
-            sums += torch.tensor([lval * n, correct, n, nf * n, nfmax, bf * n, bfmax, res * n, 1,
-                                  float(jac.detach()) * n if jac is not None else 0.0],
-                                 dtype=torch.float64)
+                bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}",
+                           leave=False, dynamic_ncols=True, file=sys.stderr)
+                bars[:] = [bar]
+            t0 = time.perf_counter()
+            for step in range(steps_per_epoch):
+                glob = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                b, keep = _rank_batch(glob, info)
+                # the global batch's weight sum: one process's cross-entropy mean, whose
+                # gradient DDP's average over ranks then equals (hence the world-size factor)
+                denom = float(wtr[glob].sum())
+                xb, yb = xtr[b].to(device, non_blocking=True), ytr[b].to(device, non_blocking=True)
+                with bf16_autocast(cfg.bf16, device):
+                    logits = net(xb) if warm is None else warm.forward(net, model, xb, b)
+                per_sample = F.cross_entropy(logits.float(), yb, weight=wdev, reduction="none",
+                                             label_smoothing=cfg.label_smoothing)
+                mask = keep.to(device=device, dtype=per_sample.dtype)
+                local_sum = (per_sample * mask).sum()
+                loss = local_sum * (info.world_size / denom)
+                fwd_stats = model.solver_stats()["forward"]
+                jac = model.jacobian_loss() if cfg.jac_reg > 0 else None
+                optimizer.zero_grad(set_to_none=True)
+                (loss if jac is None else loss + cfg.jac_reg * jac).backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                n = int(keep.sum())
+                n_glob = glob.numel()
+                nf, nfmax, res = stat_values(fwd_stats)
+                bf, bfmax, _ = stat_values(model.solver_stats()["backward"])
+                # this rank's share of the global batch's mean loss (summed over ranks below)
+                lval = float(local_sum.detach()) / denom
+                finite = torch.tensor([0.0 if math.isfinite(lval) else 1.0], dtype=torch.float64)
+                if info.distributed:  # every rank stops at the same step
+                    all_reduce_sum(finite, info)
+                if finite.item():
+                    what = lval if not math.isfinite(lval) else "not finite on another rank"
+                    raise AndersonnError(f"training diverged at epoch {epoch} step {step} (loss "
+                                         f"{what}); try a smaller --lr or a tighter solver tol")
+                correct = float(((logits.detach().argmax(1) == yb) & keep.to(device)).sum())
+                sums += torch.tensor([lval * n_glob, correct, n, nf * n, nfmax, bf * n, bfmax,
+                                      res * n, 1, float(jac.detach()) * n if jac is not None
+                                      else 0.0], dtype=torch.float64)
+                if bar is not None:
+                    bar.update(1)
+                    if step % 5 == 0 or step == steps_per_epoch - 1:
+                        seen = max(sums[2].item(), 1.0)
+                        bar.set_postfix(loss=f"{sums[0] / seen:.3f}", acc=f"{sums[1] / seen:.3f}",
+                                        it=f"{sums[3] / seen:.1f}", refresh=False)
+            train_time = time.perf_counter() - t0
             if bar is not None:
-                bar.update(1)
-                if step % 5 == 0 or step == steps_per_epoch - 1:
-                    bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{sums[1] / sums[2]:.3f}",
-                                    it=f"{sums[3] / sums[2]:.1f}", refresh=False)
-        train_time = time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        all_reduce_sum(sums, info)
-        t1 = time.perf_counter()
+                bar.close()
+                bars.clear()
+            all_reduce_sum(sums, info)
+            t1 = time.perf_counter()
+            if cfg.model == "deq":
+                model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
+            val = eval_pass(model, xva, yva, k, cfg.eval_batch_size, device, info, cfg.bf16, wdev)
+            if cfg.model == "deq":
+                model.set_solver(cfg.solver, cfg.forward_options())
+            val_time = time.perf_counter() - t1
+            epoch_time = time.perf_counter() - t0
+            wall_total += epoch_time
+            n_all, batches = max(sums[2].item(), 1.0), max(sums[8].item(), 1.0)
+            improved = val["accuracy"] > best_val + 1e-12
+            if improved:
+                best_val, best_epoch = val["accuracy"], epoch
+                best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
+            record = {
+                "epoch": epoch, "train_loss": sums[0].item() / n_all,
+                "train_acc": sums[1].item() / n_all, "val_loss": val["loss"],
+                "val_acc": val["accuracy"], "val_balanced_acc": val["balanced_accuracy"],
+                "val_macro_f1": val["macro_f1"], "lr": optimizer.param_groups[0]["lr"],
+                "train_time_s": train_time, "val_time_s": val_time, "epoch_time_s": epoch_time,
+                "wall_time_s": wall_total, "fwd_nfev": sums[3].item() / n_all,
+                "fwd_nfev_max": sums[4].item() / batches, "bwd_nfev": sums[5].item() / n_all,
+                "bwd_nfev_max": sums[6].item() / batches, "fwd_residual": sums[7].item() / n_all,
+                "jac_loss": sums[9].item() / n_all,
+                "val_fwd_nfev": val["fwd_nfev"], "samples_per_s": n_all / max(train_time, 1e-9),
+                "best": improved,
+            }
+            history.append(record)
+            failure = None
+            if info.is_main:
+                try:
+                    state = {"best_val": best_val, "best_epoch": best_epoch,
+                             "wall_time_s": wall_total, "history": history,
+                             "config": cfg.to_dict()}
+                    ckpt.save_checkpoint(run_dir, epoch, model_state=model.state_dict(),
+                                         best_state=best_state, optimizer=optimizer.state_dict(),
+                                         scheduler=scheduler.state_dict(), state=state,
+                                         warm_states=warm.table if warm is not None else None)
+                    saved_epoch = epoch
+                    _write_jsonl(run_dir / "metrics.jsonl", history)
+                    if progress:
+                        print(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
+                              f"acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}  "
+                              f"val_bal {record['val_balanced_acc']:.4f}  "
+                              f"fwd_it {record['fwd_nfev']:.1f}  bwd_it {record['bwd_nfev']:.1f}"
+                              f"  {epoch_time:.1f}s{'  *' if improved else ''}", file=sys.stderr)
+                    if on_epoch is not None:
+                        on_epoch(record)
+                except (AndersonnError, OSError) as exc:  # a full disk, a failing callback
+                    failure = exc
+            stop_together(failure, info)  # (every rank waits for rank 0's checkpoint here)
+            saved_epoch = epoch
+            # rank 0's clock decides, so that every rank stops after the same epoch
+            stop = bool(broadcast_object(
+                cfg.max_time_s is not None and wall_total >= cfg.max_time_s
+                and epoch < cfg.epochs, info))
+            if stop:
+                if info.is_main and progress:
+                    print(f"andersonn: time limit {cfg.max_time_s:g} s reached after epoch "
+                          f"{epoch}; stopping", file=sys.stderr)
+                break
+
+        # -- final: best-val weights, test metrics, plots -------------------------------------
+        model.load_state_dict(best_state)
+        model.eval()
         if cfg.model == "deq":
             model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
-        val = eval_pass(model, xva, yva, k, cfg.eval_batch_size, device, info, cfg.bf16, wdev)
-        if cfg.model == "deq":
-            model.set_solver(cfg.solver, cfg.forward_options())
-        val_time = time.perf_counter() - t1
-        epoch_time = time.perf_counter() - t0
-        wall_total += epoch_time
-        n_all, batches = max(sums[2].item(), 1.0), max(sums[8].item(), 1.0)
-        improved = val["accuracy"] > best_val + 1e-12
-        if improved:
-            best_val, best_epoch = val["accuracy"], epoch
-            best_state = {k_: v.detach().clone() for k_, v in model.state_dict().items()}
-        record = {
-            "epoch": epoch, "train_loss": sums[0].item() / n_all,
-            "train_acc": sums[1].item() / n_all, "val_loss": val["loss"],
-            "val_acc": val["accuracy"], "val_balanced_acc": val["balanced_accuracy"],
-            "val_macro_f1": val["macro_f1"], "lr": optimizer.param_groups[0]["lr"],
-            "train_time_s": train_time, "val_time_s": val_time, "epoch_time_s": epoch_time,
-            "wall_time_s": wall_total, "fwd_nfev": sums[3].item() / n_all,
-            "fwd_nfev_max": sums[4].item() / batches, "bwd_nfev": sums[5].item() / n_all,
-            "bwd_nfev_max": sums[6].item() / batches, "fwd_residual": sums[7].item() / n_all,
-            "jac_loss": sums[9].item() / n_all,
-            "val_fwd_nfev": val["fwd_nfev"], "samples_per_s": n_all / max(train_time, 1e-9),
-            "best": improved,
-        }
-        history.append(record)
+        # the validation split is never empty here (checked above)
+        calibration = calibrate_split(model, xva, yva, k, cfg.eval_batch_size, device, info,
+                                      cfg.bf16)
+        temperature = calibration["temperature"]
+        run_config["calibration"] = calibration  # every rank's result carries it
+        test_metrics = None
+        if cfg.evaluate_test:
+            xte, yte = split_tensors(ds, "test")
+            if xte.shape[0]:
+                test_metrics = report_test_split(model, cfg, xte, yte, k, classes, device, info,
+                                                  wdev, best_epoch, best_val, history,
+                                                  temperature)
+        failure = None
         if info.is_main:
-            state = {"best_val": best_val, "best_epoch": best_epoch, "wall_time_s": wall_total,
-                     "history": history, "config": cfg.to_dict()}
-            ckpt.save_checkpoint(run_dir, epoch, model_state=model.state_dict(),
-                                 best_state=best_state, optimizer=optimizer.state_dict(),
-                                 scheduler=scheduler.state_dict(), state=state,
-                                 warm_states=warm.table if warm is not None else None)
-            _write_jsonl(run_dir / "metrics.jsonl", history)
-            if progress:
-                print(f"epoch {epoch}/{cfg.epochs}  loss {record['train_loss']:.4f}  "
-                      f"acc {record['train_acc']:.4f}  val_acc {record['val_acc']:.4f}  "
-                      f"val_bal {record['val_balanced_acc']:.4f}  fwd_it {record['fwd_nfev']:.1f}"
-                      f"  bwd_it {record['bwd_nfev']:.1f}  {epoch_time:.1f}s"
-                      f"{'  *' if improved else ''}", file=sys.stderr)
-            if on_epoch is not None:
-                on_epoch(record)
-        barrier(info)
-        if cfg.max_time_s is not None and wall_total >= cfg.max_time_s and epoch < cfg.epochs:
-            if info.is_main and progress:
-                print(f"andersonn: time limit {cfg.max_time_s:g} s reached after epoch {epoch}; "
-                      "stopping", file=sys.stderr)
-            break
-
-    # -- final: best-val weights, test metrics, plots -------------------------------------
-    model.load_state_dict(best_state)
-    model.eval()
-    if cfg.model == "deq":
-        model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
-    # the validation split is never empty here (checked above)
-    calibration = calibrate_split(model, xva, yva, k, cfg.eval_batch_size, device, info, cfg.bf16)
-    temperature = calibration["temperature"]
-    run_config["calibration"] = calibration  # every rank's result carries it
-    test_metrics = None
-    if cfg.evaluate_test:
-        xte, yte = split_tensors(ds, "test")
-        if xte.shape[0]:
-            test_metrics = report_test_split(model, cfg, xte, yte, k, classes, device, info, wdev,
-                                              best_epoch, best_val, history, temperature)
-    if info.is_main:
-        ckpt.save_weights(run_dir / "model.safetensors", model.state_dict(),
-                          metadata={"format": "andersonn", "task": str(run_config["task"])})
-        run_config["best_epoch"], run_config["best_val_acc"] = best_epoch, best_val
-        atomic_write_json(run_dir / "config.json", run_config)
-        if test_metrics is not None:
-            atomic_write_json(run_dir / "test_metrics.json", test_metrics)
-        if cfg.plots:
-            _plots(run_dir, history, test_metrics, classes, cfg)
-    barrier(info)
+            try:
+                ckpt.save_weights(run_dir / "model.safetensors", model.state_dict(),
+                                  metadata={"format": "andersonn",
+                                            "task": str(run_config["task"])})
+                run_config["best_epoch"], run_config["best_val_acc"] = best_epoch, best_val
+                atomic_write_json(run_dir / "config.json", run_config)
+                if test_metrics is not None:
+                    atomic_write_json(run_dir / "test_metrics.json", test_metrics)
+                if cfg.plots:
+                    _plots(run_dir, history, test_metrics, classes, cfg)
+            except (AndersonnError, OSError) as exc:
+                failure = exc
+        stop_together(failure, info)
+    except KeyboardInterrupt:
+        for bar in bars:  # the message goes on a line of its own
+            bar.close()
+        raise TrainingInterrupted(run_dir, saved_epoch, cfg.epochs) from None
     return TrainResult(run_dir, model, cfg, history, test_metrics, run_config)
 
 
