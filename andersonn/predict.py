@@ -339,7 +339,6 @@ class Classifier:
     def _fit_structures(self, X: list[Any], y: Any, classes: Sequence[Any] | None, val: Any,
                         out_dir: str | Path | None, progress: bool) -> Classifier:
         from andersonn.data.labelled import describe_skipped, labelled_dataset
-        from andersonn.data.splits import SPLIT_NAMES
 
         if val is not None:
             raise InputError("fit on structures holds out its own validation split; val is for "
@@ -348,14 +347,11 @@ class Classifier:
         _check_same_length(len(X), len(labels), "fit", "structures")
         names = [str(v) for v in values]
         cfg = self.train_config
+        # train / val only, as for images: a test tenth would be wasted (fit reports no test
+        # score); the training domain follows this split
         ds = labelled_dataset(X, labels.tolist(), names, image=self.image, seed=cfg.seed,
-                              workers=cfg.workers, progress=progress)
-        # train / val only, as for images: the test tenth the build sets aside would be wasted
-        ds.splits = _holdout_split(ds.labels, len(names), cfg.seed)
-        ds.meta["split_fractions"] = [1 - _HOLDOUT, _HOLDOUT, 0.0]
-        ds.meta["split_class_counts"] = {
-            name: np.bincount(ds.labels[ds.splits == code], minlength=len(names)).tolist()
-            for code, name in enumerate(SPLIT_NAMES)}
+                              workers=cfg.workers, progress=progress,
+                              split=lambda y: _holdout_split(y, len(names), cfg.seed))
         if ds.report["skipped"]:
             _warn(f"fit: {describe_skipped(ds.report['skipped'])}", UserWarning)
         return self._fit_dataset(ds, values, out_dir, progress)

@@ -153,6 +153,7 @@ def test_fit_on_structures_leaves_the_callers_state_alone(monkeypatch: pytest.Mo
     # train and validation only: nothing set aside for a test that fit never scores
     assert set(seen["splits"].tolist()) == {0, 1}
     assert (seen["splits"] == 1).sum() == 4  # 15 % of 12 per class, rounded
+    assert clf.domain_.n == (seen["splits"] == 0).sum()  # the domain of what it trained on
     assert set(clf.predict(["CCO", "CCCC"])) <= {"polar", "not polar"}
 
 

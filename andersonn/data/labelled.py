@@ -408,9 +408,12 @@ def choose_image(inputs: Sequence[Any], image: str | None) -> str:
 def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequence[str], *,
                      image: str | None = None, seed: int = 0, workers: int | None = None,
                      progress: bool = True, rule: str = "", skipped: Sequence[dict] = (),
-                     meta: dict[str, Any] | None = None) -> LabelledDataset:
+                     meta: dict[str, Any] | None = None,
+                     split: Callable[[np.ndarray], np.ndarray] | None = None
+                     ) -> LabelledDataset:
     """Encode labelled inputs (SMILES, structure files, records) as graph images and split them
-    80/10/10 stratified by class with ``seed``; unreadable inputs, those of the other kind (a
+    80/10/10 stratified by class with ``seed`` (or by ``split``: class labels -> split codes,
+    which the training domain then follows); unreadable inputs, those of the other kind (a
     crystal among molecules) and repeats of an image already seen (the same input twice) are
     skipped and reported. Refuses data too small to split."""
     from andersonn.data.domain import Domain
@@ -457,7 +460,9 @@ def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequ
         raise InputError(f"too few usable structures to train and test on: class "
                          f"{', '.join(small)}; each class needs at least {MIN_PER_CLASS} "
                          f"({describe_skipped(report, limit=1)})")
-    splits = stratified_split(y, seed=seed)
+    splits = stratified_split(y, seed=seed) if split is None else np.asarray(split(y))
+    fractions = (list(DEFAULT_FRACTIONS) if split is None else
+                 [float(np.mean(splits == code)) for code in range(len(SPLIT_NAMES))])
     train_rows = np.flatnonzero(splits == 0)
     summaries = [res.summaries[r] for r in keep]
     domain = Domain.from_summaries(summaries[j] for j in train_rows)
@@ -470,7 +475,7 @@ def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequ
         "image_spec": spec.to_dict(),
         "featurizer_version": spec.featurizer_version,
         "seed": seed,
-        "split_fractions": list(DEFAULT_FRACTIONS),
+        "split_fractions": fractions,
         "class_counts": counts.tolist(),
         "split_class_counts": split_counts,
         "domain": domain.to_dict(),
