@@ -207,8 +207,7 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
             fold_cfg = TrainConfig.from_dict({**cfg.to_dict(), "folds": k, "fold": i})
             if dataset is None:  # resumed: the build the folds were trained on, if cached
                 key = _recorded_build(out) if resume else None
-                dataset = load_task_dataset(fold_cfg, info, progress,
-                                            **({"key": key} if key else {}))
+                dataset = load_task_dataset(fold_cfg, info, progress, key)
             result = train(fold_cfg, run_dir, resume=resume, dataset=dataset,
                            progress=progress)
             tm = result.test_metrics
@@ -233,16 +232,10 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
 
 def _recorded_build(out: Path) -> str | None:
     """The key of the build the folds in ``out`` were trained on (None: none recorded)."""
-    for conf in sorted(out.glob("fold-*/config.json")):
-        try:
-            run = json.loads(conf.read_text())
-            key = None if (run.get("train") or {}).get("labels") else \
-                (run.get("dataset") or {}).get("cache_key")
-        except (OSError, ValueError, AttributeError, TypeError):
-            continue
-        if isinstance(key, str) and key:
-            return key
-    return None
+    from andersonn.training.inputs import recorded_build_key
+
+    keys = (recorded_build_key(conf.parent) for conf in sorted(out.glob("fold-*/config.json")))
+    return next((key for key in keys if key), None)
 
 
 def _check_fold(run_dir: Path, fold_cfg: TrainConfig) -> None:

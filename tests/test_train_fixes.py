@@ -50,7 +50,7 @@ def toy_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
 
     ds = _toy(tmp_path / "cache")
     monkeypatch.setattr(trainer, "load_task_dataset",
-                        lambda c, info=None, progress=True: ds)
+                        lambda c, info=None, progress=True, key=None: ds)
     return ds
 
 
@@ -139,7 +139,8 @@ def test_cross_validation_resume_refuses_folds_of_other_settings(tmp_path, monke
     from andersonn.crossval import cross_validate
 
     ds = _toy(tmp_path / "cache", n=60)
-    monkeypatch.setattr(inputs, "load_task_dataset", lambda c, info=None, progress=True: ds)
+    monkeypatch.setattr(inputs, "load_task_dataset",
+                        lambda c, info=None, progress=True, key=None: ds)
     out = tmp_path / "cv"
     cross_validate(_cfg(), out, folds=3, only=1, progress=False)
     with pytest.raises(ResumeConflict, match="fold-1: it was trained with different folds"):

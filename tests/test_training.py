@@ -205,7 +205,7 @@ def test_cli_train_writes_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     import andersonn.training.trainer as trainer
 
     monkeypatch.setattr(trainer, "load_task_dataset",
-                        lambda c, info=None, progress=True: open_cache(cache))
+                        lambda c, info=None, progress=True, key=None: open_cache(cache))
     out = tmp_path / "run"
     rc = main(["train", "polarity", "--model", "explicit", "--epochs", "1", "--out", str(out),
                "--batch-size", "16", "--hidden", "8", "--threads", "1", "--no-progress"])

@@ -43,6 +43,7 @@ __all__ = [
     "build_command",
     "build_dataset",
     "cache_key",
+    "cached_build",
     "dataset_info",
     "datasets_root",
     "load_dataset",
@@ -70,6 +71,14 @@ def datasets_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """``<cache>/datasets``."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     return root / "datasets"
+
+
+def cached_build(folder: str, key: str, cache_dir: str | os.PathLike[str] | None = None
+                 ) -> CachedDataset | None:
+    """The complete build ``key`` in ``<cache>/datasets/<folder>`` (a task's name, or
+    ``custom`` for labels files), opened; None where it is missing or incomplete."""
+    directory = datasets_root(cache_dir) / folder / key
+    return open_cache(directory) if is_complete(directory) else None
 
 
 def _task_options(task: TaskDefinition, options: Mapping[str, Any] | None) -> dict[str, Any]:

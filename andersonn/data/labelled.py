@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from andersonn.data.build import CACHE_FORMAT, datasets_root
+from andersonn.data.build import CACHE_FORMAT, cached_build, datasets_root
 from andersonn.data.cache import (
     CachedDataset,
     file_sha256,
@@ -518,9 +518,9 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
     or is gone; otherwise rebuilt only if the file still gives that build, else refused."""
     from andersonn.images import IMAGE_SPECS
 
-    if key is not None and not force and is_complete(
-            datasets_root(cache_dir) / CUSTOM_TASK / key):
-        return open_cache(datasets_root(cache_dir) / CUSTOM_TASK / key)
+    own = None if key is None or force else cached_build(CUSTOM_TASK, key, cache_dir)
+    if own is not None:
+        return own
     expected, key = key, None
     table = read_label_table(path, input_column=input_column, label_column=label_column,
                              values=bins is not None)

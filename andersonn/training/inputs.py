@@ -6,7 +6,9 @@ Shared by the training loop (:mod:`andersonn.training.trainer`), the loading of 
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 
 from andersonn.errors import AndersonnError
 from andersonn.training.config import TrainConfig
-from andersonn.training.distributed import DistInfo, broadcast_object, first_error
+from andersonn.training.distributed import DistInfo, broadcast_object, stop_together
 
 __all__ = [
     "channel_stats",
@@ -24,6 +26,7 @@ __all__ = [
     "labelled_dataset_of",
     "load_task_dataset",
     "meta_value",
+    "recorded_build_key",
     "split_tensors",
 ]
 
@@ -68,47 +71,39 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
     Under torchrun every rank opens rank 0's build (by its key, from the cache it sees), so
     all train on the same data; a failure on any rank stops every rank with its message."""
     info = info or DistInfo()
-    ds, error = None, None
+    ds, failure = None, None
     if info.is_main:
         try:
             ds = _load_or_build(cfg, progress, key)
         except AndersonnError as exc:
-            error = str(exc)
-    error = first_error(error, info)
-    if error is not None:
-        raise AndersonnError(error)
+            failure = exc
+    stop_together(failure, info)
     if not info.distributed:
         return ds
     where = broadcast_object([ds.directory.parent.name, ds.directory.name] if ds else None, info)
     if not info.is_main:
-        from andersonn.data.build import datasets_root
-        from andersonn.data.cache import is_complete, open_cache
+        from andersonn.data.build import cached_build, datasets_root
 
-        directory = datasets_root() / where[0] / where[1]  # type: ignore[index]
-        if is_complete(directory):
-            ds = open_cache(directory)
-        else:
-            error = (f"rank {info.rank}: dataset build {where[1]} of {where[0]} (rank 0's) is "  # type: ignore[index]
-                     f"not in this machine's cache ({directory}): share the cache "
-                     "(ANDERSONN_CACHE) between the machines, or build it on each first")
-    error = first_error(error, info)
-    if error is not None:
-        raise AndersonnError(error)
+        folder, build = where  # type: ignore[misc]
+        ds = cached_build(folder, build)
+        if ds is None:
+            failure = AndersonnError(
+                f"rank {info.rank}: dataset build {build} of {folder} (rank 0's) is not in this "
+                f"machine's cache ({datasets_root() / folder / build}): share the cache "
+                "(ANDERSONN_CACHE) between the machines, or build it on each first")
+    stop_together(failure, info)
     return ds
 
 
 def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> Any:
     from andersonn.data import build_dataset, load_dataset
+    from andersonn.data.build import cached_build
 
     if cfg.labels is not None:
         return labelled_dataset_of(cfg.to_dict(), progress=progress, report=True)
-    if key is not None:
-        from andersonn.data.build import datasets_root
-        from andersonn.data.cache import is_complete, open_cache
-
-        directory = datasets_root() / cfg.task / key
-        if is_complete(directory):
-            return open_cache(directory)
+    own = cached_build(cfg.task, key) if key is not None else None
+    if own is not None:
+        return own
     kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
     try:
         return load_dataset(cfg.task, **kwargs)
@@ -116,6 +111,19 @@ def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> 
         print(f"andersonn: {exc}; building dataset {cfg.task!r}"
               f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
         return build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers, progress=progress)
+
+
+def recorded_build_key(run_dir: str | Path) -> str | None:
+    """The key of the built-in task's build a run (its ``config.json``) was trained on; None
+    where none is recorded, the file cannot be read, or the run trained on a labels file (which
+    finds its build from the file)."""
+    try:
+        run = json.loads((Path(run_dir) / "config.json").read_text())
+        key = None if (run.get("train") or {}).get("labels") else \
+            (run.get("dataset") or {}).get("cache_key")
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    return key if isinstance(key, str) and key else None
 
 
 def labelled_dataset_of(train: dict[str, Any], progress: bool = False,

@@ -70,8 +70,7 @@ def run_build(run_config: dict[str, Any]) -> Any:
     which a run given no limit took as the latest build) and label thresholds, refused when
     its key differs from the recorded one (the featuriser or the sources changed since)."""
     from andersonn.data import load_dataset
-    from andersonn.data.build import build_command, datasets_root
-    from andersonn.data.cache import is_complete, open_cache
+    from andersonn.data.build import build_command, cached_build
 
     train = run_config.get("train", {})
     data = run_config.get("dataset") or {}
@@ -79,8 +78,9 @@ def run_build(run_config: dict[str, Any]) -> Any:
     if train.get("labels") is not None:  # the run's own build, not the file as it is now
         return labelled_dataset_of(train, key=key)
     task = run_config["task"]
-    if key and is_complete(datasets_root() / task / key):
-        return open_cache(datasets_root() / task / key)
+    own = cached_build(task, key) if key else None
+    if own is not None:
+        return own
     limit = data["limit"] if "limit" in data else train.get("limit")
     thresholds = run_config.get("thresholds")
     try:

@@ -56,6 +56,7 @@ from andersonn.training.inputs import (
     fold_of,
     load_task_dataset,
     meta_value,
+    recorded_build_key,
     split_tensors,
 )
 from andersonn.training.warm_start import WarmStarts
@@ -357,19 +358,6 @@ def _preflight(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
     return folder
 
 
-def _recorded_build(run_dir: Path, cfg: TrainConfig) -> str | None:
-    """The key of the build a resumed run of a built-in task was trained on (None: unknown,
-    or a labels file's run, which finds its build from the file)."""
-    if cfg.labels is not None:
-        return None
-    try:
-        key = (json.loads((run_dir / "config.json").read_text()).get("dataset") or {}) \
-            .get("cache_key")
-    except (OSError, ValueError, AttributeError, TypeError):
-        return None
-    return key if isinstance(key, str) and key else None
-
-
 def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: Any,
            progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
            info: DistInfo) -> TrainResult:
@@ -388,9 +376,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     where = broadcast_object(str(folder) if folder is not None else None, info)
     folder = Path(where) if isinstance(where, str) else None
 
-    key = _recorded_build(run_dir, cfg) if folder is not None and dataset is None else None
-    ds = fold_of(dataset if dataset is not None else
-                 load_task_dataset(cfg, info, progress, **({"key": key} if key else {})),
+    key = recorded_build_key(run_dir) if folder is not None and dataset is None else None
+    ds = fold_of(dataset if dataset is not None else load_task_dataset(cfg, info, progress, key),
                  cfg.to_dict())
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(np.max(ds.labels)) + 1
