@@ -206,7 +206,7 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
     splits would differ.
     """
     from andersonn.data.splits import SPLIT_NAMES
-    from andersonn.training.inputs import split_tensors
+    from andersonn.training.inputs import run_label_rule, split_tensors
     from andersonn.training.runs import run_dataset
 
     if split not in SPLIT_NAMES:
@@ -219,7 +219,9 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
                              "--limit) or cross-validation folds, so their splits differ; "
                              "evaluate them apart")
     ds = dataset if dataset is not None else run_dataset(ens.config_)
-    rules = (getattr(ds, "meta", {}).get("label_rule"), ens.config_.get("label_rule"))
+    # the build's rule as this run records it (a shared labels-file build names another file)
+    rules = (run_label_rule(getattr(ds, "meta", {}) or {}, (ens.config_.get("train") or {})
+                            .get("labels")), ens.config_.get("label_rule"))
     if None not in rules and rules[0] != rules[1]:
         raise AndersonnError(f"the dataset labels by {rules[0]!r} but the runs were trained on "
                              f"{rules[1]!r}")

@@ -91,6 +91,8 @@ def test_config_file_labels_settings_and_a_task_against_a_labels_file(tmp_path, 
     assert record["classes"] == ["weak", "strong"] and record["thresholds"] == [2.5]
     assert record["dataset"]["sources"]["labels"]["file"] == str(mine.resolve())
     assert record["label_rule"].startswith("mine.csv column")
+    # its test split from the shared build, whose own rule names first.csv
+    assert main(["evaluate", str(run)]) == 0, capsys.readouterr().err
     capsys.readouterr()
     assert main(["train", "polarity", "--resume", "--out", str(run), *FAST]) == 2
     assert "cannot resume" in capsys.readouterr().err

@@ -27,6 +27,7 @@ __all__ = [
     "load_task_dataset",
     "meta_value",
     "recorded_build_key",
+    "run_label_rule",
     "split_tensors",
 ]
 
@@ -58,6 +59,18 @@ def fold_of(ds: Any, train: dict[str, Any]) -> Any:
     from andersonn.data.folds import FoldView
 
     return FoldView(ds, int(train["folds"]), int(train["fold"]))
+
+
+def run_label_rule(meta: dict[str, Any], labels: str | None) -> Any:
+    """A dataset's label rule in words as a run given the labels file ``labels`` records it:
+    naming that file. Byte-identical labels files share one build, whose own rule names the
+    file it was first built from."""
+    rule = meta_value(meta, "label_rule", "rule", "label")
+    built = meta.get("labels_file")
+    if labels is None or not isinstance(rule, str) or not built:
+        return rule
+    old, new = Path(built).name, Path(labels).name
+    return rule.replace(f"{old} column ", f"{new} column ", 1)
 
 
 def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,

@@ -57,6 +57,7 @@ from andersonn.training.inputs import (
     load_task_dataset,
     meta_value,
     recorded_build_key,
+    run_label_rule,
     split_tensors,
 )
 from andersonn.training.warm_start import WarmStarts
@@ -157,16 +158,6 @@ def _sources(cfg: TrainConfig, meta: dict[str, Any]) -> Any:
     return {**sources, "labels": {**sources["labels"], "file": os.path.abspath(cfg.labels)}}
 
 
-def _label_rule(cfg: TrainConfig, meta: dict[str, Any]) -> Any:
-    """The dataset's label rule in words, naming the labels file this run was given."""
-    rule = meta_value(meta, "label_rule", "rule", "label")
-    built = meta.get("labels_file")
-    if cfg.labels is None or not isinstance(rule, str) or not built:
-        return rule
-    old, new = Path(built).name, Path(cfg.labels).name
-    return rule.replace(f"{old} column ", f"{new} column ", 1)
-
-
 def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
                 mean: torch.Tensor, std: torch.Tensor, weight: torch.Tensor | None,
                 info: DistInfo) -> dict[str, Any]:
@@ -174,7 +165,7 @@ def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
     return {
         "task": meta_value(meta, "task", default=cfg.task),
         "classes": classes,
-        "label_rule": _label_rule(cfg, meta),
+        "label_rule": run_label_rule(meta, cfg.labels),
         "thresholds": meta_value(meta, "thresholds"),
         "featurizer_version": meta_value(meta, "featurizer_version", "featurizer"),
         "image_spec": meta_value(meta, "image_spec", "spec"),
