@@ -194,9 +194,9 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
     try:
         dataset = None  # loaded (built on rank 0 if need be) once, for the first fold to train
         for i, run_dir in zip(todo, [fold_dirs(out_dir, k)[i - 1] for i in todo], strict=True):
+            fold_cfg = TrainConfig.from_dict({**cfg.to_dict(), "folds": k, "fold": i})
             if resume and (run_dir / "config.json").is_file():
-                _check_fold(run_dir, TrainConfig.from_dict({**cfg.to_dict(), "folds": k,
-                                                            "fold": i}))
+                _check_fold(run_dir, fold_cfg)
             if resume and _finished(run_dir, cfg.epochs):
                 if info.is_main and progress:
                     print(f"andersonn: fold {i}/{k} already finished ({run_dir})",
@@ -204,7 +204,6 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
                 continue
             if info.is_main and progress:
                 print(f"andersonn: fold {i}/{k} → {run_dir}", file=sys.stderr)
-            fold_cfg = TrainConfig.from_dict({**cfg.to_dict(), "folds": k, "fold": i})
             if dataset is None:  # resumed: the build the folds were trained on, if cached
                 key = _recorded_build(out) if resume else None
                 dataset = load_task_dataset(fold_cfg, info, progress, key)

@@ -53,11 +53,8 @@ class Ensemble(Classifier):
         """Load finished runs (see :meth:`Classifier.load`); refuse runs that disagree."""
         if not run_dirs:
             raise InputError("an Ensemble needs at least one run directory")
-        members = [Classifier.load(d, device=device, solver=solver,
-                                   solver_options=solver_options) for d in run_dirs]
-        for run_dir, member in zip(run_dirs, members, strict=True):
-            member.run_dir_ = str(run_dir)
-        return cls(members)
+        return cls([Classifier.load(d, device=device, solver=solver,  # each names its run_dir_
+                                    solver_options=solver_options) for d in run_dirs])
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu", solver: str | None = None,
@@ -105,6 +102,9 @@ class Ensemble(Classifier):
             raise ConfigError(f"unknown Ensemble parameter(s) {', '.join(unknown)}; it has "
                               "members")
         if "members" in params:
+            # re-initialised without them: Classifier.__init__ sets its defaults through the
+            # members (predict_batch_size), which must not reach the members being replaced
+            vars(self).pop("members", None)
             self.__init__(params["members"])  # type: ignore[misc]
         return self
 

@@ -232,7 +232,7 @@ class Classifier:
         return self
 
     def __repr__(self) -> str:
-        defaults = _default_params()
+        defaults = Classifier().get_params()
         shown = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k, v) != v
                  or k not in defaults]
         return f"{type(self).__name__}({', '.join(shown)})"
@@ -601,14 +601,6 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be an integer >= 1 (got {value!r})")
     return value
-
-
-def _default_params() -> dict[str, Any]:
-    from andersonn.training import TrainConfig
-
-    settings = TrainConfig().to_dict()
-    settings.pop("image")
-    return {"image": None, "conformers": 1, "predict_batch_size": 256, **settings}
 
 
 def _check_new_run_dir(out_dir: str | Path | None) -> None:

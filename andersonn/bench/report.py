@@ -71,11 +71,7 @@ def set_threads(threads: int | None) -> int:
 
 def check_threads(threads: int | None) -> int | None:
     """``threads`` as an int, or None; :class:`ConfigError` (one line) when it is below 1."""
-    if threads is None:
-        return None
-    if isinstance(threads, bool) or int(threads) != threads or int(threads) < 1:
-        raise ConfigError(f"--threads must be a whole number of at least 1 (got {threads})")
-    return int(threads)
+    return check_positive("--threads", threads)
 
 
 def check_positive(name: str, value: int | None) -> int | None:

@@ -521,7 +521,7 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
     own = None if key is None or force else cached_build(CUSTOM_TASK, key, cache_dir)
     if own is not None:
         return own
-    expected, key = key, None
+    expected = key
     table = read_label_table(path, input_column=input_column, label_column=label_column,
                              values=bins is not None)
     inputs, labels, names, rule, skipped = label_rows(table, classes, bins)

@@ -94,23 +94,17 @@ def _init_worker(spec: ImageSpec) -> None:
 @contextlib.contextmanager
 def _in_this_process(spec: ImageSpec) -> Iterator[None]:
     """A worker's quiet setup for featurising in the caller's own process, undone afterwards:
-    the caller's warning filters and RDKit log levels are as they were (the featuriser's own
-    worker state, ``_SPEC``, too)."""
+    the readers' :func:`~andersonn.structures.readers.quiet` (the caller's warning filters and
+    RDKit log levels are as they were after it), and the featuriser's worker state ``_SPEC``."""
     global _SPEC
-    from rdkit import RDLogger, rdBase
+    from andersonn.structures.readers import quiet
 
-    saved_spec, logs = _SPEC, rdBase.LogStatus()
-    _SPEC = spec
+    saved_spec, _SPEC = _SPEC, spec
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            RDLogger.DisableLog("rdApp.*")
+        with quiet():
             yield
     finally:
         _SPEC = saved_spec
-        for line in logs.splitlines():  # "rdApp.warning:enabled"
-            name, _, state = line.partition(":")
-            (RDLogger.EnableLog if state.strip() == "enabled" else RDLogger.DisableLog)(name)
 
 
 def _work(item: tuple[int, Any, str, str]) -> _Result:

@@ -8,12 +8,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from andersonn.deq import BACKWARD_MODES
 from andersonn.errors import ConfigError
 
 __all__ = ["SOLVER_NAMES", "TrainConfig"]
 
 SOLVER_NAMES = ("anderson", "forward", "broyden")
-BACKWARD_MODES = ("implicit", "jfb", "unroll")  # as andersonn.deq.BACKWARD_MODES
 
 
 LABELS_FILE_FIELDS = ("image", "bins", "classes", "input_column", "label_column")
@@ -111,9 +111,6 @@ class TrainConfig:
             if not 1 <= int(self.fold) <= int(self.folds):
                 raise ConfigError(f"fold must be between 1 and folds={self.folds} "
                                   f"(got {self.fold})")
-        for name in ("bins", "classes"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), list):
-                raise ConfigError(f"{name} must be a list")
         if self.model not in ("deq", "explicit"):
             raise ConfigError(f"unknown model {self.model!r}; choose deq or explicit")
         if self.solver not in SOLVER_NAMES:
@@ -121,8 +118,6 @@ class TrainConfig:
                               f"{', '.join(SOLVER_NAMES)}")
         if self.class_weights not in ("auto", "none"):
             raise ConfigError("class_weights must be 'auto' or 'none'")
-        if not isinstance(self.solver_options, dict):
-            raise ConfigError("solver_options must be a JSON object")
         for name in ("epochs", "batch_size", "eval_batch_size", "hidden", "kernel", "groups",
                      "depth", "max_iter"):
             if int(getattr(self, name)) < 1:
@@ -144,7 +139,7 @@ class TrainConfig:
         for name in ("eval_tol", "backward_tol", "max_time_s"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive (got {getattr(self, name)})")
-        for name in ("eval_max_iter", "backward_max_iter", "limit", "threads", "folds", "fold"):
+        for name in ("eval_max_iter", "backward_max_iter", "limit", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1 (got {getattr(self, name)})")
         for name in ("weight_decay", "warmup_epochs"):
