@@ -396,3 +396,13 @@ def test_probabilities_are_float64_and_empty_scores_are_refused(
     _tiny().fit(x, y, out_dir=tmp_path / "run")
     with pytest.raises(InputError, match=r"already holds a run; give another out_dir"):
         _tiny().fit(x, y, out_dir=tmp_path / "run")
+
+
+def test_ensemble_set_params_leaves_the_replaced_members_alone() -> None:
+    old = [Classifier(epochs=1), Classifier(epochs=1)]
+    for member in old:
+        member.predict_batch_size = 8
+    ens = Ensemble(old)
+    ens.set_params(members=[Classifier(epochs=2), Classifier(epochs=2)])
+    assert [m.predict_batch_size for m in old] == [8, 8]
+    assert ens.train_config.epochs == 2
