@@ -80,6 +80,14 @@ for s in $steps; do
         step "$s" 120 python3 -m andersonn bench speedup $task --device "$DEV" $Q --epochs 2 \
             --train-limit ${QUICK:+64}${QUICK:-1536} --threads 4 --no-progress \
             --out "$WORK/out/speedup-$task" ;;
+    # crystal-gap (small build to carry) with CUDA-graph solves, at batch 64 and 256 (full train)
+    bench_speedup_cg_graph) step bench_speedup_cg_graph 120 python3 -m andersonn bench speedup \
+        crystal-gap --device "$DEV" $Q --epochs 2 --train-limit ${QUICK:+64}${QUICK:-1536} \
+        --threads 4 --cuda-graph --no-progress --out "$WORK/out/speedup-crystal-gap-graph" ;;
+    bench_speedup_cg_b256_graph) step bench_speedup_cg_b256_graph 150 python3 -m andersonn \
+        bench speedup crystal-gap --device "$DEV" $Q --epochs 3 --batch-size 256 \
+        --inference-batch 627 --inference-limit 627 --threads 4 --cuda-graph --no-progress \
+        --out "$WORK/out/speedup-crystal-gap-b256-graph" ;;
     bench_speedup_b512) step bench_speedup_b512 200 python3 -m andersonn bench speedup polarity \
         --device "$DEV" $Q --epochs 3 --batch-size 512 --inference-batch 2000 \
         --inference-limit 2000 --threads 4 --no-progress --out "$WORK/out/speedup-polarity-b512" ;;
@@ -90,6 +98,15 @@ for s in $steps; do
     train_ddp) step train_ddp 150 python3 -m torch.distributed.run --nproc_per_node 1 \
         -m andersonn train polarity --limit 20000 --epochs 1 --device "$DEV" --threads 4 \
         --no-progress --out "$WORK/out/train-ddp" ;;
+    # torchrun (NCCL on the GPU) on crystal-gap, whose build travels small; then evaluate and
+    # predict on the GPU from the run it wrote
+    train_ddp_cg) step train_ddp_cg 180 bash -c "python3 -m torch.distributed.run \
+        --nproc_per_node 1 -m andersonn train crystal-gap --epochs ${QUICK:+1}${QUICK:-3} \
+        --device $DEV --threads 4 --no-progress --out $WORK/out/train-ddp-cg \
+        && python3 -m andersonn evaluate $WORK/out/train-ddp-cg --device $DEV --no-progress \
+        --out $WORK/out/train-ddp-cg/evaluate.json \
+        && python3 -m andersonn predict $WORK/out/train-ddp-cg --device $DEV --no-progress \
+        tests/fixtures/structures/NaCl.cif tests/fixtures/structures/POSCAR_Si" ;;
     *) echo "unknown step $s" ;;
     esac
 done
