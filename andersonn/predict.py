@@ -802,35 +802,14 @@ def _featurize_item(item: Any) -> _Featurized:
 
 def _featurize_in_processes(setup: _Setup, inputs: Sequence[Any], workers: int
                             ) -> Iterator[_Featurized]:
-    """:func:`_featurize_with` of every input in up to ``workers`` processes, in input order.
+    """:func:`_featurize_with` of every input in up to ``workers`` processes, in input order;
+    an input whose reading kills its process fails alone (:func:`map_in_processes`)."""
+    from andersonn.parallel import map_in_processes
 
-    A worker killed by a crash in native code (RDKit, spglib) breaks the pool: the inputs after
-    the last result received go to a fresh pool, and where that makes no progress the next
-    input is read alone in a process of its own, so only the input that crashes fails."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-    start, stalled_at = 0, -1
-    while start < len(inputs):
-        rest, round_start = inputs[start:], start
-        alone = start == stalled_at
-        pool = cf.ProcessPoolExecutor(1 if alone else min(workers, len(rest)), mp_context=ctx,
-                                      initializer=_init_featurizer, initargs=(setup,))
-        try:
-            chunk = 1 if alone else max(1, min(32, len(rest) // (workers * 8) or 1))
-            for result in pool.map(_featurize_item, rest[:1] if alone else rest,
-                                   chunksize=chunk):
-                start += 1
-                yield result
-        except cf.process.BrokenProcessPool:
-            if alone:
-                yield None, "reading it crashed the process (native code in RDKit or spglib)", []
-                start += 1
-            elif start == round_start:  # no result at all from this pool: isolate the next
-                stalled_at = start
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+    return map_in_processes(
+        _featurize_item, inputs, workers, initializer=_init_featurizer, initargs=(setup,),
+        crashed=lambda _: (None, "reading it crashed the process (native code in RDKit or "
+                                 "spglib)", []))
 
 
 def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,

@@ -122,6 +122,12 @@ def _work(item: tuple[int, Any, str, str]) -> _Result:
     return index, img, reason, time.process_time() - t0, summary
 
 
+def _crashed(item: tuple[int, Any, str, str]) -> _Result:
+    index, _, _, name = item
+    return index, None, f"{name}: reading it crashed the process (native code in RDKit or " \
+        "spglib)", 0.0, None
+
+
 def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, str, str]],
                    spec: ImageSpec | str, workers: int | None = None, progress: bool = True,
                    desc: str = "", chunksize: int | None = None) -> FeaturizeResult:
@@ -154,14 +160,13 @@ def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, 
             with _in_this_process(spec):
                 cpu = _consume(map(_work, items), images, summaries, failures, items, bar)
         else:
-            import multiprocessing as mp
+            from andersonn.parallel import map_in_processes
 
             _preload()  # import heavy modules once, before forking the workers
-
-            ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(spec,)) as pool:
-                cpu = _consume(pool.imap(_work, items, chunksize=chunksize), images,
-                               summaries, failures, items, bar)
+            results = map_in_processes(_work, items, workers, crashed=_crashed,
+                                       initializer=_init_worker, initargs=(spec,),
+                                       chunksize=chunksize)
+            cpu = _consume(results, images, summaries, failures, items, bar)
     finally:
         if bar is not None:
             bar.close()

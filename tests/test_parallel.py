@@ -1,0 +1,58 @@
+"""Crash-tolerant process mapping: an input that kills its worker fails alone, the rest finish
+in order (featurising and prediction both read structures this way)."""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from andersonn.images import batch
+from andersonn.parallel import map_in_processes
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+BAD = {7, 8, 15}
+
+
+def _die() -> None:
+    faulthandler.disable()  # keep pytest's crash dump of the worker out of the log
+    os.kill(os.getpid(), signal.SIGSEGV)  # what a crash in native code looks like
+
+
+def _square_or_die(x: int) -> int:
+    if x in BAD:
+        _die()
+    return x * x
+
+
+@pytest.mark.parametrize("chunksize", [None, 1, 4, 64])
+def test_crashing_items_fail_alone_and_order_is_kept(chunksize):
+    items = list(range(20))
+    out = list(map_in_processes(_square_or_die, items, 2, chunksize=chunksize,
+                                crashed=lambda x: f"crashed {x}"))
+    assert out == [f"crashed {x}" if x in BAD else x * x for x in items]
+
+
+def test_no_crash_gives_plain_map():
+    assert list(map_in_processes(abs, [-3, 2, -1], 3, crashed=lambda x: None)) == [3, 2, 1]
+
+
+def _fake_featurize(content, fmt, name, spec):
+    if name == "bad":
+        _die()
+    return (np.full(spec.shape, float(content), dtype=np.float32), None)
+
+
+def test_featurize_many_survives_a_worker_crash(monkeypatch):
+    # fork copies the patched module into the workers
+    monkeypatch.setattr(batch, "_featurize_summarized", _fake_featurize)
+    inputs = [(k, "smiles", "bad" if k == 3 else f"m{k}") for k in range(10)]
+    result = batch.featurize_many(inputs, "polarity", workers=2, progress=False, chunksize=4)
+    assert result.ok_indices == [k for k in range(10) if k != 3]
+    assert [img.flat[0] for img in result.images] == [float(k) for k in result.ok_indices]
+    assert [(i, n) for i, n, _ in result.failures] == [(3, "bad")]
+    assert "crashed the process" in result.failures[0][2]
