@@ -88,6 +88,9 @@ for s in $steps; do
         bench speedup crystal-gap --device "$DEV" $Q --epochs 3 --batch-size 256 \
         --inference-batch 627 --inference-limit 627 --threads 4 --cuda-graph --no-progress \
         --out "$WORK/out/speedup-crystal-gap-b256-graph" ;;
+    bench_speedup_cg_warm) step bench_speedup_cg_warm 120 python3 -m andersonn bench speedup \
+        crystal-gap --device "$DEV" $Q --epochs 3 --train-limit ${QUICK:+64}${QUICK:-1536} \
+        --threads 4 --warm-start --no-progress --out "$WORK/out/speedup-crystal-gap-warm" ;;
     bench_speedup_b512) step bench_speedup_b512 200 python3 -m andersonn bench speedup polarity \
         --device "$DEV" $Q --epochs 3 --batch-size 512 --inference-batch 2000 \
         --inference-limit 2000 --threads 4 --no-progress --out "$WORK/out/speedup-polarity-b512" ;;
