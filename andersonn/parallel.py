@@ -4,16 +4,45 @@ Reading structures runs native code (RDKit, spglib) that can kill its process ou
 segfault, an abort). A plain process pool then hangs or loses the whole batch; here the inputs
 after the last result received go to a fresh pool, and where that makes no progress the next
 input runs alone in a process of its own, so only the input that crashes fails.
+
+Workers die with their parent: a killed ``data build`` or ``predict`` (kill -9, a scheduler's
+SIGTERM) would otherwise leave them blocked on a result pipe nobody reads, each holding its
+memory, for ever.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
+
+
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGKILL this worker when its parent exits; elsewhere, exit now if the
+    parent is already gone (nothing cheaper exists there)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _start_worker(parent: int, initializer: Callable[..., None] | None,
+                  initargs: tuple[Any, ...]) -> None:
+    _die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def map_in_processes(func: Callable[[Item], Result], items: Sequence[Item], workers: int, *,
@@ -37,8 +66,8 @@ def map_in_processes(func: Callable[[Item], Result], items: Sequence[Item], work
         rest, round_start = items[start:], start
         alone = start == stalled_at
         pool = cf.ProcessPoolExecutor(1 if alone else max(1, min(workers, len(rest))),
-                                      mp_context=ctx, initializer=initializer,
-                                      initargs=initargs)
+                                      mp_context=ctx, initializer=_start_worker,
+                                      initargs=(os.getpid(), initializer, initargs))
         try:
             chunk = 1 if alone else (chunksize or max(1, min(32, len(rest) // (workers * 8))))
             for result in pool.map(func, rest[:1] if alone else rest, chunksize=chunk):

@@ -56,3 +56,52 @@ def test_featurize_many_survives_a_worker_crash(monkeypatch):
     assert [img.flat[0] for img in result.images] == [float(k) for k in result.ok_indices]
     assert [(i, n) for i, n, _ in result.failures] == [(3, "bad")]
     assert "crashed the process" in result.failures[0][2]
+
+
+_ORPHAN_SCRIPT = """
+import os, sys, time
+from andersonn.parallel import map_in_processes
+
+def slow(x):
+    with open(sys.argv[1], "a") as fh:
+        fh.write(f"{os.getpid()}\\n")
+    time.sleep(60)
+    return x
+
+list(map_in_processes(slow, list(range(4)), 2, crashed=lambda x: None, chunksize=1))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    pids_file = tmp_path / "pids"
+    script = tmp_path / "run.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pids_file)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if pids_file.exists() and len(pids_file.read_text().split()) >= 2:
+                break
+            time.sleep(0.1)
+        workers = [int(p) for p in pids_file.read_text().split()]
+        assert len(workers) >= 2
+    finally:
+        parent.kill()  # kill -9: no cleanup code of the parent runs
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers)
