@@ -6,6 +6,7 @@ from andersonn.structures.readers import (
     FORMATS,
     StructureRecord,
     format_from_path,
+    iter_records,
     parse_structure,
     read_conformers,
     read_records,
@@ -18,5 +19,5 @@ from andersonn.structures.readers import (
 from andersonn.structures.structure import Structure, StructureSummary
 
 __all__ = ["FORMATS", "Structure", "StructureRecord", "StructureSummary", "format_from_path",
-           "parse_structure", "read_conformers", "read_records", "read_structure", "sdf_fields",
-           "sniff_format", "split_records", "structure_from_arrays"]
+           "iter_records", "parse_structure", "read_conformers", "read_records", "read_structure",
+           "sdf_fields", "sniff_format", "split_records", "structure_from_arrays"]

@@ -6,8 +6,9 @@ reader with pymatgen fallback), ``poscar`` (VASP POSCAR/CONTCAR/.vasp, pymatgen)
 ``pymatgen-dict`` (a ``Structure.as_dict()``/``Molecule.as_dict()`` dict). The format comes from
 the extension or the content and can be overridden; a gzip-compressed file (``.gz``) is read
 through. A file may hold several structures (SDF records, xyz frames, CIF data blocks, mol2
-molecules, PDB models): :func:`read_records` cuts it into :class:`StructureRecord` s, one per
-structure, and :func:`read_structure` refuses such a file rather than silently reading its first.
+molecules, PDB models, lines of a SMILES file): :func:`read_records` (:func:`iter_records`)
+cuts it into :class:`StructureRecord` s, one per structure, as it reads the file, and
+:func:`read_structure` refuses such a file rather than silently reading its first.
 Every failure raises :class:`andersonn.errors.InputError` with a one-line message naming the input
 and the reason.
 """
@@ -18,12 +19,14 @@ import contextlib
 import dataclasses
 import gzip
 import io
+import itertools
 import json
 import os
 import re
+import stat
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,20 +54,27 @@ _EXTENSIONS = {".smi": "smiles", ".smiles": "smiles", ".xyz": "xyz", ".sdf": "sd
                ".mol": "mol", ".mol2": "mol2", ".pdb": "pdb", ".ent": "pdb", ".cif": "cif",
                ".vasp": "poscar", ".poscar": "poscar", ".contcar": "poscar", ".pwi": "espresso-in",
                ".xsf": "xsf", ".json": "pymatgen-dict"}
-MULTI_RECORD_FORMATS = ("sdf", "xyz", "cif", "mol2", "pdb")
+MULTI_RECORD_FORMATS = ("sdf", "xyz", "cif", "mol2", "pdb", "smiles")
 CONFORMER_SEED = 0xA11CE
 MAX_FILE_BYTES = 200 * 1024 * 1024
+"""The largest structure read: a file of one (uncompressed), or one record of a file of several
+(such a file is read as a stream, record by record, and may be of any size)."""
+_HEAD_BYTES = 65536
+_CHUNK_CHARS = 1 << 18  # how much of a file of several structures is read at a time
 
 
 @dataclasses.dataclass(frozen=True)
 class StructureRecord:
     """One structure's text cut out of a file that holds several (an SDF record, an xyz frame,
-    a CIF data block, a mol2 molecule, a PDB model). Readers take it wherever they take a path;
-    ``name`` is ``FILE#k`` (1-based), with the record's title in brackets where it has one."""
+    a CIF data block, a mol2 molecule, a PDB model, a line of a SMILES file). Readers take it
+    wherever they take a path; ``name`` is ``FILE#k`` (1-based), with the record's title in
+    brackets where it has one. ``error``: why the record cannot be read (a record past
+    :data:`MAX_FILE_BYTES`, whose text is then not kept), raised when it is read."""
 
     name: str
     text: str
     fmt: str
+    error: str = ""
 
 
 def _fail(name: str, reason: str) -> InputError:
@@ -206,49 +216,63 @@ def read_structure(source: str | os.PathLike[str] | StructureRecord, fmt: str | 
 def read_records(source: str | os.PathLike[str] | StructureRecord, fmt: str | None = None,
                  name: str | None = None) -> list[StructureRecord]:
     """The structures a file holds, one :class:`StructureRecord` each: every SDF record, xyz
-    frame, CIF data block with atoms, mol2 molecule or PDB model, in file order; one for any
-    other file or a SMILES string. Names are ``FILE#k`` (1-based) plus the record's title in
-    brackets (SDF title line, CIF block name, mol2 molecule name) where there are several, the
-    file name where there is one. The records are not parsed here: a bad one fails when read.
+    frame, CIF data block with atoms, mol2 molecule, PDB model or line of a SMILES file, in file
+    order; one for any other file or a SMILES string. Names are ``FILE#k`` (1-based) plus the
+    record's title in brackets (SDF title line, CIF block name, mol2 molecule name, the name
+    after a SMILES) where there are several, the file name where there is one. The records are
+    not parsed here: a bad one fails when read. :func:`iter_records` gives them one at a time.
     """
+    return list(iter_records(source, fmt, name))
+
+
+def iter_records(source: str | os.PathLike[str] | StructureRecord, fmt: str | None = None,
+                 name: str | None = None) -> Iterator[StructureRecord]:
+    """:func:`read_records` one record at a time. A file of several structures is read as a
+    stream, record by record, so its size is not limited: only one structure is, to
+    :data:`MAX_FILE_BYTES` (a file of one, or one record, which then fails alone when read)."""
+    _, records = _records(source, fmt, name)
+    yield from records
+
+
+def _records(source: str | os.PathLike[str] | StructureRecord, fmt: str | None,
+             name: str | None) -> tuple[str, Iterator[StructureRecord]]:
+    """The name of an input and (lazily) its records."""
     if isinstance(source, StructureRecord):
-        return [source]
-    text, fmt, name = _resolve_source(source, fmt, name)
+        return source.name, iter([source])
+    path, text, fmt, name = _locate(source, fmt, name)
+    if path is not None:
+        return name, _file_records(path, fmt, name)
+    assert fmt is not None
+    if fmt == "smiles":  # a SMILES string is one structure, whatever it holds
+        return name, iter([StructureRecord(name, text, fmt)])
     parts = split_records(text, fmt)
-    if len(parts) == 1:
-        return [StructureRecord(name, text, fmt)]
-    return [StructureRecord(f"{name}#{k}" + (f" ({title})" if title else ""), body, fmt)
-            for k, (title, body) in enumerate(parts, 1)]
+    if len(parts) == 1:  # the text; a CIF's one block with atoms
+        return name, iter([StructureRecord(name, parts[0][1] if fmt == "cif" else text, fmt)])
+    return name, _named_records(name, parts, fmt)
+
+
+def _named_records(name: str, parts: Iterable[tuple[str, str | None]],
+                   fmt: str) -> Iterator[StructureRecord]:
+    """The records of a file or text of several structures, ``NAME#k (title)``; a part's text
+    None: a record too large to hold, which fails when read."""
+    for k, (title, body) in enumerate(parts, 1):
+        label = f"{name}#{k}" + (f" ({_unescape(title)})" if title else "")
+        if body is None:
+            yield StructureRecord(label, "", fmt, f"record too large (over {MAX_FILE_BYTES} bytes)")
+        else:
+            yield StructureRecord(label, _unescape(body), fmt)
 
 
 def split_records(text: str, fmt: str) -> list[tuple[str, str]]:
     """``(title, text)`` of each structure in ``text`` of format ``fmt`` (titles may be "").
-    Only sdf, xyz, cif, mol2 and pdb can hold several; anything unparsable is left whole, so
-    that reading it reports the reason."""
-    if fmt == "sdf":
-        records = [r for r in re.split(r"^\$\$\$\$[ \t]*\r?$\n?", text, flags=re.M) if r.strip()]
-        return [(r.splitlines()[0].strip()[:60], r) for r in records] or [("", text)]
-    if fmt == "xyz":
-        return _xyz_frames(text)
-    if fmt == "cif":
-        starts = [m.start() for m in re.finditer(r"^[ \t]*data_", text, re.M)]
-        blocks = [text[a:b] for a, b in zip(starts, [*starts[1:], len(text)], strict=False)]
-        with_atoms = [b for b in blocks if "_atom_site" in b]
-        if len(with_atoms) == 1 and len(blocks) > 1:  # e.g. a header block, then the structure
-            return [("", with_atoms[0])]
-        if len(with_atoms) < 2:
-            return [("", text)]
-        return [(b.split(None, 1)[0][len("data_"):][:60], b) for b in with_atoms]
-    if fmt == "mol2":
-        parts = re.split(r"^(?=@<TRIPOS>MOLECULE)", text, flags=re.M)
-        mols = [m for m in parts if m.startswith("@<TRIPOS>MOLECULE")]
-        if len(mols) < 2:
-            return [("", text)]
-        return [((m.splitlines()[1].strip() if len(m.splitlines()) > 1 else "")[:60], m)
-                for m in mols]
-    if fmt == "pdb":
-        models = re.findall(r"^MODEL .*?^ENDMDL", text, flags=re.M | re.S)
-        return [("", m) for m in models] if len(models) > 1 else [("", text)]
+    Only sdf, xyz, cif, mol2, pdb and smiles (one per line) can hold several; anything
+    unparsable is left whole, so that reading it reports the reason."""
+    parts = [(title, body or "") for title, body in _cut(text.splitlines(keepends=True), fmt)]
+    if len(parts) > 1 or (parts and fmt == "sdf"):
+        return parts
+    if parts and (fmt == "smiles"
+                  or (fmt == "cif" and len(re.findall(r"^[ \t]*data_", text, re.M)) > 1)):
+        return [("", parts[0][1])]  # the SMILES; the one CIF block with atoms
     return [("", text)]
 
 
@@ -271,47 +295,172 @@ def sdf_fields(text: str) -> dict[str, str]:
     return fields
 
 
-def _xyz_frames(text: str) -> list[tuple[str, str]]:
+class _Part:
+    """The lines of one record as they are read; past ``limit`` characters only counted."""
+
+    __slots__ = ("limit", "lines", "size")
+
+    def __init__(self, limit: float) -> None:
+        self.lines: list[str] | None = []
+        self.size = 0
+        self.limit = limit
+
+    def add(self, line: str) -> None:
+        self.size += len(line)
+        if self.lines is not None:
+            if self.size > self.limit:
+                self.lines = None
+            else:
+                self.lines.append(line)
+
+    def text(self) -> str | None:
+        """The record's text; None past the limit."""
+        return None if self.lines is None else "".join(self.lines)
+
+
+def _cut(lines: Iterable[str], fmt: str, limit: float = float("inf")
+         ) -> Iterator[tuple[str, str | None]]:
+    """``(title, text)`` of each structure in ``lines`` (newlines kept), as they are read; the
+    text is None for a record of more than ``limit`` characters. Formats that hold one structure
+    give nothing."""
+    if fmt == "sdf":
+        return _sdf_parts(lines, limit)
+    if fmt == "xyz":
+        return _xyz_parts(lines, limit)
+    if fmt in ("cif", "mol2", "pdb"):
+        return _block_parts(lines, fmt, limit)
+    if fmt == "smiles":
+        return ((" ".join(tokens[1:])[:60], tokens[0] if len(line) <= limit else None)
+                for line in lines
+                if (tokens := line.split()) and not tokens[0].startswith("#"))
+    return iter(())
+
+
+def _sdf_parts(lines: Iterable[str], limit: float) -> Iterator[tuple[str, str | None]]:
+    """SDF records: the text between ``$$$$`` lines that is not blank, titled by its first
+    line."""
+    part: list[str] = []
+    size, blank = 0, True
+    for line in lines:
+        if line.startswith("$$$$") and not line[4:].strip(" \t\r\n"):
+            if not blank:
+                yield part[0].strip()[:60], "".join(part) if size <= limit else None
+            part, size, blank = [], 0, True
+            continue
+        if blank:
+            blank = not line.strip()
+        size += len(line)
+        if size <= limit or not part:  # past the limit, the title line alone is kept
+            part.append(line)
+    if not blank:
+        yield part[0].strip()[:60], "".join(part) if size <= limit else None
+
+
+def _block_parts(lines: Iterable[str], fmt: str, limit: float
+                 ) -> Iterator[tuple[str, str | None]]:
+    """CIF data blocks with atoms (titled by the block name), mol2 molecules (by the molecule
+    name) or PDB models (``MODEL`` to ``ENDMDL``); lines outside them do not count."""
+    part: _Part | None = None
+    title, atoms = "", False
+    for line in lines:
+        if fmt == "pdb":
+            if part is None and line.startswith("MODEL "):
+                part = _Part(limit)
+            if part is not None:
+                part.add(line)
+                if line.startswith("ENDMDL"):
+                    yield "", part.text()
+                    part = None
+            continue
+        if fmt == "cif" and re.match(r"[ \t]*data_", line):
+            if part is not None and atoms:
+                yield title, part.text()
+            part, title, atoms = _Part(limit), line.split(None, 1)[0][5:][:60], False
+        elif fmt == "mol2" and line.startswith("@<TRIPOS>MOLECULE"):
+            if part is not None:
+                yield title or "", part.text()
+            part, title = _Part(limit), None
+        elif fmt == "mol2" and part is not None and title is None:
+            title = line.strip()[:60]
+        if part is not None:
+            part.add(line)
+            atoms = atoms or "_atom_site" in line
+    if part is not None and (fmt == "mol2" or (fmt == "cif" and atoms)):
+        yield title or "", part.text()
+
+
+def _xyz_count(line: str) -> int | None:
+    """The atom count of a line that holds a lone integer, else None."""
+    tokens = line.split()
+    if len(tokens) != 1:
+        return None
+    try:
+        return int(tokens[0])
+    except ValueError:
+        return None
+
+
+def _xyz_parts(lines: Iterable[str], limit: float) -> Iterator[tuple[str, str | None]]:
     """Consecutive xyz frames (atom count, comment, atoms). Lines after the last frame that
     do not start with an atom count are not a frame (QM9's own xyz files end with frequencies,
-    SMILES and InChI); a frame cut short becomes a last frame of its own, which then fails with
-    the xyz reader's reason."""
-    lines = text.splitlines()
-    frames: list[tuple[str, str]] = []
-    i = 0
-    while i < len(lines):
-        if not lines[i].strip():
-            i += 1
+    SMILES and InChI). A frame cut short ends where the next frame's count line starts (or at
+    the end of the file) and then fails alone with the xyz reader's reason."""
+    stream = iter(lines)
+    held: _Part | None = None  # the last frame, until it is known to be complete
+    pending: str | None = None  # a count line that ended a frame cut short
+    while (line := pending if pending is not None else next(stream, None)) is not None:
+        pending = None
+        if not line.strip():
             continue
-        tokens = lines[i].split()
-        try:
-            n = int(tokens[0]) if len(tokens) == 1 or not frames else -1
-        except ValueError:
-            n = -1
-        if n < 0 and frames:  # not a lone atom count: trailing text, not a frame
-            if _xyz_atom_line(lines[i]):  # more atoms than the count said: the reader refuses
-                frames[-1] = (frames[-1][0], frames[-1][1] + "\n".join(lines[i:]) + "\n")
+        n = _xyz_count(line)
+        if held is None and n is None:  # the first frame: "3 water" is read as 3 atoms
+            with contextlib.suppress(ValueError):
+                n = int(line.split()[0])
+        if n is None or n < 0:
+            if held is None:  # no atom count at all: one frame, which the reader refuses
+                held = _Part(limit)
+                held.add(line)
+                for rest in stream:
+                    held.add(rest)
+            elif _xyz_atom_line(line):  # more atoms than the count said: the reader refuses
+                held.add(line)
+                for rest in stream:
+                    held.add(rest)
+            break  # else: trailing text, not a frame
+        if held is not None:
+            yield "", held.text()
+        held = _Part(limit)
+        held.add(line)
+        comment = next(stream, None)
+        if comment is None:
             break
-        if n <= 0 or i + 2 + n > len(lines):
-            frames.append(("", "\n".join(lines[i:]) + "\n"))
-            break
-        frames.append(("", "\n".join(lines[i:i + 2 + n]) + "\n"))
-        i += 2 + n
-    return frames if len(frames) > 1 else [("", text)]
+        held.add(comment)
+        for _ in range(n):
+            atom = next(stream, None)
+            if atom is None:
+                break
+            if (count := _xyz_count(atom)) is not None and count >= 0:
+                pending = atom  # the next frame's count line: this frame is cut short
+                break
+            held.add(atom)
+    if held is not None:
+        yield "", held.text()
 
 
 def _single_record(source: str | os.PathLike[str] | StructureRecord, fmt: str | None,
                    name: str | None) -> tuple[str, str, str]:
     """(content, format, name) of an input that must hold exactly one structure."""
-    text, fmt, name = _resolve_source(source, fmt, name)
-    if not isinstance(source, StructureRecord):
-        records = split_records(text, fmt)
-        if len(records) > 1:
-            raise _fail(name, f"holds {len(records)} structures ({fmt} records); give a file "
-                              "with one, or read them all with read_records (as predict does)")
-        if fmt == "cif":  # the one block with atoms (a CIF may open with a header block)
-            text = records[0][1]
-    return text, fmt, name
+    if isinstance(source, StructureRecord):
+        if source.error:
+            raise _fail(source.name, source.error)
+        return source.text, normalise_format(fmt or source.fmt, source.name), name or source.name
+    name, records = _records(source, fmt, name)
+    record = next(records)
+    held = 1 + sum(1 for _ in records)
+    if held > 1:
+        raise _fail(name, f"holds {held} structures ({record.fmt} records); give a file "
+                          "with one, or read them all with read_records (as predict does)")
+    return record.text, record.fmt, record.name
 
 
 def read_conformers(source: str | os.PathLike[str] | StructureRecord, count: int,
@@ -374,52 +523,187 @@ def read_conformers(source: str | os.PathLike[str] | StructureRecord, count: int
     return out
 
 
-def _resolve_source(source: str | os.PathLike[str] | StructureRecord, fmt: str | None,
-                    name: str | None) -> tuple[str, str, str]:
-    """(content, format, name) of a file path, a SMILES string or a record, as
-    :func:`read_structure` reads it."""
-    if isinstance(source, StructureRecord):
-        return source.text, normalise_format(fmt or source.fmt, source.name), name or source.name
+def _locate(source: str | os.PathLike[str], fmt: str | None,
+            name: str | None) -> tuple[Path | None, str, str | None, str]:
+    """``(path, "", fmt, name)`` of an existing file, else ``(None, text, format, name)`` of
+    a SMILES string (or text in the format ``fmt``)."""
     src = os.fspath(source)
     if not src.strip():
         raise _fail(repr(src), "empty input (no SMILES string or file name)")
     path = Path(src)
     one_line = len(src) < 4096 and "\n" not in src
-    file = one_line and is_file(path)
-    if not file and one_line and is_dir(path):
+    if one_line and is_file(path):
+        return path, "", fmt, name or path.name
+    if one_line and is_dir(path):
         raise _fail(src, "a directory, not a structure file" if structure_files(path)
                     else "a directory with no structure files in it")
-    if not file:
-        looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
-        if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
-            raise _fail(src, "no such file")
-        if fmt is None and _FILE_NAME.match(src) and not _parses_as_smiles(src):
-            raise _fail(src, "no such file (and not a SMILES string either)")
-        if fmt is None or normalise_format(fmt, src) == "smiles":
-            return src, "smiles", name or src
-        return src, normalise_format(fmt, src), name or "input"
-    name = name or path.name
+    if one_line and (kind := _special_file(path)):
+        raise _fail(src, f"not a regular file ({kind})")
+    looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
+    if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
+        raise _fail(src, "no such file")
+    if fmt is None and _FILE_NAME.match(src) and not _parses_as_smiles(src):
+        raise _fail(src, "no such file (and not a SMILES string either)")
+    if fmt is None or normalise_format(fmt, src) == "smiles":
+        return None, src, "smiles", name or src
+    return None, src, normalise_format(fmt, src), name or "input"
+
+
+def _special_file(path: Path) -> str | None:
+    """What an existing file that is neither a regular file nor a directory is (``/dev/null``:
+    a character device); None where nothing exists."""
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise _fail(name, f"file too large ({size} bytes)")
-        data = path.read_bytes()
-    except OSError as exc:
-        raise _fail(name, f"cannot read file ({exc.strerror or exc})") from None
-    text = _decode(_gunzip(data, name) if data[:2] == b"\x1f\x8b" else data, name)
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))
+    return next((kind for test, kind in kinds if test(mode)), "a special file")
+
+
+def _file_records(path: Path, fmt: str | None, name: str) -> Iterator[StructureRecord]:
+    """The records of a file. A format that holds one structure is read whole (refused past
+    :data:`MAX_FILE_BYTES`); the others are cut as they are read, each record refused past
+    that size, and a file that turns out to hold one structure is that structure."""
+    file = _TextFile(path, name)
     if fmt is not None:
         fmt = normalise_format(fmt, name)
     else:
-        fmt = format_from_path(path) or sniff_format(text)
+        fmt = format_from_path(path) or file.sniff()
         if fmt is None:
             raise _fail(name, f"unknown structure format (extension {path.suffix or 'none'!r}; "
                               "use --format)")
-    if fmt == "smiles":
-        tokens = text.split()
-        if not tokens:
+    if fmt not in MULTI_RECORD_FORMATS:
+        yield StructureRecord(name, file.read(), fmt)
+        return
+    whole: list[str] | None = []  # the text while the file may hold one structure
+    size = 0
+
+    def kept(lines: Iterator[str]) -> Iterator[str]:
+        nonlocal whole, size
+        for line in lines:
+            size += len(line)
+            if size > MAX_FILE_BYTES:
+                whole = None
+            else:
+                whole.append(line)
+            yield line
+            if whole is None:  # more than one structure, or too large for one
+                break
+        yield from lines
+
+    lines = kept(file.lines())
+    parts = _cut(lines, fmt, MAX_FILE_BYTES)
+    first, second = next(parts, None), next(parts, None)
+    if second is None:  # one structure (or none): the file is that structure
+        for _ in lines:  # with what follows it (text after an xyz frame)
+            if whole is None:
+                break
+        if whole is None:
+            raise file.too_large()
+        text = _unescape("".join(whole))
+        if fmt in ("cif", "smiles"):  # the one CIF block with atoms; the SMILES
+            text = split_records(text, fmt)[0][1]
+        yield StructureRecord(name, text, fmt)
+        return
+    whole = None
+    yield from _named_records(name, itertools.chain((first, second), parts), fmt)
+
+
+class _TextFile:
+    """A structure file read as text: gzip read through (by its magic bytes), universal
+    newlines, UTF-8 (bytes that are not UTF-8 kept as escapes, for :func:`_unescape`). Its first
+    64 KiB are checked on opening (empty file, binary data)."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.path, self.name, self.packed = path, name, False
+        with self._reading(), open(path, "rb") as raw:
+            self.head = raw.read(_HEAD_BYTES)
+        if self.head[:2] == b"\x1f\x8b":
+            self.packed = True
+            with self._reading(), self._open() as raw:
+                self.head = raw.read(_HEAD_BYTES)
+        if not self.head.strip() and len(self.head) < _HEAD_BYTES:
             raise _fail(name, "empty file")
-        text = tokens[0]
-    return text, fmt, name
+        _check_binary(self.head, name)
+
+    def _open(self) -> io.BufferedIOBase:
+        return gzip.open(self.path, "rb") if self.packed else open(self.path, "rb")
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except (OSError, EOFError, zlib.error) as exc:
+            if self.packed:
+                raise _fail(self.name, f"corrupt gzip file ({exc})") from None
+            raise _fail(self.name, f"cannot read file ({exc.strerror or exc})") from None
+
+    def _text(self, raw: io.BufferedIOBase) -> io.TextIOWrapper:
+        return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline=None)
+
+    def sniff(self) -> str | None:
+        """:func:`sniff_format` of the first 64 KiB; a mol block there is an SDF when more
+        follows (its ``$$$$`` may lie further on)."""
+        text = self.head.decode("utf-8-sig", errors="replace")
+        fmt = sniff_format(text.replace("\r\n", "\n").replace("\r", "\n"))
+        return "sdf" if fmt == "mol" and len(self.head) == _HEAD_BYTES else fmt
+
+    def too_large(self) -> InputError:
+        if self.packed:
+            return _fail(self.name, f"file too large uncompressed (over {MAX_FILE_BYTES} bytes)")
+        with self._reading():
+            return _fail(self.name, f"file too large ({self.path.stat().st_size} bytes)")
+
+    def read(self) -> str:
+        """The whole text, refused past :data:`MAX_FILE_BYTES`."""
+        with self._reading():
+            if not self.packed and self.path.stat().st_size > MAX_FILE_BYTES:
+                raise self.too_large()
+            with self._open() as raw:
+                text = self._text(raw).read(MAX_FILE_BYTES + 1)
+        if len(text) > MAX_FILE_BYTES:
+            raise self.too_large()
+        return _unescape(text)
+
+    def lines(self) -> Iterator[str]:
+        """The lines (newline kept), read a chunk at a time; a line longer than
+        :data:`MAX_FILE_BYTES` is given only in part (enough to refuse its record)."""
+        pieces: list[str] = []  # a line not ended yet
+        held, skipping = 0, False
+        with self._reading(), self._open() as raw:
+            handle = self._text(raw)
+            while chunk := handle.read(_CHUNK_CHARS):
+                if skipping:  # the rest of a line too long to keep
+                    start = chunk.find("\n") + 1
+                    if not start:
+                        continue
+                    chunk, skipping = chunk[start:], False
+                end = chunk.rfind("\n") + 1
+                if end:
+                    pieces.append(chunk[:end])
+                    yield from "".join(pieces).splitlines(keepends=True)
+                    pieces, held = [], 0
+                if end < len(chunk):
+                    pieces.append(chunk[end:])
+                    held += len(chunk) - end
+                    if held > MAX_FILE_BYTES:
+                        yield "".join(pieces)
+                        pieces, held, skipping = [], 0, True
+            if pieces:
+                yield "".join(pieces)
+
+
+def _unescape(text: str) -> str:
+    """Text read with escaped non-UTF-8 bytes as the old whole-file decoding had it: UTF-8,
+    else Latin-1 (where any byte is not UTF-8)."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("latin-1")
+    return text
 
 
 _FILE_NAME = re.compile(r"^[\w-]+(\.[A-Za-z][\w-]*)+$")
@@ -434,34 +718,24 @@ def _parses_as_smiles(text: str) -> bool:
         return Chem.MolFromSmiles(text) is not None
 
 
-def _gunzip(data: bytes, name: str) -> bytes:
-    """The content of a gzip file, refused past :data:`MAX_FILE_BYTES` (a small file can
-    inflate to gigabytes)."""
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(data)) as stream:
-            out = stream.read(MAX_FILE_BYTES + 1)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise _fail(name, f"corrupt gzip file ({exc})") from None
-    if len(out) > MAX_FILE_BYTES:
-        raise _fail(name, f"file too large uncompressed (over {MAX_FILE_BYTES} bytes)")
-    return out
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\r\n\t\f")
+
+
+def _check_binary(head: bytes, name: str) -> None:
+    """Refuse binary data: a NUL byte, or more than 1 % control characters, in ``head``."""
+    bad = len(head) - len(head.translate(None, _CONTROL_BYTES))
+    if b"\x00" in head or bad > 0.01 * len(head) + 2:
+        raise _fail(name, "binary data, not a structure file")
 
 
 def _decode(data: bytes, name: str) -> str:
     if not data.strip():
         raise _fail(name, "empty file")
-    if b"\x00" in data[:65536]:
-        raise _fail(name, "binary data, not a structure file")
+    _check_binary(data[:_HEAD_BYTES], name)
     try:
         text = data.decode("utf-8-sig")  # -sig: a byte-order mark is not part of line 1
     except UnicodeDecodeError:
-        try:
-            text = data.decode("latin-1")
-        except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
-            raise _fail(name, "binary data, not a structure file") from None
-    bad = sum(1 for ch in text[:65536] if ord(ch) < 32 and ch not in "\r\n\t\f")
-    if bad > 0.01 * min(len(text), 65536) + 2:
-        raise _fail(name, "binary data, not a structure file")
+        text = data.decode("latin-1")
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
