@@ -149,15 +149,39 @@ def fold_dirs(out_dir: str | Path, folds: int) -> list[Path]:
 
 
 def _finished(run_dir: Path, epochs: int | None = None) -> bool:
-    """Whether the run in ``run_dir`` finished (and, given ``epochs``, was planned for as many:
-    a resume with more epochs continues it, as ``train --resume`` does)."""
+    """Whether the run in ``run_dir`` finished: its final stage (best weights, calibration,
+    test metrics, plots) completed for the epochs its ``config.json`` plans, and, given
+    ``epochs``, for as many (a resume with more epochs continues it, as ``train --resume``
+    does). A run killed during its final stage, or while a resume extends it, has not."""
     if not (run_dir / "model.safetensors").is_file():
         return False
     try:
-        planned = json.loads((run_dir / "config.json").read_text())["train"]["epochs"]
-    except (OSError, ValueError, KeyError, TypeError):
+        conf = json.loads((run_dir / "config.json").read_text())
+        planned = int(conf["train"]["epochs"])
+        tested = bool(conf["train"].get("evaluate_test", True))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    return epochs is None or int(planned) == int(epochs)
+    if "calibration" not in conf:
+        return False
+    if "finished" in conf:  # absent only in runs trained before the record
+        done = conf["finished"]
+        if not isinstance(done, dict) or done.get("epochs") != planned \
+                or done.get("epoch") != _checkpoint_epoch(run_dir):
+            return False
+        tested = bool(done.get("test"))
+    if tested and not (run_dir / "test_metrics.json").is_file():
+        return False
+    return epochs is None or planned == int(epochs)
+
+
+def _checkpoint_epoch(run_dir: Path) -> int | None:
+    """The last epoch checkpointed in ``run_dir`` (None: no readable pointer)."""
+    from andersonn.training.checkpoint import POINTER
+
+    try:
+        return int(json.loads((run_dir / POINTER).read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None = None,
@@ -257,6 +281,31 @@ def _settings(run_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in (run_config.get("train") or {}).items() if k not in _FREE_KEYS}
 
 
+def _check_same(runs: list[Path]) -> None:
+    """Refuse fold runs (those with a readable ``config.json``) trained with different settings
+    or data than the first, or under another fold number."""
+    configs: list[tuple[int, Path, dict[str, Any]]] = []
+    for i, run_dir in enumerate(runs, start=1):
+        try:
+            conf = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            continue  # missing: reported as not finished
+        if isinstance(conf, dict):
+            configs.append((i, run_dir, conf))
+    if not configs:
+        return
+    _, first, reference = configs[0]
+    for i, run_dir, conf in configs:
+        differ = sorted(key for key in set(_settings(conf)) | set(_settings(reference))
+                        if _settings(conf).get(key) != _settings(reference).get(key))
+        if conf.get("dataset") != reference.get("dataset"):
+            differ.append("dataset")
+        if differ or (conf.get("train") or {}).get("fold") != i:
+            raise AndersonnError(f"{run_dir}: not fold {i} of the same cross-validation as "
+                                 f"{first.name} (differs in "
+                                 f"{', '.join(differ) or 'its fold number'})")
+
+
 def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
     """Score the finished folds in ``out_dir`` on their out-of-fold predictions.
 
@@ -276,21 +325,12 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
         raise AndersonnError(f"{out}: not a cross-validation (no fold-I run directory with "
                              "its fold count)") from None
     runs = fold_dirs(out, k)
+    _check_same(runs)  # first: a fold of another cross-validation says so, finished or not
     missing = [d.name for d in runs if not _finished(d)]
     if missing:
         raise AndersonnError(f"{out}: {', '.join(missing)} not finished; train them first")
     members = [Ensemble.from_runs([d], device=device) for d in runs]
     reference = members[0].config_
-    for i, (run_dir, ens) in enumerate(zip(runs, members, strict=True), start=1):
-        conf = ens.config_
-        differ = sorted(key for key in set(_settings(conf)) | set(_settings(reference))
-                        if _settings(conf).get(key) != _settings(reference).get(key))
-        if conf.get("dataset") != reference.get("dataset"):
-            differ.append("dataset")
-        if differ or (conf.get("train") or {}).get("fold") != i:
-            raise AndersonnError(f"{run_dir}: not fold {i} of the same cross-validation as "
-                                 f"{runs[0].name} (differs in "
-                                 f"{', '.join(differ) or 'its fold number'})")
     classes = list(members[0].classes_)
     base = run_build(reference)  # opened once: every fold splits the same build (checked above)
     labels = np.asarray(base.labels, dtype=np.int64)

@@ -28,6 +28,11 @@ DEMO_DEFAULTS: dict[str, Any] = {"limit": 8000, "epochs": 6, "hidden": 32, "batc
                                  "max_time_s": 300.0}
 
 
+def _epochs(n: int) -> str:
+    """``1 epoch`` / ``6 epochs``."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
+
+
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -118,7 +123,7 @@ def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int
         run_dir = out / f"deq-{solver}"
         resume = (run_dir / "checkpoint.json").exists()
         _say(f"[demo] training the DEQ with {solver} "
-             f"({cfg.epochs} epochs, tol {cfg.tol:g}, max_iter {cfg.max_iter})…")
+             f"({_epochs(cfg.epochs)}, tol {cfg.tol:g}, max_iter {cfg.max_iter})…")
         try:
             result = train(cfg, run_dir, resume=resume, dataset=ds, progress=progress)
         except ResumeConflict as exc:
@@ -163,11 +168,11 @@ def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int
               "out_dir": str(out)}
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", _markdown(report, figures))
-    print(f"\nDEQ on polarity ({len(ds.labels)} QM9 molecules, {settings['epochs']} epochs, "
+    print(f"\nDEQ on polarity ({len(ds.labels)} QM9 molecules, {_epochs(settings['epochs'])}, "
           f"same seed and settings):")
     for name, s in runs.items():
         print(f"  {name:9s} test accuracy {s['test_accuracy']:.4f}   training "
-              f"{s['train_wall_time_s']:6.1f} s ({s['epochs']} epochs)   f-evals/sample fwd "
+              f"{s['train_wall_time_s']:6.1f} s ({_epochs(s['epochs'])})   f-evals/sample fwd "
               f"{s['fwd_nfev']:5.1f} bwd {s['bwd_nfev']:5.1f}")
     print(f"  Anderson speed-up over forward iteration: wall time {fmt(speedup['wall_time'])}, "
           f"f-evaluations {fmt(speedup['total_nfev'])}")
@@ -182,7 +187,7 @@ def _markdown(report: dict[str, Any], figures: list[str]) -> str:
         f"Dataset: {report['dataset']['n']} QM9 molecules, images "
         f"{tuple(report['dataset']['image_shape'])}; label: strongly vs weakly polar "
         "(dipole threshold). Train/val/test split from the data stage; model selected on val.",
-        f"Model: DEQ (hidden {s['hidden']}), {s['epochs']} epochs, batch {s['batch_size']}, "
+        f"Model: DEQ (hidden {s['hidden']}), {_epochs(s['epochs'])}, batch {s['batch_size']}, "
         f"AdamW lr {s['lr']:g}, solver tol {s['tol']:g}, max_iter {s['max_iter']}, seed "
         f"{s['seed']}; at most {s['max_time_s']:g} s of training per solver (a run that "
         "reaches it stops after that epoch; the speed-up then compares time per epoch).", "",

@@ -37,14 +37,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from andersonn.errors import ConfigError
+from andersonn.errors import AndersonnError, ConfigError, InputError
 from andersonn.solvers import SolverStats, check_solver_options, get_solver
-from andersonn.solvers.base import autocast_state
+from andersonn.solvers.base import autocast_state, integer_option
 
 BACKWARD_MODES = ("implicit", "jfb", "unroll")
 
 _DEFAULT_FORWARD = {"tol": 1e-4, "max_iter": 50}
 _DEFAULT_BACKWARD = {"tol": 1e-6, "max_iter": 50}
+# solver arguments the layer sets itself: not options of its solves
+_OWN_ARGUMENTS = ("f", "z0", "args", "row_args")
 
 
 class DEQ(nn.Module):
@@ -73,10 +75,15 @@ class DEQ(nn.Module):
                 f"option backward={backward!r} is not valid; choose one of: "
                 + ", ".join(BACKWARD_MODES)
             )
-        if int(unroll_steps) < 1:
-            raise ConfigError(f"option unroll_steps={unroll_steps!r} must be at least 1")
-        if int(jacobian_samples) < 0:
-            raise ConfigError(f"option jacobian_samples={jacobian_samples!r} must be 0 or more")
+        unroll_steps = integer_option("unroll_steps", unroll_steps, 1)
+        jacobian_samples = integer_option("jacobian_samples", jacobian_samples, 0)
+        for option, values in (("solver_options", solver_options),
+                               ("eval_options", eval_options),
+                               ("backward_options", backward_options)):
+            own = sorted(set(values or {}) & set(_OWN_ARGUMENTS))
+            if own:
+                raise ConfigError(f"option {option} sets {own[0]!r}, which the DEQ sets itself "
+                                  "(it gives its solvers the cell, z0 and x); remove it")
         self.cell = cell
         self.solver = solver
         self.backward_mode = backward
@@ -90,10 +97,17 @@ class DEQ(nn.Module):
         check_solver_options(self.solver, self.solver_options)
         check_solver_options(self.solver, self.eval_options or {})
         check_solver_options(self.backward_solver, self.backward_options)
-        self.unroll_steps = int(unroll_steps)
-        self.jacobian_samples = int(jacobian_samples)
+        self.unroll_steps = unroll_steps
+        self.jacobian_samples = jacobian_samples
         self.jacobian_loss: Tensor | None = None
         self.stats: dict[str, SolverStats | None] = {"forward": None, "backward": None}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For copy.deepcopy and pickling: the last training forward's ``jacobian_loss`` is a
+        transient (non-leaf) tensor with its graph, so it is left out (None in the copy)."""
+        state = super().__getstate__()
+        state["jacobian_loss"] = None
+        return state
 
     def _forward_options(self) -> dict[str, Any]:
         if not self.training and self.eval_options is not None:
@@ -102,16 +116,26 @@ class DEQ(nn.Module):
 
     def forward(self, x: Any, z0: Tensor | None = None) -> Tensor:
         """Return the equilibrium z* (with gradients per ``backward``); ``z0`` warm-starts."""
+        cell = self.cell
+        f = cell
         if z0 is None:
             if not isinstance(x, Tensor):
                 raise ConfigError("DEQ needs z0 when x is not a tensor shaped like z")
             z0 = torch.zeros_like(x, dtype=x.dtype if x.is_floating_point()
                                   else torch.get_default_dtype())
-        cell = self.cell
+        elif not isinstance(z0, Tensor) or z0.dim() < 1:
+            raise InputError(f"DEQ: z0 must be a tensor (B, ...) shaped like the state z, got "
+                             f"{type(z0).__name__ if not isinstance(z0, Tensor) else 'a scalar'}")
+        elif not isinstance(x, Tensor) or z0.shape != x.shape:
+            f = _names_z0_on_failure(cell, z0, x)  # z's shape is not x's: only the cell knows it
         x_solve = x.detach() if isinstance(x, Tensor) else x
+        batch = z0.shape[0]
+        x_rows = x_solve if isinstance(x_solve, Tensor) and x_solve.dim() > 0 \
+            and x_solve.shape[0] == batch else None
         with torch.no_grad():
             z_star, fstats = get_solver(self.solver)(
-                cell, z0.detach(), args=(x_solve,), **self._forward_options()
+                f, z0.detach(), args=(x_solve,), row_args=(0,) if x_rows is not None else (),
+                **self._forward_options()
             )
         self.stats = {"forward": fstats, "backward": None}
         self.jacobian_loss = None
@@ -142,9 +166,6 @@ class DEQ(nn.Module):
         solver = get_solver(self.backward_solver)
         options = self.backward_options
         stats = self.stats
-        batch = z_star.shape[0]
-        x_rows = x_solve if isinstance(x_solve, Tensor) and x_solve.dim() > 0 \
-            and x_solve.shape[0] == batch else None
         # the forward's autocast, re-entered when the backward evaluates the cell again
         autocast_on, autocast_dtype = autocast_state(z_star.device.type) or (False, None)
 
@@ -179,9 +200,19 @@ class DEQ(nn.Module):
                     vjp = vjp.index_select(0, idx)
                 return vjp.to(g.dtype) + v
 
-            g, bstats = solver(adjoint, grad.detach(), args=(grad.detach(), rows), **options)
+            v = grad.detach()
+            # a non-finite incoming gradient (an fp16 GradScaler overflow, say) is passed through
+            # on its rows, unsolved: the adjoint solve would only diverge, and the non-finite
+            # values must reach the parameters' gradients for the scaler to skip the step
+            finite = torch.isfinite(v.reshape(batch, -1)).all(dim=1)
+            solved = None  # rows whose adjoint is solved, as a mask (None: all)
+            if not bool(finite.all()):
+                solved = finite.view(batch, *[1] * (v.dim() - 1))
+                v = torch.where(solved, v, 0)  # zero rows converge at once
+            g, bstats = solver(adjoint, v, args=(v, rows), row_args=(0, 1), **options)
             stats["backward"] = bstats
-            return g.to(grad.dtype)
+            g = g.to(grad.dtype)
+            return g if solved is None else torch.where(solved, g, grad)
 
         return _ImplicitGradient.apply(f_leaf, implicit_gradient)
 
@@ -201,6 +232,32 @@ class DEQ(nn.Module):
             f"solver={self.solver!r}, backward={self.backward_mode!r}, "
             f"options={self.solver_options}"
         )
+
+
+def _names_z0_on_failure(cell: Callable[..., Tensor], z0: Tensor, x: Any
+                         ) -> Callable[..., Tensor]:
+    """``cell`` for the forward solve from a caller's ``z0`` not shaped like x: its first call
+    (at z0) failing is reported as an :class:`InputError` naming z0's shape."""
+    first = [True]
+
+    def f(z: Tensor, *args: Any) -> Tensor:
+        if not first[0]:
+            return cell(z, *args)
+        try:
+            out = cell(z, *args)
+        except (AndersonnError, torch.cuda.OutOfMemoryError):
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            reason = (str(exc).splitlines() or [""])[0]
+            raise InputError(
+                f"DEQ: the cell failed on z0 of shape {tuple(z0.shape)} (x: {got}), so z0 is "
+                f"probably not shaped like the state z: {type(exc).__name__}: {reason}"
+            ) from exc
+        first[0] = False
+        return out
+
+    return f
 
 
 class _ImplicitGradient(torch.autograd.Function):

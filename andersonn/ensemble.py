@@ -7,7 +7,8 @@ different ``--seed``) and averages their calibrated class probabilities. It is a
 agree on the task, the classes, the image spec, the image shape and the featuriser version
 (otherwise their images or outputs would mean different things); the first member's
 applicability domain is used for the domain warnings. ``iterations`` of a prediction is the sum
-of the members' solver evaluations: the ensemble's cost.
+of the members' solver evaluations: the ensemble's cost (over the members that solve a fixed
+point; none when no member does).
 
 ``Ensemble.of_seeds(n, **train_config)`` + ``fit`` trains ``n`` members whose seeds are
 ``seed, seed + 1, ...``.
@@ -24,10 +25,19 @@ import numpy as np
 from andersonn.errors import AndersonnError, ConfigError, InputError
 from andersonn.predict import Classifier, _check_new_run_dir, merge_conformers
 
-__all__ = ["MATCHED_KEYS", "Ensemble"]
+__all__ = ["MATCHED_KEYS", "Ensemble", "solver_evaluations"]
 
 MATCHED_KEYS = ("task", "classes", "image_spec", "image_shape", "featurizer_version")
 """Run-config entries every member must share."""
+
+
+def solver_evaluations(iters: np.ndarray) -> np.ndarray:
+    """The ensemble's solver evaluations per input from its members' (members, N): the sum
+    over the members that solve a fixed point (an explicit network's are NaN); NaN where
+    none does."""
+    iters = np.asarray(iters, dtype=np.float64)
+    solved = ~np.isnan(iters)
+    return np.where(solved.any(axis=0), np.where(solved, iters, 0.0).sum(axis=0), np.nan)
 
 
 class Ensemble(Classifier):
@@ -144,7 +154,7 @@ class Ensemble(Classifier):
         self._check_fitted()
         outputs = [member._infer(images) for member in self.members]
         probs = np.mean([p for p, _, _ in outputs], axis=0)
-        iters = np.sum([it for _, it, _ in outputs], axis=0)
+        iters = solver_evaluations(np.stack([it for _, it, _ in outputs]))
         return probs, iters, np.max([s for _, _, s in outputs], axis=0)
 
     def member_probabilities(self, X: Any) -> np.ndarray:

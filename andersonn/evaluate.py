@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from andersonn.data.domain import DomainNote
-from andersonn.ensemble import Ensemble
+from andersonn.ensemble import Ensemble, solver_evaluations
 from andersonn.errors import AndersonnError, InputError
 
 __all__ = ["HEADLINE", "Evaluation", "evaluate_labelled", "evaluate_split", "read_labelled",
@@ -68,13 +68,15 @@ def score_probabilities(probs: np.ndarray, labels: np.ndarray, classes: Sequence
 class Evaluation:
     """What :func:`evaluate_split` and :func:`evaluate_labelled` measure.
 
-    ``single``: the scores of each run alone (plus its mean solver ``iterations`` per input);
-    ``spread``: their mean and sample standard deviation; ``ensembles``: the scores of the
-    ensemble of the first k runs, k = 2 … N; ``report``: accuracy, per-class scores and the
-    confusion matrix of all runs together (of the one run when there is one); ``skipped``:
-    labelled rows not scored and why; ``domain``: accuracy inside / outside the training domain;
-    ``rows``: per-input truth and prediction (labelled CSVs only); ``reliability``: accuracy
-    and mean confidence per confidence bin of each run (and of all runs together).
+    ``single``: the scores of each run alone (plus its mean solver ``iterations`` per input,
+    None for a network without a solver); ``spread``: their mean and sample standard deviation
+    (iterations: over the runs with a solver); ``ensembles``: the scores of the ensemble of the
+    first k runs, k = 2 … N (iterations: summed over its members with a solver); ``report``:
+    accuracy, per-class scores and the confusion matrix of all runs together (of the one run
+    when there is one); ``skipped``: labelled rows not scored and why; ``domain``: accuracy
+    inside / outside the training domain; ``rows``: per-input truth and prediction (labelled
+    CSVs only); ``reliability``: accuracy and mean confidence per confidence bin of each run
+    (and of all runs together).
     """
 
     task: str
@@ -82,9 +84,9 @@ class Evaluation:
     runs: list[str]
     classes: list[str]
     n: int
-    single: list[dict[str, float]]
-    spread: dict[str, dict[str, float]]
-    ensembles: dict[int, dict[str, float]]
+    single: list[dict[str, Any]]
+    spread: dict[str, dict[str, float | None]]
+    ensembles: dict[int, dict[str, Any]]
     report: dict[str, Any]
     skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     domain: dict[str, dict[str, float]] | None = None
@@ -116,7 +118,9 @@ class Evaluation:
         head = ["run", *keys]
         lines = [f"{self.task}: {self.n} inputs of {self.source}", "",
                  "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-        def fmt(key: str, value: float) -> str:
+        def fmt(key: str, value: float | None) -> str:
+            if value is None:
+                return "-"
             return f"{value:.1f}" if key == "iterations" else f"{value:.3f}"
 
         for run, s in zip(self.runs, self.single, strict=True):
@@ -124,7 +128,7 @@ class Evaluation:
         if len(self.single) > 1:
             lines.append(f"| mean ± sd of {len(self.single)} | " + " | ".join(
                 f"{fmt(k, self.spread[k]['mean'])} ± {fmt(k, self.spread[k]['std'])}"
-                for k in keys) + " |")
+                if self.spread[k]["mean"] is not None else "-" for k in keys) + " |")
         for k, s in self.ensembles.items():
             lines.append(f"| ensemble of the first {k} | "
                          + " | ".join(fmt(key, s[key]) for key in keys) + " |")
@@ -177,14 +181,12 @@ def _evaluation(ens: Ensemble, names: list[str], source: str, probs: np.ndarray,
     from andersonn.training.metrics import classification_report, confusion_matrix
 
     classes = list(ens.classes_)
-    single = [{**score_probabilities(p, labels, classes), "iterations": float(it.mean())}
+    single = [{**score_probabilities(p, labels, classes), "iterations": _mean_or_none(it)}
               for p, it in zip(probs, iters, strict=True)]
-    spread = {key: {"mean": float(np.mean([s[key] for s in single])),
-                    "std": float(np.std([s[key] for s in single], ddof=1))
-                    if len(single) > 1 else 0.0}
+    spread = {key: _spread([s[key] for s in single])
               for key in single[0] if key != "accuracy_ci95"}
     ensembles = {k: {**score_probabilities(probs[:k].mean(axis=0), labels, classes),
-                     "iterations": float(iters[:k].sum(axis=0).mean())}
+                     "iterations": _mean_or_none(solver_evaluations(iters[:k]))}
                  for k in range(2, len(probs) + 1)}
     report = classification_report(
         confusion_matrix(labels, probs.mean(axis=0).argmax(axis=1), len(classes)), classes)
@@ -194,6 +196,22 @@ def _evaluation(ens: Ensemble, names: list[str], source: str, probs: np.ndarray,
     return Evaluation(task=str(ens.config_.get("task")), source=source, runs=names,
                       classes=classes, n=len(labels), single=single, spread=spread,
                       ensembles=ensembles, report=report, reliability=reliability, **extra)
+
+
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean solver evaluations per input; None for a model without a solver (NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    return None if values.size == 0 or np.isnan(values).any() else float(values.mean())
+
+
+def _spread(values: Sequence[float | None]) -> dict[str, float | None]:
+    """Mean and sample standard deviation of the runs' scores (0 for one run); the runs without
+    a value (iterations of an explicit network) left out, None when none has one."""
+    given = [v for v in values if v is not None]
+    if not given:
+        return {"mean": None, "std": None}
+    return {"mean": float(np.mean(given)),
+            "std": float(np.std(given, ddof=1)) if len(given) > 1 else 0.0}
 
 
 def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
@@ -277,12 +295,40 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
                              "was trained on class names; give a class column")
         bins = list(thresholds) if table.kind == "value" else None  # type: ignore[arg-type]
         inputs, labels, _, _, skipped = label_rows(table, classes, bins)
-        return inputs, labels, skipped
-    task_def = get_task(task)
-    rule = task_def.thresholds(thresholds)  # type: ignore[arg-type]
-    inputs, labels, _, _, skipped = label_rows(
-        table, classes, to_class=functools.partial(task_def.label, thresholds=rule))
+    else:
+        task_def = get_task(task)
+        rule = task_def.thresholds(thresholds)  # type: ignore[arg-type]
+        inputs, labels, _, _, skipped = label_rows(
+            table, classes, to_class=functools.partial(task_def.label, thresholds=rule))
+    _warn_conflicting_labels(table, inputs, labels, skipped, classes)
     return inputs, labels, skipped
+
+
+def _warn_conflicting_labels(table: Any, inputs: list[Any], labels: list[int],
+                             skipped: list[dict[str, Any]], classes: Sequence[str]) -> None:
+    """Warn, one line per input (the first five), where the same input (a SMILES or path)
+    is given on several rows with different classes: each row is scored as given."""
+    from andersonn.predict import _warn
+
+    dropped = {s["where"] for s in skipped}
+    rows = [where for where, _, _ in table.rows if where not in dropped]
+    if len(rows) != len(inputs):
+        return  # rows and inputs do not line up: nothing to name
+    given: dict[str, list[tuple[str, int]]] = {}
+    for where, item, label in zip(rows, inputs, labels, strict=True):
+        if isinstance(item, str):
+            given.setdefault(item.strip(), []).append((where, label))
+    conflicts = [(item, seen) for item, seen in given.items()
+                 if len({label for _, label in seen}) > 1]
+    prefix = f"{table.path.name} "
+    for item, seen in conflicts[:5]:
+        shown = ", ".join(f"{where.removeprefix(prefix)} ({classes[label]})"
+                          for where, label in seen[:6]) + (", …" if len(seen) > 6 else "")
+        _warn(f"{table.path.name}: {item} is given with conflicting labels: {shown}; each row "
+              "is scored as given", UserWarning)
+    if len(conflicts) > 5:
+        _warn(f"{table.path.name}: {len(conflicts) - 5} more input(s) given with conflicting "
+              "labels", UserWarning)
 
 
 def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | Path,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,7 +79,9 @@ class Explanation:
     def to_text(self, top: int = 12) -> str:
         """A few lines: the prediction, the explained difference and the largest shares."""
         if not self.ok or self.total is None or self.gap is None or self.whole_structure is None:
-            return f"{self.name}: error: {self.error}"
+            from andersonn.predict import without_name
+
+            return f"{self.name}: error: {without_name(self.error, self.name)}"
         atoms = self.total - self.gap - self.whole_structure
         lines = [f"{self.name} → {self.predicted} (p {self.probabilities[self.predicted]:.3f}); "
                  f"log p({self.target}) {self.log_p:+.3f} vs {self.log_p_empty:+.3f} for the "
@@ -237,6 +240,14 @@ def draw_explanation(explanation: Explanation, path: str | Path, size: int = 520
 
 
 def picture_name(index: int, name: str) -> str:
-    """A file name for input ``index``'s drawing: its number and a cleaned-up name."""
-    clean = re.sub(r"[^A-Za-z0-9._=#-]+", "_", Path(name).name)[:40].strip("_") or "input"
-    return f"{index:03d}-{clean}.png"
+    """A file name for input ``index``'s drawing: its number and the input's whole name (a
+    file: its name without the folders) cleaned up; where that lost characters (``/`` in a
+    SMILES, a long name cut) a short hash of the whole name keeps distinct inputs apart."""
+    from andersonn.structures.readers import is_file
+
+    text = Path(name).name if is_file(name) else name
+    clean = re.sub(r"[^A-Za-z0-9._=#()+-]+", "_", text).strip("_.")
+    if clean != text or len(clean) > 40:
+        digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        clean = f"{clean[:40].strip('_.')}-{digest}".lstrip("-")
+    return f"{index:03d}-{clean or 'input'}.png"

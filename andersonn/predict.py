@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import os
 import re
 import sys
@@ -33,7 +34,7 @@ import torch
 
 from andersonn.data.domain import Domain, FeatureDomain
 from andersonn.errors import AndersonnError, ConfigError, InputError
-from andersonn.fileio import atomic_write_json, atomic_write_text
+from andersonn.fileio import _json_default, atomic_write_text
 from andersonn.structures.readers import (
     MULTI_RECORD_FORMATS,
     StructureRecord,
@@ -46,9 +47,13 @@ from andersonn.structures.readers import (
 )
 
 __all__ = ["Classifier", "ConvergenceWarning", "DomainWarning", "Prediction", "Scientist",
-           "expand_inputs", "format_table", "write_predictions"]
+           "UnusableInput", "expand_inputs", "format_table", "without_name",
+           "write_predictions"]
 
 LIST_SUFFIXES = {".txt", ".lst", ".list", ".smi", ".smiles"}
+PREDICT_CHUNK = 4096
+"""Inputs :meth:`Classifier.predict_inputs` reads, encodes and infers at a time (about 16 KB
+per polarity image: 64 MB of images per chunk, per conformer)."""
 
 
 class DomainWarning(UserWarning):
@@ -74,6 +79,12 @@ class Prediction:
     source: Any = dataclasses.field(default=None, repr=False, compare=False)
     """The input as read (a path, SMILES or record): what ``--out FILE.sdf`` writes back."""
 
+    @property
+    def reason(self) -> str:
+        """Why the input failed ("" when it did not), without its name in front: for a line
+        that names the input first (``cannot predict C1CC: unparsable SMILES``)."""
+        return without_name(self.error or "", self.input)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (the ``--out FILE.json`` record)."""
         return {"input": self.input, "ok": self.ok, "class": self.label,
@@ -90,9 +101,25 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
     each, named ``FILE#k (title)``).
 
     A ``.txt``/``.lst``/``.list``/``.smi`` file is a list; its relative paths are resolved
-    against the list's folder when such a file exists there. A directory without structure
-    files stays one input, which then fails with that reason; so does an unreadable file.
+    against the list's folder when such a file exists there, and the folders and lists it
+    names are expanded in turn (a list that includes itself, directly or through others, is
+    one input that fails with that reason). A directory without structure files stays one
+    input, which then fails with that reason; so does an unreadable file.
     """
+    return _expand(inputs, frozenset())
+
+
+@dataclasses.dataclass(frozen=True)
+class UnusableInput:
+    """An input that expanding the inputs already found unusable: it fails with ``reason``
+    (a one-line message that names it) wherever it is read."""
+
+    name: str
+    reason: str
+
+
+def _expand(inputs: Iterable[Any], lists: frozenset[Path]) -> list[Any]:
+    """:func:`expand_inputs`, inside the list files ``lists`` (resolved paths)."""
     out: list[Any] = []
     for item in inputs:
         if isinstance(item, str) and not item.strip():
@@ -102,11 +129,11 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
             path = Path(item)
             if is_dir(path):
                 files = [os.fspath(f) for f in structure_files(path)]
-                out.extend(expand_inputs(files) if files else [os.fspath(item)])  # .smi lists
+                out.extend(_expand(files, lists) if files else [os.fspath(item)])  # .smi lists
                 continue
             if (path.suffix.lower() in LIST_SUFFIXES and is_file(path)
                     and not _holds_a_structure(path)):
-                out.extend(_listed_inputs(path))
+                out.extend(_listed_inputs(path, lists))
                 continue
             out.extend(_file_records(os.fspath(item)))
         else:
@@ -114,9 +141,16 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
     return out
 
 
-def _listed_inputs(listing: Path) -> list[Any]:
-    """The inputs a list file names, one per line. A ``.smi`` line is ``SMILES [name]``: a
-    named SMILES becomes a record called ``SMILES (name)``, so the name reaches the output."""
+def _listed_inputs(listing: Path, lists: frozenset[Path] = frozenset()) -> list[Any]:
+    """The inputs a list file names, one per line, expanded as :func:`expand_inputs` expands
+    its inputs (``lists``: the list files it is named in). A ``.smi`` line is ``SMILES
+    [name]``: a named SMILES becomes a record called ``SMILES (name)``, so the name reaches
+    the output."""
+    key = listing.resolve()
+    if key in lists:
+        return [UnusableInput(os.fspath(listing), f"{os.fspath(listing)}: a list file that "
+                              "includes itself (directly or through other lists)")]
+    lists = lists | {key}
     smiles_file = listing.suffix.lower() in {".smi", ".smiles"}
     out: list[Any] = []
     for line in listing.read_text(encoding="utf-8-sig", errors="replace").splitlines():
@@ -128,8 +162,8 @@ def _listed_inputs(listing: Path) -> list[Any]:
             token, *rest = line.split()
             title = " ".join(rest)
         for candidate in (listing.parent / token, Path(token)):
-            if is_file(candidate):
-                out.extend(_file_records(str(candidate)))
+            if is_file(candidate) or is_dir(candidate):
+                out.extend(_expand([str(candidate)], lists))
                 break
         else:
             out.append(StructureRecord(f"{token} ({title})", token, "smiles") if title
@@ -139,9 +173,10 @@ def _listed_inputs(listing: Path) -> list[Any]:
 
 def _holds_a_structure(path: Path) -> bool:
     """True when a list-named file (``.txt`` & co.) holds a structure file's content instead
-    (a CIF, SDF, mol2, vasprun.xml, ... saved as text): it is then read as that structure."""
-    return sniff_file(path) in {"cif", "sdf", "mol", "mol2", "vasprun", "espresso-in", "xsf",
-                                "pymatgen-dict"}
+    (an xyz, POSCAR, CIF, SDF, mol2, vasprun.xml, ... saved as text): it is then read as that
+    structure."""
+    return sniff_file(path) in {"xyz", "poscar", "cif", "sdf", "mol", "mol2", "vasprun",
+                                "espresso-in", "xsf", "pymatgen-dict"}
 
 
 def _file_records(item: str) -> list[Any]:
@@ -166,8 +201,21 @@ def _one_line(exc: BaseException) -> str:
     SMILES as the input's name) is shortened so that the reason after it still shows."""
     text = str(exc).strip().splitlines()
     line = text[0] if text else type(exc).__name__
-    line = re.sub(r"\S{101,}", lambda m: f"{m.group(0)[:60]}...{m.group(0)[-20:]}", line)
-    return line[:300]
+    return _shorten_words(line)[:300]
+
+
+def _shorten_words(text: str) -> str:
+    """``text`` with every word of over 100 characters as its start, ``...`` and its end."""
+    return re.sub(r"\S{101,}", lambda m: f"{m.group(0)[:60]}...{m.group(0)[-20:]}", text)
+
+
+def without_name(error: str, name: str) -> str:
+    """``error`` without the input's ``name`` in front: a reader's message names its input
+    (``C1CC: unparsable SMILES``), so a line that names the input itself names it once."""
+    for shown in dict.fromkeys((name, _shorten_words(name))):
+        if shown and error.startswith(f"{shown}: "):
+            return error[len(shown) + 2:]
+    return error
 
 
 class Classifier:
@@ -395,35 +443,38 @@ class Classifier:
         per input: a SMILES gets its first conformer, whatever :attr:`conformers` says."""
         return self._featurize(inputs, conformers=1)[:3]
 
-    def _featurize(self, inputs: Sequence[Any], workers: int = 1, progress: bool = False,
+    def _featurize(self, inputs: Sequence[Any], workers: int = 1, progress: Any = False,
                    conformers: int | None = None
                    ) -> tuple[np.ndarray, list[int], list[str], list[list[str]], list[int]]:
         """:meth:`featurize` plus the domain warnings of each input and the number of images
         of each readable one: up to ``conformers`` (default :attr:`conformers`) for a SMILES,
         one otherwise; the images of one input are consecutive. ``workers`` > 1 reads and
-        encodes file and SMILES inputs in that many processes (results keep input order)."""
+        encodes file and SMILES inputs in that many processes (results keep input order).
+        ``progress``: True for a progress bar, or a caller's bar to advance by one per input."""
         self._check_fitted()
         shape = tuple(self.config_.get("image_shape", ())) or None
         count = max(1, int(self.conformers if conformers is None else conformers))
         setup = (self._spec(), self.domain_, shape, self.feature_domain_, count)
         results: Iterable[_Featurized]
-        if workers > 1 and len(inputs) > 1 and all(isinstance(i, READABLE) for i in inputs):
+        if workers > 1 and len(inputs) > 1 and all(isinstance(i, (*READABLE, UnusableInput))
+                                                   for i in inputs):
             results = _featurize_in_processes(setup, inputs, workers)
         else:
             results = (_featurize_with(setup, item) for item in inputs)
-        if progress:
-            from tqdm.auto import tqdm
-
-            results = tqdm(results, total=len(inputs), desc="featurize", unit="input",
-                           mininterval=0.5, file=sys.stderr)
+        bar = (_progress_bar(len(inputs)) if progress is True
+               else None if progress is False else progress)
         images, ok, errors, notes, counts = [], [], [], [], []
         for i, (stack, error, note) in enumerate(results):
+            if bar is not None:
+                bar.update(1)
             errors.append(error)
             notes.append(note)
             if stack is not None:
                 images.append(stack)
                 ok.append(i)
                 counts.append(len(stack))
+        if bar is not None and bar is not progress:
+            bar.close()
         arr = (np.concatenate(images) if images
                else np.zeros((0, *(shape or (0, 0, 0))), np.float32))
         return arr, ok, errors, notes, counts
@@ -448,10 +499,12 @@ class Classifier:
         model = self._check_fitted()
         model.eval()
         probs, iters, short = [], [], []
-        x = torch.as_tensor(np.asarray(images, dtype=np.float32))
         step = self.predict_batch_size
-        for start in range(0, x.shape[0], step):
-            xb = x[start:start + step].to(self.device)
+        for start in range(0, len(images), step):
+            # a copy of each batch: images may be a read-only memmap (a cached dataset's),
+            # which torch would not take without a warning, and which need not fit in memory
+            xb = torch.tensor(np.asarray(images[start:start + step], dtype=np.float32),
+                              device=self.device)
             probs.append(torch.softmax(model(xb).double() / self.temperature_, dim=1).cpu())
             stats = model.solver_stats()["forward"]
             nfev = getattr(stats, "nfev", None) if stats is not None else None
@@ -470,11 +523,7 @@ class Classifier:
         """:meth:`_infer` with the images of one input (its conformers, ``counts``) merged:
         the mean of their probabilities, the sum of their solver evaluations (the cost), the
         largest shortfall."""
-        probs, iters, short = self._infer(images)
-        merged, iters = merge_conformers(probs, iters, counts)
-        if len(merged) != len(probs):
-            short = np.maximum.reduceat(short, _first_rows(counts))
-        return merged, iters, short
+        return _merge_images(*self._infer(images), counts)
 
     def _as_images(self, X: Any) -> tuple[np.ndarray, list[int] | None]:
         """Images of ``X`` (images already, or inputs to read) and the images per input."""
@@ -536,20 +585,54 @@ class Classifier:
 
         ``workers``: processes that read and encode the inputs (``None``: every core when
         there are at least 64 inputs); ``progress``: a progress bar for 64 inputs or more.
+        The inputs are read, encoded and inferred :data:`PREDICT_CHUNK` at a time, so the
+        images in memory stay bounded however many inputs there are; the inference batches
+        are those of all the images at once (the same answers).
         """
         self._check_fitted()
         items = expand_inputs(inputs)
         if workers is None:
             workers = (os.cpu_count() or 1) if len(items) >= 64 else 1
-        images, ok, errors, notes, counts = self._featurize(items, max(1, int(workers)),
-                                                            progress and len(items) >= 64)
-        probs, iters, short = (self._infer_inputs(images, counts) if ok
-                               else (np.zeros((0, 0)), np.zeros(0), np.zeros(0)))
+        bar = _progress_bar(len(items)) if progress and len(items) >= 64 else None
+        step = self.predict_batch_size
+        ok: list[int] = []
+        errors: list[str] = []
+        notes: list[list[str]] = []
+        counts: list[int] = []
+        outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        pending: list[np.ndarray] = []  # images not inferred yet: less than a batch
+        try:
+            for start in range(0, len(items), PREDICT_CHUNK):
+                images, ok_c, errors_c, notes_c, counts_c = self._featurize(
+                    items[start:start + PREDICT_CHUNK], max(1, int(workers)),
+                    False if bar is None else bar)
+                ok += [start + i for i in ok_c]
+                errors += errors_c
+                notes += notes_c
+                counts += counts_c
+                if len(images):
+                    pending.append(images)
+                waiting = sum(len(a) for a in pending)
+                ready = waiting if start + PREDICT_CHUNK >= len(items) else waiting - waiting % step
+                if ready:
+                    stack = np.concatenate(pending)
+                    outputs.append(self._infer(stack[:ready]))
+                    pending = [stack[ready:]] if ready < waiting else []
+        finally:
+            if bar is not None:
+                bar.close()
+        probs, iters, short = (
+            _merge_images(*(np.concatenate(o) for o in zip(*outputs, strict=True)), counts)
+            if outputs else (np.zeros((0, 0)), np.zeros(0), np.zeros(0)))
         names = self._class_names()
         out = [Prediction(_input_name(item), False, error=errors[i], source=item)
                for i, item in enumerate(items)]
         for row, i in enumerate(ok):
             p = probs[row]
+            if not np.isfinite(p).all():
+                out[i].error = ("the model's output is not finite (the fixed-point solve "
+                                "diverged); try another --solver")
+                continue
             out[i] = Prediction(_input_name(items[i]), True, names[int(p.argmax())],
                                 {c: float(v) for c, v in zip(names, p, strict=False)},
                                 float(iters[row]) if np.isfinite(iters[row]) else None,
@@ -820,6 +903,8 @@ def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,
     :class:`InputError` when the domain refuses it (a crystal for a molecule model)."""
     from andersonn.structures import read_conformers
 
+    if isinstance(item, UnusableInput):
+        raise InputError(item.reason)
     structures = (read_conformers(item, conformers, max_atoms=max_atoms)
                   if isinstance(item, READABLE) else [item])
     notes: list[str] = list(getattr(structures[0], "notes", []))
@@ -875,6 +960,24 @@ def merge_conformers(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int]
     starts = _first_rows(counts)
     sizes = np.asarray(counts, dtype=np.float64)
     return np.add.reduceat(probs, starts, axis=0) / sizes[:, None], np.add.reduceat(iters, starts)
+
+
+def _merge_images(probs: np.ndarray, iters: np.ndarray, short: np.ndarray,
+                  counts: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image outputs of :meth:`Classifier._infer` as per-input ones: the images of one
+    input (its conformers, ``counts``) merged by :func:`merge_conformers`, with the largest
+    shortfall."""
+    merged, iters = merge_conformers(probs, iters, counts)
+    if len(merged) != len(probs):
+        short = np.maximum.reduceat(short, _first_rows(counts))
+    return merged, iters, short
+
+
+def _progress_bar(total: int) -> Any:
+    """A progress bar over ``total`` inputs being read and encoded (on stderr)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="featurize", unit="input", mininterval=0.5, file=sys.stderr)
 
 
 def _first_rows(counts: Sequence[int]) -> np.ndarray:
@@ -967,9 +1070,11 @@ def write_predictions(path: str | Path, preds: Sequence[Prediction], classes: Se
         from andersonn.predict_sdf import sdf_predictions
 
         atomic_write_text(path, sdf_predictions(preds, classes))
-    elif suffix == ".json":
-        atomic_write_json(path, {**(meta or {}), "classes": list(classes),
-                                 "predictions": [p.to_dict() for p in preds]})
+    elif suffix == ".json":  # strict JSON: no NaN (a model without a solver has None)
+        record = {**(meta or {}), "classes": list(classes),
+                  "predictions": [p.to_dict() for p in preds]}
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, allow_nan=False,
+                                           default=_json_default) + "\n")
     elif suffix == ".csv":
         buf = io.StringIO()
         writer = csv.writer(buf)

@@ -9,42 +9,70 @@ order, so the file lines up with the input and opens in any chemistry tool:
 - any other molecule file (xyz, mol2, pdb, ...) is read again and written with its 3-D atoms
   and bonds: the file's own bond orders where it has them (aromatic as type 4), else those
   RDKit perceives from the geometry, else type 8 (any);
-- an input that could not be read keeps what it can (its SDF record, or an empty molecule named
-  after it) and carries the reason in ``andersonn_error``.
+- an input that could not be read keeps what it can (its SDF record where RDKit reads that
+  record, else an empty molecule named after it) and carries the reason in ``andersonn_error``.
 
 Fields: ``andersonn_status`` (ok / error), ``andersonn_class``, ``andersonn_p_<class>`` (one
-per class, non-alphanumeric characters as ``_``), ``andersonn_iterations``,
-``andersonn_warnings``, ``andersonn_error``.
+per class: comparison signs spelt out, ``< 2.5`` as ``lt_2_5`` and ``>= 2.5`` as ``ge_2_5``,
+other non-alphanumeric characters as ``_``; names that still coincide get the class index as
+a suffix, :func:`field_names`), ``andersonn_iterations``, ``andersonn_warnings``,
+``andersonn_error``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from andersonn.structures.readers import StructureRecord, format_from_path, is_file, quiet
 
-__all__ = ["field_name", "sdf_predictions"]
+__all__ = ["field_name", "field_names", "sdf_predictions"]
 
 _BOND_TYPES = {1.0: 1, 2.0: 2, 3.0: 3, 1.5: 4}
 
 
+_SIGNS = (("<=", " le "), (">=", " ge "), ("!=", " ne "), ("≤", " le "), ("≥", " ge "),
+          ("<", " lt "), (">", " gt "), ("=", " eq "), ("–", " to "))
+"""Comparison signs (and the en dash of a bin ``1–3``) spelt out in field names."""
+
+
 def field_name(class_name: str) -> str:
-    """``andersonn_p_<class>`` with every run of non-alphanumeric characters as one ``_``."""
-    return "andersonn_p_" + re.sub(r"[^0-9A-Za-z]+", "_", class_name).strip("_")
+    """``andersonn_p_<class>``: comparison signs spelt out (``< 2.5`` → ``lt_2_5``, ``>= 2.5``
+    → ``ge_2_5``, ``1–3`` → ``1_to_3``, a minus sign as ``minus``), then every run of other
+    non-alphanumeric characters as one ``_``."""
+    text = str(class_name)
+    for sign, word in _SIGNS:
+        text = text.replace(sign, word)
+    text = re.sub(r"(?<![0-9A-Za-z.])-(?=[0-9.])", " minus ", text)
+    return "andersonn_p_" + re.sub(r"[^0-9A-Za-z]+", "_", text).strip("_")
+
+
+def field_names(classes: Sequence[str]) -> list[str]:
+    """:func:`field_name` of each class, made unique: classes whose names still coincide get
+    their index in ``classes`` as a suffix (``andersonn_p_a_b_0``, ``andersonn_p_a_b_1``); if
+    even that collides, every class is ``andersonn_p_<index>``."""
+    names = [field_name(c) for c in classes]
+    counts = Counter(names)
+    names = [f"{n.rstrip('_')}_{i}" if counts[n] > 1 or n == "andersonn_p_" else n
+             for i, n in enumerate(names)]
+    if len(set(names)) < len(names):
+        names = [f"andersonn_p_{i}" for i in range(len(names))]
+    return names
 
 
 def sdf_predictions(preds: Sequence[Any], classes: Sequence[str]) -> str:
     """The SD file text of ``preds`` (:class:`andersonn.predict.Prediction` with ``source``)."""
     records = []
+    columns = dict(zip(classes, field_names(classes), strict=True))
     for p in preds:
         block = _molblock(p.source, p.input)
         fields: dict[str, str] = {"andersonn_status": "ok" if p.ok else "error"}
         if p.ok and p.probabilities is not None:
             fields["andersonn_class"] = str(p.label)
-            fields.update({field_name(c): f"{p.probabilities[c]:.6f}" for c in classes})
+            fields.update({columns[c]: f"{p.probabilities[c]:.6f}" for c in classes})
             if p.iterations is not None:  # an explicit network has no solver iterations
                 fields["andersonn_iterations"] = f"{p.iterations:.2f}"
         if p.warnings:
@@ -85,9 +113,17 @@ def _molblock(source: Any, name: str) -> str:
 
 
 def _own_block(text: str) -> str:
+    """An SDF/mol record's own text (its data fields too), when RDKit reads its connection
+    table as the readers do (sanitised); a broken record is not copied: it would make the
+    record unreadable in the output."""
+    from rdkit import Chem
+
     body = text.split("$$$$")[0].rstrip("\n") + "\n"
     if "M  END" not in body:
         raise ValueError("no connection table")
+    with quiet():
+        if Chem.MolFromMolBlock(body, sanitize=True, removeHs=False) is None:
+            raise ValueError("unreadable connection table")
     has_fields = ">" in body.split("M  END", 1)[1]
     return body + "\n" if has_fields else body  # a data field ends with a blank line
 

@@ -264,7 +264,7 @@ def test_named_input_and_label_columns(tmp_path):
     assert [(item, raw) for _, item, raw in table.rows] == [("C", "a"), ("CC", "b"), ("CO", "a")]
     # a named column of numbers holds values only where the caller bins values
     values = read_label_table(path, input_column="SMILES code", label_column="mu", values=True)
-    assert (values.kind, values.column) == ("class", "mu")  # 'x' is not a number
+    assert (values.kind, values.column) == ("value", "mu")  # the 'x' row is skipped
     path.write_text("ID,SMILES code,Kind,mu\n1,C,a,0.5\n2,CC,b,3\n")
     values = read_label_table(path, input_column="SMILES code", label_column="mu", values=True)
     assert values.kind == "value"

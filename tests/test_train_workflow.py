@@ -179,7 +179,7 @@ def test_ctrl_c_closes_the_bar_and_names_the_epoch_to_resume_from(tmp_path, cach
                  "--hidden", "8", "--batch-size", "16"]) == 130
     err = capsys.readouterr().err
     line = next(part for part in re.split(r"[\r\n]", err) if "interrupted" in part)
-    assert line == (f"andersonn: interrupted: {run} holds epochs 1–1 of 3; `andersonn train "
+    assert line == (f"andersonn: interrupted: {run} holds epoch 1 of 3; `andersonn train "
                     f"polarity --out {run} --resume` continues from epoch 2")
     monkeypatch.setattr(trainer, "stat_values", real)
     assert main(["train", "polarity", "--out", str(run), "--resume", *FAST]) == 0

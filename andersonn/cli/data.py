@@ -33,7 +33,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     build.add_argument("--source", metavar="DIR", default=None,
                        help="use the source archives already in DIR (no network)")
     _common(build)
-    build.add_argument("--workers", type=int, default=None, help="featuriser processes (all cores)")
+    build.add_argument("--workers", type=positive_int, default=None,
+                       help="featuriser processes (all cores)")
     build.add_argument("--force", action="store_true", help="rebuild even if a cached build exists")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=_build)

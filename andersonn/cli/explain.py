@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from andersonn.cli.options import output_dir
+from andersonn.cli.options import output_dir, positive_int
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -22,13 +22,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ex.add_argument("inputs", metavar="INPUT", nargs="+")
     ex.add_argument("--target", metavar="CLASS", default=None,
                     help="class to explain (default: each input's predicted class)")
-    ex.add_argument("--steps", type=int, default=None,
+    ex.add_argument("--steps", type=positive_int, default=None,
                     help="points on the integration path (32); more shrink the gap")
     ex.add_argument("--top", type=int, default=12, help="rows printed per input (12)")
     ex.add_argument("--out", metavar="DIR", default=None, type=output_dir,
                     help="write explanations.json and, for molecules, one PNG each with "
                     "the atoms coloured by their share")
-    ex.add_argument("--threads", type=int, default=None, help="torch threads")
+    ex.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     ex.set_defaults(func=_explain)
 
 

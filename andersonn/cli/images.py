@@ -15,7 +15,10 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p = commands.add_parser(
         "image", help="encode one structure as a node-neighbour image (PNG + NPY)",
         description="Read a structure (file or SMILES) and write OUT.png (one labelled panel per "
-                    "channel) and OUT.npy (the float32 (C, H, W) array).")
+                    "channel) and OUT.npy (the float32 (C, H, W) array). The image spec is "
+                    "the one `andersonn train LABELS_FILE` picks unless --task names one: "
+                    "polarity for molecules, mof-pore for crystals holding C, H and a metal "
+                    "(metal-organic frameworks), crystal-gap for other crystals.")
     p.add_argument("input", metavar="INPUT", help="structure file (xyz, sdf, mol, mol2, pdb, "
                    "cif, POSCAR, vasp, vasprun.xml, pwi, xsf, json; also .gz) or a SMILES string")
     p.add_argument("--out", required=True, metavar="FILE", type=output_file(),
@@ -23,11 +26,12 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     p.add_argument("--format", dest="fmt", default=None, metavar="FMT",
                    help="override the format: smiles, xyz, sdf, mol, mol2, pdb, cif, poscar, "
                         "vasprun, espresso-in, xsf, pymatgen-dict")
-    p.add_argument("--record", type=int, default=None, metavar="K",
+    p.add_argument("--record", type=positive_int, default=None, metavar="K",
                    help="which structure (1-based) of a file that holds several (SDF records, "
                         "xyz frames, CIF blocks, ...)")
     p.add_argument("--task", default=None, choices=_TASKS,
-                   help="image spec (default: polarity for molecules, crystal-gap for crystals)")
+                   help="image spec (default: polarity for molecules, mof-pore for crystals "
+                   "with C, H and a metal, crystal-gap for other crystals)")
     p.set_defaults(func=_cmd_image)
 
     b = bench.add_parser("featurize", help="featurisation throughput on QM9 and CoRE MOF data",
@@ -45,6 +49,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
+    from andersonn.data.labelled import looks_like_framework
     from andersonn.errors import InputError
     from andersonn.images.encode import encode_labelled
     from andersonn.images.render import write_image_files
@@ -64,7 +69,8 @@ def _cmd_image(args: argparse.Namespace) -> int:
     (s,) = read_conformers(record, 1, max_atoms=limit)
     for note in s.notes:  # how the reader had to interpret the input
         print(f"andersonn: warning: {s.name}: {note}", file=sys.stderr)
-    spec = get_spec(args.task or DEFAULT_TASK[s.kind])
+    # as training on a labels file chooses (andersonn.data.labelled.choose_image)
+    spec = get_spec(args.task or ("mof-pore" if looks_like_framework(s) else DEFAULT_TASK[s.kind]))
     img, labels = encode_labelled(s, spec)
     title = f"{s.name} ({s.formula}, {s.kind}) — {spec.name} image {'x'.join(map(str, img.shape))}"
     png, npy = write_image_files(args.out, img, spec, labels, title)

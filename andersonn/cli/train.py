@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from andersonn.cli.options import output_dir, output_file
+from andersonn.cli.options import output_dir, output_file, positive_int
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 _SOLVERS = ("anderson", "forward", "broyden")
@@ -66,6 +66,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--patience", type=int, default=None, metavar="N",
                     help="stop early once the validation accuracy has not improved for N "
                     "epochs (the best epoch's weights are kept either way)")
+    # train's counts stay type=int: TrainConfig.validate checks them (one line, exit 2), the
+    # same check a --config file's values get
     tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
     tr.add_argument("--workers", type=int, default=None,
                     help="processes featurising the dataset when it has to be built (all cores)")
@@ -106,7 +108,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ca.add_argument("run_dir", metavar="RUN_DIR|CV_DIR",
                     help="a run, or a cross-validation (train --folds): each finished fold")
     ca.add_argument("--device", default="cpu")
-    ca.add_argument("--threads", type=int, default=None, help="torch threads")
+    ca.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     ca.set_defaults(func=_calibrate)
 
     pr = commands.add_parser("predict", help="classify structures with a trained run",
@@ -156,18 +158,20 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ev.add_argument("--out", metavar="FILE.json", default=None, type=output_file(".json"),
                     help="write the scores (and, with --labels, every input's prediction)")
     ev.add_argument("--plots", metavar="DIR", default=None, type=output_dir,
-                    help="write confusion.png and reliability.png into DIR")
+                    help="write into DIR: confusion.png and reliability.png for runs; "
+                    "cv-I-confusion.png and cv-I-reliability.png for the I-th CV_DIR (its "
+                    "pooled out-of-fold predictions)")
     _add_inference_options(ev)
     _add_input_options(ev)
-    ev.add_argument("--threads", type=int, default=None, help="torch threads")
+    ev.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     ev.set_defaults(func=_evaluate)
 
     de = commands.add_parser("demo", help="build polarity data, train DEQ with Anderson and with "
                              "forward iteration, report accuracy and speed-up")
     de.add_argument("--out", metavar="DIR", default="demo", type=output_dir, help="(./demo)")
-    de.add_argument("--limit", type=int, default=None, help="molecules (8000)")
-    de.add_argument("--epochs", type=int, default=None, help="epochs per training (6)")
-    de.add_argument("--threads", type=int, default=None,
+    de.add_argument("--limit", type=positive_int, default=None, help="molecules (8000)")
+    de.add_argument("--epochs", type=positive_int, default=None, help="epochs per training (6)")
+    de.add_argument("--threads", type=positive_int, default=None,
                     help="torch threads (all cores); 1 on a machine shared with other jobs")
     de.add_argument("--no-progress", action="store_true")
     de.set_defaults(func=_demo)
@@ -279,10 +283,12 @@ def _interrupted(stop: Any, args: argparse.Namespace, out: Path) -> int:
         if stop.epoch == 0:
             what = f"no epoch of {stop.run_dir} finished yet; `{command}` starts it again"
         elif stop.epoch >= stop.epochs:
-            what = (f"{stop.run_dir} holds all {stop.epochs} epochs; `{command}` finishes it "
+            held = "its only epoch" if stop.epochs == 1 else f"all {stop.epochs} epochs"
+            what = (f"{stop.run_dir} holds {held}; `{command}` finishes it "
                     "(calibration, test)")
         else:
-            what = (f"{stop.run_dir} holds epochs 1–{stop.epoch} of {stop.epochs}; "
+            held = "epoch 1" if stop.epoch == 1 else f"epochs 1–{stop.epoch}"
+            what = (f"{stop.run_dir} holds {held} of {stop.epochs}; "
                     f"`{command}` continues from epoch {stop.epoch + 1}")
         print(f"andersonn: interrupted: {what}", file=sys.stderr)
     return 130
@@ -400,7 +406,8 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", choices=_SOLVERS, default=None,
                         help="override the DEQ solver")
     parser.add_argument("--tol", type=float, default=None, help="override the solver tolerance")
-    parser.add_argument("--max-iter", type=int, default=None, help="override the iteration cap")
+    parser.add_argument("--max-iter", type=positive_int, default=None,
+                        help="override the iteration cap")
     parser.add_argument("--device", default="cpu")
 
 
@@ -408,7 +415,7 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conformers", type=int, default=1, metavar="K",
                         help="SMILES inputs: average the probabilities over up to K force-field "
                         "conformers (1); better calibrated, K times the work")
-    parser.add_argument("--workers", type=int, default=None,
+    parser.add_argument("--workers", type=positive_int, default=None,
                         help="processes reading the inputs (all cores for 64 inputs or more)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -461,7 +468,7 @@ def _predict(args: argparse.Namespace) -> int:
                                progress=not args.no_progress)
     for p in preds:
         if not p.ok:
-            print(f"andersonn: cannot predict {p.input}: {p.error}", file=sys.stderr)
+            print(f"andersonn: cannot predict {p.input}: {p.reason}", file=sys.stderr)
         for note in p.warnings:
             print(f"andersonn: warning: {p.input}: {note}", file=sys.stderr)
     if args.out:
@@ -562,8 +569,25 @@ def _evaluate_cross_validations(args: argparse.Namespace) -> int:
         print(f"→ {args.out}")
     if args.plots:
         for i, summary in enumerate(summaries, start=1):
-            print(f"→ {summary.plot_confusion(Path(args.plots) / f'cv-{i}-confusion.png')}")
+            folder = Path(args.plots)
+            print(f"→ {summary.plot_confusion(folder / f'cv-{i}-confusion.png')}")
+            print(f"→ {_plot_cv_reliability(summary, folder / f'cv-{i}-reliability.png')}")
     return 0
+
+
+def _plot_cv_reliability(summary: Any, path: Path) -> Path:
+    """The reliability diagram of a cross-validation's pooled out-of-fold probabilities."""
+    import numpy as np
+
+    from andersonn.evaluate import _reliability
+    from andersonn.training.plots import plot_reliability
+
+    rows = summary.predictions
+    probs = np.array([row["probabilities"] for row in rows], dtype=np.float64)
+    labels = np.array([summary.classes.index(row["class"]) for row in rows], dtype=np.int64)
+    plot_reliability({f"{summary.folds}-fold, out of fold": _reliability(probs, labels)}, path,
+                     title=f"{summary.task}: reliability (all {summary.n})")
+    return path
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -103,10 +103,10 @@ class Domain:
         if self.elements is not None:
             parts.append(f"{len(self.elements)} elements ({_symbol_list(self.elements)})")
         if self.atoms is not None:
-            parts.append(f"{self.atoms[0]}–{self.atoms[1]} atoms"
+            parts.append(f"{_span(*self.atoms)} atoms"
                          + (" per cell" if self.kind == "crystal" else ""))
         if self.heavy_atoms is not None and self.kind == "molecule":
-            parts.append(f"{self.heavy_atoms[0]}–{self.heavy_atoms[1]} heavy atoms")
+            parts.append(f"{_span(*self.heavy_atoms)} heavy atoms")
         return ", ".join(parts)
 
     def check(self, summary: StructureSummary | Sequence[Any]) -> tuple[str | None, list[str]]:
@@ -134,13 +134,20 @@ class Domain:
             inside = lo <= n_atoms <= hi
             if n_heavy is None:
                 if not inside:
-                    warnings.append(f"{n_atoms} atoms; the training molecules had {lo}–{hi}")
+                    warnings.append(f"{n_atoms} atoms; the training molecules had "
+                                    f"{_span(lo, hi)}")
             else:
                 h_lo, h_hi = self.heavy_atoms  # type: ignore[misc]
                 if not (inside and h_lo <= n_heavy <= h_hi):
                     warnings.append(f"{n_atoms} atoms ({n_heavy} heavy); the training "
-                                    f"molecules had {lo}–{hi} ({h_lo}–{h_hi} heavy)")
+                                    f"molecules had {_span(lo, hi)} ({_span(h_lo, h_hi)} "
+                                    "heavy)")
         return None, [DomainNote(w) for w in warnings]
+
+
+def _span(lo: int, hi: int) -> str:
+    """``5–9``, or ``7`` when the range is one number."""
+    return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
 def _range(value: Any) -> tuple[int, int] | None:

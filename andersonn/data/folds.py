@@ -25,23 +25,26 @@ VAL_FRACTION = 0.1
 """Share of the whole dataset (per class) that validates in each fold, as in the 80/10/10 split."""
 
 
-def stratified_folds(labels: Sequence[int] | np.ndarray, folds: int, seed: int = 0
-                     ) -> np.ndarray:
+def stratified_folds(labels: Sequence[int] | np.ndarray, folds: int, seed: int = 0, *,
+                     classes: Sequence[str] | None = None) -> np.ndarray:
     """The fold (0 … ``folds`` − 1) of every item; each class is dealt round-robin in a seeded
     random order, continuing where the previous class stopped so the folds' sizes differ by at
-    most one."""
+    most one. ``classes``: the class names (by label index), for the refusal of too small a
+    class."""
     y = np.asarray(labels, dtype=np.int64)
     if int(folds) < 2:
         raise ConfigError(f"cross-validation needs at least 2 folds (got {folds})")
-    classes, counts = np.unique(y, return_counts=True)
+    present, counts = np.unique(y, return_counts=True)
     if len(y) and counts.min() < folds:
-        worst = int(classes[np.argmin(counts)])
+        worst = int(present[np.argmin(counts)])
+        name = repr(str(classes[worst])) if classes is not None and worst < len(classes) \
+            else str(worst)
         raise ConfigError(f"{folds} folds need at least {folds} structures of every class; "
-                          f"class {worst} has {int(counts.min())}")
+                          f"class {name} has {int(counts.min())}")
     out = np.zeros(len(y), dtype=np.int64)
     rng = np.random.Generator(np.random.PCG64([seed, 2]))
     start = 0
-    for cls in classes:
+    for cls in present:
         idx = np.flatnonzero(y == cls)
         idx = idx[rng.permutation(len(idx))]
         out[idx] = (start + np.arange(len(idx))) % folds
@@ -50,15 +53,16 @@ def stratified_folds(labels: Sequence[int] | np.ndarray, folds: int, seed: int =
 
 
 def fold_split(labels: Sequence[int] | np.ndarray, folds: int, fold: int, seed: int = 0,
-               val_fraction: float = VAL_FRACTION) -> np.ndarray:
+               val_fraction: float = VAL_FRACTION, *,
+               classes: Sequence[str] | None = None) -> np.ndarray:
     """Train (0) / val (1) / test (2) codes for fold ``fold`` (1-based) of ``folds``: its fold
     tests, a stratified ``val_fraction`` of the whole dataset from the other folds validates
     (at least one structure per class, never the last one left to train on), the rest
-    trains."""
+    trains. ``classes``: the class names, for messages."""
     if not 1 <= int(fold) <= int(folds):
         raise ConfigError(f"fold must be between 1 and {folds} (got {fold})")
     y = np.asarray(labels, dtype=np.int64)
-    which = stratified_folds(y, folds, seed)
+    which = stratified_folds(y, folds, seed, classes=classes)
     out = np.where(which == fold - 1, 2, 0).astype(np.int8)
     rng = np.random.Generator(np.random.PCG64([seed, 3, fold]))
     for cls in np.unique(y):
@@ -75,7 +79,8 @@ class FoldView:
 
     def __init__(self, dataset: Any, folds: int, fold: int, seed: int = 0) -> None:
         self.dataset = dataset
-        self.splits = fold_split(np.asarray(dataset.labels), folds, fold, seed)
+        self.splits = fold_split(np.asarray(dataset.labels), folds, fold, seed,
+                                 classes=getattr(dataset, "classes", None))
         self.meta = {**dict(getattr(dataset, "meta", {}) or {}),
                      "cross_validation": {"folds": int(folds), "fold": int(fold),
                                           "seed": int(seed)}}

@@ -101,7 +101,9 @@ def read_label_table(path: str | os.PathLike[str],
 
     ``input_column`` / ``label_column`` name the columns (case-insensitive) instead of the
     recognised names, which are then ignored. A named label column holds class names, unless
-    ``values`` (the caller bins values into classes) and every label in it is a number."""
+    ``values`` (the caller bins values into classes) and most labels in it are numbers: it then
+    holds values, and a row whose label is not a number is skipped with its reason
+    (:func:`label_rows`), as in a value column of a recognised name."""
     from andersonn.structures.readers import format_from_path, is_file
 
     path = Path(path)
@@ -129,9 +131,10 @@ def read_label_table(path: str | os.PathLike[str],
                  else column(INPUT_COLUMNS, "input"))
     if label_column:
         label = named(label_column, "label column")
-        numeric = values and all(parse_value(f.get(label) or "") is not None
-                                 for _, f, _ in rows if (f.get(label) or "").strip())
-        class_col, value_col = (None, label) if numeric else (label, None)
+        given = [raw for _, f, _ in rows if (raw := (f.get(label) or "").strip())]
+        numbers = sum(parse_value(raw) is not None for raw in given)
+        class_col, value_col = (None, label) if values and 2 * numbers > len(given) \
+            else (label, None)
     else:
         class_col, value_col = column(CLASS_COLUMNS, "class"), column(value_columns, "value")
     if input_col is None and not sdf:
@@ -255,8 +258,10 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
         names, rule = [str(c) for c in classes or ()], f"the task's rule on {source}"
     elif table.kind == "class":
         if bins is not None:
+            word = next((f": {where} has {raw!r}" for where, _, raw in table.rows
+                         if parse_value(raw) is None), "")
             raise ConfigError(f"{table.path}: bins turn a value column into classes, but its "
-                              f"labels are class names ({table.column!r})")
+                              f"labels are class names ({table.column!r}{word})")
         names = [str(c) for c in classes] if classes else _sorted_names(
             set(_class_names([raw for _, _, raw in table.rows])))
         if not classes and len(names) > MAX_NUMBERED_CLASSES and all(
@@ -276,6 +281,10 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
         rule = (f"{source} binned at {', '.join(f'{b:g}' for b in bins)}: "
                 f"class k if bins[k-1] <= value < bins[k] ({' | '.join(names)})")
         to_class = functools.partial(_bin_index, bins)
+    if len(names) < 2 and table.kind == "class" and not classes and to_class is None:
+        raise InputError(f"{table.path}: column {table.column!r} names only one class "
+                         f"({', '.join(repr(n) for n in names)}); a classifier needs two or "
+                         "more")
     if len({class_key(n) for n in names}) != len(names) or len(names) < 2:
         raise ConfigError(f"classes must be two or more distinct names (case and number "
                           f"spelling aside: a = A, 1 = 1.0), got {names}")
@@ -456,9 +465,10 @@ def labelled_dataset(inputs: Sequence[Any], labels: Sequence[int], classes: Sequ
     counts = np.bincount(y, minlength=len(classes))
     small = [f"{c} ({n})" for c, n in zip(classes, counts.tolist(), strict=True)
              if n < MIN_PER_CLASS]
-    if small:
-        raise InputError(f"too few usable structures to train and test on: class "
-                         f"{', '.join(small)}; each class needs at least {MIN_PER_CLASS} "
+    if small:  # split: a caller's own (Classifier.fit: train and val, no test)
+        use = "train and test on" if split is None else "train and validate on"
+        raise InputError(f"too few usable structures to {use}: class {', '.join(small)}; "
+                         f"each class needs at least {MIN_PER_CLASS} "
                          f"({describe_skipped(report, limit=1)})")
     splits = stratified_split(y, seed=seed) if split is None else np.asarray(split(y))
     fractions = (list(DEFAULT_FRACTIONS) if split is None else
@@ -554,9 +564,10 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
 
 
 def describe_skipped(skipped: Sequence[dict[str, Any]], limit: int = 3) -> str:
-    """One line about skipped rows: how many, and the first few with their reasons."""
+    """One line about skipped rows: how many, and the first ``limit`` with their reasons."""
     if not skipped:
         return "no rows skipped"
     first = re.sub(r"\s+", " ", "; ".join(f"{s['where']}: {s['reason']}"
                                            for s in skipped[:limit]))
-    return f"{len(skipped)} row(s) skipped ({first})"
+    more = f"; and {len(skipped) - limit} more" if len(skipped) > limit else ""
+    return f"{len(skipped)} row(s) skipped ({first}{more})"

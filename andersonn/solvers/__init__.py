@@ -3,14 +3,18 @@
 Every solver has one call shape::
 
     z_star, stats = solver(f, z0, *, tol=1e-4, max_iter=50, stop_mode="rel", check_every=None,
-                           args=(), on_divergence="raise", cuda_graph=False, **method_options)
+                           args=(), on_divergence="raise", cuda_graph=False, row_args=None,
+                           **method_options)
 
 ``z0`` is a batch (B, ...); ``f(z, *args)`` must return a tensor of z's shape and accept any
-batch size, because converged samples are dropped from the batch (rows of tensors in ``args``
-with leading dimension B are dropped with them). ``f`` must therefore be batch-independent
-(GroupNorm/LayerNorm, not BatchNorm). ``stats`` is a :class:`SolverStats`. Unknown options raise
-:class:`andersonn.errors.ConfigError`; NaN/Inf from ``f`` raises
-:class:`andersonn.errors.SolverDivergence` (or, with ``on_divergence="mark"``, flags the samples).
+batch size, because converged samples are dropped from the batch (the per-sample tensors of
+``args`` are cut to the same rows: by default every tensor whose leading dimension is B;
+``row_args``, a tuple of positions in ``args``, names them explicitly, e.g. when a shared weight
+happens to have B rows). ``f`` must therefore be batch-independent (GroupNorm/LayerNorm, not
+BatchNorm). ``stats`` is a :class:`SolverStats`. Unknown options raise
+:class:`andersonn.errors.ConfigError`; a NaN/Inf residual (from ``f``, or iterates past the float
+range) raises :class:`andersonn.errors.SolverDivergence` (or, with ``on_divergence="mark"``, flags
+the samples).
 ``cuda_graph=True`` (CUDA only, ignored elsewhere) captures each block of ``check_every``
 iterations between two convergence checks as a CUDA graph and replays it (:mod:`.graphs`): same
 results, a fraction of the kernel-launch time. ``f`` must then be capturable (no host syncs);

@@ -350,6 +350,7 @@ def anderson(
     args: Sequence[Any] = (),
     on_divergence: str = "raise",
     cuda_graph: bool = False,
+    row_args: Sequence[int] | None = None,
     **unknown: Any,
 ) -> tuple[Tensor, SolverStats]:
     """Anderson acceleration (window ``m``, relative Tikhonov ``lam``, mixing ``beta``).
@@ -381,6 +382,7 @@ def anderson(
             args=args,
             on_divergence=on_divergence,
             cuda_graph=cuda_graph,
+            row_args=row_args,
             safeguard=safeguard,
             safeguard_factor=safeguard_factor,
             stall_patience=patience,
@@ -393,4 +395,5 @@ def anderson(
 ANDERSON_OPTIONS = (
     "tol", "max_iter", "stop_mode", "check_every", "m", "lam", "beta", "safeguard",
     "safeguard_factor", "stall_patience", "eps", "args", "on_divergence", "cuda_graph",
+    "row_args",
 )

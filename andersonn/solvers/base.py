@@ -11,7 +11,12 @@ and how to absorb an evaluated one:
   is compacted, so ``f`` is evaluated only on the still-active rows from then on. ``f`` must be
   batch-independent (row i of f(z) depends on row i of z only: GroupNorm, not BatchNorm);
 * per-sample bookkeeping: f evaluations, final and lowest residual, converged / diverged flags,
-  residual trace, safeguard rejections; the best iterate per sample is returned;
+  residual trace (grown in doubling chunks at the checks, returned as a compact copy),
+  safeguard rejections; the best iterate per sample is returned;
+* residual norms are plain norms in the history dtype; a float32 sum of squares overflows once
+  the norm passes ~1.8e19, so on the CPU (a host check is free) rows whose norm is not finite
+  are recomputed with :func:`scaled_norm`, and on accelerators an overflowed ‖f(z)‖ gives an
+  Inf residual (never finite / Inf = 0, "converged"): a NaN/Inf residual is divergence;
 * safeguarding (for the accelerated methods): an iterate whose residual is more than
   ``safeguard_factor`` times the best one so far (or not finite) is rejected, and the method
   restarts that sample's history from its best iterate;
@@ -52,6 +57,7 @@ COMPACT = 8  # retired rows are dropped from the batch once they are 1/8 of it (
 COMPACT_GRAPH = 2
 STALL_GAIN = 0.9  # stagnation fallback: a fall of the best residual by 10 % is progress
 STALL_GIVE_UP = 3  # ... and plain steps are given up after 3 × patience of them without progress
+TRACE_COLUMNS = 64  # the residual trace starts this wide (at most max_iter) and doubles as needed
 
 
 @dataclass
@@ -348,6 +354,63 @@ def compact_rows_in_place(buffers: Sequence[Tensor], kept: list[int], slots: int
     return [buf[:len(kept)] for buf in buffers]
 
 
+def scaled_norm(x: Tensor) -> Tensor:
+    """Row norms of a (b, n) tensor in float64, scaled by each row's largest magnitude first, so
+    finite values never overflow the sum of squares (a plain float32 norm overflows once the norm
+    passes ~1.8e19); a row with NaN/Inf gets a non-finite norm."""
+    x = x.double()
+    scale = x.abs().amax(dim=1, keepdim=True)
+    scale = torch.where((scale > 0) & torch.isfinite(scale), scale, 1.0)
+    return torch.linalg.vector_norm(x / scale, dim=1) * scale.squeeze(1)
+
+
+def _recompute_overflowed(res: Tensor, g: Tensor, g_norm: Tensor, fz: Tensor | None,
+                          fz_norm: Tensor | None, eps: float) -> Tensor:
+    """``res`` (a fresh tensor) with the rows whose plain norms ``g_norm`` (or ``fz_norm``) are
+    not finite recomputed from :func:`scaled_norm` (``fz`` given: relative residuals). Finite
+    iterates keep their true residual; rows with NaN/Inf in g or f(z), or a residual beyond
+    ``res``'s dtype, stay non-finite, which the driver treats as divergence."""
+    overflowed = ~torch.isfinite(g_norm)
+    if fz_norm is not None:
+        overflowed |= ~torch.isfinite(fz_norm)
+    rows = overflowed.nonzero().squeeze(1)
+    exact = scaled_norm(g.index_select(0, rows))
+    if fz is not None:
+        exact = exact / (scaled_norm(fz.index_select(0, rows)) + eps)
+    res[rows] = exact.to(res.dtype)
+    return res
+
+
+def per_sample_args(args: Any, row_args: Any, batch: int) -> tuple[tuple[Any, ...], list[bool]]:
+    """``args`` as a tuple and, for each, whether it is per-sample (cut to the active rows when
+    converged rows are dropped): every tensor with leading dimension ``batch`` when
+    ``row_args`` is None, else exactly the positions ``row_args`` lists."""
+    if not isinstance(args, (tuple, list)):
+        raise ConfigError(f"option args must be a tuple or list of f's extra arguments, got "
+                          f"{type(args).__name__}")
+    args = tuple(args)
+
+    def batched(a: Any) -> bool:
+        return isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch
+
+    if row_args is None:
+        return args, [batched(a) for a in args]
+    if not isinstance(row_args, (tuple, list)):
+        raise ConfigError(f"option row_args={row_args!r} must be a tuple or list of positions "
+                          "in args")
+    rows = [False] * len(args)
+    for value in row_args:
+        i = integer_option("row_args", value, 0)
+        if i >= len(args):
+            raise ConfigError(f"option row_args names position {i}, but args has {len(args)} "
+                              "items")
+        if not batched(args[i]):
+            raise ConfigError(f"option row_args names args[{i}], which is not a tensor with "
+                              f"leading dimension B = {batch}")
+        rows[i] = True
+    return args, rows
+
+
 def history_dtype_for(dtype: torch.dtype) -> torch.dtype:
     """float64 input keeps float64; everything else (fp32, bf16, fp16) is kept in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -371,6 +434,7 @@ def run(
     stall_patience: int = 0,
     stall_min_steps: int = 1,
     cuda_graph: bool = False,
+    row_args: Sequence[int] | None = None,
 ) -> tuple[Tensor, SolverStats]:
     """Drive ``method`` on ``f`` from ``z0``; see the module docstring for the contract."""
     start = time.perf_counter()
@@ -390,6 +454,10 @@ def run(
     check_every = integer_option("check_every", check_every, 1)
     if not isinstance(cuda_graph, bool):
         raise ConfigError(f"option cuda_graph={cuda_graph!r} must be True or False")
+    if not isinstance(safeguard, bool):  # "False" would mean True
+        raise ConfigError(f"option safeguard={safeguard!r} must be True or False")
+    explicit_rows = row_args is not None
+    args, row_args = per_sample_args(args, row_args, z0.shape[0])
     if z0.shape[0] == 0:  # an empty batch: nothing to solve (the loop below would not end)
         return z0.detach().clone(), SolverStats.empty(
             name, stop_mode, tol, str(history_dtype_for(z0.dtype)).removeprefix("torch."),
@@ -398,8 +466,20 @@ def run(
     device, in_dtype = z0.device, z0.dtype
     batch, shape = z0.shape[0], tuple(z0.shape[1:])
     hdtype = history_dtype_for(in_dtype)
-    args = tuple(args)
-    row_args = [isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == batch for a in args]
+    dtype_name = str(hdtype).removeprefix("torch.")
+    rel = stop_mode == "rel"
+    # CPU: a host check is free, so norms that overflowed are recomputed exactly (scaled_norm);
+    # accelerators never sync between checks: there a norm past the float range is non-finite
+    exact_overflow = device.type == "cpu"
+    sliced = [i for i, is_row in enumerate(row_args) if is_row]
+    # f failing after a compaction may be an argument cut to the active rows by mistake
+    slice_hint = (
+        f"{name}: f failed after converged rows were dropped from the batch; args {sliced} were "
+        f"cut to the same rows because their first dimension equals the batch size {batch}. If "
+        "one of them is shared by all samples, pass row_args listing only the per-sample ones "
+        "(row_args=() for none)"
+    ) if sliced and not explicit_rows else None
+    epoch = 0  # compactions so far
 
     with torch.no_grad(), _autocast_off(device.type) as (ac_enabled, ac_dtype):
 
@@ -407,25 +487,45 @@ def run(
             zin = z.view(z.shape[0], *shape)
             if zin.dtype != in_dtype:  # a Python test is cheaper than a no-op .to() dispatch
                 zin = zin.to(in_dtype)
-            if ac_enabled:  # no weight-cast cache in graphs: it would outlive the capture
-                with torch.autocast(device_type=device.type, dtype=ac_dtype,
-                                    cache_enabled=not cuda_graph):
+            try:
+                if ac_enabled:  # no weight-cast cache in graphs: it would outlive the capture
+                    with torch.autocast(device_type=device.type, dtype=ac_dtype,
+                                        cache_enabled=not cuda_graph):
+                        out = f(zin, *active_args)
+                else:
                     out = f(zin, *active_args)
-            else:
-                out = f(zin, *active_args)
+            except Exception as exc:
+                if epoch and slice_hint is not None and hasattr(exc, "add_note"):
+                    exc.add_note(slice_hint)  # Python >= 3.11
+                raise
             if not isinstance(out, Tensor) or tuple(out.shape) != tuple(zin.shape):
                 got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
                 raise InputError(
                     f"{name}: f must return a tensor shaped like z {tuple(zin.shape)}, got {got}"
                 )
+            if not (out.is_floating_point() or out.is_complex()):
+                raise InputError(f"{name}: f must return floating-point values, got {out.dtype} "
+                                 "(the iterates would be truncated to it)")
             out = out.reshape(z.shape[0], -1)
             return out if out.dtype == hdtype else out.to(hdtype)
 
         def residual(g: Tensor, fz: Tensor) -> Tensor:
             r = torch.linalg.vector_norm(g, dim=1)
-            if stop_mode == "rel":
-                r = r / (torch.linalg.vector_norm(fz, dim=1) + eps)
-            return r
+            # (CPU) one cheap reduction says whether any norm is not finite: the sum of the
+            # norms, or the dot product of both (NaN where one is Inf and the other 0); a
+            # spurious overflow of the reduction itself only costs a recomputation of no rows
+            if not rel:
+                if exact_overflow and not math.isfinite(float(r.sum())):
+                    r = _recompute_overflowed(r, g, r, None, None, eps)
+                return r
+            d = torch.linalg.vector_norm(fz, dim=1)
+            res = r / (d + eps)
+            if exact_overflow:
+                if not math.isfinite(float(torch.dot(r, d))):
+                    res = _recompute_overflowed(res, g, r, fz, d, eps)
+                return res
+            # an overflowed ‖f(z)‖ would make the residual 0 ("converged"): make it Inf instead
+            return torch.where(torch.isinf(d), d, res)
 
         def is_check(k: int) -> bool:
             """Convergence is checked (one host sync) before evaluation k + 1."""
@@ -441,7 +541,10 @@ def run(
         div_out = torch.zeros(batch, dtype=torch.bool, device=device)
         rej_out = torch.zeros(batch, dtype=torch.int64, device=device)
         stall_out = torch.zeros(batch, dtype=torch.int64, device=device)
-        trace = torch.full((batch, max_iter), float("nan"), dtype=hdtype, device=device)
+        # widened (doubled) at the checks as needed, outside any captured block: a (B, max_iter)
+        # buffer would cost B × max_iter × 4 bytes whatever the number of iterations
+        trace = torch.full((batch, min(max_iter, TRACE_COLUMNS)), float("nan"), dtype=hdtype,
+                           device=device)
         messages: list[str] = []
 
         idx: Tensor | None = None  # global rows of the active set; None = all rows
@@ -479,7 +582,6 @@ def run(
         # (eager CPU solves) whether best_z / best_fz are the driver's own copies, updated in
         # place row by row, rather than references to an iterate the method may still hold
         best_owned = [False]
-        epoch = 0  # compactions so far
         compact = COMPACT_GRAPH if graphs is not None else COMPACT
         k = 1  # f evaluations so far for every active row
         flushed = 1  # trace columns before this one are written
@@ -544,6 +646,11 @@ def run(
         while True:
             if is_check(k):
                 if k > flushed:
+                    if k > trace.shape[1]:
+                        wider = trace.new_full((batch, min(max_iter, max(k, 2 * trace.shape[1]))),
+                                               float("nan"))
+                        wider[:, :flushed] = trace[:, :flushed]
+                        trace = wider
                     columns = s.trace_block[:, : k - flushed]
                     if idx is None:
                         trace[:, flushed:k] = columns
@@ -559,8 +666,9 @@ def run(
                     if n_bad:
                         bad_rows = rows[s.bad].tolist()
                         msg = (
-                            f"{name}: f returned NaN/Inf for {n_bad} of {batch} samples "
-                            f"(rows {bad_rows[:8]}{'...' if n_bad > 8 else ''}) by iteration {k}"
+                            f"{name}: the residual became NaN/Inf for {n_bad} of {batch} samples "
+                            f"(rows {bad_rows[:8]}{'...' if n_bad > 8 else ''}) by iteration {k}: "
+                            f"f returned NaN/Inf, or the iterates grew past the {dtype_name} range"
                         )
                         if on_divergence == "raise":
                             raise SolverDivergence(
@@ -641,10 +749,10 @@ def run(
         diverged=div_out.cpu(),
         rejected=rej_out.cpu(),
         stalled=stall_out.cpu(),
-        trace=trace[:, :iterations].cpu(),
+        trace=trace[:, :iterations].contiguous().cpu(),  # a compact copy, not a view
         wall_time=time.perf_counter() - start,
         iterations=iterations,
-        history_dtype=str(hdtype).replace("torch.", ""),
+        history_dtype=dtype_name,
         messages=messages,
         graph_blocks=graph_blocks,
         graph_captures=graph_captures,

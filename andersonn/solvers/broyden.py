@@ -113,6 +113,7 @@ def broyden(
     args: Sequence[Any] = (),
     on_divergence: str = "raise",
     cuda_graph: bool = False,
+    row_args: Sequence[int] | None = None,
     **unknown: Any,
 ) -> tuple[Tensor, SolverStats]:
     """Limited-memory good Broyden with ``m`` rank-one updates. Returns (z*, stats)."""
@@ -131,6 +132,7 @@ def broyden(
         args=args,
         on_divergence=on_divergence,
         cuda_graph=cuda_graph,
+        row_args=row_args,
         safeguard=safeguard,
         safeguard_factor=safeguard_factor,
     )
@@ -138,5 +140,5 @@ def broyden(
 
 BROYDEN_OPTIONS = (
     "tol", "max_iter", "stop_mode", "check_every", "m", "safeguard", "safeguard_factor", "eps",
-    "args", "on_divergence", "cuda_graph",
+    "args", "on_divergence", "cuda_graph", "row_args",
 )

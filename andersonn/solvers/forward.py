@@ -66,12 +66,14 @@ def forward_iteration(
     args: Sequence[Any] = (),
     on_divergence: str = "raise",
     cuda_graph: bool = False,
+    row_args: Sequence[int] | None = None,
     **unknown: Any,
 ) -> tuple[Tensor, SolverStats]:
     """Plain fixed-point iteration; ``damping`` in [0, 1) mixes in the previous iterate.
 
-    ``f(z, *args)`` gets the active rows of z and of every tensor in ``args`` with leading
-    dimension B. Returns (z*, stats); see :mod:`andersonn.solvers` for the common options.
+    ``f(z, *args)`` gets the active rows of z and of the per-sample tensors in ``args`` (those
+    with leading dimension B, or those ``row_args`` lists). Returns (z*, stats); see
+    :mod:`andersonn.solvers` for the common options.
     """
     check_options("forward_iteration", unknown, FORWARD_OPTIONS)
     damping = number_option("damping", damping, 0.0, 1.0)  # damping 1 never moves
@@ -88,6 +90,7 @@ def forward_iteration(
         args=args,
         on_divergence=on_divergence,
         cuda_graph=cuda_graph,
+        row_args=row_args,
         safeguard=False,
         safeguard_factor=1.0,
     )
@@ -95,5 +98,5 @@ def forward_iteration(
 
 FORWARD_OPTIONS = (
     "tol", "max_iter", "stop_mode", "check_every", "damping", "eps", "args", "on_divergence",
-    "cuda_graph",
+    "cuda_graph", "row_args",
 )

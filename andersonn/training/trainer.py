@@ -82,8 +82,10 @@ _UNRECORDED = ("threads", "workers", "device", "plots")
 # what a folder holding a run (or the start of one) holds
 _RUN_FILES = ("config.json", ckpt.POINTER, "checkpoints", "metrics.jsonl", "model.safetensors")
 # What a finished run's config.json gains at the end of training: kept while a resume that
-# extends it runs, so the file describes model.safetensors until the new one replaces it
-_FINAL_KEYS = ("calibration", "best_epoch", "best_val_acc")
+# extends it runs, so the file describes model.safetensors until the new one replaces it.
+# "finished" ({epoch, epochs, stopped, test}; null until the final stage is done) comes with the
+# last file the final stage writes, so it marks a run whose final stage completed
+_FINAL_KEYS = ("calibration", "best_epoch", "best_val_acc", "finished")
 # ... and on the data it was trained on (from the run's config.json)
 _RESUME_DATA_KEYS = ("featurizer_version", "image_spec", "classes", "label_rule", "thresholds")
 
@@ -93,7 +95,9 @@ class TrainingInterrupted(KeyboardInterrupt):
     ``epochs``, from which ``--resume`` continues."""
 
     def __init__(self, run_dir: Path, epoch: int, epochs: int) -> None:
-        super().__init__(f"interrupted: {run_dir} holds epoch {epoch} of {epochs}")
+        held = ("no finished epoch" if epoch == 0 else "epoch 1" if epoch == 1
+                else f"epochs 1–{epoch}")
+        super().__init__(f"interrupted: {run_dir} holds {held} of {epochs}")
         self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
 
 
@@ -107,6 +111,15 @@ class TrainResult:
     history: list[dict[str, Any]]
     test_metrics: dict[str, Any] | None
     run_config: dict[str, Any]
+
+    @property
+    def stopped(self) -> str | None:
+        """``stopped after epoch 3 of 8 (max_time_s)`` (or ``patience``) when training ended
+        before its planned epochs, else None."""
+        done = self.run_config.get("finished") or {}
+        if not done.get("stopped"):
+            return None
+        return f"stopped after epoch {done['epoch']} of {done['epochs']} ({done['stopped']})"
 
 
 def _set_threads(cfg: TrainConfig) -> None:
@@ -188,6 +201,7 @@ def _run_config(cfg: TrainConfig, model: nn.Module, ds: Any, classes: list[str],
         "world_size": info.world_size,
         "andersonn_version": __version__,
         "torch_version": torch.__version__,
+        "finished": None,  # the final stage's record, once it is done
     }
 
 
@@ -220,6 +234,33 @@ def _final_fields(run_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return {key: old[key] for key in _FINAL_KEYS if isinstance(old, dict) and key in old}
+
+
+def _check_splits(task: str, ds: Any, cfg: TrainConfig) -> None:
+    """Refuse a dataset whose train or val split is empty, naming the split, the build and
+    what gives a larger one."""
+    from andersonn.data.splits import SPLIT_NAMES
+
+    codes = np.asarray(ds.splits)
+    sizes = {name: int((codes == code).sum()) for code, name in enumerate(SPLIT_NAMES)}
+    empty = [name for name in ("train", "val") if sizes[name] == 0]
+    if not empty:
+        return
+    meta = dict(getattr(ds, "meta", {}) or {})
+    key = meta_value(meta, "cache_key", "key")
+    if cfg.labels is not None:
+        build, remedy = f"built from {cfg.labels}", f"add structures to {cfg.labels}"
+    elif key:
+        limit = meta.get("limit")
+        build = f"build {key}{f', --limit {limit}' if limit else ''}"
+        remedy = "train on a larger build (raise --limit)"
+    else:
+        build, remedy = "as given", "give a dataset with more structures"
+    counts = ", ".join(f"{n} {name}" for name, n in sizes.items())
+    raise AndersonnError(f"too few structures to train on in dataset {task!r} ({build}): its "
+                         f"{' and '.join(empty)} "
+                         f"{'split is' if len(empty) == 1 else 'splits are'} empty ({counts}); "
+                         f"{remedy}")
 
 
 def _check_classes(task: str, ytr: torch.Tensor, classes: list[str]) -> None:
@@ -373,11 +414,10 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(np.max(ds.labels)) + 1
     classes = classes or [str(i) for i in range(k)]
+    task = meta_value(dict(getattr(ds, "meta", {}) or {}), "task", default=cfg.task)
+    _check_splits(task, ds, cfg)
     xtr, ytr = split_tensors(ds, "train")
     xva, yva = split_tensors(ds, "val")
-    task = meta_value(dict(getattr(ds, "meta", {}) or {}), "task", default=cfg.task)
-    if xtr.shape[0] == 0 or xva.shape[0] == 0:
-        raise AndersonnError(f"dataset {task!r} has an empty train or val split")
     _check_classes(task, ytr, classes)
     mean, std = channel_stats(xtr)
     weight = class_weights(ytr, k, cfg.class_weights)
@@ -478,14 +518,28 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     show = progress and info.is_main
     bars: list[Any] = []  # the epoch's progress bar, closed before a Ctrl-C is reported
     saved_epoch = start_epoch
+    stopped = None  # why training ended before its planned epochs: "patience", "max_time_s"
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             # checked before the epoch, so resuming a run that stopped early does not train on
             if cfg.patience is not None and epoch - 1 - best_epoch >= cfg.patience:
-                if show:
+                stopped = "patience"
+                if info.is_main:  # an outcome, not progress: said with --no-progress too
                     print(f"andersonn: no validation improvement for {epoch - 1 - best_epoch} "
-                          f"epochs (best: epoch {best_epoch}); stopping early after epoch "
-                          f"{epoch - 1}", file=sys.stderr)
+                          f"epochs (best: epoch {best_epoch}); stopped after epoch "
+                          f"{epoch - 1} of {cfg.epochs} (patience)", file=sys.stderr)
+                break
+            # the training time so far (wall_time_s, over every epoch of the run, resumed or
+            # not) against max_time_s, checked before the epoch as patience is: a resumed run
+            # that stopped for time stays stopped unless max_time_s grows. Rank 0's clock
+            # decides, so that every rank stops after the same epoch
+            if broadcast_object(cfg.max_time_s is not None and wall_total >= cfg.max_time_s,
+                                info):
+                stopped = "max_time_s"
+                if info.is_main:  # an outcome, not progress: said with --no-progress too
+                    print(f"andersonn: time limit reached ({wall_total:.1f} s of training, "
+                          f"max_time_s {cfg.max_time_s:g}); stopped after epoch {epoch - 1} "
+                          f"of {cfg.epochs} (max_time_s)", file=sys.stderr)
                 break
             sampler.set_epoch(epoch)
             order = torch.tensor(list(iter(sampler)), dtype=torch.long)
@@ -603,15 +657,6 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                     failure = exc
             stop_together(failure, info)  # (every rank waits for rank 0's checkpoint here)
             saved_epoch = epoch
-            # rank 0's clock decides, so that every rank stops after the same epoch
-            stop = bool(broadcast_object(
-                cfg.max_time_s is not None and wall_total >= cfg.max_time_s
-                and epoch < cfg.epochs, info))
-            if stop:
-                if info.is_main and progress:
-                    print(f"andersonn: time limit {cfg.max_time_s:g} s reached after epoch "
-                          f"{epoch}; stopping", file=sys.stderr)
-                break
 
         # -- final: best-val weights, test metrics, plots -------------------------------------
         model.load_state_dict(best_state)
@@ -630,18 +675,23 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                 test_metrics = report_test_split(model, cfg, xte, yte, k, classes, device, info,
                                                   wdev, best_epoch, best_val, history,
                                                   temperature)
+        run_config["best_epoch"], run_config["best_val_acc"] = best_epoch, best_val
+        run_config["finished"] = {"epoch": history[-1]["epoch"] if history else 0,
+                                  "epochs": cfg.epochs, "stopped": stopped,
+                                  "test": test_metrics is not None}
         failure = None
         if info.is_main:
             try:
                 ckpt.save_weights(run_dir / "model.safetensors", model.state_dict(),
                                   metadata={"format": "andersonn",
                                             "task": str(run_config["task"])})
-                run_config["best_epoch"], run_config["best_val_acc"] = best_epoch, best_val
-                atomic_write_json(run_dir / "config.json", run_config)
                 if test_metrics is not None:
                     atomic_write_json(run_dir / "test_metrics.json", test_metrics)
                 if cfg.plots:
                     _plots(run_dir, history, test_metrics, classes, cfg)
+                # last: config.json's "finished" marks a complete run (a process killed
+                # before this is resumed into the final stage: crossval._finished)
+                atomic_write_json(run_dir / "config.json", run_config)
             except (AndersonnError, OSError) as exc:
                 failure = exc
         stop_together(failure, info)
