@@ -112,10 +112,12 @@ class Ensemble(Classifier):
             raise ConfigError(f"unknown Ensemble parameter(s) {', '.join(unknown)}; it has "
                               "members")
         if "members" in params:
-            # re-initialised without them: Classifier.__init__ sets its defaults through the
-            # members (predict_batch_size), which must not reach the members being replaced
-            vars(self).pop("members", None)
-            self.__init__(params["members"])  # type: ignore[misc]
+            # a fresh ensemble, state copied over: its checks run before anything is replaced,
+            # and Classifier.__init__'s defaults (set through the members: predict_batch_size)
+            # never reach the members being replaced
+            fresh = type(self)(params["members"])
+            vars(self).clear()
+            vars(self).update(vars(fresh))
         return self
 
     def _adopt_members(self) -> None:

@@ -127,9 +127,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         handle.write(data)
 
 
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, allow_nan: bool = True) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (``allow_nan=False``: strict JSON,
+    a NaN/Inf raises instead of being written as a non-standard literal)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=allow_nan,
+                                       default=_json_default) + "\n")
 
 
 def _json_default(obj: Any) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import os
 import re
 import sys
@@ -34,7 +33,7 @@ import torch
 
 from andersonn.data.domain import Domain, FeatureDomain
 from andersonn.errors import AndersonnError, ConfigError, InputError
-from andersonn.fileio import _json_default, atomic_write_text
+from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.structures.readers import (
     MULTI_RECORD_FORMATS,
     StructureRecord,
@@ -617,7 +616,8 @@ class Classifier:
                 if ready:
                     stack = np.concatenate(pending)
                     outputs.append(self._infer(stack[:ready]))
-                    pending = [stack[ready:]] if ready < waiting else []
+                    # a copy, so the chunk's whole stack is not kept alive by a view of its tail
+                    pending = [stack[ready:].copy()] if ready < waiting else []
         finally:
             if bar is not None:
                 bar.close()
@@ -1073,8 +1073,7 @@ def write_predictions(path: str | Path, preds: Sequence[Prediction], classes: Se
     elif suffix == ".json":  # strict JSON: no NaN (a model without a solver has None)
         record = {**(meta or {}), "classes": list(classes),
                   "predictions": [p.to_dict() for p in preds]}
-        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True, allow_nan=False,
-                                           default=_json_default) + "\n")
+        atomic_write_json(path, record, allow_nan=False)
     elif suffix == ".csv":
         buf = io.StringIO()
         writer = csv.writer(buf)

@@ -68,7 +68,7 @@ def sdf_predictions(preds: Sequence[Any], classes: Sequence[str]) -> str:
     records = []
     columns = dict(zip(classes, field_names(classes), strict=True))
     for p in preds:
-        block = _molblock(p.source, p.input)
+        block = _molblock(p.source, p.input, check=not p.ok)
         fields: dict[str, str] = {"andersonn_status": "ok" if p.ok else "error"}
         if p.ok and p.probabilities is not None:
             fields["andersonn_class"] = str(p.label)
@@ -88,13 +88,14 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split()) or "-"  # a blank line would end the field
 
 
-def _molblock(source: Any, name: str) -> str:
+def _molblock(source: Any, name: str, check: bool = True) -> str:
     """A mol block (through ``M  END`` plus any data fields it had) for one input; an empty
-    molecule named ``name`` when there is nothing better."""
+    molecule named ``name`` when there is nothing better. ``check=False``: the input was read
+    (and sanitised) by the readers, so its own SDF/mol text is not parsed again."""
     try:
         if isinstance(source, StructureRecord):
             if source.fmt in ("sdf", "mol"):
-                return _own_block(source.text)
+                return _own_block(source.text, check)
             if source.fmt == "smiles":
                 return _smiles_block(source.text, source.name)
             return _structure_block(source, name)
@@ -104,7 +105,7 @@ def _molblock(source: Any, name: str) -> str:
                 if format_from_path(path) in ("sdf", "mol"):
                     from andersonn.structures.readers import read_records
 
-                    return _own_block(read_records(path)[0].text)
+                    return _own_block(read_records(path)[0].text, check)
                 return _structure_block(path, name)
             return _smiles_block(path, path)
     except Exception:  # an unreadable input keeps its name and its error field
@@ -112,17 +113,17 @@ def _molblock(source: Any, name: str) -> str:
     return _empty_block(name)
 
 
-def _own_block(text: str) -> str:
+def _own_block(text: str, check: bool = True) -> str:
     """An SDF/mol record's own text (its data fields too), when RDKit reads its connection
-    table as the readers do (sanitised); a broken record is not copied: it would make the
-    record unreadable in the output."""
+    table as the readers do (sanitised; ``check=False`` for a record they already read); a
+    broken record is not copied: it would make the record unreadable in the output."""
     from rdkit import Chem
 
     body = text.split("$$$$")[0].rstrip("\n") + "\n"
     if "M  END" not in body:
         raise ValueError("no connection table")
     with quiet():
-        if Chem.MolFromMolBlock(body, sanitize=True, removeHs=False) is None:
+        if check and Chem.MolFromMolBlock(body, sanitize=True, removeHs=False) is None:
             raise ValueError("unreadable connection table")
     has_fields = ">" in body.split("M  END", 1)[1]
     return body + "\n" if has_fields else body  # a data field ends with a blank line

@@ -406,3 +406,12 @@ def test_ensemble_set_params_leaves_the_replaced_members_alone() -> None:
     ens.set_params(members=[Classifier(epochs=2), Classifier(epochs=2)])
     assert [m.predict_batch_size for m in old] == [8, 8]
     assert ens.train_config.epochs == 2
+
+
+def test_a_refused_ensemble_set_params_changes_nothing() -> None:
+    members = [Classifier(epochs=1), Classifier(epochs=1)]
+    ens = Ensemble(members)
+    for bad in ([], [1, 2]):
+        with pytest.raises(AndersonnError):
+            ens.set_params(members=bad)
+        assert ens.members == members and len(ens) == 2
