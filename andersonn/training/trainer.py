@@ -676,21 +676,22 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                                                   wdev, best_epoch, best_val, history,
                                                   temperature)
         run_config["best_epoch"], run_config["best_val_acc"] = best_epoch, best_val
-        run_config["finished"] = {"epoch": history[-1]["epoch"] if history else 0,
+        run_config["finished"] = {"epoch": saved_epoch,
                                   "epochs": cfg.epochs, "stopped": stopped,
                                   "test": test_metrics is not None}
         failure = None
         if info.is_main:
             try:
-                ckpt.save_weights(run_dir / "model.safetensors", model.state_dict(),
-                                  metadata={"format": "andersonn",
-                                            "task": str(run_config["task"])})
                 if test_metrics is not None:
                     atomic_write_json(run_dir / "test_metrics.json", test_metrics)
                 if cfg.plots:
                     _plots(run_dir, history, test_metrics, classes, cfg)
-                # last: config.json's "finished" marks a complete run (a process killed
+                # last, back to back: the weights and the config that describes them (its
+                # calibration); config.json's "finished" marks a complete run (a process killed
                 # before this is resumed into the final stage: crossval._finished)
+                ckpt.save_weights(run_dir / "model.safetensors", model.state_dict(),
+                                  metadata={"format": "andersonn",
+                                            "task": str(run_config["task"])})
                 atomic_write_json(run_dir / "config.json", run_config)
             except (AndersonnError, OSError) as exc:
                 failure = exc
