@@ -887,12 +887,11 @@ def _featurize_in_processes(setup: _Setup, inputs: Sequence[Any], workers: int
                             ) -> Iterator[_Featurized]:
     """:func:`_featurize_with` of every input in up to ``workers`` processes, in input order;
     an input whose reading kills its process fails alone (:func:`map_in_processes`)."""
-    from andersonn.parallel import map_in_processes
+    from andersonn.parallel import CRASHED, map_in_processes
 
     return map_in_processes(
         _featurize_item, inputs, workers, initializer=_init_featurizer, initargs=(setup,),
-        crashed=lambda _: (None, "reading it crashed the process (native code in RDKit or "
-                                 "spglib)", []))
+        crashed=lambda _: (None, CRASHED, []))
 
 
 def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,

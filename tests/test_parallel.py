@@ -105,3 +105,36 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     while time.monotonic() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.1)
     assert not any(_alive(p) for p in workers)
+
+
+def _record_start(path: str) -> None:
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+
+def test_a_crash_far_into_the_first_chunks_costs_few_pools(tmp_path):
+    # the culprit sits in another worker's chunk: isolating one item per restart used to cost
+    # about two pools per item between the last result and the culprit
+    starts = tmp_path / "starts"
+    out = list(map_in_processes(_square_or_die_at_40, list(range(200)), 2, chunksize=32,
+                                crashed=lambda x: None, initializer=_record_start,
+                                initargs=(str(starts),)))
+    assert out == [None if x == 40 else x * x for x in range(200)]
+    pools = len(starts.read_text().split())  # one line per worker process started
+    assert pools <= 8, pools
+
+
+def _square_or_die_at_40(x: int) -> int:
+    if x == 40:
+        _die()
+    return x * x
+
+
+def _failing_initializer() -> None:
+    raise RuntimeError("no RDKit here")
+
+
+def test_an_initializer_error_is_raised_once_not_reported_as_crashes():
+    with pytest.raises(RuntimeError, match="no RDKit here"):
+        list(map_in_processes(abs, list(range(30)), 2, crashed=lambda x: "crashed",
+                              initializer=_failing_initializer))

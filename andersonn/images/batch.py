@@ -124,8 +124,9 @@ def _work(item: tuple[int, Any, str, str]) -> _Result:
 
 def _crashed(item: tuple[int, Any, str, str]) -> _Result:
     index, _, _, name = item
-    return index, None, f"{name}: reading it crashed the process (native code in RDKit or " \
-        "spglib)", 0.0, None
+    from andersonn.parallel import CRASHED
+
+    return index, None, f"{name}: {CRASHED}", 0.0, None
 
 
 def featurize_many(inputs: Sequence[tuple[Any, str, str]] | Iterable[tuple[Any, str, str]],
