@@ -153,3 +153,12 @@ def test_existing_non_regular_files_are_not_missing(tmp_path: Path) -> None:
         read_structure(empty)
     with pytest.raises(InputError, match=r"^nothing/here\.xyz: no such file$"):
         read_structure("nothing/here.xyz")
+
+
+def test_records_split_at_line_ends_only(tmp_path):
+    # a form feed inside a data field is not a line end: "$$$$" after it ends nothing
+    text = "a\n> <note>\nfoo\x0c$$$$\n\n$$$$\nb\r\n$$$$\n"
+    assert split_records(text, "sdf") == [("a", "a\n> <note>\nfoo\x0c$$$$\n\n"), ("b", "b\r\n")]
+    path = tmp_path / "ff.sdf"
+    path.write_bytes(text.encode())
+    assert [r.text for r in read_records(path)] == ["a\n> <note>\nfoo\x0c$$$$\n\n", "b\n"]

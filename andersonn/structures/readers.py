@@ -267,7 +267,9 @@ def split_records(text: str, fmt: str) -> list[tuple[str, str]]:
     """``(title, text)`` of each structure in ``text`` of format ``fmt`` (titles may be "").
     Only sdf, xyz, cif, mol2, pdb and smiles (one per line) can hold several; anything
     unparsable is left whole, so that reading it reports the reason."""
-    parts = [(title, body or "") for title, body in _cut(text.splitlines(keepends=True), fmt)]
+    # lines end at "\n", "\r\n" or "\r", kept as they are (str.splitlines would also cut at
+    # form feeds and other separators a data field may hold)
+    parts = [(title, body or "") for title, body in _cut(io.StringIO(text, newline=""), fmt)]
     if len(parts) > 1 or (parts and fmt == "sdf"):
         return parts
     if parts and (fmt == "smiles"
@@ -667,31 +669,16 @@ class _TextFile:
         return _unescape(text)
 
     def lines(self) -> Iterator[str]:
-        """The lines (newline kept), read a chunk at a time; a line longer than
-        :data:`MAX_FILE_BYTES` is given only in part (enough to refuse its record)."""
-        pieces: list[str] = []  # a line not ended yet
-        held, skipping = 0, False
+        """The lines (newline kept; lines end at "\n" only, "\r\n" and "\r" read as it); a
+        line longer than :data:`MAX_FILE_BYTES` is given only in part (enough to refuse its
+        record), the rest of it skipped."""
         with self._reading(), self._open() as raw:
             handle = self._text(raw)
-            while chunk := handle.read(_CHUNK_CHARS):
-                if skipping:  # the rest of a line too long to keep
-                    start = chunk.find("\n") + 1
-                    if not start:
-                        continue
-                    chunk, skipping = chunk[start:], False
-                end = chunk.rfind("\n") + 1
-                if end:
-                    pieces.append(chunk[:end])
-                    yield from "".join(pieces).splitlines(keepends=True)
-                    pieces, held = [], 0
-                if end < len(chunk):
-                    pieces.append(chunk[end:])
-                    held += len(chunk) - end
-                    if held > MAX_FILE_BYTES:
-                        yield "".join(pieces)
-                        pieces, held, skipping = [], 0, True
-            if pieces:
-                yield "".join(pieces)
+            while line := handle.readline(MAX_FILE_BYTES + 1):
+                yield line
+                if len(line) > MAX_FILE_BYTES and not line.endswith("\n"):
+                    while (rest := handle.readline(_CHUNK_CHARS)) and not rest.endswith("\n"):
+                        pass
 
 
 def _unescape(text: str) -> str:
