@@ -49,7 +49,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 
 def _cmd_image(args: argparse.Namespace) -> int:
-    from andersonn.data.labelled import looks_like_framework
+    from andersonn.data.labelled import image_for
     from andersonn.errors import InputError
     from andersonn.images.encode import encode_labelled
     from andersonn.images.render import write_image_files
@@ -69,8 +69,7 @@ def _cmd_image(args: argparse.Namespace) -> int:
     (s,) = read_conformers(record, 1, max_atoms=limit)
     for note in s.notes:  # how the reader had to interpret the input
         print(f"andersonn: warning: {s.name}: {note}", file=sys.stderr)
-    # as training on a labels file chooses (andersonn.data.labelled.choose_image)
-    spec = get_spec(args.task or ("mof-pore" if looks_like_framework(s) else DEFAULT_TASK[s.kind]))
+    spec = get_spec(args.task or image_for(s))  # as training on a labels file chooses
     img, labels = encode_labelled(s, spec)
     title = f"{s.name} ({s.formula}, {s.kind}) — {spec.name} image {'x'.join(map(str, img.shape))}"
     png, npy = write_image_files(args.out, img, spec, labels, title)

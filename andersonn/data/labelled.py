@@ -386,6 +386,14 @@ def looks_like_framework(structure: Any) -> bool:
     return bool(structure.periodic and {1, 6} <= numbers and any(IS_METAL[z] for z in numbers))
 
 
+def image_for(structure: Any) -> str:
+    """The image a labels-file run gives ``structure``: mof-pore for a framework
+    (:func:`looks_like_framework`), else its kind's default task."""
+    from andersonn.images import DEFAULT_TASK
+
+    return "mof-pore" if looks_like_framework(structure) else DEFAULT_TASK[structure.kind]
+
+
 def choose_image(inputs: Sequence[Any], image: str | None) -> str:
     """The image preset for ``inputs``: ``image`` when given, else by the first readable
     input: molecule → ``polarity``, a metal-organic crystal (:func:`looks_like_framework`) →
@@ -408,7 +416,7 @@ def choose_image(inputs: Sequence[Any], image: str | None) -> str:
         except Exception as exc:  # reported below if none is readable
             reasons.append(f"{_input_name(item)}: {str(exc).splitlines()[0][:120]}")
             continue
-        return "mof-pore" if looks_like_framework(structure) else DEFAULT_TASK[structure.kind]
+        return image_for(structure)
     raise InputError(f"cannot tell molecules from crystals: none of the first {len(reasons)} "
                      f"inputs could be read ({reasons[0] if reasons else 'none given'}); "
                      "give the image (--image)")
