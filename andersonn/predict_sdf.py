@@ -103,9 +103,10 @@ def _molblock(source: Any, name: str, check: bool = True) -> str:
             path = os.fspath(source)
             if is_file(path):
                 if format_from_path(path) in ("sdf", "mol"):
-                    from andersonn.structures.readers import read_records
+                    from andersonn.structures.readers import iter_records
 
-                    return _own_block(read_records(path)[0].text, check)
+                    # the first record only: read_records would read a whole library
+                    return _own_block(next(iter_records(path)).text, check)
                 return _structure_block(path, name)
             return _smiles_block(path, path)
     except Exception:  # an unreadable input keeps its name and its error field

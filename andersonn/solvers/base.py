@@ -364,15 +364,12 @@ def scaled_norm(x: Tensor) -> Tensor:
     return torch.linalg.vector_norm(x / scale, dim=1) * scale.squeeze(1)
 
 
-def _recompute_overflowed(res: Tensor, g: Tensor, g_norm: Tensor, fz: Tensor | None,
-                          fz_norm: Tensor | None, eps: float) -> Tensor:
-    """``res`` (a fresh tensor) with the rows whose plain norms ``g_norm`` (or ``fz_norm``) are
-    not finite recomputed from :func:`scaled_norm` (``fz`` given: relative residuals). Finite
-    iterates keep their true residual; rows with NaN/Inf in g or f(z), or a residual beyond
-    ``res``'s dtype, stay non-finite, which the driver treats as divergence."""
-    overflowed = ~torch.isfinite(g_norm)
-    if fz_norm is not None:
-        overflowed |= ~torch.isfinite(fz_norm)
+def _recompute_overflowed(res: Tensor, overflowed: Tensor, g: Tensor, fz: Tensor | None,
+                          eps: float) -> Tensor:
+    """``res`` (a fresh tensor) with the ``overflowed`` rows (their plain norms not finite)
+    recomputed from :func:`scaled_norm` (``fz`` given: relative residuals). Finite iterates
+    keep their true residual; rows with NaN/Inf in g or f(z), or a residual beyond ``res``'s
+    dtype, stay non-finite, which the driver treats as divergence."""
     rows = overflowed.nonzero().squeeze(1)
     exact = scaled_norm(g.index_select(0, rows))
     if fz is not None:
@@ -516,13 +513,14 @@ def run(
             # spurious overflow of the reduction itself only costs a recomputation of no rows
             if not rel:
                 if exact_overflow and not math.isfinite(float(r.sum())):
-                    r = _recompute_overflowed(r, g, r, None, None, eps)
+                    r = _recompute_overflowed(r, ~torch.isfinite(r), g, None, eps)
                 return r
             d = torch.linalg.vector_norm(fz, dim=1)
             res = r / (d + eps)
             if exact_overflow:
                 if not math.isfinite(float(torch.dot(r, d))):
-                    res = _recompute_overflowed(res, g, r, fz, d, eps)
+                    res = _recompute_overflowed(res, ~torch.isfinite(r) | ~torch.isfinite(d), g,
+                                                fz, eps)
                 return res
             # an overflowed ‖f(z)‖ would make the residual 0 ("converged"): make it Inf instead
             return torch.where(torch.isinf(d), d, res)
