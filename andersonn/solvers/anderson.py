@@ -29,6 +29,7 @@ bit). ``SolverStats.stalled`` counts the fallbacks per sample.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from andersonn.solvers.base import (
     integer_option,
     number_option,
     run,
+    sync_is_cheap,
 )
 
 
@@ -128,18 +130,20 @@ class _Anderson:
 
     def init(self, z: Tensor, fz: Tensor) -> None:
         b, n = z.shape
-        if z.device.type == "cpu" and not _WORKSPACE.busy:
+        if sync_is_cheap(z.device) and not _WORKSPACE.busy:
             _WORKSPACE.busy = True
             self.workspace = _WORKSPACE
         self._alloc(b, n, z)
         self.GG = torch.zeros(b, self.m, self.m, dtype=torch.float64, device=z.device)
         self.valid = torch.zeros(b, self.m, dtype=torch.bool, device=z.device)
         self.plain = torch.zeros(b, dtype=torch.bool, device=z.device)
+        self.free = ~self.plain  # rows that take Anderson steps (kept: ~plain per iteration)
+        self.eye = torch.eye(self.m, dtype=torch.float64, device=z.device)
         self.pos = self.used = 0
         # Python-side facts that let eager CPU solves skip the masking in propose: no row takes
         # plain steps, and every slot in use is valid once pos >= dirty_until (a restart
         # invalidates a row's older slots until m more pairs have been inserted)
-        self.synced = z.device.type == "cpu"
+        self.synced = sync_is_cheap(z.device)
         self.any_plain = False
         self.dirty_until = 0
         self._insert(fz, torch.sub(fz, z, out=self.residual_buffer()))
@@ -162,7 +166,7 @@ class _Anderson:
                 ws.storage = like.new_empty(2 * size)
             self.F = ws.storage[:size].view(b, self.m, n)
             self.G = ws.storage[size:2 * size].view(b, self.m, n)
-        self.recycle = like.device.type == "cpu"
+        self.recycle = sync_is_cheap(like.device)
         self.pool: list[Tensor] = []
 
     def residual_buffer(self) -> Tensor:
@@ -212,9 +216,10 @@ class _Anderson:
                 return self.pool[-1]
         return self.F.new_empty(b, n)
 
-    def _tikhonov(self, diag: Tensor) -> Tensor:
-        """λ̃ = λ · the harmonic mean of ‖g_i‖² over the valid slots (``diag``: ‖g_i‖², +inf
-        where invalid), plus a floor that keeps the system positive definite.
+    def _tikhonov(self, diag: Tensor, valid: Tensor | None = None) -> Tensor:
+        """λ̃ = λ · the harmonic mean of ‖g_i‖² over the valid slots (``diag``: ‖g_i‖²;
+        ``valid``: the (b, m) slots in use, None for all), plus a floor that keeps the system
+        positive definite.
 
         Not the arithmetic mean: in a long window the oldest, largest residuals dominate it and
         the term swamps the system (m = 20 took 48 evaluations where λ = 0 takes 19; m = 100
@@ -222,9 +227,13 @@ class _Anderson:
         19) and gives the arithmetic mean's evaluations at m = 5 on the benchmark's conv cells.
         Divisions and sums only (no log/exp, whose vectorised and scalar kernels can differ in
         the last bit), so the weights agree bit for bit between both paths and batch sizes."""
-        valid = torch.isfinite(diag)
-        inverse = torch.where(valid, 1.0 / diag.clamp_min(_TINY), 0.0)
-        return self.lam * (valid.sum(1) / inverse.sum(1).clamp_min(_TINY)) + _TINY
+        inverse = diag.clamp_min(_TINY).reciprocal()  # (1.0 / x is reciprocal, then × 1.0)
+        if valid is None:
+            count = diag.new_full(diag.shape[:1], diag.shape[1])
+        else:
+            inverse = torch.where(valid, inverse, 0.0)
+            count = valid.sum(1, dtype=diag.dtype)
+        return self.lam * (count / inverse.sum(1).clamp_min(_TINY)) + _TINY
 
     def _weights_all_valid(self) -> Tensor | None:
         """α (b, m) when the ring is full, every slot is valid and no row takes plain steps: the
@@ -233,7 +242,8 @@ class _Anderson:
         that is not positive and finite)."""
         gg, u = self.GG, self.m
         reg = self._tikhonov(torch.diagonal(gg, dim1=1, dim2=2))
-        a = gg + torch.diag_embed(reg.unsqueeze(1).expand(-1, u))
+        a = gg.clone()
+        a.diagonal(dim1=1, dim2=2).add_(reg.unsqueeze(1))
         chol, info = torch.linalg.cholesky_ex(a)
         w = torch.cholesky_solve(a.new_ones(a.shape[0], u, 1), chol).squeeze(2)
         wsum = w.sum(1, keepdim=True)
@@ -250,14 +260,16 @@ class _Anderson:
         alpha_u = self._weights_all_valid() if fast else None
         if alpha_u is not None:
             return self._mix(alpha_u.to(self.F.dtype).unsqueeze(1))
+        # Every operation below is a kernel launch on an accelerator, where at these sizes the
+        # launches, not the arithmetic, are the cost: hence the system masked in one where, the
+        # Picard weights read from a cached identity, no isfinite (four kernels each).
         valid = self.valid
         vf = valid.to(torch.float64)
-        diag = torch.where(valid, torch.diagonal(self.GG, dim1=1, dim2=2), float("inf"))
-        reg = self._tikhonov(diag)
-        pair = valid.unsqueeze(2) & valid.unsqueeze(1)
-        a = torch.where(pair, self.GG, 0.0) + torch.diag_embed(
-            torch.where(valid, reg.unsqueeze(1), 1.0)
-        )
+        reg = self._tikhonov(torch.diagonal(self.GG, dim1=1, dim2=2), valid)
+        # invalid slots: (1 + λ̃) × identity rows and columns and a zero right-hand side, hence
+        # a zero weight
+        a = torch.where(valid.unsqueeze(2) & valid.unsqueeze(1), self.GG, self.eye)
+        a.diagonal(dim1=1, dim2=2).add_(reg.unsqueeze(1))
         if self.capturable:
             w, factored = solve_spd(a, vf)
         else:  # fewer kernels than solve_spd, which matters for an eager GPU loop
@@ -266,12 +278,14 @@ class _Anderson:
             factored = info == 0
         wsum = w.sum(1, keepdim=True)
         alpha = w / wsum
-        ok = factored & torch.isfinite(alpha).all(1) & (wsum.squeeze(1) > 0) & ~self.plain
-        picard = torch.zeros_like(alpha)
-        picard[:, self.last] = 1.0
+        # a finite sum means finite weights (an Inf or NaN term makes the sum Inf or NaN), as in
+        # _weights_all_valid; α = w / Σw would overflow only for a vanishing positive Σw, and
+        # that step would be rejected by the safeguard as any non-finite iterate is
+        total = wsum.squeeze(1)
+        ok = factored & (total > 0) & (total < math.inf) & self.free
         u = self.used
-        alpha = torch.where(ok.unsqueeze(1), alpha, picard)[:, :u].to(self.F.dtype).unsqueeze(1)
-        return self._mix(alpha)
+        alpha = torch.where(ok.unsqueeze(1), alpha, self.eye[self.last])
+        return self._mix(alpha[:, :u].to(self.F.dtype).unsqueeze(1))
 
     def _mix(self, alpha: Tensor) -> Tensor:
         """The next iterate from the (b, 1, u) weights of the slots in use."""
@@ -294,13 +308,15 @@ class _Anderson:
 
     def plain_steps(self, rows: Tensor) -> None:
         """Rows marked True propose the plain step z + βg from their newest pair (stagnation)."""
-        if rows is not self.plain and self.synced and not self.capturable:
+        if rows is self.plain:
+            return
+        if self.synced and not self.capturable:
             self.any_plain = bool(rows.any())
-        self.plain = rows
+        self.plain, self.free = rows, ~rows
 
     def accept(self, z: Tensor, fz: Tensor, g: Tensor, restart: Tensor | None) -> None:
         if restart is not None:
-            self.valid &= ~restart.unsqueeze(1)
+            self.valid.masked_fill_(restart.unsqueeze(1), False)
             if not self.capturable:  # graph blocks must not change Python state (graph_advance)
                 self.dirty_until = self.pos + self.m
         self._insert(fz, g)
@@ -320,8 +336,8 @@ class _Anderson:
             self._alloc(b, n, kept_f)
             self.F[:, :u] = kept_f
             self.G[:, :u] = kept_g
-        self.GG, self.valid, self.plain = (t.index_select(0, rows)
-                                           for t in (self.GG, self.valid, self.plain))
+        self.GG, self.valid, self.plain, self.free = (
+            t.index_select(0, rows) for t in (self.GG, self.valid, self.plain, self.free))
 
     def close(self) -> None:
         """Hand the workspace back (the solve is over); drop references to the buffers."""

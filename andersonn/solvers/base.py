@@ -58,6 +58,15 @@ COMPACT_GRAPH = 2
 STALL_GAIN = 0.9  # stagnation fallback: a fall of the best residual by 10 % is progress
 STALL_GIVE_UP = 3  # ... and plain steps are given up after 3 × patience of them without progress
 TRACE_COLUMNS = 64  # the residual trace starts this wide (at most max_iter) and doubles as needed
+# Tests and profiling set this False to run, on the CPU, exactly the code path of accelerators
+# (no host syncs between checks, no CPU-only shortcuts), which no CPU-only machine would cover.
+_CPU_SHORTCUTS = True
+
+
+def sync_is_cheap(device: torch.device) -> bool:
+    """Whether the solvers may read values back to the host at any time (the CPU): then they take
+    data-dependent shortcuts; on accelerators the loop never syncs between convergence checks."""
+    return device.type == "cpu" and _CPU_SHORTCUTS
 
 
 @dataclass
@@ -238,6 +247,7 @@ class _StallWatch:
         self.steps = zeros  # iterations since the last stall
         self.stalls = zeros  # stalls so far
         self.plain = torch.zeros_like(best_res, dtype=torch.bool)  # rows taking plain steps
+        self.guarded = ~self.plain  # ~plain, kept so that iterations need not recompute it
         self.enabled = ~self.plain  # rows that may still stall
         self.any_plain = False  # (update_synced only) whether plain may hold a True
 
@@ -275,13 +285,14 @@ class _StallWatch:
         self.steps = torch.where(stall, 0, steps)
         self.stalls = self.stalls + stall
         self.plain = (self.plain & ~(resume | give_up)) | stall
+        self.guarded = ~self.plain
         return stall
 
     def select(self, keep: Tensor) -> None:
         """Keep only the rows where ``keep`` is True."""
         self.anchor, self.wait, self.steps = self.anchor[keep], self.wait[keep], self.steps[keep]
         self.stalls, self.plain = self.stalls[keep], self.plain[keep]
-        self.enabled = self.enabled[keep]
+        self.enabled, self.guarded = self.enabled[keep], self.guarded[keep]
 
 
 def autocast_state(device_type: str) -> tuple[bool, torch.dtype | None] | None:
@@ -447,7 +458,7 @@ def run(
     eps = number_option("eps", eps, 0.0)
     safeguard_factor = number_option("safeguard_factor", safeguard_factor, 1.0)
     if check_every is None:
-        check_every = 1 if z0.device.type == "cpu" else 5
+        check_every = 1 if sync_is_cheap(z0.device) else 5
     check_every = integer_option("check_every", check_every, 1)
     if not isinstance(cuda_graph, bool):
         raise ConfigError(f"option cuda_graph={cuda_graph!r} must be True or False")
@@ -467,7 +478,7 @@ def run(
     rel = stop_mode == "rel"
     # CPU: a host check is free, so norms that overflowed are recomputed exactly (scaled_norm);
     # accelerators never sync between checks: there a norm past the float range is non-finite
-    exact_overflow = device.type == "cpu"
+    exact_overflow = sync_is_cheap(device)
     sliced = [i for i, is_row in enumerate(row_args) if is_row]
     # f failing after a compaction may be an argument cut to the active rows by mistake
     slice_hint = (
@@ -523,7 +534,8 @@ def run(
                                                 fz, eps)
                 return res
             # an overflowed ‖f(z)‖ would make the residual 0 ("converged"): make it Inf instead
-            return torch.where(torch.isinf(d), d, res)
+            # (d is a norm: d == inf is isinf in one kernel instead of two)
+            return res.masked_fill_(d == math.inf, math.inf)
 
         def is_check(k: int) -> bool:
             """Convergence is checked (one host sync) before evaluation k + 1."""
@@ -576,7 +588,7 @@ def run(
         graph_objs = [s, method] + ([watch] if watch is not None else [])
         # On the CPU a host sync is free, so cheap data-dependent shortcuts avoid full-size
         # copies; on accelerators (and in graphs) the loop never syncs between checks.
-        cheap_sync = device.type == "cpu" and graphs is None
+        cheap_sync = sync_is_cheap(device) and graphs is None
         # (eager CPU solves) whether best_z / best_fz are the driver's own copies, updated in
         # place row by row, rather than references to an iterate the method may still hold
         best_owned = [False]
@@ -592,11 +604,13 @@ def run(
             g = torch.sub(fz, z, out=g_buffer()) if g_buffer is not None else fz - z
             res = residual(g, fz)
             s.trace_block[:, j] = torch.where(s.alive, res, float("nan")) if masked else res
-            finite = torch.isfinite(res)
+            # residuals are >= 0, Inf or NaN: one comparison says "not finite" (isfinite is a
+            # composite of four kernels on accelerators, where every launch counts)
+            nonfinite = torch.logical_not(res < math.inf)
             # with the safeguard, a non-finite value at an extrapolated iterate is just rejected;
             # it counts as divergence only at the first iterate (z0), without the safeguard, or
             # when the Picard step from the best iterate right after a restart fails too.
-            s.bad |= ~finite if not use_guard else ~finite & s.restarted
+            s.bad |= nonfinite if not use_guard else nonfinite & s.restarted
             improved = res < s.best_res
             s.best_res = torch.where(improved, res, s.best_res)
             if cheap_sync:
@@ -615,8 +629,8 @@ def run(
             if use_guard:
                 over = res > safeguard_factor * s.best_res
                 if watch is not None:  # plain steps go unguarded, like forward iteration
-                    over &= ~watch.plain
-                restart = over | ~finite
+                    over &= watch.guarded
+                restart = over | nonfinite
                 s.rejected += restart
             if watch is not None and watch_iterations:
                 if cheap_sync:

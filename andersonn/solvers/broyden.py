@@ -25,6 +25,7 @@ from andersonn.solvers.base import (
     compact_rows_in_place,
     integer_option,
     run,
+    sync_is_cheap,
 )
 
 
@@ -89,7 +90,7 @@ class _Broyden:
 
     def select(self, keep: Tensor) -> None:
         rows = keep.nonzero().squeeze(1)  # index_select: ~3x faster than a boolean mask
-        if self.U.device.type == "cpu":
+        if sync_is_cheap(self.U.device):
             self.U, self.V = compact_rows_in_place((self.U, self.V), rows.tolist(),
                                                    min(self.pos, self.m))
         else:
