@@ -31,8 +31,8 @@ import numpy as np
 from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
 from andersonn.training.config import TrainConfig
 
-__all__ = ["FOLD_DIR", "CrossValidation", "compare", "cross_validate", "fold_dirs",
-           "is_cross_validation", "mcnemar_p_value", "summarize"]
+__all__ = ["FOLD_DIR", "CrossValidation", "compare", "cross_validate", "finished_folds",
+           "fold_dirs", "is_cross_validation", "mcnemar_p_value", "summarize"]
 
 FOLD_DIR = "fold-{}"
 """Name of fold i's run directory inside a cross-validation's output directory."""
@@ -52,7 +52,8 @@ class CrossValidation:
     (accuracy with its 95 % interval, balanced accuracy, macro-F1, ECE, NLL, per-class scores,
     confusion matrix); ``per_fold``: each fold's test scores; ``spread``: their mean and sample
     standard deviation; ``predictions``: per structure its id, fold, true and predicted class,
-    probabilities and solver iterations.
+    probabilities and solver iterations (``iterations``: None throughout for an explicit
+    network, which solves no fixed point).
     """
 
     directory: str
@@ -64,7 +65,7 @@ class CrossValidation:
     runs: list[str]
     pooled: dict[str, Any]
     per_fold: list[dict[str, Any]]
-    spread: dict[str, dict[str, float]]
+    spread: dict[str, dict[str, float | None]]
     settings: dict[str, Any]
     predictions: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
 
@@ -84,13 +85,13 @@ class CrossValidation:
         for s in self.per_fold:
             lines.append(f"| {s['fold']} | {s['n']} | "
                          + " | ".join(f"{s[k]:.3f}" for k in keys)
-                         + f" | {s['iterations']:.1f} |")
+                         + f" | {_iterations_text(s['iterations'])} |")
         lines.append(f"| mean ± sd | {self.n / self.folds:.0f} | " + " | ".join(
             f"{self.spread[k]['mean']:.3f} ± {self.spread[k]['std']:.3f}" for k in keys)
-            + f" | {self.spread['iterations']['mean']:.1f} |")
+            + f" | {_iterations_text(self.spread['iterations']['mean'])} |")
         lines.append(f"| pooled | {self.n} | "
                      + " | ".join(f"**{self.pooled[k]:.3f}**" for k in keys)
-                     + f" | {self.pooled['iterations']:.1f} |")
+                     + f" | {_iterations_text(self.pooled['iterations'])} |")
         lo, hi = self.pooled["accuracy_ci95"]
         lines += ["", f"pooled accuracy {self.pooled['accuracy']:.3f}, 95 % interval (Wilson, "
                   f"{self.n} structures) {lo:.3f}–{hi:.3f}", "", "confusion matrix (pooled; "
@@ -125,7 +126,7 @@ class CrossValidation:
         for row in self.predictions:
             writer.writerow([row["index"], row["id"], row["fold"], row["class"], row["predicted"],
                              *[f"{p:.6f}" for p in row["probabilities"]],
-                             f"{row['iterations']:.1f}"])
+                             "" if row["iterations"] is None else f"{row['iterations']:.1f}"])
         atomic_write_text(paths[2], buf.getvalue())
         try:
             paths.append(self.plot_confusion(folder / "plots" / "confusion.png"))
@@ -142,17 +143,38 @@ class CrossValidation:
                        f"(all {self.n})"[-80:])
         return Path(path)
 
+    def plot_reliability(self, path: str | Path) -> Path:
+        """The reliability diagram of the pooled out-of-fold probabilities as a PNG at
+        ``path``."""
+        from andersonn.evaluate import _reliability
+        from andersonn.training.plots import plot_reliability
+
+        rows = self.predictions
+        probs = np.array([row["probabilities"] for row in rows], dtype=np.float64)
+        labels = np.array([self.classes.index(row["class"]) for row in rows], dtype=np.int64)
+        plot_reliability({f"{self.folds}-fold, out of fold": _reliability(probs, labels)}, path,
+                         title=f"{self.task}: reliability (all {self.n})")
+        return Path(path)
+
+
+def _iterations_text(value: float | None) -> str:
+    """Mean solver iterations in a table: ``n/a`` for a network without a solver."""
+    return "n/a" if value is None else f"{value:.1f}"
+
 
 def fold_dirs(out_dir: str | Path, folds: int) -> list[Path]:
     """The run directories of folds 1 … ``folds`` inside ``out_dir``."""
     return [Path(out_dir) / FOLD_DIR.format(i) for i in range(1, folds + 1)]
 
 
-def _finished(run_dir: Path, epochs: int | None = None) -> bool:
+def _finished(run_dir: Path, epochs: int | None = None, *, calibrated: bool = True) -> bool:
     """Whether the run in ``run_dir`` finished: its final stage (best weights, calibration,
     test metrics, plots) completed for the epochs its ``config.json`` plans, and, given
     ``epochs``, for as many (a resume with more epochs continues it, as ``train --resume``
-    does). A run killed during its final stage, or while a resume extends it, has not."""
+    does). A run killed during its final stage, or while a resume extends it, has not.
+    ``calibrated=False``: a run without its calibration (trained before it existed) counts."""
+    from andersonn.training.checkpoint import checkpoint_epoch
+
     if not (run_dir / "model.safetensors").is_file():
         return False
     try:
@@ -161,12 +183,12 @@ def _finished(run_dir: Path, epochs: int | None = None) -> bool:
         tested = bool(conf["train"].get("evaluate_test", True))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    if "calibration" not in conf:
+    if calibrated and "calibration" not in conf:
         return False
     if "finished" in conf:  # absent only in runs trained before the record
         done = conf["finished"]
         if not isinstance(done, dict) or done.get("epochs") != planned \
-                or done.get("epoch") != _checkpoint_epoch(run_dir):
+                or done.get("epoch") != checkpoint_epoch(run_dir):
             return False
         tested = bool(done.get("test"))
     if tested and not (run_dir / "test_metrics.json").is_file():
@@ -174,14 +196,15 @@ def _finished(run_dir: Path, epochs: int | None = None) -> bool:
     return epochs is None or planned == int(epochs)
 
 
-def _checkpoint_epoch(run_dir: Path) -> int | None:
-    """The last epoch checkpointed in ``run_dir`` (None: no readable pointer)."""
-    from andersonn.training.checkpoint import POINTER
-
-    try:
-        return int(json.loads((run_dir / POINTER).read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+def finished_folds(out_dir: str | Path) -> list[Path]:
+    """The fold runs in the cross-validation ``out_dir`` whose training finished (as
+    :func:`summarize` and a resume judge them: their final stage is recorded for the epochs
+    they plan; a calibration is not required, ``calibrate`` adds it), in fold order. A fold
+    interrupted in a resume that extends it still holds the weights of its earlier end, but
+    is not finished."""
+    runs = sorted((conf.parent for conf in Path(out_dir).glob("fold-*/config.json")),
+                  key=lambda d: (len(d.name), d.name))
+    return [run for run in runs if _finished(run, calibrated=False)]
 
 
 def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None = None,
@@ -197,6 +220,7 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
     import torch
 
     from andersonn.training import train
+    from andersonn.training.checkpoint import POINTER
     from andersonn.training.distributed import barrier, cleanup, resolve_device, setup
     from andersonn.training.inputs import load_task_dataset
 
@@ -207,7 +231,7 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
         raise ConfigError(f"fold must be between 1 and {k} (got {only})")
     todo = [int(only)] if only is not None else list(range(1, k + 1))
     out = Path(out_dir)
-    if (out / "config.json").is_file() or (out / "checkpoint.json").is_file():
+    if (out / "config.json").is_file() or (out / POINTER).is_file():
         raise ConfigError(f"{out} holds a single run, not a cross-validation; give another "
                           "folder for the folds")
     if out.exists() and not out.is_dir():
@@ -312,7 +336,7 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
     Refuses a missing or unfinished fold, and folds trained with different settings or on
     different data (their out-of-fold predictions would not describe one model)."""
     from andersonn.ensemble import Ensemble
-    from andersonn.evaluate import score_probabilities
+    from andersonn.evaluate import _mean_or_none, _spread, score_probabilities
     from andersonn.training.inputs import fold_of
     from andersonn.training.metrics import classification_report, confusion_matrix
     from andersonn.training.runs import run_build
@@ -343,23 +367,25 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
         idx = ds.split_indices("test")
         p, it = ens.member_outputs(np.asarray(ds.images[idx], dtype=np.float32))
         probs[idx], iters[idx], tested_in[idx] = p[0], it[0], i
-        per_fold.append({"fold": i, "n": len(idx), "iterations": float(it[0].mean()),
+        # an explicit network's iterations are NaN: None (null), as evaluate reports them
+        per_fold.append({"fold": i, "n": len(idx), "iterations": _mean_or_none(it[0]),
                          **score_probabilities(p[0], labels[idx], classes)})
     if np.isnan(probs).any():
         raise AndersonnError(f"{out}: the folds' test splits do not cover every structure "
                              "(the dataset changed after training?)")
-    pooled = {**score_probabilities(probs, labels, classes), "iterations": float(iters.mean())}
+    pooled = {**score_probabilities(probs, labels, classes),
+              "iterations": _mean_or_none(iters)}
     report = classification_report(confusion_matrix(labels, probs.argmax(axis=1),
                                                     len(classes)), classes)
     pooled.update(per_class=report["per_class"], confusion_matrix=report["confusion_matrix"])
     keys = [key for key in (*SCORES, "iterations") if key in per_fold[0]]
-    spread = {key: {"mean": float(np.mean([s[key] for s in per_fold])),
-                    "std": float(np.std([s[key] for s in per_fold], ddof=1))} for key in keys}
+    spread = {key: _spread([s[key] for s in per_fold]) for key in keys}
     ids = list(getattr(base, "ids", None) or [str(j) for j in range(len(labels))])
     predicted = probs.argmax(axis=1)
     rows = [{"index": j, "id": ids[j], "fold": int(tested_in[j]), "class": classes[labels[j]],
              "predicted": classes[predicted[j]], "probabilities": probs[j].tolist(),
-             "iterations": float(iters[j])} for j in range(len(labels))]
+             "iterations": None if np.isnan(iters[j]) else float(iters[j])}
+            for j in range(len(labels))]
     train = reference.get("train") or {}
     return CrossValidation(directory=str(out), task=str(reference.get("task")),
                            source=str(train.get("labels") or reference.get("task")), folds=k,

@@ -161,19 +161,31 @@ class Ensemble(Classifier):
 
     def member_probabilities(self, X: Any) -> np.ndarray:
         """Each member's calibrated probabilities, shape (members, N, K)."""
-        self._check_fitted()
-        return self.member_outputs(*self._as_images(X))[0]
+        outputs, counts = self._outputs(X, self._member_infer)
+        return self._per_member(*outputs, counts)[0]
 
     def member_outputs(self, images: np.ndarray, counts: Sequence[int] | None = None
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Each member's calibrated probabilities (members, N, K) and solver evaluations
         (members, N) per input; ``counts``: images per input (its conformers), merged as in
         :func:`andersonn.predict.merge_conformers`."""
-        outputs = [merge_conformers(*member._infer(images)[:2], counts)
-                   for member in self.members]
-        k = len(self.classes_)
-        probs = np.stack([p if len(p) else np.zeros((0, k)) for p, _ in outputs])
-        return probs, np.stack([it for _, it in outputs])
+        return self._per_member(*self._member_infer(images), counts)
+
+    def _member_infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each member's calibrated probabilities (N, members, K) and solver evaluations
+        (N, members) per image: a row per image, as :meth:`_infer_in_chunks` joins them."""
+        self._check_fitted()
+        outputs = [member._infer(images)[:2] for member in self.members]
+        return (np.stack([p for p, _ in outputs], axis=1),
+                np.stack([it for _, it in outputs], axis=1))
+
+    @staticmethod
+    def _per_member(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int] | None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_member_infer`'s arrays per input (``counts``: images per input), members
+        first: (members, N, K) and (members, N)."""
+        probs, iters = merge_conformers(probs, iters, counts)
+        return probs.transpose(1, 0, 2), iters.T
 
     def __len__(self) -> int:
         return len(self.members)

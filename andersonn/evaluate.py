@@ -276,10 +276,12 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
     (``value``, or ``dipole`` / ``lcd`` / ``gap`` by task), turned into a class by the task's
     label rule under ``thresholds`` (for a run trained on a labels file, task ``custom``: its
     bins). In an SDF each record is the input and its data fields (``> <dipole>``) are the
-    columns. ``input_column`` / ``label_column`` name other columns (a named label column
-    holds values where every label in it is a number and the run has thresholds, else class
-    names). Returns the inputs, their class indices, and the rows skipped (``where``,
-    ``reason``). A file that cannot be used at all is an :class:`InputError`.
+    columns. ``input_column`` / ``label_column`` name other columns: a named label column
+    holds values where most of its labels are numbers and the task turns values into classes
+    (a built-in task, or a labels-file run trained with bins), else class names. Rows that cannot
+    be used (an empty input or label, a value that is not a number, a class that is none of
+    ``classes``) are skipped. Returns the inputs, their class indices, and the rows skipped
+    (``where``, ``reason``). A file that cannot be used at all is an :class:`InputError`.
     """
     from andersonn.data.labelled import CUSTOM_TASK, label_rows, read_label_table
     from andersonn.data.labelled import VALUE_COLUMNS as ANY_VALUE
@@ -294,28 +296,27 @@ def read_labelled(path: str | Path, task: str, classes: Sequence[str],
             raise InputError(f"{path}: its labels are values ({table.column!r}), but this run "
                              "was trained on class names; give a class column")
         bins = list(thresholds) if table.kind == "value" else None  # type: ignore[arg-type]
-        inputs, labels, _, _, skipped = label_rows(table, classes, bins)
+        rows = label_rows(table, classes, bins)
     else:
         task_def = get_task(task)
         rule = task_def.thresholds(thresholds)  # type: ignore[arg-type]
-        inputs, labels, _, _, skipped = label_rows(
+        rows = label_rows(
             table, classes, to_class=functools.partial(task_def.label, thresholds=rule))
-    _warn_conflicting_labels(table, inputs, labels, skipped, classes)
+    inputs, labels, _, _, skipped = rows
+    _warn_conflicting_labels(table, rows.kept, inputs, labels, classes)
     return inputs, labels, skipped
 
 
-def _warn_conflicting_labels(table: Any, inputs: list[Any], labels: list[int],
-                             skipped: list[dict[str, Any]], classes: Sequence[str]) -> None:
+def _warn_conflicting_labels(table: Any, kept: list[int], inputs: list[Any], labels: list[int],
+                             classes: Sequence[str]) -> None:
     """Warn, one line per input (the first five), where the same input (a SMILES or path)
-    is given on several rows with different classes: each row is scored as given."""
+    is given on several rows with different classes: each row is scored as given.
+    ``kept``: the table row of each input."""
     from andersonn.predict import _warn
 
-    dropped = {s["where"] for s in skipped}
-    rows = [where for where, _, _ in table.rows if where not in dropped]
-    if len(rows) != len(inputs):
-        return  # rows and inputs do not line up: nothing to name
     given: dict[str, list[tuple[str, int]]] = {}
-    for where, item, label in zip(rows, inputs, labels, strict=True):
+    for k, item, label in zip(kept, inputs, labels, strict=True):
+        where = table.rows[k][0]
         if isinstance(item, str):
             given.setdefault(item.strip(), []).append((where, label))
     conflicts = [(item, seen) for item, seen in given.items()
@@ -343,8 +344,11 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
     run's domain checks. Unreadable inputs are skipped and reported. ``domain`` splits the
     accuracy of all runs together between inputs inside and outside the training domain.
     ``conformers`` > 1 averages each SMILES input over that many conformers (as ``predict``).
-    ``input_column`` / ``label_column``: default, those the run was trained with.
+    ``input_column`` / ``label_column``: default, those the run was trained with. The inputs
+    are read, encoded and inferred :data:`andersonn.predict.PREDICT_CHUNK` at a time.
     """
+    from andersonn.predict import _progress
+
     ens, names = _as_ensemble(runs, device, solver, solver_options)
     trained = ens.config_.get("train", {})
     inputs, truth, skipped = read_labelled(
@@ -353,9 +357,10 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
         label_column=label_column or trained.get("label_column"))
     if workers is None:
         workers = (os.cpu_count() or 1) if len(inputs) >= 64 else 1
-    images, ok, errors, notes, counts = ens._featurize(inputs, max(1, workers),
-                                                       progress and len(inputs) >= 64,
-                                                       conformers=conformers)
+    with _progress(len(inputs), progress and len(inputs) >= 64) as bar:
+        done = ens._infer_in_chunks(inputs, ens._member_infer, max(1, workers), bar,
+                                    conformers=conformers)
+    ok, errors, notes = done.ok, done.errors, done.notes
     input_names = [str(getattr(item, "name", item)) for item in inputs]  # records: their name
     skipped += [{"where": input_names[i], "reason": errors[i]} for i in range(len(inputs))
                 if errors[i]]
@@ -363,7 +368,7 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
         raise InputError(f"{labels_file}: none of its {len(inputs)} inputs could be read "
                          f"(first: {skipped[-1]['where']}: {skipped[-1]['reason']})")
     labels = np.asarray([truth[i] for i in ok], dtype=np.int64)
-    probs, iters = ens.member_outputs(images, counts)
+    probs, iters = ens._per_member(*done.outputs, done.counts)
     mean = probs.mean(axis=0)
     predicted = mean.argmax(axis=1)
     classes = list(ens.classes_)

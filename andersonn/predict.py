@@ -16,6 +16,7 @@ is another name for ``Classifier``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -24,9 +25,9 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -51,8 +52,9 @@ __all__ = ["Classifier", "ConvergenceWarning", "DomainWarning", "Prediction", "S
 
 LIST_SUFFIXES = {".txt", ".lst", ".list", ".smi", ".smiles"}
 PREDICT_CHUNK = 4096
-"""Inputs :meth:`Classifier.predict_inputs` reads, encodes and infers at a time (about 16 KB
-per polarity image: 64 MB of images per chunk, per conformer)."""
+"""Inputs :meth:`Classifier.predict_inputs`, :meth:`~Classifier.predict_proba` and
+:func:`andersonn.evaluate.evaluate_labelled` read, encode and infer at a time (about 16 KB per
+polarity image: 64 MB of images per chunk, per conformer)."""
 
 
 class DomainWarning(UserWarning):
@@ -442,14 +444,14 @@ class Classifier:
         per input: a SMILES gets its first conformer, whatever :attr:`conformers` says."""
         return self._featurize(inputs, conformers=1)[:3]
 
-    def _featurize(self, inputs: Sequence[Any], workers: int = 1, progress: Any = False,
+    def _featurize(self, inputs: Sequence[Any], workers: int = 1, bar: Any | None = None,
                    conformers: int | None = None
                    ) -> tuple[np.ndarray, list[int], list[str], list[list[str]], list[int]]:
         """:meth:`featurize` plus the domain warnings of each input and the number of images
         of each readable one: up to ``conformers`` (default :attr:`conformers`) for a SMILES,
         one otherwise; the images of one input are consecutive. ``workers`` > 1 reads and
         encodes file and SMILES inputs in that many processes (results keep input order).
-        ``progress``: True for a progress bar, or a caller's bar to advance by one per input."""
+        ``bar``: a progress bar (:func:`_progress`) advanced by one per input."""
         self._check_fitted()
         shape = tuple(self.config_.get("image_shape", ())) or None
         count = max(1, int(self.conformers if conformers is None else conformers))
@@ -460,8 +462,6 @@ class Classifier:
             results = _featurize_in_processes(setup, inputs, workers)
         else:
             results = (_featurize_with(setup, item) for item in inputs)
-        bar = (_progress_bar(len(inputs)) if progress is True
-               else None if progress is False else progress)
         images, ok, errors, notes, counts = [], [], [], [], []
         for i, (stack, error, note) in enumerate(results):
             if bar is not None:
@@ -472,8 +472,6 @@ class Classifier:
                 images.append(stack)
                 ok.append(i)
                 counts.append(len(stack))
-        if bar is not None and bar is not progress:
-            bar.close()
         arr = (np.concatenate(images) if images
                else np.zeros((0, *(shape or (0, 0, 0))), np.float32))
         return arr, ok, errors, notes, counts
@@ -524,8 +522,51 @@ class Classifier:
         largest shortfall."""
         return _merge_images(*self._infer(images), counts)
 
-    def _as_images(self, X: Any) -> tuple[np.ndarray, list[int] | None]:
-        """Images of ``X`` (images already, or inputs to read) and the images per input."""
+    def _infer_in_chunks(self, items: Sequence[Any],
+                         infer: Callable[[np.ndarray], tuple[np.ndarray, ...]], workers: int = 1,
+                         bar: Any | None = None, conformers: int | None = None,
+                         all_or_none: bool = False) -> _Chunked:
+        """Read and encode ``items`` :data:`PREDICT_CHUNK` at a time and apply ``infer`` (images
+        → arrays with a row per image) to their images, so the images in memory stay bounded
+        however many inputs there are. ``infer`` is given whole :attr:`predict_batch_size`
+        batches (the last excepted): the batches of all the images at once, the same answers.
+        ``all_or_none``: once an input has failed, the rest are only read (for their errors),
+        nothing more is inferred."""
+        step = self.predict_batch_size
+        ok: list[int] = []
+        errors: list[str] = []
+        notes: list[list[str]] = []
+        counts: list[int] = []
+        outputs: list[tuple[np.ndarray, ...]] = []
+        pending: list[np.ndarray] = []  # images not inferred yet: less than a batch
+        for start in range(0, len(items), PREDICT_CHUNK):
+            images, ok_c, errors_c, notes_c, counts_c = self._featurize(
+                items[start:start + PREDICT_CHUNK], workers, bar, conformers)
+            ok += [start + i for i in ok_c]
+            errors += errors_c
+            notes += notes_c
+            counts += counts_c
+            if all_or_none and any(errors):
+                continue
+            if len(images):
+                pending.append(images)
+            waiting = sum(len(a) for a in pending)
+            ready = waiting if start + PREDICT_CHUNK >= len(items) else waiting - waiting % step
+            if ready:
+                stack = np.concatenate(pending)
+                outputs.append(infer(stack[:ready]))
+                # a copy, so the chunk's whole stack is not kept alive by a view of its tail
+                pending = [stack[ready:].copy()] if ready < waiting else []
+        if not outputs:  # nothing inferred: infer's own empty arrays, of the right shapes
+            shape = tuple(self.config_.get("image_shape") or ()) or (0, 0, 0)
+            outputs.append(infer(np.zeros((0, *shape), np.float32)))
+        return _Chunked(ok, errors, notes, counts,
+                        tuple(np.concatenate(o) for o in zip(*outputs, strict=True)))
+
+    def _outputs(self, X: Any, infer: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+                 ) -> tuple[tuple[np.ndarray, ...], list[int] | None]:
+        """``infer`` of the images of ``X`` (images already, or inputs to read, which must all
+        be readable: :meth:`_infer_in_chunks`) and the images per input (None for images)."""
         self._check_fitted()
         given, items = _images_or_inputs(X, "X")
         if given is not None:
@@ -534,23 +575,26 @@ class Classifier:
                 raise InputError(f"X: images of shape (C, H, W) = {given.shape[1:]}, but this "
                                  f"model takes {shape}")
             _check_finite(given, "X")
-            return given, None
+            return infer(given), None
         items = expand_inputs(items)
-        images, _ok, errors, notes, counts = self._featurize(items)
-        bad = [f"{_input_name(items[i])}: {e}" for i, e in enumerate(errors) if e]
+        done = self._infer_in_chunks(items, infer, all_or_none=True)
+        bad = [f"{_input_name(items[i])}: {e}" for i, e in enumerate(done.errors) if e]
         if bad:
             raise InputError(f"{len(bad)} input(s) could not be featurised: {'; '.join(bad[:5])}")
-        outside = [f"{_input_name(items[i])}: {'; '.join(n)}" for i, n in enumerate(notes) if n]
+        outside = [f"{_input_name(items[i])}: {'; '.join(n)}"
+                   for i, n in enumerate(done.notes) if n]
         if outside:
             _warn(f"{len(outside)} input(s) outside the training domain: "
                   f"{' | '.join(outside[:5])}", DomainWarning)
-        return images, counts
+        return done.outputs, done.counts
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, K), float64, columns in :attr:`classes_` order, for images or
-        structure inputs (all must be readable); a :class:`ConvergenceWarning` where a solve
-        stopped short of its tolerance."""
-        probs, _iters, short = self._infer_inputs(*self._as_images(X))
+        structure inputs (all must be readable; read, encoded and inferred
+        :data:`PREDICT_CHUNK` at a time); a :class:`ConvergenceWarning` where a solve stopped
+        short of its tolerance."""
+        outputs, counts = self._outputs(X, self._infer)
+        probs, _iters, short = _merge_images(*outputs, counts)
         stopped = np.flatnonzero(short > 1.0)
         if len(stopped):
             rows = ", ".join(str(i) for i in stopped[:5]) + (", …" if len(stopped) > 5 else "")
@@ -586,44 +630,16 @@ class Classifier:
         there are at least 64 inputs); ``progress``: a progress bar for 64 inputs or more.
         The inputs are read, encoded and inferred :data:`PREDICT_CHUNK` at a time, so the
         images in memory stay bounded however many inputs there are; the inference batches
-        are those of all the images at once (the same answers).
+        are those of all the images at once (the same answers), as in :meth:`predict_proba`.
         """
         self._check_fitted()
         items = expand_inputs(inputs)
         if workers is None:
             workers = (os.cpu_count() or 1) if len(items) >= 64 else 1
-        bar = _progress_bar(len(items)) if progress and len(items) >= 64 else None
-        step = self.predict_batch_size
-        ok: list[int] = []
-        errors: list[str] = []
-        notes: list[list[str]] = []
-        counts: list[int] = []
-        outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        pending: list[np.ndarray] = []  # images not inferred yet: less than a batch
-        try:
-            for start in range(0, len(items), PREDICT_CHUNK):
-                images, ok_c, errors_c, notes_c, counts_c = self._featurize(
-                    items[start:start + PREDICT_CHUNK], max(1, int(workers)),
-                    False if bar is None else bar)
-                ok += [start + i for i in ok_c]
-                errors += errors_c
-                notes += notes_c
-                counts += counts_c
-                if len(images):
-                    pending.append(images)
-                waiting = sum(len(a) for a in pending)
-                ready = waiting if start + PREDICT_CHUNK >= len(items) else waiting - waiting % step
-                if ready:
-                    stack = np.concatenate(pending)
-                    outputs.append(self._infer(stack[:ready]))
-                    # a copy, so the chunk's whole stack is not kept alive by a view of its tail
-                    pending = [stack[ready:].copy()] if ready < waiting else []
-        finally:
-            if bar is not None:
-                bar.close()
-        probs, iters, short = (
-            _merge_images(*(np.concatenate(o) for o in zip(*outputs, strict=True)), counts)
-            if outputs else (np.zeros((0, 0)), np.zeros(0), np.zeros(0)))
+        with _progress(len(items), progress and len(items) >= 64) as bar:
+            done = self._infer_in_chunks(items, self._infer, max(1, int(workers)), bar)
+        ok, errors, notes = done.ok, done.errors, done.notes
+        probs, iters, short = _merge_images(*done.outputs, done.counts)
         names = self._class_names()
         out = [Prediction(_input_name(item), False, error=errors[i], source=item)
                for i, item in enumerate(items)]
@@ -865,6 +881,20 @@ def _label_indices(y: Any, classes: np.ndarray, what: str, strict: bool) -> np.n
     return out
 
 _Featurized = tuple[np.ndarray | None, str, list[str]]
+
+
+class _Chunked(NamedTuple):
+    """What :meth:`Classifier._infer_in_chunks` gives: the indices of the readable inputs,
+    every input's one-line error ("" when none) and domain warnings, the images per readable
+    input, and the arrays of ``infer`` over all their images, in order."""
+
+    ok: list[int]
+    errors: list[str]
+    notes: list[list[str]]
+    counts: list[int]
+    outputs: tuple[np.ndarray, ...]
+
+
 READABLE = (str, os.PathLike, StructureRecord)
 """Input types read as structures (anything else is taken as a ready ``Structure``)."""
 _Setup = tuple[Any, Domain | None, tuple[int, ...] | None, FeatureDomain | None, int]
@@ -953,12 +983,13 @@ def _shortfall_note(shortfall: float) -> list[str]:
 def merge_conformers(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int] | None
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Per input: the mean of its images' probabilities and the sum of their solver
-    evaluations (``counts``: consecutive images per input; ``None``: one each)."""
+    evaluations (``counts``: consecutive images per input; ``None``: one each). A row per
+    image: (N, K) and (N,), or with more axes after the first (an ensemble's members)."""
     if counts is None or len(counts) == len(probs):
         return probs, iters
     starts = _first_rows(counts)
-    sizes = np.asarray(counts, dtype=np.float64)
-    return np.add.reduceat(probs, starts, axis=0) / sizes[:, None], np.add.reduceat(iters, starts)
+    sizes = np.asarray(counts, dtype=np.float64).reshape(-1, *[1] * (np.ndim(probs) - 1))
+    return np.add.reduceat(probs, starts, axis=0) / sizes, np.add.reduceat(iters, starts, axis=0)
 
 
 def _merge_images(probs: np.ndarray, iters: np.ndarray, short: np.ndarray,
@@ -972,11 +1003,20 @@ def _merge_images(probs: np.ndarray, iters: np.ndarray, short: np.ndarray,
     return merged, iters, short
 
 
-def _progress_bar(total: int) -> Any:
-    """A progress bar over ``total`` inputs being read and encoded (on stderr)."""
+@contextlib.contextmanager
+def _progress(total: int, show: bool) -> Iterator[Any | None]:
+    """A progress bar over ``total`` inputs being read and encoded (on stderr) when ``show``,
+    else None; closed on leaving."""
+    if not show:
+        yield None
+        return
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc="featurize", unit="input", mininterval=0.5, file=sys.stderr)
+    bar = tqdm(total=total, desc="featurize", unit="input", mininterval=0.5, file=sys.stderr)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def _first_rows(counts: Sequence[int]) -> np.ndarray:

@@ -79,8 +79,12 @@ def test_explain_command_shares_add_up_and_bad_inputs_fail_alone(run, tmp_path, 
     argv = ["explain", str(run), "CC(=O)N", "xx(", str(STRUCTURES / "NaCl.cif"),
             "--steps", "8", "--out", str(out)]
     assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "CC(=O)N →" in printed and "O3" in printed and "unparsable SMILES" in printed
+    printed = capsys.readouterr()
+    assert "CC(=O)N →" in printed.out and "O3" in printed.out
+    # a failed input is reported on stderr, as predict reports it, naming the input once
+    assert "xx(" not in printed.out and "unparsable SMILES" not in printed.out
+    assert "andersonn: cannot explain xx(: unparsable SMILES" in printed.err
+    assert "molecules only" in printed.err
     records = json.loads((out / "explanations.json").read_text())["explanations"]
     good, bad, crystal = records
     assert len(good["atom_shares"]) == 9 and good["symbols"][2] == "O"

@@ -271,8 +271,10 @@ def test_conformers_average_a_smiles_and_leave_files_alone(polarity_run: Path) -
 
 def test_predict_command_refuses_zero_conformers(polarity_run: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["predict", str(polarity_run), "CCO", "--conformers", "0"]) == 2
-    assert "--conformers must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused when the arguments are parsed
+        main(["predict", str(polarity_run), "CCO", "--conformers", "0"])
+    assert exit_.value.code == 2
+    assert "--conformers: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_a_file_of_several_molecules_gives_one_prediction_each(

@@ -77,6 +77,7 @@ from andersonn.bench.speedup_report import (
 from andersonn.data.splits import SPLIT_NAMES
 from andersonn.errors import AndersonnError, ConfigError
 from andersonn.training.inputs import channel_stats, class_weights
+from andersonn.training.trainer import plural
 from andersonn.training.warm_start import WarmStarts
 
 __all__ = ["SpeedupSettings", "run_speedup"]
@@ -417,7 +418,7 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     per = min(s.evals_per_epoch, steps_per_epoch)
     eval_steps = {round(j * steps_per_epoch / per) for j in range(1, per + 1)}
     log(f"bench speedup {task}: train {xtr.shape[0]}, val {xva.shape[0]}, test {xte.shape[0]}, "
-        f"{s.epochs} epochs × {steps_per_epoch} steps, params "
+        f"{plural(s.epochs, 'epoch')} × {plural(steps_per_epoch, 'step')}, params "
         + ", ".join(f"{n} {count_parameters(m)}" for n, m in models.items()))
 
     gen = torch.Generator().manual_seed(s.seed)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from andersonn.bench.report import fmt, markdown_table, new_figure, ratio, save_figure
+from andersonn.training.trainer import plural
 
 __all__ = ["DEQ_SOLVERS", "VARIANTS", "plots", "saved", "speedup_markdown", "target_ratios",
            "targets_met"]
@@ -94,7 +95,8 @@ def speedup_markdown(res: dict[str, Any]) -> str:
              f"{', ' + m['gpu'] if m.get('gpu') else ''}. Data: train {res['data']['train']}, "
              f"val {res['data']['val']}, test {res['data']['test']}; tol "
              f"{res['settings']['tol']}, max_iter {res['settings']['max_iter']}, "
-             f"{res['settings']['epochs']} epochs, batch {res['settings']['batch_size']}, "
+             f"{plural(res['settings']['epochs'], 'epoch')}, batch "
+             f"{res['settings']['batch_size']}, "
              f"hidden {res['settings']['hidden']}, seed {res['settings']['seed']}"
              + ("; DEQs warm-started from the last epoch" if res["settings"].get("warm_start")
                 else "") + ".\n",

@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from andersonn.cli.options import output_dir, positive_int
+from andersonn.cli.options import output_dir, positive_float, positive_int
 from andersonn.errors import ConfigError
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
@@ -73,7 +73,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     sp.add_argument("--batch-size", type=positive_int, default=None, help="(64)")
     sp.add_argument("--hidden", type=positive_int, default=None,
                     help="cell channels (48; quick 32)")
-    sp.add_argument("--tol", type=float, default=None, help="training solver tolerance (1e-3)")
+    sp.add_argument("--tol", type=positive_float, default=None,
+                    help="training solver tolerance (1e-3)")
     sp.add_argument("--max-iter", type=positive_int, default=None,
                     help="training iteration cap (30)")
     sp.add_argument("--evals-per-epoch", type=positive_int, default=None,

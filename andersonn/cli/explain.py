@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from andersonn.cli.options import output_dir, positive_int
@@ -39,7 +40,7 @@ def _explain(args: argparse.Namespace) -> int:
     from andersonn.errors import ConfigError
     from andersonn.explain import DEFAULT_STEPS, draw_explanation, explain, picture_name
     from andersonn.fileio import atomic_write_json
-    from andersonn.predict import Classifier
+    from andersonn.predict import Classifier, without_name
 
     if args.top < 0:
         raise ConfigError(f"--top {args.top}: give the number of rows to print (0 or more)")
@@ -52,7 +53,11 @@ def _explain(args: argparse.Namespace) -> int:
     results = explain(classifier, args.inputs, target=args.target,
                       steps=args.steps if args.steps is not None else DEFAULT_STEPS)
     for result in results:
-        print(result.to_text(top=args.top))
+        if result.ok:
+            print(result.to_text(top=args.top))
+        else:  # as predict and evaluate report an input that failed
+            print(f"andersonn: cannot explain {result.name}: "
+                  f"{without_name(result.error, result.name)}", file=sys.stderr)
     if args.out:
         folder = Path(args.out)
         records = []

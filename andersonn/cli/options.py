@@ -4,11 +4,12 @@ parsed, so a path that cannot be written fails in one line before any work, not 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["output_dir", "output_file", "positive_int"]
+__all__ = ["output_dir", "output_file", "positive_float", "positive_int"]
 
 
 def _writable_parent(path: Path) -> str | None:
@@ -65,4 +66,15 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number greater than 0 (tolerances, time limits)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return number

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from andersonn.cli.options import output_dir, output_file, positive_int
+from andersonn.cli.options import output_dir, output_file, positive_float, positive_int
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 _SOLVERS = ("anderson", "forward", "broyden")
@@ -48,7 +48,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     "labels path is taken from its folder); flags given win over it, and it "
                     "over a resumed run's settings")
     tr.add_argument("--device", default=None, help="auto, cpu, cuda (auto)")
-    tr.add_argument("--tol", type=float, default=None, help="forward solver tolerance (1e-3)")
+    tr.add_argument("--tol", type=positive_float, default=None,
+                    help="forward solver tolerance (1e-3)")
     tr.add_argument("--max-iter", type=int, default=None, help="solver iteration cap (30)")
     tr.add_argument("--jac-reg", type=float, default=None,
                     help="DEQ: weight of the Jacobian penalty ||df/dz||_F^2/d at z* (0 = off)")
@@ -66,6 +67,9 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     tr.add_argument("--patience", type=int, default=None, metavar="N",
                     help="stop early once the validation accuracy has not improved for N "
                     "epochs (the best epoch's weights are kept either way)")
+    tr.add_argument("--max-time", type=positive_float, default=None, metavar="SECONDS",
+                    help="stop after the epoch in which the run's training time (all its "
+                    "epochs, resumed or not) reaches SECONDS (the best epoch's weights are kept)")
     # train's counts stay type=int: TrainConfig.validate checks them (one line, exit 2), the
     # same check a --config file's values get
     tr.add_argument("--threads", type=int, default=None, help="torch threads per process")
@@ -182,7 +186,8 @@ _CLI_FIELDS = {"model": "model", "solver": "solver", "epochs": "epochs", "limit"
                "device": "device", "tol": "tol", "max_iter": "max_iter", "hidden": "hidden",
                "depth": "depth", "match_params": "match_params", "threads": "threads",
                "vector_heads": "vector_heads", "jac_reg": "jac_reg", "jac_samples": "jac_samples",
-               "warm_start": "warm_start", "workers": "workers", "patience": "patience"}
+               "warm_start": "warm_start", "workers": "workers", "patience": "patience",
+               "max_time": "max_time_s"}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -229,7 +234,8 @@ def _train(args: argparse.Namespace) -> int:
               f"{tm['accuracy_ci95'][0]:.3f}–{tm['accuracy_ci95'][1]:.3f}), "
               f"balanced {tm['balanced_accuracy']:.4f}, "
               f"macro-F1 {tm['macro_f1']:.4f}, params {tm['params']}, "
-              f"wall {tm['train_wall_time_s']:.1f} s → {result.run_dir}")
+              f"wall {tm['train_wall_time_s']:.1f} s"
+              f"{f', {result.stopped}' if result.stopped else ''} → {result.run_dir}")
     return 0
 
 
@@ -287,8 +293,9 @@ def _interrupted(stop: Any, args: argparse.Namespace, out: Path) -> int:
             what = (f"{stop.run_dir} holds {held}; `{command}` finishes it "
                     "(calibration, test)")
         else:
-            held = "epoch 1" if stop.epoch == 1 else f"epochs 1–{stop.epoch}"
-            what = (f"{stop.run_dir} holds {held} of {stop.epochs}; "
+            from andersonn.training.trainer import epochs_held
+
+            what = (f"{stop.run_dir} holds {epochs_held(stop.epoch)} of {stop.epochs}; "
                     f"`{command}` continues from epoch {stop.epoch + 1}")
         print(f"andersonn: interrupted: {what}", file=sys.stderr)
     return 130
@@ -363,13 +370,13 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _calibrate_cross_validation(args: argparse.Namespace) -> int:
     """``calibrate CV_DIR``: every finished fold run, then the summary (its probabilities are
     the calibrated ones) when the cross-validation has one."""
-    from andersonn.crossval import summarize
+    from andersonn.crossval import finished_folds, summarize
     from andersonn.errors import AndersonnError
     from andersonn.training import calibrate_run
 
     folds = sorted(Path(args.run_dir).glob("fold-*/config.json"),
                    key=lambda p: (len(p.parent.name), p.parent.name))
-    done = [p.parent for p in folds if (p.parent / "model.safetensors").is_file()]
+    done = finished_folds(args.run_dir)  # by the final record: weights alone may be older
     if not done:
         raise AndersonnError(f"{args.run_dir}: a cross-validation without a finished fold")
     for run in done:
@@ -405,14 +412,15 @@ def _print_calibration(r: dict[str, Any], indent: str = "") -> None:
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--solver", choices=_SOLVERS, default=None,
                         help="override the DEQ solver")
-    parser.add_argument("--tol", type=float, default=None, help="override the solver tolerance")
+    parser.add_argument("--tol", type=positive_float, default=None,
+                        help="override the solver tolerance")
     parser.add_argument("--max-iter", type=positive_int, default=None,
                         help="override the iteration cap")
     parser.add_argument("--device", default="cpu")
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--conformers", type=int, default=1, metavar="K",
+    parser.add_argument("--conformers", type=positive_int, default=1, metavar="K",
                         help="SMILES inputs: average the probabilities over up to K force-field "
                         "conformers (1); better calibrated, K times the work")
     parser.add_argument("--workers", type=positive_int, default=None,
@@ -424,14 +432,6 @@ def _solver_options(args: argparse.Namespace) -> dict[str, Any] | None:
     options = {key: value for key, value in (("tol", args.tol), ("max_iter", args.max_iter))
                if value is not None}
     return options or None
-
-
-def _positive(value: int, option: str) -> int:
-    from andersonn.errors import InputError
-
-    if value < 1:
-        raise InputError(f"{option} must be at least 1, got {value}")
-    return value
 
 
 def _has_solver(clf: Any) -> bool:
@@ -446,7 +446,6 @@ def _predict(args: argparse.Namespace) -> int:
     from andersonn.predict import Classifier, format_table, write_predictions
 
     options = _solver_options(args)
-    conformers = _positive(args.conformers, "--conformers")
     clf: Classifier
     runs = _run_dirs([args.run_dir, *args.ensemble])
     if len(runs) > 1:
@@ -455,7 +454,7 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         clf = Classifier.load(runs[0], device=args.device, solver=args.solver,
                               solver_options=options)
-    clf.conformers = conformers
+    clf.conformers = args.conformers
     if (args.solver is not None or options) and not _has_solver(clf):
         print("andersonn: warning: an explicit network has no fixed-point solver; --solver, "
               "--tol and --max-iter change nothing", file=sys.stderr)
@@ -493,7 +492,6 @@ def _evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     common = {"device": args.device, "solver": args.solver,
               "solver_options": _solver_options(args)}
-    conformers = _positive(args.conformers, "--conformers")
     if (args.input_column or args.label_column) and not args.labels:
         from andersonn.errors import ConfigError
 
@@ -504,7 +502,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         args.runs = _run_dirs(args.runs)  # the fold runs: each alone, and as ensembles
     if args.labels:
         result = evaluate_labelled(args.runs, args.labels, workers=args.workers,
-                                   progress=not args.no_progress, conformers=conformers,
+                                   progress=not args.no_progress, conformers=args.conformers,
                                    input_column=args.input_column,
                                    label_column=args.label_column, **common)
     else:
@@ -521,16 +519,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _run_dirs(paths: list[str]) -> list[str]:
     """Run directories, a cross-validation standing for its finished folds (an ensemble)."""
-    from andersonn.crossval import is_cross_validation
+    from andersonn.crossval import finished_folds, is_cross_validation
     from andersonn.errors import AndersonnError
 
     out: list[str] = []
     for path in paths:
         if is_cross_validation(path):
-            folds = sorted(Path(path).glob("fold-*/model.safetensors"))
+            folds = finished_folds(path)
             if not folds:
                 raise AndersonnError(f"{path}: a cross-validation without a finished fold")
-            out += [str(d.parent) for d in folds]
+            out += [str(d) for d in folds]
         else:
             out.append(path)
     return out
@@ -571,23 +569,8 @@ def _evaluate_cross_validations(args: argparse.Namespace) -> int:
         for i, summary in enumerate(summaries, start=1):
             folder = Path(args.plots)
             print(f"→ {summary.plot_confusion(folder / f'cv-{i}-confusion.png')}")
-            print(f"→ {_plot_cv_reliability(summary, folder / f'cv-{i}-reliability.png')}")
+            print(f"→ {summary.plot_reliability(folder / f'cv-{i}-reliability.png')}")
     return 0
-
-
-def _plot_cv_reliability(summary: Any, path: Path) -> Path:
-    """The reliability diagram of a cross-validation's pooled out-of-fold probabilities."""
-    import numpy as np
-
-    from andersonn.evaluate import _reliability
-    from andersonn.training.plots import plot_reliability
-
-    rows = summary.predictions
-    probs = np.array([row["probabilities"] for row in rows], dtype=np.float64)
-    labels = np.array([summary.classes.index(row["class"]) for row in rows], dtype=np.int64)
-    plot_reliability({f"{summary.folds}-fold, out of fold": _reliability(probs, labels)}, path,
-                     title=f"{summary.task}: reliability (all {summary.n})")
-    return path
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -203,9 +203,10 @@ def build_dataset(
     )
     task_root = datasets_root(cache_dir) / task_def.name
     directory = task_root / key
-    if not force and is_complete(directory):
+    built = None if force else cached_build(task_def.name, key, cache_dir)
+    if built is not None:
         atomic_write_text(task_root / "LATEST", key + "\n")
-        return open_cache(directory)
+        return built
 
     _remove_stale_temps(task_root, key)
     paths = {
@@ -361,8 +362,9 @@ def load_dataset(
                 stale = _staleness(ds.meta, task_def, version, _spec_dict(spec))
                 if stale is None:
                     return ds
-                if is_complete(task_root / key):  # a current default build is there: use it
-                    return open_cache(task_root / key)
+                current = cached_build(task_def.name, key, cache_dir)
+                if current is not None:  # a current default build is there: use it
+                    return current
                 command = build_command(
                     task_def.name, limit=ds.meta.get("limit"), seed=int(ds.meta.get("seed", 0)),
                     thresholds=ds.meta.get("thresholds"), options=ds.meta.get("options"),
@@ -370,9 +372,10 @@ def load_dataset(
                 raise AndersonnError(
                     f"the {task_def.name} dataset in {candidate} is stale ({stale}); "
                     f"rebuild it with `{command}`")
+    built = cached_build(task_def.name, key, cache_dir)
+    if built is not None:
+        return built
     directory = task_root / key
-    if is_complete(directory):
-        return open_cache(directory)
     if directory.exists():
         raise AndersonnError(
             f"the {task_def.name} dataset in {directory} is incomplete (interrupted build?); "

@@ -41,7 +41,6 @@ from andersonn.data.build import CACHE_FORMAT, cached_build, datasets_root
 from andersonn.data.cache import (
     CachedDataset,
     file_sha256,
-    is_complete,
     open_cache,
     write_cache,
 )
@@ -55,6 +54,7 @@ __all__ = [
     "VALUE_COLUMNS",
     "LabelTable",
     "LabelledDataset",
+    "LabelledRows",
     "bin_class_names",
     "build_labelled_dataset",
     "choose_image",
@@ -239,17 +239,33 @@ def _check_bins(bins: Sequence[float] | None) -> list[float] | None:
     return values
 
 
+class LabelledRows(tuple[list[Any], list[int], list[str], str, list[dict[str, Any]]]):
+    """What :func:`label_rows` gives: the tuple ``(inputs, labels, classes, rule, skipped)``,
+    and ``kept``: for each input, the index of its row in the table's ``rows``."""
+
+    kept: list[int]
+
+    def __new__(cls, inputs: list[Any], labels: list[int], classes: list[str], rule: str,
+                skipped: list[dict[str, Any]], kept: list[int]) -> LabelledRows:
+        self = super().__new__(cls, (inputs, labels, classes, rule, skipped))
+        self.kept = kept
+        return self
+
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copy and pickle: __new__ takes six
+        return (*self, self.kept)
+
+
 def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
                bins: Sequence[float] | None = None, *,
-               to_class: Callable[[float], int] | None = None
-               ) -> tuple[list[Any], list[int], list[str], str, list[dict[str, Any]]]:
+               to_class: Callable[[float], int] | None = None) -> LabelledRows:
     """Class indices of a table's rows: (inputs, labels, class names, the label rule in words,
-    rows skipped). A class column takes its names as given (``classes`` fixes their order;
-    default: sorted, numerically when all are numbers); names that differ only in case or in
-    how a number is written (``Polar``, ``polar``; ``1``, ``1.0``) are one class, named as
-    first spelt (:func:`class_key`). A value column needs ``bins``, or
-    ``to_class`` (a task's own rule, with ``classes`` its names; a class column's digits are
-    then also taken as class indices)."""
+    rows skipped), with ``kept`` (:class:`LabelledRows`): the row of each input. A class
+    column takes its names as given (``classes`` fixes their order; default: sorted,
+    numerically when all are numbers); names that differ only in case or in how a number is
+    written (``Polar``, ``polar``; ``1``, ``1.0``) are one class, named as first spelt
+    (:func:`class_key`). A value column needs ``bins``, or ``to_class`` (a task's own rule,
+    with ``classes`` its names; a class column's digits are then also taken as class
+    indices)."""
     bins = _check_bins(bins)
     classes = None if classes is None else [str(c) for c in classes]  # any sequence, arrays too
     skipped = list(table.skipped)
@@ -264,6 +280,10 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
                               f"labels are class names ({table.column!r}{word})")
         names = [str(c) for c in classes] if classes else _sorted_names(
             set(_class_names([raw for _, _, raw in table.rows])))
+        if not classes and len(names) < 2:
+            raise InputError(f"{table.path}: column {table.column!r} names only one class "
+                             f"({', '.join(repr(n) for n in names)}); a classifier needs two or "
+                             "more")
         if not classes and len(names) > MAX_NUMBERED_CLASSES and all(
                 parse_value(n) is not None for n in names):
             raise ConfigError(f"{table.path}: column {table.column!r} holds {len(names)} "
@@ -281,18 +301,15 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
         rule = (f"{source} binned at {', '.join(f'{b:g}' for b in bins)}: "
                 f"class k if bins[k-1] <= value < bins[k] ({' | '.join(names)})")
         to_class = functools.partial(_bin_index, bins)
-    if len(names) < 2 and table.kind == "class" and not classes and to_class is None:
-        raise InputError(f"{table.path}: column {table.column!r} names only one class "
-                         f"({', '.join(repr(n) for n in names)}); a classifier needs two or "
-                         "more")
     if len({class_key(n) for n in names}) != len(names) or len(names) < 2:
         raise ConfigError(f"classes must be two or more distinct names (case and number "
                           f"spelling aside: a = A, 1 = 1.0), got {names}")
     lookup = {class_key(n): i for i, n in enumerate(names)}
     inputs: list[Any] = []
     labels: list[int] = []
+    kept: list[int] = []
     unknown: dict[str, str] = {}  # class key -> the first spelling
-    for where, item, raw in table.rows:
+    for row, (where, item, raw) in enumerate(table.rows):
         if table.kind == "class":
             label = lookup.get(class_key(raw))
             if label is None and to_class is not None and raw.isdigit() and \
@@ -312,6 +329,7 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
             label = to_class(value)
         inputs.append(item)
         labels.append(label)
+        kept.append(row)
     if not inputs:
         if unknown:
             first = ", ".join(repr(u) for u in list(unknown.values())[:5])
@@ -320,7 +338,7 @@ def label_rows(table: LabelTable, classes: Sequence[str] | None = None,
                              f"labels {first}{more} are not among the classes "
                              f"{', '.join(names)}")
         raise InputError(f"{table.path}: no usable rows ({describe_skipped(skipped)})")
-    return inputs, labels, names, rule, skipped
+    return LabelledRows(inputs, labels, names, rule, skipped, kept)
 
 
 def class_key(name: str) -> str:
@@ -555,9 +573,10 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
         raise InputError(f"{path}: the labels file (or a file it names, or the featuriser) "
                          f"changed since the run was trained, and the run's build {expected} "
                          "is no longer cached; train a new run on it")
+    built = None if force else cached_build(CUSTOM_TASK, key, cache_dir)
+    if built is not None:
+        return built
     directory = datasets_root(cache_dir) / CUSTOM_TASK / key
-    if not force and is_complete(directory):
-        return open_cache(directory)
     ds = labelled_dataset(inputs, labels, names, image=image, seed=seed, workers=workers,
                           progress=progress, rule=rule, skipped=skipped, meta={
                               "key": key, "cache_key": key,

@@ -26,7 +26,7 @@ import re
 import stat
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,25 +230,27 @@ def iter_records(source: str | os.PathLike[str] | StructureRecord, fmt: str | No
     """:func:`read_records` one record at a time. A file of several structures is read as a
     stream, record by record, so its size is not limited: only one structure is, to
     :data:`MAX_FILE_BYTES` (a file of one, or one record, which then fails alone when read)."""
-    _, records = _records(source, fmt, name)
+    _, _, records = _records(source, fmt, name)
     yield from records
 
 
 def _records(source: str | os.PathLike[str] | StructureRecord, fmt: str | None,
-             name: str | None) -> tuple[str, Iterator[StructureRecord]]:
-    """The name of an input and (lazily) its records."""
+             name: str | None) -> tuple[str, Path | None, Iterator[StructureRecord]]:
+    """The name of an input, its file (None for a SMILES string, text or record) and (lazily)
+    its records."""
     if isinstance(source, StructureRecord):
-        return source.name, iter([source])
+        return source.name, None, iter([source])
     path, text, fmt, name = _locate(source, fmt, name)
     if path is not None:
-        return name, _file_records(path, fmt, name)
+        return name, path, _file_records(path, fmt, name)
     assert fmt is not None
     if fmt == "smiles":  # a SMILES string is one structure, whatever it holds
-        return name, iter([StructureRecord(name, text, fmt)])
+        return name, None, iter([StructureRecord(name, text, fmt)])
     parts = split_records(text, fmt)
     if len(parts) == 1:  # the text; a CIF's one block with atoms
-        return name, iter([StructureRecord(name, parts[0][1] if fmt == "cif" else text, fmt)])
-    return name, _named_records(name, parts, fmt)
+        return name, None, iter([StructureRecord(name, parts[0][1] if fmt == "cif" else text,
+                                                 fmt)])
+    return name, None, _named_records(name, parts, fmt)
 
 
 def _named_records(name: str, parts: Iterable[tuple[str, str | None]],
@@ -272,10 +274,17 @@ def split_records(text: str, fmt: str) -> list[tuple[str, str]]:
     parts = [(title, body or "") for title, body in _cut(io.StringIO(text, newline=""), fmt)]
     if len(parts) > 1 or (parts and fmt == "sdf"):
         return parts
-    if parts and (fmt == "smiles"
-                  or (fmt == "cif" and len(re.findall(r"^[ \t]*data_", text, re.M)) > 1)):
-        return [("", parts[0][1])]  # the SMILES; the one CIF block with atoms
-    return [("", text)]
+    return [("", _sole_text(text, fmt, parts[0][1] if parts else None))]
+
+
+def _sole_text(text: str, fmt: str, first: str | None) -> str:
+    """The structure of ``text``, which holds at most one, given the text of its first part as
+    cut (None: nothing was cut): a SMILES file's SMILES, the one CIF data block with atoms of
+    a CIF of several blocks; else ``text`` whole."""
+    if first is not None and (fmt == "smiles" or (fmt == "cif" and len(
+            re.findall(r"^[ \t]*data_", text, re.M)) > 1)):
+        return first
+    return text
 
 
 def sdf_fields(text: str) -> dict[str, str]:
@@ -298,16 +307,20 @@ def sdf_fields(text: str) -> dict[str, str]:
 
 
 class _Part:
-    """The lines of one record as they are read; past ``limit`` characters only counted."""
+    """The lines of one record (or of a whole file) as they are read; past ``limit``
+    characters only counted, but the first line (a record's title) is always kept."""
 
-    __slots__ = ("limit", "lines", "size")
+    __slots__ = ("first", "limit", "lines", "size")
 
     def __init__(self, limit: float) -> None:
         self.lines: list[str] | None = []
+        self.first: str | None = None
         self.size = 0
         self.limit = limit
 
     def add(self, line: str) -> None:
+        if self.first is None:
+            self.first = line
         self.size += len(line)
         if self.lines is not None:
             if self.size > self.limit:
@@ -341,21 +354,18 @@ def _cut(lines: Iterable[str], fmt: str, limit: float = float("inf")
 def _sdf_parts(lines: Iterable[str], limit: float) -> Iterator[tuple[str, str | None]]:
     """SDF records: the text between ``$$$$`` lines that is not blank, titled by its first
     line."""
-    part: list[str] = []
-    size, blank = 0, True
+    part, blank = _Part(limit), True
     for line in lines:
         if line.startswith("$$$$") and not line[4:].strip(" \t\r\n"):
             if not blank:
-                yield part[0].strip()[:60], "".join(part) if size <= limit else None
-            part, size, blank = [], 0, True
+                yield (part.first or "").strip()[:60], part.text()
+            part, blank = _Part(limit), True
             continue
         if blank:
             blank = not line.strip()
-        size += len(line)
-        if size <= limit or not part:  # past the limit, the title line alone is kept
-            part.append(line)
+        part.add(line)
     if not blank:
-        yield part[0].strip()[:60], "".join(part) if size <= limit else None
+        yield (part.first or "").strip()[:60], part.text()
 
 
 def _block_parts(lines: Iterable[str], fmt: str, limit: float
@@ -456,13 +466,23 @@ def _single_record(source: str | os.PathLike[str] | StructureRecord, fmt: str | 
         if source.error:
             raise _fail(source.name, source.error)
         return source.text, normalise_format(fmt or source.fmt, source.name), name or source.name
-    name, records = _records(source, fmt, name)
+    name, path, records = _records(source, fmt, name)
     record = next(records)
-    held = 1 + sum(1 for _ in records)
-    if held > 1:
+    if next(records, None) is not None:
+        if isinstance(records, Generator):
+            records.close()  # the file it reads, before it is read again
+        # counted, not built: a file of many is cut again with no record's text kept
+        held = (_count_records(path, record.fmt, name) if path is not None
+                else 2 + sum(1 for _ in records))
         raise _fail(name, f"holds {held} structures ({record.fmt} records); give a file "
                           "with one, or read them all with read_records (as predict does)")
     return record.text, record.fmt, record.name
+
+
+def _count_records(path: Path, fmt: str, name: str) -> int:
+    """How many records a file of format ``fmt`` (one that may hold several) holds, each cut
+    out as it is read but none kept."""
+    return sum(1 for _ in _cut(_TextFile(path, name).lines(), fmt, 0))
 
 
 def read_conformers(source: str | os.PathLike[str] | StructureRecord, count: int,
@@ -533,14 +553,14 @@ def _locate(source: str | os.PathLike[str], fmt: str | None,
     if not src.strip():
         raise _fail(repr(src), "empty input (no SMILES string or file name)")
     path = Path(src)
-    one_line = len(src) < 4096 and "\n" not in src
-    if one_line and is_file(path):
+    mode = _file_mode(path) if len(src) < 4096 and "\n" not in src else None
+    if mode is not None and stat.S_ISREG(mode):
         return path, "", fmt, name or path.name
-    if one_line and is_dir(path):
+    if mode is not None and stat.S_ISDIR(mode):
         raise _fail(src, "a directory, not a structure file" if structure_files(path)
                     else "a directory with no structure files in it")
-    if one_line and (kind := _special_file(path)):
-        raise _fail(src, f"not a regular file ({kind})")
+    if mode is not None:
+        raise _fail(src, f"not a regular file ({_special_kind(mode)})")
     looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
     if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
         raise _fail(src, "no such file")
@@ -551,13 +571,18 @@ def _locate(source: str | os.PathLike[str], fmt: str | None,
     return None, src, normalise_format(fmt, src), name or "input"
 
 
-def _special_file(path: Path) -> str | None:
-    """What an existing file that is neither a regular file nor a directory is (``/dev/null``:
-    a character device); None where nothing exists."""
+def _file_mode(path: Path) -> int | None:
+    """The ``st_mode`` of what ``path`` names (links followed), from one ``stat``; None where
+    nothing exists or no file can have that name (a 300-character SMILES)."""
     try:
-        mode = path.stat().st_mode
+        return path.stat().st_mode
     except (OSError, ValueError):
         return None
+
+
+def _special_kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a directory is (``/dev/null``: a
+    character device)."""
     kinds = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
              (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket"))
     return next((kind for test, kind in kinds if test(mode)), "a special file")
@@ -578,19 +603,13 @@ def _file_records(path: Path, fmt: str | None, name: str) -> Iterator[StructureR
     if fmt not in MULTI_RECORD_FORMATS:
         yield StructureRecord(name, file.read(), fmt)
         return
-    whole: list[str] | None = []  # the text while the file may hold one structure
-    size = 0
+    whole = _Part(MAX_FILE_BYTES)  # the text while the file may hold one structure
 
     def kept(lines: Iterator[str]) -> Iterator[str]:
-        nonlocal whole, size
         for line in lines:
-            size += len(line)
-            if size > MAX_FILE_BYTES:
-                whole = None
-            else:
-                whole.append(line)
+            whole.add(line)
             yield line
-            if whole is None:  # more than one structure, or too large for one
+            if whole.lines is None:  # more than one structure, or too large for one
                 break
         yield from lines
 
@@ -599,16 +618,16 @@ def _file_records(path: Path, fmt: str | None, name: str) -> Iterator[StructureR
     first, second = next(parts, None), next(parts, None)
     if second is None:  # one structure (or none): the file is that structure
         for _ in lines:  # with what follows it (text after an xyz frame)
-            if whole is None:
+            if whole.lines is None:
                 break
-        if whole is None:
+        text = whole.text()
+        if text is None:
             raise file.too_large()
-        text = _unescape("".join(whole))
-        if fmt in ("cif", "smiles"):  # the one CIF block with atoms; the SMILES
-            text = split_records(text, fmt)[0][1]
-        yield StructureRecord(name, text, fmt)
+        # the one CIF block with atoms; the SMILES (the first part, not cut again)
+        body = None if first is None else _unescape(first[1] or "")
+        yield StructureRecord(name, _sole_text(_unescape(text), fmt, body), fmt)
         return
-    whole = None
+    whole.lines = None  # several structures: no longer kept
     yield from _named_records(name, itertools.chain((first, second), parts), fmt)
 
 

@@ -29,8 +29,8 @@ from safetensors.torch import save as st_save
 from andersonn.errors import AndersonnError
 from andersonn.fileio import atomic_write_bytes, atomic_write_json
 
-__all__ = ["POINTER", "latest_checkpoint", "load_checkpoint", "load_weights", "save_checkpoint",
-           "save_weights"]
+__all__ = ["POINTER", "checkpoint_epoch", "latest_checkpoint", "load_checkpoint", "load_weights",
+           "read_pointer", "save_checkpoint", "save_weights"]
 
 POINTER = "checkpoint.json"
 WARM_FILE = "warm_start.safetensors"
@@ -82,15 +82,34 @@ def save_checkpoint(run_dir: str | Path, epoch: int, *, model_state: dict[str, t
     return folder
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The directory of the last finished epoch, or None when there is none."""
+def read_pointer(run_dir: str | Path) -> dict[str, Any] | None:
+    """``checkpoint.json`` of ``run_dir``: ``{"epoch": int, "path": str}`` (None: no pointer);
+    :class:`AndersonnError` when it cannot be read or lacks either."""
     pointer = Path(run_dir) / POINTER
     if not pointer.is_file():
         return None
     try:
-        folder = Path(run_dir) / json.loads(pointer.read_text())["path"]
-    except (ValueError, KeyError, TypeError):
+        record = json.loads(pointer.read_text())
+        return {"epoch": int(record["epoch"]), "path": str(record["path"])}
+    except (OSError, ValueError, KeyError, TypeError):
         raise AndersonnError(f"{pointer}: damaged checkpoint pointer") from None
+
+
+def checkpoint_epoch(run_dir: str | Path) -> int | None:
+    """The last finished epoch checkpointed in ``run_dir`` (None: no readable pointer)."""
+    try:
+        record = read_pointer(run_dir)
+    except AndersonnError:
+        return None
+    return None if record is None else record["epoch"]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The directory of the last finished epoch, or None when there is none."""
+    record = read_pointer(run_dir)
+    if record is None:
+        return None
+    pointer, folder = Path(run_dir) / POINTER, Path(run_dir) / record["path"]
     if not (folder / "state.json").is_file():
         raise AndersonnError(f"{pointer} names {folder}, which is incomplete")
     return folder

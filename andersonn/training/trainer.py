@@ -62,8 +62,8 @@ from andersonn.training.inputs import (
 )
 from andersonn.training.warm_start import WarmStarts
 
-__all__ = ["TrainResult", "TrainingInterrupted", "resolve_device", "resume_conflicts",
-           "settings_conflicts", "train"]
+__all__ = ["TrainResult", "TrainingInterrupted", "epochs_held", "plural", "resolve_device",
+           "resume_conflicts", "settings_conflicts", "train"]
 
 # Fields that define the model/data: a resumed run must agree on them. (lr and weight_decay
 # too: the optimizer's state, loaded from the checkpoint, would keep the old ones; and the loss
@@ -90,13 +90,33 @@ _FINAL_KEYS = ("calibration", "best_epoch", "best_val_acc", "finished")
 _RESUME_DATA_KEYS = ("featurizer_version", "image_spec", "classes", "label_rule", "thresholds")
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``: a count and its noun, plural unless the count is 1."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def epochs_held(epoch: int) -> str:
+    """``epoch 1`` or ``epochs 1–N``: the finished epochs of a run (``epoch`` >= 1)."""
+    return "epoch 1" if epoch == 1 else f"epochs 1–{epoch}"
+
+
+def _stopped_after(epoch: int, epochs: int, reason: str) -> str:
+    """``stopped after epoch 3 of 8 (patience)``: an early stop, as said and returned."""
+    return f"stopped after epoch {epoch} of {epochs} ({reason})"
+
+
+def _say_stopped(info: DistInfo, why: str, epoch: int, epochs: int, reason: str) -> None:
+    """Say an early stop on stderr (rank 0; an outcome, not progress: also without it)."""
+    if info.is_main:
+        print(f"andersonn: {why}; {_stopped_after(epoch, epochs, reason)}", file=sys.stderr)
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training: ``run_dir`` holds the checkpoint of ``epoch`` (0: none yet) of
     ``epochs``, from which ``--resume`` continues."""
 
     def __init__(self, run_dir: Path, epoch: int, epochs: int) -> None:
-        held = ("no finished epoch" if epoch == 0 else "epoch 1" if epoch == 1
-                else f"epochs 1–{epoch}")
+        held = "no finished epoch" if epoch == 0 else epochs_held(epoch)
         super().__init__(f"interrupted: {run_dir} holds {held} of {epochs}")
         self.run_dir, self.epoch, self.epochs = run_dir, epoch, epochs
 
@@ -119,7 +139,7 @@ class TrainResult:
         done = self.run_config.get("finished") or {}
         if not done.get("stopped"):
             return None
-        return f"stopped after epoch {done['epoch']} of {done['epochs']} ({done['stopped']})"
+        return _stopped_after(done["epoch"], done["epochs"], done["stopped"])
 
 
 def _set_threads(cfg: TrainConfig) -> None:
@@ -524,10 +544,9 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             # checked before the epoch, so resuming a run that stopped early does not train on
             if cfg.patience is not None and epoch - 1 - best_epoch >= cfg.patience:
                 stopped = "patience"
-                if info.is_main:  # an outcome, not progress: said with --no-progress too
-                    print(f"andersonn: no validation improvement for {epoch - 1 - best_epoch} "
-                          f"epochs (best: epoch {best_epoch}); stopped after epoch "
-                          f"{epoch - 1} of {cfg.epochs} (patience)", file=sys.stderr)
+                _say_stopped(info, "no validation improvement for "
+                             f"{plural(epoch - 1 - best_epoch, 'epoch')} (best: epoch "
+                             f"{best_epoch})", epoch - 1, cfg.epochs, stopped)
                 break
             # the training time so far (wall_time_s, over every epoch of the run, resumed or
             # not) against max_time_s, checked before the epoch as patience is: a resumed run
@@ -536,10 +555,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             if broadcast_object(cfg.max_time_s is not None and wall_total >= cfg.max_time_s,
                                 info):
                 stopped = "max_time_s"
-                if info.is_main:  # an outcome, not progress: said with --no-progress too
-                    print(f"andersonn: time limit reached ({wall_total:.1f} s of training, "
-                          f"max_time_s {cfg.max_time_s:g}); stopped after epoch {epoch - 1} "
-                          f"of {cfg.epochs} (max_time_s)", file=sys.stderr)
+                _say_stopped(info, f"time limit reached ({wall_total:.1f} s of training, "
+                             f"max_time_s {cfg.max_time_s:g})", epoch - 1, cfg.epochs, stopped)
                 break
             sampler.set_epoch(epoch)
             order = torch.tensor(list(iter(sampler)), dtype=torch.long)
