@@ -159,5 +159,5 @@ def test_accelerator_path_iteration_dispatches_no_composite_ops(accelerator_path
                     "aten::zeros_like", "aten::index_put_"} & set(ops), ops
     # the budget of this session's code (f here: 4 ops; Anderson took 75.6 before it); more
     # is a regression to look at
-    assert sum(forward.values()) <= 20, forward
-    assert sum(anderson.values()) <= 64, anderson
+    assert round(sum(forward.values()), 3) <= 20, forward
+    assert round(sum(anderson.values()), 3) <= 59, anderson

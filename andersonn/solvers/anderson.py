@@ -89,6 +89,7 @@ def solve_spd(a: Tensor, rhs: Tensor) -> tuple[Tensor, Tensor]:
 
 
 _TINY = torch.finfo(torch.float64).tiny ** 0.5  # keeps the regularised system positive definite
+_SMALLEST, _LARGEST = torch.finfo(torch.float64).tiny, torch.finfo(torch.float64).max
 
 
 class _Workspace(threading.local):
@@ -139,6 +140,7 @@ class _Anderson:
         self.plain = torch.zeros(b, dtype=torch.bool, device=z.device)
         self.free = ~self.plain  # rows that take Anderson steps (kept: ~plain per iteration)
         self.eye = torch.eye(self.m, dtype=torch.float64, device=z.device)
+        self.floor = torch.tensor(_TINY, dtype=torch.float64, device=z.device)  # of λ̃
         self.pos = self.used = 0
         # Python-side facts that let eager CPU solves skip the masking in propose: no row takes
         # plain steps, and every slot in use is valid once pos >= dirty_until (a restart
@@ -184,7 +186,7 @@ class _Anderson:
         self.F[:, s].copy_(fz)
         self.pos += 1
         u = self.used = min(self.pos, self.m)
-        row = self._gram_row(u, slot).to(torch.float64)
+        row = self._gram_row(u, slot)  # the writes cast it to float64 (no kernel of its own)
         self.GG[:, s, :u] = row
         self.GG[:, :u, s] = row
         self.valid[:, s] = True
@@ -226,14 +228,15 @@ class _Anderson:
         did not converge). The harmonic mean follows the smallest residuals (m = 20, 40, 100:
         19) and gives the arithmetic mean's evaluations at m = 5 on the benchmark's conv cells.
         Divisions and sums only (no log/exp, whose vectorised and scalar kernels can differ in
-        the last bit), so the weights agree bit for bit between both paths and batch sizes."""
-        inverse = diag.clamp_min(_TINY).reciprocal()  # (1.0 / x is reciprocal, then × 1.0)
+        the last bit), so the weights agree bit for bit between both paths and batch sizes.
+        A zero ‖g_i‖² (an exact fixed point) makes λ̃ the floor; four kernels in all."""
         if valid is None:
+            inverse = diag.reciprocal()  # (1.0 / x is reciprocal, then × 1.0: two kernels)
             count = diag.new_full(diag.shape[:1], diag.shape[1])
         else:
-            inverse = torch.where(valid, inverse, 0.0)
+            inverse = torch.where(valid, diag, math.inf).reciprocal()
             count = valid.sum(1, dtype=diag.dtype)
-        return self.lam * (count / inverse.sum(1).clamp_min(_TINY)) + _TINY
+        return torch.addcdiv(self.floor, count, inverse.sum(1), value=self.lam)
 
     def _weights_all_valid(self) -> Tensor | None:
         """α (b, m) when the ring is full, every slot is valid and no row takes plain steps: the
@@ -248,7 +251,7 @@ class _Anderson:
         w = torch.cholesky_solve(a.new_ones(a.shape[0], u, 1), chol).squeeze(2)
         wsum = w.sum(1, keepdim=True)
         low = float(wsum.min())
-        if int(info.max()) != 0 or not 0.0 < low < float("inf"):
+        if int(info.max()) != 0 or not _SMALLEST <= low <= _LARGEST:  # as the general path
             return None
         return w / wsum
 
@@ -282,7 +285,7 @@ class _Anderson:
         # _weights_all_valid; α = w / Σw would overflow only for a vanishing positive Σw, and
         # that step would be rejected by the safeguard as any non-finite iterate is
         total = wsum.squeeze(1)
-        ok = factored & (total > 0) & (total < math.inf) & self.free
+        ok = factored & (total.clamp(_SMALLEST, _LARGEST) == total) & self.free  # 0 < Σw < inf
         u = self.used
         alpha = torch.where(ok.unsqueeze(1), alpha, self.eye[self.last])
         return self._mix(alpha[:, :u].to(self.F.dtype).unsqueeze(1))
