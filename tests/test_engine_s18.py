@@ -140,7 +140,7 @@ def _ops_per_iteration(name: str) -> collections.Counter:
     def count(iterations):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             solve(f, torch.zeros(16, 32, dtype=F64), name, tol=0.0, max_iter=iterations,
-                  args=(w, x))
+                  args=(w, x), check_every=5)  # fixed checks: the iterations' own cost
         return collections.Counter(e.name for e in prof.events()
                                    if e.cpu_parent is None and e.name.startswith("aten::")
                                    and e.name not in _VIEWS)
@@ -161,3 +161,29 @@ def test_accelerator_path_iteration_dispatches_no_composite_ops(accelerator_path
     # is a regression to look at
     assert round(sum(forward.values()), 3) <= 20, forward
     assert round(sum(anderson.values()), 3) <= 59, anderson
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("problem", ["linear", "relu"])
+def test_adaptive_checks_stop_about_when_checking_every_iteration_would(accelerator_path, name,
+                                                                         problem):
+    # the accelerator default (check_every=None): at most every 5 iterations, sooner where the
+    # residuals' fall predicts that the last active row converges sooner
+    make, tol, max_iter = PROBLEMS[problem]
+    f, args, z0 = make()
+    opts = dict(tol=tol, max_iter=max_iter, args=args)
+    z_every, every = solve(f, z0, name, check_every=1, **opts)
+    z_fixed, fixed = solve(f, z0, name, check_every=5, **opts)
+    z_auto, auto = solve(f, z0, name, **opts)
+    assert bool(auto.converged.eq(every.converged).all())
+    assert every.iterations <= auto.iterations <= fixed.iterations
+    assert auto.iterations <= every.iterations + 2
+    assert auto.trace.shape[1] == auto.iterations
+    done = auto.converged
+    torch.testing.assert_close(z_auto[done], z_every[done], atol=1e-6, rtol=0)
+
+
+def test_adaptive_checks_are_off_where_a_check_interval_is_given(accelerator_path):
+    f, args, z0 = _staggered_linear()
+    _, stats = solve(f, z0, "anderson", tol=1e-12, max_iter=600, args=args, check_every=4)
+    assert all(int(n) % 4 == 0 for n in stats.nfev)

@@ -6,7 +6,9 @@ and how to absorb an evaluated one:
 
 * the batch is flattened to (B, n) and kept in a *history dtype* (float64 for float64 input,
   float32 otherwise — also when ``f`` runs in bf16/fp16 or under autocast);
-* convergence is checked only every ``check_every`` iterations (one host sync per check), and
+* convergence is checked only every ``check_every`` iterations (one host sync per check; on
+  accelerators by default adaptively, at most every 5: sooner where the residuals' fall predicts
+  the end of the solve), and
   at each check the samples that reached ``tol`` (or produced NaN/Inf) are retired and the state
   is compacted, so ``f`` is evaluated only on the still-active rows from then on. ``f`` must be
   batch-independent (row i of f(z) depends on row i of z only: GroupNorm, not BatchNorm);
@@ -57,6 +59,7 @@ COMPACT = 8  # retired rows are dropped from the batch once they are 1/8 of it (
 COMPACT_GRAPH = 2
 STALL_GAIN = 0.9  # stagnation fallback: a fall of the best residual by 10 % is progress
 STALL_GIVE_UP = 3  # ... and plain steps are given up after 3 × patience of them without progress
+CHECK_EVERY = 5  # on accelerators, by default, at most this many iterations between checks
 TRACE_COLUMNS = 64  # the residual trace starts this wide (at most max_iter) and doubles as needed
 # Tests and profiling set this False to run, on the CPU, exactly the code path of accelerators
 # (no host syncs between checks, no CPU-only shortcuts), which no CPU-only machine would cover.
@@ -457,8 +460,11 @@ def run(
     tol = number_option("tol", tol, 0.0)
     eps = number_option("eps", eps, 0.0)
     safeguard_factor = number_option("safeguard_factor", safeguard_factor, 1.0)
+    # the default on accelerators: at most every CHECK_EVERY iterations, sooner where the
+    # residuals' fall predicts the last active row's convergence (see predicted_block)
+    adaptive = check_every is None and not sync_is_cheap(z0.device)
     if check_every is None:
-        check_every = 1 if sync_is_cheap(z0.device) else 5
+        check_every = 1 if sync_is_cheap(z0.device) else CHECK_EVERY
     check_every = integer_option("check_every", check_every, 1)
     if not isinstance(cuda_graph, bool):
         raise ConfigError(f"option cuda_graph={cuda_graph!r} must be True or False")
@@ -538,8 +544,21 @@ def run(
             return res.masked_fill_(d == math.inf, math.inf)
 
         def is_check(k: int) -> bool:
-            """Convergence is checked (one host sync) before evaluation k + 1."""
-            return k % check_every == 0 or k >= max_iter
+            """Convergence is checked (one host sync) before evaluation k + 1: every
+            ``check_every`` evaluations, or (adaptive) after every block but the first."""
+            return k >= max_iter or (k > 1 if adaptive else k % check_every == 0)
+
+        def predicted_block(best_res: Tensor, since: Tensor, iterations: int) -> int:
+            """(adaptive checks) Iterations until the next check: those the slowest active row
+            needs to reach tol at the rate its best residual fell by over the last
+            ``iterations`` (from ``since``), between 1 and ``check_every``. On a GPU a check
+            costs a host sync and a few kernels, an iteration ~100 kernels, so a check where
+            the solve probably ends beats up to check_every − 1 wasted iterations."""
+            rate = torch.log(best_res / since) / iterations
+            need = torch.log(tol / best_res) / rate
+            need = torch.where(rate < 0, need, float(check_every))  # not falling: the longest
+            need = torch.where(s.alive, need, 0.0).max().clamp(1, check_every)
+            return int(torch.ceil(need))  # one sync, at a check (which syncs anyway)
 
         z0_flat = z0.detach().reshape(batch, -1).to(hdtype)
         n = z0_flat.shape[1]
@@ -593,6 +612,8 @@ def run(
         # place row by row, rather than references to an iterate the method may still hold
         best_owned = [False]
         compact = COMPACT_GRAPH if graphs is not None else COMPACT
+        adaptive = adaptive and graphs is None  # graphs replay blocks of one length
+        checked_at, checked_best, next_length = 1, s.best_res, check_every - 1
         k = 1  # f evaluations so far for every active row
         flushed = 1  # trace columns before this one are written
 
@@ -708,6 +729,8 @@ def run(
                     n_alive = int(s.alive.sum())
                     if n_alive == 0:
                         break
+                if adaptive:
+                    next_length = predicted_block(s.best_res, checked_best, k - checked_at)
                 # Retired rows are recorded at once and dropped from the batch (a copy of all
                 # solver state) once they are >= 1/COMPACT of it: f never spends more than that
                 # share of its work on retired rows, and compaction stays rare. In graph solves
@@ -726,8 +749,12 @@ def run(
                     )
                     method.select(keep)
                     epoch += 1
+                checked_at, checked_best = k, s.best_res
 
-            length = min(max_iter, (k // check_every + 1) * check_every) - k
+            if adaptive:
+                length = min(max_iter - k, next_length)
+            else:
+                length = min(max_iter, (k // check_every + 1) * check_every) - k
             watch_iterations = length if watch is not None else 0
 
             def block(masked: bool, length: int = length, watch_iterations: int = watch_iterations
