@@ -351,7 +351,7 @@ def test_cuda_overflowing_norm_is_divergence_and_the_trace_compact(cuda_graph):
     f, b = _staggered_linear()
     b = b.cuda()
     zc, sc = solve(f, torch.zeros_like(b), "forward", tol=1e-10, max_iter=1500, args=(b,),
-                   stop_mode="abs", cuda_graph=cuda_graph)
+                   stop_mode="abs", cuda_graph=cuda_graph, check_every=5)
     z, s = solve(f, torch.zeros_like(b).cpu(), "forward", tol=1e-10, max_iter=1500,
                  args=(b.cpu(),), stop_mode="abs", check_every=5)
     assert sc.iterations > 64 and sc.trace.is_contiguous()

@@ -173,7 +173,7 @@ def test_adaptive_checks_stop_about_when_checking_every_iteration_would(accelera
     f, args, z0 = make()
     opts = dict(tol=tol, max_iter=max_iter, args=args)
     z_every, every = solve(f, z0, name, check_every=1, **opts)
-    z_fixed, fixed = solve(f, z0, name, check_every=5, **opts)
+    _, fixed = solve(f, z0, name, check_every=5, **opts)
     z_auto, auto = solve(f, z0, name, **opts)
     assert bool(auto.converged.eq(every.converged).all())
     assert every.iterations <= auto.iterations <= fixed.iterations
