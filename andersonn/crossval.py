@@ -196,15 +196,19 @@ def _finished(run_dir: Path, epochs: int | None = None, *, calibrated: bool = Tr
     return epochs is None or planned == int(epochs)
 
 
+def fold_runs(out_dir: str | Path) -> list[Path]:
+    """The fold runs (with a config) of the cross-validation ``out_dir``, in fold order."""
+    return sorted((conf.parent for conf in Path(out_dir).glob("fold-*/config.json")),
+                  key=lambda d: (len(d.name), d.name))
+
+
 def finished_folds(out_dir: str | Path) -> list[Path]:
     """The fold runs in the cross-validation ``out_dir`` whose training finished (as
     :func:`summarize` and a resume judge them: their final stage is recorded for the epochs
     they plan; a calibration is not required, ``calibrate`` adds it), in fold order. A fold
     interrupted in a resume that extends it still holds the weights of its earlier end, but
     is not finished."""
-    runs = sorted((conf.parent for conf in Path(out_dir).glob("fold-*/config.json")),
-                  key=lambda d: (len(d.name), d.name))
-    return [run for run in runs if _finished(run, calibrated=False)]
+    return [run for run in fold_runs(out_dir) if _finished(run, calibrated=False)]
 
 
 def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None = None,

@@ -42,10 +42,12 @@ def relu_norm_cells(batch: int, n: int, seed: int):
     b = torch.randn(batch, n, generator=gen, dtype=F64)
 
     def f(z, w, b):
-        h = torch.relu(torch.bmm(w, z.unsqueeze(2)))
-        y = torch.relu(z + torch.bmm(w.transpose(1, 2), h).squeeze(2) + b)
+        # row-wise products and sums, not bmm (whose last bits depend on the batch size on
+        # some CPUs): a row's values do not depend on the rows beside it
+        h = torch.relu((w * z.unsqueeze(1)).sum(2))
+        y = torch.relu(z + (w * h.unsqueeze(2)).sum(1) + b)
         y = y - y.mean(1, keepdim=True)
-        return y / (y.std(1, keepdim=True) + 1e-5)
+        return y / ((y * y).sum(1, keepdim=True).div(y.shape[1] - 1).sqrt() + 1e-5)  # (std)
 
     return f, (w, b)
 

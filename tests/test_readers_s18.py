@@ -138,3 +138,14 @@ def test_label_rows_names_the_row_of_each_input(tmp_path: Path) -> None:
     classes = tmp_path / "c.csv"
     classes.write_text("smiles,class\nC,a\nCC,b\nCO,c\n")
     assert label_rows(read_label_table(classes), classes=["b", "a"]).kept == [0, 1]
+
+
+def test_a_one_smiles_file_with_a_latin1_title_separator_is_read(tmp_path):
+    # 0xA0 (NBSP in Latin-1) separates the SMILES from its title; it is whitespace only once
+    # the undecodable byte has been decoded, so the line is cut after decoding
+    from andersonn.structures.readers import read_records, read_structure
+
+    path = tmp_path / "one.smi"
+    path.write_bytes(b"CCO\xa0ethanol\n")
+    assert [r.text for r in read_records(path)] == ["CCO"]
+    assert read_structure(path).formula == "C2H6O"

@@ -370,21 +370,20 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _calibrate_cross_validation(args: argparse.Namespace) -> int:
     """``calibrate CV_DIR``: every finished fold run, then the summary (its probabilities are
     the calibrated ones) when the cross-validation has one."""
-    from andersonn.crossval import finished_folds, summarize
+    from andersonn.crossval import finished_folds, fold_runs, summarize
     from andersonn.errors import AndersonnError
     from andersonn.training import calibrate_run
 
-    folds = sorted(Path(args.run_dir).glob("fold-*/config.json"),
-                   key=lambda p: (len(p.parent.name), p.parent.name))
+    folds = fold_runs(args.run_dir)
     done = finished_folds(args.run_dir)  # by the final record: weights alone may be older
     if not done:
         raise AndersonnError(f"{args.run_dir}: a cross-validation without a finished fold")
     for run in done:
         print(f"{run}:")
         _print_calibration(calibrate_run(run, device=args.device), indent="  ")
-    for path in folds:
-        if path.parent not in done:
-            print(f"{path.parent}: not finished; calibrated when its training ends")
+    for run in folds:
+        if run not in done:
+            print(f"{run}: not finished; calibrated when its training ends")
     print(f"stored in each fold's config.json ({len(done)} of {len(folds)})")
     if (Path(args.run_dir) / "cv.json").is_file() and len(done) == len(folds):
         summary = summarize(args.run_dir, device=args.device)

@@ -229,7 +229,7 @@ class _Anderson:
         19) and gives the arithmetic mean's evaluations at m = 5 on the benchmark's conv cells.
         Divisions and sums only (no log/exp, whose vectorised and scalar kernels can differ in
         the last bit), so the weights agree bit for bit between both paths and batch sizes.
-        A zero ‖g_i‖² (an exact fixed point) makes λ̃ the floor; four kernels in all."""
+        A zero ‖g_i‖² (an exact fixed point) makes λ̃ the floor; five kernels in all."""
         if valid is None:
             inverse = diag.reciprocal()  # (1.0 / x is reciprocal, then × 1.0: two kernels)
             count = diag.new_full(diag.shape[:1], diag.shape[1])
@@ -283,7 +283,7 @@ class _Anderson:
         alpha = w / wsum
         # a finite sum means finite weights (an Inf or NaN term makes the sum Inf or NaN), as in
         # _weights_all_valid; α = w / Σw would overflow only for a vanishing positive Σw, and
-        # that step would be rejected by the safeguard as any non-finite iterate is
+        # that iterate would be rejected by the safeguard (divergence without it), as before
         total = wsum.squeeze(1)
         ok = factored & (total.clamp(_SMALLEST, _LARGEST) == total) & self.free  # 0 < Σw < inf
         u = self.used

@@ -7,8 +7,8 @@ and how to absorb an evaluated one:
 * the batch is flattened to (B, n) and kept in a *history dtype* (float64 for float64 input,
   float32 otherwise — also when ``f`` runs in bf16/fp16 or under autocast);
 * convergence is checked only every ``check_every`` iterations (one host sync per check; on
-  accelerators by default adaptively, at most every 5: sooner where the residuals' fall predicts
-  the end of the solve), and
+  accelerators by default each row at its own adaptive checks, at most every 5 iterations:
+  sooner where the fall of its residual predicts its convergence), and
   at each check the samples that reached ``tol`` (or produced NaN/Inf) are retired and the state
   is compacted, so ``f`` is evaluated only on the still-active rows from then on. ``f`` must be
   batch-independent (row i of f(z) depends on row i of z only: GroupNorm, not BatchNorm);
@@ -460,8 +460,8 @@ def run(
     tol = number_option("tol", tol, 0.0)
     eps = number_option("eps", eps, 0.0)
     safeguard_factor = number_option("safeguard_factor", safeguard_factor, 1.0)
-    # the default on accelerators: at most every CHECK_EVERY iterations, sooner where the
-    # residuals' fall predicts the last active row's convergence (see predicted_block)
+    # the default on accelerators: each row is checked at most every CHECK_EVERY iterations,
+    # sooner where the fall of its residual predicts its convergence (see own_checks)
     adaptive = check_every is None and not sync_is_cheap(z0.device)
     if check_every is None:
         check_every = 1 if sync_is_cheap(z0.device) else CHECK_EVERY
@@ -548,17 +548,24 @@ def run(
             ``check_every`` evaluations, or (adaptive) after every block but the first."""
             return k >= max_iter or (k > 1 if adaptive else k % check_every == 0)
 
-        def predicted_block(best_res: Tensor, since: Tensor, iterations: int) -> int:
-            """(adaptive checks) Iterations until the next check: those the slowest active row
-            needs to reach tol at the rate its best residual fell by over the last
-            ``iterations`` (from ``since``), between 1 and ``check_every``. On a GPU a check
-            costs a host sync and a few kernels, an iteration ~100 kernels, so a check where
-            the solve probably ends beats up to check_every − 1 wasted iterations."""
-            rate = torch.log(best_res / since) / iterations
-            need = torch.log(tol / best_res) / rate
-            need = torch.where(rate < 0, need, float(check_every))  # not falling: the longest
-            need = torch.where(s.alive, need, 0.0).max().clamp(1, check_every)
-            return int(torch.ceil(need))  # one sync, at a check (which syncs anyway)
+        def own_checks(k: int, due: Tensor) -> int:
+            """(adaptive checks) Schedule each row's next own check and return the next host
+            check. A row due now is next checked when, at the rate its best residual fell since
+            its last own check, it reaches tol — 1 to ``check_every`` iterations on, never past
+            the next multiple of ``check_every`` (where the stall watch is updated) nor
+            ``max_iter``. A row is retired only at its own checks, so its schedule, iterates
+            and result depend on its own residuals alone: the batch result equals solo solves.
+            On a GPU a check costs a host sync and a few kernels, an iteration ~100 kernels, so
+            a check where a row probably converges beats up to check_every − 1 wasted
+            iterations."""
+            rate = torch.log(s.best_res / s.own_best) / (k - s.own_k)
+            need = torch.where(rate < 0, torch.log(tol / s.best_res) / rate, float(check_every))
+            step = torch.ceil(need.clamp(1, check_every)).to(torch.int64)
+            grid = min(max_iter, (k // check_every + 1) * check_every)
+            s.own_next = torch.where(due, (step + k).clamp(max=grid), s.own_next)
+            s.own_k = torch.where(due, k, s.own_k)
+            s.own_best = torch.where(due, s.best_res, s.own_best)
+            return int(torch.where(s.alive, s.own_next, max_iter).min())  # the check's sync
 
         z0_flat = z0.detach().reshape(batch, -1).to(hdtype)
         n = z0_flat.shape[1]
@@ -613,7 +620,12 @@ def run(
         best_owned = [False]
         compact = COMPACT_GRAPH if graphs is not None else COMPACT
         adaptive = adaptive and graphs is None  # graphs replay blocks of one length
-        checked_at, checked_best, next_length = 1, s.best_res, check_every - 1
+        if adaptive:  # each row's next own check, and the iteration and best of its last one
+            s.own_next = torch.full_like(s.rejected, min(check_every, max_iter))
+            s.own_k = torch.ones_like(s.rejected)
+            s.own_best = s.best_res
+        next_check = min(check_every, max_iter)
+        watched = 1  # iterations at the last update of the stall watch
         k = 1  # f evaluations so far for every active row
         flushed = 1  # trace columns before this one are written
 
@@ -692,12 +704,14 @@ def run(
                     flushed = k
                 done = s.best_res <= tol
                 s.bad &= s.alive
-                retire = (done | s.bad) & s.alive if k < max_iter else s.alive.clone()
+                due = s.alive & (s.own_next == k) if adaptive else s.alive  # own check now
+                retire = (done | s.bad) & due if k < max_iter else s.alive.clone()
                 if bool(retire.any()):
                     rows = global_rows()
-                    n_bad = int(s.bad.sum())
+                    bad_now = s.bad & retire
+                    n_bad = int(bad_now.sum())
                     if n_bad:
-                        bad_rows = rows[s.bad].tolist()
+                        bad_rows = rows[bad_now].tolist()
                         msg = (
                             f"{name}: the residual became NaN/Inf for {n_bad} of {batch} samples "
                             f"(rows {bad_rows[:8]}{'...' if n_bad > 8 else ''}) by iteration {k}: "
@@ -730,7 +744,7 @@ def run(
                     if n_alive == 0:
                         break
                 if adaptive:
-                    next_length = predicted_block(s.best_res, checked_best, k - checked_at)
+                    next_check = own_checks(k, due)
                 # Retired rows are recorded at once and dropped from the batch (a copy of all
                 # solver state) once they are >= 1/COMPACT of it: f never spends more than that
                 # share of its work on retired rows, and compaction stays rare. In graph solves
@@ -749,13 +763,16 @@ def run(
                     )
                     method.select(keep)
                     epoch += 1
-                checked_at, checked_best = k, s.best_res
 
             if adaptive:
-                length = min(max_iter - k, next_length)
+                length = next_check - k
             else:
                 length = min(max_iter, (k // check_every + 1) * check_every) - k
-            watch_iterations = length if watch is not None else 0
+            # the stall watch advances on the grid of check_every (blocks end on it, or earlier)
+            end = k + length
+            watch_iterations = 0
+            if watch is not None and (end % check_every == 0 or end >= max_iter):
+                watch_iterations, watched = end - watched, end
 
             def block(masked: bool, length: int = length, watch_iterations: int = watch_iterations
                       ) -> None:
