@@ -233,3 +233,30 @@ def test_adaptive_checks_keep_every_row_equal_to_its_solo_solve(monkeypatch, acc
         assert int(si.nfev[0]) == int(stats.nfev[i]), i
         assert int(si.stalled[0]) == int(stats.stalled[i]), i
         assert torch.equal(zi[0], z[i]), i
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_adaptive_checks_survive_a_residual_falling_past_the_float_range(accelerator_path,
+                                                                         name):
+    # float32: the relative residual falls from ~5e26 to ~1e-30 between two checks, so their
+    # ratio underflows to 0 and the predicted rate is −inf; with tol 0 the schedule read
+    # −inf / −inf = NaN and the loop ran for ever (found in review)
+    def f(z):
+        return torch.cat([torch.where(z[:, :1] == 5e17, 0.0, 1e18), z[:, 1:] + 1e-12], 1)
+
+    for tol in (0.0, 1e-300):
+        _, stats = solve(f, torch.tensor([[5e17, 0.0]]), name, tol=tol, max_iter=20,
+                         on_divergence="mark")
+        # it ends: at max_iter, or where the residual reaches exactly 0 (Broyden does)
+        assert int(stats.nfev[0]) == stats.iterations <= 20
+        assert stats.iterations == 20 or float(stats.lowest_residual[0]) == 0.0
+
+
+def test_adaptive_checks_stop_a_warm_start_at_its_first_evaluation(accelerator_path):
+    # a row already converged at z0 (a warm start) is checked there, not after 5 evaluations
+    f, (a, b), exact = linear_problem(3, 8, 0.9, seed=1)
+    z0 = exact.clone()
+    z0[2] = 0.0  # one cold row
+    z, stats = solve(f, z0, "anderson", tol=1e-10, max_iter=200, args=(a, b))
+    assert stats.nfev.tolist()[:2] == [1, 1] and int(stats.nfev[2]) > 1
+    assert bool(stats.converged.all())

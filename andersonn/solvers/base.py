@@ -545,8 +545,9 @@ def run(
 
         def is_check(k: int) -> bool:
             """Convergence is checked (one host sync) before evaluation k + 1: every
-            ``check_every`` evaluations, or (adaptive) after every block but the first."""
-            return k >= max_iter or (k > 1 if adaptive else k % check_every == 0)
+            ``check_every`` evaluations, or (adaptive) after every block, and at z0 (a warm
+            start may have converged there already)."""
+            return k >= max_iter or adaptive or k % check_every == 0
 
         def own_checks(k: int, due: Tensor) -> int:
             """(adaptive checks) Schedule each row's next own check and return the next host
@@ -558,14 +559,18 @@ def run(
             On a GPU a check costs a host sync and a few kernels, an iteration ~100 kernels, so
             a check where a row probably converges beats up to check_every − 1 wasted
             iterations."""
-            rate = torch.log(s.best_res / s.own_best) / (k - s.own_k)
-            need = torch.where(rate < 0, torch.log(tol / s.best_res) / rate, float(check_every))
-            step = torch.ceil(need.clamp(1, check_every)).to(torch.int64)
+            best = s.best_res.double()  # a float32 ratio of residuals can underflow to 0
+            # (at z0 there is no rate yet, 0: the next check is on the grid)
+            rate = torch.log(best / s.own_best) / (k - s.own_k).clamp(min=1)
+            need = torch.where(rate < 0, torch.log(tol / best) / rate, float(check_every))
+            # NaN (−inf / −inf: a residual that fell past the float range, or tol 0): longest
+            step = torch.ceil(need.nan_to_num(check_every).clamp(1, check_every)).to(torch.int64)
             grid = min(max_iter, (k // check_every + 1) * check_every)
             s.own_next = torch.where(due, (step + k).clamp(max=grid), s.own_next)
             s.own_k = torch.where(due, k, s.own_k)
-            s.own_best = torch.where(due, s.best_res, s.own_best)
-            return int(torch.where(s.alive, s.own_next, max_iter).min())  # the check's sync
+            s.own_best = torch.where(due, best, s.own_best)
+            nxt = int(torch.where(s.alive, s.own_next, max_iter).min())  # the check's sync
+            return max(k + 1, nxt)
 
         z0_flat = z0.detach().reshape(batch, -1).to(hdtype)
         n = z0_flat.shape[1]
@@ -620,10 +625,11 @@ def run(
         best_owned = [False]
         compact = COMPACT_GRAPH if graphs is not None else COMPACT
         adaptive = adaptive and graphs is None  # graphs replay blocks of one length
-        if adaptive:  # each row's next own check, and the iteration and best of its last one
-            s.own_next = torch.full_like(s.rejected, min(check_every, max_iter))
+        if adaptive:  # each row's next own check (the first at z0), and the iteration and
+            # best residual (float64) of its last one
+            s.own_next = torch.ones_like(s.rejected)
             s.own_k = torch.ones_like(s.rejected)
-            s.own_best = s.best_res
+            s.own_best = s.best_res.double()
         next_check = min(check_every, max_iter)
         watched = 1  # iterations at the last update of the stall watch
         k = 1  # f evaluations so far for every active row
