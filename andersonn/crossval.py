@@ -22,6 +22,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,8 @@ def _finished(run_dir: Path, epochs: int | None = None, *, calibrated: bool = Tr
 
 def fold_runs(out_dir: str | Path) -> list[Path]:
     """The fold runs (with a config) of the cross-validation ``out_dir``, in fold order."""
-    return sorted((conf.parent for conf in Path(out_dir).glob("fold-*/config.json")),
+    return sorted((conf.parent for conf in Path(out_dir).glob("fold-*/config.json")
+                   if re.fullmatch(r"fold-[1-9][0-9]*", conf.parent.name)),  # no backups
                   key=lambda d: (len(d.name), d.name))
 
 
@@ -285,7 +287,7 @@ def _recorded_build(out: Path) -> str | None:
     """The key of the build the folds in ``out`` were trained on (None: none recorded)."""
     from andersonn.training.inputs import recorded_build_key
 
-    keys = (recorded_build_key(conf.parent) for conf in sorted(out.glob("fold-*/config.json")))
+    keys = (recorded_build_key(run) for run in fold_runs(out))
     return next((key for key in keys if key), None)
 
 
@@ -347,9 +349,9 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
 
     out = Path(out_dir)
     try:
-        any_fold = next(iter(sorted(out.glob("fold-*/config.json"))))
+        any_fold = fold_runs(out)[0] / "config.json"
         k = int(json.loads(any_fold.read_text())["train"]["folds"])
-    except (StopIteration, OSError, ValueError, KeyError, TypeError):
+    except (IndexError, OSError, ValueError, KeyError, TypeError):
         raise AndersonnError(f"{out}: not a cross-validation (no fold-I run directory with "
                              "its fold count)") from None
     runs = fold_dirs(out, k)
@@ -401,7 +403,7 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
 def is_cross_validation(path: str | Path) -> bool:
     """Whether ``path`` is the output directory of a cross-validation (not a run)."""
     folder = Path(path)
-    return any(folder.glob("fold-*/config.json")) and not (folder / "config.json").is_file()
+    return bool(fold_runs(folder)) and not (folder / "config.json").is_file()
 
 
 def mcnemar_p_value(only_first: int, only_second: int) -> float:

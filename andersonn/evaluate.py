@@ -347,7 +347,7 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
     ``input_column`` / ``label_column``: default, those the run was trained with. The inputs
     are read, encoded and inferred :data:`andersonn.predict.PREDICT_CHUNK` at a time.
     """
-    from andersonn.predict import _progress
+    from andersonn.predict import _progress, without_name
 
     ens, names = _as_ensemble(runs, device, solver, solver_options)
     trained = ens.config_.get("train", {})
@@ -362,7 +362,8 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
                                     conformers=conformers)
     ok, errors, notes = done.ok, done.errors, done.notes
     input_names = [str(getattr(item, "name", item)) for item in inputs]  # records: their name
-    skipped += [{"where": input_names[i], "reason": errors[i]} for i in range(len(inputs))
+    skipped += [{"where": input_names[i], "reason": without_name(errors[i], input_names[i])}
+                for i in range(len(inputs))
                 if errors[i]]
     if not ok:
         raise InputError(f"{labels_file}: none of its {len(inputs)} inputs could be read "

@@ -153,8 +153,13 @@ def _listed_inputs(listing: Path, lists: frozenset[Path] = frozenset()) -> list[
                               "includes itself (directly or through other lists)")]
     lists = lists | {key}
     smiles_file = listing.suffix.lower() in {".smi", ".smiles"}
+    raw = listing.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # as the structure readers do: UTF-8, else Latin-1
+        text = raw.decode("latin-1")
     out: list[Any] = []
-    for line in listing.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -169,6 +174,9 @@ def _listed_inputs(listing: Path, lists: frozenset[Path] = frozenset()) -> list[
         else:
             out.append(StructureRecord(f"{token} ({title})", token, "smiles") if title
                        else token)
+    if not out:  # reported as one bad input, not dropped without a word
+        return [UnusableInput(os.fspath(listing), f"{os.fspath(listing)}: empty file: it "
+                              "lists no inputs")]
     return out
 
 
@@ -578,7 +586,8 @@ class Classifier:
             return infer(given), None
         items = expand_inputs(items)
         done = self._infer_in_chunks(items, infer, all_or_none=True)
-        bad = [f"{_input_name(items[i])}: {e}" for i, e in enumerate(done.errors) if e]
+        bad = [f"{_input_name(items[i])}: {without_name(e, _input_name(items[i]))}"
+               for i, e in enumerate(done.errors) if e]
         if bad:
             raise InputError(f"{len(bad)} input(s) could not be featurised: {'; '.join(bad[:5])}")
         outside = [f"{_input_name(items[i])}: {'; '.join(n)}"

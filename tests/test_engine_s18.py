@@ -260,3 +260,4 @@ def test_adaptive_checks_stop_a_warm_start_at_its_first_evaluation(accelerator_p
     z, stats = solve(f, z0, "anderson", tol=1e-10, max_iter=200, args=(a, b))
     assert stats.nfev.tolist()[:2] == [1, 1] and int(stats.nfev[2]) > 1
     assert bool(stats.converged.all())
+    torch.testing.assert_close(z, exact, atol=1e-8, rtol=0)

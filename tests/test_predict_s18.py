@@ -140,3 +140,24 @@ def test_featurize_advances_a_given_bar(polarity_run: Path) -> None:
     with predict._progress(3, True) as shown:
         shown.update(3)
     assert shown.n == shown.total == 3 and shown.disable  # closed on leaving
+
+
+def test_an_empty_list_file_is_one_bad_input_not_dropped(tmp_path: Path) -> None:
+    from andersonn.predict import UnusableInput, expand_inputs
+
+    for name, content in (("empty.smi", b""), ("blanks.smi", b"\n\n"),
+                          ("comments.smi", b"# only a comment\n\n"), ("empty.txt", b"")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        (item,) = expand_inputs([str(path)])
+        assert isinstance(item, UnusableInput) and "empty file" in item.reason, name
+
+
+def test_a_smi_list_with_a_latin1_title_separator_is_cut_there(tmp_path: Path) -> None:
+    from andersonn.predict import expand_inputs
+
+    path = tmp_path / "nbsp.smi"
+    path.write_bytes(b"CCO\xa0ethanol\nCCN\xa0\xe9thylamine\n")
+    items = expand_inputs([str(path)])
+    assert [(i.name, i.text) for i in items] == [("CCO (ethanol)", "CCO"),
+                                                  ("CCN (\xe9thylamine)", "CCN")]

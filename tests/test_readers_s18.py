@@ -149,3 +149,13 @@ def test_a_one_smiles_file_with_a_latin1_title_separator_is_read(tmp_path):
     path.write_bytes(b"CCO\xa0ethanol\n")
     assert [r.text for r in read_records(path)] == ["CCO"]
     assert read_structure(path).formula == "C2H6O"
+
+
+def test_a_many_smiles_file_with_latin1_title_separators_is_cut_there(tmp_path):
+    import gzip
+
+    from andersonn.structures.readers import read_records
+
+    path = tmp_path / "many.smi.gz"
+    path.write_bytes(gzip.compress(b"CCO\xa0ethanol\nCCN\xa0amine\n"))
+    assert [r.text for r in read_records(path)] == ["CCO", "CCN"]

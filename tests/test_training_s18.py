@@ -218,3 +218,17 @@ def test_an_explicit_cross_validation_reports_null_iterations(
     with (out / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 48 and {r["iterations"] for r in rows} == {""}
+
+
+def test_fold_runs_ignore_a_copied_fold_folder(tmp_path: Path) -> None:
+    from andersonn.crossval import fold_runs, is_cross_validation
+
+    for name in ("fold-1", "fold-2", "fold-10", "fold-1.bak", "fold-x", "fold-01"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    assert [p.name for p in fold_runs(tmp_path)] == ["fold-1", "fold-2", "fold-10"]
+    assert is_cross_validation(tmp_path)
+    only_backup = tmp_path / "other"
+    (only_backup / "fold-1.bak").mkdir(parents=True)
+    (only_backup / "fold-1.bak" / "config.json").write_text("{}")
+    assert not is_cross_validation(only_backup)

@@ -344,10 +344,10 @@ def _cut(lines: Iterable[str], fmt: str, limit: float = float("inf")
         return _xyz_parts(lines, limit)
     if fmt in ("cif", "mol2", "pdb"):
         return _block_parts(lines, fmt, limit)
-    if fmt == "smiles":
+    if fmt == "smiles":  # cut decoded: a Latin-1 NBSP before a title is whitespace only then
         return ((" ".join(tokens[1:])[:60], tokens[0] if len(line) <= limit else None)
                 for line in lines
-                if (tokens := line.split()) and not tokens[0].startswith("#"))
+                if (tokens := _unescape(line).split()) and not tokens[0].startswith("#"))
     return iter(())
 
 
@@ -623,14 +623,9 @@ def _file_records(path: Path, fmt: str | None, name: str) -> Iterator[StructureR
         text = whole.text()
         if text is None:
             raise file.too_large()
-        decoded = _unescape(text)
-        if fmt == "smiles" and decoded != text:  # undecodable bytes, now decoded: cut again,
-            # since a Latin-1 NBSP separating the title is whitespace only once decoded
-            yield StructureRecord(name, split_records(decoded, fmt)[0][1], fmt)
-            return
-        # the one CIF data block with atoms (the first part, not cut again)
+        # the one CIF block with atoms; the SMILES (the first part, not cut again)
         body = None if first is None else _unescape(first[1] or "")
-        yield StructureRecord(name, _sole_text(decoded, fmt, body), fmt)
+        yield StructureRecord(name, _sole_text(_unescape(text), fmt, body), fmt)
         return
     whole.lines = None  # several structures: no longer kept
     yield from _named_records(name, itertools.chain((first, second), parts), fmt)
