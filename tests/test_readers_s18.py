@@ -159,3 +159,12 @@ def test_a_many_smiles_file_with_latin1_title_separators_is_cut_there(tmp_path):
     path = tmp_path / "many.smi.gz"
     path.write_bytes(gzip.compress(b"CCO\xa0ethanol\nCCN\xa0amine\n"))
     assert [r.text for r in read_records(path)] == ["CCO", "CCN"]
+
+
+def test_a_smiles_with_a_non_ascii_character_is_refused():
+    # RDKit reads "CCOé" as ethanol, dropping the stray character without a word
+    from andersonn.errors import InputError
+    from andersonn.structures.readers import read_structure
+
+    with pytest.raises(InputError, match="not ASCII"):
+        read_structure("CCO\xe9")

@@ -232,3 +232,22 @@ def test_fold_runs_ignore_a_copied_fold_folder(tmp_path: Path) -> None:
     (only_backup / "fold-1.bak").mkdir(parents=True)
     (only_backup / "fold-1.bak" / "config.json").write_text("{}")
     assert not is_cross_validation(only_backup)
+
+
+def test_positive_float_says_why_a_number_is_refused() -> None:
+    import argparse
+
+    from andersonn.cli.options import positive_float
+
+    for text, why in (("inf", "a finite number"), ("1e-400", "rounds to 0"),
+                      ("-1", "a positive number"), ("0", "a positive number, got 0")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            positive_float(text)
+    assert positive_float("1e-3") == 1e-3
+
+
+def test_a_config_names_the_setting_that_is_not_positive() -> None:
+    from andersonn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^tol must be positive \(got 0"):
+        TrainConfig(task="polarity", tol=0.0).validate()

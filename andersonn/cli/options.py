@@ -76,5 +76,8 @@ def positive_float(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(number) or number <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        why = "a finite number" if math.isinf(number) else "a positive number"
+        if number == 0 and text.strip() not in {"0", "0.0", "-0", "+0", "0."}:
+            why = "a positive number (it rounds to 0)"
+        raise argparse.ArgumentTypeError(f"must be {why}, got {text}")
     return number

@@ -966,6 +966,8 @@ def _parse_smiles(smiles: str, name: str) -> tuple[Any, Any, list[int]]:
 
     if not smiles or len(smiles.split()) != 1:
         raise _fail(name, "not a SMILES string")
+    if not smiles.isascii():  # SMILES are ASCII; RDKit would drop a stray trailing "é"
+        raise _fail(name, "unparsable SMILES (a character that is not ASCII)")
     mol = Chem.MolFromSmiles(smiles)
     if mol is None or mol.GetNumAtoms() == 0:
         raise _fail(name, "unparsable SMILES")

@@ -134,8 +134,9 @@ class TrainConfig:
                               "none")
         if int(self.vector_heads) < 0:
             raise ConfigError(f"vector_heads must be >= 0 (got {self.vector_heads})")
-        if self.lr <= 0 or self.tol <= 0:
-            raise ConfigError("lr and tol must be positive")
+        for name in ("lr", "tol"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive (got {getattr(self, name)})")
         for name in ("eval_tol", "backward_tol", "max_time_s"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive (got {getattr(self, name)})")
