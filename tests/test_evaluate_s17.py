@@ -110,3 +110,13 @@ def test_conflicting_labels_of_one_input_are_warned_about(tmp_path: Path) -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_labelled(table, "polarity", POLAR)
+
+
+def test_evaluate_warns_that_an_explicit_network_has_no_solver(runs, capsys,
+                                                              monkeypatch) -> None:
+    from andersonn.cli import main
+
+    dataset, explicit, _ = runs
+    monkeypatch.setattr("andersonn.training.runs.run_dataset", lambda config: dataset)
+    assert main(["evaluate", str(explicit), "--tol", "1e-5"]) == 0
+    assert "explicit network has no fixed-point solver" in capsys.readouterr().err

@@ -251,3 +251,19 @@ def test_a_config_names_the_setting_that_is_not_positive() -> None:
 
     with pytest.raises(ConfigError, match=r"^tol must be positive \(got 0"):
         TrainConfig(task="polarity", tol=0.0).validate()
+
+
+def test_calibrate_names_a_fold_that_never_started(
+        half_finished_cv: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import andersonn.training as training
+
+    for conf in half_finished_cv.glob("fold-*/config.json"):  # planned: 3 folds
+        data = json.loads(conf.read_text())
+        data["train"]["folds"] = 3
+        conf.write_text(json.dumps(data))
+    monkeypatch.setattr(training, "calibrate_run",
+                        lambda run, device="cpu": {"method": "none", "reason": "test"})
+    assert main(["calibrate", str(half_finished_cv)]) == 0
+    out = capsys.readouterr().out
+    assert f"{half_finished_cv / 'fold-3'}: not started" in out and "(1 of 3)" in out

@@ -506,6 +506,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         if not args.labels:
             return _evaluate_cross_validations(args)
         args.runs = _run_dirs(args.runs)  # the fold runs: each alone, and as ensembles
+    if (args.solver is not None or common["solver_options"]) and not any(
+            _run_model(run) == "deq" for run in args.runs):
+        print("andersonn: warning: an explicit network has no fixed-point solver; --solver, "
+              "--tol and --max-iter change nothing", file=sys.stderr)
     if args.labels:
         result = evaluate_labelled(args.runs, args.labels, workers=args.workers,
                                    progress=not args.no_progress, conformers=args.conformers,
@@ -521,6 +525,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         for path in result.write_plots(args.plots):
             print(f"→ {path}")
     return 0
+
+
+def _run_model(run: str) -> str:
+    """The model kind of a run (``deq`` / ``explicit``) as its config records it (``deq``
+    where it cannot be read: the evaluation itself then reports the problem)."""
+    try:
+        return str(json.loads((Path(run) / "config.json").read_text())["train"]["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "deq"
 
 
 def _run_dirs(paths: list[str]) -> list[str]:
