@@ -125,10 +125,19 @@ class Evaluation:
 
         for run, s in zip(self.runs, self.single, strict=True):
             lines.append(f"| {run} | " + " | ".join(fmt(k, s[k]) for k in keys) + " |")
+        def spread(key: str) -> str:
+            given = sum(s[key] is not None for s in self.single)  # explicit runs: no iterations
+            mean, std = self.spread[key]["mean"], self.spread[key]["std"]
+            if mean is None:
+                return "-"
+            if given < len(self.single):
+                return f"{fmt(key, mean)} ± {fmt(key, std)} ({given} with a solver)" \
+                    if given > 1 else f"{fmt(key, mean)} (1 with a solver)"
+            return f"{fmt(key, mean)} ± {fmt(key, std)}"
+
         if len(self.single) > 1:
-            lines.append(f"| mean ± sd of {len(self.single)} | " + " | ".join(
-                f"{fmt(k, self.spread[k]['mean'])} ± {fmt(k, self.spread[k]['std'])}"
-                if self.spread[k]["mean"] is not None else "-" for k in keys) + " |")
+            lines.append(f"| mean ± sd of {len(self.single)} | "
+                         + " | ".join(spread(k) for k in keys) + " |")
         for k, s in self.ensembles.items():
             lines.append(f"| ensemble of the first {k} | "
                          + " | ".join(fmt(key, s[key]) for key in keys) + " |")

@@ -64,6 +64,9 @@ def test_an_explicit_network_scores_as_strict_json(runs, tmp_path: Path,
     table = both.to_markdown()
     assert f"| {explicit} |" in table and table.splitlines()[4].endswith("| - |")
     assert "nan" not in table
+    # the spread of iterations is over the one run that has them, and says so
+    assert table.splitlines()[6].startswith("| mean ± sd of 2 |")
+    assert table.splitlines()[6].endswith(f"| {deq_alone:.1f} (1 with a solver) |")
     # the command writes the same, strict
     monkeypatch.setattr("andersonn.training.runs.run_dataset", lambda config: dataset)
     out = tmp_path / "scores.json"
