@@ -331,9 +331,12 @@ def _check_same(runs: list[Path]) -> None:
         if conf.get("dataset") != reference.get("dataset"):
             differ.append("dataset")
         if differ or (conf.get("train") or {}).get("fold") != i:
+            # epochs alone: a `--resume --epochs N` extension that stopped part-way
+            hint = ("; an --epochs extension that did not reach every fold? resume it with "
+                    "the same --epochs" if differ == ["epochs"] else "")
             raise AndersonnError(f"{run_dir}: not fold {i} of the same cross-validation as "
                                  f"{first.name} (differs in "
-                                 f"{', '.join(differ) or 'its fold number'})")
+                                 f"{', '.join(differ) or 'its fold number'}){hint}")
 
 
 def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:

@@ -267,3 +267,10 @@ def test_calibrate_names_a_fold_that_never_started(
     assert main(["calibrate", str(half_finished_cv)]) == 0
     out = capsys.readouterr().out
     assert f"{half_finished_cv / 'fold-3'}: not started" in out and "(1 of 3)" in out
+
+
+def test_a_part_way_epochs_extension_is_named_as_such(half_finished_cv: Path) -> None:
+    from andersonn.errors import AndersonnError
+
+    with pytest.raises(AndersonnError, match=r"differs in epochs\); an --epochs extension"):
+        crossval.summarize(half_finished_cv)
