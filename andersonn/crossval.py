@@ -339,6 +339,22 @@ def _check_same(runs: list[Path]) -> None:
                                  f"{', '.join(differ) or 'its fold number'}){hint}")
 
 
+def check_folds(out_dir: str | Path) -> list[Path]:
+    """The run directories of folds 1 … K of the cross-validation ``out_dir``, after refusing
+    folds trained with different settings or data (finished or not: a fold of another
+    cross-validation, or one an ``--epochs`` extension has not reached yet)."""
+    out = Path(out_dir)
+    try:
+        any_fold = fold_runs(out)[0] / "config.json"
+        k = int(json.loads(any_fold.read_text())["train"]["folds"])
+    except (IndexError, OSError, ValueError, KeyError, TypeError):
+        raise AndersonnError(f"{out}: not a cross-validation (no fold-I run directory with "
+                             "its fold count)") from None
+    runs = fold_dirs(out, k)
+    _check_same(runs)
+    return runs
+
+
 def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
     """Score the finished folds in ``out_dir`` on their out-of-fold predictions.
 
@@ -351,14 +367,7 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
     from andersonn.training.runs import run_build
 
     out = Path(out_dir)
-    try:
-        any_fold = fold_runs(out)[0] / "config.json"
-        k = int(json.loads(any_fold.read_text())["train"]["folds"])
-    except (IndexError, OSError, ValueError, KeyError, TypeError):
-        raise AndersonnError(f"{out}: not a cross-validation (no fold-I run directory with "
-                             "its fold count)") from None
-    runs = fold_dirs(out, k)
-    _check_same(runs)  # first: a fold of another cross-validation says so, finished or not
+    runs = check_folds(out)
     missing = [d.name for d in runs if not _finished(d)]
     if missing:
         raise AndersonnError(f"{out}: {', '.join(missing)} not finished; train them first")
@@ -397,10 +406,10 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
             for j in range(len(labels))]
     train = reference.get("train") or {}
     return CrossValidation(directory=str(out), task=str(reference.get("task")),
-                           source=str(train.get("labels") or reference.get("task")), folds=k,
-                           classes=classes, n=len(labels), runs=[str(d) for d in runs],
-                           pooled=pooled, per_fold=per_fold, spread=spread,
-                           settings=_settings(reference), predictions=rows)
+                           source=str(train.get("labels") or reference.get("task")),
+                           folds=len(runs), classes=classes, n=len(labels),
+                           runs=[str(d) for d in runs], pooled=pooled, per_fold=per_fold,
+                           spread=spread, settings=_settings(reference), predictions=rows)
 
 
 def is_cross_validation(path: str | Path) -> bool:

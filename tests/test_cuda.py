@@ -57,10 +57,11 @@ def test_cuda_solve_equals_cpu_solve(name):
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_cuda_batch_result_equals_solo_solves(name):
+@pytest.mark.parametrize("check_every", [2, None])  # None: per-row adaptive checks
+def test_cuda_batch_result_equals_solo_solves(name, check_every):
     f, (a, b), _ = _linear_problem(4, 16, 0.9, seed=1)
     a = a * torch.tensor([0.05, 1.0, 0.1, 1.0], dtype=F64, device=CUDA).view(4, 1, 1)
-    opts = dict(tol=1e-12, max_iter=600, check_every=2)
+    opts = dict(tol=1e-12, max_iter=600, check_every=check_every)
     z, stats = solve(f, torch.zeros(4, 16, dtype=F64, device=CUDA), name, args=(a, b), **opts)
     assert int(stats.nfev[0]) < int(stats.nfev[1])
     for i in range(4):

@@ -173,8 +173,21 @@ def half_finished_cv(tmp_path: Path) -> Path:
 
 def test_predict_asks_only_the_finished_folds(half_finished_cv: Path) -> None:
     from andersonn.cli.train import _run_dirs
+    from andersonn.errors import AndersonnError
 
     assert crossval.finished_folds(half_finished_cv) == [half_finished_cv / "fold-1"]
+    # fold-2 is part-way through an --epochs extension: its settings differ from fold-1's,
+    # so predict / evaluate refuse the mix and say how to finish it
+    with pytest.raises(AndersonnError, match="an --epochs extension"):
+        _run_dirs([str(half_finished_cv)])
+    # once the settings agree (here: fold-2 planned for 1 epoch and interrupted in it: no
+    # final record, no final weights), only the finished fold is asked
+    conf = half_finished_cv / "fold-2" / "config.json"
+    data = json.loads(conf.read_text())
+    data["train"]["epochs"] = 1
+    del data["finished"]
+    conf.write_text(json.dumps(data))
+    (half_finished_cv / "fold-2" / "model.safetensors").unlink()
     assert _run_dirs([str(half_finished_cv)]) == [str(half_finished_cv / "fold-1")]
 
 

@@ -538,12 +538,13 @@ def _run_model(run: str) -> str:
 
 def _run_dirs(paths: list[str]) -> list[str]:
     """Run directories, a cross-validation standing for its finished folds (an ensemble)."""
-    from andersonn.crossval import finished_folds, is_cross_validation
+    from andersonn.crossval import check_folds, finished_folds, is_cross_validation
     from andersonn.errors import AndersonnError
 
     out: list[str] = []
     for path in paths:
         if is_cross_validation(path):
+            check_folds(path)  # folds of one model only (an --epochs extension part-way: no)
             folds = finished_folds(path)
             if not folds:
                 raise AndersonnError(f"{path}: a cross-validation without a finished fold")
