@@ -287,3 +287,12 @@ def test_a_part_way_epochs_extension_is_named_as_such(half_finished_cv: Path) ->
 
     with pytest.raises(AndersonnError, match=r"differs in epochs\); an --epochs extension"):
         crossval.summarize(half_finished_cv)
+
+
+def test_loading_a_cross_validation_as_one_run_points_to_its_folds(
+        half_finished_cv: Path) -> None:
+    from andersonn.errors import AndersonnError
+    from andersonn.training.runs import load_run
+
+    with pytest.raises(AndersonnError, match=r"a cross-validation.*Ensemble\.from_runs"):
+        load_run(half_finished_cv)

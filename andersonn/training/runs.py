@@ -35,6 +35,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
+        if any(run_dir.glob("fold-*/config.json")):  # the CLI takes it; the API wants the folds
+            raise AndersonnError(
+                f"{run_dir}: a cross-validation, not a training run: load its finished folds "
+                "as one model with Ensemble.from_runs(crossval.finished_folds(...))")
         raise AndersonnError(f"{run_dir}: not a training run (no config.json)")
     try:
         run_config = json.loads(cfg_path.read_text())
