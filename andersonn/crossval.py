@@ -339,10 +339,9 @@ def _check_same(runs: list[Path]) -> None:
                                  f"{', '.join(differ) or 'its fold number'}){hint}")
 
 
-def check_folds(out_dir: str | Path) -> list[Path]:
-    """The run directories of folds 1 … K of the cross-validation ``out_dir``, after refusing
-    folds trained with different settings or data (finished or not: a fold of another
-    cross-validation, or one an ``--epochs`` extension has not reached yet)."""
+def planned_folds(out_dir: str | Path) -> list[Path]:
+    """The run directories of folds 1 … K of the cross-validation ``out_dir``, K as its folds
+    record it (those not started yet included)."""
     out = Path(out_dir)
     try:
         any_fold = fold_runs(out)[0] / "config.json"
@@ -350,7 +349,14 @@ def check_folds(out_dir: str | Path) -> list[Path]:
     except (IndexError, OSError, ValueError, KeyError, TypeError):
         raise AndersonnError(f"{out}: not a cross-validation (no fold-I run directory with "
                              "its fold count)") from None
-    runs = fold_dirs(out, k)
+    return fold_dirs(out, k)
+
+
+def check_folds(out_dir: str | Path) -> list[Path]:
+    """:func:`planned_folds`, after refusing folds trained with different settings or data
+    (finished or not: a fold of another cross-validation, or one an ``--epochs`` extension
+    has not reached yet)."""
+    runs = planned_folds(out_dir)
     _check_same(runs)
     return runs
 

@@ -115,6 +115,15 @@ def _current_umask() -> int:
     return mask
 
 
+def decode_text(data: bytes) -> str:
+    """Text of a user's file: UTF-8 (a byte-order mark dropped, so it is not part of line 1),
+    else Latin-1, in which any byte is a character (a spreadsheet's or old tool's export)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_open(path, "w") as handle:

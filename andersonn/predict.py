@@ -34,7 +34,7 @@ import torch
 
 from andersonn.data.domain import Domain, FeatureDomain
 from andersonn.errors import AndersonnError, ConfigError, InputError
-from andersonn.fileio import atomic_write_json, atomic_write_text
+from andersonn.fileio import atomic_write_json, atomic_write_text, decode_text
 from andersonn.structures.readers import (
     MULTI_RECORD_FORMATS,
     StructureRecord,
@@ -153,13 +153,8 @@ def _listed_inputs(listing: Path, lists: frozenset[Path] = frozenset()) -> list[
                               "includes itself (directly or through other lists)")]
     lists = lists | {key}
     smiles_file = listing.suffix.lower() in {".smi", ".smiles"}
-    raw = listing.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:  # as the structure readers do: UTF-8, else Latin-1
-        text = raw.decode("latin-1")
     out: list[Any] = []
-    for line in text.splitlines():
+    for line in decode_text(listing.read_bytes()).splitlines():  # as structure files are
         line = line.strip()
         if not line or line.startswith("#"):
             continue

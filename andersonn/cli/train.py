@@ -371,7 +371,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 def _calibrate_cross_validation(args: argparse.Namespace) -> int:
     """``calibrate CV_DIR``: every finished fold run, then the summary (its probabilities are
     the calibrated ones) when the cross-validation has one."""
-    from andersonn.crossval import FOLD_DIR, finished_folds, fold_runs, summarize
+    from andersonn.crossval import finished_folds, fold_runs, planned_folds, summarize
     from andersonn.errors import AndersonnError
     from andersonn.training import calibrate_run
 
@@ -382,17 +382,17 @@ def _calibrate_cross_validation(args: argparse.Namespace) -> int:
     for run in done:
         print(f"{run}:")
         _print_calibration(calibrate_run(run, device=args.device), indent="  ")
-    try:  # the planned fold count: folds that never started count too
-        planned = int(json.loads((folds[0] / "config.json").read_text())["train"]["folds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        planned = len(folds)
-    for i in range(1, max(planned, len(folds)) + 1):
-        run = Path(args.run_dir) / FOLD_DIR.format(i)
+    try:  # the planned folds: those that never started count too
+        planned = planned_folds(args.run_dir)
+    except AndersonnError:
+        planned = []
+    runs = planned + [run for run in folds if run not in planned]
+    for run in runs:
         if run not in done:
             state = "not finished" if run in folds else "not started"
             print(f"{run}: {state}; calibrated when its training ends")
-    print(f"stored in each fold's config.json ({len(done)} of {max(planned, len(folds))})")
-    if (Path(args.run_dir) / "cv.json").is_file() and len(done) == max(planned, len(folds)):
+    print(f"stored in each fold's config.json ({len(done)} of {len(runs)})")
+    if (Path(args.run_dir) / "cv.json").is_file() and len(done) == len(runs):
         summary = summarize(args.run_dir, device=args.device)
         summary.write(args.run_dir)
         print(f"summary rewritten with the calibrated probabilities: {summary.summary_line()} "

@@ -46,6 +46,7 @@ from andersonn.data.cache import (
 )
 from andersonn.data.splits import DEFAULT_FRACTIONS, SPLIT_NAMES, split_indices, stratified_split
 from andersonn.errors import ConfigError, InputError
+from andersonn.fileio import decode_text
 
 __all__ = [
     "CLASS_COLUMNS",
@@ -175,11 +176,7 @@ def _csv_table(path: Path) -> _Table:
         raise InputError(f"{path}: cannot read it ({exc})") from None
     if b"\x00" in data[:65536]:
         raise InputError(f"{path}: binary data, not a CSV / TSV text file")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:  # a spreadsheet's cp1252 / latin-1 export
-        text = data.decode("latin-1")
-    lines = text.splitlines()
+    lines = decode_text(data).splitlines()  # UTF-8, else a spreadsheet's Latin-1 export
     reader = csv.DictReader(lines, delimiter=_delimiter(path, lines[0] if lines else ""))
     names = [name or "" for name in reader.fieldnames or []]
     rows = [(f"{path.name} line {number}", row, None)  # the header is line 1

@@ -549,6 +549,11 @@ def run(
             start may have converged there already)."""
             return k >= max_iter or adaptive or k % check_every == 0
 
+        def grid_after(k: int) -> int:
+            """The first multiple of ``check_every`` after ``k`` (or ``max_iter``): where fixed
+            checks fall, and the stall watch is updated."""
+            return min(max_iter, (k // check_every + 1) * check_every)
+
         def own_checks(k: int, due: Tensor) -> int:
             """(adaptive checks) Schedule each row's next own check and return the next host
             check. A row due now is next checked when, at the rate its best residual fell since
@@ -565,8 +570,7 @@ def run(
             need = torch.where(rate < 0, torch.log(tol / best) / rate, float(check_every))
             # NaN (−inf / −inf: a residual that fell past the float range, or tol 0): longest
             step = torch.ceil(need.nan_to_num(check_every).clamp(1, check_every)).to(torch.int64)
-            grid = min(max_iter, (k // check_every + 1) * check_every)
-            s.own_next = torch.where(due, (step + k).clamp(max=grid), s.own_next)
+            s.own_next = torch.where(due, (step + k).clamp(max=grid_after(k)), s.own_next)
             s.own_k = torch.where(due, k, s.own_k)
             s.own_best = torch.where(due, best, s.own_best)
             nxt = int(torch.where(s.alive, s.own_next, max_iter).min())  # the check's sync
@@ -630,7 +634,7 @@ def run(
             s.own_next = torch.ones_like(s.rejected)
             s.own_k = torch.ones_like(s.rejected)
             s.own_best = s.best_res.double()
-        next_check = min(check_every, max_iter)
+        next_check = 1  # (adaptive) the next host check: set at the first, at z0
         watched = 1  # iterations at the last update of the stall watch
         k = 1  # f evaluations so far for every active row
         flushed = 1  # trace columns before this one are written
@@ -770,10 +774,7 @@ def run(
                     method.select(keep)
                     epoch += 1
 
-            if adaptive:
-                length = next_check - k
-            else:
-                length = min(max_iter, (k // check_every + 1) * check_every) - k
+            length = (next_check if adaptive else grid_after(k)) - k
             # the stall watch advances on the grid of check_every (blocks end on it, or earlier)
             end = k + length
             watch_iterations = 0

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from andersonn.errors import InputError
+from andersonn.fileio import decode_text
 from andersonn.structures.elements import MAX_Z, symbol_to_z
 from andersonn.structures.network import (
     MIN_CONTACT,
@@ -738,10 +739,7 @@ def _decode(data: bytes, name: str) -> str:
     if not data.strip():
         raise _fail(name, "empty file")
     _check_binary(data[:_HEAD_BYTES], name)
-    try:
-        text = data.decode("utf-8-sig")  # -sig: a byte-order mark is not part of line 1
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
+    text = decode_text(data)
     return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
