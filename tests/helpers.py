@@ -100,3 +100,36 @@ def tiny_polarity_run(dataset, out: Path, seed: int = 0) -> Path:
                       seed=seed)
     train(cfg, out, dataset=dataset, progress=False)
     return out
+
+
+def assert_refused_when_parsed(argv: list[str], capsys, message: str) -> None:
+    """``andersonn ARGV`` exits with status 2 while its arguments are parsed, its last stderr
+    line ending with ``message`` and no traceback."""
+    import pytest
+
+    from andersonn.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith(message)
+
+
+def count_featurize_chunks(monkeypatch, chunk: int) -> list[int]:
+    """Patch the prediction chunk size to ``chunk``; the sizes of the featuriser's calls land
+    in the returned list."""
+    import andersonn.predict as predict
+    from andersonn.predict import Classifier
+
+    sizes: list[int] = []
+    featurize = Classifier._featurize
+
+    def spy(self, items, *args, **kwargs):
+        sizes.append(len(items))
+        return featurize(self, items, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "_featurize", spy)
+    monkeypatch.setattr(predict, "PREDICT_CHUNK", chunk)
+    return sizes

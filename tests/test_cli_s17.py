@@ -14,6 +14,8 @@ import pytest
 from andersonn.cli import build_parser, main
 from andersonn.data.domain import Domain
 
+from helpers import assert_refused_when_parsed
+
 FIX = Path(__file__).parent / "fixtures" / "structures"
 
 
@@ -33,13 +35,8 @@ FIX = Path(__file__).parent / "fixtures" / "structures"
 ])
 def test_non_positive_counts_fail_in_one_line_before_any_work(
         argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith(
-        f"error: argument {option}: must be at least 1, got {argv[-1]}")
+    assert_refused_when_parsed(argv, capsys,
+                               f"error: argument {option}: must be at least 1, got {argv[-1]}")
 
 
 def test_train_counts_are_refused_by_the_config_check(

@@ -27,6 +27,8 @@ from andersonn.predict import (
 )
 from andersonn.predict_sdf import field_name, field_names, sdf_predictions
 
+from helpers import count_featurize_chunks
+
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).parent / "fixtures" / "structures"
 
@@ -144,8 +146,6 @@ def test_a_broken_sdf_record_is_written_as_a_readable_placeholder(polarity_run: 
 # -- 6: prediction in chunks -------------------------------------------------------------------
 def test_chunked_prediction_gives_the_same_answers(polarity_run: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import andersonn.predict as predict
-
     inputs = ["CCO", "((", "CC", "CCN", str(FIXTURES / "water.xyz"), "CO", "xx(", "CCCO",
               "OCCO", "CC#N"]
     clf = Classifier.load(polarity_run)
@@ -154,15 +154,7 @@ def test_chunked_prediction_gives_the_same_answers(polarity_run: Path,
     images, ok, errors, _notes, counts = clf._featurize(inputs)
     probs, iters, _ = clf._infer_inputs(images, counts)
     whole = clf.predict_inputs(inputs)
-    sizes: list[int] = []
-    featurize = Classifier._featurize
-
-    def spy(self, items, *args, **kwargs):
-        sizes.append(len(items))
-        return featurize(self, items, *args, **kwargs)
-
-    monkeypatch.setattr(Classifier, "_featurize", spy)
-    monkeypatch.setattr(predict, "PREDICT_CHUNK", 3)
+    sizes = count_featurize_chunks(monkeypatch, 3)
     chunked = clf.predict_inputs(inputs)
     assert sizes == [3, 3, 3, 1]
     assert [p.to_dict() for p in chunked] == [p.to_dict() for p in whole]

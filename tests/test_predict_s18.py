@@ -16,7 +16,7 @@ from andersonn.errors import InputError
 from andersonn.evaluate import evaluate_labelled
 from andersonn.predict import Classifier
 
-from helpers import tiny_polarity_dataset, tiny_polarity_run
+from helpers import count_featurize_chunks, tiny_polarity_dataset, tiny_polarity_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::andersonn.predict.DomainWarning",
                                        "ignore::andersonn.predict.ConvergenceWarning")
@@ -24,21 +24,6 @@ torch.set_num_threads(1)
 FIXTURES = Path(__file__).parent / "fixtures" / "structures"
 READABLE = ["CCO", "CC", "CCN", str(FIXTURES / "water.xyz"), "CO", "CCCO", "OCCO", "CC#N",
             "CCCC"]
-
-
-def _count_chunks(monkeypatch: pytest.MonkeyPatch, chunk: int) -> list[int]:
-    """Patch the chunk size to ``chunk``; the sizes of the featuriser's calls land in the
-    returned list."""
-    sizes: list[int] = []
-    featurize = Classifier._featurize
-
-    def spy(self, items, *args, **kwargs):
-        sizes.append(len(items))
-        return featurize(self, items, *args, **kwargs)
-
-    monkeypatch.setattr(Classifier, "_featurize", spy)
-    monkeypatch.setattr(predict, "PREDICT_CHUNK", chunk)
-    return sizes
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +41,7 @@ def test_predict_proba_in_chunks_gives_the_same_probabilities(
     assert len(ok) == len(READABLE) and len(images) > len(READABLE)  # SMILES conformers
     reference = clf._infer_inputs(images, counts)[0]
     assert np.array_equal(clf.predict_proba(READABLE), reference)
-    sizes = _count_chunks(monkeypatch, 4)
+    sizes = count_featurize_chunks(monkeypatch, 4)
     assert np.array_equal(clf.predict_proba(READABLE), reference)
     assert sizes == [4, 4, 1]
     # images given as such are inferred as they are
@@ -77,7 +62,7 @@ def test_predict_proba_in_chunks_reports_every_unreadable_input(
         return infer(self, images)
 
     monkeypatch.setattr(Classifier, "_infer", spy)
-    sizes = _count_chunks(monkeypatch, 2)
+    sizes = count_featurize_chunks(monkeypatch, 2)
     with pytest.raises(InputError, match=r"2 input\(s\) could not be featurised: \(\(: .*; xx\("):
         clf.predict_proba(["CCO", "CC", "((", "CO", "xx("])
     assert sizes == [2, 2, 1]  # all read, for the report
@@ -111,7 +96,7 @@ def test_ensemble_and_labelled_evaluation_in_chunks_give_the_same_answers(
     assert whole.single[0]["iterations"] == pytest.approx(float(iters[0].mean()))
     assert [s["where"] for s in whole.skipped] == ["(("] and whole.n == len(ok)
 
-    sizes = _count_chunks(monkeypatch, 4)
+    sizes = count_featurize_chunks(monkeypatch, 4)
     assert np.array_equal(ens.member_probabilities(READABLE), members)
     assert sizes == [4, 4, 1]
     sizes.clear()

@@ -18,6 +18,8 @@ from andersonn.training import TrainConfig, train
 from andersonn.training import trainer as trainer_module
 from andersonn.training.trainer import epochs_held, plural
 
+from helpers import assert_refused_when_parsed
+
 
 def _toy(n: int = 48) -> types.SimpleNamespace:
     """A small separable in-memory dataset (two classes, images (3, 4, 3))."""
@@ -85,13 +87,8 @@ def test_a_run_of_all_its_epochs_names_no_stop(tmp_path: Path, monkeypatch: pyte
 ])
 def test_non_positive_numbers_fail_in_one_line_when_parsed(
         argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith(
-        f"error: argument {option}: must be a positive number, got {argv[-1]}")
+    assert_refused_when_parsed(
+        argv, capsys, f"error: argument {option}: must be a positive number, got {argv[-1]}")
 
 
 def test_a_tolerance_that_is_not_a_number_is_named(capsys: pytest.CaptureFixture[str]) -> None:
