@@ -30,7 +30,9 @@ DEMO_DEFAULTS: dict[str, Any] = {"limit": 8000, "epochs": 6, "hidden": 32, "batc
 
 def _epochs(n: int) -> str:
     """``1 epoch`` / ``6 epochs``."""
-    return f"{n} epoch{'' if n == 1 else 's'}"
+    from andersonn.training.trainer import plural  # torch: imported when the demo runs
+
+    return plural(n, "epoch")
 
 
 def _say(msg: str) -> None:
