@@ -1,7 +1,8 @@
-"""User-facing error types.
+"""User-facing error and warning types.
 
 An :class:`AndersonnError` carries a one-line message that names the offending input and the
-reason; the command-line interface prints it without a traceback and exits non-zero.
+reason; the command-line interface prints it without a traceback and exits non-zero. An
+:class:`AndersonnWarning` is shown there as one line too, and the command goes on.
 """
 
 from __future__ import annotations
@@ -25,3 +26,12 @@ class ResumeConflict(ConfigError):
 
 class SolverDivergence(AndersonnError, FloatingPointError):
     """A fixed-point solve produced NaN or Inf."""
+
+
+class AndersonnWarning(UserWarning):
+    """A warning the user can act on; the command-line interface shows it as one line,
+    ``andersonn: warning: <message>``."""
+
+
+class UnfinishedRunWarning(AndersonnWarning):
+    """A run is used before its training finished: its best weights so far, uncalibrated."""

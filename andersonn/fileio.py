@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written file where a good one was."""
+"""Atomic file writes (a crash never leaves a half-written file where a good one was), text
+decoding of users' files, and a lock that keeps two writers out of one folder."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: folders are then not locked
+    fcntl = None  # type: ignore[assignment]
+
+from andersonn.errors import AndersonnError
+
+LOCK_NAME = ".lock"
+
+
+class FolderBusy(AndersonnError):
+    """Another process holds the folder's lock (:func:`folder_lock`)."""
 
 
 @contextlib.contextmanager
@@ -116,12 +130,95 @@ def _current_umask() -> int:
 
 
 def decode_text(data: bytes) -> str:
-    """Text of a user's file: UTF-8 (a byte-order mark dropped, so it is not part of line 1),
-    else Latin-1, in which any byte is a character (a spreadsheet's or old tool's export)."""
+    """Text of a user's file: UTF-16 or UTF-32 when it opens with their byte-order mark (what
+    Windows tools call "Unicode"), else UTF-8 (a byte-order mark dropped, so it is not part of
+    line 1), else Latin-1, in which any byte is a character (a spreadsheet's or old tool's
+    export). Undecodable UTF-16/32 falls through to the same rules."""
+    for bom, codec in _WIDE_BOMS:
+        if data.startswith(bom):
+            try:
+                return data[len(bom):].decode(codec)
+            except UnicodeDecodeError:
+                break
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def is_wide_unicode(data: bytes) -> bool:
+    """Whether ``data`` is UTF-16/32 text with a byte-order mark, whose NUL bytes are text, not
+    a sign of a binary file."""
+    for bom, codec in _WIDE_BOMS:
+        if data.startswith(bom):
+            try:
+                data[len(bom):].decode(codec)
+            except UnicodeDecodeError:
+                return False
+            return True
+    return False
+
+
+# UTF-32 first: its little-endian mark begins with UTF-16's
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+              (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str], what: str = "another process") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the block, or raise
+    :class:`FolderBusy` at once if another process holds it; ``what`` names the other writer
+    in the message. The lock is the kernel's (``flock`` on ``folder/.lock``, which holds the
+    holder's process id and is removed on release), so a killed holder never leaves the folder
+    locked. A folder this call created that is empty at the end is removed again. Yields the
+    lock file's path."""
+    root = Path(folder)
+    created = not root.exists()
+    path = root / LOCK_NAME
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = _locked_file(path, root, what)
+    except OSError as exc:
+        raise _naming(exc, root) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        # unlinked before the lock is released: a waiter that opened it checks, once it holds
+        # the lock, that the name still leads to its file (_locked_file)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only if empty
+
+
+def _locked_file(path: Path, root: Path, what: str) -> int:
+    """An open descriptor of ``path`` whose flock this process holds (see folder_lock)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            pid = f" (process {holder})" if holder.isdigit() else ""
+            raise FolderBusy(f"{root}: {what} is writing into it{pid}; wait for it to end, "
+                             "or choose another folder") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # its holder removed it meanwhile: lock the new one
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

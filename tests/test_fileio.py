@@ -60,3 +60,21 @@ def test_a_failed_rename_names_the_target_not_the_temporary(tmp_path):
         atomic_write_text(tmp_path / "t.json", "{}")
     assert info.value.filename == str(tmp_path / "t.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32", "utf-8-sig", "utf-8"])
+def test_decode_text_reads_unicode_exports_by_their_byte_order_mark(codec):
+    from andersonn.fileio import decode_text
+
+    text = "CCO ethanol\u00a0(é)\nc1ccccc1\n"
+    data = text.encode(codec)
+    if codec == "utf-16-be":
+        data = b"\xfe\xff" + data
+    assert decode_text(data) == text
+
+
+def test_decode_text_falls_back_to_latin1_for_other_bytes():
+    from andersonn.fileio import decode_text
+
+    assert decode_text("CCO\xa0ethanol".encode("latin-1")) == "CCO\xa0ethanol"
+    assert decode_text(b"\xfe\xff\x00") == "\xfe\xff\x00"  # a lone mark + odd byte: Latin-1

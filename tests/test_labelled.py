@@ -298,3 +298,15 @@ def test_train_and_evaluate_with_named_columns(tmp_path, capsys):
     assert "apply to --labels" in capsys.readouterr().err
     assert main(["train", "polarity", "--input-column", "x"]) == 2
     assert "--input-column applies to a labels file" in capsys.readouterr().err
+
+
+def test_a_spreadsheets_unicode_text_export_is_read(tmp_path):
+    # Excel's "Unicode text": UTF-16 with a byte-order mark, tab-separated
+    path = tmp_path / "export.txt"
+    path.write_bytes("smiles\tclass\nCCO\tpolar\nCC\tapolar\n".encode("utf-16"))
+    table = read_label_table(path)
+    assert [(item, raw) for _, item, raw in table.rows] == [("CCO", "polar"), ("CC", "apolar")]
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"smiles,class\nCC\x00O,polar\n")
+    with pytest.raises(InputError, match="binary data, not a CSV / TSV text file"):
+        read_label_table(binary)

@@ -2,7 +2,8 @@
 
 Each stage owns one module here with a ``register(commands, bench)`` function that adds its
 sub-commands; handlers import the heavy stage modules lazily so ``andersonn --help`` stays fast.
-User errors (:class:`andersonn.errors.AndersonnError`) print one line and exit with status 2; a
+User errors (:class:`andersonn.errors.AndersonnError`) print one line and exit with status 2
+(warnings the user can act on, :class:`~andersonn.errors.AndersonnWarning`, one line too); a
 closed output pipe (``andersonn data info TASK | head``) ends the command quietly.
 Before a command runs, :func:`andersonn.runtime.tune_cpu_allocator` keeps freed tensor memory
 in the heap (faster CPU work; ``ANDERSONN_MALLOC_TUNING=0`` disables it).
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from andersonn import __version__
-from andersonn.errors import AndersonnError
+from andersonn.errors import AndersonnError, AndersonnWarning
 from andersonn.runtime import tune_cpu_allocator
 
 _STAGE_MODULES = ("engine", "images", "data", "train", "explain", "bench")
@@ -48,7 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tune_cpu_allocator()  # freed tensor memory stays in the heap; ANDERSONN_MALLOC_TUNING=0
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores the default display afterwards
+            warnings.showwarning = _show_warning
+            return int(args.func(args) or 0)
     except AndersonnError as exc:
         print(f"andersonn: error: {exc}", file=sys.stderr)
         return 2
@@ -64,6 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
         return 141
+
+
+_default_show = warnings.showwarning
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Show a user-facing warning as one line, without the source line that raised it."""
+    if issubclass(category, AndersonnWarning):
+        print(f"andersonn: warning: {message}", file=file or sys.stderr)
+    else:
+        _default_show(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":  # pragma: no cover

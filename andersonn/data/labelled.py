@@ -46,7 +46,7 @@ from andersonn.data.cache import (
 )
 from andersonn.data.splits import DEFAULT_FRACTIONS, SPLIT_NAMES, split_indices, stratified_split
 from andersonn.errors import ConfigError, InputError
-from andersonn.fileio import decode_text
+from andersonn.fileio import decode_text, is_wide_unicode
 
 __all__ = [
     "CLASS_COLUMNS",
@@ -174,9 +174,9 @@ def _csv_table(path: Path) -> _Table:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read it ({exc})") from None
-    if b"\x00" in data[:65536]:
+    if b"\x00" in data[:65536] and not is_wide_unicode(data):
         raise InputError(f"{path}: binary data, not a CSV / TSV text file")
-    lines = decode_text(data).splitlines()  # UTF-8, else a spreadsheet's Latin-1 export
+    lines = decode_text(data).splitlines()  # UTF-16 by its mark, UTF-8, else Latin-1
     reader = csv.DictReader(lines, delimiter=_delimiter(path, lines[0] if lines else ""))
     names = [name or "" for name in reader.fieldnames or []]
     rows = [(f"{path.name} line {number}", row, None)  # the header is line 1

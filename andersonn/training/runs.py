@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from andersonn.data.splits import split_indices
-from andersonn.errors import AndersonnError
+from andersonn.errors import AndersonnError, UnfinishedRunWarning
 from andersonn.fileio import atomic_write_json
 from andersonn.models import build_model
 from andersonn.training import checkpoint as ckpt
@@ -51,6 +52,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
         if folder is None:
             raise AndersonnError(f"{run_dir}: no model.safetensors (training not finished?)")
         weights = folder / "best.safetensors"
+        warnings.warn(UnfinishedRunWarning(_unfinished_note(run_dir, folder, run_config)),
+                      stacklevel=2)
     name = hparams.pop("name", "deq")
     model = build_model(name, **hparams)
     try:
@@ -64,6 +67,23 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
         # the hparams hold the training solve; inference answers at the recorded eval settings
         model.set_solver(solver["name"], dict(solver["eval"]))
     return model, run_config
+
+
+def _unfinished_note(run_dir: Path, folder: Path, run_config: dict[str, Any]) -> str:
+    """What a user of an unfinished run gets: how far it trained, and that it is uncalibrated."""
+    try:
+        state = json.loads((folder / "state.json").read_text())
+        epoch, best = int(state["epoch"]), int(state["best_epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        epoch, best = None, None
+    planned = (run_config.get("train") or {}).get("epochs")
+    how_far = "" if epoch is None else (f" (checkpoint after epoch {epoch}"
+                                        + (f" of {planned}" if planned else "") + ")")
+    which = "its best weights so far" + ("" if best is None else f", from epoch {best}")
+    if not run_config.get("calibration"):
+        which += ", with uncalibrated probabilities"
+    return (f"{run_dir}: training has not finished{how_far}; using {which} (finish it with "
+            "`andersonn train ... --resume`)")
 
 
 def run_build(run_config: dict[str, Any]) -> Any:

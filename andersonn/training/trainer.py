@@ -10,6 +10,7 @@ index, one forward, one backward.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,7 +30,14 @@ from torch.utils.data import DistributedSampler
 
 from andersonn import __version__
 from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
-from andersonn.fileio import TEMP_NAME, atomic_write_json, atomic_write_text, remove_temp_files
+from andersonn.fileio import (
+    LOCK_NAME,
+    TEMP_NAME,
+    atomic_write_json,
+    atomic_write_text,
+    folder_lock,
+    remove_temp_files,
+)
 from andersonn.models import build_model, count_parameters, vector_channels_for
 from andersonn.training import checkpoint as ckpt
 from andersonn.training.config import TrainConfig
@@ -327,8 +335,9 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool =
     threads = torch.get_num_threads()
     device = resolve_device(cfg.device, info)
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return _train(cfg, out_dir, resume, dataset, progress, on_epoch, info)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                contextlib.ExitStack() as held:
+            return _train(cfg, out_dir, resume, dataset, progress, on_epoch, info, held)
     finally:
         torch.set_num_threads(threads)
         cleanup(info)
@@ -387,14 +396,14 @@ def _holds_run_files(run_dir: Path) -> bool:
 def _preflight(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
     """Rank 0's checks of the run directory, before any data is loaded (or built); returns the
     checkpoint to resume from (None: a new run). Removes the temporary files of atomic writes
-    that a killed process left in the run."""
-    _check_run_dir(run_dir)
+    that a killed process left in the run. Called with the run's lock held."""
     if not resume and (run_dir / ckpt.POINTER).exists():
         raise AndersonnError(f"{run_dir} already holds a run; pass --resume to continue it or "
                              "choose another --out")
     folder = ckpt.latest_checkpoint(run_dir) if resume else None
     if resume and folder is None and run_dir.is_dir() and not _holds_run_files(run_dir) \
-            and any(p for p in run_dir.iterdir() if not TEMP_NAME.match(p.name)):
+            and any(p for p in run_dir.iterdir()
+                    if not TEMP_NAME.match(p.name) and p.name != LOCK_NAME):
         # the runs/ folder above a run, a run's plots/: --resume would train a new run in it
         raise ConfigError(f"cannot resume {run_dir}: it holds no run (no {ckpt.POINTER} or "
                           "config.json) but other files; give the run's own folder, or an "
@@ -412,7 +421,7 @@ def _preflight(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
 
 def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: Any,
            progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
-           info: DistInfo) -> TrainResult:
+           info: DistInfo, held: contextlib.ExitStack) -> TrainResult:
     device = resolve_device(cfg.device, info)
     _set_threads(cfg)
     run_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.task}-{cfg.model}"
@@ -421,6 +430,10 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     folder, failure = None, None
     if info.is_main:
         try:
+            _check_run_dir(run_dir)
+            # one trainer per run folder (held until train returns): a second one would
+            # interleave its checkpoints and metrics with the first's
+            held.enter_context(folder_lock(run_dir, "another training"))
             folder = _preflight(cfg, run_dir, resume)
         except (AndersonnError, OSError) as exc:
             failure = exc

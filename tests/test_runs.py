@@ -1,0 +1,50 @@
+"""Using a run: an unfinished run (stopped after a checkpoint, before model.safetensors) is
+still usable, with a one-line warning that says how far it trained and that its probabilities
+are not calibrated."""
+
+from __future__ import annotations
+
+import pytest
+
+from andersonn.cli import main
+from andersonn.errors import UnfinishedRunWarning
+from andersonn.training import TrainConfig, load_run, train
+
+from helpers import tiny_polarity_dataset
+
+
+def _interrupted_run(tmp_path):
+    dataset = tiny_polarity_dataset(tmp_path)
+    run = tmp_path / "run"
+
+    def stop(record: dict) -> None:
+        raise KeyboardInterrupt
+
+    cfg = TrainConfig(task="polarity", epochs=2, hidden=8, batch_size=4, threads=1, plots=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, dataset=dataset, progress=False, on_epoch=stop)
+    assert not (run / "model.safetensors").exists()
+    return run
+
+
+def test_an_unfinished_run_is_used_with_a_warning(tmp_path, capsys):
+    run = _interrupted_run(tmp_path)
+    note = (rf"{run}: training has not finished \(checkpoint after epoch 1 of 2\); using its "
+            r"best weights so far, from epoch 1, with uncalibrated probabilities \(finish it")
+    with pytest.warns(UnfinishedRunWarning, match=note):
+        _model, config = load_run(run)
+    assert "calibration" not in config
+    assert main(["predict", str(run), "CCO", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    warning_lines = [line for line in captured.err.splitlines() if "has not finished" in line]
+    assert len(warning_lines) == 1 and warning_lines[0].startswith("andersonn: warning: ")
+    assert "UnfinishedRunWarning" not in captured.err  # one line, no source line
+    assert "CCO" in captured.out
+
+
+def test_a_finished_run_loads_without_the_warning(tmp_path, recwarn):
+    dataset = tiny_polarity_dataset(tmp_path)
+    cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False)
+    train(cfg, tmp_path / "run", dataset=dataset, progress=False)
+    load_run(tmp_path / "run")
+    assert not [w for w in recwarn if issubclass(w.category, UnfinishedRunWarning)]
