@@ -49,7 +49,7 @@ steps=${STEPS:-test_cuda bench_solvers bench_memory bench_speedup}
 for s in $steps; do
     case $s in
     test_cuda) step test_cuda 120 python3 -m pytest -q -s -m cuda -p no:cacheprovider \
-        tests/test_cuda.py tests/test_engine_s17.py ;;
+        tests/test_cuda.py tests/test_solver_residuals.py ;;
     bench_solvers) step bench_solvers 150 python3 -m andersonn bench solvers --device "$DEV" $Q \
         --no-progress --out "$WORK/out/solvers" ;;
     bench_solvers_tf32) step bench_solvers_tf32 150 python3 -m andersonn bench solvers \

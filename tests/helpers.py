@@ -1,8 +1,10 @@
-"""Problems shared by the solver, DEQ and CUDA tests (exact references, small cells), and a
-tiny polarity run for the prediction tests."""
+"""Problems shared by the solver, DEQ and CUDA tests (exact references, small cells), a tiny
+polarity run for the prediction tests, and a toy in-memory dataset for the training tests."""
 
 from __future__ import annotations
 
+import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +122,7 @@ def assert_refused_when_parsed(argv: list[str], capsys, message: str) -> None:
 def count_featurize_chunks(monkeypatch, chunk: int) -> list[int]:
     """Patch the prediction chunk size to ``chunk``; the sizes of the featuriser's calls land
     in the returned list."""
-    import andersonn.predict as predict
+    import andersonn.predict.featurize as predict  # where PREDICT_CHUNK is read
     from andersonn.predict import Classifier
 
     sizes: list[int] = []
@@ -133,3 +135,34 @@ def count_featurize_chunks(monkeypatch, chunk: int) -> list[int]:
     monkeypatch.setattr(Classifier, "_featurize", spy)
     monkeypatch.setattr(predict, "PREDICT_CHUNK", chunk)
     return sizes
+
+
+def toy_dataset(n: int = 48, splits: np.ndarray | None = None,
+                meta: dict | None = None) -> types.SimpleNamespace:
+    """A small separable in-memory dataset (two classes, images (3, 4, 3)); by default split
+    70 / 15 / 15 % and described as task ``toy``."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    images = rng.normal(size=(n, 3, 4, 3)).astype(np.float32)
+    images[:, 0] += 2.0 * labels[:, None, None]
+    if splits is None:
+        splits = np.zeros(n, np.int8)
+        splits[int(0.7 * n):int(0.85 * n)], splits[int(0.85 * n):] = 1, 2
+    return types.SimpleNamespace(images=images, labels=labels.astype(np.int64), splits=splits,
+                                 classes=["a", "b"], ids=[f"m{i}" for i in range(n)],
+                                 meta=meta or {"task": "toy"})
+
+
+def toy_config(**kw: object):
+    """A one-epoch TrainConfig of a depth-1, hidden-8 explicit network on :func:`toy_dataset`;
+    ``kw`` overrides its fields."""
+    from andersonn.training import TrainConfig
+
+    base = {"task": "toy", "model": "explicit", "depth": 1, "hidden": 8, "epochs": 1,
+            "batch_size": 16, "threads": 1, "plots": False, "lr": 1e-2}
+    return TrainConfig(**{**base, **kw})
+
+
+def logged_epochs(run: Path) -> list[int]:
+    """The epoch numbers in a run's metrics.jsonl, in order."""
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]

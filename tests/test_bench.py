@@ -622,3 +622,27 @@ def test_featurize_samples_all_qm9_parts_and_counts_parallel_workers(
     for bad in (0, -1):
         with pytest.raises(ConfigError, match="--workers"):
             featurize.run_featurize_bench(workers=bad, archives=tmp_path)
+
+
+def test_bench_solvers_repeats_report_the_median_solve_and_every_wall_time() -> None:
+    from andersonn.bench.solvers import run_benchmark
+
+    result = run_benchmark(quick=True, progress=False, tolerances=(1e-2,), repeats=3, threads=1,
+                           solvers=("forward_iteration", "anderson"))
+    assert result["repeats"] == 3
+    measured = [r for r in result["results"] if r["measured"]]
+    assert {(r["cell"], r["solver"]) for r in measured} == {
+        (c, s) for c in ("init", "weak") for s in ("forward_iteration", "anderson")}
+    for r in measured:
+        assert r["repeats"] == 3 and len(r["wall_times"]) == 3
+        assert r["wall_times"] == sorted(r["wall_times"])
+        assert r["wall_time"] == r["wall_times"][1]  # the median solve's record
+
+
+def test_median_solve_takes_the_lower_median_of_an_even_count() -> None:
+    from andersonn.bench.solvers import median_solve
+
+    solves = [({"wall_time": t, "id": i}, i) for i, t in enumerate([3.0, 1.0, 4.0, 2.0])]
+    record, stats = median_solve(solves)
+    assert (record["id"], stats, record["wall_time"]) == (3, 3, 2.0)
+    assert record["wall_times"] == [1.0, 2.0, 3.0, 4.0] and record["repeats"] == 4

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import io
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from andersonn.deq import DEQ
-from andersonn.errors import ConfigError
+from andersonn.errors import ConfigError, InputError
 from andersonn.solvers import SolverStats
 
 from helpers import TanhCell
@@ -353,3 +357,121 @@ def test_inference_mode_validation_then_training():
         deq(x)
     deq(x).sum().backward()  # raised "Inplace update to inference tensor outside InferenceMode"
     assert x.grad is not None and deq.stats["backward"] is not None
+
+
+# --- non-finite incoming gradients through the implicit backward ----------------------------
+
+def test_implicit_backward_passes_an_infinite_gradient_through():
+    cell = TanhCell(4)
+    deq = DEQ(cell)
+    x = _x().requires_grad_()
+    z = deq(x)
+    (z * float("inf")).sum().backward()  # raised SolverDivergence before
+    assert not bool(torch.isfinite(x.grad).all())
+    assert not bool(torch.isfinite(cell.weight.grad).all())
+
+
+def test_only_the_rows_with_a_non_finite_gradient_skip_the_adjoint_solve():
+    cell = TanhCell(4)
+    deq = DEQ(cell, backward_options={"tol": 1e-13, "max_iter": 300, "stop_mode": "abs"})
+    x = _x(4).requires_grad_()
+    w = torch.randn(4, 4, generator=torch.Generator().manual_seed(2), dtype=F64)
+    deq(x).mul(w).sum().backward()
+    reference = x.grad.clone()
+    x.grad = None
+    w[2, 1] = float("nan")
+    deq(x).mul(w).sum().backward()
+    assert bool(torch.isnan(x.grad[2]).any())
+    torch.testing.assert_close(x.grad[[0, 1, 3]], reference[[0, 1, 3]], rtol=0, atol=1e-12)
+    assert deq.stats["backward"].batch_size == 4
+
+
+def test_grad_scaler_skips_the_step_of_an_overflowing_deq_loss():
+    cell = TanhCell(4, dtype=torch.float32)
+    deq = DEQ(cell)
+    opt = torch.optim.SGD(cell.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    before = [p.detach().clone() for p in cell.parameters()]
+    loss = deq(_x(dtype=torch.float32)).pow(2).sum() * 1e36  # × the scale: inf in float32
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert all(torch.equal(p, q) for p, q in zip(cell.parameters(), before, strict=True))
+    assert scaler.get_scale() == 2.0**15
+
+
+# --- copies of a trained DEQ ------------------------------------------------------------------
+
+class _Cell(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4, dtype=F64)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(0.3 * self.lin(z)) + x
+
+
+@pytest.mark.parametrize("mode", ["implicit", "jfb"])
+def test_a_deq_with_jacobian_loss_can_be_deep_copied_and_pickled(mode):
+    deq = DEQ(_Cell(), backward=mode, jacobian_samples=1).train()
+    x = _x()
+    (deq(x).sum() + deq.jacobian_loss).backward()
+    assert deq.jacobian_loss is not None and deq.jacobian_loss.grad_fn is not None
+    twin = copy.deepcopy(deq)  # raised "Only Tensors created explicitly by the user ..."
+    assert twin.jacobian_loss is None and deq.jacobian_loss is not None  # original untouched
+    assert twin.stats["forward"] is not None
+    averaged = torch.optim.swa_utils.AveragedModel(deq)
+    buffer = io.BytesIO()
+    torch.save(deq, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert loaded.jacobian_loss is None
+    for other in (twin, averaged.module, loaded):
+        torch.testing.assert_close(other(x), deq(x), rtol=0, atol=0)
+        assert other.jacobian_loss is not None  # the attribute works as before in the copy
+
+
+# --- option dicts and option values ----------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["solver_options", "eval_options", "backward_options"])
+@pytest.mark.parametrize("key", ["args", "z0", "f", "row_args"])
+def test_deq_refuses_the_solver_arguments_it_sets_itself(where, key):
+    with pytest.raises(ConfigError, match=rf"{where} sets '{key}'"):
+        DEQ(TanhCell(4), **{where: {key: ()}})
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("unroll_steps", 1.5), ("unroll_steps", "3"), ("unroll_steps", True), ("unroll_steps", 0),
+    ("jacobian_samples", 0.5), ("jacobian_samples", "1"), ("jacobian_samples", -1),
+])
+def test_deq_integer_options_are_checked(option, value):
+    with pytest.raises(ConfigError, match=rf"{option}=.*must be an integer"):
+        DEQ(TanhCell(4), **{option: value})
+
+
+# --- the state z0 ----------------------------------------------------------------------------
+
+def test_a_z0_the_cell_cannot_take_is_reported_as_z0():
+    weight = torch.eye(3, dtype=F64)
+    deq = DEQ(lambda z, x: 0.1 * z @ weight + x)
+    with pytest.raises(InputError, match=r"z0 of shape \(2, 5\) \(x: \(2, 3\)\).*RuntimeError"):
+        deq(_x(2, 3), z0=torch.zeros(2, 5, dtype=F64))
+    with pytest.raises(InputError, match="z0 must be a tensor"):
+        deq(_x(2, 3), z0=[[0.0] * 3] * 2)
+
+
+def test_a_state_shaped_unlike_x_still_works():
+    # z (B, 5), x (B, 3): z0 must be given; the first-call check changes nothing else
+    gen = torch.Generator().manual_seed(4)
+    a = 0.3 * torch.randn(5, 5, generator=gen, dtype=F64) / math.sqrt(5)
+    p = nn.Parameter(torch.randn(3, 5, generator=gen, dtype=F64))
+
+    def cell(z, x):
+        return torch.tanh(z @ a + x @ p)
+
+    deq = DEQ(cell, solver_options={"tol": 1e-12, "max_iter": 100})
+    x = _x(2, 3)
+    z = deq(x, z0=torch.zeros(2, 5, dtype=F64))
+    assert z.shape == (2, 5) and bool(deq.stats["forward"].converged.all())
+    z.sum().backward()
+    assert p.grad is not None and bool(torch.isfinite(p.grad).all())

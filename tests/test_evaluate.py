@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from andersonn.cli import main
+from andersonn.cli import build_parser, main
 from andersonn.ensemble import Ensemble
 from andersonn.errors import AndersonnError, InputError
 from andersonn.evaluate import (
@@ -247,3 +249,82 @@ def test_an_sdf_with_the_label_as_a_data_field(setup, tmp_path: Path) -> None:
     assert [r["predicted"] for r in result.rows] == [p.label for p in alone]
     with pytest.raises(InputError, match="no class or value field"):
         read_labelled(path, "crystal-gap", ["metal", "semiconductor", "insulator"])
+
+
+def test_conflicting_labels_of_one_input_are_warned_about(tmp_path: Path) -> None:
+    table = tmp_path / "mine.csv"
+    table.write_text("input,class\nCCO,strongly polar\nCC,weakly polar\nCCO,weakly polar\n"
+                     "CC,weakly polar\nCCO,Strongly Polar\n")
+    with pytest.warns(UserWarning) as caught:
+        inputs, labels, _ = read_labelled(table, "polarity", POLAR)
+    messages = [str(w.message) for w in caught]
+    assert messages == ["mine.csv: CCO is given with conflicting labels: line 2 (strongly "
+                        "polar), line 4 (weakly polar), line 6 (strongly polar); each row is "
+                        "scored as given"]
+    assert inputs == ["CCO", "CC", "CCO", "CC", "CCO"] and labels == [1, 0, 0, 0, 1]
+    table.write_text("input,class\nCCO,strongly polar\nCCO,1\nCC,0\n")  # agreeing: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_labelled(table, "polarity", POLAR)
+
+
+# --- evaluate CV_DIR --plots: the confusion matrix and a reliability diagram --------------------
+
+def _cross_validation(directory: Path) -> Any:
+    """A finished-looking 2-fold cross-validation of 5 structures, classes a and b."""
+    from andersonn.crossval import SCORES, CrossValidation
+    from andersonn.evaluate import score_probabilities
+
+    classes = ["a", "b"]
+    probs = np.array([[0.95, 0.05], [0.03, 0.97], [0.15, 0.85], [0.25, 0.75], [0.65, 0.35]])
+    labels = np.array([0, 0, 0, 1, 1])
+    pooled: dict[str, Any] = {**score_probabilities(probs, labels, classes), "iterations": 3.0,
+                              "confusion_matrix": [[1, 2], [1, 1]]}
+    spread = {k: {"mean": float(pooled[k]), "std": 0.0}
+              for k in (*SCORES, "iterations") if k in pooled}
+    rows = [{"index": j, "id": f"m{j}", "fold": 1 + j % 2, "class": classes[labels[j]],
+             "predicted": classes[int(probs[j].argmax())], "probabilities": probs[j].tolist(),
+             "iterations": 3.0} for j in range(len(labels))]
+    return CrossValidation(directory=str(directory), task="polarity", source="polarity",
+                           folds=2, classes=classes, n=len(labels), runs=[], pooled=pooled,
+                           per_fold=[], spread=spread, settings={}, predictions=rows)
+
+
+def test_evaluate_cross_validation_plots_confusion_and_reliability(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import andersonn.crossval as crossval
+    import andersonn.training.plots as plots
+
+    cv = tmp_path / "cv"
+    for fold in (1, 2):  # what makes a folder a cross-validation to the CLI
+        (cv / f"fold-{fold}").mkdir(parents=True)
+        (cv / f"fold-{fold}" / "config.json").write_text("{}")
+    monkeypatch.setattr(crossval, "summarize", lambda path, device="cpu": _cross_validation(cv))
+    curves: list[dict[str, Any]] = []
+    real = plots.plot_reliability
+
+    def record(c: dict[str, Any], path: Any, title: str = "") -> None:
+        curves.append(c)
+        real(c, path, title=title)
+
+    monkeypatch.setattr(plots, "plot_reliability", record)
+    out = tmp_path / "plots"
+    assert main(["evaluate", str(cv), "--plots", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["cv-1-confusion.png", "cv-1-reliability.png"]
+    assert f"→ {out / 'cv-1-reliability.png'}" in capsys.readouterr().out
+    # the pooled out-of-fold probabilities in 15 confidence bins: 0.65 | 0.75 | 0.85 | 0.95, 0.97
+    (curve,) = curves[0].values()
+    assert curve["count"] == [1, 1, 1, 2]
+    assert curve["confidence"] == pytest.approx([0.65, 0.75, 0.85, 0.96])
+    assert curve["accuracy"] == pytest.approx([0.0, 1.0, 0.0, 0.5])
+
+
+def test_evaluate_help_names_the_plot_files_of_runs_and_cross_validations(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse would break the names at their hyphens
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "confusion.png and reliability.png for runs" in text
+    assert "cv-I-confusion.png and cv-I-reliability.png for the I-th CV_DIR" in text

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import andersonn.predict as predict_module
+import andersonn.predict.featurize as featurize_module
 from andersonn.cli import main
 from andersonn.errors import InputError
 from andersonn.images.physics import perceive_molecule
@@ -55,7 +55,7 @@ def test_salts_are_predicted_with_a_warning(polarity_run: Path, tmp_path: Path) 
 
 
 def _crash_on(marker: str):
-    original = predict_module._featurize_with
+    original = featurize_module._featurize_with
 
     def featurize(setup, item):
         if item == marker:
@@ -67,7 +67,7 @@ def _crash_on(marker: str):
 
 def test_a_worker_that_crashes_fails_its_input_alone(polarity_run: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(predict_module, "_featurize_with", _crash_on("CRASH"))
+    monkeypatch.setattr(featurize_module, "_featurize_with", _crash_on("CRASH"))
     items = ["CCO", "CRASH", "CC#N", "O", "CRASH", "CCN"]
     preds = Classifier.load(polarity_run).predict_inputs(items, workers=2)  # used to hang forever
     assert [p.ok for p in preds] == [True, False, True, True, False, True]

@@ -1,4 +1,4 @@
-"""The solvers' accelerator code path, run on the CPU (session 18).
+"""The solvers' accelerator code path, run on the CPU.
 
 On a GPU the driver never reads values back between convergence checks and the methods take no
 CPU-only shortcuts; ``andersonn.solvers.base._CPU_SHORTCUTS = False`` runs exactly that code on
@@ -182,8 +182,8 @@ def test_accelerator_path_iteration_dispatches_no_composite_ops(accelerator_path
     for ops in (anderson, forward):
         assert not {"aten::isfinite", "aten::isinf", "aten::diag_embed",
                     "aten::zeros_like", "aten::index_put_"} & set(ops), ops
-    # the budget of this session's code (f here: 4 ops; Anderson took 75.6 before it); more
-    # is a regression to look at
+    # the budget of the current code (f here: 4 ops; Anderson took 75.6 before this path was
+    # trimmed); more is a regression to look at
     assert round(sum(forward.values()), 3) <= 20, forward
     assert round(sum(anderson.values()), 3) <= 59, anderson
 

@@ -241,14 +241,14 @@ def test_strained_cage_smiles_embeds_through_the_heavy_atom_fallback(monkeypatch
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    from andersonn.structures import readers
+    from andersonn.structures import molecules
 
     smiles = "C1OC2CC3CC12C3"
     mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
-    assert all(AllChem.EmbedMolecule(mol, p) != 0 for p in readers._embedding_attempts())
+    assert all(AllChem.EmbedMolecule(mol, p) != 0 for p in molecules._embedding_attempts())
     calls = []
-    real = readers._embed_heavy_atoms
-    monkeypatch.setattr(readers, "_embed_heavy_atoms", lambda m: calls.append(1) or real(m))
+    real = molecules._embed_heavy_atoms
+    monkeypatch.setattr(molecules, "_embed_heavy_atoms", lambda m: calls.append(1) or real(m))
     s = read_structure(smiles)
     assert calls and s.numbers.tolist().count(1) == 10 and len(s.numbers) == 18  # C7H10O
     d = np.linalg.norm(s.positions[:, None] - s.positions[None], axis=-1)[np.triu_indices(18, 1)]
@@ -373,7 +373,7 @@ def test_pdb_and_mol2_molecules(tmp_path: Path) -> None:
 def test_gzip_files_are_read_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gzip
 
-    from andersonn.structures import read_records, readers
+    from andersonn.structures import read_records, records
 
     packed = tmp_path / "NaCl.cif.gz"
     packed.write_bytes(gzip.compress((FIX / "NaCl.cif").read_bytes()))
@@ -391,7 +391,7 @@ def test_gzip_files_are_read_through(tmp_path: Path, monkeypatch: pytest.MonkeyP
     corrupt.write_bytes(gzip.compress(b"3\n\nO 0 0 0\n")[:15])
     with pytest.raises(InputError, match=r"^bad\.xyz\.gz: corrupt gzip file"):
         read_structure(corrupt)
-    monkeypatch.setattr(readers, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(records, "MAX_FILE_BYTES", 1000)
     bomb = tmp_path / "bomb.xyz.gz"
     bomb.write_bytes(gzip.compress(b"3\n" + b" " * 5000 + b"\nO 0 0 0\n"))
     assert bomb.stat().st_size < 1000
@@ -633,3 +633,9 @@ def test_readers_leave_rdkits_log_settings_as_they_were():
         assert rdBase.LogStatus() == before  # not every log switched back on
     finally:
         RDLogger.EnableLog("rdApp.warning")
+
+
+def test_a_smiles_with_a_non_ascii_character_is_refused():
+    # RDKit reads "CCOé" as ethanol, dropping the stray character without a word
+    with pytest.raises(InputError, match="not ASCII"):
+        read_structure("CCO\xe9")

@@ -29,7 +29,8 @@ tightest tolerance (``max_iter`` 500 on the weak cell) and its f evaluations at 
 tolerances are read off the residual trace (first iteration with residual ≤ tol: exactly what a
 separate run with ``check_every=1`` would count; its wall time is then not measured). The other
 solvers (``max_iter`` 200) are run once per (cell, tolerance), in alternating order, after one
-warm-up solve each.
+warm-up solve each; with ``repeats`` > 1 every point is solved that many times (the order
+reversed each time) and the solve of median wall time is reported, with all the wall times.
 f is wrapped by a timer (synchronised on CUDA) to split wall time into time in f and outside.
 torchdeq 0.1.0's Anderson (``torchdeq.solver.get_solver("anderson")``, same m = 5, λ = 1e-4)
 runs as an external baseline when installed; it stops when the whole batch has converged.
@@ -221,6 +222,16 @@ def solve_once(
     return record, stats
 
 
+def median_solve(solves: Sequence[tuple[dict[str, Any], Any]]) -> tuple[dict[str, Any], Any]:
+    """Of repeated solves of one point (same iterates, other timings), the one with the median
+    wall time (the lower median of an even count), its record listing every repeat's wall time
+    (``wall_times``, sorted) so the spread is on record."""
+    ranked = sorted(solves, key=lambda solve: solve[0]["wall_time"])
+    record, stats = ranked[(len(ranked) - 1) // 2]
+    return {**record, "repeats": len(ranked),
+            "wall_times": [solve[0]["wall_time"] for solve in ranked]}, stats
+
+
 def dispatch_counts(cell: nn.Module, x: Tensor, solvers: Sequence[str],
                     iterations: tuple[int, int] = (10, 30)) -> dict[str, dict[str, float]]:
     """Operator calls (and, on CUDA, kernel launches) per solver iteration, from the profiler.
@@ -370,6 +381,7 @@ def run_benchmark(
     threads: int | None = None,
     tf32: bool = False,
     cuda_graph: bool = False,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """Run the whole benchmark; returns the JSON-ready result (see module docstring).
 
@@ -378,12 +390,14 @@ def run_benchmark(
     ``tf32``: allow TF32 convolutions on CUDA (off by default: it floors the residual every
     solver can reach, see :func:`andersonn.bench.report.tf32_mode`). ``cuda_graph`` (CUDA):
     our solvers' wall times come from solves with ``cuda_graph=True`` (see :func:`solve_once`).
+    ``repeats``: solves per point; each point reports the one of median wall time
+    (:func:`median_solve`).
     """
     from andersonn.bench.report import check_positive, check_threads, tf32_mode
 
     threads = check_threads(threads)
     for flag, value in (("--channels", channels), ("--hidden", hidden), ("--size", size),
-                        ("--batch", batch)):
+                        ("--batch", batch), ("--repeat", repeats)):
         check_positive(flag, value)
     if not tolerances or min(tolerances) <= 0:
         raise ConfigError(f"tolerances must be positive (got {list(tolerances)})")
@@ -395,7 +409,8 @@ def run_benchmark(
             result = _run(quick=quick, device=device, channels=channels, hidden=hidden,
                           size=size, batch=batch, tolerances=tolerances, solvers=solvers,
                           target_median=target_median, target_max=target_max, seed=seed,
-                          progress=progress, cuda_graph=cuda_graph and device == "cuda")
+                          progress=progress, cuda_graph=cuda_graph and device == "cuda",
+                          repeats=repeats)
         result["tf32"] = bool(tf32) and device == "cuda"
         return result
     finally:
@@ -432,6 +447,7 @@ def _run(
     seed: int,
     progress: bool,
     cuda_graph: bool = False,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
@@ -499,12 +515,18 @@ def _run(
     bar = tqdm(jobs, desc="bench solvers", disable=not progress, leave=False)
     for cell_name, tol, order in bar:
         f = cell if cell_name == "init" else weak_cell
+        solved: dict[str, list[tuple[dict[str, Any], Any]]] = {name: [] for name in order}
+        for repeat in range(repeats):  # each repeat in the other order: drifts in machine load
+            for solver in (order if repeat % 2 == 0 else order[::-1]):  # fall on both
+                bar.set_postfix_str(f"{cell_name} {solver} tol={tol or min(tolerances):g}"
+                                    + (f" ({repeat + 1}/{repeats})" if repeats > 1 else ""))
+                mi = max_iters.get(solver, default_max)
+                solved[solver].append(solve_once(solver, f, x, tol or min(tolerances), mi,
+                                                 graph_f.get(cell_name)))
         for solver in order:
-            bar.set_postfix_str(f"{cell_name} {solver} tol={tol or min(tolerances):g}")
+            record, stats = median_solve(solved[solver])
             if tol is None:  # forward iteration: one run at the tightest tolerance
                 mi = max_iters.get(solver, default_max)
-                record, stats = solve_once(solver, f, x, min(tolerances), mi,
-                                           graph_f.get(cell_name))
                 for r in forward_by_tolerance(stats, tolerances, mi):
                     if math.isclose(r["tol"], min(tolerances)):
                         r = record  # the measured run itself
@@ -515,8 +537,6 @@ def _run(
                     "median": float(tail.nanmedian()), "max": float(tail[~tail.isnan()].max())
                     if bool((~tail.isnan()).any()) else None}
                 continue
-            record, _ = solve_once(solver, f, x, tol, max_iters.get(solver, default_max),
-                                   graph_f.get(cell_name))
             record["cell"] = cell_name
             results.append(record)
     bar.close()
@@ -533,6 +553,7 @@ def _run(
         "platform": platform.platform(),
         "threads": torch.get_num_threads(),
         "quick": quick,
+        "repeats": repeats,
         "cuda_graph": cuda_graph,
         "graph_f_ms_per_row": {k: 1000 * v for k, v in graph_f.items()},
         "dims": dims,

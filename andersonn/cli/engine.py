@@ -32,6 +32,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                    help="allow TF32 convolutions on CUDA (off: TF32 floors the reachable residual)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="CUDA: also time our solvers with cuda_graph=True (reported wall time)")
+    p.add_argument("--repeat", type=positive_int, default=1, metavar="N",
+                   help="solve every point N times and report the median wall time (1)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_bench_solvers)
 
@@ -51,5 +53,6 @@ def _bench_solvers(args: argparse.Namespace) -> int:
         threads=args.threads,
         tf32=args.tf32,
         cuda_graph=args.cuda_graph,
+        repeats=args.repeat,
     )
     return 0

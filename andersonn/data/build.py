@@ -36,7 +36,7 @@ from andersonn.data.splits import (
     stratified_subset,
 )
 from andersonn.data.tasks import TaskDefinition, get_task
-from andersonn.errors import AndersonnError
+from andersonn.errors import AndersonnError, AndersonnWarning
 from andersonn.fileio import atomic_write_text
 
 __all__ = [
@@ -166,7 +166,7 @@ def _resolve(
     return task, values, opts, spec, version, featurize
 
 
-class EmptySplitWarning(UserWarning):
+class EmptySplitWarning(AndersonnWarning):
     """A dataset build whose train, val or test split holds no entry (too small a limit)."""
 
 

@@ -1,4 +1,4 @@
-"""Prediction fixes (session 18): ``predict_proba``, ``Ensemble.member_probabilities`` and
+"""Prediction in chunks: ``predict_proba``, ``Ensemble.member_probabilities`` and
 ``evaluate_labelled`` read, encode and infer their inputs in chunks, as ``predict_inputs`` does,
 with the same answers; the featuriser takes an optional progress bar."""
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-import andersonn.predict as predict
 from andersonn.ensemble import Ensemble
 from andersonn.errors import InputError
 from andersonn.evaluate import evaluate_labelled
 from andersonn.predict import Classifier
+from andersonn.predict.featurize import _progress
 
 from helpers import count_featurize_chunks, tiny_polarity_dataset, tiny_polarity_run
 
@@ -120,9 +120,9 @@ def test_featurize_advances_a_given_bar(polarity_run: Path) -> None:
     clf = Classifier.load(polarity_run)
     assert clf._featurize(["CCO", "((", "CC"], bar=bar)[1] == [0, 2]
     assert bar.n == 3 and not bar.closed  # the caller's bar: the caller closes it
-    with predict._progress(3, False) as none:
+    with _progress(3, False) as none:
         assert none is None
-    with predict._progress(3, True) as shown:
+    with _progress(3, True) as shown:
         shown.update(3)
     assert shown.n == shown.total == 3 and shown.disable  # closed on leaving
 

@@ -1,17 +1,26 @@
-"""Readers (s17 fixes): multi-record files read record by record past the file-size cap, xyz
-frames resynchronised after a truncated one, .smi files of several SMILES, non-regular files."""
+"""Files of several structures cut into records: read record by record as a stream (past the
+file-size cap, which then holds for each record alone), counted rather than built when
+read_structure refuses them, a file of one cut once; xyz frames after a truncated one, SMILES
+files of several lines (Latin-1 title separators, gzip), and records cut at line ends only."""
 
 from __future__ import annotations
 
 import gzip
-import os
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from andersonn.errors import InputError
-from andersonn.structures import read_records, read_structure, readers, split_records
+from andersonn.structures import (
+    iter_records,
+    read_conformers,
+    read_records,
+    read_structure,
+    split_records,
+)
+from andersonn.structures import records as records_module
 
 FIX = Path(__file__).parent / "fixtures" / "structures"
 CAP = 10_000
@@ -27,7 +36,7 @@ def _library(path: Path, count: int) -> str:
 
 def test_a_multi_record_file_past_the_cap_is_read_record_by_record(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readers, "MAX_FILE_BYTES", CAP)
+    monkeypatch.setattr(records_module, "MAX_FILE_BYTES", CAP)
     sdf = tmp_path / "huge.sdf"
     _library(sdf, 40)
     assert sdf.stat().st_size > 3 * CAP
@@ -50,7 +59,7 @@ def test_a_multi_record_file_past_the_cap_is_read_record_by_record(
 
 def test_one_structure_past_the_cap_is_still_refused(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readers, "MAX_FILE_BYTES", CAP)
+    monkeypatch.setattr(records_module, "MAX_FILE_BYTES", CAP)
     one = tmp_path / "one.xyz"
     one.write_text("3\n" + "x" * CAP + "\nO 0 0 0\nH 0 0 0.96\nH 0.93 0 -0.24\n")
     size = one.stat().st_size
@@ -77,20 +86,88 @@ def test_one_structure_past_the_cap_is_still_refused(tmp_path: Path,
 
 def test_records_are_streamed_not_read_whole(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readers, "MAX_FILE_BYTES", CAP)
-    monkeypatch.setattr(readers, "_CHUNK_CHARS", 8192)  # the file is read 8 kB at a time
+    monkeypatch.setattr(records_module, "MAX_FILE_BYTES", CAP)
+    monkeypatch.setattr(records_module, "_CHUNK_CHARS", 8192)  # the file is read 8 kB at a time
     sdf = tmp_path / "lib.sdf"
     _library(sdf, 1500)
     size = sdf.stat().st_size
     assert size > 1_500_000
     tracemalloc.start()
     try:
-        count = sum(1 for _ in readers.iter_records(sdf))
+        count = sum(1 for _ in iter_records(sdf))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert count == 1500
     assert peak < size / 4  # a record and a chunk at a time (and a 64 kB head), not the file
+
+
+def test_a_many_record_file_is_counted_not_built(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    sdf = tmp_path / "lib.sdf"
+    _library(sdf, 300)
+    built: list[str] = []
+    texts = 0
+
+    class Counting(records_module.StructureRecord):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self.name)
+
+    real_text = records_module._Part.text
+
+    def counting_text(self: Any) -> str | None:
+        nonlocal texts
+        text = real_text(self)
+        texts += text is not None
+        return text
+
+    monkeypatch.setattr(records_module, "StructureRecord", Counting)
+    monkeypatch.setattr(records_module._Part, "text", counting_text)
+    with pytest.raises(InputError, match=r"^lib\.sdf: holds 300 structures \(sdf records\); "
+                                         r"give a file with one, or read them all"):
+        read_structure(sdf)
+    assert built == ["lib.sdf#1 (mol1)", "lib.sdf#2 (mol2)"]  # the two that show it is several
+    assert texts == 2
+    # a SMILES file of many lines too
+    smi = tmp_path / "lib.smi"
+    smi.write_text("# a library\n" + "".join(f"{'C' * (k % 4 + 1)} m{k}\n" for k in range(500)))
+    built.clear()
+    with pytest.raises(InputError, match=r"^lib\.smi: holds 500 structures \(smiles records\)"):
+        read_conformers(smi, 3)
+    assert len(built) == 2
+
+
+def test_a_file_of_one_structure_is_cut_once(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real_cut = records_module._cut
+
+    def counting_cut(lines: Any, fmt: str, limit: float = float("inf")) -> Any:
+        calls.append(fmt)
+        return real_cut(lines, fmt, limit)
+
+    monkeypatch.setattr(records_module, "_cut", counting_cut)
+    one = tmp_path / "one.smi"
+    one.write_text("# ethanol\nCCO ethanol\n")
+    assert [(r.name, r.text) for r in read_records(one)] == [("one.smi", "CCO")]
+    assert calls == ["smiles"]
+    calls.clear()
+    # a CIF of several blocks, one with atoms: that block alone, from the one cut
+    si = (FIX / "Si_conventional.cif").read_text()
+    cif = tmp_path / "si.cif"
+    cif.write_text("data_global\n_journal_year 2024\n\n" + si)
+    (record,) = read_records(cif)
+    assert calls == ["cif"]
+    assert record.text.startswith("data_") and "_journal_year" not in record.text
+    assert record.text.rstrip() == si[si.index("data_"):].rstrip()
+    assert read_structure(cif).formula == "Si8"
+    # a CIF of one block is read whole (comments before the block included)
+    calls.clear()
+    lone = tmp_path / "lone.cif"
+    lone.write_text("# from a test\n" + si)
+    assert read_records(lone)[0].text == "# from a test\n" + si
+    assert calls == ["cif"]
 
 
 def test_a_truncated_xyz_frame_does_not_swallow_the_next(tmp_path: Path) -> None:
@@ -129,6 +206,21 @@ def test_a_smi_file_of_several_lines_is_several_records(tmp_path: Path) -> None:
     assert read_structure(one).formula == "C2H6O"
 
 
+def test_a_one_smiles_file_with_a_latin1_title_separator_is_read(tmp_path):
+    # 0xA0 (NBSP in Latin-1) separates the SMILES from its title; it is whitespace only once
+    # the undecodable byte has been decoded, so the line is cut after decoding
+    path = tmp_path / "one.smi"
+    path.write_bytes(b"CCO\xa0ethanol\n")
+    assert [r.text for r in read_records(path)] == ["CCO"]
+    assert read_structure(path).formula == "C2H6O"
+
+
+def test_a_many_smiles_file_with_latin1_title_separators_is_cut_there(tmp_path):
+    path = tmp_path / "many.smi.gz"
+    path.write_bytes(gzip.compress(b"CCO\xa0ethanol\nCCN\xa0amine\n"))
+    assert [r.text for r in read_records(path)] == ["CCO", "CCN"]
+
+
 def test_predict_expands_a_compressed_smi_file(tmp_path: Path) -> None:
     from andersonn.predict import expand_inputs
 
@@ -136,23 +228,6 @@ def test_predict_expands_a_compressed_smi_file(tmp_path: Path) -> None:
     packed.write_bytes(gzip.compress(b"CCO ethanol\nCCN\n"))
     assert [(r.name, r.text) for r in expand_inputs([packed])] == \
         [("lib.smi.gz#1 (ethanol)", "CCO"), ("lib.smi.gz#2", "CCN")]
-
-
-def test_existing_non_regular_files_are_not_missing(tmp_path: Path) -> None:
-    with pytest.raises(InputError) as info:
-        read_structure("/dev/null")
-    assert str(info.value) == "/dev/null: not a regular file (a character device)"
-    fifo = tmp_path / "pipe.xyz"
-    os.mkfifo(fifo)
-    with pytest.raises(InputError) as info:
-        read_records(fifo)
-    assert str(info.value) == f"{fifo}: not a regular file (a pipe)"
-    empty = tmp_path / "empty.xyz"
-    empty.write_text("")
-    with pytest.raises(InputError, match=r"^empty\.xyz: empty file$"):
-        read_structure(empty)
-    with pytest.raises(InputError, match=r"^nothing/here\.xyz: no such file$"):
-        read_structure("nothing/here.xyz")
 
 
 def test_records_split_at_line_ends_only(tmp_path):

@@ -1,6 +1,6 @@
-"""Prediction fixes (session 17): SD-file field names of bin classes, folders and lists named in
-a list, xyz / POSCAR saved as .txt, broken SDF records in --out .sdf, chunked prediction,
-read-only image arrays, strict JSON, and messages that name an input once."""
+"""Prediction on files and into files: SD-file field names of bin classes, folders and lists
+named in a list, xyz / POSCAR saved as .txt, broken SDF records in --out .sdf, chunked
+prediction, read-only image arrays, strict JSON, and messages that name an input once."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from andersonn.predict import (
     ConvergenceWarning,
     Prediction,
     UnusableInput,
-    _holds_a_structure,
     expand_inputs,
     without_name,
     write_predictions,
 )
-from andersonn.predict_sdf import field_name, field_names, sdf_predictions
+from andersonn.predict.inputs import _holds_a_structure
+from andersonn.predict.sdf import field_name, field_names, sdf_predictions
 
 from helpers import count_featurize_chunks
 
@@ -228,6 +228,23 @@ def test_an_error_names_its_input_once() -> None:
         "unparsable SMILES"
     assert Explanation(name="C1CC", error="C1CC: unparsable SMILES").to_text() == \
         "C1CC: error: unparsable SMILES"
+    # a file's reader names it by its base name; the line names it by the path given
+    assert without_name("water.xyz: empty file", str(FIXTURES / "water.xyz")) == "empty file"
+    assert without_name("F/C=C/F: unparsable SMILES", "F/C=C/F") == "unparsable SMILES"
+    assert without_name("F: x", "F/C=C/F") == "F: x"  # not a file: no base name
+
+
+def test_a_unicode_list_file_is_read_and_a_unicode_structure_file_refused_once(
+        tmp_path: Path, polarity_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    listing = tmp_path / "mols.smi"
+    listing.write_bytes("CCO ethanol\nCC ethane\n".encode("utf-16"))  # Notepad's "Unicode"
+    water = tmp_path / "water16.xyz"
+    water.write_bytes((FIXTURES / "water.xyz").read_text().encode("utf-16"))
+    assert main(["predict", str(polarity_run), str(listing), str(water), "--no-progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "CCO (ethanol)" in out and "CC (ethane)" in out
+    assert f"cannot predict {water}: UTF-16 or UTF-32 text; save the file as UTF-8" in err
+    assert err.count("UTF-16") == 1
 
 
 def test_picture_names_are_safe_and_distinct() -> None:

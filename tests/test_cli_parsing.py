@@ -1,0 +1,91 @@
+"""Numbers on the command line, checked before any work: counts (``--threads``, ``--workers``,
+``--epochs`` ...) must be at least 1 and ``--max-time`` / ``--tol`` positive finite numbers, each
+refused in one line when parsed (train's counts by the config check), naming the option."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from andersonn.cli import main
+from andersonn.cli.options import positive_float
+from andersonn.errors import ConfigError
+from andersonn.training import TrainConfig
+
+from helpers import assert_refused_when_parsed
+
+# --- counts: at least 1 -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["calibrate", "RUN", "--threads", "0"], "--threads"),
+    (["evaluate", "RUN", "--threads", "-2"], "--threads"),
+    (["explain", "RUN", "CCO", "--threads", "0"], "--threads"),
+    (["explain", "RUN", "CCO", "--steps", "0"], "--steps"),
+    (["predict", "RUN", "CCO", "--workers", "0"], "--workers"),
+    (["evaluate", "RUN", "--workers", "-3"], "--workers"),
+    (["predict", "RUN", "CCO", "--max-iter", "0"], "--max-iter"),
+    (["data", "build", "polarity", "--workers", "0"], "--workers"),
+    (["demo", "--threads", "0"], "--threads"),
+    (["demo", "--epochs", "0"], "--epochs"),
+    (["image", "CCO", "--out", "img", "--record", "0"], "--record"),
+])
+def test_non_positive_counts_fail_in_one_line_before_any_work(
+        argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused_when_parsed(argv, capsys,
+                               f"error: argument {option}: must be at least 1, got {argv[-1]}")
+
+
+def test_train_counts_are_refused_by_the_config_check(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """train's counts go through TrainConfig (as a --config file's do): one line, exit 2."""
+    assert main(["train", "polarity", "--workers", "0", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == "andersonn: error: workers must be >= 1 (got 0)"
+
+
+@pytest.mark.parametrize("command", [["predict", "RUN", "CCO"], ["evaluate", "RUN"]])
+def test_conformers_below_one_fail_when_parsed(command: list[str],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:  # before any run is opened
+        main([*command, "--conformers", "0"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "error: argument --conformers: must be at least 1, got 0")
+
+
+# --- positive numbers ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["train", "polarity", "--max-time", "0"], "--max-time"),
+    (["train", "polarity", "--max-time", "-5"], "--max-time"),
+    (["train", "polarity", "--max-time", "nan"], "--max-time"),
+    (["train", "polarity", "--tol", "0"], "--tol"),
+    (["train", "polarity", "--tol", "-0.001"], "--tol"),
+    (["predict", "RUN", "CCO", "--tol", "0"], "--tol"),
+    (["evaluate", "RUN", "--tol", "-1"], "--tol"),
+    (["bench", "speedup", "polarity", "--tol", "0"], "--tol"),
+])
+def test_non_positive_numbers_fail_in_one_line_when_parsed(
+        argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused_when_parsed(
+        argv, capsys, f"error: argument {option}: must be a positive number, got {argv[-1]}")
+
+
+def test_a_tolerance_that_is_not_a_number_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["predict", "RUN", "CCO", "--tol", "tight"])
+    assert capsys.readouterr().err.strip().endswith("argument --tol: 'tight' is not a number")
+
+
+def test_positive_float_says_why_a_number_is_refused() -> None:
+    for text, why in (("inf", "a finite number"), ("1e-400", "rounds to 0"),
+                      ("-1", "a positive number"), ("0", "a positive number, got 0")):
+        with pytest.raises(argparse.ArgumentTypeError, match=why):
+            positive_float(text)
+    assert positive_float("1e-3") == 1e-3
+
+
+def test_a_config_names_the_setting_that_is_not_positive() -> None:
+    with pytest.raises(ConfigError, match=r"^tol must be positive \(got 0"):
+        TrainConfig(task="polarity", tol=0.0).validate()
