@@ -646,3 +646,14 @@ def test_median_solve_takes_the_lower_median_of_an_even_count() -> None:
     record, stats = median_solve(solves)
     assert (record["id"], stats, record["wall_time"]) == (3, 3, 2.0)
     assert record["wall_times"] == [1.0, 2.0, 3.0, 4.0] and record["repeats"] == 4
+
+
+@pytest.mark.parametrize("argv", [["solvers", "--quick", "--cuda-graph"],
+                                  ["speedup", "crystal-gap", "--quick", "--cuda-graph"]])
+def test_cuda_graph_on_the_cpu_is_refused_before_work(argv, capsys) -> None:
+    from andersonn.cli import main
+
+    assert main(["bench", *argv, "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "andersonn: error: --cuda-graph needs --device cuda (CUDA graphs do not apply on the "
+        "CPU)")

@@ -89,3 +89,25 @@ def test_positive_float_says_why_a_number_is_refused() -> None:
 def test_a_config_names_the_setting_that_is_not_positive() -> None:
     with pytest.raises(ConfigError, match=r"^tol must be positive \(got 0"):
         TrainConfig(task="polarity", tol=0.0).validate()
+
+
+def test_a_file_the_system_will_not_write_is_one_line(monkeypatch, capsys) -> None:
+    import errno
+
+    import andersonn.cli.engine as engine
+    from andersonn.cli import main
+
+    def read_only(args):
+        raise OSError(errno.EROFS, "Read-only file system", "/cache/datasets")
+
+    monkeypatch.setattr(engine, "_bench_solvers", read_only)
+    assert main(["bench", "solvers", "--quick"]) == 2
+    assert capsys.readouterr().err == ("andersonn: error: /cache/datasets: Read-only file "
+                                       "system\n")
+
+    def defect(args):
+        raise OSError("no file involved")
+
+    monkeypatch.setattr(engine, "_bench_solvers", defect)
+    with pytest.raises(OSError, match="no file involved"):  # a defect keeps its traceback
+        main(["bench", "solvers", "--quick"])

@@ -176,3 +176,21 @@ def test_a_2d_mol_block_of_a_salt_is_laid_apart_with_the_same_note(tmp_path: Pat
     s = read_structure(path)
     assert overlapping_atoms(s.positions, 0.9) is None
     assert s.notes == read_structure("CC(=O)[O-].[Na+]").notes != []
+
+
+def test_a_smiles_is_refused_by_a_crystal_model_before_it_is_embedded(monkeypatch) -> None:
+    import andersonn.structures as structures
+    from andersonn.data.domain import Domain
+    from andersonn.predict import read_in_domain
+    from andersonn.structures.readers import is_smiles
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("the SMILES was read")
+
+    monkeypatch.setattr(structures, "read_conformers", no_embedding)
+    crystals = Domain("crystal", {"Na": 3, "Cl": 3}, (2, 8), 3)
+    with pytest.raises(InputError, match=r"^a molecule, but this model was trained on crystals "
+                                         r"only"):
+        read_in_domain("C" * 400, crystals, 5000)
+    assert is_smiles("CCO") and is_smiles("C" * 400) and not is_smiles(str(FIXTURES / "water.xyz"))
+    assert not is_smiles("missing.cif") and not is_smiles("")

@@ -55,3 +55,13 @@ def test_an_input_is_told_from_a_file_with_one_stat(tmp_path: Path,
                                              r"\(a character device\)$"):
             readers._locate("/dev/null", None, None)
         assert seen == ["/dev/null"]
+
+
+def test_a_word_read_in_a_given_format_is_named_by_itself() -> None:
+    from andersonn.errors import InputError
+    from andersonn.structures import read_structure
+
+    with pytest.raises(InputError, match=r"^CCO: not a CIF"):
+        read_structure("CCO", fmt="cif")
+    with pytest.raises(InputError, match=r"^input: "):  # text of several lines: "input"
+        read_structure("data_x\n_cell_length_a 1\n", fmt="cif")

@@ -48,3 +48,27 @@ def test_a_finished_run_loads_without_the_warning(tmp_path, recwarn):
     train(cfg, tmp_path / "run", dataset=dataset, progress=False)
     load_run(tmp_path / "run")
     assert not [w for w in recwarn if issubclass(w.category, UnfinishedRunWarning)]
+
+
+def test_a_run_killed_in_its_final_stage_and_a_missing_folder_are_named(tmp_path):
+    import json
+
+    from andersonn.errors import AndersonnError
+
+    dataset = tiny_polarity_dataset(tmp_path)
+    run = tmp_path / "run"
+    cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False)
+    train(cfg, run, dataset=dataset, progress=False)
+    # as if killed in the final stage: the epoch is checkpointed, the final files are not there
+    (run / "model.safetensors").unlink()
+    config = json.loads((run / "config.json").read_text())
+    for key in ("calibration", "finished"):
+        config.pop(key, None)
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UnfinishedRunWarning, match=r"training has not finished \(1 epoch "
+                                                  r"trained; its final stage did not complete\)"):
+        load_run(run)
+    with pytest.raises(AndersonnError, match="no such run folder"):
+        load_run(tmp_path / "missing")
+    with pytest.raises(AndersonnError, match="a file, not a run folder"):
+        load_run(run / "metrics.jsonl")

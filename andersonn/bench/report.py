@@ -24,6 +24,7 @@ from andersonn.fileio import atomic_write_bytes, atomic_write_json, atomic_write
 from andersonn.runtime import cpu_allocator_tuned
 
 __all__ = [
+    "CUDA_GRAPH_NEEDS_CUDA",
     "check_positive",
     "check_threads",
     "fmt",
@@ -36,6 +37,10 @@ __all__ = [
     "set_threads",
     "write_results",
 ]
+
+
+CUDA_GRAPH_NEEDS_CUDA = ("--cuda-graph needs --device cuda (CUDA graphs do not apply on the "
+                         "CPU)")
 
 
 def results_dir(bench: str, task: str | None = None, out: str | os.PathLike[str] | None = None

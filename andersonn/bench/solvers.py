@@ -393,12 +393,19 @@ def run_benchmark(
     ``repeats``: solves per point; each point reports the one of median wall time
     (:func:`median_solve`).
     """
-    from andersonn.bench.report import check_positive, check_threads, tf32_mode
+    from andersonn.bench.report import (
+        CUDA_GRAPH_NEEDS_CUDA,
+        check_positive,
+        check_threads,
+        tf32_mode,
+    )
 
     threads = check_threads(threads)
     for flag, value in (("--channels", channels), ("--hidden", hidden), ("--size", size),
                         ("--batch", batch), ("--repeat", repeats)):
         check_positive(flag, value)
+    if cuda_graph and device != "cuda":
+        raise ConfigError(CUDA_GRAPH_NEEDS_CUDA)
     if not tolerances or min(tolerances) <= 0:
         raise ConfigError(f"tolerances must be positive (got {list(tolerances)})")
     old_threads = torch.get_num_threads()

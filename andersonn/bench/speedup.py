@@ -58,7 +58,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from andersonn.bench.report import machine_info, ratio, results_dir, set_threads, write_results
+from andersonn.bench.report import (
+    CUDA_GRAPH_NEEDS_CUDA,
+    machine_info,
+    ratio,
+    results_dir,
+    set_threads,
+    write_results,
+)
 from andersonn.bench.speedup_probes import (
     crossover,
     inference_at_tolerances,
@@ -160,6 +167,8 @@ class SpeedupSettings:
             raise ConfigError(f"unknown device {self.device!r}; choose cpu or cuda")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("--device cuda requested but no CUDA device is available")
+        if self.cuda_graph and self.device != "cuda":
+            raise ConfigError(CUDA_GRAPH_NEEDS_CUDA)
 
     def options_for(self, name: str, tol: float, max_iter: int, graphs: bool = True
                     ) -> dict[str, Any]:

@@ -69,6 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
         return 141
+    except OSError as exc:  # a file the system would not write: read-only, disk full, quota
+        if exc.filename is None:  # not about a file: a defect, shown with its traceback
+            raise
+        print(f"andersonn: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 _default_show = warnings.showwarning

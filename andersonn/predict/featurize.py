@@ -61,9 +61,14 @@ def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,
     ``domain``; raises
     :class:`InputError` when the domain refuses it (a crystal for a molecule model)."""
     from andersonn.structures import read_conformers
+    from andersonn.structures.readers import is_smiles
 
     if isinstance(item, UnusableInput):
         raise InputError(item.reason)
+    if domain is not None and domain.kind == "crystal" and is_smiles(item):
+        # a SMILES is a molecule: refused before its 3-D embedding (seconds for a long one)
+        problem, _ = domain.check((np.zeros(0, np.int64), 0, False))
+        raise InputError(problem)
     structures = (read_conformers(item, conformers, max_atoms=max_atoms)
                   if isinstance(item, READABLE) else [item])
     notes: list[str] = list(getattr(structures[0], "notes", []))

@@ -84,9 +84,10 @@ from andersonn.structures.xyz import _from_xyz
 # defines it (records), so a test that patches it patches it there
 __all__ = ["CONFORMER_SEED", "FORMATS", "FRAGMENT_GAP", "HEAVY_ATOM_SEEDS", "MAX_FILE_BYTES",
            "MAX_VOLUME_PER_ATOM", "MULTI_RECORD_FORMATS", "StructureRecord", "format_from_path",
-           "is_dir", "is_file", "iter_records", "normalise_format", "parse_structure", "quiet",
-           "read_conformers", "read_records", "read_structure", "sdf_fields", "sniff_file",
-           "sniff_format", "split_records", "structure_files", "structure_from_arrays"]
+           "is_dir", "is_file", "is_smiles", "iter_records", "normalise_format",
+           "parse_structure", "quiet", "read_conformers", "read_records", "read_structure",
+           "sdf_fields", "sniff_file", "sniff_format", "split_records", "structure_files",
+           "structure_from_arrays"]
 
 
 def is_file(path: str | os.PathLike[str]) -> bool:
@@ -104,6 +105,18 @@ def is_dir(path: str | os.PathLike[str]) -> bool:
         return Path(path).is_dir()
     except (OSError, ValueError):
         return False
+
+
+def is_smiles(source: Any) -> bool:
+    """Whether ``source`` would be read as a SMILES string rather than a file (decided as
+    :func:`read_structure` decides it, without parsing anything)."""
+    if not isinstance(source, str):
+        return False
+    try:
+        path, _, fmt, _ = _locate(source, None, None)
+    except InputError:
+        return False
+    return path is None and fmt == "smiles"
 
 
 def read_structure(source: str | os.PathLike[str] | StructureRecord, fmt: str | None = None,
@@ -227,7 +240,8 @@ def _locate(source: str | os.PathLike[str], fmt: str | None,
         raise _fail(src, "no such file (and not a SMILES string either)")
     if fmt is None or normalise_format(fmt, src) == "smiles":
         return None, src, "smiles", name or src
-    return None, src, normalise_format(fmt, src), name or "input"
+    short = "\n" not in src.strip() and len(src) <= 80  # a word, named by itself
+    return None, src, normalise_format(fmt, src), name or (src.strip() if short else "input")
 
 
 def _file_mode(path: Path) -> int | None:

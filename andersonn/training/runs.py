@@ -36,6 +36,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
+        if not run_dir.is_dir():
+            raise AndersonnError(f"{run_dir}: no such run folder" if not run_dir.exists()
+                                 else f"{run_dir}: a file, not a run folder")
         if any(run_dir.glob("fold-*/config.json")):  # the CLI takes it; the API wants the folds
             raise AndersonnError(
                 f"{run_dir}: a cross-validation, not a training run: load its finished folds "
@@ -77,8 +80,13 @@ def _unfinished_note(run_dir: Path, folder: Path, run_config: dict[str, Any]) ->
     except (OSError, ValueError, KeyError, TypeError):
         epoch, best = None, None
     planned = (run_config.get("train") or {}).get("epochs")
-    how_far = "" if epoch is None else (f" (checkpoint after epoch {epoch}"
-                                        + (f" of {planned}" if planned else "") + ")")
+    if epoch is not None and planned and epoch >= int(planned):
+        from andersonn.training.trainer import plural
+
+        how_far = f" ({plural(int(planned), 'epoch')} trained; its final stage did not complete)"
+    else:
+        how_far = "" if epoch is None else (f" (checkpoint after epoch {epoch}"
+                                            + (f" of {planned}" if planned else "") + ")")
     which = "its best weights so far" + ("" if best is None else f", from epoch {best}")
     if not run_config.get("calibration"):
         which += ", with uncalibrated probabilities"
