@@ -15,16 +15,13 @@ from typing import IO, Any
 
 try:
     import fcntl
-except ImportError:  # not on Windows: folders are then not locked
+except ImportError:  # Windows: folders are not locked there
     fcntl = None  # type: ignore[assignment]
 
-from andersonn.errors import AndersonnError
+from andersonn.errors import AndersonnWarning, FolderBusy, warn_user
 
 LOCK_NAME = ".lock"
 
-
-class FolderBusy(AndersonnError):
-    """Another process holds the folder's lock (:func:`folder_lock`)."""
 
 
 @contextlib.contextmanager
@@ -167,22 +164,29 @@ _WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-
 @contextlib.contextmanager
 def folder_lock(folder: str | os.PathLike[str], what: str = "another process") -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if missing) for the block, or raise
-    :class:`FolderBusy` at once if another process holds it; ``what`` names the other writer
-    in the message. The lock is the kernel's (``flock`` on ``folder/.lock``, which holds the
-    holder's process id and is removed on release), so a killed holder never leaves the folder
-    locked. A folder this call created that is empty at the end is removed again. Yields the
-    lock file's path."""
+    :class:`~andersonn.errors.FolderBusy` at once if another process holds it; ``what`` names
+    the other writer in the message. The lock is the kernel's (``flock`` on ``folder/.lock``,
+    which holds the holder's process id and is removed on release), so a killed holder never
+    leaves the folder locked (a ``kill -9`` leaves the file, which locks nothing). Folders this
+    call created that are empty at the end are removed again. On a file system that cannot
+    lock (some network mounts) the block runs unlocked, with a warning. Yields the lock file's
+    path."""
     root = Path(folder)
-    created = not root.exists()
+    created = _missing_folders(root)
     path = root / LOCK_NAME
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd = _locked_file(path, root, what)
     except OSError as exc:
+        _remove_empty(created)
         raise _naming(exc, root) from None
+    except BaseException:
+        _remove_empty(created)
+        raise
     try:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{os.getpid()}\n".encode())
         yield path
     finally:
         # unlinked before the lock is released: a waiter that opened it checks, once it holds
@@ -190,25 +194,47 @@ def folder_lock(folder: str | os.PathLike[str], what: str = "another process") -
         with contextlib.suppress(OSError):
             path.unlink()
         os.close(fd)
-        if created:
-            with contextlib.suppress(OSError):
-                root.rmdir()  # only if empty
+        _remove_empty(created)
+
+
+def lock_holder(folder: str | os.PathLike[str]) -> int | None:
+    """The process id of a live process that holds ``folder``'s lock, as its lock file says
+    (None: no lock file, or its process is gone); reads only, takes nothing."""
+    try:
+        text = (Path(folder) / LOCK_NAME).read_text(encoding="ascii", errors="replace")
+        pid = int(text.strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+# flock errors of a file system that cannot lock (Lustre without -o flock, some FUSE/CIFS)
+_NO_LOCKS = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
 
 
 def _locked_file(path: Path, root: Path, what: str) -> int:
     """An open descriptor of ``path`` whose flock this process holds (see folder_lock)."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
         if fcntl is None:
             return fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
             os.close(fd)
             pid = f" (process {holder})" if holder.isdigit() else ""
             raise FolderBusy(f"{root}: {what} is writing into it{pid}; wait for it to end, "
                              "or choose another folder") from None
+        except OSError as exc:
+            if exc.errno not in _NO_LOCKS:
+                os.close(fd)
+                raise
+            warn_user(f"{root}: this file system cannot lock files ({exc.strerror}); make sure "
+                      "no other process writes into this folder meanwhile", AndersonnWarning)
+            return fd
         except BaseException:
             os.close(fd)
             raise
@@ -219,6 +245,24 @@ def _locked_file(path: Path, root: Path, what: str) -> int:
         if same:
             return fd
         os.close(fd)  # its holder removed it meanwhile: lock the new one
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders (deepest first) that are empty; stop at the first that is not."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

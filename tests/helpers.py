@@ -122,7 +122,7 @@ def assert_refused_when_parsed(argv: list[str], capsys, message: str) -> None:
 def count_featurize_chunks(monkeypatch, chunk: int) -> list[int]:
     """Patch the prediction chunk size to ``chunk``; the sizes of the featuriser's calls land
     in the returned list."""
-    import andersonn.predict.featurize as predict  # where PREDICT_CHUNK is read
+    import andersonn.predict as predict
     from andersonn.predict import Classifier
 
     sizes: list[int] = []

@@ -637,6 +637,9 @@ def test_bench_solvers_repeats_report_the_median_solve_and_every_wall_time() -> 
         assert r["repeats"] == 3 and len(r["wall_times"]) == 3
         assert r["wall_times"] == sorted(r["wall_times"])
         assert r["wall_time"] == r["wall_times"][1]  # the median solve's record
+    from andersonn.bench.solvers import format_table
+
+    assert "wall times: median of 3 solves" in format_table(result)
 
 
 def test_median_solve_takes_the_lower_median_of_an_even_count() -> None:

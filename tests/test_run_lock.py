@@ -113,3 +113,58 @@ def test_a_lock_file_removed_by_its_holder_is_not_locked_twice(tmp_path, monkeyp
         monkeypatch.setattr(fileio.os, "open", real_open)
         with pytest.raises(FolderBusy), folder_lock(folder):
             pass
+
+
+def test_a_file_system_that_cannot_lock_runs_unlocked_with_a_warning(tmp_path, monkeypatch):
+    import errno
+
+    import andersonn.fileio as fileio
+    from andersonn.errors import AndersonnWarning
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fileio.fcntl, "flock", no_locks)
+    with pytest.warns(AndersonnWarning, match="this file system cannot lock files"), \
+            folder_lock(tmp_path / "run") as lock:
+        assert lock.exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_folders_the_lock_made_are_removed_up_to_the_first_that_existed(tmp_path):
+    with folder_lock(tmp_path / "a" / "b" / "run"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+    with folder_lock(tmp_path / "a" / "b" / "run"):
+        (tmp_path / "a" / "kept").write_text("x")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["kept"]
+
+
+def test_the_holder_is_named_while_it_lives_and_a_symlinked_lock_is_not_followed(tmp_path):
+    from andersonn.fileio import lock_holder
+
+    folder = tmp_path / "run"
+    assert lock_holder(folder) is None
+    with folder_lock(folder):
+        assert lock_holder(folder) == os.getpid()
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text("999999999\n")  # left by a killed holder
+    assert lock_holder(folder) is None
+    (folder / LOCK_NAME).unlink()
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    (folder / LOCK_NAME).symlink_to(target)
+    with pytest.raises(OSError), folder_lock(folder):
+        pass
+    assert target.read_text() == "keep me"
+
+
+def test_calibrating_a_run_that_trains_is_refused(tmp_path):
+    from andersonn.training import calibrate_run
+
+    dataset = tiny_polarity_dataset(tmp_path)
+    run = tiny_polarity_run(dataset, tmp_path / "run")
+    with folder_lock(run, "a training"), pytest.raises(FolderBusy, match="a training is "
+                                                                          "writing into it"):
+        calibrate_run(run, dataset=dataset)
+    calibrate_run(run, dataset=dataset)  # free: calibrates

@@ -4,6 +4,9 @@ are not calibrated."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from andersonn.cli import main
@@ -34,12 +37,25 @@ def test_an_unfinished_run_is_used_with_a_warning(tmp_path, capsys):
     with pytest.warns(UnfinishedRunWarning, match=note):
         _model, config = load_run(run)
     assert "calibration" not in config
-    assert main(["predict", str(run), "CCO", "--no-progress"]) == 0
-    captured = capsys.readouterr()
-    warning_lines = [line for line in captured.err.splitlines() if "has not finished" in line]
+    with pytest.warns(UnfinishedRunWarning):  # the CLI's warnings can be recorded
+        assert main(["predict", str(run), "CCO", "--no-progress"]) == 0
+    assert "CCO" in capsys.readouterr().out
+    # the command line shows it as one line, without the source line that raised it
+    done = subprocess.run([sys.executable, "-m", "andersonn", "predict", str(run), "CCO",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    warning_lines = [line for line in done.stderr.splitlines() if "has not finished" in line]
     assert len(warning_lines) == 1 and warning_lines[0].startswith("andersonn: warning: ")
-    assert "UnfinishedRunWarning" not in captured.err  # one line, no source line
-    assert "CCO" in captured.out
+    assert "UnfinishedRunWarning" not in done.stderr and "warn_user" not in done.stderr
+
+
+def test_the_warning_points_at_the_users_line(tmp_path):
+    from andersonn.predict import Classifier
+
+    run = _interrupted_run(tmp_path)
+    with pytest.warns(UnfinishedRunWarning) as recorded:
+        Classifier.load(run)
+    assert recorded[0].filename == __file__
 
 
 def test_a_finished_run_loads_without_the_warning(tmp_path, recwarn):

@@ -689,7 +689,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"(hidden {d['hidden']}), {d['size']}x{d['size']}"
         + (f", TF32 {'on' if result.get('tf32') else 'off'}" if result["device"] == "cuda" else "")
         + (", our solvers with cuda_graph=True (wall; f time = rows x graph-captured f)"
-           if result.get("cuda_graph") else ""),
+           if result.get("cuda_graph") else "")
+        + (f"; wall times: median of {result['repeats']} solves"
+           if result.get("repeats", 1) > 1 else ""),
     ]
     for name, info in result["cells"].items():
         rho = info["rho"]

@@ -12,11 +12,11 @@ in the heap (faster CPU work; ``ANDERSONN_MALLOC_TUNING=0`` disables it).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Iterator, Sequence
 
 from andersonn import __version__
 from andersonn.errors import AndersonnError, AndersonnWarning
@@ -51,8 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tune_cpu_allocator()  # freed tensor memory stays in the heap; ANDERSONN_MALLOC_TUNING=0
     try:
-        with warnings.catch_warnings():  # restores the default display afterwards
-            warnings.showwarning = _show_warning
+        with _one_line_warnings():
             return int(args.func(args) or 0)
     except AndersonnError as exc:
         print(f"andersonn: error: {exc}", file=sys.stderr)
@@ -76,16 +75,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-_default_show = warnings.showwarning
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show user-facing warnings (:class:`AndersonnWarning`) as one line, without the source
+    line that raised them; the format only, so recording them (``catch_warnings(record=True)``)
+    still works."""
+    previous = warnings.formatwarning
 
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 line: str | None = None) -> str:
+        if issubclass(category, AndersonnWarning):
+            return f"andersonn: warning: {message}\n"
+        return previous(message, category, filename, lineno, line)
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: TextIO | None = None, line: str | None = None) -> None:
-    """Show a user-facing warning as one line, without the source line that raised it."""
-    if issubclass(category, AndersonnWarning):
-        print(f"andersonn: warning: {message}", file=file or sys.stderr)
-    else:
-        _default_show(message, category, filename, lineno, file, line)
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = previous
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,13 +28,17 @@ from __future__ import annotations
 
 from andersonn.predict.checks import _check_new_run_dir as _check_new_run_dir
 from andersonn.predict.classifier import Classifier, Scientist
-from andersonn.predict.featurize import PREDICT_CHUNK, READABLE, read_in_domain
+from andersonn.predict.featurize import READABLE, read_in_domain
 from andersonn.predict.featurize import _progress as _progress
 from andersonn.predict.inference import merge_conformers
 from andersonn.predict.inputs import LIST_SUFFIXES, UnusableInput, expand_inputs, without_name
 from andersonn.predict.output import Prediction, format_table, write_predictions
 from andersonn.predict.warn import ConvergenceWarning, DomainWarning
 from andersonn.predict.warn import _warn as _warn
+
+# inputs read, encoded and inferred at a time by predict_inputs, predict_proba, evaluate and
+# ensembles: the memory knob (set andersonn.predict.PREDICT_CHUNK; read at each call)
+PREDICT_CHUNK = 4096
 
 __all__ = ["LIST_SUFFIXES", "PREDICT_CHUNK", "READABLE", "Classifier", "ConvergenceWarning",
            "DomainWarning", "Prediction", "Scientist", "UnusableInput", "expand_inputs",

@@ -296,7 +296,7 @@ class Classifier:
                          infer: Callable[[np.ndarray], tuple[np.ndarray, ...]], workers: int = 1,
                          bar: Any | None = None, conformers: int | None = None,
                          all_or_none: bool = False) -> _Chunked:
-        """Read and encode ``items`` :data:`PREDICT_CHUNK` at a time and apply ``infer`` (images
+        """Read and encode ``items`` ``PREDICT_CHUNK`` at a time and apply ``infer`` (images
         → arrays with a row per image) to their images, so the images in memory stay bounded
         however many inputs there are. ``infer`` is given whole :attr:`predict_batch_size`
         batches (the last excepted): the batches of all the images at once, the same answers.
@@ -335,7 +335,7 @@ class Classifier:
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities (N, K), float64, columns in :attr:`classes_` order, for images or
         structure inputs (all must be readable; read, encoded and inferred
-        :data:`PREDICT_CHUNK` at a time); a :class:`ConvergenceWarning` where a solve stopped
+        ``PREDICT_CHUNK`` at a time); a :class:`ConvergenceWarning` where a solve stopped
         short of its tolerance."""
         outputs, counts = self._outputs(X, self._infer)
         probs, _iters, short = _merge_images(*outputs, counts)
@@ -372,7 +372,7 @@ class Classifier:
 
         ``workers``: processes that read and encode the inputs (``None``: every core when
         there are at least 64 inputs); ``progress``: a progress bar for 64 inputs or more.
-        The inputs are read, encoded and inferred :data:`PREDICT_CHUNK` at a time, so the
+        The inputs are read, encoded and inferred ``PREDICT_CHUNK`` at a time, so the
         images in memory stay bounded however many inputs there are; the inference batches
         are those of all the images at once (the same answers), as in :meth:`predict_proba`.
         """

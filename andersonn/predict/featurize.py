@@ -4,8 +4,8 @@ Each input is read (up to ``conformers`` structures for a SMILES), checked again
 applicability domain and encoded; a failure is one line for that input alone. The inputs are
 encoded in this process or in worker processes (:func:`_featurize_in_processes`, whose
 initialiser sets the module-level :data:`_FEATURIZER`). :func:`infer_in_chunks` reads
-:data:`PREDICT_CHUNK` inputs at a time and infers their images, so the images in memory stay
-bounded however many inputs there are.
+:data:`andersonn.predict.PREDICT_CHUNK` inputs at a time and infers their images, so the images
+in memory stay bounded however many inputs there are.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from andersonn.errors import InputError
 from andersonn.predict.inputs import UnusableInput, _one_line
 from andersonn.structures.readers import StructureRecord
 
-__all__ = ["PREDICT_CHUNK", "READABLE", "featurize_all", "infer_in_chunks", "read_in_domain"]
+__all__ = ["READABLE", "featurize_all", "infer_in_chunks", "read_in_domain"]
 
-PREDICT_CHUNK = 4096
 """Inputs :meth:`Classifier.predict_inputs`, :meth:`~Classifier.predict_proba` and
 :func:`andersonn.evaluate.evaluate_labelled` read, encode and infer at a time (about 16 KB per
 polarity image: 64 MB of images per chunk, per conformer)."""
@@ -155,21 +154,23 @@ def featurize_all(setup: _Setup, inputs: Sequence[Any], workers: int = 1,
 def infer_in_chunks(featurize: _Featurizer, items: Sequence[Any],
                     infer: Callable[[np.ndarray], tuple[np.ndarray, ...]], step: int,
                     image_shape: tuple[int, ...], all_or_none: bool = False) -> _Chunked:
-    """Read and encode ``items`` :data:`PREDICT_CHUNK` at a time with ``featurize`` (a chunk
+    """Read and encode ``items`` ``PREDICT_CHUNK`` at a time with ``featurize`` (a chunk
     of inputs → what :func:`featurize_all` gives) and apply ``infer`` (images → arrays with a
     row per image) to their images. ``infer`` is given whole batches of ``step`` images (the
     last excepted): the batches of all the images at once, the same answers; with no images
     at all, ``infer`` of an empty ``image_shape`` stack. ``all_or_none``: once an input has
     failed, the rest are only read (for their errors), nothing more is inferred."""
+    import andersonn.predict as package  # its PREDICT_CHUNK, as the user may have set it
+
+    chunk = int(package.PREDICT_CHUNK)
     ok: list[int] = []
     errors: list[str] = []
     notes: list[list[str]] = []
     counts: list[int] = []
     outputs: list[tuple[np.ndarray, ...]] = []
     pending: list[np.ndarray] = []  # images not inferred yet: less than a batch
-    for start in range(0, len(items), PREDICT_CHUNK):
-        images, ok_c, errors_c, notes_c, counts_c = featurize(
-            items[start:start + PREDICT_CHUNK])
+    for start in range(0, len(items), chunk):
+        images, ok_c, errors_c, notes_c, counts_c = featurize(items[start:start + chunk])
         ok += [start + i for i in ok_c]
         errors += errors_c
         notes += notes_c
@@ -179,7 +180,7 @@ def infer_in_chunks(featurize: _Featurizer, items: Sequence[Any],
         if len(images):
             pending.append(images)
         waiting = sum(len(a) for a in pending)
-        ready = waiting if start + PREDICT_CHUNK >= len(items) else waiting - waiting % step
+        ready = waiting if start + chunk >= len(items) else waiting - waiting % step
         if ready:
             stack = np.concatenate(pending)
             outputs.append(infer(stack[:ready]))

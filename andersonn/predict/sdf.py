@@ -79,12 +79,12 @@ def sdf_predictions(preds: Sequence[Any], classes: Sequence[str]) -> str:
             fields["andersonn_warnings"] = "; ".join(p.warnings)
         if p.error:
             fields["andersonn_error"] = p.error
-        data = "".join(f">  <{k}>\n{_one_line(v)}\n\n" for k, v in fields.items())
+        data = "".join(f">  <{k}>\n{_flat_line(v)}\n\n" for k, v in fields.items())
         records.append(f"{block}{data}$$$$\n")
     return "".join(records)
 
 
-def _one_line(text: str) -> str:
+def _flat_line(text: str) -> str:
     return " ".join(str(text).split()) or "-"  # a blank line would end the field
 
 
@@ -139,7 +139,7 @@ def _smiles_block(smiles: str, title: str) -> str:
     if mol is None:
         raise ValueError("unparsable SMILES")
     AllChem.Compute2DCoords(mol)
-    mol.SetProp("_Name", _one_line(title))
+    mol.SetProp("_Name", _flat_line(title))
     return Chem.MolToMolBlock(mol)
 
 
@@ -162,11 +162,11 @@ def _structure_block(source: Any, title: str) -> str:
         if mol is not None:
             from rdkit import Chem
 
-            mol.SetProp("_Name", _one_line(title)[:80])
+            mol.SetProp("_Name", _flat_line(title)[:80])
             return Chem.MolToMolBlock(mol, kekulize=False)
         orders = []
     header = f"{'':2}{'anderson':8}{'':10}3D"  # initials, program, date, dimension code
-    lines = [_one_line(title)[:80], header, "",
+    lines = [_flat_line(title)[:80], header, "",
              f"{len(s.numbers):3d}{len(s.bonds):3d}  0  0  0  0  0  0  0  0999 V2000"]
     lines += [f"{x:10.4f}{y:10.4f}{z:10.4f} {SYMBOLS[int(n)]:<3} 0  0  0  0  0  0  0  0  0  0"
               f"  0  0" for n, (x, y, z) in zip(s.numbers, s.positions, strict=True)]
@@ -177,5 +177,5 @@ def _structure_block(source: Any, title: str) -> str:
 
 
 def _empty_block(title: str) -> str:
-    return "\n".join([_one_line(title)[:80], "  andersonn", "",
+    return "\n".join([_flat_line(title)[:80], "  andersonn", "",
                       "  0  0  0  0  0  0  0  0  0  0999 V2000", "M  END"]) + "\n"

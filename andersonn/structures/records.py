@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from andersonn.errors import InputError
-from andersonn.fileio import decode_text
+from andersonn.fileio import decode_text, is_wide_unicode
 from andersonn.structures.checks import _fail
 from andersonn.structures.formats import (
     MULTI_RECORD_FORMATS,
@@ -389,7 +389,7 @@ _CONTROL_BYTES = bytes(b for b in range(32) if b not in b"\r\n\t\f")
 def _check_binary(head: bytes, name: str) -> None:
     """Refuse binary data: a NUL byte, or more than 1 % control characters, in ``head``; and
     UTF-16/32 text (structure files are read as UTF-8), saying so."""
-    if head.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
+    if is_wide_unicode(head[:len(head) // 4 * 4]):  # whole code units of a cut head
         raise _fail(name, "UTF-16 or UTF-32 text; save the file as UTF-8 (or ASCII)")
     bad = len(head) - len(head.translate(None, _CONTROL_BYTES))
     if b"\x00" in head or bad > 0.01 * len(head) + 2:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,8 @@ import torch
 from torch import nn
 
 from andersonn.data.splits import split_indices
-from andersonn.errors import AndersonnError, UnfinishedRunWarning
-from andersonn.fileio import atomic_write_json
+from andersonn.errors import AndersonnError, UnfinishedRunWarning, warn_user
+from andersonn.fileio import atomic_write_json, folder_lock, lock_holder
 from andersonn.models import build_model
 from andersonn.training import checkpoint as ckpt
 from andersonn.training.distributed import DistInfo, resolve_device
@@ -55,8 +54,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
         if folder is None:
             raise AndersonnError(f"{run_dir}: no model.safetensors (training not finished?)")
         weights = folder / "best.safetensors"
-        warnings.warn(UnfinishedRunWarning(_unfinished_note(run_dir, folder, run_config)),
-                      stacklevel=2)
+        warn_user(_unfinished_note(run_dir, folder, run_config), UnfinishedRunWarning)
     name = hparams.pop("name", "deq")
     model = build_model(name, **hparams)
     try:
@@ -90,8 +88,10 @@ def _unfinished_note(run_dir: Path, folder: Path, run_config: dict[str, Any]) ->
     which = "its best weights so far" + ("" if best is None else f", from epoch {best}")
     if not run_config.get("calibration"):
         which += ", with uncalibrated probabilities"
-    return (f"{run_dir}: training has not finished{how_far}; using {which} (finish it with "
-            "`andersonn train ... --resume`)")
+    holder = lock_holder(run_dir)
+    advice = (f"it is still training (process {holder})" if holder is not None
+              else "finish it with `andersonn train ... --resume`")
+    return f"{run_dir}: training has not finished{how_far}; using {which} ({advice})"
 
 
 def run_build(run_config: dict[str, Any]) -> Any:
@@ -146,9 +146,17 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
     ``config.json`` (and ``test_metrics.json``, when present) atomically. A run whose recorded
     applicability domain is missing or older than its dataset's gets the dataset's
     (``domain_added`` in the result), and one without a feature domain gets it. Returns
-    the calibration record plus ``test_ece`` / ``test_ece_calibrated``.
+    the calibration record plus ``test_ece`` / ``test_ece_calibrated``. Holds the run folder's
+    lock (:func:`~andersonn.fileio.folder_lock`): a run that is training is refused.
     """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        load_run(run_dir)  # says what the path is instead
+    with folder_lock(run_dir, "a training"):
+        return _calibrate_run(run_dir, dataset, device)
+
+
+def _calibrate_run(run_dir: Path, dataset: Any, device: str | torch.device) -> dict[str, Any]:
     model, run_config = load_run(run_dir, device=device)
     ds = dataset if dataset is not None else run_dataset(run_config)
     meta = dict(getattr(ds, "meta", {}) or {})
