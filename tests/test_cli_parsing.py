@@ -111,3 +111,19 @@ def test_a_file_the_system_will_not_write_is_one_line(monkeypatch, capsys) -> No
     monkeypatch.setattr(engine, "_bench_solvers", defect)
     with pytest.raises(OSError, match="no file involved"):  # a defect keeps its traceback
         main(["bench", "solvers", "--quick"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "polarity", "--tol", "-1e-3"], "--tol: must be a positive number, got -1e-3"),
+    (["predict", "RUN", "CCO", "--tol", "-2.5E-4"],
+     "--tol: must be a positive number, got -2.5E-4"),
+    (["data", "build", "crystal-gap", "--insulator-gap", "-inf"],
+     "--insulator-gap: must be a finite number, got -inf"),
+])
+def test_negative_numbers_in_any_notation_reach_the_options_own_check(argv, message, capsys):
+    assert_refused_when_parsed(argv, capsys, message)
+
+
+def test_an_unknown_dash_word_is_still_an_unknown_option(capsys):
+    assert_refused_when_parsed(["train", "polarity", "--tol", "-x"],
+                               capsys, "argument --tol: expected one argument")

@@ -195,8 +195,9 @@ def load_task(task: str, limit: int | None = None, build_limit: int | None = Non
             return load_dataset(task, limit=n)
         except AndersonnError:
             pass
-        print(f"andersonn: {exc}; building dataset {task!r}"
-              f"{f' (limit {n})' if n is not None else ''}", file=sys.stderr)
+        from andersonn.training.inputs import why_building
+
+        print(f"andersonn: {why_building(exc, task, n)}", file=sys.stderr)
         return _build_keeping_latest(task, n, build_dataset)
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from andersonn import __version__
 from andersonn.errors import AndersonnError, AndersonnWarning
@@ -25,11 +27,22 @@ from andersonn.runtime import tune_cpu_allocator
 _STAGE_MODULES = ("engine", "images", "data", "train", "explain", "bench")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that takes ``-1e-3``, ``-2.5E4`` and ``-inf`` as values, as it takes
+    ``-1`` and ``-0.5`` (Python < 3.13 reads them as unknown options, so ``--tol -1e-3`` got
+    "expected one argument" instead of the option's own check). Sub-parsers inherit it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the full ``andersonn`` argument parser."""
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="andersonn",
         description="Anderson-accelerated deep equilibrium classifiers for molecules and "
         "materials.",

@@ -9,7 +9,7 @@ import time
 import warnings
 from typing import Any
 
-from andersonn.cli.options import positive_int
+from andersonn.cli.options import finite_float, non_negative_int, positive_int
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 _THRESHOLDS = (  # (flag, dest, task key, help)
@@ -85,9 +85,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", metavar="DIR", default=None,
                         help="cache root (default $ANDERSONN_CACHE, $XDG_CACHE_HOME/andersonn "
                         "or ~/.cache/andersonn)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of subset and splits (0)")
+    parser.add_argument("--seed", type=non_negative_int, default=None,
+                        help="seed of subset and splits (0)")
     for flag, dest, _task, text in _THRESHOLDS:
-        parser.add_argument(flag, dest=dest, type=float, default=None, help=text)
+        parser.add_argument(flag, dest=dest, type=finite_float, default=None, help=text)
     parser.add_argument("--include-fsr", action="store_true", default=None,
                         help="mof-pore: add FSR CIFs whose refcode is not in ASR")
 

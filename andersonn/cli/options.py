@@ -9,7 +9,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["output_dir", "output_file", "positive_float", "positive_int"]
+__all__ = ["finite_float", "non_negative_int", "output_dir", "output_file", "positive_float",
+           "positive_int"]
 
 
 def _writable_parent(path: Path) -> str | None:
@@ -66,6 +67,28 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number of at least 0 (seeds)."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {number}")
+    return number
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (label thresholds; not inf or nan)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return number
 
 

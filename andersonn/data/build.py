@@ -28,18 +28,26 @@ from typing import Any
 import numpy as np
 
 from andersonn.data.archives import ARCHIVES, default_cache_dir, ensure_archive
-from andersonn.data.cache import CachedDataset, is_complete, open_cache, write_cache
+from andersonn.data.cache import (
+    CachedDataset,
+    ensure_writable,
+    is_complete,
+    open_cache,
+    write_cache,
+)
 from andersonn.data.splits import (
     DEFAULT_FRACTIONS,
     SPLIT_NAMES,
     stratified_split,
     stratified_subset,
 )
-from andersonn.data.tasks import TaskDefinition, get_task
-from andersonn.errors import AndersonnError, AndersonnWarning
+from andersonn.data.tasks import THRESHOLD_FLAGS, TaskDefinition, get_task
+from andersonn.errors import AndersonnError, AndersonnWarning, ConfigError, warn_user
 from andersonn.fileio import atomic_write_text
 
 __all__ = [
+    "DatasetUnavailable",
+    "FullSetWarning",
     "build_command",
     "build_dataset",
     "cache_key",
@@ -135,12 +143,10 @@ def build_command(
         parts += ["--limit", str(limit)]
     if seed:
         parts += ["--seed", str(seed)]
-    flags = {"dipole": "--dipole-threshold", "small": "--small-lcd", "large": "--large-lcd",
-             "metal": "--metal-gap", "insulator": "--insulator-gap"}
     defaults = get_task(task).defaults
     for key, value in (thresholds or {}).items():
         if value is not None and float(value) != float(defaults.get(key, float("nan"))):
-            parts += [flags.get(key, f"--{key}"), f"{value:g}"]
+            parts += [THRESHOLD_FLAGS.get(key, f"--{key}"), f"{value:g}"]
     if (options or {}).get("include_fsr"):
         parts.append("--include-fsr")
     if cache_dir is not None:
@@ -164,6 +170,67 @@ def _resolve(
     # a preset spec carries the version at which its own images last changed
     version = str(getattr(spec, "featurizer_version", version))
     return task, values, opts, spec, version, featurize
+
+
+class DatasetUnavailable(AndersonnError):
+    """No usable build of a task with the asked settings: ``state`` says why — ``"missing"``
+    (never built), ``"stale"`` (built for another featuriser, image spec or sources; ``detail``
+    says which) or ``"incomplete"`` (an interrupted build or damaged files in ``directory``)."""
+
+    def __init__(self, message: str, *, state: str, directory: Path,
+                 detail: str | None = None) -> None:
+        super().__init__(message)
+        self.state = state
+        self.directory = directory
+        self.detail = detail
+
+
+class FullSetWarning(AndersonnWarning):
+    """A ``--limit`` of at least a task's number of entries: the full set is built or opened."""
+
+
+def full_set_message(limit: int, n: int, task: str) -> str:
+    """The note for a ``limit`` that covers all ``n`` entries of ``task``."""
+    how = "is more than" if limit > n else "covers all"
+    return f"--limit {limit} {how} the {n:,} {task} entries: the full set is used"
+
+
+def _check_seed(seed: Any) -> int:
+    """``seed`` as an int; a negative or non-integer seed is a :class:`ConfigError`."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed must be a whole number of at least 0, got {seed!r}")
+    return int(seed)
+
+
+def _full_build_for(task: TaskDefinition, limit: int | None, cache_dir: Any, *,
+                    values: Mapping[str, float], options: Mapping[str, Any], seed: int,
+                    version: str, spec: Mapping[str, Any]) -> CachedDataset | None:
+    """The complete build of the full set with these settings when ``limit`` covers all of its
+    entries (they are recorded as ``candidates``), else None."""
+    if limit is None:
+        return None
+    key, _ = cache_key(task, thresholds=values, options=options, limit=None, seed=seed,
+                       featurizer_version=version, image_spec=spec)
+    full = cached_build(task.name, key, cache_dir)
+    candidates = full.meta.get("candidates") if full is not None else None
+    if not isinstance(candidates, int) or limit < candidates:
+        return None
+    warn_user(full_set_message(limit, candidates, task.name), FullSetWarning)
+    return full
+
+
+def _point_latest(task_root: Path, key: str) -> None:
+    """Make ``LATEST`` name ``key``; a cache that cannot be written (a shared, read-only one)
+    keeps its pointer, with a warning."""
+    latest = task_root / "LATEST"
+    try:
+        if latest.is_file() and latest.read_text().strip() == key:
+            return
+        atomic_write_text(latest, key + "\n")
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        warn_user(f"cannot update {latest} ({why[:1].lower()}{why[1:]}): `andersonn train` without "
+                  "--limit takes the build it names", AndersonnWarning)
 
 
 class EmptySplitWarning(AndersonnWarning):
@@ -191,24 +258,33 @@ def build_dataset(
     force: bool = False,
     fetch: bool = True,
 ) -> CachedDataset:
-    """Build (or reuse, when an identical complete build exists) the dataset of ``task``."""
+    """Build (or reuse, when an identical complete build exists) the dataset of ``task``.
+
+    A ``limit`` of at least the task's number of entries builds (or reuses) the full set, the
+    build without a limit, with a :class:`FullSetWarning`. Before the archives are read, the
+    cache is checked to be writable (an :class:`AndersonnError` otherwise)."""
     started = time.time()
+    seed = _check_seed(seed)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
+                              or limit <= 0):
+        raise ConfigError(f"--limit must be a positive number of entries, got {limit!r}")
     task_def, values, opts, spec, version, featurize = _resolve(task, thresholds, options)
-    if limit is not None and limit <= 0:
-        raise AndersonnError(f"--limit must be a positive number of entries, got {limit}")
     spec_dict = _spec_dict(spec)
     key, key_fields = cache_key(
         task_def, thresholds=values, options=opts, limit=limit, seed=seed,
         featurizer_version=version, image_spec=spec_dict,
     )
     task_root = datasets_root(cache_dir) / task_def.name
-    directory = task_root / key
-    built = None if force else cached_build(task_def.name, key, cache_dir)
+    built = None if force else (
+        cached_build(task_def.name, key, cache_dir)
+        or _full_build_for(task_def, limit, cache_dir, values=values, options=opts, seed=seed,
+                           version=version, spec=spec_dict))
     if built is not None:
-        atomic_write_text(task_root / "LATEST", key + "\n")
+        _point_latest(task_root, built.directory.name)
         return built
 
-    _remove_stale_temps(task_root, key)
+    # refused now, not after featurising, when the build could not be stored
+    ensure_writable(task_root, chosen=cache_dir is not None)
     paths = {
         k: ensure_archive(k, source_dir=source_dir, cache_dir=cache_dir, fetch=fetch)
         for k in task_def.archives
@@ -216,6 +292,19 @@ def build_dataset(
     source = importlib.import_module(f"andersonn.data.{task_def.source}")
     result = source.read(paths, opts)
     entries, result.entries = result.entries, []
+    if limit is not None and limit >= len(entries) and entries:
+        warn_user(full_set_message(limit, len(entries), task_def.name), FullSetWarning)
+        limit = None
+        key, key_fields = cache_key(
+            task_def, thresholds=values, options=opts, limit=None, seed=seed,
+            featurizer_version=version, image_spec=spec_dict,
+        )
+        built = None if force else cached_build(task_def.name, key, cache_dir)
+        if built is not None:
+            _point_latest(task_root, key)
+            return built
+    directory = task_root / key
+    _remove_stale_temps(task_root, key)
     skipped: list[dict[str, str]] = [
         {"id": i, "stage": "read", "reason": r} for i, r in result.skipped
     ]
@@ -342,6 +431,8 @@ def load_dataset(
     sources; otherwise (or when nothing is built) an :class:`AndersonnError` says which
     ``andersonn data build`` command to run.
     """
+    if seed is not _UNSET:
+        seed = _check_seed(seed)
     task_def, values, opts, spec, version, _ = _resolve(task, thresholds, options)
     task_root = datasets_root(cache_dir) / task_def.name
     explicit = (limit is not _UNSET or seed is not _UNSET or any(
@@ -369,21 +460,26 @@ def load_dataset(
                     task_def.name, limit=ds.meta.get("limit"), seed=int(ds.meta.get("seed", 0)),
                     thresholds=ds.meta.get("thresholds"), options=ds.meta.get("options"),
                     cache_dir=cache_dir)
-                raise AndersonnError(
+                raise DatasetUnavailable(
                     f"the {task_def.name} dataset in {candidate} is stale ({stale}); "
-                    f"rebuild it with `{command}`")
-    built = cached_build(task_def.name, key, cache_dir)
+                    f"rebuild it with `{command}`", state="stale", directory=candidate,
+                    detail=stale)
+    built = cached_build(task_def.name, key, cache_dir) or _full_build_for(
+        task_def, limit_v, cache_dir, values=values, options=opts, seed=seed_v,
+        version=version, spec=_spec_dict(spec))
     if built is not None:
         return built
     directory = task_root / key
     if directory.exists():
-        raise AndersonnError(
+        raise DatasetUnavailable(
             f"the {task_def.name} dataset in {directory} is incomplete (interrupted build?); "
-            f"rebuild it with `{command}`")
+            f"rebuild it with `{command}`", state="incomplete", directory=directory)
     others = [p for p in task_root.glob("*") if p.is_dir() and is_complete(p)]
     what = ("no build with these settings (featurizer version, image spec, thresholds, limit or "
             "seed differ from the existing builds)" if others else "it has not been built")
-    raise AndersonnError(f"no {task_def.name} dataset in {task_root}: {what}; run `{command}`")
+    raise DatasetUnavailable(
+        f"no {task_def.name} dataset in {task_root}: {what}; run `{command}`", state="missing",
+        directory=directory)
 
 
 def _staleness(meta: Mapping[str, Any], task: TaskDefinition, version: str,

@@ -34,8 +34,8 @@ from andersonn.data.splits import split_indices
 from andersonn.errors import AndersonnError
 from andersonn.fileio import atomic_write_json
 
-__all__ = ["COMPLETE", "CachedDataset", "file_sha256", "is_complete", "open_cache",
-           "write_cache"]
+__all__ = ["COMPLETE", "CachedDataset", "ensure_writable", "file_sha256", "is_complete",
+           "open_cache", "write_cache"]
 
 COMPLETE = "COMPLETE"
 _ARRAYS = ("images.npy", "labels.npy", "splits.npy")
@@ -57,6 +57,31 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def ensure_writable(folder: str | os.PathLike[str], chosen: bool = False) -> Path:
+    """Create ``folder`` (a task's folder of the dataset cache) when missing and check that a
+    file can be made in it, so that a build that could not be stored is refused before any work;
+    an :class:`AndersonnError` says why not. ``chosen``: the cache root was given (``--cache-dir``)
+    rather than taken from the environment; the message's way out says which to change."""
+    path = Path(folder)
+    way_out = ("give a writable --cache-dir" if chosen else
+               "set ANDERSONN_CACHE to a writable folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = "it is a file, not a folder" if path.is_file() else _reason(exc)
+        raise AndersonnError(f"cannot write the dataset cache {path}: {why}; {way_out}") from None
+    return path
+
+
+def _reason(exc: OSError) -> str:
+    """The system's reason for ``exc`` in lower case (``read-only file system``)."""
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
 
 
 def write_cache(

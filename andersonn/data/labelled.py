@@ -40,6 +40,7 @@ import numpy as np
 from andersonn.data.build import CACHE_FORMAT, cached_build, datasets_root
 from andersonn.data.cache import (
     CachedDataset,
+    ensure_writable,
     file_sha256,
     open_cache,
     write_cache,
@@ -573,7 +574,8 @@ def build_labelled_dataset(path: str | os.PathLike[str], *, image: str | None = 
     built = None if force else cached_build(CUSTOM_TASK, key, cache_dir)
     if built is not None:
         return built
-    directory = datasets_root(cache_dir) / CUSTOM_TASK / key
+    directory = ensure_writable(datasets_root(cache_dir) / CUSTOM_TASK,
+                                chosen=cache_dir is not None) / key
     ds = labelled_dataset(inputs, labels, names, image=image, seed=seed, workers=workers,
                           progress=progress, rule=rule, skipped=skipped, meta={
                               "key": key, "cache_key": key,

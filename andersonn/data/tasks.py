@@ -10,13 +10,19 @@ Each task maps one scalar DFT property to a class index:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from andersonn.errors import ConfigError
 
-__all__ = ["TASKS", "TaskDefinition", "get_task"]
+__all__ = ["TASKS", "THRESHOLD_FLAGS", "TaskDefinition", "get_task"]
+
+THRESHOLD_FLAGS: dict[str, str] = {  # threshold name -> its `andersonn data build` option
+    "dipole": "--dipole-threshold", "small": "--small-lcd", "large": "--large-lcd",
+    "metal": "--metal-gap", "insulator": "--insulator-gap",
+}
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,14 @@ class TaskDefinition:
             if key not in values:
                 known = ", ".join(sorted(values)) or "none"
                 raise ConfigError(f"task {self.name} has no threshold {key!r} (known: {known})")
-            values[key] = float(value)
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if not math.isfinite(number):
+                raise ConfigError(f"{self.name} threshold {key} ({THRESHOLD_FLAGS.get(key, key)}) "
+                                  f"must be a finite number, got {value!r}")
+            values[key] = number
         if self.name == "mof-pore" and not values["small"] < values["large"]:
             raise ConfigError(f"mof-pore needs small < large LCD, got {values}")
         if self.name == "crystal-gap" and not 0 <= values["metal"] < values["insulator"]:

@@ -119,11 +119,32 @@ def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> 
         return own
     kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
     try:
-        return load_dataset(cfg.task, **kwargs)
+        ds = load_dataset(cfg.task, **kwargs)
     except AndersonnError as exc:
-        print(f"andersonn: {exc}; building dataset {cfg.task!r}"
-              f"{f' (limit {cfg.limit})' if cfg.limit else ''}", file=sys.stderr)
+        print(f"andersonn: {why_building(exc, cfg.task, cfg.limit)}", file=sys.stderr)
         return build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers, progress=progress)
+    subset = ds.meta.get("limit")
+    if cfg.limit is None and subset is not None:  # the latest build is a --limit subset
+        print(f"andersonn: training on the latest {cfg.task} build: {len(ds):,} entries "
+              f"(--limit {subset}); give --limit to choose another build, or "
+              f"`andersonn data build {cfg.task}` for the full set", file=sys.stderr)
+    return ds
+
+
+def why_building(exc: AndersonnError, task: str, limit: int | None) -> str:
+    """The line printed before a task's dataset is built (for training, a benchmark), after
+    ``load_dataset`` found no usable build (``exc``)."""
+    from andersonn.data.build import DatasetUnavailable
+
+    which = f"{task} build{f' (--limit {limit})' if limit is not None else ''}"
+    if isinstance(exc, DatasetUnavailable):
+        if exc.state == "stale":
+            return f"the cached {which} is stale ({exc.detail}): building a current one"
+        if exc.state == "incomplete":
+            return (f"the cached {which} in {exc.directory} is incomplete or damaged: "
+                    "rebuilding it")
+        return f"no {which} is cached yet: building it"
+    return f"{exc}: building the {which}"
 
 
 def recorded_build_key(run_dir: str | Path) -> str | None:

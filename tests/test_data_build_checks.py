@@ -1,0 +1,322 @@
+"""Checks a dataset build makes before any work, and what training says about the build it takes.
+
+A cache that cannot be written is refused before the archives are read; seeds and label
+thresholds are checked when parsed and in the API; a ``--limit`` that covers a task's whole set
+is the full build; ``train`` says when it takes a ``--limit`` subset, and why it builds.
+Builds use the tiny fixture archives of ``test_data`` and its fake featuriser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_data import FakeFeaturizer, _pin, make_archives
+
+from andersonn.cli import main
+from andersonn.cli.options import finite_float, non_negative_int
+from andersonn.data import build as build_mod
+from andersonn.data import build_dataset, load_dataset
+from andersonn.data.build import FullSetWarning
+from andersonn.errors import AndersonnError, AndersonnWarning, ConfigError
+from andersonn.training.config import TrainConfig
+from andersonn.training.inputs import load_task_dataset
+
+from helpers import assert_refused_when_parsed
+
+# the fixture sets are too small for val and test splits
+pytestmark = pytest.mark.filterwarnings("ignore::andersonn.data.build.EmptySplitWarning")
+
+N_CRYSTALS = 7  # crystal-gap entries of the fixture archives that read
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeFeaturizer:
+    feat = FakeFeaturizer()
+    monkeypatch.setattr(build_mod, "_images_api", feat.api)
+    return feat
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeFeaturizer) -> Path:
+    """A cache root holding the fixture archives where a build without --source finds them."""
+    root = tmp_path / "cache"
+    _pin(monkeypatch, make_archives(root / "archives"))
+    monkeypatch.setenv("ANDERSONN_CACHE", str(root))
+    return root
+
+
+def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make creating a file fail as on a read-only file system (root ignores chmod)."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+def _no_archives(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("an archive was read")
+
+    monkeypatch.setattr(build_mod, "ensure_archive", never)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. an unwritable cache is refused before the archives are read or anything is featurised
+# --------------------------------------------------------------------------------------------
+
+
+def test_read_only_cache_is_refused_before_any_work(
+    cache: Path, fake: FakeFeaturizer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _read_only(monkeypatch)
+    _no_archives(monkeypatch)
+    folder = cache / "datasets" / "crystal-gap"
+    with pytest.raises(AndersonnError) as exc:
+        build_dataset("crystal-gap", progress=False)
+    assert str(exc.value) == (f"cannot write the dataset cache {folder}: read-only file system; "
+                              "set ANDERSONN_CACHE to a writable folder")
+    assert fake.calls == []
+    assert main(["data", "build", "crystal-gap", "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"andersonn: error: cannot write the dataset cache {folder}: read-only file system; "
+        "set ANDERSONN_CACHE to a writable folder\n")
+    assert fake.calls == []
+
+
+def test_cache_folder_that_is_a_file_is_refused_naming_cache_dir(
+    tmp_path: Path, fake: FakeFeaturizer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _no_archives(monkeypatch)
+    folder = tmp_path / "elsewhere" / "datasets" / "polarity"
+    folder.parent.mkdir(parents=True)
+    folder.write_text("not a folder")
+    assert main(["data", "build", "polarity", "--cache-dir", str(tmp_path / "elsewhere"),
+                 "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"andersonn: error: cannot write the dataset cache {folder}: it is a file, not a folder; "
+        "give a writable --cache-dir\n")
+    assert fake.calls == []
+
+
+def test_train_on_a_read_only_cache_stops_before_featurising(
+    cache: Path, fake: FakeFeaturizer, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _read_only(monkeypatch)
+    with pytest.raises(AndersonnError, match=r"^cannot write the dataset cache .*read-only"):
+        load_task_dataset(TrainConfig(task="crystal-gap"), progress=False)
+    assert fake.calls == []
+
+
+def test_reused_build_on_a_read_only_cache_opens_keeping_latest(
+    cache: Path, fake: FakeFeaturizer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    full = build_dataset("crystal-gap", progress=False)
+    build_dataset("crystal-gap", limit=5, progress=False)
+    latest = cache / "datasets" / "crystal-gap" / "LATEST"
+    pointer = latest.read_text()
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(build_mod, "atomic_write_text", refuse)
+    with pytest.warns(AndersonnWarning,
+                      match=r"^cannot update .*LATEST \(read-only file system\): `andersonn "):
+        again = build_dataset("crystal-gap", progress=False)
+    assert again.directory == full.directory and latest.read_text() == pointer
+    assert len(fake.calls) == 2
+
+
+def test_labels_file_build_on_an_unwritable_cache_is_refused_before_featurising(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from andersonn.data import labelled
+
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("featurised")
+
+    monkeypatch.setattr(labelled, "labelled_dataset", never)
+    labels = Path(__file__).parent / "fixtures" / "labelled" / "qm9_dipoles.csv"
+    (tmp_path / "cache" / "datasets").mkdir(parents=True)
+    (tmp_path / "cache" / "datasets" / "custom").write_text("")
+    with pytest.raises(AndersonnError, match=r"^cannot write the dataset cache .*custom: it is a "
+                       r"file, not a folder; give a writable --cache-dir$"):
+        labelled.build_labelled_dataset(labels, bins=[2.5], progress=False,
+                                        cache_dir=tmp_path / "cache")
+
+
+# --------------------------------------------------------------------------------------------
+# 3. seeds: whole numbers of at least 0
+# --------------------------------------------------------------------------------------------
+
+
+def test_non_negative_int() -> None:
+    assert non_negative_int("0") == 0 and non_negative_int("17") == 17
+    for text, why in (("-1", "must be at least 0, got -1"), ("1.5", "'1.5' is not a whole number"),
+                      ("x", "'x' is not a whole number")):
+        with pytest.raises(argparse.ArgumentTypeError) as exc:
+            non_negative_int(text)
+        assert str(exc.value) == why
+
+
+@pytest.mark.parametrize("action", ["build", "info"])
+def test_negative_seed_is_refused_when_parsed(
+    action: str, fake: FakeFeaturizer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert_refused_when_parsed(["data", action, "crystal-gap", "--seed", "-1"], capsys,
+                               "argument --seed: must be at least 0, got -1")
+    assert fake.calls == []
+
+
+def test_negative_seed_is_refused_by_the_api_before_work(
+    cache: Path, fake: FakeFeaturizer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_archives(monkeypatch)
+    for seed in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match=r"^seed must be a whole number of at least 0, got "):
+            build_dataset("crystal-gap", seed=seed, progress=False)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"got -3$"):
+        load_dataset("crystal-gap", seed=-3)
+    assert fake.calls == []
+    assert build_mod._check_seed(np.int64(2)) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# 4. label thresholds: finite numbers
+# --------------------------------------------------------------------------------------------
+
+
+def test_finite_float() -> None:
+    assert finite_float("-2.5") == -2.5 and finite_float("3") == 3.0
+    for text in ("inf", "-inf", "nan", "Infinity"):
+        with pytest.raises(argparse.ArgumentTypeError) as exc:
+            finite_float(text)
+        assert str(exc.value) == f"must be a finite number, got {text}"
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^'abc' is not a number$"):
+        finite_float("abc")
+
+
+@pytest.mark.parametrize(("task", "flag", "value"), [
+    ("crystal-gap", "--insulator-gap", "inf"), ("crystal-gap", "--metal-gap", "nan"),
+    ("polarity", "--dipole-threshold", "inf"), ("mof-pore", "--small-lcd", "-inf"),
+    ("mof-pore", "--large-lcd", "nan"),
+])
+def test_non_finite_threshold_is_refused_when_parsed(
+    task: str, flag: str, value: str, fake: FakeFeaturizer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for action in ("build", "info"):
+        assert_refused_when_parsed(["data", action, task, f"{flag}={value}"], capsys,
+                                   f"argument {flag}: must be a finite number, got {value}")
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(("task", "key", "flag"), [
+    ("crystal-gap", "insulator", "--insulator-gap"), ("crystal-gap", "metal", "--metal-gap"),
+    ("polarity", "dipole", "--dipole-threshold"), ("mof-pore", "small", "--small-lcd"),
+    ("mof-pore", "large", "--large-lcd"),
+])
+def test_non_finite_threshold_is_refused_by_the_api(
+    task: str, key: str, flag: str, cache: Path, fake: FakeFeaturizer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_archives(monkeypatch)
+    for value in (math.inf, -math.inf, math.nan):
+        with pytest.raises(ConfigError) as exc:
+            build_dataset(task, thresholds={key: value}, progress=False)
+        assert str(exc.value) == (f"{task} threshold {key} ({flag}) must be a finite number, "
+                                  f"got {value!r}")
+    assert fake.calls == []
+
+
+# --------------------------------------------------------------------------------------------
+# 5. a --limit of at least the whole set is the full build
+# --------------------------------------------------------------------------------------------
+
+
+def test_limit_over_the_set_size_is_the_full_build(
+    cache: Path, fake: FakeFeaturizer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.warns(FullSetWarning) as caught:
+        big = build_dataset("crystal-gap", limit=100000, progress=False)
+    assert [str(w.message) for w in caught if w.category is FullSetWarning] == [
+        f"--limit 100000 is more than the {N_CRYSTALS} crystal-gap entries: the full set is used"]
+    assert big.meta["limit"] is None and len(big) == N_CRYSTALS
+    full = build_dataset("crystal-gap", progress=False)
+    assert full.directory == big.directory and len(fake.calls) == 1
+    with pytest.warns(FullSetWarning, match=f"^--limit {N_CRYSTALS} covers all the "):
+        same = build_dataset("crystal-gap", limit=N_CRYSTALS, progress=False)
+    assert same.directory == full.directory and len(fake.calls) == 1
+    with pytest.warns(FullSetWarning):
+        assert load_dataset("crystal-gap", limit=50).directory == full.directory
+    assert [p.name for p in (cache / "datasets" / "crystal-gap").iterdir()
+            if p.is_dir()] == [full.directory.name]
+
+    with pytest.warns(FullSetWarning) as caught:
+        assert main(["data", "build", "crystal-gap", "--limit", "100000", "--no-progress"]) == 0
+    assert [str(w.message) for w in caught if w.category is FullSetWarning] == [
+        f"--limit 100000 is more than the {N_CRYSTALS} crystal-gap entries: the full set is used"]
+    assert f"({N_CRYSTALS} entries" in capsys.readouterr().out and len(fake.calls) == 1
+
+
+def test_limit_below_the_set_size_is_still_a_subset(cache: Path, fake: FakeFeaturizer) -> None:
+    full = build_dataset("crystal-gap", progress=False)
+    part = build_dataset("crystal-gap", limit=N_CRYSTALS - 1, progress=False)
+    assert part.directory != full.directory and len(part) == N_CRYSTALS - 1
+    assert part.meta["limit"] == N_CRYSTALS - 1
+
+
+# --------------------------------------------------------------------------------------------
+# 2 and 6. what training says about the build it takes or builds
+# --------------------------------------------------------------------------------------------
+
+
+def test_training_without_limit_says_it_takes_a_subset_build(
+    cache: Path, fake: FakeFeaturizer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    build_dataset("crystal-gap", limit=5, progress=False)
+    ds = load_task_dataset(TrainConfig(task="crystal-gap"), progress=False)
+    assert len(ds) == 5
+    assert capsys.readouterr().err == (
+        "andersonn: training on the latest crystal-gap build: 5 entries (--limit 5); give "
+        "--limit to choose another build, or `andersonn data build crystal-gap` for the full "
+        "set\n")
+    load_task_dataset(TrainConfig(task="crystal-gap", limit=5), progress=False)
+    assert capsys.readouterr().err == ""  # the limit was asked for
+    build_dataset("crystal-gap", progress=False)
+    assert len(load_task_dataset(TrainConfig(task="crystal-gap"), progress=False)) == N_CRYSTALS
+    assert capsys.readouterr().err == ""  # the full set
+
+
+def test_training_says_why_it_builds(
+    cache: Path, fake: FakeFeaturizer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg = TrainConfig(task="crystal-gap", limit=5)
+    first = load_task_dataset(cfg, progress=False)
+    assert capsys.readouterr().err == (
+        "andersonn: no crystal-gap build (--limit 5) is cached yet: building it\n")
+    directory = first.directory
+    del first
+    with open(directory / "images.npy", "r+b") as handle:  # damaged
+        handle.truncate(100)
+    assert len(load_task_dataset(cfg, progress=False)) == 5
+    err = capsys.readouterr().err
+    assert err == (f"andersonn: the cached crystal-gap build (--limit 5) in {directory} is "
+                   "incomplete or damaged: rebuilding it\n")
+    assert "rebuild it with" not in err and len(fake.calls) == 2
+
+    fake.version = "fake-2"  # the latest build is stale
+    load_task_dataset(TrainConfig(task="crystal-gap"), progress=False)
+    assert capsys.readouterr().err == (
+        "andersonn: the cached crystal-gap build is stale (featurizer version fake-1 != current "
+        "fake-2): building a current one\n")
