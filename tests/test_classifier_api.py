@@ -239,6 +239,10 @@ def test_missing_or_malformed_labels_are_refused() -> None:
         _tiny().fit(x, np.eye(2, dtype=int)[y])
     with pytest.raises(InputError, match="at least two classes"):
         _tiny().fit(x, np.zeros(20, int))
+    x25, _ = _images(25)
+    with pytest.raises(InputError, match=r"fit: y holds 25 different numbers: values, not class "
+                                         r"labels\? Bin them into classes first"):
+        _tiny().fit(x25, np.linspace(0, 5, 25) + 1 / 3)
 
 
 def test_a_loaded_run_answers_with_its_class_names(polarity_run: Path,

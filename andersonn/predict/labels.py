@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from andersonn.data.labelled import MAX_NUMBERED_CLASSES
 from andersonn.errors import InputError
 from andersonn.predict.checks import (
     _check_finite,
@@ -72,6 +73,11 @@ def _encode_labels(y: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, n
         if len(values) < 2:
             raise InputError(f"fit: y holds {len(values)} distinct label(s); a classifier needs "
                              "at least two classes")
+        if arr.dtype.kind == "f" and len(values) > MAX_NUMBERED_CLASSES \
+                and not np.all(values == np.round(values)):
+            raise InputError(f"fit: y holds {len(values)} different numbers: values, not class "
+                             "labels? Bin them into classes first, e.g. "
+                             "np.digitize(y, [2.5]) for two classes split at 2.5")
         _check_distinct_names(values, "fit: y")
         return index.reshape(-1).astype(np.int64), values
     values = np.asarray(_plain(list(classes)))
