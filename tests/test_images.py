@@ -390,3 +390,58 @@ def test_cli_image_shows_the_readers_notes(tmp_path, capsys) -> None:
     assert main(["image", str(path), "--out", str(tmp_path / "m")]) == 0
     err = capsys.readouterr().err
     assert "andersonn: warning: mixed.cif: 1 of 2 sites partly occupied or mixed" in err
+
+
+def test_canonical_order_is_lexsort_order() -> None:
+    """The byte-string sort gives np.lexsort's order exactly: element first, then the rounded
+    row content column by column, ties in input order, NaN after +inf (the encoder's helper
+    must not change a single image)."""
+    from andersonn.images.encode import _canonical_order, _row_keys
+
+    rng = np.random.default_rng(7)
+    for trial in range(200):
+        n = int(rng.integers(1, 30))
+        rows = rng.normal(size=(n, 3, 4)) * 10.0 ** int(rng.integers(-3, 4))
+        rows = np.round(rows, int(rng.integers(0, 3)))  # many ties
+        for value, share in ((np.nan, 0.05), (np.inf, 0.05), (-np.inf, 0.05), (-0.0, 0.3)):
+            rows[rng.random(rows.shape) < share * (trial % 2)] = value
+        rows[: n // 2] = rows[n - n // 2:]  # identical rows, kept in input order
+        numbers = rng.integers(1, 4, n)
+        expected = np.lexsort((*tuple(_row_keys(rows).T[::-1]), -numbers))
+        assert _canonical_order(rows, numbers).tolist() == expected.tolist()
+
+
+def test_sortable_bytes_order_numbers() -> None:
+    from andersonn.images.encode import _sortable_bytes
+
+    values = [-np.inf, -1e300, -2.5, -1e-300, 0.0, 5e-324, 1e-3, 1.0, 2.5, 1e300, np.inf, np.nan]
+    shuffled = np.random.default_rng(0).permutation(len(values))
+    keys = np.array(values)[shuffled][:, None]
+    as_bytes = _sortable_bytes(keys)
+    order = sorted(range(len(keys)), key=lambda i: as_bytes[i])
+    assert shuffled[order].tolist() == list(range(len(values)))
+    nans = _sortable_bytes(np.array([[np.nan], [-np.nan], [float("nan")]]))
+    assert nans[0] == nans[1] == nans[2]  # every NaN ties, whatever its sign bit
+
+
+def test_cross_and_length_are_numpys_to_the_bit() -> None:
+    from andersonn.images.encode import _cross, _length
+
+    rng = np.random.default_rng(3)
+    for a, b in [(rng.normal(size=3) * 10.0 ** rng.integers(-5, 5), rng.normal(size=3))
+                 for _ in range(500)] + [(np.zeros(3), np.array([-1.0, 2.0, -3.0]))]:
+        assert _cross(a, b).tobytes() == np.cross(a, b).tobytes()
+        assert _length(a) == float(np.linalg.norm(a))
+    assert _length(np.zeros(3)) == 0.0
+
+
+def test_bare_molecule_keeps_atoms_and_coordinates_exactly() -> None:
+    from andersonn.images.physics import _bare_molecule
+
+    numbers = np.array([8, 1, 1, 6, 8])
+    positions = np.random.default_rng(1).normal(size=(5, 3)) * 3
+    mol = _bare_molecule(numbers, positions)
+    assert [a.GetAtomicNum() for a in mol.GetAtoms()] == numbers.tolist()
+    assert mol.GetNumBonds() == 0
+    assert mol.GetConformer().Is3D()
+    assert mol.GetConformer().GetPositions().tobytes() == positions.tobytes()

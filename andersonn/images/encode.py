@@ -12,6 +12,8 @@ Invariances by construction:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from andersonn.errors import InputError
@@ -89,7 +91,7 @@ def encode_with_atoms(structure: Structure, spec: ImageSpec | str
     rows = feats["rows"]  # (n, C, W) float64, without atom_mult and global channels
     numbers = s.numbers
     weight = np.ones(n)
-    members = [np.array([i]) for i in range(n)]
+    members = list(np.arange(n).reshape(n, 1))  # atom i alone: array([i]) for each row
     # crystals: collapse identical environments (unit-cell invariance); molecules only if needed
     if s.periodic or n > spec.rows:
         rows, numbers, weight, owner = _deduplicate(rows, numbers, weight)
@@ -122,122 +124,197 @@ def _regroup(members: list[np.ndarray], owner: np.ndarray, k: int) -> list[np.nd
 
 
 # ------------------------------------------------------------------------ features
+#: channels that need the partial charges of a molecule (the others see zeros without them)
+_CHARGE_CHANNELS = frozenset({"atom_charge", "nbr_charge", "atom_dipole_proj", "g_dipole"})
+#: global channels every structure has (0 where they do not apply)
+_GLOBAL_DEFAULTS = ("g_dipole", "g_n_atoms", "g_density", "g_vol_per_atom", "g_void_diameter",
+                    "g_packing", *_OX_CHANNELS)
+
+
 def _features(s: Structure, spec: ImageSpec) -> dict:
+    """The per-atom rows (n, C, W) of the atom and neighbour channels of ``spec`` (atom_mult
+    and the global channels left 0) and the values of its global channels.
+
+    Only the channels ``spec`` holds are computed: a value a channel would have does not
+    depend on which other channels are computed."""
     need = set(spec.channels)
     n = s.n_atoms
     z = s.numbers
-    K = spec.slots
-    nbr_idx = np.full((n, K), -1, dtype=np.int64)
-    nbr_d = np.zeros((n, K))
-    nbr_bo = np.zeros((n, K))
-    atom: dict[str, np.ndarray] = {}
-    glob: dict[str, float] = {}
-    charges = np.zeros(n)
-    if not s.periodic:
-        pos = s.positions
-        dist = distance_matrix(pos)
-        bo = np.zeros((n, n))
-        if len(s.bonds):
-            bo[s.bonds[:, 0], s.bonds[:, 1]] = s.bond_orders
-            bo[s.bonds[:, 1], s.bonds[:, 0]] = s.bond_orders
-        if need & {"atom_charge", "nbr_charge", "atom_dipole_proj", "g_dipole"}:
-            charges = molecule_charges(z, pos, dist, float(s.charge))
-        com = centre_of_mass(z, pos)
-        rel = pos - com
-        dip = (charges[:, None] * rel).sum(0)  # e·Å
-        dnorm = float(np.linalg.norm(dip))
-        atom["atom_r_com"] = np.linalg.norm(rel, axis=1) / 5
-        atom["atom_dipole_proj"] = rel @ dip / max(dnorm, 0.1) / 5
-        atom["atom_dipole_contrib"] = charges * (rel @ dip) / max(dnorm, 1e-9)
-        # a structure-defined frame: e1 along the dipole, e2 along the part of the charge-
-        # magnitude centroid normal to it, e3 = e1 x e2; weights fade out degenerate axes
-        e1 = dip / dnorm if dnorm > 1e-9 else np.zeros(3)
-        c = (np.abs(charges)[:, None] * rel).sum(0)
-        perp = c - (c @ e1) * e1
-        pn = float(np.linalg.norm(perp))
-        e2 = perp / pn if pn > 1e-9 else np.zeros(3)
-        wgt = min(1.0, pn / 0.1) * min(1.0, dnorm / 0.1)
-        atom["atom_frame_y"] = wgt * (rel @ e2) / 5
-        atom["atom_frame_z"] = wgt * (rel @ np.cross(e1, e2)) / 5
-        glob["g_dipole"] = dnorm * DEBYE_PER_EA / 5
-        dmask = dist + np.eye(n) * 1e9
-        bonded = bo > 0
-        atom["atom_degree"] = bonded.sum(1) / 6
-        atom["atom_n6"] = ((dmask < 6.0).sum(1)) / 100
-        nb = np.where(bonded, np.inf, dmask)
-        dnb = nb.min(1) if n > 1 else np.zeros(1)
-        atom["atom_d_nonbonded"] = np.where(np.isfinite(dnb) & (dnb < 1e8), dnb, 0) / 6
-        if n > 1:
-            q_key = np.round(np.broadcast_to(charges[None, :], (n, n)), KEY_DECIMALS)
-            z_key = np.broadcast_to(z[None, :], (n, n))
-            order = np.lexsort((q_key, z_key, np.round(dmask, KEY_DECIMALS)), axis=-1)
-            kk = min(K, n - 1)
-            sel = order[:, :kk]
-            nbr_idx[:, :kk] = sel
-            nbr_d[:, :kk] = np.take_along_axis(dist, sel, 1)
-            nbr_bo[:, :kk] = np.take_along_axis(bo, sel, 1)
-        glob["g_n_atoms"] = n / 30
+    if s.periodic:
+        atom, glob, charges, nbr_idx, nbr_d, nbr_bo = _crystal_features(s, spec, need)
     else:
-        extra = K + 8  # candidates beyond the K slots: tie-breaks, degree, nearest non-bonded
-        jn, dn, n_reach = nearest_neighbours(s.positions, s.cell, extra, spec.cutoff)
-        valid = jn >= 0
-        zj = np.where(valid, z[np.maximum(jn, 0)], 0)
-        dkey = np.where(valid, np.round(dn, KEY_DECIMALS), np.inf)
-        order = np.lexsort((zj, dkey), axis=-1)
-        jn, dn, zj, valid = (np.take_along_axis(a, order, 1) for a in (jn, dn, zj, valid))
-        rsum = COVALENT_RADIUS[z][:, None] + COVALENT_RADIUS[zj]
-        bonded = valid & (dn < BOND_TOLERANCE * rsum) & (dn > 0.1)
-        nbr_idx[:] = np.where(valid[:, :K], jn[:, :K], -1)
-        nbr_d[:] = np.where(valid[:, :K], dn[:, :K], 0.0)
-        nbr_bo[:] = np.where(bonded[:, :K],
-                             pauling_order(z[:, None], zj[:, :K], np.where(valid, dn, 9)[:, :K]), 0)
-        atom["atom_degree"] = bonded.sum(1) / 6
-        atom["atom_n6"] = n_reach / 100  # spec.cutoff is 6 Å in the presets
-        dnb = np.where(valid & ~bonded, dn, np.inf).min(1)
-        atom["atom_d_nonbonded"] = np.where(np.isfinite(dnb), dnb, spec.cutoff) / 6
-        vol = float(s.volume or 0.0)
-        glob["g_density"] = float(s.density or 0.0) / 3
-        glob["g_vol_per_atom"] = vol / n / 30
-        glob["g_packing"] = float((4.0 / 3.0 * np.pi * VDW_RADIUS[z] ** 3).sum() / vol)
-        if "g_void_diameter" in need:
-            diam, _ = void_descriptors(z, s.positions, s.cell, spacing=spec.void_spacing)
-            glob["g_void_diameter"] = diam / 20
-    present = np.unique(z)
-    glob["g_en_range"] = float(ELECTRONEGATIVITY[present].max()
-                               - ELECTRONEGATIVITY[present].min()) / 3
+        atom, glob, charges, nbr_idx, nbr_d, nbr_bo = _molecule_features(s, spec, need)
+    if "g_en_range" in need:
+        present = np.unique(z)
+        glob["g_en_range"] = float(ELECTRONEGATIVITY[present].max()
+                                   - ELECTRONEGATIVITY[present].min()) / 3
     if need & set(_OX_CHANNELS):
         ox = oxidation_descriptors(z)
         for name, (key, scale) in _OX_CHANNELS.items():
             glob[name] = ox[key] / scale
-    for name in ("g_dipole", "g_n_atoms", "g_density", "g_vol_per_atom", "g_void_diameter",
-                 "g_packing", *_OX_CHANNELS):
+    for name in _GLOBAL_DEFAULTS:
         glob.setdefault(name, 0.0)
     for name, table in _ATOM_TABLES.items():
-        atom[name] = table[z]
+        if name in need:
+            atom[name] = table[z]
     atom["atom_charge"] = charges
-    for name in ("atom_r_com", "atom_dipole_proj", "atom_dipole_contrib", "atom_frame_y",
-                 "atom_frame_z"):
-        atom.setdefault(name, np.zeros(n))
+    nbr = _neighbour_channels(z, charges, nbr_idx, nbr_d, nbr_bo, need)
 
-    valid = nbr_idx >= 0
-    jj = np.where(valid, nbr_idx, 0)
-    nbr: dict[str, np.ndarray] = {}
-    for name, table in _NBR_TABLES.items():
-        nbr[name] = np.where(valid, table[z[jj]], 0.0)
-    nbr["nbr_charge"] = np.where(valid, charges[jj], 0.0)
-    nbr["en_diff"] = np.where(valid, (ELECTRONEGATIVITY[z[jj]] - ELECTRONEGATIVITY[z][:, None]) / 2,
-                              0.0)
-    nbr["bond_order"] = nbr_bo / 3
-    nbr["inv_distance"] = np.where(valid, 1.0 / np.maximum(nbr_d, 1e-6), 0.0)
-
-    rows = np.zeros((n, len(spec.channels), K))
+    rows = np.zeros((n, len(spec.channels), spec.slots))
     for ci, name in enumerate(spec.channels):
         level = CHANNELS[name][0]
         if level == "atom" and name != "atom_mult":
-            rows[:, ci, :] = atom[name][:, None]
+            rows[:, ci, :] = atom[name][:, None] if name in atom else 0.0
         elif level == "neighbour":
             rows[:, ci, :] = nbr[name]
     return {"rows": rows, "global": glob}
+
+
+_Features = tuple[dict[str, np.ndarray], dict[str, float], np.ndarray, np.ndarray, np.ndarray,
+                  np.ndarray]
+
+
+def _molecule_features(s: Structure, spec: ImageSpec, need: set[str]) -> _Features:
+    """(atom channels, global channels, charges, neighbour index / distance / bond order
+    (n, slots)) of a molecule: every other atom is a neighbour candidate, ordered by
+    (distance, element, partial charge), each rounded."""
+    n = s.n_atoms
+    z = s.numbers
+    K = spec.slots
+    pos = s.positions
+    dist = distance_matrix(pos)
+    bo = np.zeros((n, n))
+    if len(s.bonds):
+        bo[s.bonds[:, 0], s.bonds[:, 1]] = s.bond_orders
+        bo[s.bonds[:, 1], s.bonds[:, 0]] = s.bond_orders
+    charges = np.zeros(n)
+    if need & _CHARGE_CHANNELS:
+        charges = molecule_charges(z, pos, dist, float(s.charge))
+    atom, dnorm = _dipole_frame(z, pos, charges)
+    glob = {"g_dipole": dnorm * DEBYE_PER_EA / 5, "g_n_atoms": n / 30}
+    dmask = dist + np.eye(n) * 1e9
+    bonded = bo > 0
+    atom["atom_degree"] = bonded.sum(1) / 6
+    if "atom_n6" in need:
+        atom["atom_n6"] = ((dmask < 6.0).sum(1)) / 100
+    if "atom_d_nonbonded" in need:
+        nb = np.where(bonded, np.inf, dmask)
+        dnb = nb.min(1) if n > 1 else np.zeros(1)
+        atom["atom_d_nonbonded"] = np.where(np.isfinite(dnb) & (dnb < 1e8), dnb, 0) / 6
+    nbr_idx = np.full((n, K), -1, dtype=np.int64)
+    nbr_d = np.zeros((n, K))
+    nbr_bo = np.zeros((n, K))
+    if n > 1:
+        # the element and charge keys are the same in every row: broadcast, not copied
+        q_key = np.broadcast_to(np.round(charges, KEY_DECIMALS)[None, :], (n, n))
+        z_key = np.broadcast_to(z[None, :], (n, n))
+        order = np.lexsort((q_key, z_key, np.round(dmask, KEY_DECIMALS)), axis=-1)
+        kk = min(K, n - 1)
+        sel = order[:, :kk]
+        row = np.arange(n)[:, None]
+        nbr_idx[:, :kk] = sel
+        nbr_d[:, :kk] = dist[row, sel]
+        nbr_bo[:, :kk] = bo[row, sel]
+    return atom, glob, charges, nbr_idx, nbr_d, nbr_bo
+
+
+def _dipole_frame(z: np.ndarray, pos: np.ndarray, charges: np.ndarray
+                  ) -> tuple[dict[str, np.ndarray], float]:
+    """The atom channels a molecule's centre of mass, dipole and charge distribution define,
+    and the dipole's length (e·Å).
+
+    A structure-defined frame: e1 along the dipole, e2 along the part of the charge-magnitude
+    centroid normal to it, e3 = e1 x e2; weights fade out degenerate axes."""
+    com = centre_of_mass(z, pos)
+    rel = pos - com
+    dip = (charges[:, None] * rel).sum(0)  # e·Å
+    dnorm = _length(dip)
+    along = rel @ dip
+    atom = {"atom_r_com": np.linalg.norm(rel, axis=1) / 5,
+            "atom_dipole_proj": along / max(dnorm, 0.1) / 5,
+            "atom_dipole_contrib": charges * along / max(dnorm, 1e-9)}
+    e1 = dip / dnorm if dnorm > 1e-9 else np.zeros(3)
+    c = (np.abs(charges)[:, None] * rel).sum(0)
+    perp = c - (c @ e1) * e1
+    pn = _length(perp)
+    e2 = perp / pn if pn > 1e-9 else np.zeros(3)
+    wgt = min(1.0, pn / 0.1) * min(1.0, dnorm / 0.1)
+    atom["atom_frame_y"] = wgt * (rel @ e2) / 5
+    atom["atom_frame_z"] = wgt * (rel @ _cross(e1, e2)) / 5
+    return atom, dnorm
+
+
+def _length(v: np.ndarray) -> float:
+    """Euclidean length of a vector: ``np.linalg.norm(v)`` (it is ``sqrt(v.dot(v))`` too, so
+    the value is the same to the bit) without its generic-argument overhead."""
+    return math.sqrt(float(v.dot(v)))
+
+
+def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cross product of two 3-vectors: ``np.cross(a, b)`` (the same products and differences,
+    so the same bits) without its broadcasting set-up, which cost 15× the arithmetic."""
+    a0, a1, a2 = a.tolist()
+    b0, b1, b2 = b.tolist()
+    return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
+
+
+def _crystal_features(s: Structure, spec: ImageSpec, need: set[str]) -> _Features:
+    """(atom channels, global channels, charges (zeros), neighbour index / distance / bond
+    order (n, slots)) of a crystal: the nearest periodic neighbours within ``spec.cutoff``,
+    ordered by (distance, element)."""
+    n = s.n_atoms
+    z = s.numbers
+    K = spec.slots
+    atom: dict[str, np.ndarray] = {}
+    glob: dict[str, float] = {}
+    extra = K + 8  # candidates beyond the K slots: tie-breaks, degree, nearest non-bonded
+    jn, dn, n_reach = nearest_neighbours(s.positions, s.cell, extra, spec.cutoff)
+    valid = jn >= 0
+    zj = np.where(valid, z[np.maximum(jn, 0)], 0)
+    dkey = np.where(valid, np.round(dn, KEY_DECIMALS), np.inf)
+    order = np.lexsort((zj, dkey), axis=-1)
+    jn, dn, zj, valid = (np.take_along_axis(a, order, 1) for a in (jn, dn, zj, valid))
+    rsum = COVALENT_RADIUS[z][:, None] + COVALENT_RADIUS[zj]
+    bonded = valid & (dn < BOND_TOLERANCE * rsum) & (dn > 0.1)
+    nbr_idx = np.where(valid[:, :K], jn[:, :K], -1)
+    nbr_d = np.where(valid[:, :K], dn[:, :K], 0.0)
+    nbr_bo = np.where(bonded[:, :K],
+                      pauling_order(z[:, None], zj[:, :K], np.where(valid, dn, 9)[:, :K]), 0)
+    atom["atom_degree"] = bonded.sum(1) / 6
+    atom["atom_n6"] = n_reach / 100  # spec.cutoff is 6 Å in the presets
+    dnb = np.where(valid & ~bonded, dn, np.inf).min(1)
+    atom["atom_d_nonbonded"] = np.where(np.isfinite(dnb), dnb, spec.cutoff) / 6
+    vol = float(s.volume or 0.0)
+    glob["g_density"] = float(s.density or 0.0) / 3
+    glob["g_vol_per_atom"] = vol / n / 30
+    glob["g_packing"] = float((4.0 / 3.0 * np.pi * VDW_RADIUS[z] ** 3).sum() / vol)
+    if "g_void_diameter" in need:
+        diam, _ = void_descriptors(z, s.positions, s.cell, spacing=spec.void_spacing)
+        glob["g_void_diameter"] = diam / 20
+    return atom, glob, np.zeros(n), nbr_idx, nbr_d, nbr_bo
+
+
+def _neighbour_channels(z: np.ndarray, charges: np.ndarray, nbr_idx: np.ndarray,
+                        nbr_d: np.ndarray, nbr_bo: np.ndarray, need: set[str]
+                        ) -> dict[str, np.ndarray]:
+    """The neighbour-level channels in ``need``, (n, slots) each; 0 in empty slots."""
+    valid = nbr_idx >= 0
+    jj = np.where(valid, nbr_idx, 0)
+    zj = z[jj]
+    nbr: dict[str, np.ndarray] = {}
+    for name, table in _NBR_TABLES.items():
+        if name in need:
+            nbr[name] = np.where(valid, table[zj], 0.0)
+    if "nbr_charge" in need:
+        nbr["nbr_charge"] = np.where(valid, charges[jj], 0.0)
+    if "en_diff" in need:
+        nbr["en_diff"] = np.where(valid, (ELECTRONEGATIVITY[zj] - ELECTRONEGATIVITY[z][:, None])
+                                  / 2, 0.0)
+    if "bond_order" in need:
+        nbr["bond_order"] = nbr_bo / 3
+    if "inv_distance" in need:
+        nbr["inv_distance"] = np.where(valid, 1.0 / np.maximum(nbr_d, 1e-6), 0.0)
+    return nbr
 
 
 # ------------------------------------------------------------------------ rows
@@ -262,9 +339,30 @@ def _deduplicate(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray
 
 
 def _canonical_order(rows: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-    """Heavier elements first, then lexicographic order of the rounded row content."""
-    keys = _row_keys(rows)
-    return np.lexsort((*tuple(keys.T[::-1]), -numbers))
+    """Heavier elements first, then lexicographic order of the rounded row content; rows that
+    tie keep their order. The order of ``np.lexsort((*keys.T[::-1], -numbers))``: that sorts
+    once per column (140 for polarity), the costliest step of encoding a small molecule; one
+    sort of byte strings that order like the rows costs a third."""
+    content = _sortable_bytes(_row_keys(rows))
+    heavy_first = (-np.asarray(numbers, dtype=np.int64)).tolist()
+    order = sorted(range(len(content)), key=lambda i: (heavy_first[i], content[i]))
+    return np.array(order, dtype=np.intp)
+
+
+_SIGN_BIT = np.uint64(1 << 63)
+
+
+def _sortable_bytes(keys: np.ndarray) -> list[bytes]:
+    """Each row of the float64 matrix ``keys`` as bytes whose lexicographic order is the
+    numeric order of the rows (column 0 first), as ``np.lexsort`` sees it: every NaN ties with
+    every other and comes after +inf. -0.0 comes just before 0.0 (``_row_keys`` folds it).
+
+    An IEEE 754 double orders like a sign-magnitude integer: flipping the magnitude bits of
+    the negative ones and then the sign bit of all gives unsigned integers in the same order,
+    written big-endian so that the first differing byte decides."""
+    bits = np.ascontiguousarray(np.where(np.isnan(keys), np.nan, keys)).view(np.int64)
+    ordered = (bits ^ ((bits >> 63) & 0x7FFF_FFFF_FFFF_FFFF)).view(np.uint64) ^ _SIGN_BIT
+    return [row.tobytes() for row in ordered.astype(">u8")]
 
 
 def _reduce(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray, spec: ImageSpec,

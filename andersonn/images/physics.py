@@ -73,32 +73,53 @@ def perceive_molecule(numbers: np.ndarray, positions: np.ndarray, total_charge: 
         return None  # RDKit's connectivity search crashes (SIGSEGV) on coincident atoms
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
-    from rdkit.Geometry import Point3D
 
     from andersonn.structures.readers import quiet
 
-    mol = Chem.RWMol()
-    conf = Chem.Conformer(n)
-    for i, z in enumerate(numbers):
-        mol.AddAtom(Chem.Atom(int(z)))
-        x, y, w = (float(v) for v in positions[i])
-        conf.SetAtomPosition(i, Point3D(x, y, w))
-    mol.AddConformer(conf, assignId=True)
+    mol = _bare_molecule(numbers, positions)
     # Distance-based connectivity (covalent radii) first; where it gives an atom an impossible
     # valence (≈ 5 % of QM9: strained rings, long C-C or short O···H contacts) the extended-
     # Hückel connectivity is tried; it is ~10× slower but perceives all of QM9.
-    for use_hueckel in (False, True):
-        candidate = Chem.RWMol(mol)
-        try:
-            with quiet(), (silent_c_output() if use_hueckel else contextlib.nullcontext()):
-                rdDetermineBonds.DetermineConnectivity(candidate, useHueckel=use_hueckel,
-                                                       charge=int(total_charge))
-                rdDetermineBonds.DetermineBondOrders(candidate, charge=int(total_charge))
-                Chem.SanitizeMol(candidate)
-        except Exception:  # perception or sanitisation failed: try the next, then fall back
-            continue
-        return candidate
+    with quiet():
+        for use_hueckel in (False, True):
+            candidate = Chem.RWMol(mol)
+            try:
+                with silent_c_output() if use_hueckel else contextlib.nullcontext():
+                    rdDetermineBonds.DetermineConnectivity(candidate, useHueckel=use_hueckel,
+                                                           charge=int(total_charge))
+                    rdDetermineBonds.DetermineBondOrders(candidate, charge=int(total_charge))
+                    Chem.SanitizeMol(candidate)
+            except Exception:  # perception or sanitisation failed: try the next, then fall back
+                continue
+            return candidate
     return None
+
+
+def _bare_molecule(numbers: np.ndarray, positions: np.ndarray) -> Any:
+    """An RDKit molecule of the atoms ``numbers`` at ``positions`` (Å), without bonds.
+
+    One ``Chem.Atom`` per element, copied by ``AddAtom``, and the coordinates set in one call
+    where RDKit has ``Conformer.SetPositions`` (2024.09 on): building an atom and a ``Point3D``
+    for every atom took as long as the bond perception itself."""
+    from rdkit import Chem
+
+    mol = Chem.RWMol()
+    atoms: dict[int, Any] = {}
+    for z in np.asarray(numbers, dtype=np.int64).tolist():
+        if z not in atoms:
+            atoms[z] = Chem.Atom(z)
+        mol.AddAtom(atoms[z])
+    conf = Chem.Conformer(len(numbers))
+    xyz = np.ascontiguousarray(positions, dtype=np.float64)
+    if hasattr(conf, "SetPositions"):
+        conf.SetPositions(xyz)
+    else:  # pragma: no cover - RDKit before 2024.09
+        from rdkit.Geometry import Point3D
+
+        for i, (x, y, w) in enumerate(xyz.tolist()):
+            conf.SetAtomPosition(i, Point3D(x, y, w))
+    mol.AddConformer(conf, assignId=True)
+    return mol
 
 
 def mmff_charges(numbers: np.ndarray, positions: np.ndarray, total_charge: int = 0
