@@ -59,26 +59,24 @@ def output_dir(value: str) -> str:
     return value
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (counts, sizes, threads, workers)."""
+def _whole_number(text: str, least: int) -> int:
     try:
         number = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    if number < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {number}")
     return number
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (counts, sizes, threads, workers)."""
+    return _whole_number(text, 1)
 
 
 def non_negative_int(text: str) -> int:
     """An argparse type: a whole number of at least 0 (seeds)."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {number}")
-    return number
+    return _whole_number(text, 0)
 
 
 def finite_float(text: str) -> float:
