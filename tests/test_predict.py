@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -377,3 +378,16 @@ def test_sdf_output_is_refused_for_a_crystal_run(polarity_run: Path, tmp_path: P
                  str(tmp_path / "p.sdf")]) == 2
     assert "an SD file holds molecules" in capsys.readouterr().err
     assert not (tmp_path / "p.sdf").exists()
+
+
+def test_a_read_caveat_is_not_a_domain_warning(polarity_run: Path) -> None:
+    from andersonn.predict import ReadCaveatWarning
+
+    clf = Classifier.load(polarity_run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clf.predict_proba(["CCO.O"])  # two fragments, laid apart: a caveat of the reading
+    caveats = [w for w in caught if issubclass(w.category, ReadCaveatWarning)]
+    assert len(caveats) == 1 and "1 input(s) read with a caveat: CCO.O: " in str(caveats[0].message)
+    assert "fragment" in str(caveats[0].message)
+    assert not [w for w in caught if issubclass(w.category, DomainWarning)]

@@ -33,7 +33,7 @@ from andersonn.predict.featurize import _progress as _progress
 from andersonn.predict.inference import merge_conformers
 from andersonn.predict.inputs import LIST_SUFFIXES, UnusableInput, expand_inputs, without_name
 from andersonn.predict.output import Prediction, format_table, write_predictions
-from andersonn.predict.warn import ConvergenceWarning, DomainWarning
+from andersonn.predict.warn import ConvergenceWarning, DomainWarning, ReadCaveatWarning
 from andersonn.predict.warn import _warn as _warn
 
 # inputs read, encoded and inferred at a time by predict_inputs, predict_proba, evaluate and
@@ -41,6 +41,6 @@ from andersonn.predict.warn import _warn as _warn
 PREDICT_CHUNK = 4096
 
 __all__ = ["LIST_SUFFIXES", "PREDICT_CHUNK", "READABLE", "Classifier", "ConvergenceWarning",
-           "DomainWarning", "Prediction", "Scientist", "UnusableInput", "expand_inputs",
-           "format_table", "merge_conformers", "read_in_domain", "without_name",
-           "write_predictions"]
+           "DomainWarning", "Prediction", "ReadCaveatWarning", "Scientist", "UnusableInput",
+           "expand_inputs", "format_table", "merge_conformers", "read_in_domain",
+           "without_name", "write_predictions"]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from andersonn.data.domain import Domain, FeatureDomain
+from andersonn.data.domain import Domain, DomainNote, FeatureDomain
 from andersonn.errors import AndersonnError, InputError
 from andersonn.predict.checks import (
     _check_finite,
@@ -49,7 +49,7 @@ from andersonn.predict.run_files import (
     check_featurizer_version,
     run_image_spec,
 )
-from andersonn.predict.warn import ConvergenceWarning, DomainWarning, _warn
+from andersonn.predict.warn import ConvergenceWarning, DomainWarning, ReadCaveatWarning, _warn
 
 __all__ = ["Classifier", "Scientist"]
 
@@ -325,11 +325,13 @@ class Classifier:
                for i, e in enumerate(done.errors) if e]
         if bad:
             raise InputError(f"{len(bad)} input(s) could not be featurised: {'; '.join(bad[:5])}")
-        outside = [f"{_input_name(items[i])}: {'; '.join(n)}"
-                   for i, n in enumerate(done.notes) if n]
-        if outside:
-            _warn(f"{len(outside)} input(s) outside the training domain: "
-                  f"{' | '.join(outside[:5])}", DomainWarning)
+        for kind, category, is_domain in (("outside the training domain", DomainWarning, True),
+                                          ("read with a caveat", ReadCaveatWarning, False)):
+            named = [f"{_input_name(items[i])}: {'; '.join(picked)}"
+                     for i, notes in enumerate(done.notes)
+                     if (picked := [n for n in notes if isinstance(n, DomainNote) == is_domain])]
+            if named:
+                _warn(f"{len(named)} input(s) {kind}: {' | '.join(named[:5])}", category)
         return done.outputs, done.counts
 
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -1,18 +1,24 @@
-"""The warnings prediction gives (:class:`DomainWarning`, :class:`ConvergenceWarning`) and
-:func:`_warn`, which attributes a warning to the user's line rather than to andersonn's."""
+"""The warnings prediction gives (:class:`DomainWarning`, :class:`ReadCaveatWarning`,
+:class:`ConvergenceWarning`) and :func:`_warn`, which attributes a warning to the user's line
+rather than to andersonn's."""
 
 from __future__ import annotations
 
-from andersonn.errors import warn_user
+from andersonn.errors import AndersonnWarning, warn_user
 
-__all__ = ["ConvergenceWarning", "DomainWarning"]
+__all__ = ["ConvergenceWarning", "DomainWarning", "ReadCaveatWarning"]
 
 
-class DomainWarning(UserWarning):
+class DomainWarning(AndersonnWarning):
     """Inputs lie outside what the model was trained on (unseen elements, unusual sizes)."""
 
 
-class ConvergenceWarning(UserWarning):
+class ReadCaveatWarning(AndersonnWarning):
+    """Inputs were read with a caveat on the input itself (a SMILES of several fragments laid
+    apart, partly occupied crystal sites): the answer holds for the structure as read."""
+
+
+class ConvergenceWarning(AndersonnWarning):
     """The fixed-point solve of some inputs stopped at ``max_iter`` short of its tolerance."""
 
 
