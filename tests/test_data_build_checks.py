@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -320,3 +321,34 @@ def test_training_says_why_it_builds(
     assert capsys.readouterr().err == (
         "andersonn: the cached crystal-gap build is stale (featurizer version fake-1 != current "
         "fake-2): building a current one\n")
+
+
+def test_a_run_of_an_old_limit_over_the_set_size_finds_the_full_build(
+    cache: Path, fake: FakeFeaturizer,
+) -> None:
+    # before a --limit at or above the set's size meant the full build, it built the full
+    # content under a key of its own; a run recorded that key
+    from andersonn.data.build import _resolve, _spec_dict, cache_key
+    from andersonn.data.cache import write_cache
+    from andersonn.training.runs import run_build
+
+    full = build_dataset("crystal-gap", progress=False)
+    task_def, values, opts, spec, version, _ = _resolve("crystal-gap", None, None)
+    key, fields = cache_key(task_def, thresholds=values, options=opts, limit=100000, seed=0,
+                            featurizer_version=version, image_spec=_spec_dict(spec))
+    old = full.directory.parent / key
+    meta = {**full.meta, "key": key, "key_fields": fields, "limit": 100000}
+    write_cache(old, images=np.asarray(full.images), labels=np.asarray(full.labels),
+                ids=full.ids, splits=np.asarray(full.splits), classes=full.classes, meta=meta,
+                report=full.report)
+    run = {"task": "crystal-gap", "dataset": {"cache_key": key, "limit": 100000},
+           "train": {"task": "crystal-gap", "limit": 100000}, "thresholds": None,
+           "featurizer_version": full.meta["featurizer_version"],
+           "image_spec": full.meta["image_spec"]}
+    assert run_build(run).directory == old
+    shutil.rmtree(old)
+    with pytest.warns(FullSetWarning):
+        assert run_build(run).directory == full.directory
+    other = {**run, "featurizer_version": "0.0.1"}  # another featuriser: still refused
+    with pytest.warns(FullSetWarning), pytest.raises(AndersonnError, match="differs from it"):
+        run_build(other)

@@ -336,7 +336,8 @@ def test_per_preset_featurizer_versions() -> None:
         assert ImageSpec.from_dict(spec.to_dict()).featurizer_version == PRESET_VERSIONS[name]
         custom = dataclasses.replace(spec, rows=spec.rows + 1)  # not the preset any more
         assert custom.featurizer_version == FEATURIZER_VERSION
-    assert max(map(_version_tuple, PRESET_VERSIONS.values())) == _version_tuple(FEATURIZER_VERSION)
+    # a change that altered only custom specs' images (1.4.1) moved FEATURIZER_VERSION alone
+    assert max(map(_version_tuple, PRESET_VERSIONS.values())) <= _version_tuple(FEATURIZER_VERSION)
 
 
 @pytest.mark.parametrize("preset", sorted(IMAGE_SPECS))
@@ -445,3 +446,18 @@ def test_bare_molecule_keeps_atoms_and_coordinates_exactly() -> None:
     assert mol.GetNumBonds() == 0
     assert mol.GetConformer().Is3D()
     assert mol.GetConformer().GetPositions().tobytes() == positions.tobytes()
+
+
+def test_charge_frame_channels_get_the_charges_without_a_charge_channel() -> None:
+    from andersonn.images import ImageSpec
+
+    base = IMAGE_SPECS["polarity"]
+    frame_only = ImageSpec.from_dict({**base.to_dict(), "name": "frame-only",
+                                      "channels": ["atom_frame_y", "atom_dipole_contrib"]})
+    with_charge = ImageSpec.from_dict({**base.to_dict(), "name": "frame-and-charge",
+                                       "channels": ["atom_frame_y", "atom_dipole_contrib",
+                                                    "atom_charge"]})
+    s = read_structure("OCC(=O)N")
+    alone, beside = encode(s, frame_only), encode(s, with_charge)
+    assert np.abs(alone).max() > 0.1  # was all zeros
+    np.testing.assert_array_equal(alone, beside[:2])

@@ -125,7 +125,8 @@ def _regroup(members: list[np.ndarray], owner: np.ndarray, k: int) -> list[np.nd
 
 # ------------------------------------------------------------------------ features
 #: channels that need the partial charges of a molecule (the others see zeros without them)
-_CHARGE_CHANNELS = frozenset({"atom_charge", "nbr_charge", "atom_dipole_proj", "g_dipole"})
+_CHARGE_CHANNELS = frozenset({"atom_charge", "nbr_charge", "atom_dipole_proj",
+                              "atom_dipole_contrib", "atom_frame_y", "atom_frame_z", "g_dipole"})
 #: global channels every structure has (0 where they do not apply)
 _GLOBAL_DEFAULTS = ("g_dipole", "g_n_atoms", "g_density", "g_vol_per_atom", "g_void_diameter",
                     "g_packing", *_OX_CHANNELS)

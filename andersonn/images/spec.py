@@ -15,7 +15,8 @@ from typing import Any
 
 from andersonn.errors import ConfigError
 
-FEATURIZER_VERSION = "1.4.0"
+FEATURIZER_VERSION = "1.4.1"  # 1.4.1: custom specs' charge-frame channels without a charge
+                              # channel had all zeros (no preset changed)
 
 #: preset name -> featuriser version at which that preset's images last changed (keep each
 #: <= FEATURIZER_VERSION; tests check a preset's images against fixtures of its version)

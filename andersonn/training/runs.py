@@ -122,13 +122,24 @@ def run_build(run_config: dict[str, Any]) -> Any:
             raise
         raise AndersonnError(f"the {task} build this run was trained on ({key}) is no longer "
                              f"cached; {exc}") from None
-    if key and ds.meta.get("key") not in (None, key):
+    if key and ds.meta.get("key") not in (None, key) and not _same_full_set(ds, limit, run_config):
         raise AndersonnError(
             f"the {task} build this run was trained on ({key}) is no longer cached, and the "
             f"build of its settings now ({ds.meta.get('key')}, `"
             f"{build_command(task, limit=limit, thresholds=ds.meta.get('thresholds'))}`) "
             "differs from it (featuriser version or sources changed); train a new run on it")
     return ds
+
+
+def _same_full_set(ds: Any, limit: Any, run_config: dict[str, Any]) -> bool:
+    """Whether ``ds``, the full build, holds what a run recorded under another key: a run
+    given a ``--limit`` of at least the set's size, built (before such a limit came to mean the
+    full build) under a key of its own, with the same featuriser and image spec."""
+    candidates = ds.meta.get("candidates")
+    return (isinstance(limit, int) and isinstance(candidates, int) and limit >= candidates
+            and ds.meta.get("limit") is None
+            and ds.meta.get("featurizer_version") == run_config.get("featurizer_version")
+            and ds.meta.get("image_spec") == run_config.get("image_spec"))
 
 
 def run_dataset(run_config: dict[str, Any]) -> Any:
