@@ -197,7 +197,9 @@ def load_task(task: str, limit: int | None = None, build_limit: int | None = Non
             pass
         from andersonn.training.inputs import why_building
 
-        print(f"andersonn: {why_building(exc, task, n)}", file=sys.stderr)
+        # exc is about the latest build; the one built is that of n
+        print(f"andersonn: {why_building(exc, task, None)}"
+              + (f" (with --limit {n})" if n is not None else ""), file=sys.stderr)
         return _build_keeping_latest(task, n, build_dataset)
 
 

@@ -123,8 +123,9 @@ def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> 
     except AndersonnError as exc:
         print(f"andersonn: {why_building(exc, cfg.task, cfg.limit)}", file=sys.stderr)
         return build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers, progress=progress)
-    subset = ds.meta.get("limit")
-    if cfg.limit is None and subset is not None:  # the latest build is a --limit subset
+    subset, candidates = ds.meta.get("limit"), ds.meta.get("candidates")
+    whole = isinstance(subset, int) and isinstance(candidates, int) and subset >= candidates
+    if cfg.limit is None and subset is not None and not whole:  # the latest is a subset
         print(f"andersonn: training on the latest {cfg.task} build: {len(ds):,} entries "
               f"(--limit {subset}); give --limit to choose another build, or "
               f"`andersonn data build {cfg.task}` for the full set", file=sys.stderr)
