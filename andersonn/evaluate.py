@@ -29,7 +29,7 @@ import torch
 
 from andersonn.data.domain import DomainNote
 from andersonn.ensemble import Ensemble, solver_evaluations
-from andersonn.errors import AndersonnError, InputError
+from andersonn.errors import AndersonnError, InputError, warn_user
 
 __all__ = ["HEADLINE", "Evaluation", "evaluate_labelled", "evaluate_split", "read_labelled",
            "score_probabilities"]
@@ -321,8 +321,6 @@ def _warn_conflicting_labels(table: Any, kept: list[int], inputs: list[Any], lab
     """Warn, one line per input (the first five), where the same input (a SMILES or path)
     is given on several rows with different classes: each row is scored as given.
     ``kept``: the table row of each input."""
-    from andersonn.predict import _warn
-
     given: dict[str, list[tuple[str, int]]] = {}
     for k, item, label in zip(kept, inputs, labels, strict=True):
         where = table.rows[k][0]
@@ -334,10 +332,10 @@ def _warn_conflicting_labels(table: Any, kept: list[int], inputs: list[Any], lab
     for item, seen in conflicts[:5]:
         shown = ", ".join(f"{where.removeprefix(prefix)} ({classes[label]})"
                           for where, label in seen[:6]) + (", …" if len(seen) > 6 else "")
-        _warn(f"{table.path.name}: {item} is given with conflicting labels: {shown}; each row "
+        warn_user(f"{table.path.name}: {item} is given with conflicting labels: {shown}; each row "
               "is scored as given", UserWarning)
     if len(conflicts) > 5:
-        _warn(f"{table.path.name}: {len(conflicts) - 5} more input(s) given with conflicting "
+        warn_user(f"{table.path.name}: {len(conflicts) - 5} more input(s) given with conflicting "
               "labels", UserWarning)
 
 

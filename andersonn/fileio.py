@@ -131,12 +131,9 @@ def decode_text(data: bytes) -> str:
     Windows tools call "Unicode"), else UTF-8 (a byte-order mark dropped, so it is not part of
     line 1), else Latin-1, in which any byte is a character (a spreadsheet's or old tool's
     export). Undecodable UTF-16/32 falls through to the same rules."""
-    for bom, codec in _WIDE_BOMS:
-        if data.startswith(bom):
-            try:
-                return data[len(bom):].decode(codec)
-            except UnicodeDecodeError:
-                break
+    wide = _wide_text(data)
+    if wide is not None:
+        return wide
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -146,14 +143,19 @@ def decode_text(data: bytes) -> str:
 def is_wide_unicode(data: bytes) -> bool:
     """Whether ``data`` is UTF-16/32 text with a byte-order mark, whose NUL bytes are text, not
     a sign of a binary file."""
+    return _wide_text(data) is not None
+
+
+def _wide_text(data: bytes) -> str | None:
+    """``data`` decoded as UTF-16/32 by its byte-order mark; None without one, or when the
+    bytes after it are not that encoding."""
     for bom, codec in _WIDE_BOMS:
         if data.startswith(bom):
             try:
-                data[len(bom):].decode(codec)
+                return data[len(bom):].decode(codec)
             except UnicodeDecodeError:
-                return False
-            return True
-    return False
+                return None
+    return None
 
 
 # UTF-32 first: its little-endian mark begins with UTF-16's

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -26,6 +27,19 @@ def _private_cache(tmp_path_factory):
     mp.setenv("ANDERSONN_CACHE", str(tmp_path_factory.mktemp("andersonn-cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Dataset builds featurise with ``test_data.FakeFeaturizer`` (fast, deterministic images
+    per entry name) instead of the real featuriser; returns it."""
+    from test_data import FakeFeaturizer
+
+    from andersonn.data import build
+
+    feat = FakeFeaturizer()
+    monkeypatch.setattr(build, "_images_api", feat.api)
+    return feat
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,6 @@ import pytest
 from andersonn.cli import main
 from andersonn.data import TASKS, build_dataset, dataset_info, load_dataset, open_cache, write_cache
 from andersonn.data import archives as archives_mod
-from andersonn.data import build as build_mod
 from andersonn.data import clean as clean_mod
 from andersonn.data.archives import ARCHIVES, ensure_archive, iter_tar_members, read_tar_member
 from andersonn.data.cache import is_complete
@@ -205,13 +204,6 @@ class FakeFeaturizer:
             ok.append(i)
         return FakeResult(np.stack(images) if images else np.zeros((0, *spec.shape), np.float32),
                           ok, failures)
-
-
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeFeaturizer:
-    feat = FakeFeaturizer()
-    monkeypatch.setattr(build_mod, "_images_api", feat.api)
-    return feat
 
 
 @pytest.fixture

@@ -38,13 +38,6 @@ N_CRYSTALS = 7  # crystal-gap entries of the fixture archives that read
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeFeaturizer:
-    feat = FakeFeaturizer()
-    monkeypatch.setattr(build_mod, "_images_api", feat.api)
-    return feat
-
-
-@pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeFeaturizer) -> Path:
     """A cache root holding the fixture archives where a build without --source finds them."""
     root = tmp_path / "cache"

@@ -69,11 +69,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AndersonnError as exc:
         print(f"andersonn: error: {exc}", file=sys.stderr)
         return 2
-    except (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError,
-            FileNotFoundError) as exc:  # an output path that cannot be written (or read)
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"andersonn: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("andersonn: interrupted", file=sys.stderr)
         return 130
@@ -81,11 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail
         return 141
-    except OSError as exc:  # a file the system would not write: read-only, disk full, quota
-        if exc.filename is None:  # not about a file: a defect, shown with its traceback
-            raise
-        print(f"andersonn: error: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # a path that cannot be written or read: read-only, disk full, ...
+        if exc.filename is None and not isinstance(exc, _PATH_ERRORS):
+            raise  # not about a file: a defect, shown with its traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"andersonn: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
+
+
+# errors about a path the user gave, one line even when they name no file
+_PATH_ERRORS = (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError,
+                FileNotFoundError)
 
 
 @contextlib.contextmanager

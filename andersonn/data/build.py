@@ -33,6 +33,7 @@ from andersonn.data.cache import (
     ensure_writable,
     is_complete,
     open_cache,
+    os_reason,
     write_cache,
 )
 from andersonn.data.splits import (
@@ -228,8 +229,7 @@ def _point_latest(task_root: Path, key: str) -> None:
             return
         atomic_write_text(latest, key + "\n")
     except OSError as exc:
-        why = exc.strerror or str(exc)
-        warn_user(f"cannot update {latest} ({why[:1].lower()}{why[1:]}): `andersonn train` without "
+        warn_user(f"cannot update {latest} ({os_reason(exc)}): `andersonn train` without "
                   "--limit takes the build it names", AndersonnWarning)
 
 

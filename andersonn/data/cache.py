@@ -35,7 +35,7 @@ from andersonn.errors import AndersonnError
 from andersonn.fileio import atomic_write_json
 
 __all__ = ["COMPLETE", "CachedDataset", "ensure_writable", "file_sha256", "is_complete",
-           "open_cache", "write_cache"]
+           "open_cache", "os_reason", "write_cache"]
 
 COMPLETE = "COMPLETE"
 _ARRAYS = ("images.npy", "labels.npy", "splits.npy")
@@ -73,12 +73,12 @@ def ensure_writable(folder: str | os.PathLike[str], chosen: bool = False) -> Pat
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        why = "it is a file, not a folder" if path.is_file() else _reason(exc)
+        why = "it is a file, not a folder" if path.is_file() else os_reason(exc)
         raise AndersonnError(f"cannot write the dataset cache {path}: {why}; {way_out}") from None
     return path
 
 
-def _reason(exc: OSError) -> str:
+def os_reason(exc: OSError) -> str:
     """The system's reason for ``exc`` in lower case (``read-only file system``)."""
     text = exc.strerror or str(exc)
     return text[:1].lower() + text[1:]

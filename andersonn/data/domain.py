@@ -109,6 +109,14 @@ class Domain:
             parts.append(f"{_span(*self.heavy_atoms)} heavy atoms")
         return ", ".join(parts)
 
+    def kind_error(self, kind: str) -> str | None:
+        """The error for a structure of ``kind`` ("molecule" or "crystal") given to a model of
+        the other kind; None where the kind fits."""
+        if self.kind in ("molecule", "crystal") and kind != self.kind:
+            return (f"a {kind}, but this model was trained on {self.kind}s only; "
+                    f"its prediction would mean nothing")
+        return None
+
     def check(self, summary: StructureSummary | Sequence[Any]) -> tuple[str | None, list[str]]:
         """``(error, warnings)`` for one structure's summary.
 
@@ -118,9 +126,9 @@ class Domain:
         """
         numbers, n_atoms, periodic, *rest = summary
         kind = "crystal" if periodic else "molecule"
-        if self.kind in ("molecule", "crystal") and kind != self.kind:
-            return (f"a {kind}, but this model was trained on {self.kind}s only; "
-                    f"its prediction would mean nothing"), []
+        problem = self.kind_error(kind)
+        if problem is not None:
+            return problem, []
         warnings: list[str] = []
         if self.elements is not None:
             unseen = [SYMBOLS[z] for z in numbers if SYMBOLS[z] not in self.elements]

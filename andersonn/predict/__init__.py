@@ -34,11 +34,12 @@ from andersonn.predict.inference import merge_conformers
 from andersonn.predict.inputs import LIST_SUFFIXES, UnusableInput, expand_inputs, without_name
 from andersonn.predict.output import Prediction, format_table, write_predictions
 from andersonn.predict.warn import ConvergenceWarning, DomainWarning, ReadCaveatWarning
-from andersonn.predict.warn import _warn as _warn
 
-# inputs read, encoded and inferred at a time by predict_inputs, predict_proba, evaluate and
-# ensembles: the memory knob (set andersonn.predict.PREDICT_CHUNK; read at each call)
 PREDICT_CHUNK = 4096
+"""Inputs :meth:`Classifier.predict_inputs`, :meth:`~Classifier.predict_proba`,
+:func:`andersonn.evaluate.evaluate_labelled` and ensembles read, encode and infer at a time
+(about 16 KB per polarity image: 64 MB of images per chunk, per conformer): the memory knob,
+read at each call, so setting ``andersonn.predict.PREDICT_CHUNK`` takes effect."""
 
 __all__ = ["LIST_SUFFIXES", "PREDICT_CHUNK", "READABLE", "Classifier", "ConvergenceWarning",
            "DomainWarning", "Prediction", "ReadCaveatWarning", "Scientist", "UnusableInput",

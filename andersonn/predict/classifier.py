@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from andersonn.data.domain import Domain, DomainNote, FeatureDomain
-from andersonn.errors import AndersonnError, InputError
+from andersonn.errors import AndersonnError, InputError, warn_user
 from andersonn.predict.checks import (
     _check_finite,
     _check_new_run_dir,
@@ -49,7 +49,7 @@ from andersonn.predict.run_files import (
     check_featurizer_version,
     run_image_spec,
 )
-from andersonn.predict.warn import ConvergenceWarning, DomainWarning, ReadCaveatWarning, _warn
+from andersonn.predict.warn import ConvergenceWarning, DomainWarning, ReadCaveatWarning
 
 __all__ = ["Classifier", "Scientist"]
 
@@ -216,7 +216,7 @@ class Classifier:
                               workers=cfg.workers, progress=progress,
                               split=lambda y: _holdout_split(y, len(names), cfg.seed))
         if ds.report["skipped"]:
-            _warn(f"fit: {describe_skipped(ds.report['skipped'])}", UserWarning)
+            warn_user(f"fit: {describe_skipped(ds.report['skipped'])}", UserWarning)
         return self._fit_dataset(ds, values, out_dir, progress)
 
     def _fit_dataset(self, ds: Any, values: np.ndarray, out_dir: str | Path | None,
@@ -331,7 +331,7 @@ class Classifier:
                      for i, notes in enumerate(done.notes)
                      if (picked := [n for n in notes if isinstance(n, DomainNote) == is_domain])]
             if named:
-                _warn(f"{len(named)} input(s) {kind}: {' | '.join(named[:5])}", category)
+                warn_user(f"{len(named)} input(s) {kind}: {' | '.join(named[:5])}", category)
         return done.outputs, done.counts
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -345,7 +345,7 @@ class Classifier:
         if len(stopped):
             rows = ", ".join(str(i) for i in stopped[:5]) + (", …" if len(stopped) > 5 else "")
             note = _shortfall_note(float(short[stopped].max()))[0]
-            _warn(f"{len(stopped)} of {len(short)} input(s) (rows {rows}): {note}",
+            warn_user(f"{len(stopped)} of {len(short)} input(s) (rows {rows}): {note}",
                   ConvergenceWarning)
         return probs
 

@@ -25,10 +25,6 @@ from andersonn.structures.readers import StructureRecord
 
 __all__ = ["READABLE", "featurize_all", "infer_in_chunks", "read_in_domain"]
 
-"""Inputs :meth:`Classifier.predict_inputs`, :meth:`~Classifier.predict_proba` and
-:func:`andersonn.evaluate.evaluate_labelled` read, encode and infer at a time (about 16 KB per
-polarity image: 64 MB of images per chunk, per conformer)."""
-
 READABLE = (str, os.PathLike, StructureRecord)
 """Input types read as structures (anything else is taken as a ready ``Structure``)."""
 
@@ -64,9 +60,9 @@ def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,
 
     if isinstance(item, UnusableInput):
         raise InputError(item.reason)
-    if domain is not None and domain.kind == "crystal" and is_smiles(item):
+    problem = domain.kind_error("molecule") if domain is not None else None
+    if problem is not None and is_smiles(item):
         # a SMILES is a molecule: refused before its 3-D embedding (seconds for a long one)
-        problem, _ = domain.check((np.zeros(0, np.int64), 0, False))
         raise InputError(problem)
     structures = (read_conformers(item, conformers, max_atoms=max_atoms)
                   if isinstance(item, READABLE) else [item])

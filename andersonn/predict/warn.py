@@ -1,10 +1,10 @@
-"""The warnings prediction gives (:class:`DomainWarning`, :class:`ReadCaveatWarning`,
-:class:`ConvergenceWarning`) and :func:`_warn`, which attributes a warning to the user's line
-rather than to andersonn's."""
+"""The warnings prediction gives: :class:`DomainWarning`, :class:`ReadCaveatWarning` and
+:class:`ConvergenceWarning` (raised with :func:`andersonn.errors.warn_user`, attributed to the
+user's line rather than to andersonn's)."""
 
 from __future__ import annotations
 
-from andersonn.errors import AndersonnWarning, warn_user
+from andersonn.errors import AndersonnWarning
 
 __all__ = ["ConvergenceWarning", "DomainWarning", "ReadCaveatWarning"]
 
@@ -21,7 +21,3 @@ class ReadCaveatWarning(AndersonnWarning):
 class ConvergenceWarning(AndersonnWarning):
     """The fixed-point solve of some inputs stopped at ``max_iter`` short of its tolerance."""
 
-
-def _warn(message: str, category: type[Warning]) -> None:
-    """``warnings.warn`` attributed to the first caller outside andersonn: the user's line."""
-    warn_user(message, category)
