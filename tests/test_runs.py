@@ -88,3 +88,50 @@ def test_a_run_killed_in_its_final_stage_and_a_missing_folder_are_named(tmp_path
         load_run(tmp_path / "missing")
     with pytest.raises(AndersonnError, match="a file, not a run folder"):
         load_run(run / "metrics.jsonl")
+
+
+def test_weights_newer_than_their_config_are_used_with_a_warning(tmp_path):
+    """Killed between model.safetensors and the config.json that describes it (its first end):
+    the weights are used, flagged as uncalibrated and unfinished."""
+    import json
+
+    dataset = tiny_polarity_dataset(tmp_path)
+    run = tmp_path / "run"
+    cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False)
+    train(cfg, run, dataset=dataset, progress=False)
+    config = json.loads((run / "config.json").read_text())
+    config["finished"] = None  # as written before the final stage
+    config.pop("calibration")
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UnfinishedRunWarning, match=r"\(1 epoch trained; its final stage did not "
+                                                  r"complete\); using its model.safetensors, "
+                                                  r"which may not be the one config.json "
+                                                  r"describes, with uncalibrated"):
+        load_run(run)
+
+
+def test_a_run_whose_extension_stopped_says_so(tmp_path, recwarn):
+    """A --resume to more epochs stopped after a checkpoint: model.safetensors and config.json
+    are still the earlier end's, and loading says the run trained on past them."""
+    dataset = tiny_polarity_dataset(tmp_path)
+    run = tmp_path / "run"
+    cfg = TrainConfig(task="polarity", epochs=1, hidden=8, batch_size=4, threads=1, plots=False)
+    train(cfg, run, dataset=dataset, progress=False)
+    load_run(run)
+    assert not [w for w in recwarn if issubclass(w.category, UnfinishedRunWarning)]
+
+    def stop(record: dict) -> None:
+        raise KeyboardInterrupt
+
+    longer = TrainConfig(task="polarity", epochs=2, hidden=8, batch_size=4, threads=1,
+                         plots=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(longer, run, resume=True, dataset=dataset, progress=False, on_epoch=stop)
+    with pytest.warns(UnfinishedRunWarning, match=r"\(2 epochs trained; its final stage did "
+                                                  r"not complete\); using its model.safetensors"):
+        _model, config = load_run(run)
+    assert config["finished"]["epoch"] == 1 and config["calibration"]
+    train(longer, run, resume=True, dataset=dataset, progress=False)  # finishing it ends it
+    recwarn.clear()
+    load_run(run)
+    assert not [w for w in recwarn if issubclass(w.category, UnfinishedRunWarning)]

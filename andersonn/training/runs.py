@@ -55,6 +55,14 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
             raise AndersonnError(f"{run_dir}: no model.safetensors (training not finished?)")
         weights = folder / "best.safetensors"
         warn_user(_unfinished_note(run_dir, folder, run_config), UnfinishedRunWarning)
+    elif _final_stage_behind(run_dir, run_config):
+        try:
+            folder = ckpt.latest_checkpoint(run_dir)
+        except AndersonnError:  # the note then says less; the weights are still there
+            folder = None
+        warn_user(_unfinished_note(run_dir, folder, run_config,
+                                   which="its model.safetensors, which may not be the one "
+                                         "config.json describes"), UnfinishedRunWarning)
     name = hparams.pop("name", "deq")
     model = build_model(name, **hparams)
     try:
@@ -70,13 +78,29 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
     return model, run_config
 
 
-def _unfinished_note(run_dir: Path, folder: Path, run_config: dict[str, Any]) -> str:
-    """What a user of an unfinished run gets: how far it trained, and that it is uncalibrated."""
-    try:
-        state = json.loads((folder / "state.json").read_text())
-        epoch, best = int(state["epoch"]), int(state["best_epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        epoch, best = None, None
+def _final_stage_behind(run_dir: Path, run_config: dict[str, Any]) -> bool:
+    """Whether a run holding model.safetensors has trained past its last completed final
+    stage: killed between writing the weights and the config that describes them (its
+    calibration), or extended by a ``--resume`` that is running or was stopped. Runs trained
+    before config.json's ``finished`` record, or whose checkpoints were removed, pass."""
+    if "finished" not in run_config:
+        return False
+    epoch = ckpt.checkpoint_epoch(run_dir)
+    done = run_config["finished"]
+    return epoch is not None and (not isinstance(done, dict) or done.get("epoch") != epoch)
+
+
+def _unfinished_note(run_dir: Path, folder: Path | None, run_config: dict[str, Any],
+                     which: str = "") -> str:
+    """What a user of an unfinished run gets: how far it trained, which weights it gets
+    (``which``; by default the checkpoint's best) and whether they are calibrated."""
+    epoch, best = None, None
+    if folder is not None:
+        try:
+            state = json.loads((folder / "state.json").read_text())
+            epoch, best = int(state["epoch"]), int(state["best_epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     planned = (run_config.get("train") or {}).get("epochs")
     if epoch is not None and planned and epoch >= int(planned):
         from andersonn.training.trainer import plural
@@ -85,7 +109,7 @@ def _unfinished_note(run_dir: Path, folder: Path, run_config: dict[str, Any]) ->
     else:
         how_far = "" if epoch is None else (f" (checkpoint after epoch {epoch}"
                                             + (f" of {planned}" if planned else "") + ")")
-    which = "its best weights so far" + ("" if best is None else f", from epoch {best}")
+    which = which or ("its best weights so far" + ("" if best is None else f", from epoch {best}"))
     if not run_config.get("calibration"):
         which += ", with uncalibrated probabilities"
     holder = lock_holder(run_dir)
