@@ -31,7 +31,7 @@ Statistics of the last forward and backward solves are in ``deq.stats``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -80,6 +80,9 @@ class DEQ(nn.Module):
         for option, values in (("solver_options", solver_options),
                                ("eval_options", eval_options),
                                ("backward_options", backward_options)):
+            if values is not None and not isinstance(values, Mapping):
+                raise ConfigError(f"option {option} must be a dict of solver options "
+                                  f"(name: value), got {type(values).__name__}")
             own = sorted(set(values or {}) & set(_OWN_ARGUMENTS))
             if own:
                 raise ConfigError(f"option {option} sets {own[0]!r}, which the DEQ sets itself "
@@ -204,9 +207,9 @@ class DEQ(nn.Module):
             # a non-finite incoming gradient (an fp16 GradScaler overflow, say) is passed through
             # on its rows, unsolved: the adjoint solve would only diverge, and the non-finite
             # values must reach the parameters' gradients for the scaler to skip the step
-            finite = torch.isfinite(v.reshape(batch, -1)).all(dim=1)
             solved = None  # rows whose adjoint is solved, as a mask (None: all)
-            if not bool(finite.all()):
+            finite = torch.isfinite(v.reshape(batch, -1)).all(dim=1) if batch else None
+            if finite is not None and not bool(finite.all()):  # (an empty batch: none to check)
                 solved = finite.view(batch, *[1] * (v.dim() - 1))
                 v = torch.where(solved, v, 0)  # zero rows converge at once
             g, bstats = solver(adjoint, v, args=(v, rows), row_args=(0, 1), **options)

@@ -475,3 +475,20 @@ def test_a_state_shaped_unlike_x_still_works():
     assert z.shape == (2, 5) and bool(deq.stats["forward"].converged.all())
     z.sum().backward()
     assert p.grad is not None and bool(torch.isfinite(p.grad).all())
+
+
+@pytest.mark.parametrize("backward", ["implicit", "jfb", "unroll"])
+def test_an_empty_batch_trains_through_every_backward(backward):
+    deq = DEQ(TanhCell(4), backward=backward)
+    x = torch.zeros(0, 4, dtype=F64, requires_grad=True)
+    deq(x).sum().backward()
+    assert x.grad is not None and x.grad.shape == (0, 4)
+    assert all(p.grad is not None and not bool(p.grad.any()) for p in deq.parameters())
+    if backward == "implicit":
+        assert deq.stats["backward"].nfev.shape == (0,)
+
+
+def test_solver_options_must_be_a_mapping():
+    with pytest.raises(ConfigError, match=r"option solver_options must be a dict of solver "
+                                          r"options \(name: value\), got list"):
+        DEQ(TanhCell(4), solver_options=[("tol", 1e-3)])

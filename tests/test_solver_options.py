@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from andersonn.errors import ConfigError, InputError
+from andersonn.errors import ConfigError, InputError, SolverDivergence
 from andersonn.solvers import SOLVERS, solve
 
 F64 = torch.float64
@@ -91,5 +91,68 @@ def test_args_must_be_a_tuple_or_list(args):
 
 
 def test_f_returning_integers_is_refused():
-    with pytest.raises(InputError, match=r"f must return floating-point values, got torch\.int32"):
+    with pytest.raises(InputError,
+                       match=r"f must return real floating-point values, got torch\.int32"):
         solve(lambda z: (0.5 * z).int(), torch.full((2, 3), 4.0), "anderson")
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_complex_values_are_refused_not_truncated(name):
+    # the history is real: a complex z0 or f(z) would lose its imaginary part and "converge"
+    with pytest.raises(InputError, match=r"z0 must be a real tensor, got torch\.complex128"):
+        solve(lambda z: 0.5 * z + 1j, torch.zeros(2, 3, dtype=torch.complex128), name)
+    with pytest.raises(InputError, match=r"f must return real floating-point values, got "
+                                         r"torch\.complex64"):
+        solve(lambda z: (0.5 * z).to(torch.complex64), torch.ones(2, 3), name)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_eps_must_be_positive(name):
+    # eps = 0 made the exact fixed point z = f(z) = 0 a 0/0: "NaN divergence"
+    with pytest.raises(ConfigError, match=r"option eps=0\.0 must be a number above 0"):
+        solve(lambda z: 0.5 * z, torch.zeros(3, 4, dtype=torch.float64), name, eps=0.0)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_a_warm_start_at_the_fixed_point_costs_one_evaluation_whatever_check_every(name):
+    z_star = torch.full((2, 3), 0.7390851332151607, dtype=torch.float64)  # cos(z) = z
+    for every in (1, 3, 5):
+        z, stats = solve(torch.cos, z_star, name, tol=1e-8, check_every=every)
+        assert stats.nfev.tolist() == [1, 1] and bool(stats.converged.all())
+        torch.testing.assert_close(z, torch.cos(z_star), rtol=0, atol=0)
+
+
+def test_divergence_advice_fits_the_solver_and_the_moment():
+    def nan_at_z0(z):
+        return z * float("nan")
+
+    for name in sorted(SOLVERS):
+        with pytest.raises(SolverDivergence, match=r"at z0: f\(z0\) is not finite; check the "
+                                                   r"cell and its input") as caught:
+            solve(nan_at_z0, torch.ones(2, 3), name)
+        assert "beta" not in str(caught.value) and "damping" not in str(caught.value)
+
+    def blows_up(z):  # finite at z0, then NaN
+        return torch.where(z.abs() > 0, z * float("nan"), z + 1)
+
+    advice = {"anderson": "lower the mixing beta, check", "broyden": "; check the cell",
+              "forward_iteration": "add damping, check"}
+    for name, words in advice.items():
+        unguarded = {} if name == "forward_iteration" else {"safeguard": False}
+        with pytest.raises(SolverDivergence, match=r"by iteration \d+") as caught:
+            solve(blows_up, torch.zeros(2, 3), name, **unguarded)
+        assert words in str(caught.value), str(caught.value)
+
+
+def test_a_window_beyond_max_iter_allocates_only_what_a_solve_can_fill():
+    # m = 10**9 once allocated (B, m, n) buffers: 48 GB here
+    b = torch.linspace(-1, 1, 24, dtype=torch.float64).view(4, 6)
+
+    def f(z):
+        return torch.tanh(0.9 * z.roll(1, dims=1) + b)
+
+    z_huge, huge = solve(f, torch.zeros(4, 6, dtype=torch.float64), "anderson", m=10**9,
+                         max_iter=40, tol=1e-12)
+    z_cap, cap = solve(f, torch.zeros(4, 6, dtype=torch.float64), "anderson", m=40,
+                       max_iter=40, tol=1e-12)
+    assert torch.equal(z_huge, z_cap) and torch.equal(huge.nfev, cap.nfev)

@@ -107,7 +107,8 @@ def test_accelerator_path_with_sparse_checks_gives_the_cpu_path_answers(monkeypa
     # the stall watch at sparse checks and the gathering compaction included
     (z, stats), (z_acc, acc) = _solve_both(monkeypatch, name, problem, check_every=5,
                                            same_reductions=True)
-    assert all(int(n) % 5 == 0 or int(n) == PROBLEMS[problem][2] for n in acc.nfev)
+    # checks on the grid of 5, and at z0 (relu: rows whose z0 = 0 is their fixed point)
+    assert all(int(n) % 5 == 0 or int(n) in (1, PROBLEMS[problem][2]) for n in acc.nfev)
     assert torch.equal(z, z_acc) and torch.equal(stats.nfev, acc.nfev)
     assert torch.equal(stats.stalled, acc.stalled)
 
@@ -183,9 +184,10 @@ def test_accelerator_path_iteration_dispatches_no_composite_ops(accelerator_path
         assert not {"aten::isfinite", "aten::isinf", "aten::diag_embed",
                     "aten::zeros_like", "aten::index_put_"} & set(ops), ops
     # the budget of the current code (f here: 4 ops; Anderson took 75.6 before this path was
-    # trimmed); more is a regression to look at
+    # trimmed, 59 before the safe step after a restart was exempted from the safeguard);
+    # more is a regression to look at
     assert round(sum(forward.values()), 3) <= 20, forward
-    assert round(sum(anderson.values()), 3) <= 59, anderson
+    assert round(sum(anderson.values()), 3) <= 60, anderson
 
 
 @pytest.mark.parametrize("name", sorted(SOLVERS))

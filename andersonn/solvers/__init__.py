@@ -51,7 +51,7 @@ _ALIASES = {
 
 
 def get_solver(name: str) -> Solver:
-    """Return the solver registered under ``name`` (aliases: forward, picard)."""
+    """Return the solver registered under ``name`` (aliases: forward, picard, fixed_point)."""
     key = _ALIASES.get(name, name)
     if key not in SOLVERS:
         valid = sorted(SOLVERS)

@@ -386,7 +386,9 @@ def anderson(
     # None or 0: no stagnation fallback
     patience = 0 if stall_patience is None else integer_option("stall_patience",
                                                                stall_patience, 0)
-    method = _Anderson(m, lam, beta)
+    # a solve holds at most max_iter pairs: a larger window would only allocate (B, m, n)
+    # slots it never fills
+    method = _Anderson(min(m, integer_option("max_iter", max_iter, 1)), lam, beta)
     try:
         return run(
             "anderson",

@@ -116,7 +116,9 @@ class SolverStats:
         return int(self.nfev.shape[0])
 
     def summary(self) -> dict[str, Any]:
-        """A plain-JSON dict: means and extremes over the batch, plus wall time."""
+        """A plain-JSON dict: means and extremes over the batch, plus wall time.
+        ``residual_mean`` / ``residual_max`` are those of the returned (best) iterates, i.e. of
+        ``lowest_residual``, over the samples where it is finite."""
         low = self.lowest_residual.double()
         finite = low[torch.isfinite(low)]
         return {
@@ -422,6 +424,10 @@ def per_sample_args(args: Any, row_args: Any, batch: int) -> tuple[tuple[Any, ..
     return args, rows
 
 
+# what lowers a solver's step, for the divergence message (Broyden has no such option)
+_STEP_ADVICE = {"anderson": "lower the mixing beta, ", "forward_iteration": "add damping, "}
+
+
 def history_dtype_for(dtype: torch.dtype) -> torch.dtype:
     """float64 input keeps float64; everything else (fp32, bf16, fp16) is kept in float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -453,12 +459,15 @@ def run(
     _check_choice("on_divergence", on_divergence, DIVERGENCE_MODES)
     if not isinstance(z0, Tensor) or z0.dim() < 1:
         raise InputError("z0 must be a tensor with a leading batch dimension (B, ...)")
-    if not (z0.is_floating_point() or z0.is_complex()):
+    if z0.is_complex():  # the history is real: the imaginary part would be dropped
+        raise InputError(f"z0 must be a real tensor, got {z0.dtype}; solve for the real and "
+                         "imaginary parts as real numbers (torch.view_as_real)")
+    if not z0.is_floating_point():
         raise InputError(f"z0 must be a floating-point tensor, got {z0.dtype} (the iterates "
                          "would be truncated to it)")
     max_iter = integer_option("max_iter", max_iter, 1)
     tol = number_option("tol", tol, 0.0)
-    eps = number_option("eps", eps, 0.0)
+    eps = number_option("eps", eps, 0.0, low_open=True)  # 0 makes f(z) = z = 0 a 0/0
     safeguard_factor = number_option("safeguard_factor", safeguard_factor, 1.0)
     # the default on accelerators: each row is checked at most every CHECK_EVERY iterations,
     # sooner where the fall of its residual predicts its convergence (see own_checks)
@@ -517,9 +526,9 @@ def run(
                 raise InputError(
                     f"{name}: f must return a tensor shaped like z {tuple(zin.shape)}, got {got}"
                 )
-            if not (out.is_floating_point() or out.is_complex()):
-                raise InputError(f"{name}: f must return floating-point values, got {out.dtype} "
-                                 "(the iterates would be truncated to it)")
+            if not out.is_floating_point():
+                raise InputError(f"{name}: f must return real floating-point values, got "
+                                 f"{out.dtype} (the iterates would be truncated to it)")
             out = out.reshape(z.shape[0], -1)
             return out if out.dtype == hdtype else out.to(hdtype)
 
@@ -546,8 +555,8 @@ def run(
         def is_check(k: int) -> bool:
             """Convergence is checked (one host sync) before evaluation k + 1: every
             ``check_every`` evaluations, or (adaptive) after every block, and at z0 (a warm
-            start may have converged there already)."""
-            return k >= max_iter or adaptive or k % check_every == 0
+            start may have converged there already: it then costs one evaluation)."""
+            return k == 1 or k >= max_iter or adaptive or k % check_every == 0
 
         def grid_after(k: int) -> int:
             """The first multiple of ``check_every`` after ``k`` (or ``max_iter``): where fixed
@@ -670,7 +679,10 @@ def run(
                 s.best_fz = torch.where(improved[:, None], fz, s.best_fz)
             restart = None
             if use_guard:
-                over = res > safeguard_factor * s.best_res
+                # the Picard step right after a restart is the safe step, never rejected: a
+                # rejection there would restart from the same point into the same step again
+                # (on bools a > b is a & ~b, in one kernel instead of two)
+                over = torch.gt(res > safeguard_factor * s.best_res, s.restarted)
                 if watch is not None:  # plain steps go unguarded, like forward iteration
                     over &= watch.guarded
                 restart = over | nonfinite
@@ -722,14 +734,18 @@ def run(
                     n_bad = int(bad_now.sum())
                     if n_bad:
                         bad_rows = rows[bad_now].tolist()
+                        at_z0 = k == 1
                         msg = (
                             f"{name}: the residual became NaN/Inf for {n_bad} of {batch} samples "
-                            f"(rows {bad_rows[:8]}{'...' if n_bad > 8 else ''}) by iteration {k}: "
-                            f"f returned NaN/Inf, or the iterates grew past the {dtype_name} range"
+                            f"(rows {bad_rows[:8]}{'...' if n_bad > 8 else ''}) "
+                            + ("at z0: f(z0) is not finite" if at_z0 else
+                               f"by iteration {k}: f returned NaN/Inf, or the iterates grew past "
+                               f"the {dtype_name} range")
                         )
                         if on_divergence == "raise":
+                            step = "" if at_z0 else _STEP_ADVICE.get(name, "")
                             raise SolverDivergence(
-                                msg + "; lower the step (beta/damping), check the cell, or pass "
+                                f"{msg}; {step}check the cell and its input, or pass "
                                 "on_divergence='mark' to keep the other samples"
                             )
                         messages.append(msg)
