@@ -124,12 +124,15 @@ class DEQ(nn.Module):
         if z0 is None:
             if not isinstance(x, Tensor):
                 raise ConfigError("DEQ needs z0 when x is not a tensor shaped like z")
+            if x.dim() < 1:
+                raise InputError("DEQ: x must have a leading batch dimension (B, ...), got a "
+                                 "scalar tensor")
             z0 = torch.zeros_like(x, dtype=x.dtype if x.is_floating_point()
                                   else torch.get_default_dtype())
         elif not isinstance(z0, Tensor) or z0.dim() < 1:
             raise InputError(f"DEQ: z0 must be a tensor (B, ...) shaped like the state z, got "
                              f"{type(z0).__name__ if not isinstance(z0, Tensor) else 'a scalar'}")
-        elif not isinstance(x, Tensor) or z0.shape != x.shape:
+        elif not isinstance(x, Tensor) or z0.shape != x.shape or z0.dtype != x.dtype:
             f = _names_z0_on_failure(cell, z0, x)  # z's shape is not x's: only the cell knows it
         x_solve = x.detach() if isinstance(x, Tensor) else x
         batch = z0.shape[0]
@@ -239,8 +242,9 @@ class DEQ(nn.Module):
 
 def _names_z0_on_failure(cell: Callable[..., Tensor], z0: Tensor, x: Any
                          ) -> Callable[..., Tensor]:
-    """``cell`` for the forward solve from a caller's ``z0`` not shaped like x: its first call
-    (at z0) failing is reported as an :class:`InputError` naming z0's shape."""
+    """``cell`` for the forward solve from a caller's ``z0`` not shaped (or typed) like x: its
+    first call (at z0) failing is reported as an :class:`InputError` naming z0's shape and
+    dtype."""
     first = [True]
 
     def f(z: Tensor, *args: Any) -> Tensor:
@@ -251,11 +255,12 @@ def _names_z0_on_failure(cell: Callable[..., Tensor], z0: Tensor, x: Any
         except (AndersonnError, torch.cuda.OutOfMemoryError):
             raise
         except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            got = f"{tuple(x.shape)}, {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
             reason = (str(exc).splitlines() or [""])[0]
             raise InputError(
-                f"DEQ: the cell failed on z0 of shape {tuple(z0.shape)} (x: {got}), so z0 is "
-                f"probably not shaped like the state z: {type(exc).__name__}: {reason}"
+                f"DEQ: the cell failed on z0 of shape {tuple(z0.shape)}, {z0.dtype} (x: {got}), "
+                f"so z0 is probably not shaped or typed like the state z: "
+                f"{type(exc).__name__}: {reason}"
             ) from exc
         first[0] = False
         return out

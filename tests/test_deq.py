@@ -454,7 +454,8 @@ def test_deq_integer_options_are_checked(option, value):
 def test_a_z0_the_cell_cannot_take_is_reported_as_z0():
     weight = torch.eye(3, dtype=F64)
     deq = DEQ(lambda z, x: 0.1 * z @ weight + x)
-    with pytest.raises(InputError, match=r"z0 of shape \(2, 5\) \(x: \(2, 3\)\).*RuntimeError"):
+    with pytest.raises(InputError, match=r"z0 of shape \(2, 5\), torch\.float64 \(x: \(2, 3\), "
+                                         r"torch\.float64\).*RuntimeError"):
         deq(_x(2, 3), z0=torch.zeros(2, 5, dtype=F64))
     with pytest.raises(InputError, match="z0 must be a tensor"):
         deq(_x(2, 3), z0=[[0.0] * 3] * 2)
@@ -492,3 +493,20 @@ def test_solver_options_must_be_a_mapping():
     with pytest.raises(ConfigError, match=r"option solver_options must be a dict of solver "
                                           r"options \(name: value\), got list"):
         DEQ(TanhCell(4), solver_options=[("tol", 1e-3)])
+
+
+def test_a_scalar_x_and_a_z0_of_another_dtype_are_named():
+    class Linear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, z, x):
+            return 0.5 * torch.tanh(self.lin(z)) + x
+
+    with pytest.raises(InputError, match="x must have a leading batch dimension"):
+        DEQ(TanhCell(4))(torch.tensor(1.0, dtype=F64))
+    x = torch.zeros(3, 4)
+    with pytest.raises(InputError, match=r"the cell failed on z0 of shape \(3, 4\), "
+                                         r"torch\.float64 \(x: \(3, 4\), torch\.float32\)"):
+        DEQ(Linear())(x, z0=torch.zeros(3, 4, dtype=F64))
