@@ -45,7 +45,8 @@ class Ensemble(Classifier):
     :class:`Classifier` objects; unfitted ones are trained by :meth:`fit`)."""
 
     def __init__(self, members: Sequence[Classifier]) -> None:
-        members = list(members)
+        # a list is kept as given: get_params gives back that very object (sklearn's clone)
+        members = members if type(members) is list else list(members)
         if not members:
             raise InputError("an Ensemble needs at least one member")
         if not all(isinstance(m, Classifier) for m in members):
@@ -101,8 +102,10 @@ class Ensemble(Classifier):
         return self
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor's parameter: ``members`` (``type(self)(**self.get_params())``)."""
-        return {"members": list(self.members)}
+        """The constructor's parameter: ``members``, the very list given to it, as
+        ``sklearn.base.clone`` requires (``type(self)(**self.get_params())`` is an ensemble
+        of the same members)."""
+        return {"members": self.members}
 
     def set_params(self, **params: Any) -> Ensemble:
         """Replace ``members`` (the only parameter); the ensemble is then refitted or adopts

@@ -198,7 +198,8 @@ def test_labels_come_back_as_their_own_kind() -> None:
     assert ints.score(x, y) == (predicted == y).mean() > 0.5
     assert ints.score(x, y.astype(float)) == ints.score(x, y)  # like with like
     assert ints.score(x, y.astype(str)) == ints.score(x, y)    # or by name
-    assert ints.score(x, y + 5) == 0.0                          # labels of no class: wrong
+    with pytest.raises(InputError, match=r"^score: y: label 5 is not one of the classes \[0, 1\]$"):
+        ints.score(x, y + 5)  # labels of no class: refused, not silently wrong
 
     one_based = _tiny().fit(x, (y + 1).reshape(-1, 1))  # (N, 1) column, 1-based
     assert one_based.classes_.tolist() == [1, 2] and set(one_based.predict(x)) <= {1, 2}
@@ -337,8 +338,8 @@ def test_estimator_parameters_and_clone() -> None:
     assert params["epochs"] == 2 and type(params["epochs"]) is int
     assert params["conformers"] == 3 and params["predict_batch_size"] == 32
     assert params["image"] is None and params["grad_clip"] is None
-    clone = type(clf)(**clf.get_params())  # sklearn.base.clone, by hand
-    assert clone.get_params() == params and clone.model_ is None
+    clone = type(clf)(**clf.get_params())  # sklearn.base.clone, by hand: it checks identity
+    assert all(clone.get_params()[k] is v for k, v in params.items()) and clone.model_ is None
     assert repr(clf) == ("Classifier(conformers=3, predict_batch_size=32, hidden=8, epochs=2, "
                          "lr=0.01, grad_clip=None)")
     assert repr(Classifier()) == "Classifier()"

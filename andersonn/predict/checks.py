@@ -14,16 +14,24 @@ import torch
 
 from andersonn.errors import ConfigError, InputError
 from andersonn.structures.readers import StructureRecord
+from andersonn.structures.structure import Structure
 
 
 def _plain(value: Any) -> Any:
-    """``value`` with numpy scalars (also inside lists, tuples and dicts) as Python ones."""
+    """``value`` with numpy scalars (also inside lists, tuples and dicts) as Python ones, and
+    tuples as lists. A list or dict that holds no numpy scalar is given back itself, not a
+    copy: the constructor keeps what it is given (scikit-learn's ``clone`` checks that
+    ``get_params`` returns the very objects the constructor received)."""
     if isinstance(value, np.generic):
         return value.item()
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, list):
+        items = [_plain(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        plain = {k: _plain(v) for k, v in value.items()}
+        return value if all(plain[k] is v for k, v in value.items()) else plain
     return value
 
 
@@ -32,6 +40,23 @@ def _train_config(config: dict[str, Any]) -> Any:
     from andersonn.training import TrainConfig
 
     return TrainConfig.from_dict({k: _plain(v) for k, v in config.items()})
+
+
+def _check_device(device: Any, what: str) -> None:
+    """Refuse a CUDA ``device`` where there is none (or not that many), in one line that names
+    the Python parameter (``what``: ``Classifier(`` names ``Classifier(device=...)``); other
+    devices are left to the trainer."""
+    try:
+        parsed = torch.device(device) if device != "auto" else None
+    except (RuntimeError, TypeError):
+        return  # the loader names an unknown device, with the choices
+    if parsed is None or parsed.type != "cuda":
+        return
+    shown = f"{what}device={device!r})"
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{shown}: no CUDA device is available here")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ConfigError(f"{shown}: only {torch.cuda.device_count()} CUDA device(s) here")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -75,7 +100,7 @@ def _images_or_inputs(X: Any, what: str) -> tuple[np.ndarray | None, list[Any] |
     Inputs: a string or path (one input), a sequence, a 1-D string / object array, or any
     other iterable (a generator, a pandas Series)."""
     if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
+        X = _tensor_array(X, what)
     if isinstance(X, (str, os.PathLike, StructureRecord)):
         return None, [X]
     if not isinstance(X, (np.ndarray, Sequence)):
@@ -84,7 +109,7 @@ def _images_or_inputs(X: Any, what: str) -> tuple[np.ndarray | None, list[Any] |
         elif isinstance(X, Iterable):
             X = list(X)
         else:
-            return None, [X]  # one structure object
+            X = [X]  # one structure object
     if isinstance(X, np.ndarray):
         if X.dtype.kind in "OUS":
             if X.ndim > 1:
@@ -92,18 +117,40 @@ def _images_or_inputs(X: Any, what: str) -> tuple[np.ndarray | None, list[Any] |
                                  f"array of shape {X.shape}")
             X = X.reshape(-1).tolist()
         elif X.ndim == 4:
-            return X.astype(np.float32, copy=False), None
+            _check_real(X, what)
+            # contiguous: a reversed or strided view (X[::-1]) has strides torch refuses
+            return np.ascontiguousarray(X, dtype=np.float32), None
         else:
             hint = "; one image: pass X[None]" if X.ndim == 3 else ""
             raise InputError(f"{what}: expected images of shape (N, C, H, W) or a list of "
                              f"structures, got an array of shape {X.shape}{hint}")
     items = list(X)
     if items and all(isinstance(i, (np.ndarray, torch.Tensor)) for i in items):
-        arrays = [np.asarray(i.detach().cpu() if isinstance(i, torch.Tensor) else i)
-                  for i in items]
+        arrays = [_tensor_array(i, what) if isinstance(i, torch.Tensor) else i for i in items]
         shapes = sorted({a.shape for a in arrays})
         if len(shapes) > 1 or len(shapes[0]) != 3:
             raise InputError(f"{what}: a list of arrays is taken as images, each (C, H, W) and "
                              f"all of one shape; got shapes {', '.join(map(str, shapes[:3]))}")
+        for a in arrays:
+            _check_real(a, what)
         return np.stack(arrays).astype(np.float32, copy=False), None
+    for i, item in enumerate(items):
+        if not isinstance(item, (str, os.PathLike, StructureRecord, Structure)):
+            raise InputError(f"{what}: input {i} ({type(item).__name__}): not a SMILES, a path "
+                             "or a Structure; images must be one (N, C, H, W) array")
     return None, items
+
+
+def _tensor_array(x: torch.Tensor, what: str) -> np.ndarray:
+    """A tensor's values as a numpy array (detached, on the CPU); floating tensors as float32
+    (numpy has no bfloat16)."""
+    if x.is_complex():
+        raise InputError(f"{what}: complex images ({x.dtype}); give real values")
+    x = x.detach().cpu()
+    return (x.float() if x.is_floating_point() else x).numpy()
+
+
+def _check_real(images: np.ndarray, what: str) -> None:
+    """Refuse complex images (taking them as float32 would drop the imaginary part)."""
+    if images.dtype.kind == "c":
+        raise InputError(f"{what}: complex images ({images.dtype}); give real values")

@@ -25,10 +25,12 @@ import torch
 from andersonn.data.domain import Domain, DomainNote, FeatureDomain
 from andersonn.errors import AndersonnError, InputError, warn_user
 from andersonn.predict.checks import (
+    _check_device,
     _check_finite,
     _check_new_run_dir,
     _check_same_length,
     _images_or_inputs,
+    _plain,
     _positive_int,
     _train_config,
 )
@@ -62,8 +64,11 @@ class Classifier:
     ``epochs``, ``batch_size`` (training), ``hidden``, ...; numpy numbers are taken as Python
     numbers); ``image`` is the graph-image preset :meth:`fit` encodes structures with (default:
     by their kind); ``conformers``: a SMILES input is averaged over up to this many force-field
-    conformers; ``predict_batch_size``: images per inference batch. ``get_params`` /
-    ``set_params`` cover all of them (``sklearn.base.clone`` gives an unfitted copy).
+    conformers; ``predict_batch_size``: images per inference batch (both checked when
+    assigned too). ``get_params`` / ``set_params`` cover all of them; ``get_params`` gives
+    back the very objects the constructor (or ``set_params``) was given, checked but not
+    rewritten (numpy numbers excepted, taken as Python numbers on the way in), so
+    ``sklearn.base.clone`` gives an unfitted copy.
     Fitted attributes: ``model_``, ``classes_`` (numpy array: the sorted label values of
     :meth:`fit`, of the labels' own kind; class names, strings, for a loaded run),
     ``config_`` (the run config), ``spec_``, ``domain_`` (:class:`andersonn.data.domain.Domain`
@@ -75,9 +80,11 @@ class Classifier:
     def __init__(self, image: str | None = None, *, conformers: int = 1,
                  predict_batch_size: int = 256, **config: Any) -> None:
         self.image = image  # the graph-image preset fit() encodes structures with (None: by kind)
-        self.conformers = _positive_int("conformers", conformers)
-        self.predict_batch_size = _positive_int("predict_batch_size", predict_batch_size)
-        self.train_config = _train_config(config)
+        self.conformers = conformers
+        self.predict_batch_size = predict_batch_size
+        given = {k: _plain(v) for k, v in config.items()}
+        self.train_config = _train_config(given)
+        self._keep_settings(given)
         self._unfit()
 
     def _unfit(self) -> None:
@@ -93,27 +100,64 @@ class Classifier:
         self.__dict__.pop("run_dir_", None)
 
     # -- parameters (scikit-learn's estimator interface) -------------------------------------
+    @property
+    def conformers(self) -> int:
+        """Up to this many force-field conformers are averaged for a SMILES input (>= 1)."""
+        return self._conformers
+
+    @conformers.setter
+    def conformers(self, value: int) -> None:
+        self._conformers = _positive_int("conformers", value)
+
+    @property
+    def predict_batch_size(self) -> int:
+        """Images per inference batch (>= 1)."""
+        return self._predict_batch_size
+
+    @predict_batch_size.setter
+    def predict_batch_size(self, value: int) -> None:
+        self._predict_batch_size = _positive_int("predict_batch_size", value)
+
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor's parameters: ``image``, ``conformers``, ``predict_batch_size`` and
-        every training setting (``type(self)(**self.get_params())`` is an unfitted copy)."""
-        settings = self.train_config.to_dict()
-        settings.pop("image")  # a labels file's preset: Classifier's own ``image`` is the one
+        every training setting (``type(self)(**self.get_params())`` is an unfitted copy). A
+        value given to the constructor or :meth:`set_params` comes back as that very object
+        (as ``sklearn.base.clone`` requires), the others as the training config holds them."""
         return {"image": self.image, "conformers": self.conformers,
-                "predict_batch_size": self.predict_batch_size, **settings}
+                "predict_batch_size": self.predict_batch_size, **self._settings()}
 
     def set_params(self, **params: Any) -> Classifier:
         """Change parameters (as :meth:`get_params` names them); checked together, as the
         constructor checks them (:class:`ConfigError`); returns ``self``."""
         own = {k: params.pop(k) for k in _OWN_PARAMS if k in params}
-        settings = self.train_config.to_dict()
-        settings.pop("image")
-        config = _train_config({**settings, **params})
+        given = {k: _plain(v) for k, v in params.items()}
+        settings = self._settings()
+        config = _train_config({**settings, **given})
         conformers = _positive_int("conformers", own.get("conformers", self.conformers))
         batch = _positive_int("predict_batch_size",
                               own.get("predict_batch_size", self.predict_batch_size))
         self.train_config, self.conformers, self.predict_batch_size = config, conformers, batch
         self.image = own.get("image", self.image)
+        self._keep_settings({**settings, **given})
         return self
+
+    def _keep_settings(self, given: dict[str, Any]) -> None:
+        """Keep the training settings as given (numpy numbers already Python ones), for
+        :meth:`get_params` to give back unchanged while the training config still holds
+        them."""
+        self._given_settings = dict(given)
+
+    def _settings(self) -> dict[str, Any]:
+        """Every training setting but ``image`` (a labels file's preset: the Classifier's own
+        ``image`` is the one): the object given for it where the training config still holds
+        an equal value, else the config's value (the config may have been replaced since)."""
+        current = self.train_config.to_dict()
+        current.pop("image")
+        kept = self.__dict__.get("_given_settings", {})
+        settings = {k: kept[k] if k in kept and _same(kept[k], v) else v
+                    for k, v in current.items()}
+        self._given_settings = settings  # later calls give back these same objects
+        return settings
 
     def __repr__(self) -> str:
         defaults = Classifier().get_params()
@@ -177,8 +221,9 @@ class Classifier:
 
         Without ``classes`` the classes are the sorted distinct labels (``classes_``) and
         :meth:`predict` answers with label values of the same kind (ints, bools, strings,
-        ...). With ``classes`` (the class order), integer labels are indices into it and any
-        other labels are class names. NaN / None labels are refused. Images without ``val``
+        ...). With ``classes`` (the class order), integer labels (and whole-number floats,
+        unless the classes are floats) are indices into it and any other labels are class
+        names. NaN / None labels are refused. Images without ``val``
         hold out a stratified 15 % (seeded) for model selection and calibration; so do
         structures (encoded with the :attr:`image` preset, default: by their kind; unreadable
         ones are skipped with a warning; ``val`` is for images only). Everything else is
@@ -187,6 +232,7 @@ class Classifier:
         """
         images, inputs = _images_or_inputs(X, "fit: X")
         _check_new_run_dir(out_dir)
+        _check_device(self.train_config.device, "Classifier(")
         if images is None:
             return self._fit_structures(inputs, y, classes, val, out_dir, progress)
         labels, values = _encode_labels(y, classes)
@@ -344,7 +390,7 @@ class Classifier:
         stopped = np.flatnonzero(short > 1.0)
         if len(stopped):
             rows = ", ".join(str(i) for i in stopped[:5]) + (", …" if len(stopped) > 5 else "")
-            note = _shortfall_note(float(short[stopped].max()))[0]
+            note = _shortfall_note(float(short[stopped].max()), _PYTHON_SOLVER_ADVICE)[0]
             warn_user(f"{len(stopped)} of {len(short)} input(s) (rows {rows}): {note}",
                   ConvergenceWarning)
         return probs
@@ -358,9 +404,10 @@ class Classifier:
     def score(self, X: Any, y: Any) -> float:
         """Mean accuracy on ``X`` against labels ``y``, as in scikit-learn: labels of the kind
         :meth:`fit` took (a number matches an equal number), or class names; integer labels
-        against string classes (a loaded run) are class indices."""
+        (whole-number floats too) against string classes (a loaded run) are class indices. A
+        label that is none of :attr:`classes_` is refused (:class:`InputError`)."""
         self._check_fitted()
-        truth = _label_indices(y, self.classes_, "score: y", strict=False)
+        truth = _label_indices(y, self.classes_, "score: y", strict=True)
         if not len(truth):
             raise InputError("score: no inputs to score")
         predicted = self.predict_proba(X).argmax(axis=1)
@@ -407,6 +454,18 @@ Scientist = Classifier
 
 _OWN_PARAMS = ("image", "conformers", "predict_batch_size")
 """Constructor parameters that are the Classifier's own, not training settings."""
+_PYTHON_SOLVER_ADVICE = ("try a larger max_iter (Classifier.load(..., "
+                         "solver_options={'max_iter': N})) or another solver (solver=...)")
+"""What the Python API advises where a fixed-point solve stopped short (the CLI's advice names
+its --max-iter and --solver)."""
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether a setting as given (``a``) is the value the training config holds (``b``)."""
+    try:
+        return type(a) is type(b) and bool(a == b)
+    except Exception:  # a value whose == is not a plain truth value
+        return False
 _BATCH_SIZE_NOTE = ("Classifier.batch_size is deprecated: the inference batch is "
                     "predict_batch_size (batch_size= in Classifier(...) is the training batch)")
 

@@ -26,7 +26,8 @@ from andersonn.structures.readers import StructureRecord
 __all__ = ["READABLE", "featurize_all", "infer_in_chunks", "read_in_domain"]
 
 READABLE = (str, os.PathLike, StructureRecord)
-"""Input types read as structures (anything else is taken as a ready ``Structure``)."""
+"""Input types read as structures (a ``Structure`` is taken as it is; anything else is
+refused)."""
 
 _Featurized = tuple[np.ndarray | None, str, list[str]]
 _Setup = tuple[Any, Domain | None, tuple[int, ...] | None, FeatureDomain | None, int]
@@ -55,11 +56,13 @@ def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,
     is) and the warnings on the first: the reader's notes and those of checking it against
     ``domain``; raises
     :class:`InputError` when the domain refuses it (a crystal for a molecule model)."""
-    from andersonn.structures import read_conformers
+    from andersonn.structures import Structure, read_conformers
     from andersonn.structures.readers import is_smiles
 
     if isinstance(item, UnusableInput):
         raise InputError(item.reason)
+    if not isinstance(item, (*READABLE, Structure)):
+        raise InputError(f"{type(item).__name__}: not a SMILES, a path or a Structure")
     problem = domain.kind_error("molecule") if domain is not None else None
     if problem is not None and is_smiles(item):
         # a SMILES is a molecule: refused before its 3-D embedding (seconds for a long one)

@@ -31,8 +31,9 @@ def infer_images(model: torch.nn.Module, images: np.ndarray, batch_size: int,
     for start in range(0, len(images), batch_size):
         # a copy of each batch: images may be a read-only memmap (a cached dataset's),
         # which torch would not take without a warning, and which need not fit in memory
-        xb = torch.tensor(np.asarray(images[start:start + batch_size], dtype=np.float32),
-                          device=device)
+        # (contiguous: torch takes no negative strides, as of a reversed view)
+        xb = torch.tensor(np.ascontiguousarray(images[start:start + batch_size],
+                                               dtype=np.float32), device=device)
         probs.append(torch.softmax(model(xb).double() / temperature, dim=1).cpu())
         stats = model.solver_stats()["forward"]
         nfev = getattr(stats, "nfev", None) if stats is not None else None
@@ -54,13 +55,17 @@ def _shortfall(stats: Any) -> torch.Tensor:
     return torch.where(done, 0.0, low / max(float(stats.tol), 1e-30)).nan_to_num(float("inf"))
 
 
-def _shortfall_note(shortfall: float) -> list[str]:
+CLI_SOLVER_ADVICE = "try --max-iter or another --solver"
+"""What to try where a solve stopped short, in the command line's terms."""
+
+
+def _shortfall_note(shortfall: float, advice: str = CLI_SOLVER_ADVICE) -> list[str]:
     """The warning of an input whose solve stopped ``shortfall`` times its tolerance away
-    (none at 1 or below)."""
+    (none at 1 or below), ending with ``advice``."""
     if shortfall <= 1.0:
         return []
     return [f"the solver stopped short of its tolerance (best residual {shortfall:.3g}× the "
-            "tolerance): the answer may be unreliable; try --max-iter or another --solver"]
+            f"tolerance): the answer may be unreliable; {advice}"]
 
 
 def merge_conformers(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int] | None

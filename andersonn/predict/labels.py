@@ -62,7 +62,8 @@ def _label_array(y: Any, what: str) -> np.ndarray:
 
 def _encode_labels(y: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
     """(class index of every label (N,), the classes): without ``classes`` the sorted distinct
-    labels; with them, integer labels are indices into ``classes``, others class names."""
+    labels; with them, integer labels are indices into ``classes`` (so are whole-number float
+    labels, unless the classes are floats), others class names."""
     arr = _label_array(y, "fit: y")
     if classes is None:
         try:
@@ -84,6 +85,8 @@ def _encode_labels(y: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, n
     if values.ndim != 1:
         raise InputError("fit: classes must be a flat list of class names")
     names = _check_distinct_names(values, "fit: classes")
+    if values.dtype.kind != "f":
+        arr = _integral_as_int(arr)
     if arr.dtype.kind in "iu":
         bad = arr[(arr < 0) | (arr >= len(values))]
         if len(bad):
@@ -99,6 +102,14 @@ def _encode_labels(y: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, n
             from None
 
 
+def _integral_as_int(arr: np.ndarray) -> np.ndarray:
+    """Float labels that are all whole numbers (1.0, 2.0: a pandas column of integers with a
+    float dtype) as integers; any other labels as they are."""
+    if arr.dtype.kind == "f" and len(arr) and np.all(arr == np.round(arr)):
+        return arr.astype(np.int64)
+    return arr
+
+
 def _check_distinct_names(values: np.ndarray, what: str) -> list[str]:
     """The classes' names (their ``str``), refused when two coincide (the run stores names)."""
     names = [str(v) for v in values.tolist()]
@@ -111,9 +122,12 @@ def _check_distinct_names(values: np.ndarray, what: str) -> list[str]:
 def _label_indices(y: Any, classes: np.ndarray, what: str, strict: bool) -> np.ndarray:
     """Class index of every label of ``y`` (-1 for a label that is no class, or an error when
     ``strict``): numbers match equal numbers, other labels match by name; integer labels
-    against non-numeric classes (a loaded run's names) are indices."""
+    (integral floats too, as a pandas column holds them) against non-numeric classes (a loaded
+    run's names) are indices."""
     arr = _label_array(y, what)
     numeric_classes = classes.dtype.kind in "iufb"
+    if not numeric_classes:
+        arr = _integral_as_int(arr)
     if arr.dtype.kind in "iu" and not numeric_classes:
         bad = arr[(arr < 0) | (arr >= len(classes))]
         if len(bad):

@@ -352,8 +352,8 @@ class _TextFile:
         with self._reading():
             if not self.packed and self.path.stat().st_size > MAX_FILE_BYTES:
                 raise self.too_large()
-            with self._open() as raw:
-                text = self._text(raw).read(MAX_FILE_BYTES + 1)
+            with self._open() as raw, self._text(raw) as handle:
+                text = handle.read(MAX_FILE_BYTES + 1)
         if len(text) > MAX_FILE_BYTES:
             raise self.too_large()
         return _unescape(text)
@@ -362,8 +362,7 @@ class _TextFile:
         """The lines (newline kept; lines end at "\n" only, "\r\n" and "\r" read as it); a
         line longer than :data:`MAX_FILE_BYTES` is given only in part (enough to refuse its
         record), the rest of it skipped."""
-        with self._reading(), self._open() as raw:
-            handle = self._text(raw)
+        with self._reading(), self._open() as raw, self._text(raw) as handle:
             while line := handle.readline(MAX_FILE_BYTES + 1):
                 yield line
                 if len(line) > MAX_FILE_BYTES and not line.endswith("\n"):
