@@ -200,8 +200,9 @@ def test_expand_inputs(tmp_path: Path) -> None:
     (tmp_path / "two.xyz").write_text((FIXTURES / "water.xyz").read_text() * 2)
     listing = tmp_path / "list.txt"
     listing.write_text("mol.xyz\nCCO\n# comment\ntwo.xyz\n")
+    two = str(tmp_path / "two.xyz")
     assert expand_inputs([str(listing), "CC"]) == [
-        str(tmp_path / "mol.xyz"), "CCO", *read_records(tmp_path / "two.xyz"), "CC"]
+        str(tmp_path / "mol.xyz"), "CCO", *read_records(two, name=two), "CC"]
     assert [r.name for r in read_records(tmp_path / "two.xyz")] == ["two.xyz#1", "two.xyz#2"]
 
 
@@ -289,14 +290,15 @@ def test_a_file_of_several_molecules_gives_one_prediction_each(
     frames = tmp_path / "frames.xyz"
     frames.write_text((FIXTURES / "water.xyz").read_text() + "4\ncut\nO 0 0 0\n")
     items = expand_inputs([str(multi), str(frames), "CC"])
+    # records are named by the file's path as given, so two folders' files of one name differ
     assert [getattr(i, "name", i) for i in items] == [
-        "two.sdf.gz#1 (ethanol)", "two.sdf.gz#2 (benzene)", "frames.xyz#1", "frames.xyz#2", "CC"]
+        f"{multi}#1 (ethanol)", f"{multi}#2 (benzene)", f"{frames}#1", f"{frames}#2", "CC"]
     assert all(isinstance(i, StructureRecord) for i in items[:4])
     clf = Classifier.load(polarity_run)
     preds = clf.predict_inputs([str(multi), str(frames)], workers=2)
     assert [p.input for p in preds] == [getattr(i, "name", i) for i in items[:4]]
     assert [p.ok for p in preds] == [True, True, True, False]
-    assert preds[3].error == "frames.xyz#2: truncated xyz: 1 of 4 atom lines"
+    assert preds[3].error == f"{frames}#2: truncated xyz: 1 of 4 atom lines"
     # each record is predicted exactly as the same molecule given in a file of its own
     alone = clf.predict_inputs([str(FIXTURES / "ethanol.mol"), str(FIXTURES / "benzene.sdf"),
                                 str(FIXTURES / "water.xyz")])
@@ -305,7 +307,7 @@ def test_a_file_of_several_molecules_gives_one_prediction_each(
     out = tmp_path / "p.csv"
     assert main(["predict", str(polarity_run), str(multi), "--out", str(out), "--no-progress"]) == 0
     rows = list(csv.DictReader(out.open()))
-    assert [r["input"] for r in rows] == ["two.sdf.gz#1 (ethanol)", "two.sdf.gz#2 (benzene)"]
+    assert [r["input"] for r in rows] == [f"{multi}#1 (ethanol)", f"{multi}#2 (benzene)"]
     capsys.readouterr()
     # the image command wants one structure: it names the count and the option that picks one
     assert main(["image", str(multi), "--out", str(tmp_path / "img")]) == 2

@@ -137,7 +137,7 @@ def test_a_broken_sdf_record_is_written_as_a_readable_placeholder(polarity_run: 
     mols = list(Chem.SDMolSupplier(str(out)))  # sanitised, as any tool reads it
     assert len(mols) == 3 and all(m is not None for m in mols)
     assert [m.GetProp("andersonn_status") for m in mols] == ["ok", "error", "ok"]
-    assert mols[1].GetNumAtoms() == 0 and mols[1].GetProp("_Name") == "lib.sdf#2 (broken)"
+    assert mols[1].GetNumAtoms() == 0 and mols[1].GetProp("_Name").endswith("lib.sdf#2 (broken)")
     assert "unparsable sdf block" in mols[1].GetProp("andersonn_error")
     assert [m.GetProp("id") for m in (mols[0], mols[2])] == ["A1", "A3"]  # kept fields
     assert out.read_text().count("$$$$") == 3

@@ -128,7 +128,8 @@ def _file_records(item: str) -> list[Any]:
     if format_from_path(item) not in MULTI_RECORD_FORMATS or not is_file(item):
         return [item]
     try:
-        records = read_records(item)
+        # named a/traj.xyz#1, not traj.xyz#1: two folders' files of one name stay apart
+        records = read_records(item, name=item)
     except InputError:
         return [item]  # read again when featurised, which reports the reason
     return [item] if len(records) == 1 else list(records)
@@ -138,7 +139,8 @@ def _input_name(item: Any) -> str:
     """How an input is named in tables and messages (a path or SMILES as given, a record's or
     structure's name, else its type)."""
     if isinstance(item, (str, os.PathLike)):
-        return os.fspath(item) or "''"
+        name = os.fspath(item)
+        return name if name.strip() else repr(name)  # '' or ' ', visibly
     return str(getattr(item, "name", None) or type(item).__name__)
 
 
@@ -164,4 +166,8 @@ def without_name(error: str, name: str) -> str:
     for shown in dict.fromkeys((name, _shorten_words(name), base)):
         if shown and error.startswith(f"{shown}: "):
             return error[len(shown) + 2:]
+    # a long name shortened with the colon after it (the colon belongs to its word)
+    shortened = _shorten_words(f"{name}:")
+    if error.startswith(f"{shortened} "):
+        return error[len(shortened) + 1:]
     return error

@@ -42,7 +42,8 @@ class Prediction:
         """Plain JSON (the ``--out FILE.json`` record)."""
         return {"input": self.input, "ok": self.ok, "class": self.label,
                 "probabilities": self.probabilities, "iterations": self.iterations,
-                "error": self.error, "warnings": list(self.warnings)}
+                "error": self.reason if self.error else None,
+                "warnings": list(self.warnings)}
 
 
 def format_table(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
@@ -93,7 +94,7 @@ def write_predictions(path: str | Path, preds: Sequence[Prediction], classes: Se
                 [""] * len(classes)
             writer.writerow([p.input, "ok" if p.ok else "error", p.label or "", *probs,
                              "" if p.iterations is None else f"{p.iterations:.2f}",
-                             p.error or "", "; ".join(p.warnings)])
+                             p.reason, "; ".join(p.warnings)])
         atomic_write_text(path, buf.getvalue())
     else:
         raise InputError(f"{path}: --out must end in .json, .csv or .sdf")

@@ -130,6 +130,13 @@ def _own_block(text: str, check: bool = True) -> str:
     return body + "\n" if has_fields else body  # a data field ends with a blank line
 
 
+def _title_line(title: str) -> str:
+    """An SDF title line (80 characters at most): a longer name keeps its end, where a
+    record's number and title are (``...s/lib.sdf#2 (broken)``)."""
+    line = _flat_line(title)
+    return line if len(line) <= 80 else "..." + line[-77:]
+
+
 def _smiles_block(smiles: str, title: str) -> str:
     from rdkit import Chem
     from rdkit.Chem import AllChem
@@ -139,7 +146,7 @@ def _smiles_block(smiles: str, title: str) -> str:
     if mol is None:
         raise ValueError("unparsable SMILES")
     AllChem.Compute2DCoords(mol)
-    mol.SetProp("_Name", _flat_line(title))
+    mol.SetProp("_Name", _title_line(title))
     return Chem.MolToMolBlock(mol)
 
 
@@ -162,11 +169,11 @@ def _structure_block(source: Any, title: str) -> str:
         if mol is not None:
             from rdkit import Chem
 
-            mol.SetProp("_Name", _flat_line(title)[:80])
+            mol.SetProp("_Name", _title_line(title))
             return Chem.MolToMolBlock(mol, kekulize=False)
         orders = []
     header = f"{'':2}{'anderson':8}{'':10}3D"  # initials, program, date, dimension code
-    lines = [_flat_line(title)[:80], header, "",
+    lines = [_title_line(title), header, "",
              f"{len(s.numbers):3d}{len(s.bonds):3d}  0  0  0  0  0  0  0  0999 V2000"]
     lines += [f"{x:10.4f}{y:10.4f}{z:10.4f} {SYMBOLS[int(n)]:<3} 0  0  0  0  0  0  0  0  0  0"
               f"  0  0" for n, (x, y, z) in zip(s.numbers, s.positions, strict=True)]
@@ -177,5 +184,5 @@ def _structure_block(source: Any, title: str) -> str:
 
 
 def _empty_block(title: str) -> str:
-    return "\n".join([_flat_line(title)[:80], "  andersonn", "",
+    return "\n".join([_title_line(title), "  andersonn", "",
                       "  0  0  0  0  0  0  0  0  0  0999 V2000", "M  END"]) + "\n"
