@@ -54,3 +54,18 @@ def test_output_files_give_the_reason_without_the_name(polarity_run, tmp_path):
         assert not errors[2]
     preds = Classifier.load(polarity_run).predict_inputs(["C1CC"])
     assert preds[0].error == "C1CC: unparsable SMILES"  # the Python record keeps it whole
+
+
+@pytest.mark.parametrize(("item", "reason"), [
+    ("CCO", "a molecule, but this model was trained on crystals only"),
+    ("C1CC", "unparsable SMILES"), ("my_cifs", "unparsable SMILES"),
+    ("Fe2O3", "unparsable SMILES")])
+def test_a_word_that_is_no_smiles_is_not_called_a_molecule(item, reason):
+    # a crystal model refuses a SMILES before embedding it; a mistyped folder or a formula is
+    # no SMILES, and the reader says so
+    from andersonn.data.domain import Domain
+    from andersonn.predict.featurize import read_in_domain
+
+    with pytest.raises(InputError) as caught:
+        read_in_domain(item, Domain("crystal"), None)
+    assert reason in without_name(str(caught.value), item)
