@@ -227,7 +227,7 @@ def test_predict_expands_a_compressed_smi_file(tmp_path: Path) -> None:
     packed = tmp_path / "lib.smi.gz"
     packed.write_bytes(gzip.compress(b"CCO ethanol\nCCN\n"))
     assert [(r.name, r.text) for r in expand_inputs([packed])] == \
-        [("lib.smi.gz#1 (ethanol)", "CCO"), ("lib.smi.gz#2", "CCN")]
+        [(f"{packed}#1 (ethanol)", "CCO"), (f"{packed}#2", "CCN")]
 
 
 def test_records_split_at_line_ends_only(tmp_path):

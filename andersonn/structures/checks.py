@@ -52,11 +52,16 @@ frameworks stay far below it: the loosest of CoRE MOF 2019's 12,020 ASR CIFs has
 atom, of the 7,116 crystal-gap structures 123 Å³ per atom."""
 
 
+MAX_COORDINATE = 1e6
+"""Å: a coordinate or cell vector component beyond this is refused (a unit mistake or a
+corrupt file); the neighbour searches overflow near 1e300 Å."""
+
+
 def _check_atoms(s: Structure, name: str) -> None:
     """Refuse what no reader should pass on: no atoms, unknown elements, non-finite
-    coordinates, a degenerate or vacuum-padded cell, atoms on top of each other (a molecule's
-    within :data:`MIN_CONTACT` Å; a crystal's within :data:`MIN_SITE_DISTANCE` Å under
-    periodic boundaries)."""
+    coordinates or ones beyond :data:`MAX_COORDINATE`, a degenerate or vacuum-padded cell,
+    atoms on top of each other (a molecule's within :data:`MIN_CONTACT` Å; a crystal's within
+    :data:`MIN_SITE_DISTANCE` Å under periodic boundaries)."""
     if s.n_atoms == 0:
         raise _fail(name, "no atoms")
     bad = (s.numbers <= 0) | (s.numbers > MAX_Z)
@@ -65,9 +70,17 @@ def _check_atoms(s: Structure, name: str) -> None:
         raise _fail(name, f"unknown element (atomic number {int(s.numbers[k])}) at atom {k + 1}")
     if not np.isfinite(s.positions).all():
         raise _fail(name, "non-finite coordinates")
+    largest = float(np.abs(s.positions).max())
+    if largest > MAX_COORDINATE:
+        raise _fail(name, f"coordinates too large ({largest:.3g} Å; at most "
+                          f"{MAX_COORDINATE:.0e} Å expected)")
     if s.cell is not None:
         if not np.isfinite(s.cell).all():
             raise _fail(name, "non-finite cell")
+        largest = float(np.abs(s.cell).max())
+        if largest > MAX_COORDINATE:
+            raise _fail(name, f"cell vectors too large ({largest:.3g} Å; at most "
+                              f"{MAX_COORDINATE:.0e} Å expected)")
         vol = abs(np.linalg.det(s.cell))
         if not np.isfinite(vol) or vol < 1e-3:
             raise _fail(name, "degenerate cell (zero volume)")

@@ -45,20 +45,46 @@ def cell_from_parameters(a: float, b: float, c: float, alpha: float, beta: float
     return np.array([[a, 0.0, 0.0], [b * np.cos(ga), b * np.sin(ga), 0.0], [cx, cy, np.sqrt(cz2)]])
 
 
+_LENGTH_TAG = re.compile(r"^[ \t]*_cell[._]length_([abc])(?:[ \t]+(\S+))?[ \t]*$", re.M | re.I)
+
+
+def check_cell_lengths(text: str) -> None:
+    """Raise :class:`CifError` for a cell length that is zero or negative (pymatgen builds a
+    cell from ``_cell_length_a -5.64`` without a word); values it cannot parse are left to
+    the readers."""
+    lines = text.splitlines()
+    for m in _LENGTH_TAG.finditer(text):
+        value = m.group(2)
+        if value is None:  # the value on the next non-blank line
+            k = text.count("\n", 0, m.start()) + 1
+            value = next((ln.split()[0] for ln in lines[k:] if ln.strip()), "?")
+        try:
+            length = cif_number(_unquote(value))
+        except CifError:
+            continue
+        if length <= 0:
+            raise CifError(f"cell length {m.group(1).lower()} = {_unquote(value)}")
+
+
 _ISOTOPES = {"D": 1, "T": 1}  # deuterium and tritium, read as hydrogen
 
 
 def _element(symbol: str, label: str) -> int:
-    for token in (symbol, label):
-        m = re.match(r"[A-Za-z]{1,2}", token or "")
-        if m:
-            head = m.group(0)
-            z = symbol_to_z(head) or _ISOTOPES.get(head.upper(), 0)
-            if z == 0 and len(head) == 2:
-                z = symbol_to_z(head[0]) or _ISOTOPES.get(head[0].upper(), 0)
-            if z:
-                return z
-    raise CifError(f"unknown element in site {label or symbol!r}")
+    """The atomic number of a site: from its type symbol (``Fe``, ``Fe2+``, ``O2-``, ``D``)
+    where it has one, else from its label (``Na1``). A type symbol that names no element is an
+    error even where the label starts with one."""
+    token = symbol if symbol not in ("", ".", "?") else label
+    m = re.match(r"[A-Za-z]{1,2}", token)
+    z = 0
+    if m:
+        head = m.group(0)
+        z = symbol_to_z(head) or _ISOTOPES.get(head.upper(), 0)
+        if z == 0 and len(head) == 2:  # a label such as "CA1" or "OW" (water oxygen)
+            z = symbol_to_z(head[0]) or _ISOTOPES.get(head[0].upper(), 0)
+    if not z:
+        raise CifError(f"unknown element {token!r}" if token == symbol
+                       else f"unknown element in site {token!r}")
+    return z
 
 
 _LOOP_END = ("_", "loop_", "data_", "save_", "global_", "stop_")

@@ -5,6 +5,7 @@ pymatgen ``Structure``/``Molecule`` dicts."""
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import re
 import warnings
@@ -19,7 +20,15 @@ from andersonn.structures.structure import Structure
 
 
 def _from_pymatgen(struct: Any, name: str) -> Structure:
+    from pymatgen.core.periodic_table import DummySpecies
+
     notes = []
+    # pymatgen reads a symbol that is no element (CIF type symbol, POSCAR or dict species
+    # 'Xx') as a placeholder species with a made-up atomic number
+    dummy = next((sp for site in struct for sp in site.species if isinstance(sp, DummySpecies)),
+                 None)
+    if dummy is not None:
+        raise _fail(name, f"unknown element {dummy.symbol!r}")
     if not struct.is_ordered:
         # disordered sites: take the majority species of each site (deterministic)
         numbers = np.array([max(site.species.items(), key=lambda kv: (kv[1], -kv[0].Z))[0].Z
@@ -43,10 +52,19 @@ def _from_cif(text: str, name: str) -> Structure:
     fast reader finds the file malformed, CifParser gets a try too (it reads layouts the fast
     reader does not, such as a site row wrapped over two lines), and the fast reader's reason
     is given only if CifParser fails as well."""
-    from andersonn.structures.cif import CifError, pymatgen_ready, read_p1_cif
+    from andersonn.structures.cif import (
+        CifError,
+        check_cell_lengths,
+        pymatgen_ready,
+        read_p1_cif,
+    )
 
     if "_atom_site" not in text and "_cell_length" not in text:
         raise _fail(name, "not a CIF (no _cell_length/_atom_site data)")
+    try:
+        check_cell_lengths(text)
+    except CifError as exc:
+        raise _fail(name, f"bad CIF: {exc}") from None
     reason = None
     try:
         fast = read_p1_cif(text)
@@ -81,12 +99,53 @@ def _from_poscar(text: str, name: str) -> Structure:
         raise _fail(name, "truncated POSCAR")
     counts = lines[5].split()
     if counts and all(c.isdigit() for c in counts):
-        text = "\n".join([*lines[:5], _vasp4_symbols(lines[0], len(counts), name), *lines[5:]])
+        lines = [*lines[:5], _vasp4_symbols(lines[0], len(counts), name), *lines[5:]]
+        text = "\n".join(lines)
+    _check_poscar(lines, name)
     try:
         poscar = Poscar.from_str(text)
     except Exception as exc:
         raise _fail(name, f"bad POSCAR: {type(exc).__name__}: {exc}") from None
     return _from_pymatgen(poscar.structure, name)
+
+
+def _check_poscar(lines: list[str], name: str) -> None:
+    """Refuse what pymatgen's Poscar reads wrongly or fails on with a bare library error: a
+    zero scale factor, an element line and a counts line of different lengths, an element
+    that does not exist, fewer coordinate lines than atoms. ``lines`` has its element line."""
+    if len(lines) < 8:
+        raise _fail(name, "truncated POSCAR")
+    for token in lines[1].split()[:3]:
+        try:
+            scale = float(token)
+        except ValueError:
+            break  # a comment after the scale factor; a bad one is left to pymatgen
+        if scale == 0:
+            raise _fail(name, "bad POSCAR: scale factor 0")
+    names = lines[5].split()
+    counts = [int(c) for c in itertools.takewhile(str.isdigit, lines[6].split())]
+    if not counts:
+        raise _fail(name, f"bad POSCAR: no atom counts on line 7 (got {lines[6].strip()!r})")
+    if len(names) != len(counts):
+        raise _fail(name, f"bad POSCAR: {len(names)} species names ({' '.join(names)}) but "
+                          f"{len(counts)} counts ({' '.join(map(str, counts))})")
+    for species in names:  # VASP 5.4 writes POTCAR names: Fe_pv, or Fe_pv/<hash>
+        if not symbol_to_z(species.split("/")[0].split("_")[0]):
+            raise _fail(name, f"unknown element {species!r} in the POSCAR element line")
+    k = 8 if lines[7].strip()[:1] in ("s", "S") else 7  # "Selective dynamics", then the mode
+    coordinates = sum(1 for _ in itertools.takewhile(_coordinate_line, lines[k + 1:]))
+    if coordinates < sum(counts):
+        raise _fail(name, f"bad POSCAR: {sum(counts)} atoms declared, {coordinates} coordinate "
+                          "lines")
+
+
+def _coordinate_line(line: str) -> bool:
+    """Whether a POSCAR line starts with three numbers (an atom's coordinates)."""
+    try:
+        [float(v) for v in line.split()[:3]]
+    except ValueError:
+        return False
+    return len(line.split()) >= 3
 
 
 def _vasp4_symbols(comment: str, species: int, name: str) -> str:

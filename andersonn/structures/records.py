@@ -315,6 +315,8 @@ class _TextFile:
             self.packed = True
             with self._reading(), self._open() as raw:
                 self.head = raw.read(_HEAD_BYTES)
+        elif path.suffix.lower() == ".gz":
+            raise _fail(name, "not gzip data (a .gz file that is not gzip-compressed)")
         if not self.head.strip() and len(self.head) < _HEAD_BYTES:
             raise _fail(name, "empty file")
         _check_binary(self.head, name)
