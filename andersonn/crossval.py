@@ -261,8 +261,13 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
             if dataset is None:  # resumed: the build the folds were trained on, if cached
                 key = _recorded_build(out) if resume else None
                 dataset = load_task_dataset(fold_cfg, info, progress, key)
-            result = train(fold_cfg, run_dir, resume=resume, dataset=dataset,
-                           progress=progress)
+            before = _weights_stamp(run_dir)
+            try:
+                result = train(fold_cfg, run_dir, resume=resume, dataset=dataset,
+                               progress=progress)
+            finally:  # a fold's model replaced (or going): the summary no longer describes it
+                if info.is_main and _weights_stamp(run_dir) != before:
+                    _remove_summary(out)
             tm = result.test_metrics
             if info.is_main and progress and tm is not None:
                 print(f"andersonn: fold {i}/{k}: test accuracy {tm['accuracy']:.4f} on "
@@ -270,7 +275,9 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
         barrier(info)
         if not info.is_main:
             return None
-        missing = [d.name for d in fold_dirs(out_dir, k) if not _finished(d)]
+        # finished for this call's epochs: the folds an --epochs extension has not reached yet
+        # are still to train (not folds of another cross-validation)
+        missing = [d.name for d in fold_dirs(out_dir, k) if not _finished(d, cfg.epochs)]
         if missing:  # the outcome of this call, so printed even without progress
             print(f"andersonn: {k - len(missing)} of {k} folds finished; the summary is "
                   f"written when {', '.join(missing)} are (the same command with --fold I "
@@ -281,6 +288,27 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
         return summary
     finally:
         cleanup(info)
+
+
+_SUMMARY_FILES = ("cv.json", "cv.md", "predictions.csv", "plots/confusion.png")
+"""The files :meth:`CrossValidation.write` puts into a cross-validation's folder."""
+
+
+def _weights_stamp(run_dir: Path) -> tuple[int, int] | None:
+    """Which ``model.safetensors`` a run holds (inode, modification time; None: none): an
+    atomic rewrite gives another."""
+    try:
+        stat = (run_dir / "model.safetensors").stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _remove_summary(out: Path) -> None:
+    """Remove the summary of ``out`` (written for fold models that are no longer there); the
+    call that finishes the last fold writes it again."""
+    for name in _SUMMARY_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def _recorded_build(out: Path) -> str | None:
@@ -295,20 +323,29 @@ def _check_fold(run_dir: Path, fold_cfg: TrainConfig) -> None:
     """Refuse to go on with a fold run trained with settings that ``train --resume`` would
     refuse (another fold count, model, seed, ...): its scores would not belong to this
     cross-validation."""
-    from andersonn.training.trainer import settings_conflicts
+    from andersonn.training.trainer import conflict_message, conflicting_values
 
     try:
         old = json.loads((run_dir / "config.json").read_text())["train"]
     except (OSError, ValueError, KeyError, TypeError):
         raise AndersonnError(f"{run_dir / 'config.json'}: damaged run config") from None
-    diff = settings_conflicts(old, fold_cfg)
+    diff = conflicting_values(old, fold_cfg)
     if diff:
-        raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
-                          f"{', '.join(diff)}")
+        raise ResumeConflict(conflict_message(run_dir, diff))
 
 
 def _settings(run_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in (run_config.get("train") or {}).items() if k not in _FREE_KEYS}
+
+
+def _compared(run_config: dict[str, Any]) -> dict[str, Any]:
+    """The settings folds must share: :func:`_settings` less those that change nothing for the
+    fold's model (an explicit network's depth for a DEQ, ...)."""
+    from andersonn.training.trainer import inapplicable_settings
+
+    settings = _settings(run_config)
+    ignored = inapplicable_settings(str(settings.get("model", "deq")))
+    return {k: v for k, v in settings.items() if k not in ignored}
 
 
 def _check_same(runs: list[Path]) -> None:
@@ -326,8 +363,9 @@ def _check_same(runs: list[Path]) -> None:
         return
     _, first, reference = configs[0]
     for i, run_dir, conf in configs:
-        differ = sorted(key for key in set(_settings(conf)) | set(_settings(reference))
-                        if _settings(conf).get(key) != _settings(reference).get(key))
+        mine, theirs = _compared(conf), _compared(reference)
+        differ = sorted(key for key in set(mine) | set(theirs)
+                        if mine.get(key) != theirs.get(key))
         if conf.get("dataset") != reference.get("dataset"):
             differ.append("dataset")
         if differ or (conf.get("train") or {}).get("fold") != i:

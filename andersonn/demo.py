@@ -123,7 +123,8 @@ def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int
     for solver in ("anderson", "forward"):
         cfg = TrainConfig(task="polarity", model="deq", solver=solver, plots=True, **settings)
         run_dir = out / f"deq-{solver}"
-        resume = (run_dir / "checkpoint.json").exists()
+        # a run killed before its first checkpoint holds config.json: resumed, it starts over
+        resume = any((run_dir / name).exists() for name in ("checkpoint.json", "config.json"))
         _say(f"[demo] training the DEQ with {solver} "
              f"({_epochs(cfg.epochs)}, tol {cfg.tol:g}, max_iter {cfg.max_iter})…")
         try:

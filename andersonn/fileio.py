@@ -200,11 +200,14 @@ def folder_lock(folder: str | os.PathLike[str], what: str = "another process") -
 
 
 def lock_holder(folder: str | os.PathLike[str]) -> int | None:
-    """The process id of a live process that holds ``folder``'s lock, as its lock file says
-    (None: no lock file, or its process is gone); reads only, takes nothing."""
+    """The process id of another live process that holds ``folder``'s lock, as its lock file
+    says (None: no lock file, its process is gone, or it is this process, e.g. ``calibrate``
+    reading the run it locked); reads only, takes nothing."""
     try:
         text = (Path(folder) / LOCK_NAME).read_text(encoding="ascii", errors="replace")
         pid = int(text.strip())
+        if pid == os.getpid():
+            return None
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None

@@ -146,8 +146,10 @@ def test_the_holder_is_named_while_it_lives_and_a_symlinked_lock_is_not_followed
     folder = tmp_path / "run"
     assert lock_holder(folder) is None
     with folder_lock(folder):
-        assert lock_holder(folder) == os.getpid()
+        assert lock_holder(folder) is None  # this process: not "another" holder
     folder.mkdir()
+    (folder / LOCK_NAME).write_text(f"{os.getppid()}\n")  # another live process
+    assert lock_holder(folder) == os.getppid()
     (folder / LOCK_NAME).write_text("999999999\n")  # left by a killed holder
     assert lock_holder(folder) is None
     (folder / LOCK_NAME).unlink()

@@ -112,7 +112,7 @@ def test_resume_refuses_other_solver_settings_and_records_eval_changes(tmp_path,
                            ({"max_iter": 9, "solver_options": {"m": 3}},
                             "max_iter, solver_options"),
                            ({"backward_tol": 1e-5, "jac_reg": 0.5}, "backward_tol, jac_reg")):
-        with pytest.raises(ResumeConflict, match=f"different {names}$"):
+        with pytest.raises(ResumeConflict, match=rf"different {names} \("):
             train(_cfg(epochs=2, **changed), run, resume=True, dataset=ds, progress=False)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     # the evaluation solve may change: config.json says which epochs used which

@@ -307,6 +307,18 @@ def test_demo_trains_both_solvers_and_writes_the_report(tmp_path: Path,
     assert (tmp_path / "demo" / "deq-anderson.old-1" / "config.json").exists()
     fresh = json.loads((tmp_path / "demo" / "deq-anderson" / "config.json").read_text())
     assert fresh["featurizer_version"] == "9.9.9" and again["runs"]["anderson"]["epochs"] == 2
+    # a demo killed before the forward run's first checkpoint left its config.json alone, and
+    # the Anderson run lost its checkpoints: the next demo trains both again, nothing refused
+    import shutil
+
+    forward, anderson = tmp_path / "demo" / "deq-forward", tmp_path / "demo" / "deq-anderson"
+    for path in [*forward.iterdir(), anderson / "checkpoints", anderson / "checkpoint.json"]:
+        if path.name != "config.json":
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    third = demo.run_demo(tmp_path / "demo", epochs=2, progress=False, hidden=8,
+                          batch_size=16, threads=1)
+    assert all(run["epochs"] == 2 for run in third["runs"].values())
+    assert (tmp_path / "demo" / "deq-anderson.old-2" / "model.safetensors").exists()
 
 
 def test_jacobian_regularisation_in_training(toy: object, tmp_path: Path) -> None:

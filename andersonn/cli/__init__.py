@@ -3,7 +3,8 @@
 Each stage owns one module here with a ``register(commands, bench)`` function that adds its
 sub-commands; handlers import the heavy stage modules lazily so ``andersonn --help`` stays fast.
 User errors (:class:`andersonn.errors.AndersonnError`) print one line and exit with status 2
-(warnings the user can act on, :class:`~andersonn.errors.AndersonnWarning`, one line too); a
+(under ``torchrun`` rank 0 prints it, every rank exits with the status; warnings the user can
+act on, :class:`~andersonn.errors.AndersonnWarning`, one line too); a
 closed output pipe (``andersonn data info TASK | head``) ends the command quietly.
 Before a command runs, :func:`andersonn.runtime.tune_cpu_allocator` keeps freed tensor memory
 in the heap (faster CPU work; ``ANDERSONN_MALLOC_TUNING=0`` disables it).
@@ -67,10 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _one_line_warnings():
             return int(args.func(args) or 0)
     except AndersonnError as exc:
-        print(f"andersonn: error: {exc}", file=sys.stderr)
+        _say_once(f"andersonn: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print("andersonn: interrupted", file=sys.stderr)
+        _say_once("andersonn: interrupted")
         return 130
     except BrokenPipeError:  # output piped into `head` & co.: stop quietly, like other tools
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -80,8 +81,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.filename is None and not isinstance(exc, _PATH_ERRORS):
             raise  # not about a file: a defect, shown with its traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"andersonn: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        _say_once(f"andersonn: error: {where}{exc.strerror or exc}")
         return 2
+
+
+def _rank() -> int:
+    """This process's rank under ``torchrun`` (0 in a single process): the process group's
+    while there is one, else ``RANK`` from the environment."""
+    dist = sys.modules.get("torch.distributed")
+    try:
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank())
+    except (RuntimeError, ValueError):
+        pass
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _say_once(line: str) -> None:
+    """Print an outcome line on stderr, once for all ranks of a ``torchrun`` (rank 0's: every
+    rank stops with the same message, :func:`andersonn.training.distributed.stop_together`);
+    the exit status is every rank's."""
+    if _rank() == 0:
+        print(line, file=sys.stderr)
 
 
 # errors about a path the user gave, one line even when they name no file

@@ -205,10 +205,10 @@ def _train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / "-".join(
         [name, overrides.get("model", "deq")]
         + ([overrides.get("solver", "anderson")] if overrides.get("model", "deq") == "deq" else [])
-        + ([f"cv{args.folds}"] if args.folds else []))
+        + ([f"cv{args.folds}"] if args.folds is not None else []))
     base: dict[str, Any] = {}
     stored = out / "config.json"
-    if args.folds:  # any finished or started fold holds the settings
+    if args.folds is not None:  # any finished or started fold holds the settings
         stored = next(iter(sorted(out.glob("fold-*/config.json"))), stored)
     if args.resume and stored.is_file():
         base = json.loads(stored.read_text()).get("train", {})
@@ -221,7 +221,8 @@ def _train(args: argparse.Namespace) -> int:
     if cfg.model == "explicit" and cfg.solver != "anderson" and _is_main():
         print(f"andersonn: warning: solver {cfg.solver} is ignored: the explicit model has no "
               "fixed point to solve for", file=sys.stderr)
-    if args.folds:
+    _warn_explicit_only(cfg, {**given, **overrides})
+    if args.folds is not None:  # --folds 0 too: cross_validate refuses fewer than 2
         return _cross_validate(args, cfg, name, out)
     from andersonn.training.trainer import TrainingInterrupted
 
@@ -238,6 +239,22 @@ def _train(args: argparse.Namespace) -> int:
               f"wall {tm['train_wall_time_s']:.1f} s"
               f"{f', {result.stopped}' if result.stopped else ''} → {result.run_dir}")
     return 0
+
+
+def _warn_explicit_only(cfg: Any, given: dict[str, Any]) -> None:
+    """Warn (rank 0) that settings given for a DEQ which apply only to the explicit model (its
+    depth, its width matching) are ignored, as --solver is for the explicit model."""
+    from andersonn.training.trainer import inapplicable_settings
+
+    if cfg.model != "deq" or not _is_main():
+        return
+    named = [key for key in inapplicable_settings("deq")
+             if key in given and given[key] not in (None, False)]
+    if named:
+        what = ", ".join(f"{key} {given[key]}" if key == "depth" else key for key in named)
+        print(f"andersonn: warning: {what} {'is' if len(named) == 1 else 'are'} ignored: "
+              f"{'it applies' if len(named) == 1 else 'they apply'} to the explicit model, not "
+              "to a DEQ", file=sys.stderr)
 
 
 def _train_check_labels(overrides: dict[str, Any], given: dict[str, Any],
@@ -280,7 +297,7 @@ def _interrupted(stop: Any, args: argparse.Namespace, out: Path) -> int:
 
     if _is_main():
         command = ["andersonn", "train", args.task, "--out", str(out)]
-        if args.folds:
+        if args.folds is not None:
             command += ["--folds", str(args.folds)]
             if args.fold is not None:
                 command += ["--fold", str(args.fold)]

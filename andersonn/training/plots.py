@@ -33,8 +33,11 @@ def plot_learning_curves(history: Sequence[dict[str, Any]], path: str | Path,
                          title: str = "") -> None:
     """Loss and accuracy (train, val) per epoch, plus val accuracy against wall time."""
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     ep = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    # laid out with the title: the suptitle gets its own room above the panels' titles
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
     ax[0].plot(ep, [h["train_loss"] for h in history], "o-", label="train")
     ax[0].plot(ep, [h["val_loss"] for h in history], "s-", label="val")
     ax[0].set(xlabel="epoch", ylabel="loss", title="loss")
@@ -46,6 +49,7 @@ def plot_learning_curves(history: Sequence[dict[str, Any]], path: str | Path,
     ax[2].set(xlabel="wall time (s)", ylabel="val accuracy", title="val accuracy vs time")
     for a in ax[:2]:
         a.legend()
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: no 1.5
     for a in ax:
         a.grid(alpha=0.3)
     if title:

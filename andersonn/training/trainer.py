@@ -70,7 +70,8 @@ from andersonn.training.inputs import (
 )
 from andersonn.training.warm_start import WarmStarts
 
-__all__ = ["TrainResult", "TrainingInterrupted", "epochs_held", "plural", "resolve_device",
+__all__ = ["TrainResult", "TrainingInterrupted", "conflict_message", "conflicting_values",
+           "epochs_held", "inapplicable_settings", "plural", "resolve_device",
            "resume_conflicts", "settings_conflicts", "train"]
 
 # Fields that define the model/data: a resumed run must agree on them. (lr and weight_decay
@@ -343,15 +344,63 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool =
         cleanup(info)
 
 
-def settings_conflicts(old_train: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    """Names of the settings in which a run's train config ``old_train`` differs from ``cfg``
-    so that the run cannot be continued with ``cfg`` (the model, its data, the optimizer, the
-    loss, and a DEQ's training solve)."""
-    keys = _RESUME_KEYS + (_RESUME_SOLVER_KEYS if old_train.get("model", "deq") == "deq" else ())
+# settings of one model only: a run of the other model is neither refused nor recorded over them
+_EXPLICIT_ONLY = ("depth", "match_params")
+
+
+def inapplicable_settings(model: str) -> tuple[str, ...]:
+    """The settings that change nothing for ``model`` (``deq`` or ``explicit``): the explicit
+    network's depth and width matching for a DEQ, the fixed-point solve for the explicit one."""
+    if model == "deq":
+        return _EXPLICIT_ONLY
+    return (*_RESUME_SOLVER_KEYS, "eval_tol", "eval_max_iter")
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists), for comparisons."""
+    return json.loads(json.dumps(value))
+
+
+def conflicting_values(old_train: dict[str, Any], cfg: TrainConfig
+                       ) -> dict[str, tuple[Any, Any]]:
+    """The settings in which a run's train config ``old_train`` differs from ``cfg`` so that
+    the run cannot be continued with ``cfg`` (the model, its data, the optimizer, the loss,
+    and a DEQ's training solve), each with its old and new value."""
+    model = old_train.get("model", "deq")
+    keys = _RESUME_KEYS + (_RESUME_SOLVER_KEYS if model == "deq" else ())
+    ignored = inapplicable_settings(model) if cfg.model == model else ()
     new = cfg.to_dict()
     # compared as JSON (tuples vs lists, ints vs floats of one value)
-    return [key for key in keys if key in old_train and key in new
-            and json.loads(json.dumps(old_train[key])) != json.loads(json.dumps(new[key]))]
+    return {key: (old_train[key], new[key]) for key in keys
+            if key in old_train and key in new and key not in ignored
+            and _as_json(old_train[key]) != _as_json(new[key])}
+
+
+def settings_conflicts(old_train: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """Names of the settings in which a run's train config ``old_train`` differs from ``cfg``
+    so that the run cannot be continued with ``cfg`` (see :func:`conflicting_values`)."""
+    return list(conflicting_values(old_train, cfg))
+
+
+def _shown(value: Any) -> str:
+    """A setting's value in a message: compact JSON, long ones cut short."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def conflict_message(run_dir: str | Path, diff: dict[str, tuple[Any, Any]]) -> str:
+    """The one-line refusal of a resume whose settings differ: ``cannot resume R: it was
+    trained with different lr (0.001 there, 0.002 now)``; a fold of a cross-validation resumed
+    as a single run is told how to resume it as a fold."""
+    run_dir = Path(run_dir)
+    folds, fold = diff.get("folds", (None, None))[0], diff.get("fold", (None, None))[0]
+    if isinstance(folds, int) and isinstance(fold, int) and diff["folds"][1] is None:
+        return (f"{run_dir} is fold {fold} of a {folds}-fold cross-validation: resume it with "
+                f"--out {run_dir.parent} --folds {folds} --fold {fold} --resume")
+    values = [f"{_shown(old)} there, {_shown(new)} now" for old, new in diff.values()]
+    detail = values[0] if len(diff) == 1 else "; ".join(
+        f"{key} {text}" for key, text in zip(diff, values, strict=True))
+    return f"cannot resume {run_dir}: it was trained with different {', '.join(diff)} ({detail})"
 
 
 def _resume_record(old_train: dict[str, Any], cfg: TrainConfig, epoch: int,
@@ -362,9 +411,10 @@ def _resume_record(old_train: dict[str, Any], cfg: TrainConfig, epoch: int,
         earlier = list(json.loads((run_dir / "config.json").read_text()).get("resumes") or [])
     except (OSError, ValueError, AttributeError, TypeError):
         earlier = []
-    new = json.loads(json.dumps(cfg.to_dict()))
+    new = _as_json(cfg.to_dict())
+    skip = (*_UNRECORDED, *inapplicable_settings(cfg.model))
     changed = {key: [old_train[key], new[key]] for key in sorted(new)
-               if key in old_train and key not in _UNRECORDED and old_train[key] != new[key]}
+               if key in old_train and key not in skip and old_train[key] != new[key]}
     return earlier + ([{"after_epoch": epoch, "changed": changed}] if changed else [])
 
 
@@ -373,19 +423,26 @@ def resume_conflicts(run_dir: str | Path, old_train: dict[str, Any], cfg: TrainC
     """Names of the settings and data properties in which the run in ``run_dir`` (its
     checkpoint's train config ``old_train`` and its ``config.json``) differs from ``cfg`` and the
     run config about to be written; empty when it can be resumed."""
-    diff = settings_conflicts(old_train, cfg)
+    return list(_resume_conflict_values(run_dir, old_train, cfg, run_config))
+
+
+def _resume_conflict_values(run_dir: str | Path, old_train: dict[str, Any], cfg: TrainConfig,
+                            run_config: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """:func:`resume_conflicts`, each with its old and new value."""
+    diff = conflicting_values(old_train, cfg)
     try:
         old_run = json.loads((Path(run_dir) / "config.json").read_text())
     except (OSError, ValueError):
         return diff
     # compared as JSON (tuples vs lists); keys an older config.json lacks are not compared
-    diff += [key for key in _RESUME_DATA_KEYS
-             if key in old_run and old_run[key] != json.loads(json.dumps(run_config.get(key)))]
+    for key in _RESUME_DATA_KEYS:
+        if key in old_run and old_run[key] != _as_json(run_config.get(key)):
+            diff[key] = (old_run[key], run_config.get(key))
     old_data, new_data = old_run.get("dataset") or {}, run_config.get("dataset") or {}
     for key in ("n", "cache_key"):
         if old_data.get(key) is not None and new_data.get(key) is not None \
                 and old_data[key] != new_data[key]:
-            diff.append(f"dataset {key}")
+            diff[f"dataset {key}"] = (old_data[key], new_data[key])
     return diff
 
 
@@ -397,7 +454,17 @@ def _preflight(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
     """Rank 0's checks of the run directory, before any data is loaded (or built); returns the
     checkpoint to resume from (None: a new run). Removes the temporary files of atomic writes
     that a killed process left in the run. Called with the run's lock held."""
-    if not resume and (run_dir / ckpt.POINTER).exists():
+    pointer, weights = (run_dir / ckpt.POINTER).exists(), (run_dir / "model.safetensors").exists()
+    if weights and not pointer:
+        # a finished run whose checkpoints are gone (a shipped or copied run): nothing to
+        # continue from, and a new run would overwrite it
+        # (with --resume a ResumeConflict: the demo sets such a folder aside)
+        raise (ResumeConflict if resume else AndersonnError)(
+            f"{run_dir} already holds a run (model.safetensors"
+            f"{', config.json' if (run_dir / 'config.json').exists() else ''}) "
+            f"with no checkpoint to {'continue' if resume else 'resume'} from "
+            f"({ckpt.POINTER}); choose another --out for a new run")
+    if not resume and (pointer or (run_dir / "config.json").exists()):
         raise AndersonnError(f"{run_dir} already holds a run; pass --resume to continue it or "
                              "choose another --out")
     folder = ckpt.latest_checkpoint(run_dir) if resume else None
@@ -409,10 +476,13 @@ def _preflight(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
                           "config.json) but other files; give the run's own folder, or an "
                           "empty or new one to start a run")
     if folder is not None:
-        early = settings_conflicts(_checkpoint_train(folder), cfg)
+        early = conflicting_values(_checkpoint_train(folder), cfg)
         if early:
-            raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
-                                 f"{', '.join(early)}")
+            raise ResumeConflict(conflict_message(run_dir, early))
+        held = ckpt.checkpoint_epoch(run_dir)
+        if held is not None and cfg.epochs < held:
+            raise ConfigError(f"{run_dir} already holds {plural(held, 'epoch')}; --epochs must "
+                              f"be at least {held}")
     if _holds_run_files(run_dir):
         for sub in (run_dir, run_dir / "checkpoints", run_dir / "plots"):
             remove_temp_files(sub, recursive=sub.name == "checkpoints")
@@ -499,10 +569,10 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         saved, failure = None, None
         try:
             saved = ckpt.load_checkpoint(folder)
-            diff = resume_conflicts(run_dir, saved["state"].get("config", {}), cfg, run_config)
+            diff = _resume_conflict_values(run_dir, saved["state"].get("config", {}), cfg,
+                                           run_config)
             if diff:
-                raise ResumeConflict(f"cannot resume {run_dir}: it was trained with different "
-                                     f"{', '.join(diff)}")
+                raise ResumeConflict(conflict_message(run_dir, diff))
         except (AndersonnError, OSError) as exc:  # a rank that cannot read the checkpoint
             failure = exc
         stop_together(failure, info)
