@@ -106,7 +106,7 @@ def tiny_polarity_run(dataset, out: Path, seed: int = 0) -> Path:
 
 def assert_refused_when_parsed(argv: list[str], capsys, message: str) -> None:
     """``andersonn ARGV`` exits with status 2 while its arguments are parsed, its last stderr
-    line ending with ``message`` and no traceback."""
+    line ending with ``message`` (then the pointer to --help) and no traceback."""
     import pytest
 
     from andersonn.cli import main
@@ -116,7 +116,9 @@ def assert_refused_when_parsed(argv: list[str], capsys, message: str) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith(message)
+    line = err.strip().splitlines()[-1]
+    hint = " lists the options)"  # the one line ends with where to look: (`andersonn X --help` ...)
+    assert line.endswith(hint) and line[:line.rindex(" (`")].endswith(message), line
 
 
 def count_featurize_chunks(monkeypatch, chunk: int) -> list[int]:

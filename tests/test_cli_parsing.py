@@ -51,7 +51,8 @@ def test_conformers_below_one_fail_when_parsed(command: list[str],
         main([*command, "--conformers", "0"])
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().endswith(
-        "error: argument --conformers: must be at least 1, got 0")
+        "error: argument --conformers: must be at least 1, got 0 "
+        f"(`andersonn {command[0]} --help` lists the options)")
 
 
 # --- positive numbers ------------------------------------------------------------------------
@@ -75,7 +76,9 @@ def test_non_positive_numbers_fail_in_one_line_when_parsed(
 def test_a_tolerance_that_is_not_a_number_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["predict", "RUN", "CCO", "--tol", "tight"])
-    assert capsys.readouterr().err.strip().endswith("argument --tol: 'tight' is not a number")
+    assert capsys.readouterr().err.strip() == ("andersonn predict: error: argument --tol: 'tight' "
+                                               "is not a number (`andersonn predict --help` "
+                                               "lists the options)")
 
 
 def test_positive_float_says_why_a_number_is_refused() -> None:
@@ -127,3 +130,31 @@ def test_negative_numbers_in_any_notation_reach_the_options_own_check(argv, mess
 def test_an_unknown_dash_word_is_still_an_unknown_option(capsys):
     assert_refused_when_parsed(["train", "polarity", "--tol", "-x"],
                                capsys, "argument --tol: expected one argument")
+
+
+def test_train_says_where_the_run_went_without_a_test_split(tmp_path, capsys):
+    # evaluate_test off (or an empty test split): no test line, but the run is named
+    dipoles = Path(__file__).parent / "fixtures" / "labelled" / "qm9_dipoles.csv"
+    config = tmp_path / "c.json"
+    config.write_text('{"evaluate_test": false}')
+    out = tmp_path / "run"
+    assert main(["train", str(dipoles), "--bins", "2.5",
+                 "--epochs", "1", "--threads", "1", "--workers", "1", "--no-progress",
+                 "--hidden", "8", "--config", str(config), "--out", str(out)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "best validation accuracy" in line and "not tested (evaluate_test is off)" in line
+    assert line.endswith(f"→ {out}")
+
+
+@pytest.mark.parametrize(("argv", "command", "extras"), [
+    (["train", "polarity", "--bogus"], "andersonn train", "--bogus"),
+    (["bench", "solvers", "--tol", "x"], "andersonn bench solvers", "--tol x"),
+    (["data", "info", "polarity", "--zz"], "andersonn data info", "--zz")])
+def test_an_unknown_option_is_one_line_naming_its_command(argv, command, extras, capsys):
+    # argparse printed the top-level usage ("usage: andersonn [-h] ...") before the error
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (f"{command}: error: unrecognized arguments: {extras} "
+                   f"(`{command} --help` lists the options)\n")

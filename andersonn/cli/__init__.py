@@ -19,7 +19,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from andersonn import __version__
 from andersonn.errors import AndersonnError, AndersonnWarning
@@ -37,6 +37,31 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(
             r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        """As argparse's, but words no option takes are reported by the command they were
+        given to (argparse reports them from the top-level parser)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._command_parser(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _command_parser(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The (sub-)parser of the command ``parsed`` ran, following its sub-commands."""
+        parser: argparse.ArgumentParser = self
+        while True:
+            chosen = [action.choices.get(getattr(parsed, action.dest, None))
+                      for action in parser._actions
+                      if isinstance(action, argparse._SubParsersAction)]
+            if not chosen or chosen[0] is None:
+                return parser
+            parser = chosen[0]
+
+    def error(self, message: str) -> NoReturn:
+        """A usage mistake as one line (argparse prints the whole usage first, and for an
+        unknown option the top-level usage, not the command's), pointing at --help."""
+        where = self.prog if self.prog != "andersonn" else "andersonn COMMAND"
+        self.exit(2, f"{self.prog}: error: {message} (`{where} --help` lists the options)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,12 +83,9 @@ def _init_worker(spec: ImageSpec) -> None:
 
     RDLogger.DisableLog("rdApp.*")
     warnings.simplefilter("ignore")
-    try:  # keep one BLAS thread per worker process
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover
-        pass
+    threadpool_limits(1)  # one BLAS thread per worker process: the workers are the parallelism
 
 
 @contextlib.contextmanager

@@ -270,7 +270,8 @@ def _file_records(path: Path, fmt: str | None, name: str) -> Iterator[StructureR
         fmt = format_from_path(path) or file.sniff()
         if fmt is None:
             raise _fail(name, f"unknown structure format (extension {path.suffix or 'none'!r}; "
-                              "use --format)")
+                              "give the file its format's extension, e.g. .cif, .xyz, .sdf, or "
+                              "name the format: fmt= in Python, --format in andersonn image)")
     if fmt not in MULTI_RECORD_FORMATS:
         yield StructureRecord(name, file.read(), fmt)
         return
