@@ -168,3 +168,12 @@ def toy_config(**kw: object):
 def logged_epochs(run: Path) -> list[int]:
     """The epoch numbers in a run's metrics.jsonl, in order."""
     return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def separable_images(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` separable (3, 4, 4) float32 images and their 0/1 labels."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, 3, 4, 4)).astype(np.float32)
+    x[:, 0] += np.where(y == 1, 3.0, -3.0)[:, None, None]
+    return x, y

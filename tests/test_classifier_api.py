@@ -18,16 +18,7 @@ from andersonn.ensemble import Ensemble
 from andersonn.errors import AndersonnError, ConfigError, InputError
 from andersonn.predict import Classifier, DomainWarning
 
-from helpers import SMILES
-
-
-def _images(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` separable (3, 4, 4) images and their 0/1 labels."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    x = rng.normal(size=(n, 3, 4, 4)).astype(np.float32)
-    x[:, 0] += np.where(y == 1, 3.0, -3.0)[:, None, None]
-    return x, y
+from helpers import SMILES, separable_images
 
 
 def _tiny(**settings) -> Classifier:
@@ -59,7 +50,7 @@ def test_a_loaded_run_solves_at_its_eval_tolerance(polarity_run: Path, tmp_path:
 
 
 def test_fitted_and_loaded_classifier_agree(tmp_path: Path) -> None:
-    x, y = _images(32)
+    x, y = separable_images(32)
     clf = Classifier(epochs=1, hidden=8, batch_size=16, threads=1, eval_tol=1e-5,
                      eval_max_iter=80, seed=1).fit(x, y, out_dir=tmp_path / "run")
     loaded = Classifier.load(tmp_path / "run")
@@ -78,7 +69,7 @@ def test_images_of_another_shape_are_refused(polarity_run: Path,
         clf.predict(images_of_the_run[:, :, :10])
     with pytest.raises(InputError, match=r"= \(5, "):
         clf.predict_proba(images_of_the_run[:, :5])
-    x, y = _images(20)
+    x, y = separable_images(20)
     with pytest.raises(InputError, match=r"val images must be images of the training images' "
                                          r"shape \(C, H, W\) = \(3, 4, 4\), got shape \(2, 4, 4\)"):
         _tiny().fit(x, y, val=(x[:, :2], y))
@@ -96,7 +87,7 @@ def test_fit_takes_the_device_training_put_the_model_on(monkeypatch: pytest.Monk
         return result
 
     monkeypatch.setattr(training, "train", train_elsewhere)
-    x, y = _images(20)
+    x, y = separable_images(20)
     clf = _tiny().fit(x, y)
     assert clf.device == torch.device("meta")
     ens = Ensemble.of_seeds(2, model="explicit", epochs=1, hidden=8, depth=1, threads=1).fit(x, y)
@@ -178,7 +169,7 @@ def _silenced(filters: list) -> bool:
 
 
 def test_fit_restores_threads_and_random_state_and_still_repeats() -> None:
-    x, y = _images(24)
+    x, y = separable_images(24)
     torch.manual_seed(7)
     state = torch.get_rng_state()
     first = _tiny(threads=2, seed=3).fit(x, y)
@@ -190,7 +181,7 @@ def test_fit_restores_threads_and_random_state_and_still_repeats() -> None:
 
 # -- 5: labels ---------------------------------------------------------------------------------
 def test_labels_come_back_as_their_own_kind() -> None:
-    x, y = _images(32)
+    x, y = separable_images(32)
     ints = _tiny().fit(x, y)
     assert ints.classes_.dtype.kind == "i" and ints.classes_.tolist() == [0, 1]
     predicted = ints.predict(x)
@@ -214,7 +205,7 @@ def test_labels_come_back_as_their_own_kind() -> None:
 
 
 def test_labels_with_classes_are_names_or_indices() -> None:
-    x, y = _images(24)
+    x, y = separable_images(24)
     clf = _tiny().fit(x, y, classes=["neg", "pos"])
     assert list(clf.classes_) == ["neg", "pos"] and set(clf.predict(x)) <= {"neg", "pos"}
     by_name = _tiny().fit(x, np.where(y == 1, "pos", "neg"), classes=["pos", "neg"])
@@ -228,7 +219,7 @@ def test_labels_with_classes_are_names_or_indices() -> None:
 
 
 def test_missing_or_malformed_labels_are_refused() -> None:
-    x, y = _images(20)
+    x, y = separable_images(20)
     floats = y.astype(float)
     floats[[3, 7]] = np.nan
     with pytest.raises(InputError, match=r"fit: y: 2 missing label\(s\) \(NaN or None\) at "
@@ -240,7 +231,7 @@ def test_missing_or_malformed_labels_are_refused() -> None:
         _tiny().fit(x, np.eye(2, dtype=int)[y])
     with pytest.raises(InputError, match="at least two classes"):
         _tiny().fit(x, np.zeros(20, int))
-    x25, _ = _images(25)
+    x25, _ = separable_images(25)
     with pytest.raises(InputError, match=r"fit: y holds 25 different numbers: values, not class "
                                          r"labels\? Bin them into classes first"):
         _tiny().fit(x25, np.linspace(0, 5, 25) + 1 / 3)
@@ -258,7 +249,7 @@ def test_a_loaded_run_answers_with_its_class_names(polarity_run: Path,
 
 # -- 6, 7: lengths and kinds of X --------------------------------------------------------------
 def test_inputs_and_labels_of_different_lengths_are_refused() -> None:
-    x, y = _images(20)
+    x, y = separable_images(20)
     with pytest.raises(InputError, match="fit: 17 images but 20 labels"):
         _tiny().fit(x[:-3], y)
     with pytest.raises(InputError, match="fit: 20 images but 17 labels"):
@@ -301,7 +292,7 @@ def test_kinds_of_x(polarity_run: Path, images_of_the_run: np.ndarray,
     with pytest.raises(Reached) as got:
         _tiny().fit((s for s in ["CCO", "CC"]), ["a", "b"])
     assert got.value.args[0] == ["CCO", "CC"]
-    x, y = _images(20)
+    x, y = separable_images(20)
     assert _tiny().fit(list(x), y).config_["image_shape"] == [3, 4, 4]  # stacked as images
 
 
@@ -324,7 +315,7 @@ def test_images_with_nan_or_inf_are_refused_naming_the_rows(
     with pytest.raises(InputError, match=r"X: 2 image\(s\) hold NaN or infinite values "
                                          r"\(row\(s\) 3, 10\)"):
         Classifier.load(polarity_run).predict(bad)
-    x, y = _images(20)
+    x, y = separable_images(20)
     x[5, 1, 2, 3] = np.nan
     with pytest.raises(InputError, match=r"fit: X: 1 image\(s\) .* \(row\(s\) 5\)"):
         _tiny().fit(x, y)
@@ -371,7 +362,7 @@ def test_estimator_parameters_of_a_fitted_and_a_loaded_classifier(polarity_run: 
 def test_a_refitted_ensemble_does_not_name_its_old_runs(polarity_run: Path) -> None:
     ens = Ensemble.from_runs([polarity_run])
     assert str(polarity_run) in repr(ens)
-    x, y = _images(24)
+    x, y = separable_images(24)
     ens.fit(x, y)
     assert str(polarity_run) not in repr(ens) and list(ens.classes_) == [0, 1]
 
@@ -397,7 +388,7 @@ def test_probabilities_are_float64_and_empty_scores_are_refused(
         assert Ensemble.from_runs([polarity_run]).predict_proba(["CCO"]).dtype == np.float64
     with pytest.raises(InputError, match="score: no inputs to score"):
         clf.score([], [])
-    x, y = _images(20)
+    x, y = separable_images(20)
     _tiny().fit(x, y, out_dir=tmp_path / "run")
     with pytest.raises(InputError, match=r"already holds a run; give another out_dir"):
         _tiny().fit(x, y, out_dir=tmp_path / "run")

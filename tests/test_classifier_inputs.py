@@ -21,7 +21,7 @@ from andersonn.errors import ConfigError, InputError
 from andersonn.predict import Classifier, ConvergenceWarning
 from andersonn.structures import read_records, read_structure
 
-from helpers import SMILES
+from helpers import SMILES, separable_images
 
 
 def _clone(estimator: Any, *, safe: bool = True) -> Any:
@@ -47,19 +47,10 @@ def _clone(estimator: Any, *, safe: bool = True) -> Any:
     return new
 
 
-def _images(n: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` separable (3, 4, 4) images and their 0/1 labels."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 2
-    x = rng.normal(size=(n, 3, 4, 4)).astype(np.float32)
-    x[:, 0] += np.where(y == 1, 3.0, -3.0)[:, None, None]
-    return x, y
-
-
 @pytest.fixture(scope="module")
 def fitted() -> Classifier:
     """A one-epoch explicit network fitted on :func:`_images`: seconds."""
-    x, y = _images()
+    x, y = separable_images()
     return Classifier(model="explicit", epochs=1, hidden=8, depth=1, batch_size=16, lr=1e-2,
                       threads=1).fit(x, y)
 
@@ -116,7 +107,7 @@ def test_a_loaded_classifier_clones(loaded: Classifier) -> None:
 
 # -- image arrays of any layout and dtype -----------------------------------------------------
 def test_a_reversed_view_of_images_is_taken(fitted: Classifier) -> None:
-    x, y = _images()
+    x, y = separable_images()
     expected = fitted.predict_proba(x)[::-1]
     np.testing.assert_allclose(fitted.predict_proba(x[::-1]), expected, rtol=1e-6)
     assert (fitted.predict(x[::-1]) == fitted.predict(x)[::-1]).all()
@@ -126,7 +117,7 @@ def test_a_reversed_view_of_images_is_taken(fitted: Classifier) -> None:
 
 
 def test_half_precision_tensors_are_taken(fitted: Classifier) -> None:
-    x, _ = _images(8)
+    x, _ = separable_images(8)
     for dtype in (torch.bfloat16, torch.float16):
         half = torch.tensor(x).to(dtype)
         expected = fitted.predict_proba(half.float().numpy())
@@ -135,7 +126,7 @@ def test_half_precision_tensors_are_taken(fitted: Classifier) -> None:
 
 
 def test_complex_images_are_refused(fitted: Classifier) -> None:
-    x, _ = _images(4)
+    x, _ = separable_images(4)
     z = x.astype(np.complex64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no ComplexWarning on the way to the refusal
@@ -168,7 +159,7 @@ def test_score_refuses_a_label_that_is_no_class(loaded: Classifier, run_images: 
         loaded.score(run_images, [0.0, 1.0, 2.0, 0.0, 1.0, 0.0])
     with pytest.raises(InputError, match=r"^score: y: label '0.0' is not one of the classes "):
         loaded.score(run_images, [0.0, 1.0, 0.5, 0.0, 1.0, 0.0])  # not whole: class names
-    x, _ = _images(6)
+    x, _ = separable_images(6)
     with pytest.raises(InputError, match=r"^score: y: label 7 is not one of the classes "
                                          r"\[0, 1\]$"):
         fitted.score(x, [0, 1, 7, 0, 1, 0])
@@ -241,7 +232,7 @@ def test_convergence_warning_names_the_python_parameters(polarity_run: Path,
 def test_fit_names_a_missing_cuda_device_as_the_parameter(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    x, y = _images(8)
+    x, y = separable_images(8)
     with pytest.raises(ConfigError, match=r"^Classifier\(device='cuda:1'\): no CUDA device is "
                                           r"available here$"):
         Classifier(device="cuda:1", epochs=1).fit(x, y)
