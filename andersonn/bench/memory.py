@@ -113,7 +113,7 @@ class MemorySettings:
                 raise ConfigError(f"{flag} must be at least 1 (got {value})")
         if len(self.image_shape) != 3 or min(int(v) for v in self.image_shape) < 1:
             raise ConfigError(f"image_shape must be 3 positive sizes (got {self.image_shape})")
-        if self.budget_mb <= 0:
+        if not (math.isfinite(self.budget_mb) and self.budget_mb > 0):
             raise ConfigError(f"--budget-mb must be positive (got {self.budget_mb})")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose cpu or cuda")

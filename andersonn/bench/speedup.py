@@ -151,7 +151,7 @@ class SpeedupSettings:
             if value is not None and int(value) < 1:
                 flag = "--" + name.replace("_", "-")
                 raise ConfigError(f"{flag} must be at least 1 (got {value})")
-        for name in ("spectrum_samples", "spectrum_steps"):
+        for name in ("spectrum_samples", "spectrum_steps", "seed"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
         if not self.inference_tols or min(self.inference_tols) <= 0:
@@ -411,7 +411,13 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     data = split_tensors(ds, s.limit, s.seed, s.train_limit, s.val_limit)
     xtr, ytr = data["train"]
     xva, yva = data["val"]
-    xte, yte = data["test"] if data["test"][0].shape[0] else data["val"]
+    xte, yte = data["test"]
+    if not (xtr.shape[0] and xva.shape[0] and xte.shape[0]):
+        empty = [name for name, (x, _y) in data.items() if not x.shape[0]]
+        raise ConfigError(f"bench speedup {task}: the {', '.join(empty)} split(s) of the build "
+                          f"are empty ({sum(int(x.shape[0]) for x, _y in data.values())} "
+                          f"entries); use a larger build (--limit, or "
+                          f"`andersonn data build {task}`)")
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(max(int(ytr.max()), int(yva.max()))) + 1
     shape = (int(xtr.shape[1]), int(xtr.shape[2]), int(xtr.shape[3]))

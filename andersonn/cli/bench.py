@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from andersonn.cli.options import output_dir, positive_float, positive_int
+from andersonn.cli.options import non_negative_int, output_dir, positive_float, positive_int
 from andersonn.errors import ConfigError
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
@@ -62,7 +62,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     sp.add_argument("--train-limit", type=positive_int, default=None,
                     help="at most N training structures (seeded subset; quick: 512)")
     sp.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    sp.add_argument("--seed", type=int, default=None, help="(0)")
+    sp.add_argument("--seed", type=non_negative_int, default=None, help="(0)")
     # --seeds: type int, checked in _speedup (tests/test_runtime.py relies on a command that
     # parses and then fails at once with exit 2)
     sp.add_argument("--seeds", type=int, default=None, metavar="N",
@@ -100,7 +100,8 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "`depth` iterations, implicit backward) and of an explicit network of `depth` cells, "
         "each in a fresh subprocess; largest depth within --budget-mb.")
     mem.add_argument("--depths", type=_depths, default=None, help="(4,8,16,32,64)")
-    mem.add_argument("--budget-mb", type=float, default=None, help="memory budget (1024 MB)")
+    mem.add_argument("--budget-mb", type=positive_float, default=None,
+                     help="memory budget (1024 MB)")
     mem.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     mem.add_argument("--quick", action="store_true", help="batch 32 instead of 64")
     mem.add_argument("--task", choices=_TASKS, default="crystal-gap",
