@@ -345,3 +345,31 @@ def test_a_run_of_an_old_limit_over_the_set_size_finds_the_full_build(
     other = {**run, "featurizer_version": "0.0.1"}  # another featuriser: still refused
     with pytest.warns(FullSetWarning), pytest.raises(AndersonnError, match="differs from it"):
         run_build(other)
+
+
+def test_a_build_damaged_at_the_right_size_is_named_not_unpickled(tmp_path):
+    # numpy's message advised loading the file with allow_pickle=True
+    import numpy as np
+
+    from andersonn.data.cache import CachedDataset
+    from andersonn.errors import AndersonnError
+
+    build = tmp_path / "build"
+    build.mkdir()
+    for name, array in (("images", np.zeros((3, 2, 2, 2), np.float32)),
+                        ("labels", np.arange(3)), ("splits", np.zeros(3, np.int8))):
+        np.save(build / f"{name}.npy", array)
+    (build / "ids.json").write_text('["a", "b", "c"]')
+    (build / "meta.json").write_text('{"classes": ["x", "y"]}')
+    assert len(CachedDataset(build)) == 3
+    raw = bytearray((build / "labels.npy").read_bytes())
+    raw[:6] = b"XXXXXX"  # the same size, no longer a .npy header
+    (build / "labels.npy").write_bytes(bytes(raw))
+    with pytest.raises(AndersonnError, match=r"damaged dataset build \(labels\.npy: unreadable\); "
+                                             r"rebuild it with `andersonn data build TASK "
+                                             r"--force`") as caught:
+        CachedDataset(build)
+    assert "pickle" not in str(caught.value)
+    (build / "labels.npy").unlink()
+    with pytest.raises(AndersonnError, match=r"\(labels\.npy: No such file or directory\)"):
+        CachedDataset(build)

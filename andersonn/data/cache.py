@@ -177,16 +177,32 @@ class CachedDataset:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.images: np.ndarray = np.load(
-            directory / "images.npy", mmap_mode="r", allow_pickle=False
-        )
-        self.labels: np.ndarray = np.load(directory / "labels.npy", allow_pickle=False)
-        self.splits: np.ndarray = np.load(directory / "splits.npy", allow_pickle=False)
-        self.ids: list[str] = json.loads((directory / "ids.json").read_text())
-        self.meta: dict[str, Any] = json.loads((directory / "meta.json").read_text())
-        report = directory / "report.json"
-        self.report: dict[str, Any] = json.loads(report.read_text()) if report.is_file() else {}
-        self.classes: list[str] = list(self.meta.get("classes", []))
+        reading = "images.npy"  # the file being read, for the message
+        try:
+            self.images: np.ndarray = np.load(
+                directory / reading, mmap_mode="r", allow_pickle=False
+            )
+            reading = "labels.npy"
+            self.labels: np.ndarray = np.load(directory / reading, allow_pickle=False)
+            reading = "splits.npy"
+            self.splits: np.ndarray = np.load(directory / reading, allow_pickle=False)
+            reading = "ids.json"
+            self.ids: list[str] = json.loads((directory / reading).read_text())
+            reading = "meta.json"
+            self.meta: dict[str, Any] = json.loads((directory / reading).read_text())
+            reading = "report.json"
+            report = directory / reading
+            self.report: dict[str, Any] = (json.loads(report.read_text()) if report.is_file()
+                                           else {})
+            self.classes: list[str] = list(self.meta.get("classes", []))
+        except (ValueError, OSError, AttributeError, TypeError) as exc:
+            # damaged at the right size (a size check passes it); numpy's own message would
+            # suggest unpickling the file
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+            raise AndersonnError(
+                f"{directory}: damaged dataset build ({reading}: {why}); rebuild it with "
+                "`andersonn data build TASK --force`, or remove it with `andersonn data clean`"
+            ) from None
 
     def __len__(self) -> int:
         return len(self.labels)
