@@ -38,10 +38,19 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
             handle.flush()
             os.fsync(handle.fileno())
         _replace(tmp_name, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise with_filename(exc, target) from exc  # a full disk names no file
         raise
+
+
+def with_filename(exc: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``exc`` as an OSError naming ``path`` (a failed write, ENOSPC say, or numpy's short
+    write, names no file), so the command line can say it in one line."""
+    reason = exc.strerror or f"{exc} (is the disk full?)"
+    return OSError(exc.errno or errno.EIO, reason, os.fspath(path))
 
 
 def atomic_write_files(contents: Mapping[str | os.PathLike[str], bytes]) -> None:

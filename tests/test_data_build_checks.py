@@ -373,3 +373,32 @@ def test_a_build_damaged_at_the_right_size_is_named_not_unpickled(tmp_path):
     (build / "labels.npy").unlink()
     with pytest.raises(AndersonnError, match=r"\(labels\.npy: No such file or directory\)"):
         CachedDataset(build)
+
+
+def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch, capsys):
+    # ENOSPC on write names no file: the CLI showed a traceback instead of one line
+    import errno
+    import os
+
+    import numpy as np
+
+    from andersonn import fileio
+    from andersonn.data.cache import write_cache
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "fsync", full)
+    with pytest.raises(OSError) as caught:
+        fileio.atomic_write_text(tmp_path / "out.json", "{}")
+    assert caught.value.filename == os.fspath(tmp_path / "out.json")
+    assert caught.value.strerror == "No space left on device" and not list(tmp_path.iterdir())
+
+    def short_write(handle, arr, allow_pickle):
+        raise OSError("2995200 requested and 1572832 written")  # numpy's, without errno
+
+    monkeypatch.setattr(np, "save", short_write)
+    with pytest.raises(OSError, match=r"is the disk full\?") as caught:
+        write_cache(tmp_path / "build", images=np.zeros((1, 1, 1, 1), np.float32), labels=[0],
+                    ids=["a"], splits=[0], classes=["x"], meta={})
+    assert caught.value.filename == os.fspath(tmp_path / "build" / "images.npy")

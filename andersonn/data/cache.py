@@ -32,7 +32,7 @@ import numpy as np
 
 from andersonn.data.splits import split_indices
 from andersonn.errors import AndersonnError
-from andersonn.fileio import atomic_write_json
+from andersonn.fileio import atomic_write_json, with_filename
 
 __all__ = ["COMPLETE", "CachedDataset", "ensure_writable", "file_sha256", "is_complete",
            "open_cache", "os_reason", "write_cache"]
@@ -113,10 +113,15 @@ def write_cache(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         for name, arr in zip(_ARRAYS, (images, labels_arr, splits_arr), strict=True):
-            with open(tmp / name, "wb") as handle:
-                np.save(handle, arr, allow_pickle=False)
-                handle.flush()
-                os.fsync(handle.fileno())
+            try:
+                with open(tmp / name, "wb") as handle:
+                    np.save(handle, arr, allow_pickle=False)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                if exc.filename is not None:
+                    raise
+                raise with_filename(exc, target / name) from exc
         atomic_write_json(tmp / "ids.json", [str(i) for i in ids])
         atomic_write_json(tmp / "meta.json", meta)
         atomic_write_json(tmp / "report.json", report or {"skipped": []})
