@@ -402,3 +402,16 @@ def test_a_full_disk_names_the_file_being_written(tmp_path, monkeypatch, capsys)
         write_cache(tmp_path / "build", images=np.zeros((1, 1, 1, 1), np.float32), labels=[0],
                     ids=["a"], splits=[0], classes=["x"], meta={})
     assert caught.value.filename == os.fspath(tmp_path / "build" / "images.npy")
+
+
+def test_clean_and_threshold_messages_name_what_the_user_can_type():
+    from andersonn.data import clean_datasets
+    from andersonn.data.tasks import get_task
+    from andersonn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown task 'bogus'; choose one of polarity, "
+                                          r"mof-pore, crystal-gap, custom or all$"):
+        clean_datasets(["bogus"])
+    with pytest.raises(ConfigError, match=r"needs --small-lcd below --large-lcd, got small 12 Å, "
+                                          r"large 6 Å$"):
+        get_task("mof-pore").thresholds({"small": 12.0, "large": 6.0})

@@ -38,7 +38,7 @@ from andersonn.data.build import (
 from andersonn.data.cache import COMPLETE, file_sha256, is_complete
 from andersonn.data.labelled import CUSTOM_TASK
 from andersonn.data.tasks import TASKS, TaskDefinition, get_task
-from andersonn.errors import AndersonnError
+from andersonn.errors import AndersonnError, ConfigError
 
 __all__ = ["clean_datasets", "tree_size"]
 
@@ -65,6 +65,10 @@ def clean_datasets(
     if "all" in names:
         names = every
     names = list(dict.fromkeys(names))
+    unknown = [name for name in names if name not in every]
+    if unknown:  # get_task's message would leave out what only clean takes
+        raise ConfigError(f"unknown task {unknown[0]!r}; choose one of "
+                          f"{', '.join(every)} or all")
     task_defs = [get_task(name) for name in names if name != CUSTOM_TASK]
     root = datasets_root(cache_dir)
     mapped = _mapped_files()

@@ -58,9 +58,11 @@ class TaskDefinition:
                                   f"must be a finite number, got {value!r}")
             values[key] = number
         if self.name == "mof-pore" and not values["small"] < values["large"]:
-            raise ConfigError(f"mof-pore needs small < large LCD, got {values}")
+            raise ConfigError(f"mof-pore needs --small-lcd below --large-lcd, got small "
+                              f"{values['small']:g} Å, large {values['large']:g} Å")
         if self.name == "crystal-gap" and not 0 <= values["metal"] < values["insulator"]:
-            raise ConfigError(f"crystal-gap needs 0 <= metal < insulator gap, got {values}")
+            raise ConfigError(f"crystal-gap needs 0 <= --metal-gap < --insulator-gap, got "
+                              f"metal {values['metal']:g} eV, insulator {values['insulator']:g} eV")
         return values
 
     def describe(self, thresholds: Mapping[str, float]) -> str:
