@@ -193,6 +193,12 @@ def test_bench_build_keeps_latest_pointer(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert speedup._build_keeping_latest("tiny", 100, fake_build) == "tiny:100"
     assert (root / "tiny" / "LATEST").read_text() == "fullbuild\n"
+    # nor become the first LATEST: a later `train` would quietly train on the bench's subset
+    (root / "tiny" / "LATEST").unlink()
+    assert speedup._build_keeping_latest("tiny", 100, fake_build) == "tiny:100"
+    assert not (root / "tiny" / "LATEST").exists()
+    assert speedup._build_keeping_latest("tiny", None, fake_build) == "tiny:None"  # the full set
+    assert (root / "tiny" / "LATEST").read_text() == "limitNone\n"
 
 
 @pytest.mark.parametrize("kind", ["diagonal", "random"])

@@ -46,6 +46,7 @@ plots in :mod:`andersonn.bench.speedup_report`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -182,9 +183,10 @@ class SpeedupSettings:
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
-def load_task(task: str, limit: int | None = None, build_limit: int | None = None) -> Any:
+def load_task(task: str, limit: int | None = None, build_limit: int | None = None, *,
+              progress: bool = True) -> Any:
     """The latest cached build of ``task``; when there is none (or it is stale), the build with
-    ``limit`` (else ``build_limit``) is opened, or built first."""
+    ``limit`` (else ``build_limit``) is opened, or built first (``progress``: its bar)."""
     from andersonn.data import build_dataset, load_dataset
 
     try:
@@ -200,20 +202,25 @@ def load_task(task: str, limit: int | None = None, build_limit: int | None = Non
         # exc is about the latest build; the one built is that of n
         print(f"andersonn: {why_building(exc, task, None)}"
               + (f" (with --limit {n})" if n is not None else ""), file=sys.stderr)
-        return _build_keeping_latest(task, n, build_dataset)
+        return _build_keeping_latest(task, n, functools.partial(build_dataset,
+                                                               progress=progress))
 
 
 def _build_keeping_latest(task: str, limit: int | None, build: Callable[..., Any]) -> Any:
     """Build ``task``; a benchmark's (sub-)build must not become the cache's ``LATEST`` build
-    that ``andersonn train`` picks up, so a previous pointer is put back afterwards."""
+    that ``andersonn train`` picks up, so a previous pointer is put back afterwards (and one
+    the sub-build created is removed)."""
     from andersonn.data.build import datasets_root
     from andersonn.fileio import atomic_write_text
 
     pointer = datasets_root() / task / "LATEST"
     before = pointer.read_text() if pointer.is_file() else None
     ds = build(task, limit=limit)
-    if before is not None and limit is not None:
-        atomic_write_text(pointer, before)
+    if limit is not None:
+        if before is not None:
+            atomic_write_text(pointer, before)
+        else:
+            pointer.unlink(missing_ok=True)
     return ds
 
 
@@ -407,7 +414,8 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     log: Callable[[str], None] = (lambda msg: print(msg, file=sys.stderr, flush=True)) \
         if progress else (lambda msg: None)
 
-    ds = dataset if dataset is not None else load_task(task, s.limit, s.build_limit)
+    ds = dataset if dataset is not None else load_task(task, s.limit, s.build_limit,
+                                                                 progress=progress)
     data = split_tensors(ds, s.limit, s.seed, s.train_limit, s.val_limit)
     xtr, ytr = data["train"]
     xva, yva = data["val"]
