@@ -42,23 +42,6 @@ def _train_config(config: dict[str, Any]) -> Any:
     return TrainConfig.from_dict({k: _plain(v) for k, v in config.items()})
 
 
-def _check_device(device: Any, what: str) -> None:
-    """Refuse a CUDA ``device`` where there is none (or not that many), in one line that names
-    the Python parameter (``what``: ``Classifier(`` names ``Classifier(device=...)``); other
-    devices are left to the trainer."""
-    try:
-        parsed = torch.device(device) if device != "auto" else None
-    except (RuntimeError, TypeError):
-        return  # the loader names an unknown device, with the choices
-    if parsed is None or parsed.type != "cuda":
-        return
-    shown = f"{what}device={device!r})"
-    if not torch.cuda.is_available():
-        raise ConfigError(f"{shown}: no CUDA device is available here")
-    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise ConfigError(f"{shown}: only {torch.cuda.device_count()} CUDA device(s) here")
-
-
 def _positive_int(name: str, value: Any) -> int:
     """``value`` (a Python or numpy integer >= 1) as an int; else a :class:`ConfigError`."""
     value = _plain(value)
@@ -100,7 +83,7 @@ def _images_or_inputs(X: Any, what: str) -> tuple[np.ndarray | None, list[Any] |
     Inputs: a string or path (one input), a sequence, a 1-D string / object array, or any
     other iterable (a generator, a pandas Series)."""
     if isinstance(X, torch.Tensor):
-        X = _tensor_array(X, what)
+        X = _tensor_array(X)
     if isinstance(X, (str, os.PathLike, StructureRecord)):
         return None, [X]
     if not isinstance(X, (np.ndarray, Sequence)):
@@ -126,7 +109,7 @@ def _images_or_inputs(X: Any, what: str) -> tuple[np.ndarray | None, list[Any] |
                              f"structures, got an array of shape {X.shape}{hint}")
     items = list(X)
     if items and all(isinstance(i, (np.ndarray, torch.Tensor)) for i in items):
-        arrays = [_tensor_array(i, what) if isinstance(i, torch.Tensor) else i for i in items]
+        arrays = [_tensor_array(i) if isinstance(i, torch.Tensor) else i for i in items]
         shapes = sorted({a.shape for a in arrays})
         if len(shapes) > 1 or len(shapes[0]) != 3:
             raise InputError(f"{what}: a list of arrays is taken as images, each (C, H, W) and "
@@ -141,13 +124,11 @@ def _images_or_inputs(X: Any, what: str) -> tuple[np.ndarray | None, list[Any] |
     return None, items
 
 
-def _tensor_array(x: torch.Tensor, what: str) -> np.ndarray:
+def _tensor_array(x: torch.Tensor) -> np.ndarray:
     """A tensor's values as a numpy array (detached, on the CPU); floating tensors as float32
-    (numpy has no bfloat16)."""
-    if x.is_complex():
-        raise InputError(f"{what}: complex images ({x.dtype}); give real values")
+    (numpy has no bfloat16); complex ones stay complex, for :func:`_check_real` to refuse."""
     x = x.detach().cpu()
-    return (x.float() if x.is_floating_point() else x).numpy()
+    return (x.float() if x.is_floating_point() else x.resolve_conj()).numpy()
 
 
 def _check_real(images: np.ndarray, what: str) -> None:

@@ -25,7 +25,6 @@ import torch
 from andersonn.data.domain import Domain, DomainNote, FeatureDomain
 from andersonn.errors import AndersonnError, InputError, warn_user
 from andersonn.predict.checks import (
-    _check_device,
     _check_finite,
     _check_new_run_dir,
     _check_same_length,
@@ -232,7 +231,11 @@ class Classifier:
         """
         images, inputs = _images_or_inputs(X, "fit: X")
         _check_new_run_dir(out_dir)
-        _check_device(self.train_config.device, "Classifier(")
+        device = self.train_config.device
+        if isinstance(device, (str, torch.device)):  # refused before any featurising
+            from andersonn.training.distributed import resolve_device
+
+            resolve_device(device, what=f"Classifier(device={device!r})")
         if images is None:
             return self._fit_structures(inputs, y, classes, val, out_dir, progress)
         labels, values = _encode_labels(y, classes)

@@ -50,16 +50,6 @@ class _Chunked(NamedTuple):
     outputs: tuple[np.ndarray, ...]
 
 
-def _parses_as_smiles(text: str) -> bool:
-    """Whether RDKit reads ``text`` as a molecule (no embedding: milliseconds)."""
-    from rdkit import Chem
-
-    from andersonn.structures.checks import quiet
-
-    with quiet():
-        return Chem.MolFromSmiles(text) is not None
-
-
 def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,
                    conformers: int = 1) -> tuple[list[Any], list[str]]:
     """The structures of one input (up to ``conformers`` for a SMILES; a ``Structure`` as it
@@ -67,14 +57,14 @@ def read_in_domain(item: Any, domain: Domain | None, max_atoms: int | None,
     ``domain``; raises
     :class:`InputError` when the domain refuses it (a crystal for a molecule model)."""
     from andersonn.structures import Structure, read_conformers
-    from andersonn.structures.readers import is_smiles
+    from andersonn.structures.readers import is_smiles, parses_as_smiles
 
     if isinstance(item, UnusableInput):
         raise InputError(item.reason)
     if not isinstance(item, (*READABLE, Structure)):
         raise InputError(f"{type(item).__name__}: not a SMILES, a path or a Structure")
     problem = domain.kind_error("molecule") if domain is not None else None
-    if problem is not None and is_smiles(item) and _parses_as_smiles(item):
+    if problem is not None and is_smiles(item) and parses_as_smiles(item):
         # a SMILES is a molecule: refused before its 3-D embedding (seconds for a long one);
         # a word that is no SMILES either (a mistyped folder, a formula) is left to the reader,
         # which says why

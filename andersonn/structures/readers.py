@@ -85,9 +85,9 @@ from andersonn.structures.xyz import _from_xyz
 __all__ = ["CONFORMER_SEED", "FORMATS", "FRAGMENT_GAP", "HEAVY_ATOM_SEEDS", "MAX_FILE_BYTES",
            "MAX_VOLUME_PER_ATOM", "MULTI_RECORD_FORMATS", "StructureRecord", "format_from_path",
            "is_dir", "is_file", "is_smiles", "iter_records", "normalise_format",
-           "parse_structure", "quiet", "read_conformers", "read_records", "read_structure",
-           "sdf_fields", "sniff_file", "sniff_format", "split_records", "structure_files",
-           "structure_from_arrays"]
+           "parse_structure", "parses_as_smiles", "quiet", "read_conformers", "read_records",
+           "read_structure", "sdf_fields", "sniff_file", "sniff_format", "split_records",
+           "structure_files", "structure_from_arrays"]
 
 
 def is_file(path: str | os.PathLike[str]) -> bool:
@@ -236,7 +236,7 @@ def _locate(source: str | os.PathLike[str], fmt: str | None,
     looks_like_path = (os.sep in src or format_from_path(src) is not None) and "\n" not in src
     if fmt is None and looks_like_path and not any(c in src for c in "=#()[]@"):
         raise _fail(src, "no such file")
-    if fmt is None and _FILE_NAME.match(src) and not _parses_as_smiles(src):
+    if fmt is None and _FILE_NAME.match(src) and not parses_as_smiles(src):
         raise _fail(src, "no such file (and not a SMILES string either)")
     if fmt is None or normalise_format(fmt, src) == "smiles":
         return None, src, "smiles", name or src
@@ -266,7 +266,8 @@ _FILE_NAME = re.compile(r"^[\w-]+(\.[A-Za-z][\w-]*)+$")
 is no SMILES either."""
 
 
-def _parses_as_smiles(text: str) -> bool:
+def parses_as_smiles(text: str) -> bool:
+    """Whether RDKit reads ``text`` as a molecule (parsing only, no embedding: milliseconds)."""
     from rdkit import Chem
 
     with quiet():

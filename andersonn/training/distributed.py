@@ -132,9 +132,12 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     return box[0]
 
 
-def resolve_device(name: str | torch.device, info: DistInfo | None = None) -> torch.device:
+def resolve_device(name: str | torch.device, info: DistInfo | None = None, *,
+                   what: str | None = None) -> torch.device:
     """``auto`` → CUDA (this rank's GPU) when available, else CPU; a device torch does not know,
-    or CUDA where there is none, is a :class:`ConfigError` (one line, not a traceback)."""
+    or CUDA where there is none, is a :class:`ConfigError` (one line, not a traceback) that
+    names the device as ``what`` does (default ``--device NAME``; the Python API passes its
+    parameter, ``Classifier(device='cuda')``)."""
     if isinstance(name, torch.device):
         name = str(name)
     local = info.local_rank if info else int(os.environ.get("LOCAL_RANK", "0"))
@@ -145,11 +148,11 @@ def resolve_device(name: str | torch.device, info: DistInfo | None = None) -> to
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r} (cpu, cuda, cuda:N or auto)") from None
     if device.type == "cuda":
+        shown = what or f"--device {name}"
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: no CUDA device is available here")
+            raise ConfigError(f"{shown}: no CUDA device is available here")
         if device.index is None:
             return torch.device("cuda", local % torch.cuda.device_count())
         if device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA "
-                              "device(s) here")
+            raise ConfigError(f"{shown}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
