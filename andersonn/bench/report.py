@@ -13,6 +13,7 @@ import io
 import math
 import os
 import platform
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,13 @@ from andersonn.runtime import cpu_allocator_tuned
 
 __all__ = [
     "CUDA_GRAPH_NEEDS_CUDA",
+    "allocation_failures",
+    "available_memory",
+    "check_memory",
     "check_positive",
     "check_threads",
     "fmt",
+    "human_bytes",
     "machine_info",
     "markdown_table",
     "new_figure",
@@ -86,6 +91,85 @@ def check_positive(name: str, value: int | None) -> int | None:
     if isinstance(value, bool) or int(value) != value or int(value) < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1 (got {value})")
     return int(value)
+
+
+def available_memory(device: str = "cpu") -> int | None:
+    """Bytes a benchmark can still allocate: free memory of the current CUDA device, or the
+    kernel's ``MemAvailable`` (Linux; else physical memory); None where it cannot be read."""
+    if device.startswith("cuda"):
+        try:
+            return int(torch.cuda.mem_get_info()[0]) if torch.cuda.is_available() else None
+        except RuntimeError:
+            return None
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes as kB / MB / GB / TB / PB (powers of 1000), 3 significant digits."""
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(value) < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1000
+    return f"{value:.3g} PB"
+
+
+def check_memory(estimate: float, what: str, advice: str, device: str = "cpu",
+                 available: int | None = None) -> None:
+    """Refuse (:class:`ConfigError`, one line) a benchmark whose estimated peak memory
+    ``estimate`` (bytes) exceeds what the device has free (``available``, default
+    :func:`available_memory`); ``what`` names the options behind the estimate, ``advice`` says
+    which to lower. Nothing is checked where the free memory cannot be read."""
+    free = available_memory(device) if available is None else available
+    if free is None or estimate <= free:
+        return
+    kind = "GPU memory" if device.startswith("cuda") else "memory"
+    raise ConfigError(f"{what} needs about {human_bytes(estimate)} of {kind}, more than the "
+                      f"{human_bytes(free)} available; {advice}")
+
+
+_ALLOCATION_FAILURE = re.compile(r"can't allocate memory|out of memory|std::bad_alloc",
+                                 re.IGNORECASE)
+_TRIED = re.compile(r"tried to allocate (\d+(?:\.\d+)?) ?(bytes|[KMGTP]i?B)", re.IGNORECASE)
+
+
+def allocation_message(error: BaseException | str) -> str | None:
+    """What a failed allocation asked for (``"an allocation of 246 TB"``) when ``error`` (an
+    exception or a worker's last stderr line) is one, else None."""
+    text = str(error)
+    if not (isinstance(error, MemoryError) or _ALLOCATION_FAILURE.search(text)):
+        return None
+    tried = _TRIED.search(text)
+    if tried is None:
+        return "an allocation"
+    amount, unit = float(tried.group(1)), tried.group(2).lower()
+    scale = {"bytes": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "pb": 1e15, "kib": 1024,
+             "mib": 1024.0 ** 2, "gib": 1024.0 ** 3, "tib": 1024.0 ** 4, "pib": 1024.0 ** 5}
+    return f"an allocation of {human_bytes(amount * scale.get(unit, 1))}"
+
+
+@contextlib.contextmanager
+def allocation_failures(what: str, advice: str) -> Iterator[None]:
+    """Turn a failed allocation inside the block (the CPU allocator's RuntimeError, CUDA's
+    OutOfMemoryError, MemoryError) into a one-line :class:`ConfigError` naming the options
+    ``what`` and ``advice``; any other error passes through."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        failed = allocation_message(exc)
+        if failed is None:
+            raise
+        raise ConfigError(f"{what} ran out of memory ({failed} failed); {advice}") from None
 
 
 def machine_info(device: str = "cpu") -> dict[str, Any]:

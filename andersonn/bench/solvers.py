@@ -40,12 +40,17 @@ as the number of solver iterations grows (saved-tensor hooks), against unrolled 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import os
 import platform
+import re
+import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +64,7 @@ from andersonn.bench.cells import (
     rate_summary,
     settle_scale,
 )
+from andersonn.bench.checks import check_tolerances
 from andersonn.errors import ConfigError
 from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.solvers import get_solver
@@ -232,6 +238,38 @@ def median_solve(solves: Sequence[tuple[dict[str, Any], Any]]) -> tuple[dict[str
             "wall_times": [solve[0]["wall_time"] for solve in ranked]}, stats
 
 
+_PROFILER_NOISE = re.compile(r"^(USDT|STAGE):|ActivityProfiler|[Kk]ineto")
+
+
+@contextlib.contextmanager
+def profiler_quiet() -> Iterator[None]:
+    """Hold back what the profiler's C++ side (Kineto) prints on file descriptor 2 inside the
+    block (``USDT: ... profiler_start`` lines and the like): the block's stderr goes to a
+    temporary file, and every line of it that is not such profiler noise is written back to
+    stderr afterwards, so nothing else is lost. Only this block's output is filtered."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (an embedding host): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(True)
+                    if not _PROFILER_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def dispatch_counts(cell: nn.Module, x: Tensor, solvers: Sequence[str],
                     iterations: tuple[int, int] = (10, 30)) -> dict[str, dict[str, float]]:
     """Operator calls (and, on CUDA, kernel launches) per solver iteration, from the profiler.
@@ -248,7 +286,7 @@ def dispatch_counts(cell: nn.Module, x: Tensor, solvers: Sequence[str],
         activities.append(ProfilerActivity.CUDA)
 
     def count(fn: Callable[[], Any]) -> tuple[int, int]:
-        with profile(activities=activities) as prof:
+        with profiler_quiet(), profile(activities=activities) as prof:
             fn()
             _sync(x.device)
         events = prof.events()
@@ -395,6 +433,8 @@ def run_benchmark(
     """
     from andersonn.bench.report import (
         CUDA_GRAPH_NEEDS_CUDA,
+        allocation_failures,
+        check_memory,
         check_positive,
         check_threads,
         tf32_mode,
@@ -406,13 +446,15 @@ def run_benchmark(
         check_positive(flag, value)
     if cuda_graph and device != "cuda":
         raise ConfigError(CUDA_GRAPH_NEEDS_CUDA)
-    if not tolerances or min(tolerances) <= 0:
-        raise ConfigError(f"tolerances must be positive (got {list(tolerances)})")
+    check_tolerances("tolerances", tolerances)
+    dims = _dims(quick, channels, hidden, size, batch)
+    what, advice = _size_options(dims)
+    check_memory(estimate_bytes(dims, quick), what, advice, device)
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        with tf32_mode(tf32):
+        with tf32_mode(tf32), allocation_failures(what, advice):
             result = _run(quick=quick, device=device, channels=channels, hidden=hidden,
                           size=size, batch=batch, tolerances=tolerances, solvers=solvers,
                           target_median=target_median, target_max=target_max, seed=seed,
@@ -422,6 +464,23 @@ def run_benchmark(
         return result
     finally:
         torch.set_num_threads(old_threads)
+
+
+def estimate_bytes(dims: dict[str, int], quick: bool) -> int:
+    """A rough lower bound of the benchmark's peak memory for ``dims`` (float32): Broyden's
+    2 × 8 stored directions plus the iterate, f(z), the residual and the input of the whole batch
+    (20 feature maps per sample), and the memory section's unrolled backward, about 4 feature
+    maps per iteration on at most 4 samples."""
+    per_sample = dims["channels"] * dims["size"] ** 2 * 4
+    unrolled = min(4, dims["batch"]) * (20 if quick else 40) * 4
+    return per_sample * (20 * dims["batch"] + unrolled)
+
+
+def _size_options(dims: dict[str, int]) -> tuple[str, str]:
+    """(what, advice) of a memory refusal: the sizes in use and the options that set them."""
+    what = (f"bench solvers with batch {dims['batch']} × {dims['channels']} channels × "
+            f"{dims['size']}×{dims['size']} feature maps (--batch, --channels, --size)")
+    return what, "lower --size, --batch or --channels"
 
 
 def _dims(quick: bool, channels: int | None, hidden: int | None, size: int | None,

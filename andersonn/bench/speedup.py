@@ -50,6 +50,7 @@ import functools
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from andersonn.bench.checks import check_tolerances, tolerance_problem
 from andersonn.bench.report import (
     CUDA_GRAPH_NEEDS_CUDA,
+    allocation_failures,
+    check_memory,
     machine_info,
     ratio,
     results_dir,
@@ -88,7 +92,7 @@ from andersonn.training.inputs import channel_stats, class_weights
 from andersonn.training.trainer import plural
 from andersonn.training.warm_start import WarmStarts
 
-__all__ = ["SpeedupSettings", "run_speedup"]
+__all__ = ["RUN_FILES", "SEEDS_FILES", "SpeedupSettings", "run_speedup"]
 
 
 @dataclasses.dataclass
@@ -155,11 +159,9 @@ class SpeedupSettings:
         for name in ("spectrum_samples", "spectrum_steps", "seed"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
-        if not self.inference_tols or min(self.inference_tols) <= 0:
-            raise ConfigError(f"inference tolerances must be positive (got "
-                              f"{list(self.inference_tols)})")
-        if not self.tol >= 0:
-            raise ConfigError(f"--tol must be >= 0 (got {self.tol})")
+        check_tolerances("--inference-tols", self.inference_tols)
+        if self.tol != 0 and tolerance_problem(self.tol) is not None:  # 0: max_iter every solve
+            raise ConfigError(f"--tol: {tolerance_problem(self.tol)}")
         if self.limit is not None and self.limit < 6:
             raise ConfigError(f"--limit must be at least 6 (got {self.limit})")
         if not 0 < self.target_fraction <= 1:
@@ -180,6 +182,21 @@ class SpeedupSettings:
         return {**extra, **graph, "tol": tol, "max_iter": max_iter}
 
 
+# the files one run writes into its results folder, and those of a --seeds run's summary
+RUN_FILES = ("speedup.json", "speedup.md", "val_acc_vs_time.png", "residual_vs_time.png",
+             "inference_time.png")
+SEEDS_FILES = ("seeds.json", "seeds.md")
+
+
+def refuse_seeds_folder(out_dir: Path) -> None:
+    """A single run must not write into the folder of a ``--seeds`` run: the folder would show
+    two results, and the seeds' (hours of runs) are not to be replaced by one run's."""
+    found = [name for name in SEEDS_FILES if (out_dir / name).exists()]
+    if found:
+        raise ConfigError(f"--out {out_dir} holds the summary of a --seeds run ({found[0]}); "
+                          "give another --out for a single run, or run with --seeds again")
+
+
 # --------------------------------------------------------------------------------------------
 # data
 # --------------------------------------------------------------------------------------------
@@ -188,9 +205,12 @@ def load_task(task: str, limit: int | None = None, build_limit: int | None = Non
     """The latest cached build of ``task``; when there is none (or it is stale), the build with
     ``limit`` (else ``build_limit``) is opened, or built first (``progress``: its bar)."""
     from andersonn.data import build_dataset, load_dataset
+    from andersonn.data.build import SubsetBuildWarning
 
     try:
-        return load_dataset(task)
+        with warnings.catch_warnings():  # a subset is fine here: --limit subsets it anyway
+            warnings.simplefilter("ignore", SubsetBuildWarning)
+            return load_dataset(task)
     except AndersonnError as exc:
         n = limit if limit is not None else build_limit
         try:
@@ -274,6 +294,46 @@ def build_variants(s: SpeedupSettings, shape: tuple[int, int, int], k: int
                                      match_params=count_parameters(models["anderson"]),
                                      **common)
     return models
+
+
+def estimate_bytes(s: SpeedupSettings, shape: tuple[int, int, int], k: int) -> int:
+    """A rough estimate of the benchmark's peak memory (float32): the four models' weights,
+    gradients and AdamW moments (sized on the meta device, nothing allocated) and about 24
+    hidden-width feature maps per row of the largest batch (solver history, cell activations),
+    plus the explicit network's activations of every cell."""
+    from andersonn.models import build_model, count_parameters
+
+    c, h, w = shape
+    with torch.device("meta"):  # the explicit network's parameters are matched to the DEQ's
+        params = 4 * count_parameters(build_model(
+            "deq", in_channels=c, height=h, width=w, num_classes=k, hidden=s.hidden,
+            kernel=s.kernel, groups=s.groups))
+    feature_map = s.hidden * h * w * 4
+    rows = max(s.batch_size, s.inference_batch, s.trace_batch)
+    return 16 * params + feature_map * (24 * rows + 8 * s.explicit_depth * s.batch_size)
+
+
+def _size_options(s: SpeedupSettings, shape: tuple[int, int, int]) -> tuple[str, str]:
+    """(what, advice) of a memory refusal: the sizes in use and the options that set them."""
+    what = (f"bench speedup with hidden {s.hidden}, batch {s.batch_size} and inference batch "
+            f"{s.inference_batch} on {'×'.join(str(v) for v in shape)} images (--hidden, "
+            "--batch-size, --inference-batch)")
+    return what, "lower --hidden, --batch-size or --inference-batch"
+
+
+def _image_shape(task: str, dataset: Any) -> tuple[tuple[int, int, int], int] | None:
+    """(image shape, classes) the run will see, known before any data is read: the given
+    dataset's, else the built-in task's image spec; None when neither says."""
+    if dataset is not None:
+        images = getattr(dataset, "images", None)
+        classes = getattr(dataset, "classes", None)
+        if images is None or len(getattr(images, "shape", ())) != 4 or not classes:
+            return None
+        return tuple(int(v) for v in images.shape[1:]), len(classes)  # type: ignore[return-value]
+    from andersonn.bench.memory import task_shape
+    from andersonn.data import TASKS
+
+    return task_shape(task) if task in TASKS else None
 
 
 def _nfev(stats: Any) -> tuple[float, float, float]:
@@ -408,9 +468,13 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     """Run the speed-up benchmark; write JSON, markdown and plots; return the result dict."""
     s = settings or SpeedupSettings()
     s.validate()
+    known = _image_shape(task, dataset)
+    if known is not None:
+        check_memory(estimate_bytes(s, *known), *_size_options(s, known[0]), device=s.device)
     threads = set_threads(s.threads)
     device = torch.device(s.device)
     out_dir = results_dir("speedup", task, out)
+    refuse_seeds_folder(out_dir)
     log: Callable[[str], None] = (lambda msg: print(msg, file=sys.stderr, flush=True)) \
         if progress else (lambda msg: None)
 
@@ -419,7 +483,7 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     data = split_tensors(ds, s.limit, s.seed, s.train_limit, s.val_limit)
     xtr, ytr = data["train"]
     xva, yva = data["val"]
-    xte, yte = data["test"]
+    xte = data["test"][0]
     if not (xtr.shape[0] and xva.shape[0] and xte.shape[0]):
         empty = [name for name, (x, _y) in data.items() if not x.shape[0]]
         raise ConfigError(f"bench speedup {task}: the {', '.join(empty)} split(s) of the build "
@@ -429,6 +493,20 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
     k = len(classes) if classes else int(max(int(ytr.max()), int(yva.max()))) + 1
     shape = (int(xtr.shape[1]), int(xtr.shape[2]), int(xtr.shape[3]))
+
+    with allocation_failures(*_size_options(s, shape)):
+        return _train_and_probe(task, s, ds, data, shape, k, out_dir, threads, device, log)
+
+
+def _train_and_probe(task: str, s: SpeedupSettings, ds: Any,
+                     data: dict[str, tuple[Tensor, Tensor]], shape: tuple[int, int, int], k: int,
+                     out_dir: Path, threads: int, device: torch.device,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    """The lockstep training, the probes and the result files of :func:`run_speedup`."""
+    xtr, ytr = data["train"]
+    xva, yva = data["val"]
+    xte, yte = data["test"]
+    classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
 
     from andersonn.models import count_parameters
 

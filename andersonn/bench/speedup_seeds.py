@@ -10,14 +10,17 @@ every headline ratio per seed and its median, minimum and maximum.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import re
 import statistics
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from andersonn.bench.report import results_dir, write_results
-from andersonn.bench.speedup import SpeedupSettings, run_speedup
+from andersonn.bench.speedup import RUN_FILES, SpeedupSettings, run_speedup
 from andersonn.errors import ConfigError
 
 Metric = Callable[[dict[str, Any]], float | None]
@@ -115,10 +118,40 @@ def seeds_markdown(task: str, seeds: Sequence[int], table: list[dict[str, Any]])
     return "\n".join(lines) + "\n"
 
 
+def _remove_files(folder: Path, names: Sequence[str]) -> list[str]:
+    """Delete the files ``names`` in ``folder`` that exist; return those deleted."""
+    gone = []
+    for name in names:
+        path = folder / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            gone.append(name)
+    return gone
+
+
+def remove_stale_results(out_dir: Path, seeds: Sequence[int]) -> list[str]:
+    """After a ``--seeds`` run wrote its summary into ``out_dir``: delete what earlier runs
+    left there that is not part of it, so the folder shows one result — a single run's files
+    at the top (:data:`~andersonn.bench.speedup.RUN_FILES`) and the ``seed-K/`` folders of
+    other seeds. Only the benchmark's own file names are deleted (a folder is removed only
+    when that empties it); returns what was deleted, relative to ``out_dir``."""
+    removed = _remove_files(out_dir, RUN_FILES)
+    for sub in sorted(out_dir.iterdir()):
+        match = re.fullmatch(r"seed-(\d+)", sub.name)
+        if not match or int(match.group(1)) in seeds or not sub.is_dir() or sub.is_symlink():
+            continue
+        removed += [f"{sub.name}/{name}" for name in _remove_files(sub, RUN_FILES)]
+        with contextlib.suppress(OSError):  # not empty: something of the user's is in it
+            sub.rmdir()
+    return removed
+
+
 def run_speedup_seeds(task: str, settings: SpeedupSettings, seeds: Sequence[int], *,
                       dataset: Any = None, out: str | Path | None = None,
                       progress: bool = True) -> dict[str, Any]:
-    """Run the speed-up benchmark once per seed; write ``seeds.json`` and ``seeds.md``."""
+    """Run the speed-up benchmark once per seed; write ``seeds.json`` and ``seeds.md``, then
+    delete what earlier runs left in the folder (:func:`remove_stale_results`: a single run's
+    files, other seeds' folders), naming it on stderr."""
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds must be distinct and at least one (got {seeds})")
@@ -134,6 +167,10 @@ def run_speedup_seeds(task: str, settings: SpeedupSettings, seeds: Sequence[int]
                "metrics": table, "runs": [r["out_dir"] for r in results]}
     markdown = seeds_markdown(task, seeds, table)
     write_results(out_dir, "seeds", summary, markdown)
+    removed = remove_stale_results(out_dir, seeds)
+    if removed:
+        print(f"andersonn: removed what earlier runs left in {out_dir}: {', '.join(removed)}",
+              file=sys.stderr)
     summary["out_dir"] = str(out_dir)
     summary["markdown"] = markdown
     return summary

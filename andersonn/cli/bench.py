@@ -5,7 +5,9 @@ Each writes ``<bench>.json``, ``<bench>.md`` and PNG plots into a results folder
 default ``results/<bench>-<task>``, ``results/spectrum`` for ``bench spectrum``) and print the
 markdown tables. See docs/benchmarks.md (speedup, memory) and docs/engine.md (spectrum).
 Counts, sizes and thread numbers are parsed with :func:`positive_int`, so ``--threads 0`` or
-``--train-limit -5`` fail in one line (exit 2) before any work.
+``--train-limit -5`` fail in one line (exit 2) before any work; so do tolerances that are not
+relative residuals in (0, 1) and list options with an empty item (``--inference-tols 1e-2,,1e-3``,
+``--depths 4,,8``).
 """
 
 from __future__ import annotations
@@ -14,31 +16,53 @@ import argparse
 import sys
 from typing import Any
 
+from andersonn.bench.checks import tolerance_problem
 from andersonn.cli.options import non_negative_int, output_dir, positive_float, positive_int
 from andersonn.errors import ConfigError
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 
 
+def _items(text: str) -> list[str]:
+    """The comma-separated items of a list option; an empty one (``1e-2,,1e-3``, a trailing
+    comma) is refused rather than skipped."""
+    items = [v.strip() for v in text.split(",")]
+    if not text.strip() or any(not v for v in items):
+        raise argparse.ArgumentTypeError(f"an empty item in {text!r}; give a comma-separated "
+                                         "list without blanks")
+    return items
+
+
 def _depths(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--depths must be comma-separated integers, got {text!r}"
-                                         ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"--depths must be positive integers, got {text!r}")
+    """``--depths``: comma-separated whole numbers >= 1, returned sorted and without repeats."""
+    values = []
+    for item in _items(text):
+        try:
+            values.append(int(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} in {text!r} is not a whole number"
+                                             ) from None
+        if values[-1] < 1:
+            raise argparse.ArgumentTypeError(f"{item!r} in {text!r} is not at least 1")
     return tuple(sorted(set(values)))
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
-                                         ) from None
-    if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"tolerances must be positive, got {text!r}")
+def _tolerance(text: str) -> float:
+    """A relative residual tolerance: a finite number in (0, 1)."""
+    problem = tolerance_problem(text.strip())
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return float(text)
+
+
+def _tolerances(text: str) -> tuple[float, ...]:
+    """Comma-separated relative tolerances in (0, 1), returned loosest first without repeats."""
+    values = []
+    for item in _items(text):
+        problem = tolerance_problem(item)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(f"{problem} (in {text!r})")
+        values.append(float(item))
     return tuple(sorted(set(values), reverse=True))
 
 
@@ -73,13 +97,13 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     sp.add_argument("--batch-size", type=positive_int, default=None, help="(64)")
     sp.add_argument("--hidden", type=positive_int, default=None,
                     help="cell channels (48; quick 32)")
-    sp.add_argument("--tol", type=positive_float, default=None,
+    sp.add_argument("--tol", type=_tolerance, default=None,
                     help="training solver tolerance (1e-3)")
     sp.add_argument("--max-iter", type=positive_int, default=None,
                     help="training iteration cap (30)")
     sp.add_argument("--evals-per-epoch", type=positive_int, default=None,
                     help="validation passes per epoch (4; quick 3)")
-    sp.add_argument("--inference-tols", type=_floats, default=None,
+    sp.add_argument("--inference-tols", type=_tolerances, default=None,
                     help="relative residuals for the inference comparison (1e-2,1e-3,1e-4)")
     sp.add_argument("--inference-batch", type=positive_int, default=None,
                     help="batch size of the inference comparison (128)")
@@ -125,7 +149,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     spec.add_argument("--out", metavar="DIR", default=None, type=output_dir,
                       help="(results/spectrum)")
     spec.add_argument("--threads", type=positive_int, default=None, help="torch threads (1)")
-    spec.add_argument("--seed", type=int, default=None, help="(0)")
+    spec.add_argument("--seed", type=non_negative_int, default=None, help="(0)")
     spec.add_argument("--no-progress", action="store_true")
     spec.set_defaults(func=_spectrum)
 
@@ -136,7 +160,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "sample: Pearson r, MAE and the held-out accuracy of one threshold for the polarity "
         "label. Writes charges.json and charges.md. See docs/graph-images.md.")
     ch.add_argument("--molecules", type=positive_int, default=3000, help="sample size (3000)")
-    ch.add_argument("--seed", type=int, default=0, help="(0)")
+    ch.add_argument("--seed", type=non_negative_int, default=0, help="(0)")
     ch.add_argument("--cache-dir", metavar="DIR", default=None, help="cache root (archives)")
     ch.add_argument("--out", metavar="DIR", default=None, type=output_dir, help="(results/charges)")
     ch.set_defaults(func=_charges)

@@ -7,9 +7,10 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
-from andersonn.cli.options import finite_float, non_negative_int, positive_int
+from andersonn.cli.options import finite_float, non_negative_int, output_dir, positive_int
 
 _TASKS = ("polarity", "mof-pore", "crystal-gap")
 _THRESHOLDS = (  # (flag, dest, task key, help)
@@ -30,7 +31,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     build.add_argument("task", choices=_TASKS)
     build.add_argument("--limit", type=positive_int, default=None,
                        help="stratified, seeded subset of N entries taken before featurising")
-    build.add_argument("--source", metavar="DIR", default=None,
+    build.add_argument("--source", metavar="DIR", default=None, type=_existing_folder,
                        help="use the source archives already in DIR (no network)")
     _common(build)
     build.add_argument("--workers", type=positive_int, default=None,
@@ -53,7 +54,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
         "Copy DIR to an offline machine and run `andersonn data build TASK --source DIR`.")
     fetch.add_argument("tasks", nargs="+", choices=(*_TASKS, "all"), metavar="TASK",
                        help=f"{', '.join(_TASKS)} or all")
-    fetch.add_argument("--dest", metavar="DIR", default=None,
+    fetch.add_argument("--dest", metavar="DIR", default=None, type=output_dir,
                        help="folder to put the archives in (default: the cache's archives folder)")
     fetch.add_argument("--cache-dir", metavar="DIR", default=None,
                        help="cache root whose archives folder is the default --dest")
@@ -79,6 +80,16 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     clean.add_argument("--dry-run", action="store_true",
                        help="print what would be removed, delete nothing")
     clean.set_defaults(func=_clean)
+
+
+def _existing_folder(value: str) -> str:
+    """An argparse type for ``--source``: a folder that exists (the archives are read from it)."""
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{value}: no such folder")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a file, not a folder")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -113,12 +124,18 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, float | None], dict[s
 
 def _build(args: argparse.Namespace) -> int:
     from andersonn.data import build_dataset, dataset_info
-    from andersonn.data.build import EmptySplitWarning, empty_split_message
+    from andersonn.data.build import (
+        EmptySplitWarning,
+        OneClassWarning,
+        empty_split_message,
+        one_class_message,
+    )
 
     thresholds, options = _settings(args)
     started = time.time()
     with warnings.catch_warnings():  # reported below from the counts, for a reused build too
         warnings.simplefilter("ignore", EmptySplitWarning)
+        warnings.simplefilter("ignore", OneClassWarning)
         ds = build_dataset(
             args.task, limit=args.limit, source_dir=args.source, cache_dir=args.cache_dir,
             workers=args.workers, seed=args.seed or 0, thresholds=thresholds, options=options,
@@ -132,6 +149,11 @@ def _build(args: argparse.Namespace) -> int:
     empty = [split for split, row in info["counts"].items() if sum(row.values()) == 0]
     if empty:
         print(f"andersonn: warning: {empty_split_message(empty, info['n'])}", file=sys.stderr)
+    classes = info["classes"]
+    single = one_class_message(args.task, classes, [info["counts"]["train"][c] for c in classes],
+                               [info["totals"][c] for c in classes])
+    if single is not None:
+        print(f"andersonn: warning: {single}", file=sys.stderr)
     return 0
 
 

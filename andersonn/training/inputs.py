@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
 
 def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> Any:
     from andersonn.data import build_dataset, load_dataset
-    from andersonn.data.build import cached_build
+    from andersonn.data.build import SubsetBuildWarning, cached_build
 
     if cfg.labels is not None:
         return labelled_dataset_of(cfg.to_dict(), progress=progress, report=True)
@@ -119,7 +120,9 @@ def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> 
         return own
     kwargs = {"limit": cfg.limit} if cfg.limit is not None else {}
     try:
-        ds = load_dataset(cfg.task, **kwargs)
+        with warnings.catch_warnings():  # said below in the command's own words
+            warnings.simplefilter("ignore", SubsetBuildWarning)
+            ds = load_dataset(cfg.task, **kwargs)
     except AndersonnError as exc:
         print(f"andersonn: {why_building(exc, cfg.task, cfg.limit)}", file=sys.stderr)
         return build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers, progress=progress)
