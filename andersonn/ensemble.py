@@ -62,8 +62,17 @@ class Ensemble(Classifier):
                   solver: str | None = None, solver_options: dict[str, Any] | None = None
                   ) -> Ensemble:
         """Load finished runs (see :meth:`Classifier.load`); refuse runs that disagree."""
+        return cls._from_runs(run_dirs, device, solver, solver_options, "from_runs")
+
+    @classmethod
+    def _from_runs(cls, run_dirs: Sequence[str | Path], device: str, solver: str | None,
+                   solver_options: dict[str, Any] | None, method: str) -> Ensemble:
+        """:meth:`from_runs`, a refused ``device`` named as the parameter of ``method``."""
+        from andersonn.training.distributed import resolve_device
+
         if not run_dirs:
             raise InputError("an Ensemble needs at least one run directory")
+        resolve_device(device, what=f"{cls.__name__}.{method}(device={device!r})")
         return cls([Classifier.load(d, device=device, solver=solver,  # each names its run_dir_
                                     solver_options=solver_options) for d in run_dirs])
 
@@ -71,8 +80,7 @@ class Ensemble(Classifier):
     def load(cls, run_dir: str | Path, device: str = "cpu", solver: str | None = None,
              solver_options: dict[str, Any] | None = None) -> Ensemble:
         """An ensemble of the one run ``run_dir`` (see :meth:`from_runs`)."""
-        return cls.from_runs([run_dir], device=device, solver=solver,
-                             solver_options=solver_options)
+        return cls._from_runs([run_dir], device, solver, solver_options, "load")
 
     @classmethod
     def of_seeds(cls, n: int, **config: Any) -> Ensemble:
@@ -113,7 +121,8 @@ class Ensemble(Classifier):
         unknown = sorted(set(params) - {"members"})
         if unknown:
             raise ConfigError(f"unknown Ensemble parameter(s) {', '.join(unknown)}; it has "
-                              "members")
+                              "members (set a member's own with "
+                              "ensemble.members[i].set_params(...))")
         if "members" in params:
             # a fresh ensemble, state copied over: its checks run before anything is replaced,
             # and Classifier.__init__'s defaults (set through the members: predict_batch_size)

@@ -158,3 +158,17 @@ def test_an_unknown_option_is_one_line_naming_its_command(argv, command, extras,
     err = capsys.readouterr().err
     assert err == (f"{command}: error: unrecognized arguments: {extras} "
                    f"(`{command} --help` lists the options)\n")
+
+
+@pytest.mark.parametrize(("rank", "printed"), [("0", True), ("1", False)])
+def test_a_usage_mistake_is_printed_by_rank_0_only(
+        rank: str, printed: bool, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # under torchrun every rank parses the same command line: one error line, not one per rank
+    monkeypatch.setenv("RANK", rank)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "polarity", "--bogus"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert ("unrecognized arguments: --bogus" in err) is printed
+    assert err.count("error:") == (1 if printed else 0)

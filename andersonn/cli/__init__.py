@@ -61,7 +61,8 @@ class _Parser(argparse.ArgumentParser):
         """A usage mistake as one line (argparse prints the whole usage first, and for an
         unknown option the top-level usage, not the command's), pointing at --help."""
         where = self.prog if self.prog != "andersonn" else "andersonn COMMAND"
-        self.exit(2, f"{self.prog}: error: {message} (`{where} --help` lists the options)\n")
+        line = f"{self.prog}: error: {message} (`{where} --help` lists the options)\n"
+        self.exit(2, line if _rank() == 0 else None)  # every rank parses: say it once
 
 
 def build_parser() -> argparse.ArgumentParser:

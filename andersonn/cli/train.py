@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -302,30 +303,58 @@ def _cross_validate(args: argparse.Namespace, cfg: Any, name: str, out: Path) ->
     return 0
 
 
-def _interrupted(stop: Any, args: argparse.Namespace, out: Path) -> int:
-    """Ctrl-C during training: say what the run holds and the command that continues it."""
+def _resume_command(args: argparse.Namespace, out: Path,
+                   environ: Mapping[str, str] | None = None) -> str:
+    """The command that continues an interrupted ``train`` (quoted, in backticks), launched as
+    it was: under ``torchrun`` (``LOCAL_WORLD_SIZE`` in ``environ``, default the process's
+    environment) the torchrun form with its process counts (its other options are not known
+    here: on several nodes the advice says to add them)."""
+    import os
     import shlex
 
+    environ = os.environ if environ is None else environ
+    command = ["andersonn", "train", args.task, "--out", str(out)]
+    if args.folds is not None:
+        command += ["--folds", str(args.folds)]
+        if args.fold is not None:
+            command += ["--fold", str(args.fold)]
+    if args.config:
+        command += ["--config", args.config]
+    command.append("--resume")
+    launcher, note = _launcher(environ)
+    if launcher:
+        command = [*launcher, "-m", *command]
+    return f"`{shlex.join(command)}`{note}"
+
+
+def _launcher(environ: Mapping[str, str]) -> tuple[list[str], str]:
+    """The ``torchrun`` words (and a note on what they leave out) that launched this process,
+    from the variables torchrun sets; nothing for a plain process."""
+    try:
+        local, world = int(environ["LOCAL_WORLD_SIZE"]), int(environ.get("WORLD_SIZE", "1"))
+    except (KeyError, ValueError):
+        return [], ""
+    if local < 1 or world <= local:
+        return ["torchrun", "--nproc_per_node", str(max(local, 1))], ""
+    nodes = ["--nnodes", str(world // local)] if world % local == 0 else []
+    return (["torchrun", *nodes, "--nproc_per_node", str(local)],
+            " (on every node, with your other torchrun options)")
+
+
+def _interrupted(stop: Any, args: argparse.Namespace, out: Path) -> int:
+    """Ctrl-C during training: say what the run holds and the command that continues it."""
     if _is_main():
-        command = ["andersonn", "train", args.task, "--out", str(out)]
-        if args.folds is not None:
-            command += ["--folds", str(args.folds)]
-            if args.fold is not None:
-                command += ["--fold", str(args.fold)]
-        if args.config:
-            command += ["--config", args.config]
-        command = shlex.join([*command, "--resume"])
+        command = _resume_command(args, out)
         if stop.epoch == 0:
-            what = f"no epoch of {stop.run_dir} finished yet; `{command}` starts it again"
+            what = f"no epoch of {stop.run_dir} finished yet; {command} starts it again"
         elif stop.epoch >= stop.epochs:
             held = "its only epoch" if stop.epochs == 1 else f"all {stop.epochs} epochs"
-            what = (f"{stop.run_dir} holds {held}; `{command}` finishes it "
-                    "(calibration, test)")
+            what = f"{stop.run_dir} holds {held}; {command} finishes it (calibration, test)"
         else:
             from andersonn.training.trainer import epochs_held
 
             what = (f"{stop.run_dir} holds {epochs_held(stop.epoch)} of {stop.epochs}; "
-                    f"`{command}` continues from epoch {stop.epoch + 1}")
+                    f"{command} continues from epoch {stop.epoch + 1}")
         print(f"andersonn: interrupted: {what}", file=sys.stderr)
     return 130
 
@@ -388,6 +417,7 @@ def _calibrate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from andersonn.crossval import is_cross_validation
 
+    _check_device(args.device)
     if is_cross_validation(args.run_dir):
         return _calibrate_cross_validation(args)
     r = calibrate_run(args.run_dir, device=args.device)
@@ -462,6 +492,14 @@ def _add_input_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _check_device(device: str) -> None:
+    """Refuse an unusable ``--device`` in the command line's words, before any run is read
+    (the Python functions it is passed on to name their own parameter)."""
+    from andersonn.training.distributed import resolve_device
+
+    resolve_device(device)
+
+
 def _solver_options(args: argparse.Namespace) -> dict[str, Any] | None:
     options = {key: value for key, value in (("tol", args.tol), ("max_iter", args.max_iter))
                if value is not None}
@@ -481,6 +519,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     options = _solver_options(args)
     clf: Classifier
+    _check_device(args.device)
     runs = _run_dirs([args.run_dir, *args.ensemble])
     if len(runs) > 1:
         clf = Ensemble.from_runs(runs, device=args.device, solver=args.solver,
@@ -524,6 +563,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    _check_device(args.device)
     common = {"device": args.device, "solver": args.solver,
               "solver_options": _solver_options(args)}
     if (args.input_column or args.label_column) and not args.labels:

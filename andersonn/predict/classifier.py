@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from andersonn.data.domain import Domain, DomainNote, FeatureDomain
-from andersonn.errors import AndersonnError, InputError, warn_user
+from andersonn.errors import AndersonnError, ConfigError, InputError, warn_user
 from andersonn.predict.checks import (
     _check_finite,
     _check_new_run_dir,
@@ -127,7 +127,13 @@ class Classifier:
 
     def set_params(self, **params: Any) -> Classifier:
         """Change parameters (as :meth:`get_params` names them); checked together, as the
-        constructor checks them (:class:`ConfigError`); returns ``self``."""
+        constructor checks them (:class:`ConfigError`); returns ``self``.
+
+        Most training settings apply to the next :meth:`fit`. On a fitted (or loaded) DEQ the
+        inference solve follows at once: ``solver``, ``solver_options``, ``eval_tol`` /
+        ``eval_max_iter`` (``tol`` / ``max_iter`` where those are None) change what
+        :meth:`predict` and the others solve with; and ``device`` moves a fitted model there.
+        A refused change leaves the classifier as it was."""
         own = {k: params.pop(k) for k in _OWN_PARAMS if k in params}
         given = {k: _plain(v) for k, v in params.items()}
         settings = self._settings()
@@ -135,10 +141,41 @@ class Classifier:
         conformers = _positive_int("conformers", own.get("conformers", self.conformers))
         batch = _positive_int("predict_batch_size",
                               own.get("predict_batch_size", self.predict_batch_size))
+        if self.model_ is not None:
+            self._apply_inference_settings(self.train_config, config, "device" in given)
         self.train_config, self.conformers, self.predict_batch_size = config, conformers, batch
         self.image = own.get("image", self.image)
         self._keep_settings({**settings, **given})
         return self
+
+    def _apply_inference_settings(self, old: Any, new: Any, move: bool) -> None:
+        """Give the fitted model the inference settings of training config ``new`` (the one
+        it answered with was ``old``): the DEQ's solver and evaluation options where they
+        changed, and where ``move``, ``new.device``. Raises :class:`ConfigError` with the
+        model as it was."""
+        model = self._check_fitted()
+        device = None
+        if move:  # checked before anything changes
+            from andersonn.training.distributed import resolve_device
+
+            device = resolve_device(new.device, what=f"set_params(device={new.device!r})")
+        before, after = old.forward_options(evaluation=True), new.forward_options(evaluation=True)
+        if _solves(model) and (old.solver != new.solver or before != after):
+            name, options = model.solver_name, dict(model.solver_options)
+            # options that changed, over the model's own (so a load's override of another
+            # option stays); options the config no longer holds are dropped
+            model.solver_options = {k: v for k, v in options.items()
+                                    if k in after or k not in before}
+            model.solver_options.update({k: v for k, v in after.items()
+                                         if k not in before or before[k] != v})
+            try:
+                model.set_solver(new.solver if new.solver != old.solver else None)
+            except AndersonnError as exc:
+                model.solver_name, model.solver_options = name, options
+                raise ConfigError(f"set_params: {exc}") from None
+        if device is not None and device != self.device:
+            model.to(device)
+            self.device = device
 
     def _keep_settings(self, given: dict[str, Any]) -> None:
         """Keep the training settings as given (numpy numbers already Python ones), for
@@ -183,11 +220,15 @@ class Classifier:
         """Load a finished run; refuse a featuriser-version mismatch (AndersonnError).
 
         A DEQ answers with the run's evaluation solver settings (``eval_tol``,
-        ``eval_max_iter``); ``solver`` / ``solver_options`` override them. The classes are
-        the run's class names (strings: a run does not record the labels' original kind)."""
+        ``eval_max_iter``); ``solver`` / ``solver_options`` override them, and
+        :meth:`get_params` shows the overrides (``solver``; ``solver_options``' ``tol`` and
+        ``max_iter`` as ``eval_tol`` and ``eval_max_iter``, its other options in
+        ``solver_options``). The classes are the run's class names (strings: a run does not
+        record the labels' original kind)."""
         from andersonn.training import TrainConfig, load_run
 
-        model, run_config = load_run(run_dir, device=device)
+        model, run_config = load_run(run_dir, device=device,
+                                     what=f"{cls.__name__}.load(device={device!r})")
         self = cls.__new__(cls)
         try:
             self.train_config = TrainConfig.from_dict(run_config.get("train", {}))
@@ -208,6 +249,9 @@ class Classifier:
         self.run_dir_ = str(run_dir)
         if solver is not None or solver_options is not None:
             model.set_solver(solver, solver_options)
+            if _solves(model):
+                self.train_config = _with_inference_solver(self.train_config, solver,
+                                                           solver_options, cls.__name__)
         return self
 
     # -- fitting -----------------------------------------------------------------------------
@@ -461,6 +505,30 @@ _PYTHON_SOLVER_ADVICE = ("try a larger max_iter (Classifier.load(..., "
                          "solver_options={'max_iter': N})) or another solver (solver=...)")
 """What the Python API advises where a fixed-point solve stopped short (the CLI's advice names
 its --max-iter and --solver)."""
+
+
+def _solves(model: torch.nn.Module) -> bool:
+    """Whether a model solves a fixed point (a DEQ, not the explicit network)."""
+    return getattr(model, "model_name", "deq") == "deq" and hasattr(model, "set_solver")
+
+
+def _with_inference_solver(config: Any, solver: str | None,
+                           solver_options: dict[str, Any] | None, where: str) -> Any:
+    """``config`` (a TrainConfig) with a load's solver overrides, as :meth:`Classifier.load`
+    applied them: ``solver``, ``solver_options``' ``tol`` / ``max_iter`` as ``eval_tol`` /
+    ``eval_max_iter`` and its other options merged into ``solver_options``."""
+    options = {k: _plain(v) for k, v in (solver_options or {}).items()}
+    changes: dict[str, Any] = {} if solver is None else {"solver": solver}
+    for option, field in (("tol", "eval_tol"), ("max_iter", "eval_max_iter")):
+        if option in options:
+            changes[field] = options.pop(option)
+    if options:
+        changes["solver_options"] = {**config.solver_options, **options}
+    try:
+        return _train_config({**config.to_dict(), **changes})
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.load: solver={solver!r}, solver_options="
+                          f"{solver_options!r}: {exc}") from None
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -143,12 +143,12 @@ def resolve_device(name: str | torch.device, info: DistInfo | None = None, *,
     local = info.local_rank if info else int(os.environ.get("LOCAL_RANK", "0"))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    shown = what or f"--device {name}"
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r} (cpu, cuda, cuda:N or auto)") from None
+    except (RuntimeError, TypeError):  # TypeError: not a string (None, a number)
+        raise ConfigError(f"{shown}: unknown device (cpu, cuda, cuda:N or auto)") from None
     if device.type == "cuda":
-        shown = what or f"--device {name}"
         if not torch.cuda.is_available():
             raise ConfigError(f"{shown}: no CUDA device is available here")
         if device.index is None:

@@ -27,11 +27,12 @@ from andersonn.training.inputs import (
 __all__ = ["calibrate_run", "load_run", "load_run_injection", "run_build", "run_dataset"]
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
-             ) -> tuple[nn.Module, dict[str, Any]]:
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *,
+             what: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The best-val model of a finished run (eval mode) and its ``config.json``; a DEQ solves
     with the run's evaluation solver settings (``eval_tol`` / ``eval_max_iter``), as training
-    validated and calibrated it."""
+    validated and calibrated it. ``what``: how a refused ``device`` is named (default
+    ``load_run(device='cuda')``; a caller names its own parameter, the CLI its ``--device``)."""
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
@@ -70,7 +71,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu"
     except RuntimeError as exc:
         raise AndersonnError(f"{weights}: weights do not fit the model in config.json "
                              f"({str(exc).splitlines()[0]})") from None
-    model.to(resolve_device(device)).eval()
+    model.to(resolve_device(device, what=what or f"load_run(device={device!r})")).eval()
     solver = run_config.get("solver") or {}
     if hasattr(model, "set_solver") and solver.get("name") and solver.get("eval"):
         # the hparams hold the training solve; inference answers at the recorded eval settings
@@ -171,8 +172,8 @@ def run_dataset(run_config: dict[str, Any]) -> Any:
     return fold_of(run_build(run_config), run_config.get("train", {}))
 
 
-def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu"
-                  ) -> dict[str, Any]:
+def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.device = "cpu",
+                  *, what: str | None = None) -> dict[str, Any]:
     """Fit (or refit) the temperature of a finished run on its validation split and store it.
 
     For runs trained before calibration existed: loads the best-val model and ``dataset``
@@ -183,16 +184,20 @@ def calibrate_run(run_dir: str | Path, dataset: Any = None, device: str | torch.
     (``domain_added`` in the result), and one without a feature domain gets it. Returns
     the calibration record plus ``test_ece`` / ``test_ece_calibrated``. Holds the run folder's
     lock (:func:`~andersonn.fileio.folder_lock`): a run that is training is refused.
+    ``device``: as :func:`load_run`'s (``auto`` too); ``what``: how a refused one is named
+    (default ``calibrate_run(device='cuda')``).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         load_run(run_dir)  # says what the path is instead
     with folder_lock(run_dir, "a training"):
-        return _calibrate_run(run_dir, dataset, device)
+        return _calibrate_run(run_dir, dataset, device,
+                              what or f"calibrate_run(device={device!r})")
 
 
-def _calibrate_run(run_dir: Path, dataset: Any, device: str | torch.device) -> dict[str, Any]:
-    model, run_config = load_run(run_dir, device=device)
+def _calibrate_run(run_dir: Path, dataset: Any, device: str | torch.device, what: str
+                   ) -> dict[str, Any]:
+    model, run_config = load_run(run_dir, device=device, what=what)
     ds = dataset if dataset is not None else run_dataset(run_config)
     meta = dict(getattr(ds, "meta", {}) or {})
     for key in ("featurizer_version", "image_spec"):
@@ -202,7 +207,8 @@ def _calibrate_run(run_dir: Path, dataset: Any, device: str | torch.device) -> d
     train_cfg = dict(run_config.get("train") or {})
     batch_size, bf16 = int(train_cfg.get("eval_batch_size", 256)), bool(train_cfg.get("bf16"))
     k = int(getattr(model, "num_classes", len(run_config.get("classes", [])) or 2))
-    dev, info = torch.device(device), DistInfo()
+    # where load_run put the model (``auto`` resolved: torch.device("auto") is no device)
+    dev, info = next(model.parameters()).device, DistInfo()
     xv, yv = split_tensors(ds, "val")
     if not xv.shape[0]:
         raise AndersonnError(f"{run_dir}: its dataset has no validation split to calibrate on")

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -29,7 +30,13 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from andersonn import __version__
-from andersonn.errors import AndersonnError, ConfigError, ResumeConflict
+from andersonn.errors import (
+    AndersonnError,
+    AndersonnWarning,
+    ConfigError,
+    ResumeConflict,
+    warn_user,
+)
 from andersonn.fileio import (
     LOCK_NAME,
     TEMP_NAME,
@@ -263,6 +270,28 @@ def _final_fields(run_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return {key: old[key] for key in _FINAL_KEYS if isinstance(old, dict) and key in old}
+
+
+def _dropped_calibration(run_dir: Path) -> str | None:
+    """The note of a resume that drops the temperature of an unfinished run (one fitted by
+    ``andersonn calibrate`` to the checkpoint's best weights so far, which further training
+    may replace); None where there is none to drop (a finished run keeps its final fields)."""
+    if (run_dir / "model.safetensors").is_file():
+        return None
+    try:
+        record = json.loads((run_dir / "config.json").read_text()).get("calibration")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(record, dict) or record.get("method") != "temperature":
+        return None  # none fitted (T = 1): nothing changes
+    try:
+        shown = f" {float(record['temperature']):.4g}"
+    except (KeyError, TypeError, ValueError):
+        shown = ""
+    return (f"{run_dir}: its probability temperature{shown} is dropped: it was fitted to the "
+            "best weights so far, which further training may replace; the run is calibrated "
+            "again when it finishes (stopped before that, refit it with `"
+            f"{shlex.join(['andersonn', 'calibrate', str(run_dir)])}`)")
 
 
 def _check_splits(task: str, ds: Any, cfg: TrainConfig) -> None:
@@ -604,8 +633,11 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
     if info.is_main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
+            dropped = _dropped_calibration(run_dir) if folder is not None else None
             atomic_write_json(run_dir / "config.json", {**run_config, **_final_fields(run_dir)}
                               if folder is not None else run_config)
+            if dropped is not None:
+                warn_user(dropped, AndersonnWarning)
         except (AndersonnError, OSError) as exc:
             failure = exc
     stop_together(failure, info)
