@@ -129,3 +129,12 @@ def test_a_gz_name_on_plain_text_is_refused(tmp_path):
     plain.write_text("1\n\nO 0 0 0\n")
     with pytest.raises(InputError, match=r"^plain\.xyz\.gz: not gzip data"):
         read_structure(plain)
+
+
+@pytest.mark.parametrize("symbol", ["Og", "Hs", "Ts", "Cn"])
+def test_cif_type_symbol_beyond_the_table_is_not_read_as_its_first_letter(symbol: str) -> None:
+    # the label fallback ("OW1" -> O) once turned Og into oxygen and Hs into hydrogen
+    with pytest.raises(CifError, match=rf"^element '{symbol}' is beyond"):
+        read_p1_cif(_cif(symbol))
+    with pytest.raises(InputError, match=r"^c\.cif: unknown element"):  # pymatgen's path too
+        parse_structure(_cif(symbol), "cif", "c.cif")

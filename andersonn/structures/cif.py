@@ -69,6 +69,11 @@ def check_cell_lengths(text: str) -> None:
 _ISOTOPES = {"D": 1, "T": 1}  # deuterium and tritium, read as hydrogen
 
 
+# elements after Lr: their symbols must not fall back to a first letter (Og read as O)
+_BEYOND_TABLE = frozenset(("Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh", "Fl",
+                           "Mc", "Lv", "Ts", "Og"))
+
+
 def _element(symbol: str, label: str) -> int:
     """The atomic number of a site: from its type symbol (``Fe``, ``Fe2+``, ``O2-``, ``D``)
     where it has one, else from its label (``Na1``). A type symbol that names no element is an
@@ -79,6 +84,8 @@ def _element(symbol: str, label: str) -> int:
     if m:
         head = m.group(0)
         z = symbol_to_z(head) or _ISOTOPES.get(head.upper(), 0)
+        if z == 0 and token == symbol and head.capitalize() in _BEYOND_TABLE:
+            raise CifError(f"element {token!r} is beyond the supported table (Z <= 103)")
         if z == 0 and len(head) == 2:  # a label such as "CA1" or "OW" (water oxygen)
             z = symbol_to_z(head[0]) or _ISOTOPES.get(head[0].upper(), 0)
     if not z:

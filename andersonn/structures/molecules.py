@@ -152,9 +152,11 @@ def _parse_smiles(smiles: str, name: str) -> tuple[Any, Any, list[int]]:
     return Chem.AddHs(mol), Chem.AddHs(canonical), order
 
 
-def _hydrogens(mol: Any, atom: int) -> list[int]:
+def _hydrogens(mol: Any, atom: int, first_added: int) -> list[int]:
+    # only the hydrogens AddHs appended (indices from first_added on): an explicit [2H] of the
+    # SMILES may stand before or after its heavy atom, in the input and in the canonical order
     return sorted(n.GetIdx() for n in mol.GetAtomWithIdx(atom).GetNeighbors()
-                  if n.GetAtomicNum() == 1 and n.GetDegree() == 1 and n.GetIdx() > atom)
+                  if n.GetAtomicNum() == 1 and n.GetIdx() >= first_added)
 
 
 def _transfer_conformers(canonical: Any, mol: Any, order: list[int]) -> None:
@@ -166,7 +168,8 @@ def _transfer_conformers(canonical: Any, mol: Any, order: list[int]) -> None:
     for k, i in enumerate(order):
         index[i] = k
     for k, i in enumerate(order):
-        for h_mol, h_can in zip(_hydrogens(mol, i), _hydrogens(canonical, k), strict=True):
+        for h_mol, h_can in zip(_hydrogens(mol, i, len(order)),
+                                _hydrogens(canonical, k, len(order)), strict=True):
             index[h_mol] = h_can
     if (index < 0).any() or canonical.GetNumAtoms() != mol.GetNumAtoms():
         raise ValueError("canonical and input molecules differ")
