@@ -105,6 +105,8 @@ def _set_aside(run_dir: Path) -> Path:
 def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int | None = None,
              progress: bool = True, **overrides: Any) -> dict[str, Any]:
     """Run the demo; returns the report dict (also written to ``out_dir/report.json``)."""
+    import numpy as np
+
     from andersonn.training import TrainConfig, train
 
     out = Path(out_dir)
@@ -116,6 +118,10 @@ def run_demo(out_dir: str | Path = "demo", limit: int | None = None, epochs: int
     t_start = time.perf_counter()
     ds = _load_or_build(int(settings["limit"]), progress)
     data_s = time.perf_counter() - t_start
+    if not (np.asarray(ds.splits) == 2).any():  # it reports test accuracy: refuse before training
+        raise AndersonnError(f"demo --limit {settings['limit']}: the polarity subset of "
+                             f"{len(ds.labels)} molecules has an empty test split; "
+                             "give a larger --limit (at least 100)")
     _say(f"[demo] dataset ready: {len(ds.labels)} molecules, image {tuple(ds.images.shape[1:])} "
          f"({data_s:.0f} s)")
     runs: dict[str, dict[str, Any]] = {}

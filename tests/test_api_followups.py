@@ -244,3 +244,14 @@ def test_the_interrupt_advice_under_torchrun(monkeypatch: pytest.MonkeyPatch,
         "andersonn: interrupted: R holds epoch 1 of 3; `torchrun --nproc_per_node 2 -m "
         "andersonn train polarity --out R --folds 5 --fold 2 --config 'my settings.json' "
         "--resume` continues from epoch 2\n")
+
+
+def test_a_single_string_is_one_input_not_its_characters(tmp_path: Path) -> None:
+    """explain(clf, "CCO") and predict_inputs("CCO") explained C, C and O one by one."""
+    from andersonn.predict import expand_inputs
+
+    assert expand_inputs("CCO") == ["CCO"]
+    xyz = tmp_path / "w.xyz"
+    xyz.write_text("3\nwater\nO 0 0 0\nH 0.96 0 0\nH -0.24 0.93 0\n")
+    assert [str(p) for p in expand_inputs(xyz)] == [str(xyz)]
+    assert expand_inputs(["CCO", "C"]) == ["CCO", "C"]

@@ -352,3 +352,22 @@ def test_patience_stops_early_and_a_resume_stays_stopped(toy: object, tmp_path: 
     assert len(longer.history) == 5  # more patience: it goes on from where it stopped
     with pytest.raises(ConfigError, match="patience must be >= 1"):
         cfg(patience=0)
+
+
+def test_demo_refuses_a_subset_without_a_test_split(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`demo --limit 10` split 8/2/0 and crashed formatting a missing test accuracy."""
+    import types
+
+    from andersonn import demo
+    from andersonn.errors import AndersonnError
+
+    tiny = types.SimpleNamespace(images=np.zeros((10, 4, 6, 5), np.float32),
+                                 labels=np.arange(10) % 2,
+                                 splits=np.array([0] * 8 + [1] * 2, dtype=np.int8),
+                                 classes=["weakly polar", "strongly polar"],
+                                 meta={"task": "polarity"})
+    monkeypatch.setattr(demo, "_load_or_build", lambda limit, progress: tiny)
+    with pytest.raises(AndersonnError, match=r"^demo --limit 10: .*empty test split"):
+        demo.run_demo(tmp_path / "demo", limit=10, epochs=1, progress=False)
+    assert not (tmp_path / "demo").exists()  # refused before any training

@@ -46,7 +46,11 @@ def expand_inputs(inputs: Iterable[Any]) -> list[Any]:
     names are expanded in turn (a list that includes itself, directly or through others, is
     one input that fails with that reason). A directory without structure files stays one
     input, which then fails with that reason; so does an unreadable file.
+
+    A single string or path is one input (``"CCO"`` is ethanol, not three atoms).
     """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
     return _expand(inputs, frozenset())
 
 
