@@ -60,6 +60,11 @@ def silent_c_output() -> Iterator[None]:
         os.close(devnull)
 
 
+# found by trying every element 1-103 next to chlorine, one process each (session 21): Ar, Zn,
+# Kr, Y, Ag, Cd, Xe, Ce-Lu, Po, At, Rn, Th, U
+_HUECKEL_FATAL = frozenset([18, 30, 36, 39, 47, 48, 54, *range(58, 72), 84, 85, 86, 90, 92])
+
+
 def perceive_molecule(numbers: np.ndarray, positions: np.ndarray, total_charge: int = 0
                       ) -> Any | None:
     """An RDKit molecule with bonds and bond orders perceived from the geometry alone (RDKit
@@ -80,8 +85,11 @@ def perceive_molecule(numbers: np.ndarray, positions: np.ndarray, total_charge: 
     # Distance-based connectivity (covalent radii) first; where it gives an atom an impossible
     # valence (≈ 5 % of QM9: strained rings, long C-C or short O···H contacts) the extended-
     # Hückel connectivity is tried; it is ~10× slower but perceives all of QM9.
+    # RDKit's extended-Hückel code (YAeHMOP) ends the whole process (exit() or abort, its
+    # message hidden with the C output) on these elements: no retry there, the caller falls back
+    tries = (False,) if _HUECKEL_FATAL.intersection(np.asarray(numbers).tolist()) else (False, True)
     with quiet():
-        for use_hueckel in (False, True):
+        for use_hueckel in tries:
             candidate = Chem.RWMol(mol)
             try:
                 with silent_c_output() if use_hueckel else contextlib.nullcontext():
