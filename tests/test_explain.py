@@ -76,7 +76,7 @@ def run(tmp_path_factory) -> Path:
 
 def test_explain_command_shares_add_up_and_bad_inputs_fail_alone(run, tmp_path, capsys):
     out = tmp_path / "why"
-    argv = ["explain", str(run), "CC(=O)N", "xx(", str(STRUCTURES / "NaCl.cif"),
+    argv = ["explain", str(run), "CC(=O)N", "xx(", str(STRUCTURES / "NaCl.cif"), "",
             "--steps", "8", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr()
@@ -85,8 +85,10 @@ def test_explain_command_shares_add_up_and_bad_inputs_fail_alone(run, tmp_path, 
     assert "xx(" not in printed.out and "unparsable SMILES" not in printed.out
     assert "andersonn: cannot explain xx(: unparsable SMILES" in printed.err
     assert "molecules only" in printed.err
+    # a blank input is named visibly, once (it was "cannot explain : '': empty input")
+    assert "andersonn: cannot explain '': empty input" in printed.err
     records = json.loads((out / "explanations.json").read_text())["explanations"]
-    good, bad, crystal = records
+    good, bad, crystal, _ = records
     assert len(good["atom_shares"]) == 9 and good["symbols"][2] == "O"
     assert sum(good["atom_shares"]) + good["whole_structure"] + good["gap"] == pytest.approx(
         good["total"], abs=1e-5)

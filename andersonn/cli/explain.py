@@ -56,8 +56,9 @@ def _explain(args: argparse.Namespace) -> int:
         if result.ok:
             print(result.to_text(top=args.top))
         else:  # as predict and evaluate report an input that failed
-            print(f"andersonn: cannot explain {result.name}: "
-                  f"{without_name(result.error, result.name)}", file=sys.stderr)
+            shown = result.name if result.name.strip() else repr(result.name)  # '' visibly
+            reason = without_name(without_name(result.error, shown), result.name)
+            print(f"andersonn: cannot explain {shown}: {reason}", file=sys.stderr)
     if args.out:
         folder = Path(args.out)
         records = []
