@@ -53,7 +53,7 @@ def test_demo_says_one_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     from andersonn import demo
 
     tiny = types.SimpleNamespace(images=np.zeros((48, 4, 6, 5), np.float32),
-                                 labels=np.arange(48) % 2)
+                                 labels=np.arange(48) % 2, splits=np.arange(48) % 3)
     monkeypatch.setattr(demo, "_load_or_build", lambda limit, progress: tiny)
     history = [{"wall_time_s": 2.0, "train_time_s": 2.0, "fwd_nfev": 10.0, "bwd_nfev": 5.0,
                 "fwd_nfev_max": 12.0, "val_acc": 0.5}]
