@@ -313,10 +313,11 @@ def fit_budget(depths: list[int], mb: list[float], budget_mb: float) -> dict[str
     pairs = sorted(zip((float(v) for v in depths), (float(v) for v in mb), strict=True))
     d = np.asarray([p[0] for p in pairs], dtype=np.float64)
     m = np.asarray([p[1] for p in pairs], dtype=np.float64)
-    slope, intercept = (np.polyfit(d, m, 1) if len(np.unique(d)) >= 2 else (0.0, float(m[0])))
+    several = len(np.unique(d)) >= 2
+    slope, intercept = (np.polyfit(d, m, 1) if several else (0.0, float(m[0])))
     slope, intercept = float(slope), float(intercept)
     growth = flat = None
-    if len(np.unique(d)) >= 2:
+    if several:
         base = intercept + slope * float(d[0])
         rise = slope * float(d[-1] - d[0])
         growth = rise / base if base > 0 else None  # None: no positive memory to compare to

@@ -27,6 +27,7 @@ from andersonn.runtime import cpu_allocator_tuned
 __all__ = [
     "CUDA_GRAPH_NEEDS_CUDA",
     "allocation_failures",
+    "allocation_message",
     "available_memory",
     "check_memory",
     "check_positive",

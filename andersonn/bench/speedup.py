@@ -160,8 +160,9 @@ class SpeedupSettings:
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0 (got {getattr(self, name)})")
         check_tolerances("--inference-tols", self.inference_tols)
-        if self.tol != 0 and tolerance_problem(self.tol) is not None:  # 0: max_iter every solve
-            raise ConfigError(f"--tol: {tolerance_problem(self.tol)}")
+        problem = tolerance_problem(self.tol) if self.tol != 0 else None  # 0: max_iter always
+        if problem is not None:
+            raise ConfigError(f"--tol: {problem}")
         if self.limit is not None and self.limit < 6:
             raise ConfigError(f"--limit must be at least 6 (got {self.limit})")
         if not 0 < self.target_fraction <= 1:
@@ -495,18 +496,18 @@ def run_speedup(task: str, settings: SpeedupSettings | None = None, *, dataset: 
     shape = (int(xtr.shape[1]), int(xtr.shape[2]), int(xtr.shape[3]))
 
     with allocation_failures(*_size_options(s, shape)):
-        return _train_and_probe(task, s, ds, data, shape, k, out_dir, threads, device, log)
+        return _train_and_probe(task, s, data, classes, shape, k, out_dir, threads, device,
+                                log)
 
 
-def _train_and_probe(task: str, s: SpeedupSettings, ds: Any,
-                     data: dict[str, tuple[Tensor, Tensor]], shape: tuple[int, int, int], k: int,
-                     out_dir: Path, threads: int, device: torch.device,
+def _train_and_probe(task: str, s: SpeedupSettings, data: dict[str, tuple[Tensor, Tensor]],
+                     classes: list[str], shape: tuple[int, int, int], k: int, out_dir: Path,
+                     threads: int, device: torch.device,
                      log: Callable[[str], None]) -> dict[str, Any]:
     """The lockstep training, the probes and the result files of :func:`run_speedup`."""
     xtr, ytr = data["train"]
     xva, yva = data["val"]
     xte, yte = data["test"]
-    classes = [str(c) for c in (getattr(ds, "classes", None) or [])]
 
     from andersonn.models import count_parameters
 

@@ -58,6 +58,7 @@ __all__ = [
     "dataset_info",
     "datasets_root",
     "load_dataset",
+    "subset_limit",
 ]
 
 _UNSET: Any = object()
@@ -240,7 +241,7 @@ class SubsetBuildWarning(AndersonnWarning):
     ``--limit`` subset (made by a benchmark, the demo or ``data build --limit``)."""
 
 
-def _subset_of(meta: Mapping[str, Any]) -> int | None:
+def subset_limit(meta: Mapping[str, Any]) -> int | None:
     """The ``limit`` of a build that is a proper subset of its task's entries, else None."""
     limit, candidates = meta.get("limit"), meta.get("candidates")
     if not isinstance(limit, int) or (isinstance(candidates, int) and limit >= candidates):
@@ -516,7 +517,7 @@ def load_dataset(
                 ds = open_cache(candidate)
                 stale = _staleness(ds.meta, task_def, version, _spec_dict(spec))
                 if stale is None:
-                    subset = _subset_of(ds.meta)
+                    subset = subset_limit(ds.meta)
                     if subset is not None:
                         of = ds.meta.get("candidates")
                         warn_user(

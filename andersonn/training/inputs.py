@@ -111,7 +111,7 @@ def load_task_dataset(cfg: TrainConfig, info: DistInfo | None = None,
 
 def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> Any:
     from andersonn.data import build_dataset, load_dataset
-    from andersonn.data.build import SubsetBuildWarning, cached_build
+    from andersonn.data.build import SubsetBuildWarning, cached_build, subset_limit
 
     if cfg.labels is not None:
         return labelled_dataset_of(cfg.to_dict(), progress=progress, report=True)
@@ -126,9 +126,8 @@ def _load_or_build(cfg: TrainConfig, progress: bool, key: str | None = None) -> 
     except AndersonnError as exc:
         print(f"andersonn: {why_building(exc, cfg.task, cfg.limit)}", file=sys.stderr)
         return build_dataset(cfg.task, limit=cfg.limit, workers=cfg.workers, progress=progress)
-    subset, candidates = ds.meta.get("limit"), ds.meta.get("candidates")
-    whole = isinstance(subset, int) and isinstance(candidates, int) and subset >= candidates
-    if cfg.limit is None and subset is not None and not whole:  # the latest is a subset
+    subset = subset_limit(ds.meta)
+    if cfg.limit is None and subset is not None:  # the latest is a subset
         print(f"andersonn: training on the latest {cfg.task} build: {len(ds):,} entries "
               f"(--limit {subset}); give --limit to choose another build, or "
               f"`andersonn data build {cfg.task}` for the full set", file=sys.stderr)
