@@ -40,3 +40,24 @@ def test_image_chooses_the_spec_as_labels_file_training_does(
     assert written == [(spec, IMAGE_SPECS[spec].shape)]
     if not extra:
         assert choose_image([path], None) == spec
+
+
+@pytest.mark.parametrize(("source", "task", "warning"), [
+    (str(FIX / "NaCl.cif"), "polarity",
+     "NaCl.cif: a crystal drawn with the polarity image, made for molecules (models of that task "
+     "refuse crystals)"),
+    ("CCO", "crystal-gap",
+     "CCO: a molecule drawn with the crystal-gap image, made for crystals (models of that task "
+     "refuse molecules)"),
+    ("CCO", "polarity", None),
+])
+def test_image_warns_when_task_does_not_fit_the_structure(
+        source: str, task: str, warning: str | None, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import andersonn.images.render as render
+
+    monkeypatch.setattr(render, "write_image_files",
+                        lambda stem, *rest: (Path(f"{stem}.png"), Path(f"{stem}.npy")))
+    assert main(["image", source, "--task", task, "--out", str(tmp_path / "img")]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"andersonn: warning: {warning}\n" if warning else "")

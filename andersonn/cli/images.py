@@ -50,6 +50,7 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
 
 def _cmd_image(args: argparse.Namespace) -> int:
     from andersonn.data.labelled import image_for
+    from andersonn.data.tasks import TASKS
     from andersonn.errors import InputError
     from andersonn.images.encode import encode_labelled
     from andersonn.images.render import write_image_files
@@ -70,6 +71,10 @@ def _cmd_image(args: argparse.Namespace) -> int:
     for note in s.notes:  # how the reader had to interpret the input
         print(f"andersonn: warning: {s.name}: {note}", file=sys.stderr)
     spec = get_spec(args.task or image_for(s))  # as training on a labels file chooses
+    if args.task and TASKS[args.task].kind != s.kind:
+        print(f"andersonn: warning: {s.name}: a {s.kind} drawn with the {args.task} image, made "
+              f"for {TASKS[args.task].kind}s (models of that task refuse {s.kind}s)",
+              file=sys.stderr)
     img, labels = encode_labelled(s, spec)
     title = f"{s.name} ({s.formula}, {s.kind}) — {spec.name} image {'x'.join(map(str, img.shape))}"
     png, npy = write_image_files(args.out, img, spec, labels, title)

@@ -4,8 +4,11 @@ neighbour slot, channels carrying chemistry and geometry. See docs/graph-images.
 Invariances by construction:
 - every value is a distance, a scalar element property or a projection onto a direction defined
   by the structure itself, so rigid rotations/translations do not change the image;
-- rows are ordered canonically (lexicographic order of their rounded content) and neighbour
-  slots by (distance, element, partial charge), so atom order does not matter;
+- rows are ordered canonically (lexicographic order of their rounded content, ties broken by
+  the exact content) and neighbour slots by (distance, element, partial charge, each rounded;
+  then bond order and the exact values), so atom order does not matter; molecule bond orders
+  are geometric (Pauling, from the bond length) whatever the input format wrote, so two
+  spellings of one resonance structure give one image;
 - crystals: rows are the distinct local environments, each with the fraction of atoms it stands
   for (``atom_mult``), so primitive, conventional and super-cells give the same image.
 """
@@ -178,7 +181,9 @@ _Features = tuple[dict[str, np.ndarray], dict[str, float], np.ndarray, np.ndarra
 def _molecule_features(s: Structure, spec: ImageSpec, need: set[str]) -> _Features:
     """(atom channels, global channels, charges, neighbour index / distance / bond order
     (n, slots)) of a molecule: every other atom is a neighbour candidate, ordered by
-    (distance, element, partial charge), each rounded."""
+    (distance, element, partial charge), each rounded, then by bond order (higher first) and
+    the exact distance and charge. The bonds are the structure's; their orders are Pauling's
+    estimate from the bond length (as for files without bonds), not the orders a file wrote."""
     n = s.n_atoms
     z = s.numbers
     K = spec.slots
@@ -186,8 +191,8 @@ def _molecule_features(s: Structure, spec: ImageSpec, need: set[str]) -> _Featur
     dist = distance_matrix(pos)
     bo = np.zeros((n, n))
     if len(s.bonds):
-        bo[s.bonds[:, 0], s.bonds[:, 1]] = s.bond_orders
-        bo[s.bonds[:, 1], s.bonds[:, 0]] = s.bond_orders
+        i, j = s.bonds[:, 0], s.bonds[:, 1]
+        bo[i, j] = bo[j, i] = pauling_order(z[i], z[j], dist[i, j])
     charges = np.zeros(n)
     if need & _CHARGE_CHANNELS:
         charges = molecule_charges(z, pos, dist, float(s.charge))
@@ -207,9 +212,11 @@ def _molecule_features(s: Structure, spec: ImageSpec, need: set[str]) -> _Featur
     nbr_bo = np.zeros((n, K))
     if n > 1:
         # the element and charge keys are the same in every row: broadcast, not copied
+        q_exact = np.broadcast_to(charges[None, :], (n, n))
         q_key = np.broadcast_to(np.round(charges, KEY_DECIMALS)[None, :], (n, n))
         z_key = np.broadcast_to(z[None, :], (n, n))
-        order = np.lexsort((q_key, z_key, np.round(dmask, KEY_DECIMALS)), axis=-1)
+        order = np.lexsort((q_exact, dmask, -bo, q_key, z_key, np.round(dmask, KEY_DECIMALS)),
+                           axis=-1)
         kk = min(K, n - 1)
         sel = order[:, :kk]
         row = np.arange(n)[:, None]
@@ -233,7 +240,9 @@ def _dipole_frame(z: np.ndarray, pos: np.ndarray, charges: np.ndarray
     along = rel @ dip
     atom = {"atom_r_com": np.linalg.norm(rel, axis=1) / 5,
             "atom_dipole_proj": along / max(dnorm, 0.1) / 5,
-            "atom_dipole_contrib": charges * along / max(dnorm, 1e-9)}
+            # below 0.1 eÅ the dipole's direction is noise (an exact 0 for a symmetric
+            # molecule): fade the projection out there instead of following the noise
+            "atom_dipole_contrib": charges * along / max(dnorm, 0.1)}
     e1 = dip / dnorm if dnorm > 1e-9 else np.zeros(3)
     c = (np.abs(charges)[:, None] * rel).sum(0)
     perp = c - (c @ e1) * e1
@@ -340,13 +349,15 @@ def _deduplicate(rows: np.ndarray, numbers: np.ndarray, weight: np.ndarray
 
 
 def _canonical_order(rows: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-    """Heavier elements first, then lexicographic order of the rounded row content; rows that
-    tie keep their order. The order of ``np.lexsort((*keys.T[::-1], -numbers))``: that sorts
-    once per column (140 for polarity), the costliest step of encoding a small molecule; one
-    sort of byte strings that order like the rows costs a third."""
+    """Heavier elements first, then lexicographic order of the rounded row content, then of
+    the exact content (rows that tie when rounded need not be equal: listing the atoms in
+    another order must not swap them). The order of ``np.lexsort((*keys.T[::-1], -numbers))``:
+    that sorts once per column (140 for polarity), the costliest step of encoding a small
+    molecule; one sort of byte strings that order like the rows costs a third."""
     content = _sortable_bytes(_row_keys(rows))
+    exact = _sortable_bytes(rows.reshape(len(rows), -1) + 0.0)
     heavy_first = (-np.asarray(numbers, dtype=np.int64)).tolist()
-    order = sorted(range(len(content)), key=lambda i: (heavy_first[i], content[i]))
+    order = sorted(range(len(content)), key=lambda i: (heavy_first[i], content[i], exact[i]))
     return np.array(order, dtype=np.intp)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -141,19 +141,49 @@ def mmff_charges(numbers: np.ndarray, positions: np.ndarray, total_charge: int =
     charges: 0.77; ``andersonn bench charges``). None when perception or MMFF atom typing fails
     (no QM9 molecule since the Hückel retry; e.g. unusual elements or > ``MMFF_MAX_ATOMS``).
     """
-    mol = perceive_molecule(numbers, positions, total_charge)
-    if mol is None:
-        return None
     from rdkit.Chem import rdForceFieldHelpers
 
     from andersonn.structures.readers import quiet
 
-    with quiet():
-        props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
-    if props is None:
-        return None
-    q = np.array([props.GetMMFFPartialCharge(i) for i in range(len(numbers))], dtype=np.float64)
-    return q if np.isfinite(q).all() else None
+    numbers, positions = np.asarray(numbers), np.asarray(positions)
+    # RDKit's bond-order and formal-charge assignment depends on the order of the atoms (QM9
+    # dsgdb9nsd_131906: a nitro-oxazole in one order, a zwitterion whose MMFF charges sum to
+    # +2 e in another, no structure at all in a third). The atoms are perceived in orders made
+    # from the geometry alone, and the structure with the fewest formal charges whose MMFF
+    # charges add up to the molecule's charge is kept: charges independent of the listing
+    best: tuple[int, np.ndarray] | None = None
+    for order in geometric_atom_orders(numbers, positions):
+        mol = perceive_molecule(numbers[order], positions[order], total_charge)
+        if mol is None:
+            continue
+        with quiet():
+            props = rdForceFieldHelpers.MMFFGetMoleculeProperties(mol)
+        if props is None:
+            continue
+        q = np.empty(len(numbers), dtype=np.float64)
+        q[order] = [props.GetMMFFPartialCharge(i) for i in range(len(numbers))]
+        if not np.isfinite(q).all() or abs(q.sum() - total_charge) > 1e-6:
+            continue
+        separation = sum(abs(a.GetFormalCharge()) for a in mol.GetAtoms())
+        if best is None or separation < best[0]:
+            best = (separation, q)
+        if separation == abs(total_charge):
+            break  # no charge separation: nothing better to find
+    return None if best is None else best[1]
+
+
+def geometric_atom_orders(numbers: np.ndarray, positions: np.ndarray) -> list[np.ndarray]:
+    """Four orders of the atoms that depend on the geometry only, not on how the atoms were
+    listed: by element (light or heavy first), then distance from the centre of mass (near or
+    far first), then the sum of distances to all other atoms (each rounded to 1e-3 Å). Atoms
+    that tie on all three are (near-)symmetric copies of each other and keep their order."""
+    rel = positions - centre_of_mass(numbers, positions)
+    r_com = np.round(np.sqrt((rel * rel).sum(1)), 3)
+    diff = positions[:, None, :] - positions[None, :, :]
+    spread = np.round(np.sqrt((diff * diff).sum(-1)).sum(1), 3)
+    z = np.asarray(numbers, dtype=np.int64)
+    return [np.lexsort((spread, r_com * sign_r, z * sign_z))
+            for sign_z in (1, -1) for sign_r in (1, -1)]
 
 
 def molecule_charges(numbers: np.ndarray, positions: np.ndarray, dist: np.ndarray,
@@ -198,31 +228,18 @@ def centre_of_mass(numbers: np.ndarray, positions: np.ndarray) -> np.ndarray:
 
 def void_descriptors(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray,
                      spacing: float = 1.0, max_points: int = 8000, reach: float = 10.0,
-                     ) -> tuple[float, float]:
+                     max_reach: float = 40.0) -> tuple[float, float]:
     """(largest empty-sphere diameter in Å, void fraction) of a periodic structure.
 
     A grid over the cell (about ``spacing`` Å, at most ``max_points`` points) is scored by the
     distance to the nearest van der Waals surface (KD-tree over the atoms and their images within
-    ``reach`` Å); the 6 best points are refined by a pattern search to 1e-3 Å. Distances beyond
-    ``reach`` are lower-bounded by it, enough to place any pore in the small/medium/large classes.
-    The void fraction is the share of grid points outside every vdW sphere.
+    ``reach`` Å); a pattern search to 1e-3 Å refines the grid points that could lie in the
+    largest pore (:func:`_pore_seeds`), so the result does not depend on the cell's origin.
+    Distances are exact up to ``reach`` minus the largest van der Waals radius present; a pore
+    larger than that is measured again with ``reach`` doubled, up to ``max_reach`` (beyond it
+    the diameter is capped: a lower bound). The void fraction is the share of grid points
+    outside every vdW sphere.
     """
-    from scipy.spatial import cKDTree
-
-    from andersonn.structures.network import periodic_images
-
-    rep, owner = periodic_images(positions, cell, reach)
-    rep_num = numbers[owner]
-    tree = cKDTree(rep)
-    radii = VDW_RADIUS[rep_num]
-    kq = min(4, len(rep_num))
-
-    def surface_distance(points: np.ndarray) -> np.ndarray:
-        d, idx = tree.query(points, k=kq)
-        if kq == 1:
-            d, idx = d[:, None], idx[:, None]
-        return (d - radii[idx]).min(axis=1)
-
     lengths = np.linalg.norm(cell, axis=1)
     counts = np.maximum(2, np.ceil(lengths / spacing)).astype(int)
     total = float(np.prod(counts))
@@ -231,12 +248,58 @@ def void_descriptors(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarra
     grid = np.stack(np.meshgrid(*((np.arange(c) + 0.5) / c for c in counts), indexing="ij"),
                     -1).reshape(-1, 3)
     pts = grid @ cell
-    sd = surface_distance(pts)
-    void_fraction = float((sd > 0).mean())
-    # refine the best grid points by a pattern search (26 directions, step halved when stuck)
-    top = pts[np.argsort(-sd, kind="stable")[:6]]
+    void_fraction = None
+    while True:
+        surface_distance, exact_below = _surface_distance(numbers, positions, cell, reach)
+        sd = surface_distance(pts)
+        if void_fraction is None:
+            void_fraction = float((sd > 0).mean())
+        best = _largest_sphere_radius(surface_distance, pts, sd, cell, counts)
+        if best < exact_below or reach >= max_reach:
+            return max(0.0, 2.0 * best), void_fraction
+        reach = min(2.0 * reach, max_reach)
+
+
+def _surface_distance(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, reach: float
+                      ) -> tuple[Callable[[np.ndarray], np.ndarray], float]:
+    """A function giving the distance from points to the nearest van der Waals surface of the
+    periodic structure, and the value up to which it is exact.
+
+    Points are wrapped into the cell first, so every atom within ``reach`` of one is among the
+    periodic images searched: a distance below ``reach`` minus the largest radius is exact; one
+    above only says "at least this", so it is capped there (otherwise it would depend on which
+    far images were searched, that is on where the cell's origin is)."""
+    from scipy.spatial import cKDTree
+
+    from andersonn.structures.network import periodic_images
+
+    rep, owner = periodic_images(positions, cell, reach)
+    tree = cKDTree(rep)
+    radii = VDW_RADIUS[numbers[owner]]
+    kq = min(4, len(radii))
+    exact_below = reach - float(radii.max())
+    to_frac = np.linalg.inv(cell)
+
+    def surface_distance(points: np.ndarray) -> np.ndarray:
+        inside = ((points @ to_frac) % 1.0) @ cell
+        d, idx = tree.query(inside, k=kq)
+        if kq == 1:
+            d, idx = d[:, None], idx[:, None]
+        return np.minimum((d - radii[idx]).min(axis=1), exact_below)
+
+    return surface_distance, exact_below
+
+
+def _largest_sphere_radius(surface_distance: Callable[[np.ndarray], np.ndarray],
+                           points: np.ndarray, surface: np.ndarray, cell: np.ndarray,
+                           counts: np.ndarray) -> float:
+    """The largest distance to the surface, refined from the grid ``points`` (values
+    ``surface``) by a pattern search (26 directions, step halved when stuck) from every pore the
+    grid could be hiding the largest sphere in: the best few grid points cluster in one pore,
+    and which pore won then depended on where the cell's origin was."""
+    top = _pore_seeds(points, surface, cell / counts[:, None])
     val = surface_distance(top)
-    step = np.full(len(top), 0.5 * float(np.max(lengths / counts)))
+    step = np.full(len(top), 0.5 * float(np.max(np.linalg.norm(cell, axis=1) / counts)))
     offs = np.stack(np.meshgrid(*([np.array([-1.0, 0.0, 1.0])] * 3), indexing="ij"),
                     -1).reshape(-1, 3)
     offs = offs[np.abs(offs).sum(1) > 0]
@@ -252,8 +315,27 @@ def void_descriptors(numbers: np.ndarray, positions: np.ndarray, cell: np.ndarra
         top[better] = cand[better, k[better]]
         val[better] = cd[better, k[better]]
         step[active & ~better] *= 0.5
-    best = max(float(sd.max()), float(val.max()))
-    return max(0.0, 2.0 * best), void_fraction
+    return max(float(surface.max()), float(val.max()))
+
+
+def _pore_seeds(points: np.ndarray, surface: np.ndarray, step: np.ndarray,
+                max_seeds: int = 32, separation: float = 1.0) -> np.ndarray:
+    """Starting points for refining the largest empty sphere: the grid points whose distance
+    to the surface is within the grid's covering radius of the best (the distance is
+    1-Lipschitz, so the best sphere's centre lies that close to one of them), best first,
+    thinned to ``separation`` Å apart, at most ``max_seeds``."""
+    corners = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], dtype=float)
+    cover = 0.5 * float(np.linalg.norm(corners @ step, axis=1).max())
+    ranked = np.argsort(-surface, kind="stable")
+    ranked = ranked[surface[ranked] >= surface[ranked[0]] - cover]
+    chosen = [int(ranked[0])]
+    for i in ranked[1:].tolist():
+        if len(chosen) == max_seeds:
+            break
+        gap = points[chosen] - points[i]
+        if float(np.einsum("ij,ij->i", gap, gap).min()) >= separation * separation:
+            chosen.append(i)
+    return points[chosen].copy()
 
 
 def _d_f_counts(zs: np.ndarray, ox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,14 +15,16 @@ from typing import Any
 
 from andersonn.errors import ConfigError
 
-FEATURIZER_VERSION = "1.4.1"  # 1.4.1: custom specs' charge-frame channels without a charge
-                              # channel had all zeros (no preset changed)
+FEATURIZER_VERSION = "1.5.0"  # 1.5.0: images independent of atom order and cell origin
 
 #: preset name -> featuriser version at which that preset's images last changed (keep each
 #: <= FEATURIZER_VERSION; tests check a preset's images against fixtures of its version)
 PRESET_VERSIONS: dict[str, str] = {
-    "polarity": "1.4.0",     # 1.4.0: Hückel-connectivity retry gives MMFF94 charges to all of QM9
-    "mof-pore": "1.1.0",
+    # 1.5.0: charges perceived in a geometric atom order; neighbour and row ties broken on
+    # exact values; Pauling bond orders whatever the file wrote; dipole contribution faded below
+    # 0.1 eÅ (1.4.0: Hückel-connectivity retry gives MMFF94 charges to all of QM9)
+    "polarity": "1.5.0",
+    "mof-pore": "1.5.0",     # 1.5.0: void diameter refined in every candidate pore, exact reach
     "crystal-gap": "1.2.0",  # 1.2.0: oxidation-state and shell-filling channels
 }
 
@@ -43,7 +45,9 @@ CHANNELS: dict[str, tuple[str, str]] = {
                     "electronegativity equalisation where MMFF typing fails"),
     "atom_r_com": ("atom", "distance from the centre of mass / 5 Å"),
     "atom_dipole_proj": ("atom", "(r - r_com) · dipole / max(|dipole|, 0.1 eÅ), / 5 Å"),
-    "atom_dipole_contrib": ("atom", "q (r - r_com) · dipole unit vector, e·Å (sums to |dipole|)"),
+    "atom_dipole_contrib": ("atom", "q (r - r_com) · dipole / max(|dipole|, 0.1 eÅ), e·Å (sums "
+                            "to |dipole| above 0.1 eÅ; fades out below, where the direction is "
+                            "noise)"),
     "atom_frame_y": ("atom", "(r - r_com) · e2 / 5 Å; e2 = part of sum |q| (r - r_com) normal to "
                              "the dipole, weighted by min(1, |that part| / 0.1 eÅ)"),
     "atom_frame_z": ("atom", "(r - r_com) · (dipole unit vector × e2) / 5 Å, same weighting"),
@@ -57,13 +61,15 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "nbr_group": ("neighbour", "neighbour group / 18"),
     "nbr_charge": ("neighbour", "neighbour partial charge, e"),
     "en_diff": ("neighbour", "(EN neighbour - EN atom) / 2"),
-    "bond_order": ("neighbour", "bond order / 3 (0 = not bonded)"),
+    "bond_order": ("neighbour", "bond order / 3 (0 = not bonded); Pauling's estimate from the "
+                   "bond length, whatever orders the file wrote"),
     "inv_distance": ("neighbour", "1 / distance, Å^-1"),
     "g_dipole": ("global", "crude dipole |sum q (r - r_com)| from the partial charges / 5 D"),
     "g_n_atoms": ("global", "number of atoms / 30"),
     "g_density": ("global", "density / 3 g cm^-3"),
     "g_vol_per_atom": ("global", "cell volume per atom / 30 Å^3"),
-    "g_void_diameter": ("global", "largest empty-sphere diameter (vdW surfaces, grid) / 20 Å"),
+    "g_void_diameter": ("global", "largest empty-sphere diameter (vdW surfaces, grid refined in "
+                        "every candidate pore) / 20 Å"),
     "g_packing": ("global", "sum of atomic vdW sphere volumes / cell volume (overlaps counted)"),
     "g_en_range": ("global", "max - min electronegativity / 3"),
     "g_ox_imbalance": ("global", "|net charge| per atom of the best assignment of one common "
