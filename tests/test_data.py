@@ -157,6 +157,17 @@ def _pin(monkeypatch: pytest.MonkeyPatch, paths: dict[str, Path]) -> None:
         monkeypatch.setitem(ARCHIVES, key, replace(ARCHIVES[key], sha256=_sha(path)))
 
 
+@pytest.fixture(name="cache")
+def archive_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeFeaturizer
+                  ) -> Path:
+    """A cache root holding the fixture archives where a build without --source finds them
+    (``cache`` in the modules that import it)."""
+    root = tmp_path / "cache"
+    _pin(monkeypatch, make_archives(root / "archives"))
+    monkeypatch.setenv("ANDERSONN_CACHE", str(root))
+    return root
+
+
 # --------------------------------------------------------------------------------------------
 # A fake featuriser with the contract of andersonn.images
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_data import FakeFeaturizer, _pin, make_archives
+from test_data import FakeFeaturizer, archive_cache  # noqa: F401 (the `cache` fixture)
 
 from andersonn.cli import main
 from andersonn.cli.options import finite_float, non_negative_int
@@ -35,15 +35,6 @@ from helpers import assert_refused_when_parsed
 pytestmark = pytest.mark.filterwarnings("ignore::andersonn.data.build.EmptySplitWarning")
 
 N_CRYSTALS = 7  # crystal-gap entries of the fixture archives that read
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeFeaturizer) -> Path:
-    """A cache root holding the fixture archives where a build without --source finds them."""
-    root = tmp_path / "cache"
-    _pin(monkeypatch, make_archives(root / "archives"))
-    monkeypatch.setenv("ANDERSONN_CACHE", str(root))
-    return root
 
 
 def _read_only(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_data import FakeFeaturizer, _pin, make_archives
+from test_data import FakeFeaturizer, archive_cache  # noqa: F401 (the `cache` fixture)
 
 from andersonn.cli import main
 from andersonn.data import build_dataset, load_dataset
@@ -24,15 +24,6 @@ from helpers import assert_refused_when_parsed
 
 # the fixture sets are too small for val and test splits
 pytestmark = pytest.mark.filterwarnings("ignore::andersonn.data.build.EmptySplitWarning")
-
-
-@pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeFeaturizer) -> Path:
-    """A cache root holding the fixture archives where a build without --source finds them."""
-    root = tmp_path / "cache"
-    _pin(monkeypatch, make_archives(root / "archives"))
-    monkeypatch.setenv("ANDERSONN_CACHE", str(root))
-    return root
 
 
 # --------------------------------------------------------------------------------------------
