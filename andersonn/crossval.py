@@ -223,11 +223,9 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
     an interrupted one; without it a fold directory that already holds a run is refused.
     Returns the summary (on rank 0, when all folds are done), else None.
     """
-    import torch
-
     from andersonn.training import train
     from andersonn.training.checkpoint import POINTER
-    from andersonn.training.distributed import barrier, cleanup, resolve_device, setup
+    from andersonn.training.distributed import barrier, cleanup, setup
     from andersonn.training.inputs import load_task_dataset
 
     k = int(folds if folds is not None else (cfg.folds or 0))
@@ -242,8 +240,7 @@ def cross_validate(cfg: TrainConfig, out_dir: str | Path, *, folds: int | None =
                           "folder for the folds")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; give a folder for the cross-validation")
-    device = (resolve_device(cfg.device) if cfg.device != "auto" else
-              torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = cfg.torch_device()
     info = setup(device)  # one process group for all folds (train() then reuses it)
     try:
         dataset = None  # loaded (built on rank 0 if need be) once, for the first fold to train
@@ -427,7 +424,7 @@ def summarize(out_dir: str | Path, device: str = "cpu") -> CrossValidation:
     for i, ens in enumerate(members, start=1):
         ds = fold_of(base, ens.config_["train"])
         idx = ds.split_indices("test")
-        p, it = ens.member_outputs(np.asarray(ds.images[idx], dtype=np.float32))
+        p, it, _ = ens.member_outputs(np.asarray(ds.images[idx], dtype=np.float32))
         probs[idx], iters[idx], tested_in[idx] = p[0], it[0], i
         # an explicit network's iterations are NaN: None (null), as evaluate reports them
         per_fold.append({"fold": i, "n": len(idx), "iterations": _mean_or_none(it[0]),

@@ -5,10 +5,11 @@ different ``--seed``) and averages their calibrated class probabilities. It is a
 :class:`andersonn.predict.Classifier`, so ``predict``, ``predict_proba``, ``score`` and
 ``predict_inputs`` work as for one run; each input is read and encoded once. The members must
 agree on the task, the classes, the image spec, the image shape and the featuriser version
-(otherwise their images or outputs would mean different things); the first member's
-applicability domain is used for the domain warnings. ``iterations`` of a prediction is the sum
-of the members' solver evaluations: the ensemble's cost (over the members that solve a fixed
-point; none when no member does).
+(otherwise their images or outputs would mean different things), and no run may be given
+twice (it would count as two members); the first member's applicability domain is used for
+the domain warnings. ``iterations`` of a prediction is the sum of the members' solver
+evaluations: the ensemble's cost (over the members that solve a fixed point; none when no
+member does).
 
 ``Ensemble.of_seeds(n, **train_config)`` + ``fit`` trains ``n`` members whose seeds are
 ``seed, seed + 1, ...``.
@@ -23,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from andersonn.errors import AndersonnError, ConfigError, InputError
-from andersonn.predict import Classifier, _check_new_run_dir, merge_conformers
+from andersonn.predict import Classifier, _check_new_run_dir
+from andersonn.predict.inference import merge_images
 
 __all__ = ["MATCHED_KEYS", "Ensemble", "solver_evaluations"]
 
@@ -61,7 +63,8 @@ class Ensemble(Classifier):
     def from_runs(cls, run_dirs: Sequence[str | Path], device: str = "cpu",
                   solver: str | None = None, solver_options: dict[str, Any] | None = None
                   ) -> Ensemble:
-        """Load finished runs (see :meth:`Classifier.load`); refuse runs that disagree."""
+        """Load finished runs (see :meth:`Classifier.load`); refuse runs that disagree, and a
+        run given twice (as resolved paths: it would count as two members)."""
         return cls._from_runs(run_dirs, device, solver, solver_options, "from_runs")
 
     @classmethod
@@ -72,6 +75,7 @@ class Ensemble(Classifier):
 
         if not run_dirs:
             raise InputError("an Ensemble needs at least one run directory")
+        _check_distinct_runs(run_dirs)
         resolve_device(device, what=f"{cls.__name__}.{method}(device={device!r})")
         return cls([Classifier.load(d, device=device, solver=solver,  # each names its run_dir_
                                     solver_options=solver_options) for d in run_dirs])
@@ -165,11 +169,8 @@ class Ensemble(Classifier):
     def _infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean probabilities (N, K), summed solver evaluations (N,) and the largest solver
         shortfall (N,) over the members."""
-        self._check_fitted()
-        outputs = [member._infer(images) for member in self.members]
-        probs = np.mean([p for p, _, _ in outputs], axis=0)
-        iters = solver_evaluations(np.stack([it for _, it, _ in outputs]))
-        return probs, iters, np.max([s for _, _, s in outputs], axis=0)
+        probs, iters, short = self._member_infer(images)
+        return probs.mean(axis=1), solver_evaluations(iters.T), short.max(axis=1)
 
     def member_probabilities(self, X: Any) -> np.ndarray:
         """Each member's calibrated probabilities, shape (members, N, K)."""
@@ -177,27 +178,31 @@ class Ensemble(Classifier):
         return self._per_member(*outputs, counts)[0]
 
     def member_outputs(self, images: np.ndarray, counts: Sequence[int] | None = None
-                       ) -> tuple[np.ndarray, np.ndarray]:
-        """Each member's calibrated probabilities (members, N, K) and solver evaluations
-        (members, N) per input; ``counts``: images per input (its conformers), merged as in
-        :func:`andersonn.predict.merge_conformers`."""
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each member's calibrated probabilities (members, N, K), solver evaluations and
+        solver shortfall (members, N; the lowest relative residual where a solve stopped short
+        of its tolerance, else 0) per input; ``counts``: images per input (its conformers),
+        merged as in :func:`andersonn.predict.merge_conformers`."""
         return self._per_member(*self._member_infer(images), counts)
 
-    def _member_infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Each member's calibrated probabilities (N, members, K) and solver evaluations
-        (N, members) per image: a row per image, as :meth:`_infer_in_chunks` joins them."""
+    def _member_infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each member's calibrated probabilities (N, members, K), solver evaluations and
+        solver shortfall (N, members) per image (:meth:`Classifier._infer`): a row per image,
+        as :meth:`_infer_in_chunks` joins them. The one loop over the members: the ensemble's
+        own answers (:meth:`_infer`) and :mod:`andersonn.evaluate` start from it."""
         self._check_fitted()
-        outputs = [member._infer(images)[:2] for member in self.members]
-        return (np.stack([p for p, _ in outputs], axis=1),
-                np.stack([it for _, it in outputs], axis=1))
+        outputs = [member._infer(images) for member in self.members]
+        probs, iters, short = (np.stack(arrays, axis=1) for arrays in zip(*outputs, strict=True))
+        return probs, iters, short
 
     @staticmethod
-    def _per_member(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int] | None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_member_infer`'s arrays per input (``counts``: images per input), members
-        first: (members, N, K) and (members, N)."""
-        probs, iters = merge_conformers(probs, iters, counts)
-        return probs.transpose(1, 0, 2), iters.T
+    def _per_member(probs: np.ndarray, iters: np.ndarray, short: np.ndarray,
+                    counts: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_member_infer`'s arrays per input (``counts``: images per input, merged by
+        :func:`andersonn.predict.inference.merge_images`), members first: (members, N, K),
+        (members, N) and (members, N)."""
+        probs, iters, short = merge_images(probs, iters, short, counts)
+        return probs.transpose(1, 0, 2), iters.T, short.T
 
     def __len__(self) -> int:
         return len(self.members)
@@ -207,3 +212,16 @@ class Ensemble(Classifier):
         shown = runs if all(runs) else f"{len(self.members)} members"
         return f"Ensemble({shown})"
 
+
+def _check_distinct_runs(runs: Sequence[str | Path]) -> None:
+    """Refuse a run given twice (compared as resolved paths): an ensemble of a run with itself
+    would score as an ensemble of two."""
+    seen: dict[Path, str | Path] = {}
+    for run in runs:
+        key = Path(run).resolve()
+        if key in seen:
+            first = seen[key]
+            spelled = "" if str(first) == str(run) else f" (as {first} and {run})"
+            raise InputError(f"run {first} is given twice{spelled}; an ensemble needs distinct "
+                             "runs: give each once")
+        seen[key] = run

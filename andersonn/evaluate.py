@@ -76,7 +76,8 @@ class Evaluation:
     when there is one); ``skipped``: labelled rows not scored and why; ``domain``: accuracy
     inside / outside the training domain; ``rows``: per-input truth and prediction (labelled
     CSVs only); ``reliability``: accuracy and mean confidence per confidence bin of each run
-    (and of all runs together).
+    (and of all runs together); ``unconverged``: per run, the inputs whose fixed-point solve
+    stopped short of its tolerance (at ``max_iter``; 0 for a network without a solver).
     """
 
     task: str
@@ -92,6 +93,21 @@ class Evaluation:
     domain: dict[str, dict[str, float]] | None = None
     rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     reliability: dict[str, dict[str, list[float]]] = dataclasses.field(default_factory=dict)
+    unconverged: list[int] = dataclasses.field(default_factory=list)
+
+    def convergence_note(self) -> str | None:
+        """How many inputs' solves stopped short of the tolerance, in one line (None where
+        every solve converged): their scores are those of unconverged fixed points."""
+        if not any(self.unconverged):
+            return None
+        if len(self.runs) == 1:
+            where = f"{self.unconverged[0]} of {self.n} inputs"
+        else:
+            where = f"{max(self.unconverged)} of {self.n} inputs (" + ", ".join(
+                f"{run}: {count}" for run, count in zip(self.runs, self.unconverged,
+                                                         strict=True) if count) + ")"
+        return (f"the fixed-point solve of {where} stopped short of its tolerance: their "
+                "scores are those of unconverged solves")
 
     def write_plots(self, directory: str | Path) -> list[Path]:
         """``confusion.png`` (all runs together) and ``reliability.png`` into ``directory``."""
@@ -169,7 +185,7 @@ def _as_ensemble(runs: Sequence[str | Path] | Ensemble, device: str, solver: str
         return runs, names
     if isinstance(runs, (str, Path)):
         runs = [runs]
-    runs = list(runs)
+    runs = list(runs)  # a run given twice: refused by from_runs
     return Ensemble.from_runs(runs, device=device, solver=solver,
                               solver_options=solver_options), [str(r) for r in runs]
 
@@ -186,7 +202,8 @@ def _reliability(probs: np.ndarray, labels: np.ndarray) -> dict[str, list[float]
 
 
 def _evaluation(ens: Ensemble, names: list[str], source: str, probs: np.ndarray,
-                iters: np.ndarray, labels: np.ndarray, **extra: Any) -> Evaluation:
+                iters: np.ndarray, short: np.ndarray, labels: np.ndarray,
+                **extra: Any) -> Evaluation:
     from andersonn.training.metrics import classification_report, confusion_matrix
 
     classes = list(ens.classes_)
@@ -204,7 +221,8 @@ def _evaluation(ens: Ensemble, names: list[str], source: str, probs: np.ndarray,
         reliability[f"ensemble of {len(probs)}"] = _reliability(probs.mean(axis=0), labels)
     return Evaluation(task=str(ens.config_.get("task")), source=source, runs=names,
                       classes=classes, n=len(labels), single=single, spread=spread,
-                      ensembles=ensembles, report=report, reliability=reliability, **extra)
+                      ensembles=ensembles, report=report, reliability=reliability,
+                      unconverged=[int((s > 1.0).sum()) for s in short], **extra)
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:
@@ -239,12 +257,15 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
     if split not in SPLIT_NAMES:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLIT_NAMES)}")
     ens, names = _as_ensemble(runs, device, solver, solver_options)
-    builds = {json.dumps(_build_identity(m.config_), sort_keys=True, default=str)
-              for m in ens.members}
+    builds: dict[str, tuple[str, list[str]]] = {}  # each build: its label and runs
+    for name, member in zip(names, ens.members, strict=True):
+        identity = json.dumps(_build_identity(member.config_), sort_keys=True, default=str)
+        builds.setdefault(identity, (_build_label(member.config_), []))[1].append(name)
     if len(builds) > 1:
+        which = "; ".join(f"{', '.join(runs)}: {label}" for label, runs in builds.values())
         raise AndersonnError("the runs were trained on different dataset builds (source or "
-                             "--limit) or cross-validation folds, so their splits differ; "
-                             "evaluate them apart")
+                             "--limit) or cross-validation folds, so their splits differ "
+                             f"({which}); evaluate them apart")
     ds = dataset if dataset is not None else run_dataset(ens.config_)
     # the build's rule as this run records it (a shared labels-file build names another file)
     rules = (run_label_rule(getattr(ds, "meta", {}) or {}, (ens.config_.get("train") or {})
@@ -255,8 +276,9 @@ def evaluate_split(runs: Sequence[str | Path] | Ensemble, split: str = "test",
     images, labels = split_tensors(ds, split)
     if len(labels) == 0:
         raise AndersonnError(f"the {split} split of this dataset build is empty")
-    probs, iters = ens.member_outputs(images.numpy())
-    return _evaluation(ens, names, f"the {split} split", probs, iters, labels.numpy())
+    # each member's outputs, members first (the ensemble's own member inference)
+    probs, iters, short = ens.member_outputs(images.numpy())
+    return _evaluation(ens, names, f"the {split} split", probs, iters, short, labels.numpy())
 
 
 def _build_identity(config: dict[str, Any]) -> list[Any]:
@@ -269,6 +291,23 @@ def _build_identity(config: dict[str, Any]) -> list[Any]:
     if dataset.get("cache_key"):
         return ["key", dataset["cache_key"], *fold]
     return [dataset, train.get("limit"), *fold]
+
+
+def _build_label(config: dict[str, Any]) -> str:
+    """A run's build as a refusal names it: ``build 3f9c12ab00d1e2f3`` (runs from before
+    builds were keyed: ``--limit N`` or ``no --limit``, and its size) and its
+    cross-validation fold."""
+    dataset = config.get("dataset") or {}
+    train = config.get("train") or {}
+    if dataset.get("cache_key"):
+        label = f"build {dataset['cache_key']}"
+    else:
+        limit = train.get("limit")
+        label = f"--limit {limit}" if limit else "no --limit"
+        label += f" ({dataset['n']} structures)" if dataset.get("n") else ""
+    if train.get("folds"):
+        label += f", fold {train.get('fold')} of {train['folds']}"
+    return label
 
 
 def read_labelled(path: str | Path, task: str, classes: Sequence[str],
@@ -376,7 +415,7 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
         raise InputError(f"{labels_file}: none of its {len(inputs)} inputs could be read "
                          f"(first: {skipped[-1]['where']}: {skipped[-1]['reason']})")
     labels = np.asarray([truth[i] for i in ok], dtype=np.int64)
-    probs, iters = ens._per_member(*done.outputs, done.counts)
+    probs, iters, short = ens._per_member(*done.outputs, done.counts)
     mean = probs.mean(axis=0)
     predicted = mean.argmax(axis=1)
     classes = list(ens.classes_)
@@ -389,5 +428,5 @@ def evaluate_labelled(runs: Sequence[str | Path] | Ensemble, labels_file: str | 
     domain = {where: {"n": int(mask.sum()),
                       "accuracy": float(correct[mask].mean()) if mask.any() else None}
               for where, mask in (("inside", ~outside), ("outside", outside))}
-    return _evaluation(ens, names, str(labels_file), probs, iters, labels, skipped=skipped,
-                       domain=domain, rows=rows)
+    return _evaluation(ens, names, str(labels_file), probs, iters, short, labels,
+                       skipped=skipped, domain=domain, rows=rows)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +32,7 @@ import torch
 from andersonn.errors import InputError
 
 __all__ = ["DEFAULT_STEPS", "Explanation", "attribute", "draw_explanation", "explain",
-           "picture_name"]
+           "picture_name", "previous_pictures"]
 
 DEFAULT_STEPS = 32
 PRECISE_TOL = 1e-5  # DEQ forward and adjoint tolerance while explaining (gradients, not classes)
@@ -122,8 +123,7 @@ def attribute(model: torch.nn.Module, image: np.ndarray, target: int, steps: int
     """Integrated gradients of ``log softmax(model(x) / temperature)[target]`` from
     ``baseline`` (default: the zero image) to ``image`` (C, H, W), midpoint rule with ``steps``
     points. Returns (attribution (C, H, W), log p at the image, log p at the baseline)."""
-    if steps < 1:
-        raise InputError(f"steps must be >= 1 (got {steps})")
+    _check_steps(steps)
     x = torch.as_tensor(np.asarray(image, dtype=np.float32))[None]
     x0 = (torch.zeros_like(x) if baseline is None
           else torch.as_tensor(np.asarray(baseline, dtype=np.float32)).expand_as(x))
@@ -140,23 +140,45 @@ def attribute(model: torch.nn.Module, image: np.ndarray, target: int, steps: int
     return attribution, float(ends[0]), float(ends[1])
 
 
+def _check_steps(steps: int) -> None:
+    """Refuse fewer than one point on the integration path."""
+    if steps < 1:
+        raise InputError(f"steps must be at least 1, got {steps}")
+
+
+def _target_class(target: str, classes: Sequence[Any]) -> Any:
+    """The class ``target`` names: exactly, else the one class equal to it but for case."""
+    if target in classes:
+        return target
+    folded = [c for c in classes if str(c).casefold() == str(target).casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    if folded:
+        raise InputError(f"class {target!r} matches {', '.join(repr(str(c)) for c in folded)} "
+                         "but for case; give one of them exactly")
+    raise InputError(f"unknown class {target!r}; this run's classes are "
+                     f"{', '.join(str(c) for c in classes)}")
+
+
 def explain(classifier: Any, inputs: Sequence[Any], target: str | None = None,
             steps: int = DEFAULT_STEPS) -> list[Explanation]:
     """Explain a fitted :class:`andersonn.predict.Classifier` (one run) on ``inputs`` (SMILES,
     structure files, directories or list files, as ``predict`` takes them). ``target``: the
-    class to explain (default: each input's predicted class). An input that cannot be read
-    comes back with ``error`` set; the rest are explained."""
+    class to explain (a class name, matched regardless of case where that is unambiguous;
+    default: each input's predicted class). An input that cannot be read comes back with
+    ``error`` set; the rest are explained."""
     from andersonn.images import CHANNELS, encode_with_atoms
     from andersonn.predict import expand_inputs, read_in_domain
 
+    _check_steps(steps)
     # a DEQ solves tighter than for a prediction (on a copy: the classifier keeps its own)
     model = copy.copy(classifier._check_fitted())
     max_iter = max(100, int(getattr(model, "solver_options", {}).get("max_iter", 0)))
     model.set_solver(None, {"tol": PRECISE_TOL, "max_iter": max_iter},
                      backward_options={"tol": PRECISE_TOL, "max_iter": 100})
     classes = list(classifier.classes_)
-    if target is not None and target not in classes:
-        raise InputError(f"unknown class {target!r}; this run's classes are {', '.join(classes)}")
+    if target is not None:
+        target = _target_class(target, classes)
     spec = classifier._spec()
     whole = np.array([CHANNELS[name][0] == "global" for name in spec.channels])
     results = []
@@ -237,6 +259,24 @@ def draw_explanation(explanation: Explanation, path: str | Path, size: int = 520
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target, drawer.GetDrawingText())
     return target
+
+
+PICTURE_NAME = re.compile(r"[0-9]{3,}-[A-Za-z0-9._=#()+-]+\.png")
+"""What :func:`picture_name` gives (no folder, no other kind of file)."""
+
+
+def previous_pictures(folder: str | Path) -> list[Path]:
+    """The drawings an earlier ``explain --out FOLDER`` left there: those its
+    ``explanations.json`` lists that are named as :func:`picture_name` names them and still
+    exist (none where there is no such record: no other file is ever taken for one)."""
+    folder = Path(folder)
+    try:
+        records = json.loads((folder / "explanations.json").read_text())["explanations"]
+        names = {r.get("picture") for r in records if isinstance(r, dict)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    return [folder / name for name in sorted(n for n in names if isinstance(n, str))
+            if PICTURE_NAME.fullmatch(name) and (folder / name).is_file()]
 
 
 def picture_name(index: int, name: str) -> str:

@@ -119,7 +119,8 @@ def test_read_labelled_classes_values_and_skips(tmp_path: Path) -> None:
     ("input,class,value\nCCO,1,3.0\n", "both a class and a value column"),
     ("input,energy\nCCO,1\n", "no class or value column"),
     ("input,class\nCCO,7\n", "no usable rows"),
-    ("", "no input column"),
+    ("", "the file is empty"),
+    ("input,class\n", r"no rows below its header row \(input, class\)"),
 ])
 def test_read_labelled_refuses_unusable_files(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(InputError, match=message):

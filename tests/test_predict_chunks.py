@@ -90,7 +90,8 @@ def test_ensemble_and_labelled_evaluation_in_chunks_give_the_same_answers(
     # the reference: every image at once
     images, ok, _errors, _notes, counts = ens._featurize(
         [str(r) for r in rows], conformers=2)
-    probs, iters = ens.member_outputs(images, counts)
+    probs, iters, short = ens.member_outputs(images, counts)
+    assert short.shape == iters.shape and np.all(short >= 0)
     assert [r["probabilities"] for r in whole.rows] == [
         dict(zip(ens.classes_, p.tolist(), strict=True)) for p in probs.mean(axis=0)]
     assert whole.single[0]["iterations"] == pytest.approx(float(iters[0].mean()))

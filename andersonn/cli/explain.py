@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
-from andersonn.cli.options import output_dir, positive_int
+from andersonn.cli.options import non_negative_int, output_dir, positive_int
 
 
 def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -22,13 +23,16 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
     ex.add_argument("run_dir", metavar="RUN_DIR")
     ex.add_argument("inputs", metavar="INPUT", nargs="+")
     ex.add_argument("--target", metavar="CLASS", default=None,
-                    help="class to explain (default: each input's predicted class)")
+                    help="class to explain, its name in any case (default: each input's "
+                    "predicted class)")
     ex.add_argument("--steps", type=positive_int, default=None,
                     help="points on the integration path (32); more shrink the gap")
-    ex.add_argument("--top", type=int, default=12, help="rows printed per input (12)")
+    ex.add_argument("--top", type=non_negative_int, default=12,
+                    help="rows printed per input (12)")
     ex.add_argument("--out", metavar="DIR", default=None, type=output_dir,
                     help="write explanations.json and, for molecules, one PNG each with "
-                    "the atoms coloured by their share")
+                    "the atoms coloured by their share (replacing those of an earlier "
+                    "explain into DIR)")
     ex.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     ex.set_defaults(func=_explain)
 
@@ -38,12 +42,17 @@ def _explain(args: argparse.Namespace) -> int:
 
     from andersonn.crossval import is_cross_validation
     from andersonn.errors import ConfigError
-    from andersonn.explain import DEFAULT_STEPS, draw_explanation, explain, picture_name
+    from andersonn.explain import (
+        DEFAULT_STEPS,
+        draw_explanation,
+        explain,
+        picture_name,
+        previous_pictures,
+    )
     from andersonn.fileio import atomic_write_json
     from andersonn.predict import Classifier, without_name
+    from andersonn.predict.output import keep_existing_output
 
-    if args.top < 0:
-        raise ConfigError(f"--top {args.top}: give the number of rows to print (0 or more)")
     if is_cross_validation(args.run_dir):
         raise ConfigError(f"{args.run_dir} is a cross-validation of several fold runs; explain "
                           f"one of them, e.g. {Path(args.run_dir) / 'fold-1'}")
@@ -61,6 +70,9 @@ def _explain(args: argparse.Namespace) -> int:
             print(f"andersonn: cannot explain {shown}: {reason}", file=sys.stderr)
     if args.out:
         folder = Path(args.out)
+        if not any(r.ok for r in results):
+            keep_existing_output(folder / "explanations.json", len(results), "explained")
+        earlier = previous_pictures(folder)  # listed by the explanations.json replaced here
         records = []
         for i, result in enumerate(results, start=1):
             record = result.to_dict()
@@ -71,10 +83,20 @@ def _explain(args: argparse.Namespace) -> int:
                 except Exception as exc:  # a picture is a by-product; keep the numbers
                     record["picture_error"] = str(exc).splitlines()[0]
             records.append(record)
+        # atom indices (rows' "atoms", the order of "atom_shares") count from 0
         atomic_write_json(folder / "explanations.json",
-                          {"run": str(args.run_dir), "explanations": records})
+                          {"run": str(args.run_dir), "atom_index_base": 0,
+                           "explanations": records})
+        drawn = {r["picture"] for r in records if "picture" in r}
+        removed = 0
+        for stale in earlier:
+            if stale.name not in drawn:
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+                    removed += 1
         print(f"→ {folder / 'explanations.json'}"
-              + (f" and {sum('picture' in r for r in records)} picture(s)"
-                 if any('picture' in r for r in records) else ""))
+              + (f" and {len(drawn)} picture(s)" if drawn else "")
+              + (f"; removed {removed} picture(s) of an earlier explain there" if removed
+                 else ""))
     failed = sum(not r.ok for r in results)
     return 0 if failed < len(results) else 2

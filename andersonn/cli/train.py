@@ -223,18 +223,24 @@ def _train(args: argparse.Namespace) -> int:
     given = TrainConfig.read_json(args.config) if args.config else {}
     _train_check_labels(overrides, given, base, args.config, out)
     cfg = TrainConfig.from_dict({**base, **given}, **overrides)
+    _check_device(cfg.device)
     if cfg.model == "explicit" and cfg.solver != "anderson" and _is_main():
         print(f"andersonn: warning: solver {cfg.solver} is ignored: the explicit model has no "
               "fixed point to solve for", file=sys.stderr)
     _warn_explicit_only(cfg, {**given, **overrides})
     if args.folds is not None:  # --folds 0 too: cross_validate refuses fewer than 2
         return _cross_validate(args, cfg, name, out)
+    from andersonn.training.distributed import is_lost_peer
     from andersonn.training.trainer import TrainingInterrupted
 
     try:
         result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     except TrainingInterrupted as stop:
         return _interrupted(stop, args, out)
+    except RuntimeError as exc:
+        if not is_lost_peer(exc):
+            raise
+        return _lost_peers(args, out)
     tm = result.test_metrics
     if tm is not None and _is_main():
         print(f"{_run_label(name, cfg)}: test accuracy {tm['accuracy']:.4f} (95 % interval "
@@ -291,6 +297,7 @@ def _train_check_labels(overrides: dict[str, Any], given: dict[str, Any],
 
 def _cross_validate(args: argparse.Namespace, cfg: Any, name: str, out: Path) -> int:
     from andersonn.crossval import cross_validate
+    from andersonn.training.distributed import is_lost_peer
     from andersonn.training.trainer import TrainingInterrupted
 
     try:
@@ -298,6 +305,10 @@ def _cross_validate(args: argparse.Namespace, cfg: Any, name: str, out: Path) ->
                                  resume=args.resume, progress=not args.no_progress)
     except TrainingInterrupted as stop:
         return _interrupted(stop, args, out)
+    except RuntimeError as exc:
+        if not is_lost_peer(exc):
+            raise
+        return _lost_peers(args, out)
     if summary is not None:
         print(f"{_run_label(name, cfg)}: {summary.summary_line()} → {out / 'cv.md'}")
     return 0
@@ -357,6 +368,30 @@ def _interrupted(stop: Any, args: argparse.Namespace, out: Path) -> int:
                     f"{command} continues from epoch {stop.epoch + 1}")
         print(f"andersonn: interrupted: {what}", file=sys.stderr)
     return 130
+
+
+def _lost_peers(args: argparse.Namespace, out: Path) -> int:
+    """A collective failed under ``torchrun`` because another worker died: say so in one line
+    (every surviving rank: rank 0 may be the one that died), with the last checkpoint and the
+    command that continues from it, instead of the backend's traceback."""
+    import os
+
+    from andersonn.errors import AndersonnError
+    from andersonn.training import checkpoint as ckpt
+
+    command = _resume_command(args, out)
+    if args.folds is not None:
+        where = f"{command} continues the cross-validation from its folds' last checkpoints"
+    else:
+        try:
+            folder, epoch = ckpt.latest_checkpoint(out), ckpt.checkpoint_epoch(out)
+        except (AndersonnError, OSError):
+            folder, epoch = None, None
+        where = (f"the last checkpoint is {folder} (epoch {epoch}); {command} continues from it"
+                 if folder is not None else f"no epoch had finished; {command} starts it again")
+    print(f"andersonn: error: rank {os.environ.get('RANK', '?')} lost its peers: another worker "
+          f"died; {where}", file=sys.stderr)
+    return 1
 
 
 def _run_label(name: str, cfg: Any) -> str:
@@ -516,12 +551,13 @@ def _predict(args: argparse.Namespace) -> int:
     from andersonn.ensemble import Ensemble
     from andersonn.errors import InputError
     from andersonn.predict import Classifier, format_table, write_predictions
+    from andersonn.predict.output import keep_existing_output
 
     options = _solver_options(args)
     clf: Classifier
     _check_device(args.device)
     runs = _run_dirs([args.run_dir, *args.ensemble])
-    if len(runs) > 1:
+    if len(runs) > 1:  # a run given twice: refused by from_runs
         clf = Ensemble.from_runs(runs, device=args.device, solver=args.solver,
                                  solver_options=options)
     else:
@@ -544,6 +580,8 @@ def _predict(args: argparse.Namespace) -> int:
         for note in p.warnings:
             print(f"andersonn: warning: {p.input}: {note}", file=sys.stderr)
     if args.out:
+        if not any(p.ok for p in preds):
+            keep_existing_output(args.out, len(preds), "predicted")
         write_predictions(args.out, preds, clf.classes_,
                           meta={"run_dir": str(args.run_dir), "task": clf.config_.get("task"),
                                 "conformers": clf.conformers,
@@ -586,6 +624,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         result = evaluate_split(args.runs, split=args.split, **common)
     print(result.to_markdown())
+    note = result.convergence_note()
+    if note is not None:
+        limit = f" (now {args.max_iter})" if args.max_iter else ""
+        print(f"andersonn: warning: {note}; raise --max-iter{limit} or try another --solver",
+              file=sys.stderr)
     if args.out:
         atomic_write_json(args.out, result.to_dict())
         print(f"→ {args.out}")

@@ -113,6 +113,11 @@ def read_label_table(path: str | os.PathLike[str],
         raise InputError(f"{path}: no such labels file")
     sdf = format_from_path(path) == "sdf"
     names, rows = _sdf_table(path) if sdf else _csv_table(path)
+    if not rows:  # before the columns are looked for: a file without rows has none to name
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: the file is empty")
+        raise InputError(f"{path}: no records" if sdf else
+                         f"{path}: no rows below its header row ({', '.join(names)})")
     header = {name.strip().lower(): name for name in names}
 
     def named(name: str, option: str) -> str:

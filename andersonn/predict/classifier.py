@@ -34,7 +34,7 @@ from andersonn.predict.checks import (
     _train_config,
 )
 from andersonn.predict.featurize import _Chunked, _progress, featurize_all, infer_in_chunks
-from andersonn.predict.inference import _merge_images, _shortfall_note, infer_images
+from andersonn.predict.inference import _shortfall_note, infer_images, merge_images
 from andersonn.predict.inputs import _input_name, expand_inputs, without_name
 from andersonn.predict.labels import (
     _encode_labels,
@@ -383,7 +383,7 @@ class Classifier:
         """:meth:`_infer` with the images of one input (its conformers, ``counts``) merged:
         the mean of their probabilities, the sum of their solver evaluations (the cost), the
         largest shortfall."""
-        return _merge_images(*self._infer(images), counts)
+        return merge_images(*self._infer(images), counts)
 
     def _infer_in_chunks(self, items: Sequence[Any],
                          infer: Callable[[np.ndarray], tuple[np.ndarray, ...]], workers: int = 1,
@@ -433,7 +433,7 @@ class Classifier:
         ``PREDICT_CHUNK`` at a time); a :class:`ConvergenceWarning` where a solve stopped
         short of its tolerance."""
         outputs, counts = self._outputs(X, self._infer)
-        probs, _iters, short = _merge_images(*outputs, counts)
+        probs, _iters, short = merge_images(*outputs, counts)
         stopped = np.flatnonzero(short > 1.0)
         if len(stopped):
             rows = ", ".join(str(i) for i in stopped[:5]) + (", …" if len(stopped) > 5 else "")
@@ -479,7 +479,7 @@ class Classifier:
         with _progress(len(items), progress and len(items) >= 64) as bar:
             done = self._infer_in_chunks(items, self._infer, max(1, int(workers)), bar)
         ok, errors, notes = done.ok, done.errors, done.notes
-        probs, iters, short = _merge_images(*done.outputs, done.counts)
+        probs, iters, short = merge_images(*done.outputs, done.counts)
         names = self._class_names()
         out = [Prediction(_input_name(item), False, error=errors[i], source=item)
                for i, item in enumerate(items)]

@@ -2,7 +2,7 @@
 
 :func:`infer_images` gives, in batches, each image's calibrated class probabilities, its
 solver evaluations and how far short of the tolerance its fixed-point solve stopped;
-:func:`merge_conformers` and :func:`_merge_images` turn rows per image (a SMILES's
+:func:`merge_conformers` and :func:`merge_images` turn rows per image (a SMILES's
 conformers) into rows per input.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["infer_images", "merge_conformers"]
+__all__ = ["infer_images", "merge_conformers", "merge_images"]
 
 
 @torch.no_grad()
@@ -80,11 +80,11 @@ def merge_conformers(probs: np.ndarray, iters: np.ndarray, counts: Sequence[int]
     return np.add.reduceat(probs, starts, axis=0) / sizes, np.add.reduceat(iters, starts, axis=0)
 
 
-def _merge_images(probs: np.ndarray, iters: np.ndarray, short: np.ndarray,
+def merge_images(probs: np.ndarray, iters: np.ndarray, short: np.ndarray,
                   counts: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-image outputs of :meth:`Classifier._infer` as per-input ones: the images of one
     input (its conformers, ``counts``) merged by :func:`merge_conformers`, with the largest
-    shortfall."""
+    shortfall. Rows may have more axes after the first (an ensemble's members)."""
     merged, iters = merge_conformers(probs, iters, counts)
     if len(merged) != len(probs):
         short = np.maximum.reduceat(short, _first_rows(counts))

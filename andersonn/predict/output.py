@@ -14,7 +14,7 @@ from andersonn.errors import InputError
 from andersonn.fileio import atomic_write_json, atomic_write_text
 from andersonn.predict.inputs import without_name
 
-__all__ = ["Prediction", "format_table", "write_predictions"]
+__all__ = ["Prediction", "format_table", "keep_existing_output", "write_predictions"]
 
 
 @dataclasses.dataclass
@@ -67,6 +67,15 @@ def format_table(preds: Sequence[Prediction], classes: Sequence[str]) -> str:
         lines.append("* see the warnings above: outside the training domain, read with a caveat, "
                      "or solved short of the tolerance")
     return "\n".join(lines)
+
+
+def keep_existing_output(path: str | Path, total: int, verb: str) -> None:
+    """Where none of ``total`` inputs could be ``verb`` (``predicted``, ``explained``): refuse
+    (:class:`InputError`) to replace an existing output ``path`` by a record of errors only;
+    a new ``path`` may take that record."""
+    if Path(path).exists():
+        raise InputError(f"no input could be {verb} ({total} given); the existing {path} is "
+                         "kept as it was")
 
 
 def write_predictions(path: str | Path, preds: Sequence[Prediction], classes: Sequence[str],

@@ -195,6 +195,14 @@ class TrainConfig:
                 "max_iter": (self.backward_max_iter if self.backward_max_iter is not None
                              else self.max_iter)}
 
+    def torch_device(self, info: Any = None) -> Any:
+        """The ``torch.device`` of :attr:`device` (``auto``: CUDA where available, this rank's
+        GPU given ``info``); one that cannot be used is a :class:`ConfigError` naming it as
+        ``TrainConfig(device='cuda')`` (the command line checks its ``--device`` first)."""
+        from andersonn.training.distributed import resolve_device
+
+        return resolve_device(self.device, info, what=f"TrainConfig(device={self.device!r})")
+
     # -- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

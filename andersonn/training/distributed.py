@@ -7,16 +7,20 @@ when they are absent. Only rank 0 writes files, logs and progress bars.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
+import signal
+import sys
 
 import torch
 import torch.distributed as dist
 
 from andersonn.errors import ConfigError
 
-__all__ = ["DistInfo", "all_reduce_sum", "barrier", "broadcast_object", "cleanup",
-           "first_error", "resolve_device", "setup", "stop_together"]
+__all__ = ["DistInfo", "all_reduce_max", "all_reduce_sum", "barrier", "broadcast_object",
+           "cleanup", "die_with_parent", "first_error", "is_lost_peer", "resolve_device", "setup",
+           "stop_together"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +53,7 @@ def setup(device: torch.device) -> DistInfo:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
+    die_with_parent()
     return DistInfo(dist.get_rank(), dist.get_world_size(),
                     int(os.environ.get("LOCAL_RANK", "0")), True)
 
@@ -59,16 +64,64 @@ def cleanup(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum ``tensor`` over ranks (in place; returns it). No-op on one process."""
+# PR_SET_PDEATHSIG of <linux/prctl.h>: the signal a process gets when its parent dies
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux's
+    ``prctl(PR_SET_PDEATHSIG)``), so that the workers of a ``torchrun`` whose launcher was
+    killed (``kill -9``) end with it instead of training on, orphaned. Returns whether it was
+    set: a no-op (False) off Linux or where ``prctl`` cannot be called."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+    except (OSError, AttributeError, TypeError, ValueError):
+        return False
+
+
+# what a collective raises on the ranks that survive one that died (gloo: a RuntimeError
+# naming the closed connection; NCCL and the rendezvous store: torch's DistError kinds)
+_LOST_PEER_WORDS = ("connection closed by peer", "connection reset by peer", "broken pipe")
+
+
+def is_lost_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective's failure because another rank died (under
+    ``torchrun``; never in a single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return False
+    error_kind = getattr(dist, "DistError", None)
+    if error_kind is not None and isinstance(exc, error_kind):
+        return True
+    return isinstance(exc, RuntimeError) and any(word in str(exc).lower()
+                                                 for word in _LOST_PEER_WORDS)
+
+
+def _all_reduce(tensor: torch.Tensor, info: DistInfo, op: str) -> torch.Tensor:
+    """Reduce ``tensor`` over ranks with ``op`` (``SUM``, ``MAX``: a ``ReduceOp``; in place;
+    returns it). No-op on one process."""
     if info.distributed:
+        reduce_op = getattr(dist.ReduceOp, op)
         if dist.get_backend() == "nccl" and not tensor.is_cuda:  # NCCL reduces GPU tensors only
             buf = tensor.cuda()
-            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            dist.all_reduce(buf, op=reduce_op)
             tensor.copy_(buf.cpu())
         else:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            dist.all_reduce(tensor, op=reduce_op)
     return tensor
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``tensor`` over ranks (in place; returns it). No-op on one process."""
+    return _all_reduce(tensor, info, "SUM")
+
+
+def all_reduce_max(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The elementwise maximum of ``tensor`` over ranks (in place; returns it). No-op on one
+    process."""
+    return _all_reduce(tensor, info, "MAX")
 
 
 def barrier(info: DistInfo) -> None:

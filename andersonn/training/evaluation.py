@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,11 +20,12 @@ from andersonn.models import count_parameters
 from andersonn.training.calibration import MIN_SAMPLES as MIN_CALIBRATION_SAMPLES
 from andersonn.training.calibration import calibration_bins, ece_from_bins, fit_temperature
 from andersonn.training.config import TrainConfig
-from andersonn.training.distributed import DistInfo, all_reduce_sum
+from andersonn.training.distributed import DistInfo, all_reduce_max, all_reduce_sum
 from andersonn.training.metrics import classification_report
 
 __all__ = ["bf16_autocast", "calibrate_split", "calibration_record", "eval_pass", "evaluate",
-           "mean_trace", "report_test_split", "sharded_ece", "solver_comparison", "stat_values"]
+           "mean_trace", "pooled_trace", "report_test_split", "sharded_ece", "solver_comparison",
+           "stat_values"]
 
 
 def stat_values(stats: Any) -> tuple[float, float, float]:
@@ -81,18 +81,22 @@ def eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_
               weight: torch.Tensor | None = None, traces: bool = False,
               return_logits: bool = False, classes: Sequence[str] | None = None
               ) -> dict[str, Any]:
-    """Sharded evaluation: each rank takes every world-th sample; sums are all-reduced.
+    """Sharded evaluation: each rank takes every world-th sample; sums are all-reduced, and
+    ``fwd_nfev_max`` is each step's maximum over all ranks' batches of that step.
     ``classes`` names the per-class scores and enables task extras (e.g. metal vs non-metal);
     ``return_logits`` adds this rank's ``logits`` and ``labels`` (its shard, on the CPU)."""
     was_training = model.training
     model.eval()
     idx = torch.arange(info.rank, x.shape[0], info.world_size)
+    # every rank's number of steps: rank 0's shard is the largest
+    steps = -(-len(range(0, x.shape[0], info.world_size)) // batch_size)
     cm = torch.zeros(k, k, dtype=torch.float64)
-    sums = torch.zeros(6, dtype=torch.float64)  # loss, n, nfev, nfev_max, residual, batches
-    trace_list: list[np.ndarray] = []
+    sums = torch.zeros(4, dtype=torch.float64)  # loss, n, nfev, residual
+    step_max = torch.zeros(steps, dtype=torch.float64)  # each step's nfev max
+    trace_list: list[tuple[np.ndarray, int]] = []
     kept_logits: list[torch.Tensor] = []
     t0 = time.perf_counter()
-    for start in range(0, idx.numel(), batch_size):
+    for step, start in enumerate(range(0, idx.numel(), batch_size)):
         b = idx[start:start + batch_size]
         xb, yb = x[b].to(device, non_blocking=True), y[b].to(device, non_blocking=True)
         with bf16_autocast(bf16, device):
@@ -103,36 +107,53 @@ def eval_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, batch_
         cm += torch.bincount((yb * k + pred).cpu(), minlength=k * k).reshape(k, k).double()
         fwd = model.solver_stats()["forward"] if hasattr(model, "solver_stats") else None
         nf, nfmax, res = stat_values(fwd)
-        sums += torch.tensor([float(loss), b.numel(), nf * b.numel(), nfmax, res * b.numel(), 1.0],
+        sums += torch.tensor([float(loss), b.numel(), nf * b.numel(), res * b.numel()],
                              dtype=torch.float64)
+        step_max[step] = nfmax
         if traces:
             tr = mean_trace(fwd)
-            if tr is not None:
-                trace_list.append(tr)
+            if tr is not None and tr.size:
+                trace_list.append((tr, b.numel()))
         if return_logits:
             kept_logits.append(logits.cpu())
     wall = time.perf_counter() - t0
     all_reduce_sum(cm, info)
     all_reduce_sum(sums, info)
+    all_reduce_max(step_max, info)
+    pooled = pooled_trace(trace_list, info) if traces else None
     model.train(was_training)
     n = max(sums[1].item(), 1.0)
     out = classification_report(cm.numpy(), list(classes) if classes is not None else None)
     out.update({"loss": sums[0].item() / n, "fwd_nfev": sums[2].item() / n,
-                "fwd_nfev_max": sums[3].item() / max(sums[5].item(), 1.0),
-                "fwd_residual": sums[4].item() / n, "wall_time_s": wall,
+                "fwd_nfev_max": step_max.sum().item() / max(steps, 1),
+                "fwd_residual": sums[3].item() / n, "wall_time_s": wall,
                 "samples_per_s": n / wall if wall > 0 else 0.0})
-    if traces and trace_list:
-        width = max(t.size for t in trace_list)
-        padded = np.full((len(trace_list), width), np.nan)
-        for i, t in enumerate(trace_list):
-            padded[i, :t.size] = t
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out["residual_trace"] = [float(v) for v in np.nanmean(padded, axis=0)]
+    if pooled is not None:
+        out["residual_trace"] = pooled
     if return_logits:
         out["logits"] = torch.cat(kept_logits) if kept_logits else torch.zeros(0, k)
         out["labels"] = y[idx].cpu()
     return out
+
+
+def pooled_trace(traces: Sequence[tuple[np.ndarray, int]], info: DistInfo
+                 ) -> list[float] | None:
+    """The mean relative residual per iteration over all samples of all ranks, from each
+    batch's :func:`mean_trace` and its number of samples (None where no batch has a trace).
+    A batch whose solve stopped keeps its last residual (as a sample does in
+    :func:`mean_trace`): the traces are padded to the longest of all ranks with their last
+    value, then averaged weighted by their samples. Called by every rank (collectives)."""
+    width = torch.tensor([max((t.size for t, _ in traces), default=0)], dtype=torch.float64)
+    width_all = int(all_reduce_max(width, info).item())
+    if width_all == 0:
+        return None
+    sums = torch.zeros(width_all + 1, dtype=torch.float64)  # weighted sums, then the weight
+    for trace, count in traces:
+        padded = np.concatenate([trace, np.full(width_all - trace.size, trace[-1])])
+        sums[:width_all] += torch.as_tensor(padded * count, dtype=torch.float64)
+        sums[width_all] += count
+    all_reduce_sum(sums, info)
+    return [float(v) for v in sums[:width_all] / sums[width_all]]
 
 
 def evaluate(model: nn.Module, images: Any, labels: Any, classes: Sequence[str] | None = None,
@@ -143,7 +164,8 @@ def evaluate(model: nn.Module, images: Any, labels: Any, classes: Sequence[str] 
 
     Returns accuracy, balanced_accuracy, macro_f1, per_class, confusion_matrix, loss, fwd_nfev
     (mean per sample), fwd_nfev_max (mean per batch), fwd_residual, wall_time_s, samples_per_s,
-    and ``residual_trace`` when ``traces``. The model's own solver is restored afterwards.
+    and ``residual_trace`` (the mean over all samples, :func:`pooled_trace`) when ``traces``.
+    The model's own solver is restored afterwards.
     """
     dev = torch.device(device)
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))

@@ -50,6 +50,7 @@ from andersonn.training import checkpoint as ckpt
 from andersonn.training.config import TrainConfig
 from andersonn.training.distributed import (
     DistInfo,
+    all_reduce_max,
     all_reduce_sum,
     broadcast_object,
     cleanup,
@@ -358,12 +359,11 @@ def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool =
           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.task`` (or ``dataset``); see docs/training.md."""
     cfg.validate()
-    info = setup(resolve_device(cfg.device) if cfg.device != "auto" else
-                 torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    info = setup(cfg.torch_device())
     # the caller's torch threads and random state are theirs: training sets and seeds its own
     # (so a run repeats bit for bit) and hands both back as it found them
     threads = torch.get_num_threads()
-    device = resolve_device(cfg.device, info)
+    device = cfg.torch_device(info)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
                 contextlib.ExitStack() as held:
@@ -433,9 +433,11 @@ def conflict_message(run_dir: str | Path, diff: dict[str, tuple[Any, Any]]) -> s
 
 
 def _resume_record(old_train: dict[str, Any], cfg: TrainConfig, epoch: int,
-                   run_dir: Path) -> list[dict[str, Any]]:
+                   run_dir: Path, world_sizes: tuple[int | None, int] = (None, 1)
+                   ) -> list[dict[str, Any]]:
     """config.json's ``resumes``: those of the run so far, plus this one (after ``epoch``)
-    with the settings it changes (``{key: [old, new]}``; none, no record)."""
+    with the settings it changes (``{key: [old, new]}``; none, no record), the number of
+    processes too (``world_sizes``: the run's so far, None where unknown, and this one's)."""
     try:
         earlier = list(json.loads((run_dir / "config.json").read_text()).get("resumes") or [])
     except (OSError, ValueError, AttributeError, TypeError):
@@ -444,7 +446,35 @@ def _resume_record(old_train: dict[str, Any], cfg: TrainConfig, epoch: int,
     skip = (*_UNRECORDED, *inapplicable_settings(cfg.model))
     changed = {key: [old_train[key], new[key]] for key in sorted(new)
                if key in old_train and key not in skip and old_train[key] != new[key]}
+    if world_sizes[0] is not None and world_sizes[0] != world_sizes[1]:
+        changed["world_size"] = list(world_sizes)
     return earlier + ([{"after_epoch": epoch, "changed": changed}] if changed else [])
+
+
+def _trained_world_size(history: list[dict[str, Any]], run_dir: Path) -> int | None:
+    """The number of processes the run's last finished epoch ran on: its record's (runs
+    trained before it was recorded: config.json's), None where unknown."""
+    value = history[-1].get("world_size") if history else None
+    if value is None:
+        try:
+            value = json.loads((run_dir / "config.json").read_text()).get("world_size")
+        except (OSError, ValueError, AttributeError):
+            return None
+    return value if isinstance(value, int) and value >= 1 else None
+
+
+def _processes(count: int) -> str:
+    return f"{count} process{'' if count == 1 else 'es'}"
+
+
+def _world_size_note(run_dir: Path, epoch: int, before: int, now: int, batch_size: int) -> str:
+    """The note of a resume on another number of processes than the run's last epoch ran on:
+    the global batch (``batch_size``) and data order stay, the per-process batch and the
+    order of the sums do not."""
+    return (f"{run_dir}: {epochs_held(epoch)} ran on {_processes(before)}, this resume on "
+            f"{now}: the global batch stays {batch_size} ({batch_size // now} per process) and "
+            "the data order too, but sums run in another order: the run will not repeat an "
+            "uninterrupted one bit for bit")
 
 
 def resume_conflicts(run_dir: str | Path, old_train: dict[str, Any], cfg: TrainConfig,
@@ -521,7 +551,7 @@ def _preflight(cfg: TrainConfig, run_dir: Path, resume: bool) -> Path | None:
 def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: Any,
            progress: bool, on_epoch: Callable[[dict[str, Any]], None] | None,
            info: DistInfo, held: contextlib.ExitStack) -> TrainResult:
-    device = resolve_device(cfg.device, info)
+    device = cfg.torch_device(info)
     _set_threads(cfg)
     run_dir = Path(out_dir) if out_dir is not None else Path("runs") / f"{cfg.task}-{cfg.model}"
     # rank 0 checks the run directory (every rank stops with its message when it refuses) and
@@ -618,11 +648,17 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
         if warm is not None and saved["warm_states"] is not None \
                 and saved["warm_states"].shape == warm.table.shape:
             warm.table.copy_(saved["warm_states"])
-        run_config["resumes"] = _resume_record(st.get("config", {}), cfg, start_epoch, run_dir)
+        before = _trained_world_size(history, run_dir)
+        run_config["resumes"] = _resume_record(st.get("config", {}), cfg, start_epoch, run_dir,
+                                               (before, info.world_size))
         if not run_config["resumes"]:
             del run_config["resumes"]
         if info.is_main and progress:
             print(f"andersonn: resuming {run_dir} after epoch {start_epoch}", file=sys.stderr)
+        if info.is_main and before is not None and before != info.world_size:
+            note = _world_size_note(run_dir, start_epoch, before, info.world_size,
+                                    cfg.batch_size)
+            print(f"andersonn: note: {note}", file=sys.stderr)
         if cfg.epochs > int(st.get("config", {}).get("epochs", cfg.epochs)):
             # training extended: re-plan the cosine schedule over the new total
             scheduler.lr_lambdas[0] = _lr_lambda(cfg.epochs * steps_per_epoch,
@@ -676,9 +712,11 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             sampler.set_epoch(epoch)
             order = torch.tensor(list(iter(sampler)), dtype=torch.long)
             model.train()
-            sums = torch.zeros(10, dtype=torch.float64)
-            # loss, correct, n, fwd_nfev*n, fwd_nfev_max, bwd_nfev*n, bwd_nfev_max, fwd_res*n,
-            # batches, jacobian penalty*n
+            sums = torch.zeros(7, dtype=torch.float64)
+            # loss, correct, n, fwd_nfev*n, bwd_nfev*n, fwd_res*n, jacobian penalty*n
+            # each step's forward and backward nfev maximum: over all ranks' parts of the step's
+            # global batch (an all-reduce MAX, apart from the sums)
+            step_max = torch.zeros(steps_per_epoch, 2, dtype=torch.float64)
             bar = None
             if show:
                 from tqdm.auto import tqdm
@@ -723,9 +761,10 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                     raise AndersonnError(f"training diverged at epoch {epoch} step {step} (loss "
                                          f"{what}); try a smaller --lr or a tighter solver tol")
                 correct = float(((logits.detach().argmax(1) == yb) & keep.to(device)).sum())
-                sums += torch.tensor([lval * n_glob, correct, n, nf * n, nfmax, bf * n, bfmax,
-                                      res * n, 1, float(jac.detach()) * n if jac is not None
-                                      else 0.0], dtype=torch.float64)
+                sums += torch.tensor([lval * n_glob, correct, n, nf * n, bf * n, res * n,
+                                      float(jac.detach()) * n if jac is not None else 0.0],
+                                     dtype=torch.float64)
+                step_max[step] = torch.tensor([nfmax, bfmax], dtype=torch.float64)
                 if bar is not None:
                     bar.update(1)
                     if step % 5 == 0 or step == steps_per_epoch - 1:
@@ -737,6 +776,7 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                 bar.close()
                 bars.clear()
             all_reduce_sum(sums, info)
+            all_reduce_max(step_max, info)
             t1 = time.perf_counter()
             if cfg.model == "deq":
                 model.set_solver(cfg.solver, cfg.forward_options(evaluation=True))
@@ -746,7 +786,8 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
             val_time = time.perf_counter() - t1
             epoch_time = time.perf_counter() - t0
             wall_total += epoch_time
-            n_all, batches = max(sums[2].item(), 1.0), max(sums[8].item(), 1.0)
+            n_all = max(sums[2].item(), 1.0)
+            max_means = (step_max.sum(dim=0) / max(steps_per_epoch, 1)).tolist()
             improved = val["accuracy"] > best_val + 1e-12
             if improved:
                 best_val, best_epoch = val["accuracy"], epoch
@@ -758,11 +799,11 @@ def _train(cfg: TrainConfig, out_dir: str | Path | None, resume: bool, dataset: 
                 "val_macro_f1": val["macro_f1"], "lr": optimizer.param_groups[0]["lr"],
                 "train_time_s": train_time, "val_time_s": val_time, "epoch_time_s": epoch_time,
                 "wall_time_s": wall_total, "fwd_nfev": sums[3].item() / n_all,
-                "fwd_nfev_max": sums[4].item() / batches, "bwd_nfev": sums[5].item() / n_all,
-                "bwd_nfev_max": sums[6].item() / batches, "fwd_residual": sums[7].item() / n_all,
-                "jac_loss": sums[9].item() / n_all,
+                "fwd_nfev_max": max_means[0], "bwd_nfev": sums[4].item() / n_all,
+                "bwd_nfev_max": max_means[1], "fwd_residual": sums[5].item() / n_all,
+                "jac_loss": sums[6].item() / n_all,
                 "val_fwd_nfev": val["fwd_nfev"], "samples_per_s": n_all / max(train_time, 1e-9),
-                "best": improved,
+                "best": improved, "world_size": info.world_size,
             }
             history.append(record)
             failure = None
