@@ -30,12 +30,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="CIFs to measure")
     parser.add_argument("--shifts", type=int, default=3, help="random origin shifts per CIF")
+    parser.add_argument("--worst", type=int, default=3, help="list the CIFs that move most")
     args = parser.parse_args()
     archive = {"core_mof": default_cache_dir() / "archives" / "core_mof-2019.1-py3-none-any.whl"}
     entries = core_mof.read(archive).entries
     entries = entries[:: max(1, len(entries) // args.n)][: args.n]
     core_mof.materialize(archive, entries)
-    lcd, est, spread, seconds, skipped = [], [], [], 0.0, 0
+    lcd, est, spread, names, seconds, skipped = [], [], [], [], 0.0, 0
     for entry in tqdm(entries, desc="void diameters"):
         try:
             s = read_structure(entry.content, fmt="cif", name=entry.id)
@@ -53,6 +54,7 @@ def main() -> None:
         lcd.append(float(entry.value))
         est.append(values[0])
         spread.append(max(values) - min(values))
+        names.append(entry.id)
     lcd_a, est_a = np.array(lcd), np.array(est)
     classes = [np.digitize(v, [6.0, 12.0]) for v in (lcd_a, est_a)]
     r = np.corrcoef(lcd_a, est_a)[0, 1]
@@ -61,6 +63,9 @@ def main() -> None:
           f"{(classes[0] == classes[1]).mean():.3f}; origin shifts: max change "
           f"{max(spread):.4f} Å, > 0.01 Å in {sum(x > 0.01 for x in spread)}; "
           f"{1000 * seconds / len(lcd) / (args.shifts + 1):.1f} ms per diameter")
+    for i in np.argsort(spread)[::-1][: args.worst]:
+        print(f"  {names[i]}: LCD {lcd[i]:.2f} Å, estimate {est[i]:.2f} Å, moves by "
+              f"{spread[i]:.3f} Å")
 
 
 if __name__ == "__main__":

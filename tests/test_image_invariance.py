@@ -129,3 +129,34 @@ def test_pore_seeds_cover_every_pore_that_could_hold_the_best_sphere() -> None:
     seeds = _pore_seeds(points, surface, step)
     # best first; 0.5 is too close to it; 9.2 and 5.0 could still hold the best sphere; 9.0 not
     assert seeds.tolist() == [[0.0, 0, 0], [9.2, 0, 0], [5.0, 0, 0]]
+
+
+def test_surface_distance_is_exact_against_a_brute_force_sum() -> None:
+    # around the centre, four hydrogens are the nearest atoms but the iodine beyond them has the
+    # nearest surface: a search over the few nearest centres missed it (0.18 Å too large)
+    from andersonn.images.physics import _surface_distance
+    from andersonn.structures.network import periodic_images
+
+    cell = np.array([[12.0, 0.0, 0.0], [2.5, 11.0, 0.0], [1.0, 1.5, 12.0]])
+    centre = np.array([6.0, 6.0, 6.0])
+    numbers = np.array([1, 1, 1, 1, 53, 6, 8])
+    positions = centre + np.array([[2.0, 0, 0], [-2.0, 0, 0], [0, 2.1, 0], [0, -2.1, 0],
+                                   [0, 0, 2.6], [-4.0, -4.0, -4.0], [3.5, 4.0, -3.0]])
+    points = np.vstack([centre, np.random.default_rng(0).random((500, 3)) @ cell])
+    surface_distance, exact_below = _surface_distance(numbers, positions, cell, 10.0)
+    rep, owner = periodic_images(positions, cell, 10.0)
+    inside = ((points @ np.linalg.inv(cell)) % 1.0) @ cell
+    brute = (np.linalg.norm(inside[:, None, :] - rep[None], axis=-1)
+             - VDW_RADIUS[numbers[owner]][None]).min(1)
+    got = surface_distance(points)
+    assert got[0] == pytest.approx(2.6 - VDW_RADIUS[53])  # the iodine's surface
+    assert np.allclose(got, np.minimum(brute, exact_below), atol=1e-12)
+
+
+def test_void_search_reach_must_exceed_the_largest_radius() -> None:
+    from andersonn.errors import ConfigError
+
+    s = read_structure(FIX / "mof_KECRAL10_clean.cif")
+    with pytest.raises(ConfigError, match=r"^void search reach 1 Å must exceed the largest van "
+                                          r"der Waals radius present \(.* Å\)$"):
+        void_descriptors(s.numbers, s.positions, s.cell, reach=1.0)

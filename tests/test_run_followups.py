@@ -359,6 +359,13 @@ def test_a_lost_peer_is_one_line_with_the_checkpoint_and_the_resume_command(
     # another RuntimeError, or one process: not a lost peer (a defect keeps its traceback)
     assert dist_helpers.is_lost_peer(torch.distributed.DistNetworkError("x"))
     assert not dist_helpers.is_lost_peer(RuntimeError("shape mismatch"))
+    # a backend error or a store timeout is not called a dead worker: its own words are kept
+    timeout = torch.distributed.DistStoreError("wait timeout after 30000ms, keys: /barrier\nmore")
+    assert dist_helpers.is_lost_peer(timeout)
+    assert dist_helpers.collective_failure(timeout) == (
+        "a collective failed (DistStoreError: wait timeout after 30000ms, keys: /barrier)")
+    assert dist_helpers.collective_failure(RuntimeError(GLOO_LOST)) == (
+        "lost its peers: another worker died")
     monkeypatch.setenv("WORLD_SIZE", "1")
     with pytest.raises(RuntimeError, match="Connection closed by peer"):
         main(argv)

@@ -240,7 +240,7 @@ def _train(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         if not is_lost_peer(exc):
             raise
-        return _lost_peers(args, out)
+        return _lost_peers(args, out, exc)
     tm = result.test_metrics
     if tm is not None and _is_main():
         print(f"{_run_label(name, cfg)}: test accuracy {tm['accuracy']:.4f} (95 % interval "
@@ -308,7 +308,7 @@ def _cross_validate(args: argparse.Namespace, cfg: Any, name: str, out: Path) ->
     except RuntimeError as exc:
         if not is_lost_peer(exc):
             raise
-        return _lost_peers(args, out)
+        return _lost_peers(args, out, exc)
     if summary is not None:
         print(f"{_run_label(name, cfg)}: {summary.summary_line()} → {out / 'cv.md'}")
     return 0
@@ -370,14 +370,15 @@ def _interrupted(stop: Any, args: argparse.Namespace, out: Path) -> int:
     return 130
 
 
-def _lost_peers(args: argparse.Namespace, out: Path) -> int:
-    """A collective failed under ``torchrun`` because another worker died: say so in one line
-    (every surviving rank: rank 0 may be the one that died), with the last checkpoint and the
-    command that continues from it, instead of the backend's traceback."""
+def _lost_peers(args: argparse.Namespace, out: Path, exc: BaseException) -> int:
+    """A collective failed under ``torchrun`` (another worker died, or the backend failed):
+    say so in one line (every surviving rank: rank 0 may be the one that died), with the last
+    checkpoint and the command that continues from it, instead of the backend's traceback."""
     import os
 
     from andersonn.errors import AndersonnError
     from andersonn.training import checkpoint as ckpt
+    from andersonn.training.distributed import collective_failure
 
     command = _resume_command(args, out)
     if args.folds is not None:
@@ -389,8 +390,8 @@ def _lost_peers(args: argparse.Namespace, out: Path) -> int:
             folder, epoch = None, None
         where = (f"the last checkpoint is {folder} (epoch {epoch}); {command} continues from it"
                  if folder is not None else f"no epoch had finished; {command} starts it again")
-    print(f"andersonn: error: rank {os.environ.get('RANK', '?')} lost its peers: another worker "
-          f"died; {where}", file=sys.stderr)
+    print(f"andersonn: error: rank {os.environ.get('RANK', '?')} {collective_failure(exc)}; "
+          f"{where}", file=sys.stderr)
     return 1
 
 

@@ -42,7 +42,8 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "atom_f_unfilled": ("atom", "holes in the (n-2) f shell / 14 (0 if the shell is empty)"),
     "atom_metal": ("atom", "1 for a metallic element (pymatgen Element.is_metal), else 0"),
     "atom_charge": ("atom", "partial charge, e: MMFF94 (bonds perceived from the geometry), "
-                    "electronegativity equalisation where MMFF typing fails"),
+                    "electronegativity equalisation where MMFF typing fails or its charges do "
+                    "not add up to the molecule's charge"),
     "atom_r_com": ("atom", "distance from the centre of mass / 5 Å"),
     "atom_dipole_proj": ("atom", "(r - r_com) · dipole / max(|dipole|, 0.1 eÅ), / 5 Å"),
     "atom_dipole_contrib": ("atom", "q (r - r_com) · dipole / max(|dipole|, 0.1 eÅ), e·Å (sums "

@@ -19,8 +19,8 @@ import torch.distributed as dist
 from andersonn.errors import ConfigError
 
 __all__ = ["DistInfo", "all_reduce_max", "all_reduce_sum", "barrier", "broadcast_object",
-           "cleanup", "die_with_parent", "first_error", "is_lost_peer", "resolve_device", "setup",
-           "stop_together"]
+           "cleanup", "collective_failure", "die_with_parent", "first_error", "is_lost_peer",
+           "resolve_device", "setup", "stop_together"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +52,8 @@ def setup(device: torch.device) -> DistInfo:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    die_with_parent()  # before the rendezvous, which waits for peers that may never come
     dist.init_process_group(backend=backend)
-    die_with_parent()
     return DistInfo(dist.get_rank(), dist.get_world_size(),
                     int(os.environ.get("LOCAL_RANK", "0")), True)
 
@@ -75,11 +75,15 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     set: a no-op (False) off Linux or where ``prctl`` cannot be called."""
     if not sys.platform.startswith("linux"):
         return False
+    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
+        done = int(libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)) == 0
     except (OSError, AttributeError, TypeError, ValueError):
         return False
+    if done and os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+    return done
 
 
 # what a collective raises on the ranks that survive one that died (gloo: a RuntimeError
@@ -88,15 +92,29 @@ _LOST_PEER_WORDS = ("connection closed by peer", "connection reset by peer", "br
 
 
 def is_lost_peer(exc: BaseException) -> bool:
-    """Whether ``exc`` is a collective's failure because another rank died (under
-    ``torchrun``; never in a single process)."""
+    """Whether ``exc`` is a collective's failure across ranks under ``torchrun`` (a dead peer,
+    a backend or rendezvous-store error; never in a single process): the command then ends
+    with one line (:func:`collective_failure`) instead of the backend's traceback."""
     if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
         return False
     error_kind = getattr(dist, "DistError", None)
     if error_kind is not None and isinstance(exc, error_kind):
         return True
-    return isinstance(exc, RuntimeError) and any(word in str(exc).lower()
-                                                 for word in _LOST_PEER_WORDS)
+    return isinstance(exc, RuntimeError) and _names_lost_connection(exc)
+
+
+def collective_failure(exc: BaseException) -> str:
+    """What went wrong, in words, for a failure :func:`is_lost_peer` accepts: "another worker
+    died" where the connection to a peer closed; otherwise the error's first line (a
+    misconfigured backend or a timeout says so itself)."""
+    if _names_lost_connection(exc):
+        return "lost its peers: another worker died"
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"a collective failed ({type(exc).__name__}: {first})"
+
+
+def _names_lost_connection(exc: BaseException) -> bool:
+    return any(word in str(exc).lower() for word in _LOST_PEER_WORDS)
 
 
 def _all_reduce(tensor: torch.Tensor, info: DistInfo, op: str) -> torch.Tensor:
