@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from andersonn.data import core_mof
-from andersonn.data.archives import default_cache_dir
+from andersonn.data.archives import ARCHIVES, default_cache_dir
 from andersonn.errors import InputError
 from andersonn.images.physics import void_descriptors
 from andersonn.structures import read_structure
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--shifts", type=int, default=3, help="random origin shifts per CIF")
     parser.add_argument("--worst", type=int, default=3, help="list the CIFs that move most")
     args = parser.parse_args()
-    archive = {"core_mof": default_cache_dir() / "archives" / "core_mof-2019.1-py3-none-any.whl"}
+    archive = {"core_mof": default_cache_dir() / "archives" / ARCHIVES["core_mof"].filename}
     entries = core_mof.read(archive).entries
     entries = entries[:: max(1, len(entries) // args.n)][: args.n]
     core_mof.materialize(archive, entries)

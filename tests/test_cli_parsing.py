@@ -21,6 +21,7 @@ from helpers import assert_refused_when_parsed
 @pytest.mark.parametrize(("argv", "option"), [
     (["calibrate", "RUN", "--threads", "0"], "--threads"),
     (["evaluate", "RUN", "--threads", "-2"], "--threads"),
+    (["predict", "RUN", "CCO", "--threads", "0"], "--threads"),
     (["explain", "RUN", "CCO", "--threads", "0"], "--threads"),
     (["explain", "RUN", "CCO", "--steps", "0"], "--steps"),
     (["predict", "RUN", "CCO", "--workers", "0"], "--workers"),

@@ -169,7 +169,6 @@ def register(commands: argparse._SubParsersAction, bench: argparse._SubParsersAc
                     "pooled out-of-fold predictions)")
     _add_inference_options(ev)
     _add_input_options(ev)
-    ev.add_argument("--threads", type=positive_int, default=None, help="torch threads")
     ev.set_defaults(func=_evaluate)
 
     de = commands.add_parser("demo", help="build polarity data, train DEQ with Anderson and with "
@@ -517,6 +516,8 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-iter", type=positive_int, default=None,
                         help="override the iteration cap")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads (default: torch's, all cores)")
 
 
 def _add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -549,11 +550,15 @@ def _has_solver(clf: Any) -> bool:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    import torch
+
     from andersonn.ensemble import Ensemble
     from andersonn.errors import InputError
     from andersonn.predict import Classifier, format_table, write_predictions
     from andersonn.predict.output import keep_existing_output
 
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     options = _solver_options(args)
     clf: Classifier
     _check_device(args.device)
