@@ -210,3 +210,30 @@ def test_data_info_shows_a_subset_without_the_load_warning(
         assert main(["data", "info", "polarity"]) == 0
     out = capsys.readouterr()
     assert "limit/seed  6 / 0" in out.out and out.err == ""
+
+
+def test_a_second_build_of_a_task_is_refused_while_one_runs(cache: Path) -> None:
+    import multiprocessing
+
+    from andersonn.errors import FolderBusy
+    from andersonn.fileio import folder_lock
+
+    task_root = cache / "datasets" / "polarity"
+    ready, done = multiprocessing.Event(), multiprocessing.Event()
+
+    def hold() -> None:  # another process in the middle of a build (flock is per process)
+        with folder_lock(task_root, "another build of this task"):
+            ready.set()
+            done.wait(30)
+
+    holder = multiprocessing.get_context("fork").Process(target=hold)
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(FolderBusy, match=rf"^{task_root}: another build of this task is "
+                                             rf"writing into it \(process {holder.pid}\)"):
+            build_dataset("polarity", progress=False)
+    finally:
+        done.set()
+        holder.join(30)
+    assert build_dataset("polarity", progress=False).meta["n"] > 0  # free again

@@ -44,7 +44,7 @@ from andersonn.data.splits import (
 )
 from andersonn.data.tasks import THRESHOLD_FLAGS, TaskDefinition, get_task
 from andersonn.errors import AndersonnError, AndersonnWarning, ConfigError, warn_user
-from andersonn.fileio import atomic_write_text
+from andersonn.fileio import atomic_write_text, folder_lock
 
 __all__ = [
     "DatasetUnavailable",
@@ -342,115 +342,118 @@ def build_dataset(
 
     # refused now, not after featurising, when the build could not be stored
     ensure_writable(task_root, chosen=cache_dir is not None)
-    paths = {
-        k: ensure_archive(k, source_dir=source_dir, cache_dir=cache_dir, fetch=fetch)
-        for k in task_def.archives
-    }
-    source = importlib.import_module(f"andersonn.data.{task_def.source}")
-    result = source.read(paths, opts)
-    entries, result.entries = result.entries, []
-    if limit is not None and limit >= len(entries) and entries:
-        warn_user(full_set_message(limit, len(entries), task_def.name), FullSetWarning)
-        limit = None
-        key, key_fields = cache_key(
-            task_def, thresholds=values, options=opts, limit=None, seed=seed,
-            featurizer_version=version, image_spec=spec_dict,
-        )
-        built = None if force else cached_build(task_def.name, key, cache_dir)
-        if built is not None:
-            _point_latest(task_root, key)
-            return built
-    directory = task_root / key
-    _remove_stale_temps(task_root, key)
-    skipped: list[dict[str, str]] = [
-        {"id": i, "stage": "read", "reason": r} for i, r in result.skipped
-    ]
-    labels_all = np.array([task_def.label(e.value, values) for e in entries], dtype=np.int64)
-    counts_all = np.bincount(labels_all, minlength=len(task_def.classes)).tolist()
-    if limit is not None and limit < len(entries):
-        chosen = stratified_subset(labels_all, limit, seed)
-        entries = [entries[i] for i in chosen]
-    bad = dict(source.materialize(paths, entries))
-    skipped += [{"id": i, "stage": "read", "reason": r} for i, r in bad.items()]
-    entries = [e for e in entries if e.id not in bad]
-    if not entries:
-        raise AndersonnError(f"no usable entries for {task_def.name}; see the skipped list")
-
-    inputs = [(e.content, e.fmt, e.id) for e in entries]
-    feat_start = time.time()
-    res = featurize(inputs, spec, workers=workers, progress=progress, desc=task_def.name)
-    feat_seconds = time.time() - feat_start
-    for _index, name, reason in res.failures:
-        skipped.append({"id": str(name), "stage": "featurize", "reason": str(reason)[:300]})
-    ok = [int(i) for i in res.ok_indices]
-    if not ok:
-        raise AndersonnError(f"every {task_def.name} structure failed to featurise; see report")
-    kept = [entries[i] for i in ok]
-    for e in entries:  # free structure text early
-        e.content = None
-    labels = np.array([task_def.label(e.value, values) for e in kept], dtype=np.int64)
-    splits = stratified_split(labels, seed=seed)
-    images = np.asarray(res.images, dtype=np.float32)
-    from andersonn.data.domain import Domain
-
-    domain = None
-    summaries = getattr(res, "summaries", None) or []  # a featuriser may not summarise
-    if len(summaries) == len(kept) and (splits == 0).any():
-        domain = Domain.from_summaries(summaries[j] for j in np.flatnonzero(splits == 0))
-
-    counts = {
-        name: np.bincount(labels[splits == code], minlength=len(task_def.classes)).tolist()
-        for code, name in enumerate(SPLIT_NAMES)
-    }
-    empty = [name for name in SPLIT_NAMES if sum(counts[name]) == 0]
-    if empty:
-        warnings.warn(empty_split_message(empty, len(labels)), EmptySplitWarning, stacklevel=2)
-    single = one_class_message(task_def.name, task_def.classes, counts[SPLIT_NAMES[0]],
-                               np.bincount(labels, minlength=len(task_def.classes)).tolist())
-    if single is not None:
-        warnings.warn(single, OneClassWarning, stacklevel=2)
-    meta = {
-        "task": task_def.name,
-        "key": key,
-        "key_fields": key_fields,
-        "quantity": task_def.quantity,
-        "label_rule": task_def.describe(values),
-        "thresholds": values,
-        "options": opts,
-        "limit": limit,
-        "seed": seed,
-        "split_fractions": list(DEFAULT_FRACTIONS),
-        "featurizer_version": version,
-        "image_spec": spec_dict,
-        "sources": {
-            k: {"file": ARCHIVES[k].filename, "requirement": ARCHIVES[k].requirement,
-                "sha256": ARCHIVES[k].sha256}
+    # one build of a task at a time: a second would redo the same work and race the first's
+    # final swap into the cache (the loser failed with "directory not empty")
+    with folder_lock(task_root, "another build of this task"):
+        paths = {
+            k: ensure_archive(k, source_dir=source_dir, cache_dir=cache_dir, fetch=fetch)
             for k in task_def.archives
-        },
-        "source_stats": {k: v for k, v in result.stats.items() if not k.endswith("_ids")},
-        "candidates": len(labels_all),
-        "candidate_class_counts": counts_all,
-        "selected": len(entries) + len(bad),
-        "class_counts": np.bincount(labels, minlength=len(task_def.classes)).tolist(),
-        "split_class_counts": counts,
-        "values": {"min": min(e.value for e in kept), "max": max(e.value for e in kept)},
-        "domain": domain.to_dict() if domain is not None else None,
-        "skipped_count": len(skipped),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "build_seconds": round(time.time() - started, 1),
-        "featurize_seconds": round(feat_seconds, 1),
-        "workers": workers,
-        "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
-    }
-    report = {
-        "task": task_def.name,
-        "skipped": skipped,
-        "extra": {k: v for k, v in result.stats.items() if k.endswith("_ids")},
-    }
-    write_cache(directory, images=images, labels=labels, ids=[e.id for e in kept], splits=splits,
-                classes=task_def.classes, meta=meta, report=report)
-    atomic_write_text(task_root / "LATEST", key + "\n")
-    return open_cache(directory)
+        }
+        source = importlib.import_module(f"andersonn.data.{task_def.source}")
+        result = source.read(paths, opts)
+        entries, result.entries = result.entries, []
+        if limit is not None and limit >= len(entries) and entries:
+            warn_user(full_set_message(limit, len(entries), task_def.name), FullSetWarning)
+            limit = None
+            key, key_fields = cache_key(
+                task_def, thresholds=values, options=opts, limit=None, seed=seed,
+                featurizer_version=version, image_spec=spec_dict,
+            )
+            built = None if force else cached_build(task_def.name, key, cache_dir)
+            if built is not None:
+                _point_latest(task_root, key)
+                return built
+        directory = task_root / key
+        _remove_stale_temps(task_root, key)
+        skipped: list[dict[str, str]] = [
+            {"id": i, "stage": "read", "reason": r} for i, r in result.skipped
+        ]
+        labels_all = np.array([task_def.label(e.value, values) for e in entries], dtype=np.int64)
+        counts_all = np.bincount(labels_all, minlength=len(task_def.classes)).tolist()
+        if limit is not None and limit < len(entries):
+            chosen = stratified_subset(labels_all, limit, seed)
+            entries = [entries[i] for i in chosen]
+        bad = dict(source.materialize(paths, entries))
+        skipped += [{"id": i, "stage": "read", "reason": r} for i, r in bad.items()]
+        entries = [e for e in entries if e.id not in bad]
+        if not entries:
+            raise AndersonnError(f"no usable entries for {task_def.name}; see the skipped list")
+
+        inputs = [(e.content, e.fmt, e.id) for e in entries]
+        feat_start = time.time()
+        res = featurize(inputs, spec, workers=workers, progress=progress, desc=task_def.name)
+        feat_seconds = time.time() - feat_start
+        for _index, name, reason in res.failures:
+            skipped.append({"id": str(name), "stage": "featurize", "reason": str(reason)[:300]})
+        ok = [int(i) for i in res.ok_indices]
+        if not ok:
+            raise AndersonnError(f"every {task_def.name} structure failed to featurise; see report")
+        kept = [entries[i] for i in ok]
+        for e in entries:  # free structure text early
+            e.content = None
+        labels = np.array([task_def.label(e.value, values) for e in kept], dtype=np.int64)
+        splits = stratified_split(labels, seed=seed)
+        images = np.asarray(res.images, dtype=np.float32)
+        from andersonn.data.domain import Domain
+
+        domain = None
+        summaries = getattr(res, "summaries", None) or []  # a featuriser may not summarise
+        if len(summaries) == len(kept) and (splits == 0).any():
+            domain = Domain.from_summaries(summaries[j] for j in np.flatnonzero(splits == 0))
+
+        counts = {
+            name: np.bincount(labels[splits == code], minlength=len(task_def.classes)).tolist()
+            for code, name in enumerate(SPLIT_NAMES)
+        }
+        empty = [name for name in SPLIT_NAMES if sum(counts[name]) == 0]
+        if empty:
+            warnings.warn(empty_split_message(empty, len(labels)), EmptySplitWarning, stacklevel=2)
+        single = one_class_message(task_def.name, task_def.classes, counts[SPLIT_NAMES[0]],
+                                   np.bincount(labels, minlength=len(task_def.classes)).tolist())
+        if single is not None:
+            warnings.warn(single, OneClassWarning, stacklevel=2)
+        meta = {
+            "task": task_def.name,
+            "key": key,
+            "key_fields": key_fields,
+            "quantity": task_def.quantity,
+            "label_rule": task_def.describe(values),
+            "thresholds": values,
+            "options": opts,
+            "limit": limit,
+            "seed": seed,
+            "split_fractions": list(DEFAULT_FRACTIONS),
+            "featurizer_version": version,
+            "image_spec": spec_dict,
+            "sources": {
+                k: {"file": ARCHIVES[k].filename, "requirement": ARCHIVES[k].requirement,
+                    "sha256": ARCHIVES[k].sha256}
+                for k in task_def.archives
+            },
+            "source_stats": {k: v for k, v in result.stats.items() if not k.endswith("_ids")},
+            "candidates": len(labels_all),
+            "candidate_class_counts": counts_all,
+            "selected": len(entries) + len(bad),
+            "class_counts": np.bincount(labels, minlength=len(task_def.classes)).tolist(),
+            "split_class_counts": counts,
+            "values": {"min": min(e.value for e in kept), "max": max(e.value for e in kept)},
+            "domain": domain.to_dict() if domain is not None else None,
+            "skipped_count": len(skipped),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "build_seconds": round(time.time() - started, 1),
+            "featurize_seconds": round(feat_seconds, 1),
+            "workers": workers,
+            "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        }
+        report = {
+            "task": task_def.name,
+            "skipped": skipped,
+            "extra": {k: v for k, v in result.stats.items() if k.endswith("_ids")},
+        }
+        write_cache(directory, images=images, labels=labels, ids=[e.id for e in kept],
+                    splits=splits, classes=task_def.classes, meta=meta, report=report)
+        atomic_write_text(task_root / "LATEST", key + "\n")
+        return open_cache(directory)
 
 
 TEMP_MAX_AGE_S = 3600.0  # a temp build dir younger than this may belong to a running build
