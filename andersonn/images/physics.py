@@ -306,18 +306,38 @@ def _largest_sphere_radius(surface_distance: Callable[[np.ndarray], np.ndarray],
     """The largest distance to the surface, refined from the grid ``points`` (values
     ``surface``) from every point the largest sphere's centre could be near
     (:func:`_pore_seeds`): the best few grid points cluster in one pore, and which pore won then
-    depended on where the cell's origin was. All seeds are refined to 0.1 Å; those that end
-    within 0.2 Å of the best (a search stuck at step s is within about s of its local maximum,
-    which is 1-Lipschitz) go on to 1e-3 Å."""
+    depended on where the cell's origin was. The seeds are refined in stages
+    (:data:`REFINE_STOPS`); a search stuck at step s is within about s of its local maximum (the
+    distance is 1-Lipschitz), so after each stage only those within 2 s of the best go on."""
     seeds = _pore_seeds(points, surface, cell / counts[:, None])
-    start = 0.5 * float(np.max(np.linalg.norm(cell, axis=1) / counts))
-    seeds, values = _pattern_search(surface_distance, seeds, start, COARSE_STEP)
-    close = values >= values.max() - 2.0 * COARSE_STEP
-    _, values = _pattern_search(surface_distance, seeds[close], COARSE_STEP, 1e-3)
+    step = 0.5 * float(np.max(np.linalg.norm(cell, axis=1) / counts))
+    values = np.empty(0)
+    to_frac = np.linalg.inv(cell)
+    for stop in REFINE_STOPS:
+        seeds, values = _pattern_search(surface_distance, seeds, step, stop)
+        keep = np.flatnonzero(values >= values.max() - 2.0 * stop)
+        # searches that reached the same maximum: one goes on
+        keep = keep[_thinned(((seeds[keep] @ to_frac) % 1.0) @ cell, -values[keep], 2.0 * stop)]
+        seeds, values, step = seeds[keep], values[keep], stop
     return max(float(surface.max()), float(values.max()))
 
 
-COARSE_STEP = 0.1  # Å: every seed is refined to this step, the best ones further
+def _thinned(points: np.ndarray, rank: np.ndarray, separation: float) -> np.ndarray:
+    """Indices of ``points`` taken in the order of ``rank`` (lowest first), skipping any within
+    ``separation`` of one already taken."""
+    chosen: list[int] = []
+    for i in np.argsort(rank, kind="stable").tolist():
+        if chosen:
+            gap = points[chosen] - points[i]
+            if float(np.einsum("ij,ij->i", gap, gap).min()) < separation * separation:
+                continue
+        chosen.append(i)
+    return np.array(chosen, dtype=np.intp)
+
+
+#: Å: every seed is refined to the first step; after each, only the seeds within twice that step
+#: of the best go on (most seeds sit in pores that cannot win, or are symmetric copies)
+REFINE_STOPS = (0.25, 0.1, 0.02, 0.004, 0.001)
 
 
 def _pattern_search(surface_distance: Callable[[np.ndarray], np.ndarray], points: np.ndarray,
@@ -357,15 +377,8 @@ def _pore_seeds(points: np.ndarray, surface: np.ndarray, step: np.ndarray,
     thinned to ``separation`` Å apart."""
     corners = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]], dtype=float)
     cover = 0.5 * float(np.linalg.norm(corners @ step, axis=1).max())
-    ranked = np.argsort(-surface, kind="stable")
-    ranked = ranked[surface[ranked] >= surface[ranked[0]] - cover]
-    chosen = [int(ranked[0])]
-    kept = points[ranked[:1]]
-    for i in ranked[1:].tolist():
-        gap = kept - points[i]
-        if float(np.einsum("ij,ij->i", gap, gap).min()) >= separation * separation:
-            chosen.append(i)
-            kept = points[chosen]
+    candidates = np.flatnonzero(surface >= surface.max() - cover)
+    chosen = candidates[_thinned(points[candidates], -surface[candidates], separation)]
     return points[chosen].copy()
 
 
